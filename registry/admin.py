@@ -1,0 +1,91 @@
+from django.contrib import admin, messages
+from django.db.models import Avg, Count
+
+from registry import services
+from registry.models import LLM, Outcome, Prompt, PromptSet
+
+
+@admin.register(LLM)
+class LLMAdmin(admin.ModelAdmin):
+    list_display = ("name", "provider", "is_active", "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query", "params_total_b", "accuracy", "outcome_count", "updated_at")
+    list_filter = ("is_active", "provider")
+    search_fields = ("name", "provider", "api_model")
+    readonly_fields = ("created_at", "updated_at")
+    actions = ("activate", "deactivate")
+    fieldsets = (
+        (None, {"fields": ("name", "provider", "is_active")}),
+        ("API (used for profiling)", {"fields": ("api_base", "api_model")}),
+        ("Prices", {"fields": ("usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query")}),
+        ("Size", {"fields": ("params_total_b", "params_active_b", "context_window")}),
+        ("Other", {"fields": ("metadata", "created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_outcome_count=Count("outcomes"), _accuracy=Avg("outcomes__score"))
+
+    @admin.display(description="outcomes", ordering="_outcome_count")
+    def outcome_count(self, llm):
+        return llm._outcome_count
+
+    @admin.display(description="accuracy", ordering="_accuracy")
+    def accuracy(self, llm):
+        return "—" if llm._accuracy is None else f"{llm._accuracy:.3f}"
+
+    @admin.action(description="Activate selected LLMs (routable)")
+    def activate(self, request, queryset):
+        changed = services.llms_set_active(llms=queryset, active=True)
+        self.message_user(request, f"{changed} LLM(s) activated.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected LLMs (never routed to)")
+    def deactivate(self, request, queryset):
+        changed = services.llms_set_active(llms=queryset, active=False)
+        self.message_user(request, f"{changed} LLM(s) deactivated.", messages.SUCCESS)
+
+
+@admin.register(PromptSet)
+class PromptSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "role", "prompt_count", "source", "updated_at")
+    list_filter = ("role",)
+    search_fields = ("name", "description", "source")
+    readonly_fields = ("created_at", "updated_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_prompt_count=Count("prompts"))
+
+    @admin.display(description="prompts", ordering="_prompt_count")
+    def prompt_count(self, prompt_set):
+        return prompt_set._prompt_count
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "prompt_set", "category", "split", "short_text", "embedder")
+    list_filter = ("prompt_set", "split", "category", "embedder")
+    search_fields = ("external_id", "text", "category")
+    list_select_related = ("prompt_set",)
+    # The 384-d embedding is never shown as a widget: it is computed, not edited.
+    exclude = ("embedding",)
+    readonly_fields = ("text_sha256", "embedder", "has_embedding", "created_at", "updated_at")
+    show_full_result_count = False
+
+    @admin.display(description="text")
+    def short_text(self, prompt):
+        return prompt.text[:100] + ("…" if len(prompt.text) > 100 else "")
+
+    @admin.display(description="embedded", boolean=True)
+    def has_embedding(self, prompt):
+        return prompt.embedding is not None
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("embedding")
+
+
+@admin.register(Outcome)
+class OutcomeAdmin(admin.ModelAdmin):
+    list_display = ("llm", "prompt", "score", "cost_usd", "latency_ms", "source", "updated_at")
+    list_filter = ("source", "llm")
+    search_fields = ("llm__name", "prompt__external_id")
+    list_select_related = ("llm", "prompt", "prompt__prompt_set")
+    raw_id_fields = ("prompt",)
+    readonly_fields = ("created_at", "updated_at")
+    show_full_result_count = False

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from registry.data_format import DataFormatError
+from registry.importing import dataset_import
+from registry.models import PromptSet
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a routing data set (prompts.jsonl[.gz], outcomes.csv[.gz], models.csv; see data/FORMAT.md). "
+        "Idempotent and all-or-nothing: a bad row aborts with file:line and writes nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory", type=Path, help="folder holding the data set's files")
+        parser.add_argument("--name", required=True, help="prompt set name (URL-safe), e.g. mmlu-pro")
+        parser.add_argument(
+            "--role", default=PromptSet.Role.DATASET, choices=PromptSet.Role.values,
+            help="'dataset' (default) splits prompts 60/10/30 train/validation/test by a hash of their id; "
+            "train/validation/test put every prompt in that split",
+        )
+
+    def handle(self, *args, directory: Path, name: str, role: str, **options):
+        say = lambda message: self.stdout.write(message)  # noqa: E731
+        try:
+            summary = dataset_import(directory=directory, name=name, role=role, say=say)
+        except DataFormatError as exc:
+            raise CommandError(f"{exc}\nNothing was written.") from None
+        self.stdout.write(self.style.SUCCESS(f"Imported {summary.prompt_set!r} in {summary.seconds:.1f} s"))
+        self.stdout.write(f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, {summary.prompts_embedded:,} embedded)")
+        self.stdout.write(f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)")
+        self.stdout.write(f"  outcomes: {summary.outcomes:,} ({summary.outcomes_created:,} new, {summary.outcomes_updated:,} updated)")
+        for line in summary.cost_basis:
+            self.stdout.write(f"  cost basis: {line}")
+        self.stdout.write(f"  changes:  {summary.changes:,}")

@@ -1,0 +1,153 @@
+"""What routerhub knows: LLMs, prompts (with embeddings) and per-prompt outcomes."""
+
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIMENSIONS = 384
+
+url_safe_name = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "Use letters, digits, '.', '_' or '-' (starting with a letter or digit), at most 100 characters.",
+)
+non_negative = MinValueValidator(0)
+
+
+class LLM(models.Model):
+    name = models.CharField(max_length=100, unique=True, validators=[url_safe_name])
+    provider = models.CharField(max_length=100, blank=True)
+    api_base = models.URLField(blank=True, help_text="OpenAI-compatible base URL, e.g. https://host/v1 (used for profiling).")
+    api_model = models.CharField(max_length=200, blank=True, help_text="Model id sent to api_base.")
+    usd_per_mtok_in = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M input tokens")
+    usd_per_mtok_out = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M output tokens")
+    usd_per_query = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / query")
+    params_total_b = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="parameters (B)")
+    params_active_b = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="active parameters (B)")
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "LLM"
+        constraints = [
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_prices_non_negative",
+                condition=(
+                    (Q(usd_per_mtok_in__isnull=True) | Q(usd_per_mtok_in__gte=0))
+                    & (Q(usd_per_mtok_out__isnull=True) | Q(usd_per_mtok_out__gte=0))
+                    & (Q(usd_per_query__isnull=True) | Q(usd_per_query__gte=0))
+                ),
+            ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_name_url_safe",
+                condition=Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def expected_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float | None:
+        """Price of one call: the per-query price if set, else per-token prices × token counts."""
+        if self.usd_per_query is not None:
+            return self.usd_per_query
+        if self.usd_per_mtok_in is None and self.usd_per_mtok_out is None:
+            return None
+        return ((self.usd_per_mtok_in or 0.0) * input_tokens + (self.usd_per_mtok_out or 0.0) * output_tokens) / 1e6
+
+
+class PromptSet(models.Model):
+    class Role(models.TextChoices):
+        DATASET = "dataset", "whole data set (split by hash)"
+        TRAIN = "train", "train"
+        VALIDATION = "validation", "validation"
+        TEST = "test", "test"
+
+    name = models.CharField(max_length=100, unique=True, validators=[url_safe_name])
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.DATASET)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True, help_text="Where the data was imported from.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "train"
+        VALIDATION = "validation", "validation"
+        TEST = "test", "test"
+
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200)
+    text = models.TextField(help_text="The text that is embedded and routed on.")
+    category = models.CharField(max_length=100, blank=True, db_index=True)
+    answer = models.CharField(max_length=500, blank=True, help_text="Reference answer used to grade profiling calls.")
+    split = models.CharField(max_length=20, choices=Split.choices, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    text_sha256 = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedder = models.CharField(max_length=100, blank=True, help_text="Which embedder produced the embedding.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["prompt_set", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_set", "external_id"], name="%(app_label)s_%(class)s_unique_external_id"),
+        ]
+        indexes = [
+            HnswIndex(
+                name="registry_prompt_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["prompt_set", "split"], name="registry_prompt_set_split"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_set.name}/{self.external_id}"
+
+
+class Outcome(models.Model):
+    class Source(models.TextChoices):
+        IMPORTED = "imported", "imported"
+        PROFILED = "profiled", "profiled"
+        FEEDBACK = "feedback", "feedback"
+
+    llm = models.ForeignKey(LLM, on_delete=models.CASCADE, related_name="outcomes")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="outcomes")
+    score = models.FloatField(help_text="Correctness in [0, 1].")
+    cost_usd = models.FloatField(null=True, blank=True, validators=[non_negative])
+    latency_ms = models.FloatField(null=True, blank=True, validators=[non_negative])
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    response_text = models.TextField(blank=True)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.IMPORTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["llm", "prompt"], name="%(app_label)s_%(class)s_unique_llm_prompt"),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_score_in_unit_interval", condition=Q(score__gte=0) & Q(score__lte=1)),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_cost_non_negative", condition=Q(cost_usd__isnull=True) | Q(cost_usd__gte=0)),
+        ]
+        indexes = [models.Index(fields=["prompt", "llm"], name="registry_outcome_prompt_llm")]
+
+    def __str__(self) -> str:
+        return f"{self.llm.name} on {self.prompt_id}: {self.score:g}"

@@ -1,0 +1,82 @@
+"""Reads from the registry (HackSoft-style selectors): keyword-only, no writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from django.db import connections
+from django.db.models import Avg, Count, QuerySet
+
+from registry.models import LLM, Outcome, Prompt, PromptSet
+
+
+def database_missing_vector_extension(alias: str = "default") -> str | None:
+    """A message naming the missing extension, or None when pgvector can be used."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
+        row = cursor.fetchone()
+    if row is None:
+        settings_dict = connection.settings_dict
+        return (
+            f"PostgreSQL database {settings_dict['NAME']!r} at {settings_dict['HOST'] or 'localhost'} does not have the "
+            "'vector' extension (pgvector) available; routerhub stores prompt embeddings with it."
+        )
+    return None
+
+
+def prompt_set_get(*, name: str) -> PromptSet:
+    try:
+        return PromptSet.objects.get(name=name)
+    except PromptSet.DoesNotExist:
+        known = ", ".join(PromptSet.objects.values_list("name", flat=True)) or "none imported yet"
+        raise PromptSet.DoesNotExist(f"no prompt set named {name!r} (known: {known})") from None
+
+
+def prompts_of(*, prompt_set: PromptSet, split: str | None = None) -> QuerySet[Prompt]:
+    prompts = Prompt.objects.filter(prompt_set=prompt_set)
+    if split:
+        prompts = prompts.filter(split=split)
+    return prompts.order_by("id")
+
+
+def prompt_embeddings(*, prompt_ids: Sequence[int]) -> np.ndarray:
+    """Embeddings [len(prompt_ids), D] in the order given; fails if any prompt is not embedded."""
+    by_id = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "embedding"))
+    missing = [pid for pid in prompt_ids if by_id.get(pid) is None]
+    if missing:
+        raise ValueError(f"{len(missing)} prompt(s) have no embedding yet (e.g. id {missing[0]}); re-run the import")
+    return np.stack([np.asarray(by_id[pid], dtype=np.float32) for pid in prompt_ids])
+
+
+def outcome_matrix(*, prompt_ids: Sequence[int], llm_ids: Sequence[int]) -> np.ndarray:
+    """Scores [prompts × LLMs] with NaN where an LLM has no outcome on a prompt."""
+    matrix = np.full((len(prompt_ids), len(llm_ids)), np.nan, dtype=np.float32)
+    row_of = {pid: i for i, pid in enumerate(prompt_ids)}
+    col_of = {lid: j for j, lid in enumerate(llm_ids)}
+    rows = Outcome.objects.filter(llm_id__in=llm_ids, prompt_id__in=prompt_ids).values_list("prompt_id", "llm_id", "score")
+    for prompt_id, llm_id, score in rows.iterator(chunk_size=20_000):
+        matrix[row_of[prompt_id], col_of[llm_id]] = score
+    return matrix
+
+
+def llms_with_stats() -> QuerySet[LLM]:
+    return LLM.objects.annotate(outcome_count=Count("outcomes"), accuracy=Avg("outcomes__score"))
+
+
+def llms_by_name(*, names: Iterable[str]) -> dict[str, LLM]:
+    return {llm.name: llm for llm in LLM.objects.filter(name__in=list(names))}
+
+
+def nearest_prompts(*, embedding: np.ndarray, prompt_set: PromptSet | None = None, split: str | None = None, k: int = 10) -> list[tuple[int, float]]:
+    """(prompt id, cosine distance) of the k nearest embedded prompts, via the HNSW index."""
+    from pgvector.django import CosineDistance
+
+    prompts = Prompt.objects.exclude(embedding__isnull=True)
+    if prompt_set is not None:
+        prompts = prompts.filter(prompt_set=prompt_set)
+    if split:
+        prompts = prompts.filter(split=split)
+    nearest = prompts.annotate(distance=CosineDistance("embedding", embedding)).order_by("distance")[:k]
+    return [(p.id, float(p.distance)) for p in nearest.only("id")]

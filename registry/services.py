@@ -1,0 +1,73 @@
+"""Writes to the registry (HackSoft-style services): keyword-only, validated, transactional."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.db import transaction
+
+from registry.embedders import Embedder, get_embedder, text_sha256
+from registry.models import LLM, Prompt
+
+LLM_FIELDS = (
+    "provider", "api_base", "api_model", "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query",
+    "params_total_b", "params_active_b", "context_window", "metadata", "is_active",
+)
+
+
+def llm_register(*, name: str, **fields) -> LLM:
+    """Create an LLM after full validation (URL-safe name, non-negative prices)."""
+    unknown = set(fields) - set(LLM_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown LLM field(s): {', '.join(sorted(unknown))}")
+    llm = LLM(name=name, **fields)
+    llm.full_clean()
+    llm.save()
+    return llm
+
+
+def llm_update(*, llm: LLM, **fields) -> LLM:
+    unknown = set(fields) - set(LLM_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown LLM field(s): {', '.join(sorted(unknown))}")
+    for key, value in fields.items():
+        setattr(llm, key, value)
+    llm.full_clean()
+    llm.save()
+    return llm
+
+
+def llms_set_active(*, llms: Iterable[LLM], active: bool) -> int:
+    ids = [llm.id for llm in llms]
+    return LLM.objects.filter(id__in=ids).exclude(is_active=active).update(is_active=active)
+
+
+def prompts_embed(
+    *,
+    prompts: Iterable[Prompt],
+    embedder: Embedder | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """(Re-)embed the prompts whose text or embedder changed since their embedding was computed.
+
+    Returns how many were embedded. Saved in batches so a long run that is interrupted keeps
+    what it finished.
+    """
+    embedder = embedder or get_embedder()
+    stale = [
+        p for p in prompts
+        if p.embedding is None or p.embedder != embedder.name or p.text_sha256 != text_sha256(p.text)
+    ]
+    for start in range(0, len(stale), batch_size * 8):
+        chunk = stale[start : start + batch_size * 8]
+        vectors = embedder.embed([p.text for p in chunk], batch_size=batch_size)
+        for prompt, vector in zip(chunk, vectors):
+            prompt.embedding = vector
+            prompt.embedder = embedder.name
+            prompt.text_sha256 = text_sha256(prompt.text)
+        with transaction.atomic():
+            Prompt.objects.bulk_update(chunk, ["embedding", "embedder", "text_sha256"])
+        if progress:
+            progress(start + len(chunk), len(stale))
+    return len(stale)

@@ -1,0 +1,145 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from registry.data_format import DataFormatError
+from registry.importing import dataset_import, split_of
+from registry.models import LLM, Outcome, Prompt, PromptSet
+from tests.registry.conftest import write_slice
+
+pytestmark = pytest.mark.django_db
+
+
+def database_snapshot():
+    return (
+        PromptSet.objects.count(),
+        Prompt.objects.count(),
+        LLM.objects.count(),
+        sorted(Outcome.objects.values_list("llm__name", "prompt__external_id", "score")),
+    )
+
+
+def run_import(directory, name="mmlu-slice"):
+    return dataset_import(directory=directory, name=name, say=lambda _: None)
+
+
+def test_import_loads_prompts_llms_outcomes_and_embeddings(slice_dir):
+    summary = run_import(slice_dir)
+    assert summary.prompts == summary.prompts_created == 120
+    assert summary.llms_created == 29
+    assert summary.outcomes_created == Outcome.objects.count() > 120 * 25
+    assert not Prompt.objects.filter(embedding__isnull=True).exists()
+    prompt = Prompt.objects.get(external_id="70")
+    assert prompt.text.splitlines()[1].startswith("A. ")
+    assert prompt.category and prompt.answer in "ABCDEFGHIJ"
+    assert prompt.metadata["src"]
+    gemini = LLM.objects.get(name="gemini-1.5-pro-002")
+    assert (gemini.usd_per_mtok_in, gemini.usd_per_mtok_out) == (1.25, 5.0)
+    assert any("per-token prices for 29 LLMs" in line for line in summary.cost_basis)
+
+
+def test_reimport_changes_nothing(slice_dir):
+    run_import(slice_dir)
+    before = database_snapshot()
+    summary = run_import(slice_dir)
+    assert summary.changes == 0
+    assert database_snapshot() == before
+
+
+def test_reimport_of_an_updated_file_updates_rows(slice_dir):
+    run_import(slice_dir)
+    path = slice_dir / "outcomes.csv.gz"
+    lines = gzip.open(path, "rt").read().splitlines()
+    prompt_id, model, correct = lines[1].split(",")
+    lines[1] = f"{prompt_id},{model},{1 - float(correct):g}"
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(lines) + "\n")
+    summary = run_import(slice_dir)
+    assert (summary.outcomes_created, summary.outcomes_updated) == (0, 1)
+    outcome = Outcome.objects.get(llm__name=model, prompt__external_id=prompt_id)
+    assert outcome.score == 1 - float(correct)
+
+
+def test_plain_files_are_accepted_as_well_as_gzip(tmp_path):
+    summary = run_import(write_slice(tmp_path / "plain", prompts=30, gzip_files=False), name="plain")
+    assert summary.prompts_created == 30 and summary.outcomes_created > 0
+
+
+def test_splits_are_stable_and_roughly_60_10_30(slice_dir):
+    run_import(slice_dir)
+    splits = [split_of(str(i)) for i in range(10_000)]
+    assert abs(splits.count("train") / 10_000 - 0.6) < 0.02
+    assert abs(splits.count("validation") / 10_000 - 0.1) < 0.02
+    assert all(p.split == split_of(p.external_id) for p in Prompt.objects.all())
+
+
+def corrupt_outcome_line(directory, line_number, new_line):
+    path = directory / "outcomes.csv.gz"
+    lines = gzip.open(path, "rt").read().splitlines()
+    lines[line_number - 1] = new_line
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("70,gemini-1.5-pro-002,1.7", "correct must be in [0, 1]"),
+        ("70,gemini-1.5-pro-002,yes", "is not a number"),
+        ("no-such-prompt,gemini-1.5-pro-002,1", "unknown prompt id 'no-such-prompt'"),
+        ("70,no-such-model,1", "unknown model 'no-such-model'"),
+    ],
+)
+def test_a_bad_row_aborts_with_file_and_line_and_writes_nothing(slice_dir, tmp_path, bad_line, message):
+    run_import(slice_dir)  # an earlier good import must survive a failed one untouched
+    before = database_snapshot()
+    bad = tmp_path / "bad"
+    shutil.copytree(slice_dir, bad)
+    path = corrupt_outcome_line(bad, 7, bad_line)
+    with pytest.raises(DataFormatError) as failure:
+        run_import(bad)
+    assert str(failure.value).startswith(f"{path}:7: ")
+    assert message in str(failure.value)
+    assert database_snapshot() == before
+
+
+def test_truncated_gzip_fails_clearly_and_writes_nothing(slice_dir):
+    path = slice_dir / "outcomes.csv.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match="truncated or not valid gzip"):
+        run_import(slice_dir)
+    assert database_snapshot() == (0, 0, 0, [])
+
+
+def test_command_prints_summary_and_reports_bad_rows_as_command_errors(slice_dir, capsys):
+    call_command("import_routing_data", str(slice_dir), "--name", "cmd-slice")
+    out = capsys.readouterr().out
+    assert "prompts:  120 (120 new" in out and "cost basis:" in out and "changes:" in out
+    call_command("import_routing_data", str(slice_dir), "--name", "cmd-slice")
+    assert "changes:  0" in capsys.readouterr().out
+    corrupt_outcome_line(slice_dir, 3, "70,gemini-1.5-pro-002,2")
+    with pytest.raises(CommandError, match=r"(?s)outcomes.csv.gz:3: .*Nothing was written"):
+        call_command("import_routing_data", str(slice_dir), "--name", "cmd-slice")
+
+
+def test_nearest_neighbour_query_uses_the_hnsw_index(slice_dir):
+    from pgvector.django import CosineDistance
+
+    run_import(slice_dir)
+    query = Prompt.objects.get(external_id="70")
+    vector = np.asarray(query.embedding)
+    with connection.cursor() as cursor:
+        # With a few hundred rows the planner prefers a sequential scan; forbid it to see the index.
+        cursor.execute("SET enable_seqscan = off")
+    nearest = Prompt.objects.annotate(distance=CosineDistance("embedding", vector)).order_by("distance")[:5]
+    plan = nearest.explain()
+    assert "registry_prompt_embedding_hnsw" in plan
+    assert list(nearest)[0].external_id == "70"
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = on")
