@@ -21,8 +21,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally, no CDN
     "django_celery_beat",
     "registry",
     "routing",
@@ -95,6 +97,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Routes each prompt to the cheapest LLM that will answer it well, under the tenant's budget.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery (broker: Redis) -----------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""Routing decisions: one row for every accepted route request."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from registry.models import LLM, Outcome
+from routing.models.state import RoutingState
+from routing.models.tenancy import ApiKey, Tenant
+
+
+class Decision(models.Model):
+    class LambdaReason(models.TextChoices):
+        EXPLICIT = "explicit", "given in the request"
+        TENANT_DEFAULT = "tenant_default", "the tenant's default λ"
+        QUALITY_TARGET = "quality_target", "cheapest LLM meeting the quality target"
+        BUDGET_PACING = "budget_pacing", "paced to the remaining budget"
+        BUDGET_EXHAUSTED = "budget_exhausted", "budget spent: cheapest allowed LLM"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="decisions")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="decisions")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    routed_text = models.TextField(help_text="The text routed on (last user turn plus bounded context).")
+    prompt_tokens = models.PositiveIntegerField()
+    llm = models.ForeignKey(LLM, on_delete=models.PROTECT, related_name="decisions")
+    state = models.ForeignKey(RoutingState, on_delete=models.SET_NULL, null=True, related_name="decisions")
+    state_version = models.PositiveIntegerField()
+    strategy = models.CharField(max_length=50)
+    cluster = models.IntegerField(null=True, blank=True)
+    lambda_used = models.FloatField(null=True, blank=True)
+    lambda_reason = models.CharField(max_length=20, choices=LambdaReason.choices)
+    predicted_quality = models.FloatField()
+    estimated_cost_usd = models.DecimalField(max_digits=14, decimal_places=8)
+    reserved_usd = models.DecimalField(max_digits=14, decimal_places=8, help_text="Counted against the budget now.")
+    alternatives = models.JSONField(default=list, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
+    # Filled by feedback:
+    actual_cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    quality_score = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.ForeignKey(Outcome, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="routing_decision_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.id} → {self.llm}"

@@ -1,0 +1,80 @@
+"""Fitted routers: a routing state is one fitted strategy plus the profiles of the LLMs it routes to."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from pgvector.django import VectorField
+
+from registry.models import EMBEDDING_DIMENSIONS, LLM, PromptSet
+
+
+class RoutingState(models.Model):
+    """One fitted strategy. Exactly one state is active; web and worker processes route with it.
+
+    ``arrays`` holds the strategy's learned numpy arrays (an ``.npz`` blob: θ, predictor weights,
+    validation embeddings for K-NN); K-means centroids are also stored as pgvector rows
+    (``StateCentroid``) so they can be inspected and queried in SQL. ``revision`` increases each time
+    a profile is added or changed, so processes know when to reload without polling every row.
+    """
+
+    strategy = models.CharField(max_length=50)
+    version = models.PositiveIntegerField(unique=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Hyper-parameters the strategy was built with.")
+    state = models.JSONField(default=dict, blank=True, help_text="The strategy's small JSON state (no arrays).")
+    arrays = models.BinaryField(help_text="The strategy's learned arrays, as an .npz blob.")
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="routing_states")
+    train_llms = models.ManyToManyField(LLM, related_name="trained_states", blank=True)
+    embedder = models.CharField(max_length=100)
+    # The validation prompts, in the order the profiles' per-prompt entries (K-NN) refer to them.
+    validation_prompt_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    n_train_prompts = models.PositiveIntegerField(default=0)
+    n_validation_prompts = models.PositiveIntegerField(default=0)
+    fit_seconds = models.FloatField(default=0)
+    is_active = models.BooleanField(default=False)
+    revision = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="%(app_label)s_%(class)s_unique_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version} {self.strategy}{' (active)' if self.is_active else ''}"
+
+
+class StateCentroid(models.Model):
+    state = models.ForeignKey(RoutingState, on_delete=models.CASCADE, related_name="centroids")
+    index = models.PositiveIntegerField()
+    vector = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    n_train_prompts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["state", "index"]
+        constraints = [models.UniqueConstraint(fields=["state", "index"], name="%(app_label)s_%(class)s_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.state} cluster {self.index}"
+
+
+class LLMProfile(models.Model):
+    """Ψ(h): an LLM's feature vector under one routing state, computed from validation outcomes only."""
+
+    state = models.ForeignKey(RoutingState, on_delete=models.CASCADE, related_name="profiles")
+    llm = models.ForeignKey(LLM, on_delete=models.CASCADE, related_name="profiles")
+    vector = ArrayField(models.FloatField())
+    n_validation_outcomes = models.PositiveIntegerField()
+    validation_error = models.FloatField(help_text="Mean error on the validation prompts it answered.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["state", "llm"]
+        constraints = [models.UniqueConstraint(fields=["state", "llm"], name="%(app_label)s_%(class)s_unique_state_llm")]
+
+    def __str__(self) -> str:
+        return f"{self.llm} @ {self.state}"

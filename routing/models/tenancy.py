@@ -1,0 +1,89 @@
+"""Tenants, their API keys and their spend per budget period."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from registry.models import LLM
+
+
+class Tenant(models.Model):
+    class Period(models.TextChoices):
+        DAY = "day", "day (UTC)"
+        WEEK = "week", "week (UTC, from Monday)"
+        MONTH = "month", "month (UTC)"
+
+    class WhenSpent(models.TextChoices):
+        REJECT = "reject", "reject (HTTP 402)"
+        CHEAPEST = "cheapest", "route to the cheapest allowed LLM"
+
+    name = models.CharField(max_length=100, unique=True)
+    budget_usd = models.DecimalField(max_digits=14, decimal_places=6, validators=[MinValueValidator(0)], help_text="Spend limit per period, USD.")
+    budget_period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTH)
+    when_budget_spent = models.CharField(max_length=10, choices=WhenSpent.choices, default=WhenSpent.REJECT)
+    allowed_llms = models.ManyToManyField(LLM, blank=True, related_name="tenants", help_text="Empty: every active LLM.")
+    default_lambda = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)], help_text="Cost weight λ when a request gives none; empty: budget pacing.")
+    default_quality_target = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)])
+    default_max_cost_usd = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per-request cost cap.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(name="%(app_label)s_%(class)s_budget_non_negative", condition=Q(budget_usd__gte=0)),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_quality_target_in_unit_interval",
+                condition=Q(default_quality_target__isnull=True) | (Q(default_quality_target__gte=0) & Q(default_quality_target__lte=1)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """A tenant's API key. Only a SHA-256 hash is stored; the key is shown once, at creation."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True, help_text="First characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant})"
+
+
+class BudgetPeriod(models.Model):
+    """Spend of one tenant in one budget period; reserved atomically at decision time."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="budget_periods")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    limit_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Spend of requests routed to the cheapest LLM after the budget ran out ("cheapest" tenants);
+    # kept apart so that spent_usd can never exceed limit_usd.
+    overage_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["tenant", "-starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "starts_at"], name="%(app_label)s_%(class)s_unique_tenant_start"),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_spent_within_limit", condition=Q(spent_usd__lte=models.F("limit_usd"))),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_spent_non_negative", condition=Q(spent_usd__gte=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} {self.starts_at:%Y-%m-%d}: {self.spent_usd}/{self.limit_usd}"

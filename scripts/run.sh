@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run routerhub with the MMLU-Pro demo data: web (gunicorn), Celery worker and beat.
+# With no DATABASE_URL / REDIS_URL it uses an embedded PostgreSQL + pgvector (.pgdata/) and an
+# embedded Redis (.redis/), both from pip packages. Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+PY=.venv/bin/python
+HOST="${ROUTERHUB_HOST:-127.0.0.1}"
+PORT="${ROUTERHUB_PORT:-8000}"
+mkdir -p .run
+
+if [ -z "${CELERY_BROKER_URL:-}${REDIS_URL:-}" ]; then
+  export CELERY_BROKER_URL="$($PY -c 'from pathlib import Path; from routerhub.embedded import start_embedded_redis; print(start_embedded_redis(Path(".redis"), int("'"${ROUTERHUB_REDIS_PORT:-6399}"'")))')"
+  echo "Embedded Redis: $CELERY_BROKER_URL"
+fi
+export CELERY_BROKER_URL="${CELERY_BROKER_URL:-$REDIS_URL}"
+
+# Keep one attachment to the embedded PostgreSQL open for the whole session, so the server is not
+# stopped and restarted between the set-up commands below.
+$PY -c 'import django, os, signal; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings"); django.setup(); signal.pause()' &
+HOLDER=$!
+PIDS=("$HOLDER")
+cleanup() {
+  trap - EXIT INT TERM
+  echo "Stopping routerhub ..."
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ -f .redis/redis.pid ] && [ -z "${REDIS_URL:-}" ]; then kill "$(cat .redis/redis.pid)" 2>/dev/null || true; fi
+}
+trap cleanup EXIT INT TERM
+
+$PY manage.py check --database default
+$PY manage.py migrate --no-input
+$PY manage.py collectstatic --no-input -v 0
+$PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
+$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" | tee .run/demo.txt
+
+.venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &
+PIDS+=("$!")
+.venv/bin/celery -A routerhub beat --loglevel INFO --pidfile= >.run/beat.log 2>&1 &
+PIDS+=("$!")
+.venv/bin/gunicorn routerhub.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-2}" --access-logfile .run/access.log >.run/web.log 2>&1 &
+PIDS+=("$!")
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+echo
+echo "routerhub is running at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
+cat .run/demo.txt | sed -n '/^--- /,$p'
+wait -n "${PIDS[@]:1}"
+echo "A routerhub process exited; see .run/*.log" >&2
+exit 1
