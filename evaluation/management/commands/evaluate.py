@@ -1,0 +1,121 @@
+import json
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from evaluation.models import EvaluationRun
+from evaluation.selectors import COST_MEASURES, dataset_arrays
+from registry.embedders import get_embedder
+from registry.models import PromptSet
+from registry.selectors import prompt_set_get
+
+DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap"
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark routing strategies on an imported data set with the unseen-LLM protocol of METHODS.md: "
+        "prompts split 60/10/30, LLMs 2/3 train and 1/3 unseen test, routing only among the unseen LLMs. "
+        "Prints a table and stores an EvaluationRun; --json and --plot write the figures and curves."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True)
+        parser.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added")
+        parser.add_argument("--trials", type=int, default=20, help="random splits (default 20)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--cost", choices=COST_MEASURES, default="price")
+        parser.add_argument("--params", default="{}", help='per-strategy hyper-parameters as JSON, e.g. \'{"knn": {"k": 20}}\'')
+        parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+        parser.add_argument("--plot", type=Path, help="write the deferral curves of one split as a PNG here")
+
+    def handle(self, *args, dataset, strategies, trials, seed, cost, params, json: Path | None, plot: Path | None, **options):
+        from evaluation.engine import run_protocol
+        from routing.strategies import STRATEGIES
+
+        names = [s.strip() for s in strategies.split(",") if s.strip()]
+        unknown = [s for s in names if s not in STRATEGIES]
+        if unknown:
+            raise CommandError(f"unknown strategies: {', '.join(unknown)}; known: {', '.join(sorted(STRATEGIES))}")
+        if "zero" not in names:
+            names.insert(0, "zero")  # every gain is measured against ZeroRouter on the same split
+        if trials < 1:
+            raise CommandError("--trials must be at least 1")
+        try:
+            strategy_params = _loads(params)
+            prompt_set = prompt_set_get(name=dataset)
+            self.stdout.write(f"Loading {dataset} ...")
+            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost)
+        except (PromptSet.DoesNotExist, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        if arrays.dropped:
+            self.stdout.write(self.style.WARNING(f"  dropped {len(arrays.dropped)} LLMs without a {cost} cost: {', '.join(arrays.dropped)}"))
+        self.stdout.write(
+            f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
+            f"Running {trials} splits of {', '.join(names)} (seed {seed}) ..."
+        )
+        started = time.monotonic()
+        result = run_protocol(
+            arrays.embeddings, arrays.correctness, arrays.costs, arrays.llm_names,
+            strategies=names, trials=trials, seed=seed, strategy_params=strategy_params,
+            progress=lambda done, total: self.stdout.write(f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"),
+        )
+        seconds = time.monotonic() - started
+        curves = result.pop("curves", None)
+        result = {"dataset": dataset, "cost": cost, "cost_note": arrays.cost_note, "embedder": get_embedder().name, **result}
+        EvaluationRun.objects.create(
+            prompt_set=prompt_set, protocol=result.get("protocol", {}), strategies=names, trials=trials, seed=seed,
+            cost=cost, embedder=result["embedder"], results=result, seconds=seconds,
+        )
+        self._print_table(result)
+        if json:
+            json.parent.mkdir(parents=True, exist_ok=True)
+            json.write_text(_dumps(result))
+            self.stdout.write(f"Wrote {json}")
+        if plot:
+            from evaluation.plots import plot_deferral_curves
+
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_deferral_curves({**result, "curves": curves}, plot)
+            self.stdout.write(f"Wrote {plot}")
+        self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
+
+    def _print_table(self, result: dict) -> None:
+        self.stdout.write(f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}")
+        for name, m in result["methods"].items():
+            qnc = m.get("qnc_median")
+            self.stdout.write(
+                f"{name:<24}{m['area']:>8.4f}{m.get('area_se', 0):>8.4f}{m.get('area50', float('nan')):>8.4f}"
+                f"{(qnc if qnc is not None else float('nan')):>8.3f}{m.get('gain_vs_zero', float('nan')):>+14.4f}{m.get('gain_vs_zero_se', 0):>8.4f}"
+            )
+        timings = result.get("timings")
+        if timings:
+            self.stdout.write(f"timings: {_dumps(timings)}")
+
+
+def _loads(text: str) -> dict:
+    import json as json_module
+
+    try:
+        value = json_module.loads(text)
+    except json_module.JSONDecodeError as exc:
+        raise ValueError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--params must be a JSON object mapping strategy name to its hyper-parameters")
+    return value
+
+
+def _dumps(value) -> str:
+    import json as json_module
+
+    import numpy as np
+
+    def default(obj):
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+    return json_module.dumps(value, indent=2, default=default)

@@ -1,0 +1,81 @@
+"""Loading a whole imported data set as arrays for offline evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Avg, Count, Q
+
+from registry.models import LLM, Prompt, PromptSet
+from registry.selectors import outcome_matrix, prompt_embeddings
+
+COST_MEASURES = ("price", "params", "row")
+
+
+@dataclass
+class DatasetArrays:
+    embeddings: np.ndarray  # [prompts, D]
+    correctness: np.ndarray  # [prompts, llms], NaN = missing
+    costs: np.ndarray  # [llms]
+    llm_names: list[str]
+    cost_note: str
+    dropped: list[str] = field(default_factory=list)
+
+
+def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
+    """Every prompt of the set with the correctness of every LLM that answered some of them.
+
+    LLMs without the chosen cost measure are dropped (and named), never given a made-up cost.
+    """
+    if cost not in COST_MEASURES:
+        raise ValueError(f"--cost must be one of {', '.join(COST_MEASURES)}, got {cost!r}")
+    llms = list(
+        LLM.objects.annotate(
+            n=Count("outcomes", filter=Q(outcomes__prompt__prompt_set=prompt_set)),
+            mean_row_cost=Avg("outcomes__cost_usd", filter=Q(outcomes__prompt__prompt_set=prompt_set)),
+        ).filter(n__gt=0).order_by("name")
+    )
+    costs, kept, dropped = [], [], []
+    for llm in llms:
+        value = _cost_of(llm, cost, prompt_set)
+        if value is None:
+            dropped.append(llm.name)
+        else:
+            costs.append(value)
+            kept.append(llm)
+    if len(kept) < 3:
+        raise ValueError(f"only {len(kept)} LLMs of {prompt_set.name!r} have a {cost!r} cost; the protocol needs at least 3")
+    prompt_ids = list(Prompt.objects.filter(prompt_set=prompt_set).order_by("id").values_list("id", flat=True))
+    return DatasetArrays(
+        embeddings=prompt_embeddings(prompt_ids=prompt_ids),
+        correctness=outcome_matrix(prompt_ids=prompt_ids, llm_ids=[llm.id for llm in kept]),
+        costs=np.asarray(costs, dtype=np.float64),
+        llm_names=[llm.name for llm in kept],
+        cost_note=_cost_note(cost, prompt_set),
+        dropped=dropped,
+    )
+
+
+def _cost_of(llm: LLM, cost: str, prompt_set: PromptSet) -> float | None:
+    if cost == "params":
+        return llm.params_total_b
+    if cost == "row":
+        return llm.mean_row_cost
+    return llm.expected_cost_usd(
+        input_tokens=prompt_set.metadata.get("mean_prompt_tokens", 0.0),
+        output_tokens=settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS,
+    )
+
+
+def _cost_note(cost: str, prompt_set: PromptSet) -> str:
+    if cost == "params":
+        return "total parameter count (billions)"
+    if cost == "row":
+        return "mean actual cost_usd of each LLM's outcomes"
+    return (
+        "USD per query: usd_per_query where given, else per-token prices × "
+        f"{prompt_set.metadata.get('mean_prompt_tokens', 0):g} mean prompt tokens + "
+        f"{settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS} expected output tokens"
+    )

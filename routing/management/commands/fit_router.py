@@ -1,0 +1,48 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from registry.models import PromptSet
+from registry.selectors import prompt_set_get
+from routing.services import DEFAULT_STRATEGY, RoutingError, routing_state_fit
+
+
+class Command(BaseCommand):
+    help = (
+        "Fit a routing strategy on a data set's train split, profile every LLM on its validation split, "
+        "store it as a new routing-state version and activate it (synchronously)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, help="prompt set name, e.g. mmlu-pro")
+        parser.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default {DEFAULT_STRATEGY})")
+        parser.add_argument("--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's")
+        parser.add_argument("--params", default="{}", help='extra hyper-parameters as JSON, e.g. \'{"prior_strength": 5}\'')
+        parser.add_argument("--no-activate", action="store_true", help="store the new state without activating it")
+
+    def handle(self, *args, dataset, strategy, k, params, no_activate, **options):
+        try:
+            prompt_set = prompt_set_get(name=dataset)
+        except PromptSet.DoesNotExist as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            extra = json.loads(params)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--params is not valid JSON: {exc}") from None
+        if k is not None:
+            extra[_k_parameter(strategy)] = k
+        try:
+            state = routing_state_fit(
+                prompt_set=prompt_set, strategy=strategy, params=extra, activate=not no_activate,
+                say=lambda message: self.stdout.write(message),
+            )
+        except (RoutingError, TypeError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(self.style.SUCCESS(
+            f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
+            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s"
+        ))
+
+
+def _k_parameter(strategy: str) -> str:
+    return "k" if strategy == "knn" else "n_clusters"
