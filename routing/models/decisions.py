@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 from registry.models import LLM, Outcome
 from routing.models.state import RoutingState
-from routing.models.tenancy import ApiKey, Tenant
+from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
 
 
 class Decision(models.Model):
@@ -33,12 +34,16 @@ class Decision(models.Model):
     lambda_used = models.FloatField(null=True, blank=True)
     lambda_reason = models.CharField(max_length=20, choices=LambdaReason.choices)
     predicted_quality = models.FloatField()
-    estimated_cost_usd = models.DecimalField(max_digits=14, decimal_places=8)
-    reserved_usd = models.DecimalField(max_digits=14, decimal_places=8, help_text="Counted against the budget now.")
+    estimated_cost_usd = models.DecimalField(max_digits=20, decimal_places=10)
+    budget_period = models.ForeignKey(BudgetPeriod, on_delete=models.PROTECT, related_name="decisions")
+    # What this decision currently counts in its period: reserved_usd in spent_usd (within the
+    # limit), overage_usd in overage_usd (routed after the budget ran out). Feedback moves both.
+    reserved_usd = models.DecimalField(max_digits=20, decimal_places=10, help_text="Counted against the budget now.")
+    overage_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0, help_text="Counted as overage (budget already spent).")
     alternatives = models.JSONField(default=list, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
     # Filled by feedback:
-    actual_cost_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    actual_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
     quality_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -49,6 +54,10 @@ class Decision(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "created_at"], name="routing_decision_tenant_time")]
+        constraints = [
+            models.CheckConstraint(name="%(app_label)s_%(class)s_amounts_non_negative", condition=Q(reserved_usd__gte=0) & Q(overage_usd__gte=0) & Q(estimated_cost_usd__gte=0)),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_quality_score_in_unit_interval", condition=Q(quality_score__isnull=True) | (Q(quality_score__gte=0) & Q(quality_score__lte=1))),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} → {self.llm}"

@@ -70,12 +70,15 @@ class BudgetPeriod(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="budget_periods")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
-    limit_usd = models.DecimalField(max_digits=14, decimal_places=6)
-    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # 10 decimal places: one short prompt to a cheap LLM costs ~1e-6 USD, and a reservation is
+    # rounded *up* to this precision, so coarser amounts would overstate small spends noticeably.
+    limit_usd = models.DecimalField(max_digits=20, decimal_places=10)
+    spent_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     # Spend of requests routed to the cheapest LLM after the budget ran out ("cheapest" tenants);
     # kept apart so that spent_usd can never exceed limit_usd.
-    overage_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
-    requests = models.PositiveIntegerField(default=0)
+    overage_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
+    requests = models.PositiveIntegerField(default=0, help_text="Accepted route requests.")
+    rejected_requests = models.PositiveIntegerField(default=0, help_text="Route requests refused because the budget was spent.")
 
     class Meta:
         ordering = ["tenant", "-starts_at"]
