@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from django.db import transaction
+from django.utils import timezone
 
 from registry.embedders import Embedder, get_embedder, text_sha256
 from registry.models import LLM, Prompt
@@ -39,7 +40,8 @@ def llm_update(*, llm: LLM, **fields) -> LLM:
 
 def llms_set_active(*, llms: Iterable[LLM], active: bool) -> int:
     ids = [llm.id for llm in llms]
-    return LLM.objects.filter(id__in=ids).exclude(is_active=active).update(is_active=active)
+    # updated_at is set explicitly (update() skips auto_now): routers reload when it moves.
+    return LLM.objects.filter(id__in=ids).exclude(is_active=active).update(is_active=active, updated_at=timezone.now())
 
 
 def prompts_embed(
