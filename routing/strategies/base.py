@@ -1,0 +1,168 @@
+"""The one interface every routing strategy implements (METHODS.md, "UniRoute").
+
+A strategy maps a prompt embedding φ(x) and an LLM profile Ψ(h) to a predicted loss γ(x, h) in [0, 1]
+(loss = 1 − correctness). ``fit`` learns from the *training* LLMs only; ``profile`` turns any LLM's
+correctness on the validation prompts into Ψ(h) without refitting, which is what lets a fitted router
+take LLMs it never saw in training.
+
+Conventions follow scikit-learn: hyper-parameters are constructor arguments stored as-is, ``fit``
+returns ``self``, learned state ends with ``_`` and is listed in ``learned_attributes``.
+Correctness arrays use NaN for "this LLM has no outcome on this prompt" everywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import ClassVar, Self
+
+import numpy as np
+
+
+class StrategyNotFitted(RuntimeError):
+    """The strategy was asked to profile, predict or export before ``fit`` (or ``from_state``)."""
+
+
+class RoutingStrategy(ABC):
+    name: ClassVar[str]
+    universal: ClassVar[bool] = True  # False: scores only the LLMs it was trained on (Routoo)
+    learned_attributes: ClassVar[tuple[str, ...]] = ()
+
+    # -- public interface ---------------------------------------------------------------------------
+    def fit(
+        self,
+        train_embeddings: np.ndarray,
+        train_correctness: np.ndarray,
+        *,
+        validation_embeddings: np.ndarray,
+        validation_correctness: np.ndarray,
+        llm_keys: list[str] | None = None,
+    ) -> Self:
+        """Learn from the training LLMs' correctness on train prompts [n_train, m] and validation prompts [n_val, m].
+
+        ``llm_keys`` names the m training LLMs; only strategies that keep per-LLM parameters use it.
+        A refit starts from scratch: every learned attribute is recomputed.
+        """
+        train_embeddings, train_errors = _check_outcomes(train_embeddings, train_correctness, "train")
+        validation_embeddings, validation_errors = _check_outcomes(
+            validation_embeddings, validation_correctness, "validation"
+        )
+        if train_errors.shape[1] != validation_errors.shape[1]:
+            raise ValueError(
+                f"train correctness has {train_errors.shape[1]} LLMs but validation has {validation_errors.shape[1]}"
+            )
+        if train_embeddings.shape[1] != validation_embeddings.shape[1]:
+            raise ValueError("train and validation embeddings have different dimensions")
+        if llm_keys is not None and len(llm_keys) != train_errors.shape[1]:
+            raise ValueError(f"{len(llm_keys)} llm_keys for {train_errors.shape[1]} training LLMs")
+        for attribute in self.learned_attributes:
+            self.__dict__.pop(attribute, None)
+        self._fit(train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys)
+        return self
+
+    def profile(
+        self,
+        validation_embeddings: np.ndarray,
+        validation_correctness_of_one_llm: np.ndarray,
+        *,
+        llm_key: str | None = None,
+    ) -> np.ndarray:
+        """Ψ(h): a 1-D float vector from one LLM's correctness on the validation prompts (NaN = not answered)."""
+        self._check_fitted()
+        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
+        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
+        if embeddings.ndim != 2 or correctness.ndim != 1 or len(correctness) != len(embeddings):
+            raise ValueError("profile needs embeddings [n_val, D] and one LLM's correctness [n_val]")
+        answered = ~np.isnan(correctness)
+        if not answered.any():
+            who = f"LLM {llm_key!r}" if llm_key else "this LLM"
+            raise ValueError(f"{who} has no outcome on the validation prompts, so it cannot be profiled")
+        if np.any((correctness[answered] < 0) | (correctness[answered] > 1)):
+            raise ValueError("correctness must lie in [0, 1]")
+        return np.asarray(self._profile(embeddings, 1.0 - correctness, llm_key), dtype=np.float64)
+
+    def predict_loss(self, prompt_embeddings: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+        """Expected loss [n_prompts, n_llms] in [0, 1] for stacked profiles [n_llms, P]."""
+        self._check_fitted()
+        embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
+        profiles = np.asarray(profiles, dtype=np.float64)
+        if embeddings.ndim != 2 or profiles.ndim != 2:
+            raise ValueError("predict_loss needs embeddings [n_prompts, D] and profiles [n_llms, P]")
+        return np.clip(self._predict_loss(embeddings, profiles), 0.0, 1.0)
+
+    def cluster_of(self, prompt_embeddings: np.ndarray) -> np.ndarray | None:
+        """Hard cluster id per prompt where the strategy has clusters, else None."""
+        self._check_fitted()
+        return None
+
+    # -- state ---------------------------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def get_state(self) -> dict:
+        """Hyper-parameters and learned arrays: plain JSON values plus numpy arrays, nothing else."""
+        self._check_fitted()
+        state = {"strategy": self.name, **{k: _plain(v) for k, v in self.get_params().items()}}
+        state.update({name: _plain(getattr(self, name)) for name in self.learned_attributes})
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> Self:
+        if state.get("strategy", cls.name) != cls.name:
+            raise ValueError(f"state of {state['strategy']!r} given to {cls.name!r}")
+        strategy = cls(**{name: state[name] for name in cls.param_names() if name in state})
+        missing = [name for name in cls.learned_attributes if name not in state]
+        if missing:
+            raise ValueError(f"{cls.name} state lacks {', '.join(missing)}")
+        for name in cls.learned_attributes:
+            setattr(strategy, name, state[name])
+        return strategy
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # -- for subclasses ------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys) -> None:
+        """Set every learned attribute. Errors are 1 − correctness, NaN where missing."""
+
+    @abstractmethod
+    def _profile(self, validation_embeddings, validation_errors, llm_key) -> np.ndarray:
+        """Ψ(h) from one LLM's validation errors [n_val] (NaN where missing, at least one answered)."""
+
+    @abstractmethod
+    def _predict_loss(self, prompt_embeddings, profiles) -> np.ndarray: ...
+
+    def _check_fitted(self) -> None:
+        if not self.learned_attributes or any(not hasattr(self, a) for a in self.learned_attributes):
+            raise StrategyNotFitted(f"{type(self).__name__} is not fitted yet: call fit() or from_state() first")
+
+
+def _check_outcomes(embeddings, correctness, split: str) -> tuple[np.ndarray, np.ndarray]:
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    correctness = np.asarray(correctness, dtype=np.float64)
+    if embeddings.ndim != 2 or correctness.ndim != 2 or len(embeddings) != len(correctness):
+        raise ValueError(f"{split} needs embeddings [n, D] and correctness [n, m] with the same n")
+    if len(embeddings) == 0 or correctness.shape[1] == 0:
+        raise ValueError(f"{split} split is empty")
+    answered = correctness[~np.isnan(correctness)]
+    if np.any((answered < 0) | (answered > 1)):
+        raise ValueError(f"{split} correctness must lie in [0, 1] (NaN = missing)")
+    return embeddings, 1.0 - correctness
+
+
+def _plain(value):
+    """numpy scalars → Python scalars and tuples → lists, so the small part of a state is JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

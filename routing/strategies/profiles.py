@@ -1,0 +1,57 @@
+"""How validation outcomes become LLM profiles Ψ(h) (METHODS.md, "UniRoute").
+
+Ψ_k(h) is h's mean error on the validation prompts of cluster k. Small clusters are noisy, so each
+cluster mean is shrunk towards h's overall validation error ē(h) with a pseudo-count prior of
+strength a (a Beta prior centred on ē(h) holding a prompts' worth of evidence):
+
+    Ψ_k(h) = (Σ_x w_xk · err(x, h) + a · ē(h)) / (Σ_x w_xk + a)
+
+where the sums run over the validation prompts h answered and w_xk is x's membership of cluster k
+(one-hot for K-means, the soft assignment Φ_k(x) for LearnedMap). An empty cluster gets ē(h).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-6
+
+
+def overall_error(errors: np.ndarray) -> np.ndarray:
+    """Mean error per LLM over its answered prompts (NaN ignored); works on [n] or [n, m]."""
+    answered = ~np.isnan(errors)
+    count = answered.sum(axis=0)
+    total = np.where(answered, errors, 0.0).sum(axis=0)
+    # An LLM without a single outcome has no evidence at all: treat it as a coin flip.
+    return np.where(count > 0, total / np.maximum(count, 1), 0.5)
+
+
+def shrunk_cluster_errors(memberships: np.ndarray, errors: np.ndarray, prior_strength: float) -> np.ndarray:
+    """Ψ [K] for errors [n] or Ψ [K, m] for errors [n, m], from memberships [n, K] (see module docstring)."""
+    answered = ~np.isnan(errors)
+    filled = np.where(answered, errors, 0.0)
+    weighted_errors = memberships.T @ filled
+    weights = memberships.T @ answered.astype(memberships.dtype)
+    overall = overall_error(errors)
+    evidence = weights + prior_strength
+    shrunk = (weighted_errors + prior_strength * overall) / np.maximum(evidence, EPS)
+    return np.where(evidence > 0, shrunk, overall)
+
+
+def one_hot(cluster: np.ndarray, n_clusters: int) -> np.ndarray:
+    memberships = np.zeros((len(cluster), n_clusters))
+    memberships[np.arange(len(cluster)), cluster] = 1.0
+    return memberships
+
+
+def log_loss(predicted_errors: np.ndarray, errors: np.ndarray) -> float:
+    """Mean binary cross-entropy over answered entries; targets may be fractional."""
+    answered = ~np.isnan(errors)
+    p = np.clip(predicted_errors[answered], EPS, 1 - EPS)
+    t = errors[answered]
+    return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+
+
+def nearest_centroid(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the most cosine-similar centroid; centroids are unit vectors, embeddings L2-normalised."""
+    return np.argmax(embeddings @ centroids.T, axis=1)

@@ -1,0 +1,102 @@
+"""Strategies on data where the right routing is known."""
+
+import numpy as np
+import pytest
+
+from routing.strategies import get_strategy
+from routing.strategies.knn import KNearestNeighbours
+from routing.strategies.profiles import one_hot, shrunk_cluster_errors
+from tests.routing.strategies.conftest import LLM_KEYS, two_topic_embeddings
+
+UNIVERSAL = ["uniroute_kmeans", "uniroute_learnedmap", "knn"]
+
+
+def specialist_and_generalist(validation_topic):
+    """An unseen LLM right on every topic-0 prompt and wrong on every topic-1 prompt, and a coin flip."""
+    specialist = (validation_topic == 0).astype(float)
+    generalist = (np.arange(len(validation_topic)) % 2).astype(float)
+    return specialist, generalist
+
+
+@pytest.mark.parametrize("name", UNIVERSAL)
+def test_prompts_of_the_topic_an_unseen_llm_masters_go_to_that_llm(name, train, validation):
+    params = {"uniroute_kmeans": {"n_clusters": 2}, "uniroute_learnedmap": {"n_clusters": 2}, "knn": {"k": 5}}[name]
+    strategy = get_strategy(name, **params).fit(
+        train.embeddings, train.correctness,
+        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+    )
+    specialist, generalist = specialist_and_generalist(validation.topic)
+    profiles = np.stack([strategy.profile(validation.embeddings, c) for c in (specialist, generalist)])
+    test_embeddings, test_topic = two_topic_embeddings(40, np.random.default_rng(9))
+    best = np.argmin(strategy.predict_loss(test_embeddings, profiles), axis=1)
+    np.testing.assert_array_equal(best, np.where(test_topic == 0, 0, 1))
+
+
+def test_zero_router_predicts_each_llms_average_validation_error(train, validation):
+    strategy = get_strategy("zero").fit(
+        train.embeddings, train.correctness,
+        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+    )
+    correctness = np.array([1.0, 0.0, np.nan, 1.0])
+    profile = strategy.profile(validation.embeddings[:4], correctness)
+    np.testing.assert_allclose(profile, [1 / 3])
+    np.testing.assert_allclose(strategy.predict_loss(validation.embeddings[:3], profile[None, :]), np.full((3, 1), 1 / 3))
+
+
+def test_cluster_errors_are_shrunk_towards_the_overall_error_by_the_prior():
+    # Cluster 0: errors 1, 1 (n=2); cluster 1: errors 0, 0, 0, 1 and one missing answer (n=4). Overall 3/6.
+    errors = np.array([1, 1, 0, 0, 0, 1, np.nan])
+    memberships = one_hot(np.array([0, 0, 1, 1, 1, 1, 1]), 3)
+    psi = shrunk_cluster_errors(memberships, errors, prior_strength=2.0)
+    np.testing.assert_allclose(psi, [(2 + 2 * 0.5) / (2 + 2), (1 + 2 * 0.5) / (4 + 2), 0.5])  # empty cluster → 0.5
+
+
+def test_kmeans_with_automatic_k_picks_a_k_from_the_grid_by_cross_validation(train, validation):
+    strategy = get_strategy("uniroute_kmeans", n_clusters="auto", n_clusters_grid=(1, 2, 8)).fit(
+        train.embeddings, train.correctness,
+        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+    )
+    assert len(strategy.cv_scores_) == 3
+    assert strategy.n_clusters_ == 2  # two topics: one cluster per topic beats 1 (no topics) and 8 (noise)
+    assert strategy.centroids_.shape == (2, train.embeddings.shape[1])
+
+
+def test_knn_loss_is_the_mean_error_over_the_given_neighbours():
+    profiles = np.array([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    losses = KNearestNeighbours.loss_from_neighbours(np.array([[0, 1], [2, 3]]), profiles)
+    np.testing.assert_allclose(losses, [[0.5, 1.0], [0.5, 0.0]])
+
+
+def test_knn_fills_a_missing_validation_answer_with_the_llms_mean_error(validation):
+    strategy = get_strategy("knn", k=3).fit(
+        validation.embeddings, validation.correctness,
+        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+    )
+    correctness = np.ones(len(validation.embeddings))
+    correctness[:4] = [0, 0, np.nan, 0]
+    profile = strategy.profile(validation.embeddings, correctness)
+    assert profile[2] == pytest.approx(3 / (len(correctness) - 1))
+
+
+def test_routoo_scores_known_llms_with_their_head_and_unseen_llms_with_the_fallback(train, validation):
+    strategy = get_strategy("routoo_predictor").fit(
+        train.embeddings, train.correctness,
+        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        llm_keys=LLM_KEYS,
+    )
+    known = strategy.profile(validation.embeddings, validation.correctness[:, 1], llm_key="topic1-expert")
+    unseen = strategy.profile(validation.embeddings, validation.correctness[:, 1], llm_key="brand-new")
+    assert not strategy.is_fallback(known) and strategy.is_fallback(unseen)
+    assert known[0] == 1 and len(known) == len(unseen)
+    test_embeddings, test_topic = two_topic_embeddings(40, np.random.default_rng(9))
+    losses = strategy.predict_loss(test_embeddings, np.stack([known, unseen]))
+    np.testing.assert_allclose(losses[:, 1], strategy.fallback_.predict_loss(test_embeddings, unseen[None, 1:])[:, 0])
+    assert losses[test_topic == 1, 0].mean() < losses[test_topic == 0, 0].mean()  # the head learned its topic
+
+
+def test_routoo_needs_the_training_llms_keys(train, validation):
+    with pytest.raises(ValueError, match="llm_keys"):
+        get_strategy("routoo_predictor").fit(
+            train.embeddings, train.correctness,
+            validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        )
