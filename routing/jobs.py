@@ -67,6 +67,17 @@ def job_enqueue(*, kind: str, llm: LLM | None = None, arguments: dict | None = N
     return job, True
 
 
+def llm_profile_enqueue(*, llm: LLM, arguments: dict | None = None) -> tuple[Job, bool]:
+    """Queue profiling of ``llm`` (call it when an LLM is registered: admin, staff API, shell)."""
+    return job_enqueue(kind=Job.Kind.PROFILE_LLM, llm=llm, arguments=arguments)
+
+
+def routing_state_refit_enqueue(*, prompt_set_id: int | None = None, strategy: str | None = None, params: dict | None = None) -> tuple[Job, bool]:
+    """Queue a refit (defaults: the active state's prompt set, strategy and parameters)."""
+    arguments = {k: v for k, v in {"prompt_set_id": prompt_set_id, "strategy": strategy, "params": params}.items() if v is not None}
+    return job_enqueue(kind=Job.Kind.REFIT, arguments=arguments)
+
+
 def _active_job(*, kind: str, llm: LLM | None, lock: bool) -> Job | None:
     jobs = Job.objects.filter(kind=kind, llm=llm, status__in=Job.ACTIVE_STATUSES)
     return (jobs.select_for_update() if lock else jobs).first()

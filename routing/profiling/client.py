@@ -167,6 +167,8 @@ def complete_all(
     *,
     concurrency: int,
     may_start: Callable[[], bool] = lambda: True,
+    idle_seconds: float | None = None,
+    on_idle: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[int, Completion | PromptRejected]]:
     """Answer ``(prompt_id, text)`` pairs with at most ``concurrency`` calls in flight.
 
@@ -174,7 +176,8 @@ def complete_all(
     ``may_start()`` is asked before each new call (a cost cap, for instance); once it says no,
     the calls in flight finish and nothing more starts. A transient or configuration error that
     outlives the client's retries stops everything and is raised after the calls in flight finish,
-    so their answers are yielded (and stored) first.
+    so their answers are yielded (and stored) first. ``on_idle()`` is called whenever no call
+    finished for ``idle_seconds`` (the caller stores what it holds and shows it is alive).
     """
     pending = iter(prompts)
     in_flight: dict[Future, int] = {}
@@ -190,7 +193,10 @@ def complete_all(
 
         fill()
         while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            done, _ = wait(in_flight, timeout=idle_seconds, return_when=FIRST_COMPLETED)
+            if not done:
+                on_idle()
+                continue
             for future in done:
                 prompt_id = in_flight.pop(future)
                 try:

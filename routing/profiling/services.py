@@ -178,7 +178,11 @@ def _collect_outcomes(*, llm: LLM, state: RoutingState, options: ProfilingOption
         flushed_at = time.monotonic()
 
     try:
-        for prompt_id, answer in complete_all(client, ((pid, texts[pid]) for pid in pending), concurrency=options.concurrency, may_start=may_start):
+        answers = complete_all(
+            client, ((pid, texts[pid]) for pid in pending), concurrency=options.concurrency, may_start=may_start,
+            idle_seconds=FLUSH_SECONDS, on_idle=flush,  # slow calls must not hold finished answers back
+        )
+        for prompt_id, answer in answers:
             report.asked += 1
             if isinstance(answer, PromptRejected):
                 report.rejected += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,45 @@ def load_routing_data(directory: Path) -> RoutingData:
 def routing_data(db, subjects_data):
     yield load_routing_data(subjects_data)
     runtime.reset()
+
+
+# -- a real broker and a real worker process (test_worker_e2e.py) ------------------------------------
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
+    from tests.workers.processes import start_redis, stop_process
+
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, broker_url, tmp_path_factory):
+    """One worker for the session, consuming a queue of its own, on the test database."""
+    from django.db import connection
+
+    from routerhub.celery import app
+    from tests.workers.processes import point_producer_at, restore_producer, start_worker
+
+    worker = start_worker(
+        broker_url=broker_url, database_name=connection.settings_dict["NAME"],
+        log_path=tmp_path_factory.mktemp("worker") / "worker.log",
+    )
+    previous = point_producer_at(app, broker_url=broker_url, queue=worker.queue)
+    try:
+        yield worker
+    finally:
+        restore_producer(app, previous)
+        worker.stop()
+
+
+@pytest.fixture
+def worker(celery_worker_process, transactional_db):
+    """The worker, with committed rows it can see (``transactional_db``)."""
+    runtime.reset()
+    yield celery_worker_process
+    runtime.reset()
+    assert celery_worker_process.process.poll() is None, celery_worker_process.log()[-4000:]

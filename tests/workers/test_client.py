@@ -108,3 +108,10 @@ def test_complete_all_yields_finished_answers_before_raising_a_lasting_failure()
             for prompt_id, answer in complete_all(client_for(server, max_attempts=2), ((i, f"q{i}") for i in range(6)), concurrency=1):
                 got.append(prompt_id)
     assert got == [0, 1, 2]
+
+
+def test_complete_all_reports_idle_periods_while_calls_are_slow():
+    idle = []
+    with FakeOpenAI(policy=lambda text: "late", latency_seconds=0.35) as server:
+        results = list(complete_all(client_for(server), [(1, "q")], concurrency=1, idle_seconds=0.1, on_idle=lambda: idle.append(1)))
+    assert [pid for pid, _ in results] == [1] and len(idle) >= 2
