@@ -95,6 +95,8 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    # Domain exceptions → JSON errors, in one place (routing/api_errors.py).
+    "EXCEPTION_HANDLER": "routing.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "routerhub API",
@@ -104,6 +106,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Celery (broker: Redis) -----------------------------------------------------------------------
@@ -137,6 +140,30 @@ ROUTERHUB_EMBEDDING_DIMENSIONS = 384
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
 # Output length assumed when a cost must be estimated before the call is made.
 ROUTERHUB_EXPECTED_OUTPUT_TOKENS = int(os.environ.get("ROUTERHUB_EXPECTED_OUTPUT_TOKENS", "256"))
+
+# --- route API (routing/apis.py) ------------------------------------------------------------------
+# Longest prompt (or chat, all turns) accepted by POST /api/v1/route, in characters.
+ROUTERHUB_MAX_PROMPT_CHARS = int(os.environ.get("ROUTERHUB_MAX_PROMPT_CHARS", "200000"))
+# Characters of earlier chat turns routed on together with the last user turn.
+ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_CHARS", "1000"))
+# Characters embedded at most: MiniLM reads 256 word pieces (~1,500 characters), so cutting here
+# leaves embeddings unchanged and keeps long prompts from being tokenised in full.
+ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
+# Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
+ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
+# Budget pacing (routing/budgets.py): the policy class, how often each process recomputes a
+# tenant's λ, the window of the recent request rate, the rate assumed for a quiet tenant, and how
+# many validation prompts stand in for future traffic.
+ROUTERHUB_PACING_POLICY = os.environ.get("ROUTERHUB_PACING_POLICY", "routing.budgets.RecentRatePacing")
+ROUTERHUB_PACING_REFRESH_SECONDS = float(os.environ.get("ROUTERHUB_PACING_REFRESH_SECONDS", "5"))
+ROUTERHUB_PACING_WINDOW_SECONDS = float(os.environ.get("ROUTERHUB_PACING_WINDOW_SECONDS", "900"))
+ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = float(os.environ.get("ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR", "1"))
+ROUTERHUB_PACING_REFERENCE_PROMPTS = int(os.environ.get("ROUTERHUB_PACING_REFERENCE_PROMPTS", "500"))
+# Attempts to reserve budget before the tenant's "budget spent" policy applies.
+ROUTERHUB_RESERVATION_ATTEMPTS = 4
+# Prompt set that holds routed prompts with quality feedback (outcomes of source "feedback").
+ROUTERHUB_FEEDBACK_PROMPT_SET = os.environ.get("ROUTERHUB_FEEDBACK_PROMPT_SET", "feedback")
+ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS", "1"))
 
 LOGGING = {
     "version": 1,
