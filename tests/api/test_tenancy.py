@@ -154,3 +154,22 @@ def test_create_api_key_command_prints_a_working_key_once(fitted, capsys):
     call_command("create_api_key", "--tenant", "cli")
     assert capsys.readouterr().out.strip() != key
     assert tenant.api_keys.count() == 2
+
+
+def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings, tmp_path, capsys):
+    import shlex
+
+    settings.BASE_DIR = tmp_path  # where it keeps the admin password
+    call_command("setup_demo", "--base-url", "http://testserver")
+    output = capsys.readouterr().out
+    curl = next(line for line in output.splitlines() if line.strip().startswith("curl"))
+    words = shlex.split(curl)
+    key = words[words.index("-H") + 1].removeprefix("Authorization: Bearer ")
+    body = words[words.index("-d") + 1]
+    assert words[2] == "http://testserver/api/v1/route"
+    tenant = Tenant.objects.get(name="demo")
+    assert (tenant.budget_period, tenant.budget_usd) == ("month", 10)
+    response = ApiClient(key).post(ROUTE, body)
+    assert response.status_code == 200, response.content
+    call_command("setup_demo", "--base-url", "http://testserver")  # again: same tenant, a new key
+    assert Tenant.objects.filter(name="demo").count() == 1 and tenant.api_keys.count() == 2
