@@ -214,3 +214,14 @@ def test_default_schedules_are_created_once_and_admin_edits_are_kept(db):
     refit.refresh_from_db()
     assert not refit.enabled and refit.kwargs == '{"strategy": "uniroute_kmeans"}'
     assert PeriodicTask.objects.filter(name__in=[s.name for s in DEFAULT_SCHEDULES]).count() == 2
+
+
+def test_refit_can_fit_the_learned_map_and_the_next_nightly_refit_keeps_it(routing_data, sent):
+    tasks.refit_routing_state.apply(kwargs={"strategy": "uniroute_learnedmap", "params": {"n_clusters": 3, "max_iter": 50}})
+    learned = RoutingState.objects.get(is_active=True)
+    assert (learned.strategy, learned.version, learned.params["n_clusters"]) == ("uniroute_learnedmap", 2, 3)
+    tasks.refit_routing_state.apply()  # what beat sends: no arguments
+    nightly = RoutingState.objects.get(is_active=True)
+    assert (nightly.strategy, nightly.version, nightly.params) == ("uniroute_learnedmap", 3, learned.params)
+    assert nightly.profiles.count() == LLM.objects.count()
+    assert list(Job.objects.filter(kind=Job.Kind.REFIT).values_list("status", flat=True)) == [Job.Status.SUCCEEDED] * 2
