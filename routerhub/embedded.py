@@ -67,6 +67,7 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
     url = f"redis://127.0.0.1:{port}/0"
     if _redis_answers(url):
         return url
+    data_dir = data_dir.resolve()  # redis-server changes into --dir before opening its log file
     data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [

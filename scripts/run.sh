@@ -11,10 +11,11 @@ PORT="${ROUTERHUB_PORT:-8000}"
 mkdir -p .run
 
 if [ -z "${CELERY_BROKER_URL:-}${REDIS_URL:-}" ]; then
-  export CELERY_BROKER_URL="$($PY -c 'from pathlib import Path; from routerhub.embedded import start_embedded_redis; print(start_embedded_redis(Path(".redis"), int("'"${ROUTERHUB_REDIS_PORT:-6399}"'")))')"
+  broker="$($PY -c 'import sys; from pathlib import Path; from routerhub.embedded import start_embedded_redis; print(start_embedded_redis(Path(".redis"), int(sys.argv[1])))' "${ROUTERHUB_REDIS_PORT:-6399}")"
+  export CELERY_BROKER_URL="$broker"
   echo "Embedded Redis: $CELERY_BROKER_URL"
 fi
-export CELERY_BROKER_URL="${CELERY_BROKER_URL:-$REDIS_URL}"
+export CELERY_BROKER_URL="${CELERY_BROKER_URL:-${REDIS_URL:-}}"
 
 # Keep one attachment to the embedded PostgreSQL open for the whole session, so the server is not
 # stopped and restarted between the set-up commands below.
@@ -34,7 +35,8 @@ $PY manage.py check --database default
 $PY manage.py migrate --no-input
 $PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
-$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" | tee .run/demo.txt
+$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" >.run/demo.txt
+sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
 
 .venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &
 PIDS+=("$!")

@@ -1,0 +1,14 @@
+"""gunicorn settings read from the project root (``gunicorn routerhub.wsgi``)."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+timeout = 60
+
+
+def post_worker_init(worker):
+    # Load the embedding model before the first request instead of during it (~5 s).
+    from registry.embedders import get_embedder
+
+    get_embedder().embed_one("warm-up")
