@@ -43,7 +43,7 @@ def test_server_timing_splits_embedding_and_routing_time(api, fitted):
     for response in (first, again):
         parts = dict(part.strip().split(";", 1) for part in response["Server-Timing"].split(","))
         timings.setdefault("embed", []).append(parts["embed"])
-        assert set(parts) == {"embed", "route", "budget"}
+        assert set(parts) == {"embed", "route", "budget", "app"}
     assert 'desc="computed"' in timings["embed"][0] and 'desc="cached"' in timings["embed"][1]
 
 
