@@ -35,7 +35,7 @@ class Decision(models.Model):
     lambda_reason = models.CharField(max_length=20, choices=LambdaReason.choices)
     predicted_quality = models.FloatField()
     estimated_cost_usd = models.DecimalField(max_digits=20, decimal_places=10)
-    budget_period = models.ForeignKey(BudgetPeriod, on_delete=models.PROTECT, related_name="decisions")
+    budget_period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="decisions")
     # What this decision currently counts in its period: reserved_usd in spent_usd (within the
     # limit), overage_usd in overage_usd (routed after the budget ran out). Feedback moves both.
     reserved_usd = models.DecimalField(max_digits=20, decimal_places=10, help_text="Counted against the budget now.")

@@ -173,3 +173,12 @@ def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings
     assert response.status_code == 200, response.content
     call_command("setup_demo", "--base-url", "http://testserver")  # again: same tenant, a new key
     assert Tenant.objects.filter(name="demo").count() == 1 and tenant.api_keys.count() == 2
+
+
+def test_deleting_a_tenant_deletes_its_keys_decisions_and_budget_periods(make_tenant, fitted):
+    from routing.models import BudgetPeriod
+
+    tenant, key = make_tenant()
+    ApiClient(key).route()
+    tenant.delete()
+    assert not (ApiKey.objects.exists() or Decision.objects.exists() or BudgetPeriod.objects.exists())
