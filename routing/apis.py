@@ -20,13 +20,12 @@ from rest_framework.views import APIView
 
 from registry.models import LLM
 from registry.services import llm_register, llm_update
-from registry.tokens import count_tokens
 from routing import budgets
 from routing.authentication import ApiKeyAuthentication, tenant_of
 from routing.decisions import Feedback, RouteRequest, decision_feedback, decision_get, route_create
 from routing.jobs import job_enqueue
 from routing.models import Decision, Job, Tenant
-from routing.prompt_text import TOKENS_PER_MESSAGE, message_text, routed_text_of_messages
+from routing.prompt_text import route_input
 from routing.runtime import active_router
 from routing.serializers import (
     AlternativeSerializer,
@@ -137,14 +136,7 @@ class RouteCreateApi(ApiBase):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if "messages" in data:
-            messages = data["messages"]
-            text = routed_text_of_messages(messages)
-            sent = "\n".join(message_text(m.get("content")) for m in messages)
-            input_tokens = count_tokens([sent])[0] + TOKENS_PER_MESSAGE * len(messages)
-        else:
-            text = data["prompt"]
-            input_tokens = count_tokens([text])[0]
+        text, input_tokens = route_input(prompt=data.get("prompt"), messages=data.get("messages"))
         result = route_create(
             tenant=tenant_of(request), api_key=request.auth,
             request=RouteRequest(

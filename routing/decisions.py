@@ -44,7 +44,7 @@ class InvalidRouteRequest(ValueError):
 
 @dataclass(frozen=True)
 class RouteRequest:
-    text: str  # what is embedded and routed on
+    text: str  # what is embedded and routed on (stored with the decision)
     input_tokens: int  # what the chosen LLM will be sent (a whole chat, not only the routed turn)
     models: list[str] | None = None
     lam: float | None = None
@@ -70,7 +70,7 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     router = router_for(strategy=request.strategy)
 
     started = time.perf_counter()
-    embedding, cached = embed_cached(embeddable(request.text))
+    embedding, cached = embed_cached(embeddable(request.text))  # (already cut by route_input; cheap)
     embedded = time.perf_counter()
 
     losses = router.predict_loss(embedding)[0].astype(np.float64)

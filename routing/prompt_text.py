@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from registry.tokens import count_tokens
+
 # OpenAI-style chats add a few tokens of framing per message (role markers, separators).
 TOKENS_PER_MESSAGE = 4
 
@@ -43,3 +45,26 @@ def embeddable(text: str) -> str:
     """``text`` cut to ``ROUTERHUB_EMBED_MAX_CHARS``: well past what the embedder reads, so the
     embedding is unchanged, but a 100k-character prompt is not tokenised in full on every request."""
     return text[: settings.ROUTERHUB_EMBED_MAX_CHARS]
+
+
+def estimated_tokens(text: str) -> int:
+    """Tokens of ``text``: counted exactly up to ``TOKEN_SAMPLE_CHARS``, extrapolated beyond.
+
+    Only a cost estimate (the target LLM's tokenizer is unknown anyway, and feedback replaces the
+    estimate by the real count): tokenising a 200,000-character prompt in full would cost ~80 ms.
+    """
+    if len(text) <= TOKEN_SAMPLE_CHARS:
+        return count_tokens([text])[0]
+    sample = count_tokens([text[:TOKEN_SAMPLE_CHARS]])[0]
+    return round(sample * len(text) / TOKEN_SAMPLE_CHARS)
+
+
+TOKEN_SAMPLE_CHARS = 4000
+
+
+def route_input(*, prompt: str | None = None, messages: list[dict] | None = None) -> tuple[str, int]:
+    """(text to route on, cut to what is embedded; tokens the chosen LLM will be sent)."""
+    if messages is not None:
+        sent = "\n".join(message_text(m.get("content")) for m in messages)
+        return embeddable(routed_text_of_messages(messages)), estimated_tokens(sent) + TOKENS_PER_MESSAGE * len(messages)
+    return embeddable(prompt), estimated_tokens(prompt)

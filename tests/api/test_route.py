@@ -169,3 +169,12 @@ def test_health_is_unavailable_without_a_routing_state(db):
     response = ApiClient().get("/api/v1/health")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable" and not response.json()["routing_state"]["ok"]
+
+
+def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_estimated_in_proportion(api, fitted, settings):
+    settings.ROUTERHUB_EMBED_MAX_CHARS = 1000
+    sentence = "The mitochondria is the powerhouse of the cell. "
+    short = api.route(sentence * 50).json()  # ~2,400 characters: counted exactly
+    long = api.route(sentence * 500).json()  # ~24,000 characters: counted on a sample, extrapolated
+    assert long["input_tokens"] == pytest.approx(10 * short["input_tokens"], rel=0.02)
+    assert len(Decision.objects.get(id=long["decision_id"]).routed_text) == 1000
