@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Avg, Count
 
 from registry import services
@@ -11,6 +12,8 @@ class LLMAdmin(admin.ModelAdmin):
     list_display = ("name", "provider", "is_active", "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query", "params_total_b", "accuracy", "outcome_count", "updated_at")
     list_filter = ("is_active", "provider")
     search_fields = ("name", "provider", "api_model")
+    # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("created_at", "updated_at")
     actions = ("activate", "deactivate", "profile_now")
     fieldsets = (

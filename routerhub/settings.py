@@ -83,7 +83,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now: a scheme-less URL in a form means https
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "static"
