@@ -121,7 +121,7 @@ class RouteCreateApi(ApiBase):
         strategy = serializers.CharField(source="decision.strategy")
         routing_state_version = serializers.IntegerField(source="decision.state_version")
         cluster = serializers.IntegerField(source="decision.cluster", allow_null=True, help_text="The prompt's K-means cluster (K-means strategies only).")
-        alternatives = AlternativeSerializer(many=True, help_text="The next best allowed LLMs, best first.")
+        alternatives = AlternativeSerializer(source="decision.alternatives", many=True, help_text="The next best allowed LLMs, best first.")
         budget = BudgetStatusSerializer()
         notes = serializers.ListField(child=serializers.CharField())
 

@@ -25,8 +25,7 @@ from routing import budgets
 from routing.budgets import BudgetStatus, ReferenceSample
 from routing.embedding_cache import embed_cached
 from routing.models import Decision, RoutingState, Tenant
-from routing.prompt_text import embeddable
-from routing.runtime import LoadedRouter, active_router
+from routing.runtime import LoadedRouter, RoutableLLM, active_router
 from routing.selection import NoCandidateError, select
 from routing.tenants import tenant_allowed_llm_ids
 
@@ -56,8 +55,7 @@ class RouteRequest:
 @dataclass
 class RouteResult:
     decision: Decision
-    llm: object  # routing.runtime.RoutableLLM
-    alternatives: list[dict]
+    llm: RoutableLLM
     budget: BudgetStatus
     notes: list[str] = field(default_factory=list)
     embed_ms: float = 0.0
@@ -66,14 +64,46 @@ class RouteResult:
     embedding_cached: bool = False
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """One prompt scored by the router, with the request's constraints: what selection works on."""
+
+    router: LoadedRouter
+    losses: np.ndarray  # [llms] predicted loss
+    costs: np.ndarray  # [llms] estimated USD
+    allowed: np.ndarray  # [llms] tenant's and request's candidates
+    max_cost: float | None  # per-request cap
+    lam: float | None
+    quality_target: float | None
+    reason: str
+    cluster: int | None
+
+    def select(self, max_cost: float | None) -> int:
+        return int(select(
+            self.losses[None, :], self.costs, lam=self.lam or 0.0, allowed_mask=self.allowed,
+            max_cost=max_cost, quality_target=self.quality_target,
+        )[0])
+
+
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
     router = router_for(strategy=request.strategy)
-
     started = time.perf_counter()
-    embedding, cached = embed_cached(embeddable(request.text))  # (already cut by route_input; cheap)
+    embedding, cached = embed_cached(request.text)
     embedded = time.perf_counter()
+    status = budgets.budget_status_current(tenant=tenant)
+    scoring = _score(router, tenant=tenant, request=request, embedding=embedding, status=status)
+    choice = scoring.select(scoring.max_cost)
+    routed = time.perf_counter()
+    decision, choice, status, notes = _reserve_and_record(scoring, choice, status, tenant=tenant, api_key=api_key, request=request)
+    finished = time.perf_counter()
+    return RouteResult(
+        decision=decision, llm=router.llms[choice], budget=status, notes=notes,
+        embed_ms=(embedded - started) * 1e3, route_ms=(routed - embedded) * 1e3, budget_ms=(finished - routed) * 1e3,
+        embedding_cached=cached,
+    )
 
-    losses = router.predict_loss(embedding)[0].astype(np.float64)
+
+def _score(router: LoadedRouter, *, tenant: Tenant, request: RouteRequest, embedding: np.ndarray, status: BudgetStatus) -> Scoring:
     costs = expected_costs(router, input_tokens=request.input_tokens)
     allowed = allowed_mask(router, tenant=tenant, models=request.models)
     max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
@@ -84,65 +114,52 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
             f"(the cheapest would cost {costs[allowed].min():.8f} USD).",
         )
     lam, quality_target, reason = _lambda_and_target(tenant=tenant, request=request)
-    status = budgets.budget_status_current(tenant=tenant)
     if reason == Reason.BUDGET_PACING:
         lam = budgets.paced_lambda(
             tenant=tenant, status=status, reference_key=(router.state_id, router.revision),
             reference=lambda: reference_sample(router), allowed_mask=allowed,
         )
-    choice = _select(losses, costs, lam=lam, quality_target=quality_target, allowed=allowed, max_cost=max_cost)
-    cluster = router.cluster_of(embedding)
-    routed = time.perf_counter()
+    return Scoring(
+        router=router, losses=router.predict_loss(embedding)[0].astype(np.float64), costs=costs, allowed=allowed,
+        max_cost=max_cost, lam=lam, quality_target=quality_target, reason=reason, cluster=router.cluster_of(embedding),
+    )
 
-    first_choice, cap, decision = choice, max_cost, None
+
+def _reserve_and_record(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> tuple[Decision, int, BudgetStatus, list[str]]:
+    """Reserve the choice's cost and write the decision; when it no longer fits, choose again among
+    the LLMs that fit what is left; when nothing fits, apply the tenant's "budget spent" policy.
+
+    Optimistic first: one conditional UPDATE per attempt. A failure means other requests took budget
+    meanwhile. The last attempt locks the period row before choosing, so it cannot lose the race:
+    a request is refused only when nothing fits, never because of contention.
+    """
+    first_choice, cap = choice, scoring.max_cost
     attempts = settings.ROUTERHUB_RESERVATION_ATTEMPTS
     for attempt in range(attempts):
-        # Optimistic first: one conditional UPDATE. A failure means other requests took budget
-        # meanwhile; re-read what is left and consider only LLMs that fit in it. The last attempt
-        # locks the period row first, so it cannot lose the race again: a request is rejected only
-        # when nothing fits, never because of contention.
         with transaction.atomic():
             if attempt == attempts - 1:
                 status = budgets.locked(status)
-                cap = _budget_cap(max_cost, status)
+                cap = _budget_cap(scoring.max_cost, status)
                 try:
-                    choice = _select(losses, costs, lam=lam, quality_target=quality_target, allowed=allowed, max_cost=cap)
+                    choice = scoring.select(cap)
                 except NoCandidateError:
                     break
-            amount = budgets.usd(costs[choice])
+            amount = budgets.usd(scoring.costs[choice])
             reserved = budgets.reserve(status=status, amount=amount)
             if reserved is not None:
-                decision = _write_decision(
-                    tenant=tenant, api_key=api_key, request=request, router=router, losses=losses, costs=costs,
-                    allowed=allowed, max_cost=cap, lam=lam, quality_target=quality_target, reason=reason, choice=choice,
-                    cluster=cluster, status=reserved, reserved=amount, overage=Decimal(0),
-                )
-                status = reserved
-                break
+                decision = _write_decision(scoring, choice, reserved, reserved=amount, cap=cap, **context)
+                notes = [] if choice == first_choice else [
+                    f"Only {reserved.remaining_usd + amount:.10f} USD of the budget was left: candidates were "
+                    f"limited to LLMs that fit in it (first choice: {scoring.router.llms[first_choice].name})."
+                ]
+                return decision, choice, reserved, notes
         status = budgets.refreshed(status)
-        cap = _budget_cap(max_cost, status)
+        cap = _budget_cap(scoring.max_cost, status)
         try:
-            choice = _select(losses, costs, lam=lam, quality_target=quality_target, allowed=allowed, max_cost=cap)
+            choice = scoring.select(cap)
         except NoCandidateError:
             break
-    notes: list[str] = []
-    if decision is None:
-        decision, status, choice = _route_when_spent(
-            tenant=tenant, api_key=api_key, request=request, router=router, losses=losses, costs=costs,
-            allowed=allowed, cluster=cluster, status=status,
-        )
-        notes.append("The budget for this period is spent: routed to the cheapest allowed LLM.")
-    elif choice != first_choice:
-        notes.append(
-            f"Only {status.remaining_usd + decision.reserved_usd:.10f} USD of the budget was left: "
-            f"candidates were limited to LLMs that fit in it (first choice: {router.llms[first_choice].name})."
-        )
-    finished = time.perf_counter()
-    return RouteResult(
-        decision=decision, llm=router.llms[choice], alternatives=decision.alternatives, budget=status, notes=notes,
-        embed_ms=(embedded - started) * 1e3, route_ms=(routed - embedded) * 1e3, budget_ms=(finished - routed) * 1e3,
-        embedding_cached=cached,
-    )
+    return _route_when_spent(scoring, status, **context)
 
 
 def _budget_cap(max_cost: float | None, status: BudgetStatus) -> float:
@@ -150,34 +167,36 @@ def _budget_cap(max_cost: float | None, status: BudgetStatus) -> float:
     return remaining if max_cost is None else min(max_cost, remaining)
 
 
-def _route_when_spent(*, tenant, api_key, request, router, losses, costs, allowed, cluster, status):
-    """Nothing fits in what is left: the tenant's policy rejects (402) or picks the cheapest LLM."""
+def _route_when_spent(scoring: Scoring, status: BudgetStatus, **context) -> tuple[Decision, int, BudgetStatus, list[str]]:
+    """Nothing fits in what is left: the tenant's policy refuses (402) or picks the cheapest LLM."""
+    tenant = context["tenant"]
     try:
-        choice = budgets.when_spent_policy(tenant).fallback(costs=costs, allowed_mask=allowed, status=status)
+        choice = budgets.when_spent_policy(tenant).fallback(costs=scoring.costs, allowed_mask=scoring.allowed, status=status)
     except budgets.BudgetExhausted:
         budgets.count_rejection(status=status)
         raise
-    amount = budgets.usd(costs[choice])
+    amount = budgets.usd(scoring.costs[choice])
     with transaction.atomic():
         status = budgets.add_overage(status=status, amount=amount)
-        decision = _write_decision(
-            tenant=tenant, api_key=api_key, request=request, router=router, losses=losses, costs=costs,
-            allowed=allowed, max_cost=None, lam=None, quality_target=None, reason=Reason.BUDGET_EXHAUSTED, choice=choice,
-            cluster=cluster, status=status, reserved=Decimal(0), overage=amount,
-        )
-    return decision, status, choice
+        decision = _write_decision(scoring, choice, status, overage=amount, exhausted=True, **context)
+    return decision, choice, status, ["The budget for this period is spent: routed to the cheapest allowed LLM."]
 
 
-def _write_decision(*, tenant, api_key, request, router, losses, costs, allowed, max_cost, lam, quality_target, reason, choice, cluster, status, reserved, overage) -> Decision:
-    llm = router.llms[choice]
+def _write_decision(
+    scoring: Scoring, choice: int, status: BudgetStatus, *, tenant: Tenant, api_key, request: RouteRequest,
+    reserved: Decimal = Decimal(0), overage: Decimal = Decimal(0), cap: float | None = None, exhausted: bool = False,
+) -> Decision:
+    router = scoring.router
+    lam, quality_target, reason = (None, None, Reason.BUDGET_EXHAUSTED) if exhausted else (scoring.lam, scoring.quality_target, scoring.reason)
     return Decision.objects.create(
         tenant=tenant, api_key=api_key, routed_text=request.text, prompt_tokens=request.input_tokens,
-        llm_id=llm.id, state_id=router.state_id, state_version=router.version, strategy=router.strategy_name,
-        cluster=cluster, lambda_used=lam, lambda_reason=reason,
-        predicted_quality=float(1.0 - losses[choice]), estimated_cost_usd=budgets.usd(costs[choice]),
+        llm_id=router.llms[choice].id, state_id=router.state_id, state_version=router.version, strategy=router.strategy_name,
+        cluster=scoring.cluster, lambda_used=lam, lambda_reason=reason,
+        predicted_quality=float(1.0 - scoring.losses[choice]), estimated_cost_usd=budgets.usd(scoring.costs[choice]),
         budget_period_id=status.period_id, reserved_usd=reserved, overage_usd=overage,
         alternatives=ranked_alternatives(
-            router, losses, costs, allowed=allowed, max_cost=max_cost, lam=lam, quality_target=quality_target, exclude=choice,
+            router, scoring.losses, scoring.costs, allowed=scoring.allowed, max_cost=cap, lam=lam,
+            quality_target=quality_target, exclude=choice,
         ),
         request={
             key: value for key, value in {
@@ -205,12 +224,6 @@ def _lambda_and_target(*, tenant: Tenant, request: RouteRequest) -> tuple[float 
     if tenant.default_quality_target is not None:
         return None, tenant.default_quality_target, Reason.QUALITY_TARGET
     return 0.0, None, Reason.BUDGET_PACING
-
-
-def _select(losses, costs, *, lam, quality_target, allowed, max_cost) -> int:
-    return int(select(
-        losses[None, :], costs, lam=lam or 0.0, allowed_mask=allowed, max_cost=max_cost, quality_target=quality_target,
-    )[0])
 
 
 def ranked_alternatives(router: LoadedRouter, losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int) -> list[dict]:
