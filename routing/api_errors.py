@@ -18,19 +18,11 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from routing.budgets import BudgetExhausted
 from routing.decisions import DecisionNotFound, InvalidRouteRequest
 from routing.selectors import NoActiveRoutingState
+from routing.serializers import BudgetStatusSerializer
 
 
 def error_body(code: str, message: str, **extra) -> dict:
     return {"error": {"code": code, "message": message, **extra}}
-
-
-def budget_payload(status_) -> dict:
-    return {
-        "tenant": status_.tenant, "period": status_.period, "limit_usd": float(status_.limit_usd),
-        "spent_usd": float(status_.spent_usd), "remaining_usd": float(status_.remaining_usd),
-        "overage_usd": float(status_.overage_usd), "period_ends_at": status_.ends_at.isoformat(),
-        "when_spent": status_.when_spent,
-    }
 
 
 def exception_handler(exc, context):
@@ -38,7 +30,7 @@ def exception_handler(exc, context):
         return Response(error_body("no_routing_state", f"Routing is not available yet: {exc}."), status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, BudgetExhausted):
         response = Response(
-            error_body("budget_exhausted", str(exc), budget=budget_payload(exc.status)), status=status.HTTP_402_PAYMENT_REQUIRED,
+            error_body("budget_exhausted", str(exc), budget=BudgetStatusSerializer(exc.status).data), status=status.HTTP_402_PAYMENT_REQUIRED,
         )
         response["Retry-After"] = str(max(0, int((exc.status.ends_at - _now()).total_seconds())))
         return response
