@@ -192,6 +192,9 @@ def reconcile(*, decision: Decision, cost_usd: Decimal) -> None:
 
 # --- what happens when the budget is spent --------------------------------------------------------
 
+ADJECTIVE = {Tenant.Period.DAY: "daily", Tenant.Period.WEEK: "weekly", Tenant.Period.MONTH: "monthly"}
+
+
 class BudgetExhausted(Exception):
     """The tenant's budget for the period is spent (policy "reject")."""
 
@@ -199,7 +202,7 @@ class BudgetExhausted(Exception):
         self.status = status
         self.cheapest_cost_usd = cheapest_cost_usd
         super().__init__(
-            f"The {status.period}ly budget of tenant {status.tenant!r} is spent "
+            f"The {ADJECTIVE[status.period]} budget of tenant {status.tenant!r} is spent "
             f"({status.spent_usd.normalize():f} of {status.limit_usd.normalize():f} USD used"
             + (f"; the cheapest allowed LLM would cost {cheapest_cost_usd:.8f} USD" if cheapest_cost_usd is not None else "")
             + f"). It resets at {status.ends_at.isoformat()}."

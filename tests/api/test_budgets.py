@@ -53,7 +53,7 @@ def test_spend_never_passes_the_limit_and_a_spent_budget_answers_402(make_tenant
 
     rejection = next(a for a in answers if a.status_code == 402)
     error = rejection.json()["error"]
-    assert error["code"] == "budget_exhausted" and "small" in error["message"] and "resets at" in error["message"]
+    assert error["code"] == "budget_exhausted" and "monthly budget of tenant 'small'" in error["message"] and "resets at" in error["message"]
     assert error["budget"]["limit_usd"] == 0.003
     assert datetime.fromisoformat(error["budget"]["period_ends_at"]) == period.ends_at
     assert int(rejection["Retry-After"]) > 0
