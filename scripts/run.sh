@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 PY=.venv/bin/python
+export PYTHONUNBUFFERED=1  # progress lines appear as they happen, even when the output is piped
 HOST="${ROUTERHUB_HOST:-127.0.0.1}"
 PORT="${ROUTERHUB_PORT:-8000}"
 mkdir -p .run
