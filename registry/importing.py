@@ -66,7 +66,7 @@ def split_of(external_id: str) -> str:
 class Progress:
     """Prints ``label: done/total (pct) elapsed, ~eta`` at most every few seconds."""
 
-    def __init__(self, say: Say, label: str, every_seconds: float = 5.0) -> None:
+    def __init__(self, say: Say, label: str, every_seconds: float = 15.0) -> None:
         self.say, self.label, self.every = say, label, every_seconds
         self.started = self.last = time.monotonic()
 

@@ -20,7 +20,11 @@ export CELERY_BROKER_URL="${CELERY_BROKER_URL:-${REDIS_URL:-}}"
 
 # Keep one attachment to the embedded PostgreSQL open for the whole session, so the server is not
 # stopped and restarted between the set-up commands below.
-$PY -c 'import django, os, signal; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings"); django.setup(); signal.pause()' &
+$PY -c 'import django, os, signal, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
+django.setup()
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit through atexit: the last user stops PostgreSQL
+signal.pause()' &
 HOLDER=$!
 PIDS=("$HOLDER")
 cleanup() {
