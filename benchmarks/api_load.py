@@ -303,7 +303,7 @@ def main() -> None:
     }
     delete_tenants([open_tenant, tight_tenant])
 
-    command = "  ".join(["cd /work/main && .venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
+    command = " ".join(["cd /work/main && .venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
     worker = f"{args.workers} gunicorn {'gthread workers × ' + str(args.threads) + ' threads' if args.threads > 1 else 'sync workers'}"
     worker += f", {'OMP_NUM_THREADS=' + str(args.torch_threads) if args.torch_threads else 'PyTorch default threads'}"
     report = "\n".join([
