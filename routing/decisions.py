@@ -305,8 +305,7 @@ def router_for(*, strategy: str | None) -> LoadedRouter:
     with _other_lock:
         cached = _other_routers.get(strategy)
         if cached is None or cached[0] != row:
-            # runtime._load builds a LoadedRouter for any state; only the active one is cached there.
-            cached = (row, runtime._load(row[0]))
+            cached = (row, runtime.load_router(row[0]))
             _other_routers[strategy] = cached
     return cached[1]
 

@@ -80,7 +80,8 @@ def _current_key() -> tuple | None:
         return cursor.fetchone()
 
 
-def _load(state_id: int) -> LoadedRouter:
+def load_router(state_id: int) -> LoadedRouter:
+    """A LoadedRouter for any stored state (uncached; active_router() caches the active one)."""
     state = RoutingState.objects.get(id=state_id)
     strategy = strategy_of(state)
     rows = list(
@@ -122,7 +123,7 @@ def active_router(*, max_age_seconds: float = RECHECK_SECONDS) -> LoadedRouter:
             _loaded, _key = None, None
             raise NoActiveRoutingState("no routing state has been fitted yet: run `python manage.py fit_router --dataset NAME`")
         if key != _key or _loaded is None:
-            _loaded, _key = _load(key[0]), key
+            _loaded, _key = load_router(key[0]), key
         _checked_at = time.monotonic()
         return _loaded
 
