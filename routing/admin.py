@@ -15,6 +15,19 @@ def _show_key_once(request, issued) -> None:
     )
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the service (spend, decisions): shown, never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
@@ -98,7 +111,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(BudgetPeriod)
-class BudgetPeriodAdmin(admin.ModelAdmin):
+class BudgetPeriodAdmin(ReadOnlyAdmin):
     """Read-only: spend is only ever changed by reservations and feedback, so the books balance."""
 
     list_display = ("tenant", "starts_at", "ends_at", "limit_usd", "spent_usd", "remaining_usd", "overage_usd", "requests", "rejected_requests")
@@ -110,33 +123,15 @@ class BudgetPeriodAdmin(admin.ModelAdmin):
     def remaining_usd(self, period):
         return period.limit_usd - period.spent_usd
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "tenant", "llm", "lambda_reason", "lambda_used", "predicted_quality", "estimated_cost_usd", "reserved_usd", "quality_score", "actual_cost_usd")
     list_filter = ("tenant", "llm", "lambda_reason", "strategy", ("feedback_at", admin.EmptyFieldListFilter))
     search_fields = ("id", "routed_text")
     date_hierarchy = "created_at"
     list_select_related = ("tenant", "llm")
     show_full_result_count = False  # counting a large decisions table on every page is slow
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- jobs, routing states and profiles (the workers) ---------------------------------------------
