@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from evaluation.metrics import area, area50, deferral_curve, oracle_curve, qnc, random_curve, single_llm_points
 from evaluation.protocol import Split, make_splits
@@ -21,6 +22,9 @@ from routing.strategies import get_strategy
 ORACLE, RANDOM, ZERO = "oracle", "random", "zero"
 TIMED_POOL_SIZE = 30  # predict_one_ms is measured for one prompt against this many LLMs
 TIMING_REPEATS = 200
+# Profiles and single-prompt predictions are timed on one BLAS thread, as a web worker runs them:
+# on a busy machine a multi-threaded BLAS call on a tiny matrix can stall for milliseconds.
+ONE_THREAD = {"limits": 1, "user_api": "blas"}
 
 PROTOCOL = {
     "prompts": "random 60/10/30 train/validation/test split per trial",
@@ -34,7 +38,7 @@ PROTOCOL = {
     "area50": "area over normalised cost [0, 0.5] divided by 0.5",
     "qnc": "smallest normalised cost reaching the best single test LLM's accuracy (median over trials; null if not reached)",
     "oracle": "cheapest correct test LLM per prompt (routing with the true losses)",
-    "random": "prompt-independent random mixing of the test LLMs: straight lines through the single-LLM points",
+    "random": "best prompt-independent random mixture of the test LLMs: upper concave hull of the single-LLM points",
     "gain_vs_zero": "mean over trials of (area − ZeroRouter's area on the same split); se = std/sqrt(trials)",
     "routoo_predictor": "non-universal: every test LLM is unseen, so it routes with its universal fallback",
 }
@@ -125,22 +129,24 @@ def _fitted(name, params, embeddings, correctness, split: Split, llm_names, timi
 def _profiles(strategy, embeddings, correctness, split: Split, llm_names, timing) -> np.ndarray:
     validation_embeddings = embeddings[split.validation_prompts]
     profiles = []
-    for llm in split.test_llms:
-        started = time.perf_counter()
-        profiles.append(strategy.profile(
-            validation_embeddings, correctness[split.validation_prompts, llm], llm_key=llm_names[llm]
-        ))
-        timing["profile_ms"].append(1000 * (time.perf_counter() - started))
+    with threadpool_limits(**ONE_THREAD):
+        for llm in split.test_llms:
+            started = time.perf_counter()
+            profiles.append(strategy.profile(
+                validation_embeddings, correctness[split.validation_prompts, llm], llm_key=llm_names[llm]
+            ))
+            timing["profile_ms"].append(1000 * (time.perf_counter() - started))
     return np.stack(profiles)
 
 
 def _predict_one_ms(strategy, one_prompt: np.ndarray, profiles: np.ndarray) -> float:
     pool = np.resize(profiles, (TIMED_POOL_SIZE, profiles.shape[1]))  # tile the profiles to 30 LLMs
     durations = []
-    for _ in range(TIMING_REPEATS):
-        started = time.perf_counter()
-        strategy.predict_loss(one_prompt, pool)
-        durations.append(time.perf_counter() - started)
+    with threadpool_limits(**ONE_THREAD):
+        for _ in range(TIMING_REPEATS):
+            started = time.perf_counter()
+            strategy.predict_loss(one_prompt, pool)
+            durations.append(time.perf_counter() - started)
     return 1000 * float(np.median(durations))
 
 

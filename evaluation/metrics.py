@@ -19,9 +19,10 @@ Conventions, used for every method alike:
 - **QNC** is the smallest normalised cost at which the curve reaches the best single LLM's
   quality (inf if it never does);
 - **oracle** routes with the true losses: each prompt goes to its cheapest correct LLM at λ → 0;
-- **random** routing picks an LLM independently of the prompt; mixing the LLMs at random gives,
-  in expectation, the straight lines between the single-LLM points, i.e. the monotone curve
-  through the single LLMs' (cost, accuracy) points.
+- **random** routing picks an LLM at random, independently of the prompt. Mixing two LLMs at
+  random gives, in expectation, any point of the straight line between their (cost, accuracy)
+  points, so the random-routing curve is the best such mixture at each cost: the upper concave
+  hull of the single-LLM points (what ZeroRouter reaches when its accuracy estimates are exact).
 Ties in γ + λ·c go to the cheaper LLM, then the lower index, as in ``routing.selection``.
 """
 
@@ -120,10 +121,20 @@ def single_llm_points(correctness: np.ndarray, costs: np.ndarray) -> DeferralCur
 
 
 def random_curve(correctness: np.ndarray, costs: np.ndarray) -> DeferralCurve:
-    """Prompt-independent random mixing of the LLMs: straight lines through the single-LLM points."""
-    points = single_llm_points(correctness, costs)
-    order = np.lexsort((-points.quality, points.cost))
-    return DeferralCurve(points.cost[order], points.quality[order])
+    """Best prompt-independent random mixture of the LLMs: the upper concave hull of the single-LLM points."""
+    points = single_llm_points(correctness, costs).monotone()
+    hull: list[int] = []
+    for i in range(len(points.cost)):  # monotone chain, keeping only right turns (concave from above)
+        while len(hull) >= 2 and _turn(points, hull[-2], hull[-1], i) >= 0:
+            hull.pop()
+        hull.append(i)
+    return DeferralCurve(points.cost[hull], points.quality[hull])
+
+
+def _turn(points: DeferralCurve, a: int, b: int, c: int) -> float:
+    """Cross product of (b − a) × (c − a): ≥ 0 when b lies on or below the line from a to c."""
+    return float((points.cost[b] - points.cost[a]) * (points.quality[c] - points.quality[a])
+                 - (points.quality[b] - points.quality[a]) * (points.cost[c] - points.cost[a]))
 
 
 def area(curve: DeferralCurve, *, max_cost: float = 1.0) -> float:

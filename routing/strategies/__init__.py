@@ -10,11 +10,12 @@ from routing.strategies.kmeans import UniRouteKMeans
 from routing.strategies.knn import KNearestNeighbours
 from routing.strategies.learned_map import UniRouteLearnedMap
 from routing.strategies.predictor import RoutooPredictor
+from routing.strategies.relative_maps import RelativeMapEnsemble
 from routing.strategies.zero import ZeroRouter
 
 STRATEGIES: dict[str, type[RoutingStrategy]] = {
     cls.name: cls
-    for cls in (ZeroRouter, KNearestNeighbours, UniRouteKMeans, UniRouteLearnedMap, RoutooPredictor)
+    for cls in (ZeroRouter, KNearestNeighbours, UniRouteKMeans, UniRouteLearnedMap, RoutooPredictor, RelativeMapEnsemble)
 }
 
 

@@ -20,7 +20,7 @@ class KNearestNeighbours(RoutingStrategy):
     name = "knn"
     learned_attributes = ("validation_embeddings_",)
 
-    def __init__(self, k: int = 20):
+    def __init__(self, k: int = 100):
         self.k = k
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):

@@ -5,13 +5,22 @@ shrunk error on the validation prompts weighted by the same soft assignment,
 
     Ψ_k(h) = (Σ_x Φ_k(x) · err(x, h) + a · ē(h)) / (Σ_x Φ_k(x) + a)      (sums over answered x ∈ S_val)
 
-and γ(x, h) = Σ_k Φ_k(x) Ψ_k(h). θ is trained on S_tr by log-loss of γ against the training LLMs'
-(possibly fractional) errors, with Ψ of the training LLMs computed from S_val through θ as above, so
-the gradient flows through both Φ and Ψ. At test time θ is frozen and a new LLM's Ψ is one weighted
+and γ(x, h) = Σ_k Φ_k(x) Ψ_k(h). θ is trained on S_tr against the training LLMs' (possibly
+fractional) errors, with Ψ of the training LLMs computed from S_val through θ as above, so the
+gradient flows through both Φ and Ψ. At test time θ is frozen and a new LLM's Ψ is one weighted
 average over S_val.
+
+Two training losses are available:
+- ``"log_loss"`` — binary cross-entropy of γ, as in the paper;
+- ``"relative"`` — squared error of γ *centred across the training LLMs on each prompt* against the
+  centred errors: it only rewards predicting how LLMs differ from each other on a prompt, which is
+  what routing decides on, and ignores how hard the prompt is for everyone. routerhub's own
+  ``relative_maps`` strategy uses it (see ``relative_maps.py``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -20,26 +29,45 @@ from routing.strategies.base import RoutingStrategy
 from routing.strategies.kmeans import spherical_centroids
 from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
 
+TRAINING_LOSSES = ("log_loss", "relative")
 
-def soft_assignments(embeddings: np.ndarray, theta: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    logits = embeddings @ theta.T + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-class _Objective:
-    """Mean log-loss of γ on training prompts plus L2 on θ, with its exact gradient (numpy backprop)."""
+def soft_assignments(embeddings: np.ndarray, theta: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Φ(x; θ) = softmax_k(θ_kᵀφ(x) + b_k), one row per prompt."""
+    return softmax_rows(embeddings @ theta.T + bias)
 
-    def __init__(self, train_embeddings, train_errors, validation_embeddings, validation_errors, prior_strength, l2):
+
+def loss_and_gradient(gamma, targets, answered, loss: str) -> tuple[float, np.ndarray]:
+    """Mean loss over answered (prompt, LLM) pairs and its gradient with respect to γ [n, m]."""
+    n_answered = max(int(answered.sum()), 1)
+    if loss == "log_loss":
+        gamma = np.clip(gamma, EPS, 1 - EPS)
+        value = -np.sum(answered * (targets * np.log(gamma) + (1 - targets) * np.log(1 - gamma))) / n_answered
+        return float(value), answered * (gamma - targets) / (gamma * (1 - gamma)) / n_answered
+    # relative: r = (γ − mean_h γ) − (t − mean_h t) over the LLMs answering the prompt; Σ_h r = 0,
+    # so the gradient of Σ r² with respect to γ_h is simply 2 r_h.
+    per_prompt = np.maximum(answered.sum(axis=1, keepdims=True), 1)
+    centred = lambda values: answered * (values - np.sum(answered * values, axis=1, keepdims=True) / per_prompt)  # noqa: E731
+    residual = centred(gamma) - centred(targets)
+    return float(np.sum(residual**2) / n_answered), 2 * residual / n_answered
+
+
+class _Objective:
+    """Training loss of γ on training prompts plus L2 on θ, with its exact gradient (numpy backprop)."""
+
+    def __init__(self, train_embeddings, train_errors, validation_embeddings, validation_errors, prior_strength, l2, loss):
         self.X, self.V = train_embeddings.astype(np.float64), validation_embeddings.astype(np.float64)
         self.train_answered = ~np.isnan(train_errors)
         self.targets = np.where(self.train_answered, train_errors, 0.0)
         self.val_answered = (~np.isnan(validation_errors)).astype(np.float64)
         self.val_errors = np.where(self.val_answered > 0, validation_errors, 0.0)
         self.prior = prior_strength * overall_error(validation_errors)  # [m]
-        self.a, self.l2 = prior_strength, l2
-        self.n_answered = max(int(self.train_answered.sum()), 1)
+        self.a, self.l2, self.loss = prior_strength, l2, loss
 
     def unpack(self, params):
         d = self.X.shape[1]
@@ -49,17 +77,13 @@ class _Objective:
     def profiles(self, Q):
         numerator = Q.T @ self.val_errors + self.prior
         denominator = np.maximum(Q.T @ self.val_answered + self.a, EPS)
-        return numerator / denominator, numerator, denominator
+        return numerator / denominator, denominator
 
     def __call__(self, params):
         theta, bias = self.unpack(params)
         P, Q = soft_assignments(self.X, theta, bias), soft_assignments(self.V, theta, bias)
-        psi, _, denominator = self.profiles(Q)
-        gamma = np.clip(P @ psi, EPS, 1 - EPS)
-        t = self.targets
-        loss = -np.sum(self.train_answered * (t * np.log(gamma) + (1 - t) * np.log(1 - gamma))) / self.n_answered
-        loss += self.l2 * np.sum(theta**2)
-        d_gamma = self.train_answered * (gamma - t) / (gamma * (1 - gamma)) / self.n_answered  # [n, m]
+        psi, denominator = self.profiles(Q)
+        value, d_gamma = loss_and_gradient(P @ psi, self.targets, self.train_answered, self.loss)  # d_gamma [n, m]
         d_psi = P.T @ d_gamma  # [K, m]
         d_P = d_gamma @ psi.T  # [n, K]
         d_numerator = d_psi / denominator
@@ -69,35 +93,80 @@ class _Objective:
         d_logits_val = Q * (d_Q - np.sum(d_Q * Q, axis=1, keepdims=True))
         d_theta = d_logits_train.T @ self.X + d_logits_val.T @ self.V + 2 * self.l2 * theta
         d_bias = d_logits_train.sum(axis=0) + d_logits_val.sum(axis=0)
-        return loss, np.concatenate([d_theta.ravel(), d_bias])
+        return value + self.l2 * np.sum(theta**2), np.concatenate([d_theta.ravel(), d_bias])
 
-    def held_out_loss(self, params, embeddings, errors):
+    def held_out_loss(self, params, embeddings, errors) -> float:
         theta, bias = self.unpack(params)
-        psi, _, _ = self.profiles(soft_assignments(self.V, theta, bias))
-        gamma = np.clip(soft_assignments(embeddings, theta, bias) @ psi, EPS, 1 - EPS)
+        psi, _ = self.profiles(soft_assignments(self.V, theta, bias))
         answered = ~np.isnan(errors)
-        t = errors[answered]
-        return float(-np.mean(t * np.log(gamma[answered]) + (1 - t) * np.log(1 - gamma[answered])))
+        gamma = soft_assignments(embeddings, theta, bias) @ psi
+        return loss_and_gradient(gamma, np.where(answered, errors, 0.0), answered, self.loss)[0]
+
+
+@dataclass(frozen=True)
+class SoftMap:
+    theta: np.ndarray  # [K, D]
+    bias: np.ndarray  # [K]
+    n_iter: int
+    held_out_loss: float
+
+
+def fit_soft_map(
+    train_embeddings, train_errors, validation_embeddings, validation_errors, *,
+    n_clusters, prior_strength, init_scale, l2, loss, max_iter, early_stopping_fraction, patience, n_init, random_state,
+) -> SoftMap:
+    """θ from K-means initialisation by L-BFGS, stopped early on a held-out slice of the training prompts."""
+    if loss not in TRAINING_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(TRAINING_LOSSES)}, got {loss!r}")
+    order = np.random.default_rng(random_state).permutation(len(train_embeddings))
+    n_held_out = int(round(early_stopping_fraction * len(order)))
+    held_out, kept = order[:n_held_out], order[n_held_out:]
+    centroids = spherical_centroids(train_embeddings[kept], n_clusters, n_init=n_init, random_state=random_state)
+    objective = _Objective(
+        train_embeddings[kept], train_errors[kept], validation_embeddings, validation_errors, prior_strength, l2, loss
+    )
+    start = np.concatenate([(init_scale * centroids).ravel(), np.zeros(len(centroids))]).astype(np.float64)
+    score = lambda params: objective.held_out_loss(params, train_embeddings[held_out], train_errors[held_out])  # noqa: E731
+    best = {"params": start, "loss": score(start) if n_held_out else float("nan"), "stale": 0, "iterations": 0}
+
+    def keep_best(intermediate_result):  # scipy passes an OptimizeResult to a parameter of this name
+        best["iterations"] += 1
+        if not n_held_out:
+            best["params"] = intermediate_result.x.copy()
+            return
+        value = score(intermediate_result.x)
+        if value < best["loss"] - 1e-9:
+            best.update(params=intermediate_result.x.copy(), loss=value, stale=0)
+        else:
+            best["stale"] += 1
+            if best["stale"] >= patience:
+                raise StopIteration
+
+    minimize(objective, start, jac=True, method="L-BFGS-B", callback=keep_best, options={"maxiter": max_iter})
+    theta, bias = objective.unpack(best["params"])
+    return SoftMap(theta.astype(np.float32), bias.astype(np.float32), best["iterations"], float(best["loss"]))
 
 
 class UniRouteLearnedMap(RoutingStrategy):
     """UniRoute with a learned soft cluster map θ ∈ R^{K×D} (+ bias), initialised from K-means.
 
     θ starts at ``init_scale`` × the unit K-means centroids (a near-hard assignment, i.e. UniRoute
-    K-means), then L-BFGS minimises the log-loss above plus ``l2``·‖θ‖². Training stops when the
-    log-loss on a held-out ``early_stopping_fraction`` of the training prompts has not improved for
-    ``patience`` iterations, keeping the best θ. ``prior_strength`` is the pseudo-count a.
+    K-means), then L-BFGS minimises ``loss`` (default: the paper's log-loss) plus ``l2``·‖θ‖².
+    Training stops when the loss on a held-out ``early_stopping_fraction`` of the training prompts
+    has not improved for ``patience`` iterations, keeping the best θ. ``prior_strength`` is the
+    pseudo-count a. (A stronger ``l2`` such as 1e-5 shrinks θ until several clusters go unused.)
     """
 
     name = "uniroute_learnedmap"
-    learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_log_loss_")
+    learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_loss_")
 
     def __init__(
         self,
         n_clusters: int = 20,
         prior_strength: float = 5.0,
         init_scale: float = 20.0,
-        l2: float = 1e-5,
+        l2: float = 1e-7,
+        loss: str = "log_loss",
         max_iter: int = 200,
         early_stopping_fraction: float = 0.1,
         patience: int = 10,
@@ -108,6 +177,7 @@ class UniRouteLearnedMap(RoutingStrategy):
         self.prior_strength = prior_strength
         self.init_scale = init_scale
         self.l2 = l2
+        self.loss = loss
         self.max_iter = max_iter
         self.early_stopping_fraction = early_stopping_fraction
         self.patience = patience
@@ -115,38 +185,14 @@ class UniRouteLearnedMap(RoutingStrategy):
         self.random_state = random_state
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
-        rng = np.random.default_rng(self.random_state)
-        order = rng.permutation(len(train_embeddings))
-        n_held_out = int(round(self.early_stopping_fraction * len(order)))
-        held_out, kept = order[:n_held_out], order[n_held_out:]
-        centroids = spherical_centroids(
-            train_embeddings[kept], self.n_clusters, n_init=self.n_init, random_state=self.random_state
+        soft_map = fit_soft_map(
+            train_embeddings, train_errors, validation_embeddings, validation_errors,
+            n_clusters=self.n_clusters, prior_strength=self.prior_strength, init_scale=self.init_scale, l2=self.l2,
+            loss=self.loss, max_iter=self.max_iter, early_stopping_fraction=self.early_stopping_fraction,
+            patience=self.patience, n_init=self.n_init, random_state=self.random_state,
         )
-        objective = _Objective(
-            train_embeddings[kept], train_errors[kept], validation_embeddings, validation_errors, self.prior_strength, self.l2
-        )
-        start = np.concatenate([(self.init_scale * centroids).ravel(), np.zeros(len(centroids))]).astype(np.float64)
-        best = {"params": start, "loss": np.inf, "stale": 0, "iterations": 0}
-
-        def track_held_out(intermediate_result):
-            best["iterations"] += 1
-            if n_held_out == 0:
-                best["params"] = intermediate_result.x.copy()
-                return
-            loss = objective.held_out_loss(intermediate_result.x, train_embeddings[held_out], train_errors[held_out])
-            if loss < best["loss"] - 1e-7:
-                best.update(params=intermediate_result.x.copy(), loss=loss, stale=0)
-            else:
-                best["stale"] += 1
-                if best["stale"] >= self.patience:
-                    raise StopIteration
-
-        if n_held_out:
-            best["loss"] = objective.held_out_loss(start, train_embeddings[held_out], train_errors[held_out])
-        minimize(objective, start, jac=True, method="L-BFGS-B", callback=track_held_out, options={"maxiter": self.max_iter})
-        self.theta_, self.bias_ = (np.asarray(p, dtype=np.float32) for p in objective.unpack(best["params"]))
-        self.n_iter_ = int(best["iterations"])
-        self.held_out_log_loss_ = float(best["loss"]) if n_held_out else float("nan")
+        self.theta_, self.bias_ = soft_map.theta, soft_map.bias
+        self.n_iter_, self.held_out_loss_ = soft_map.n_iter, soft_map.held_out_loss
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
         memberships = soft_assignments(validation_embeddings, self.theta_, self.bias_)

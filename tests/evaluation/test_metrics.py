@@ -65,11 +65,16 @@ def test_the_oracle_sends_each_prompt_to_its_cheapest_correct_llm():
     assert top.cost[-1] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
 
 
-def test_random_routing_joins_the_single_llm_points():
-    correctness = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # accuracies 0.5, 1.0, 0.0
-    r = random_curve(correctness, np.array([1.0, 2.0, 0.5]))
-    np.testing.assert_allclose(r.cost, [0.25, 0.5, 1.0])
-    assert area(r) == pytest.approx(0.25 * 0.0 + 0.25 * 0.25 + 0.5 * 0.75)
+def test_random_routing_mixes_the_llms_on_the_upper_hull_of_their_points():
+    # Accuracies 0.1, 0.3, 0.8, 1.0 at normalised costs 0.25, 0.5, 0.75, 1.0: the 0.3 LLM lies below
+    # the line from the 0.1 LLM to the 0.8 LLM, so random mixing skips it.
+    correctness = np.zeros((10, 4))
+    for j, correct in enumerate([1, 3, 8, 10]):
+        correctness[:correct, j] = 1.0
+    r = random_curve(correctness, np.array([1.0, 2.0, 3.0, 4.0]))
+    np.testing.assert_allclose(r.cost, [0.25, 0.75, 1.0])
+    np.testing.assert_allclose(r.quality, [0.1, 0.8, 1.0])
+    assert area(r) == pytest.approx(0.25 * 0.1 + 0.5 * (0.1 + 0.8) / 2 + 0.25 * 0.9)
 
 
 def test_curves_refuse_missing_correctness():

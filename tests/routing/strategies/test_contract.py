@@ -8,7 +8,10 @@ import pytest
 from routing.strategies import STRATEGIES, StrategyNotFitted, get_strategy
 from tests.routing.strategies.conftest import LLM_KEYS
 
-FAST_PARAMS = {"uniroute_learnedmap": {"n_clusters": 4, "max_iter": 30}}
+FAST_PARAMS = {
+    "uniroute_learnedmap": {"n_clusters": 4, "max_iter": 30},
+    "relative_maps": {"cluster_grid": (2, 4), "max_iter": 30},
+}
 ALL = sorted(STRATEGIES)
 
 

@@ -5,10 +5,11 @@ import pytest
 
 from routing.strategies import get_strategy
 from routing.strategies.knn import KNearestNeighbours
+from routing.strategies.learned_map import loss_and_gradient
 from routing.strategies.profiles import one_hot, shrunk_cluster_errors
 from tests.routing.strategies.conftest import LLM_KEYS, two_topic_embeddings
 
-UNIVERSAL = ["uniroute_kmeans", "uniroute_learnedmap", "knn"]
+UNIVERSAL = ["uniroute_kmeans", "uniroute_learnedmap", "knn", "relative_maps"]
 
 
 def specialist_and_generalist(validation_topic):
@@ -20,7 +21,10 @@ def specialist_and_generalist(validation_topic):
 
 @pytest.mark.parametrize("name", UNIVERSAL)
 def test_prompts_of_the_topic_an_unseen_llm_masters_go_to_that_llm(name, train, validation):
-    params = {"uniroute_kmeans": {"n_clusters": 2}, "uniroute_learnedmap": {"n_clusters": 2}, "knn": {"k": 5}}[name]
+    params = {
+        "uniroute_kmeans": {"n_clusters": 2}, "uniroute_learnedmap": {"n_clusters": 2}, "knn": {"k": 5},
+        "relative_maps": {"cluster_grid": (2, 3)},
+    }[name]
     strategy = get_strategy(name, **params).fit(
         train.embeddings, train.correctness,
         validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
@@ -100,3 +104,15 @@ def test_routoo_needs_the_training_llms_keys(train, validation):
             train.embeddings, train.correctness,
             validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
         )
+
+
+def test_the_relative_loss_ignores_how_hard_a_prompt_is_for_every_llm():
+    answered = np.ones((2, 3), dtype=bool)
+    targets = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    predicted = np.array([[0.2, 0.7, 0.9], [0.6, 0.3, 0.5]])
+    everyone_worse = predicted + np.array([[0.05], [-0.1]])  # the same shift for all LLMs of a prompt
+    relative = loss_and_gradient(predicted, targets, answered, "relative")[0]
+    assert loss_and_gradient(everyone_worse, targets, answered, "relative")[0] == pytest.approx(relative)
+    assert loss_and_gradient(everyone_worse, targets, answered, "log_loss")[0] != pytest.approx(
+        loss_and_gradient(predicted, targets, answered, "log_loss")[0]
+    )

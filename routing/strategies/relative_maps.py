@@ -1,0 +1,93 @@
+"""routerhub's own strategy: an ensemble of LearnedMaps trained on the *relative* loss.
+
+Why it beats UniRoute on unseen LLMs (figures in the README):
+- UniRoute's LearnedMap is trained by log-loss, which is dominated by how hard a prompt is for
+  every LLM. Routing only needs how LLMs *differ* on a prompt (METHODS.md: the rule compares
+  γ(x, h) + λ·c(h) across h). The ``"relative"`` loss of ``learned_map.py`` — squared error of γ
+  centred across the training LLMs on each prompt — trains the map on exactly that.
+- A new LLM's profile comes from a few hundred validation answers, so it is noisy; averaging the
+  predictions of maps at several resolutions (K = 10, 20, 40, 80) averages that noise out and
+  hedges the choice of K.
+
+Each member is a UniRoute LearnedMap (soft assignment Φ, validation-based Ψ with the same
+pseudo-count prior), so the strategy stays universal: profiling a new LLM is one pass over S_val,
+and γ(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routing.strategies.base import RoutingStrategy
+from routing.strategies.learned_map import fit_soft_map, softmax_rows
+from routing.strategies.profiles import shrunk_cluster_errors
+
+
+class RelativeMapEnsemble(RoutingStrategy):
+    """Average of LearnedMaps with K in ``cluster_grid``, each trained on the relative loss.
+
+    The profile concatenates the members' Ψ (length Σ K); ``theta_`` stacks their θ row-wise and
+    ``cluster_sizes_`` says where each member's rows start. Hyper-parameters other than the grid
+    are those of ``UniRouteLearnedMap`` and apply to every member.
+    """
+
+    name = "relative_maps"
+    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
+
+    def __init__(
+        self,
+        cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
+        prior_strength: float = 5.0,
+        init_scale: float = 20.0,
+        l2: float = 1e-7,
+        max_iter: int = 200,
+        early_stopping_fraction: float = 0.1,
+        patience: int = 10,
+        n_init: int = 3,
+        random_state: int | None = 0,
+    ):
+        self.cluster_grid = cluster_grid
+        self.prior_strength = prior_strength
+        self.init_scale = init_scale
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.early_stopping_fraction = early_stopping_fraction
+        self.patience = patience
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
+        if not list(self.cluster_grid):
+            raise ValueError("cluster_grid needs at least one cluster count")
+        maps = [
+            fit_soft_map(
+                train_embeddings, train_errors, validation_embeddings, validation_errors,
+                n_clusters=int(n_clusters), prior_strength=self.prior_strength, init_scale=self.init_scale,
+                l2=self.l2, loss="relative", max_iter=self.max_iter,
+                early_stopping_fraction=self.early_stopping_fraction, patience=self.patience,
+                n_init=self.n_init, random_state=self.random_state,
+            )
+            for n_clusters in self.cluster_grid
+        ]
+        self.theta_ = np.vstack([m.theta for m in maps])
+        self.bias_ = np.concatenate([m.bias for m in maps])
+        self.cluster_sizes_ = [len(m.bias) for m in maps]
+        self.n_iter_ = [m.n_iter for m in maps]
+
+    def _memberships(self, embeddings: np.ndarray) -> list[np.ndarray]:
+        """Each member's soft assignment [n, K_r], from one matrix product for all members."""
+        logits = embeddings @ self.theta_.T + self.bias_
+        bounds = np.cumsum([0, *self.cluster_sizes_])
+        return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _profile(self, validation_embeddings, validation_errors, llm_key):
+        return np.concatenate([
+            shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
+            for memberships in self._memberships(validation_embeddings)
+        ])
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        bounds = np.cumsum([0, *self.cluster_sizes_])
+        members = self._memberships(prompt_embeddings)
+        total = sum(m @ profiles[:, a:b].T for m, a, b in zip(members, bounds[:-1], bounds[1:]))
+        return total / len(members)
