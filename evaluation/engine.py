@@ -58,7 +58,14 @@ def run_protocol(
     strategy_params: dict | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Run ``trials`` random splits and return the figures as a JSON-ready dict (see ``PROTOCOL``)."""
+    """Run ``trials`` random splits and return the figures as a JSON-ready dict (see ``PROTOCOL``).
+
+    Keys: ``protocol``, ``trials``, ``seed``, ``methods`` (per method: area, area_se, area50,
+    qnc_median, gain_vs_zero, gain_vs_zero_se; ZeroRouter is always run, oracle and random always
+    added), ``single_llms``, ``timings`` (medians: fit_s, profile_ms per LLM, predict_one_ms for one
+    prompt × 30 LLMs), ``per_trial_area`` (for paired comparisons between methods) and ``curves``
+    (the first split's curves, for ``plots.plot_deferral_curves``). Non-finite figures are None.
+    """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     correctness = np.asarray(correctness, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
@@ -97,7 +104,7 @@ def run_protocol(
         "protocol": PROTOCOL,
         "trials": trials,
         "seed": seed,
-        "methods": _summarise(scores, trials),
+        "methods": _summarise(scores),
         "single_llms": _summarise_single(single),
         "timings": {key: {name: _finite(np.median(t[key])) for name, t in timings.items()} for key in ("fit_s", "profile_ms", "predict_one_ms")},
         "per_trial_area": {name: [_finite(s[0]) for s in values] for name, values in scores.items()},
@@ -150,7 +157,7 @@ def _predict_one_ms(strategy, one_prompt: np.ndarray, profiles: np.ndarray) -> f
     return 1000 * float(np.median(durations))
 
 
-def _summarise(scores: dict, trials: int) -> dict:
+def _summarise(scores: dict) -> dict:
     zero_area = np.array([s[0] for s in scores[ZERO]])
     methods = {}
     for name, values in scores.items():
