@@ -10,7 +10,7 @@ from registry.embedders import get_embedder
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 
-DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap"
+DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,relative_maps"
 
 
 class Command(BaseCommand):
@@ -84,10 +84,11 @@ class Command(BaseCommand):
     def _print_table(self, result: dict) -> None:
         self.stdout.write(f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}")
         for name, m in result["methods"].items():
-            qnc = m.get("qnc_median")
+            # Figures that are undefined (a standard error of one split, a QNC never reached) are None.
+            f = {key: (m.get(key) if m.get(key) is not None else float("nan")) for key in ("area", "area_se", "area50", "qnc_median", "gain_vs_zero", "gain_vs_zero_se")}
             self.stdout.write(
-                f"{name:<24}{m['area']:>8.4f}{m.get('area_se', 0):>8.4f}{m.get('area50', float('nan')):>8.4f}"
-                f"{(qnc if qnc is not None else float('nan')):>8.3f}{m.get('gain_vs_zero', float('nan')):>+14.4f}{m.get('gain_vs_zero_se', 0):>8.4f}"
+                f"{name:<24}{f['area']:>8.4f}{f['area_se']:>8.4f}{f['area50']:>8.4f}"
+                f"{f['qnc_median']:>8.3f}{f['gain_vs_zero']:>+14.4f}{f['gain_vs_zero_se']:>8.4f}"
             )
         timings = result.get("timings")
         if timings:
