@@ -311,7 +311,7 @@ class LlmListApi(ApiBase):
             usd_per_query = serializers.FloatField(allow_null=True)
             validation_accuracy = serializers.SerializerMethodField(help_text="Mean correctness on the validation prompts it was profiled on.")
             n_validation_outcomes = serializers.IntegerField()
-            uses_fallback = serializers.BooleanField(help_text="The strategy cannot score this LLM itself and uses its average error.")
+            uses_fallback = serializers.BooleanField(help_text="The strategy (a Routoo-style predictor) has no head for this LLM and scores it with its universal fallback, UniRoute K-means.")
 
             def get_validation_accuracy(self, llm) -> float:
                 return round(1.0 - llm.validation_error, 6)

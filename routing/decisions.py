@@ -96,6 +96,10 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     routed = time.perf_counter()
     decision, choice, status, notes = _reserve_and_record(scoring, choice, status, tenant=tenant, api_key=api_key, request=request)
     finished = time.perf_counter()
+    if router.llms[choice].uses_fallback:
+        # Routoo-style predictors only score the LLMs they were trained on; say when they could not.
+        notes = [*notes, f"{router.strategy_name} has no predictor head for {router.llms[choice].name} (not a training LLM): "
+                 f"its quality comes from the universal fallback ({getattr(router.strategy, 'fallback', 'universal')})."]
     return RouteResult(
         decision=decision, llm=router.llms[choice], budget=status, notes=notes,
         embed_ms=(embedded - started) * 1e3, route_ms=(routed - embedded) * 1e3, budget_ms=(finished - routed) * 1e3,
