@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every benchmark in benchmarks/, in one go. Needs the demo database of
+# `make run` (mmlu-pro imported and a router fitted); llmrouter-9 is imported from ../shared if there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
+mkdir -p benchmarks/results
+$PY benchmarks/embedding_speed.py --prompts 1000
+if [ -d ../shared/data/llmrouter-9 ]; then
+  $PY manage.py import_routing_data ../shared/data/llmrouter-9 --name llmrouter-9
+fi
+for dataset in mmlu-pro llmrouter-9; do
+  if $PY manage.py shell -c "from registry.models import PromptSet; raise SystemExit(0 if PromptSet.objects.filter(name='$dataset').exists() else 1)" 2>/dev/null; then
+    $PY manage.py evaluate --dataset "$dataset" --trials 20 --seed 0 --cost price \
+      --json "benchmarks/results/evaluate_$dataset.json" --plot "benchmarks/results/evaluate_$dataset.png"
+    $PY benchmarks/paired.py "benchmarks/results/evaluate_$dataset.json" \
+      relative_maps:uniroute_learnedmap relative_maps:uniroute_kmeans uniroute_learnedmap:knn uniroute_kmeans:knn
+  fi
+done
+$PY benchmarks/api_load.py --out benchmarks/results/api_load.md
+$PY benchmarks/profile_llm.py
