@@ -1,4 +1,4 @@
-"""Reading and validating routing data sets (``../shared/data/FORMAT.md``) without touching the database.
+"""Reading and validating routing data sets (``data/FORMAT.md``) without touching the database.
 
 Every problem is reported as ``file:line: what is wrong`` and nothing is written until a whole
 data set has been read and validated, so a bad row can never leave a half-imported set.

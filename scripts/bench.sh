@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Every benchmark in benchmarks/, in one go. Needs the demo database of
-# `make run` (mmlu-pro imported and a router fitted); llmrouter-9 is imported from ../shared if there.
+# `make run` (mmlu-pro imported and a router fitted); llmrouter-9 is imported from $LLMROUTER9_DIR when that folder exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
 mkdir -p benchmarks/results
 $PY benchmarks/embedding_speed.py --prompts 1000
-if [ -d ../shared/data/llmrouter-9 ]; then
-  $PY manage.py import_routing_data ../shared/data/llmrouter-9 --name llmrouter-9
+LLMROUTER9_DIR="${LLMROUTER9_DIR:-../shared/data/llmrouter-9}"
+if [ -d "$LLMROUTER9_DIR" ]; then
+  $PY manage.py import_routing_data "$LLMROUTER9_DIR" --name llmrouter-9
 fi
 for dataset in mmlu-pro llmrouter-9; do
   if $PY manage.py shell -c "from registry.models import PromptSet; raise SystemExit(0 if PromptSet.objects.filter(name='$dataset').exists() else 1)" 2>/dev/null; then
