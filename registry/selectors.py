@@ -69,14 +69,22 @@ def llms_by_name(*, names: Iterable[str]) -> dict[str, LLM]:
     return {llm.name: llm for llm in LLM.objects.filter(name__in=list(names))}
 
 
-def nearest_prompts(*, embedding: np.ndarray, prompt_set: PromptSet | None = None, split: str | None = None, k: int = 10) -> list[tuple[int, float]]:
-    """(prompt id, cosine distance) of the k nearest embedded prompts, via the HNSW index."""
+def nearest_prompts(*, embedding: np.ndarray, prompt_set_id: int | None = None, split: str | None = None, k: int = 10) -> list[tuple[int, float]]:
+    """(prompt id, cosine distance) of the k nearest embedded prompts, via the HNSW index.
+
+    pgvector's iterative index scan keeps searching when filters (set, split) or dead index entries
+    leave fewer than k rows among the first candidates, so a filtered query still returns k rows.
+    """
+    from django.db import transaction
     from pgvector.django import CosineDistance
 
     prompts = Prompt.objects.exclude(embedding__isnull=True)
-    if prompt_set is not None:
-        prompts = prompts.filter(prompt_set=prompt_set)
+    if prompt_set_id is not None:
+        prompts = prompts.filter(prompt_set_id=prompt_set_id)
     if split:
         prompts = prompts.filter(split=split)
     nearest = prompts.annotate(distance=CosineDistance("embedding", embedding)).order_by("distance")[:k]
-    return [(p.id, float(p.distance)) for p in nearest.only("id")]
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(40, min(int(k), 1000))])
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        return [(p.id, float(p.distance)) for p in nearest.only("id")]

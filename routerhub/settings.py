@@ -138,6 +138,9 @@ ROUTERHUB_PROFILING_MAX_COST_USD = float(os.environ["ROUTERHUB_PROFILING_MAX_COS
 ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm")
 ROUTERHUB_EMBEDDING_DIMENSIONS = 384
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
+# K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the
+# production path for large validation sets); off = exact numpy search over the stored embeddings.
+ROUTERHUB_KNN_LIVE_INDEX = env_flag("ROUTERHUB_KNN_LIVE_INDEX", default=True)
 # Output length assumed when a cost must be estimated before the call is made.
 ROUTERHUB_EXPECTED_OUTPUT_TOKENS = int(os.environ.get("ROUTERHUB_EXPECTED_OUTPUT_TOKENS", "256"))
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 
 from routing.models import LLMProfile, RoutingState
@@ -52,10 +53,31 @@ class LoadedRouter:
     strategy: RoutingStrategy
     llms: tuple[RoutableLLM, ...]  # active LLMs with a profile, by name
     profiles: np.ndarray  # [len(llms), P]
+    prompt_set_id: int = 0
+    validation_row_of: dict = field(default_factory=dict)  # prompt id → its row in K-NN profiles
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
-        """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms])."""
-        return self.strategy.predict_loss(np.atleast_2d(embeddings), self.profiles)
+        """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
+
+        K-NN on one live prompt finds its neighbours with pgvector's HNSW index
+        (``ROUTERHUB_KNN_LIVE_INDEX``); batches, and every other strategy, run in numpy.
+        """
+        embeddings = np.atleast_2d(embeddings)
+        if len(embeddings) == 1 and self.strategy_name == "knn" and settings.ROUTERHUB_KNN_LIVE_INDEX:
+            return self._knn_loss_from_index(embeddings[0])
+        return self.strategy.predict_loss(embeddings, self.profiles)
+
+    def _knn_loss_from_index(self, embedding: np.ndarray) -> np.ndarray:
+        from registry.models import Prompt
+        from registry.selectors import nearest_prompts
+        from routing.strategies.knn import KNearestNeighbours
+
+        k = min(int(self.strategy.k), len(self.validation_row_of))
+        nearest = nearest_prompts(embedding=embedding, prompt_set_id=self.prompt_set_id, split=Prompt.Split.VALIDATION, k=k)
+        rows = [self.validation_row_of[pid] for pid, _ in nearest if pid in self.validation_row_of]
+        if not rows:  # validation prompts changed since the fit: fall back to the stored embeddings
+            return self.strategy.predict_loss(embedding[None, :], self.profiles)
+        return np.clip(KNearestNeighbours.loss_from_neighbours(np.asarray(rows)[None, :], self.profiles), 0.0, 1.0)
 
     def cluster_of(self, embedding: np.ndarray) -> int | None:
         clusters = self.strategy.cluster_of(np.atleast_2d(embedding))
@@ -105,7 +127,8 @@ def load_router(state_id: int) -> LoadedRouter:
         profiles[i, : len(vector)] = vector
     return LoadedRouter(
         state_id=state.id, version=state.version, revision=state.revision, strategy_name=state.strategy,
-        strategy=strategy, llms=tuple(llms), profiles=profiles,
+        strategy=strategy, llms=tuple(llms), profiles=profiles, prompt_set_id=state.prompt_set_id,
+        validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
     )
 
 

@@ -128,21 +128,28 @@ def test_command_prints_summary_and_reports_bad_rows_as_command_errors(slice_dir
         call_command("import_routing_data", str(slice_dir), "--name", "cmd-slice")
 
 
-def test_nearest_neighbour_query_uses_the_hnsw_index(slice_dir):
+def test_nearest_neighbour_query_uses_the_hnsw_index(slice_dir, fresh_hnsw_index):
     from pgvector.django import CosineDistance
 
+    from registry.selectors import nearest_prompts
+
     run_import(slice_dir)
+    fresh_hnsw_index()
     query = Prompt.objects.get(external_id="70")
     vector = np.asarray(query.embedding)
     with connection.cursor() as cursor:
         # With a few hundred rows the planner prefers a sequential scan; forbid it to see the index.
         cursor.execute("SET enable_seqscan = off")
-    nearest = Prompt.objects.annotate(distance=CosineDistance("embedding", vector)).order_by("distance")[:5]
-    plan = nearest.explain()
-    assert "registry_prompt_embedding_hnsw" in plan
+    try:
+        plan = Prompt.objects.annotate(distance=CosineDistance("embedding", vector)).order_by("distance")[:5].explain()
+        assert "registry_prompt_embedding_hnsw" in plan
+        found = nearest_prompts(embedding=vector, prompt_set_id=query.prompt_set_id, k=5)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = on")
     # The query prompt itself is at distance 0 (another prompt may tie with an identical vector).
-    found = list(nearest)
-    assert found[0].distance == pytest.approx(0.0, abs=1e-5)
-    assert "70" in [p.external_id for p in found if p.distance < 1e-5]
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = on")
+    assert len(found) == 5
+    assert found[0][1] == pytest.approx(0.0, abs=1e-5)
+    assert query.id in [pid for pid, distance in found if distance < 1e-5]
+    exact = sorted(1 - np.asarray(p.embedding) @ vector for p in Prompt.objects.all())[:5]
+    np.testing.assert_allclose([d for _, d in found], exact, atol=1e-5)

@@ -121,3 +121,22 @@ def test_fit_router_command_fits_and_reports(prompt_set, capsys):
 def test_fit_router_command_errors_are_clear(prompt_set, arguments, message):
     with pytest.raises(CommandError, match=message):
         call_command("fit_router", *arguments)
+
+
+def test_knn_routes_one_live_prompt_through_the_hnsw_index_like_the_exact_search(prompt_set, settings, fresh_hnsw_index):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fresh_hnsw_index()
+    routing_state_fit(prompt_set=prompt_set, strategy="knn", params={"k": 5})
+    router = runtime.active_router(max_age_seconds=0)
+    prompts = Prompt.objects.filter(prompt_set=prompt_set, split="test")[:10]
+    for prompt in prompts:
+        embedding = np.asarray(prompt.embedding, dtype=np.float32)
+        settings.ROUTERHUB_KNN_LIVE_INDEX = True
+        with CaptureQueriesContext(connection) as queries:
+            from_index = router.predict_loss(embedding)
+        assert any("<=>" in q["sql"] for q in queries.captured_queries)  # pgvector's cosine distance
+        settings.ROUTERHUB_KNN_LIVE_INDEX = False
+        exact = router.predict_loss(embedding)
+        np.testing.assert_allclose(from_index, exact, atol=1e-6)
