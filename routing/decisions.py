@@ -143,11 +143,10 @@ def _reserve_and_record(scoring: Scoring, choice: int, status: BudgetStatus, **c
         with transaction.atomic():
             if attempt == attempts - 1:
                 status = budgets.locked(status)
-                cap = _budget_cap(scoring.max_cost, status)
-                try:
-                    choice = scoring.select(cap)
-                except NoCandidateError:
+                fitting = _choose_within_budget(scoring, status)
+                if fitting is None:
                     break
+                choice, cap = fitting
             amount = budgets.usd(scoring.costs[choice])
             reserved = budgets.reserve(status=status, amount=amount)
             if reserved is not None:
@@ -158,17 +157,22 @@ def _reserve_and_record(scoring: Scoring, choice: int, status: BudgetStatus, **c
                 ]
                 return decision, choice, reserved, notes
         status = budgets.refreshed(status)
-        cap = _budget_cap(scoring.max_cost, status)
-        try:
-            choice = scoring.select(cap)
-        except NoCandidateError:
+        fitting = _choose_within_budget(scoring, status)
+        if fitting is None:
             break
+        choice, cap = fitting
     return _route_when_spent(scoring, status, **context)
 
 
-def _budget_cap(max_cost: float | None, status: BudgetStatus) -> float:
+def _choose_within_budget(scoring: Scoring, status: BudgetStatus) -> tuple[int, float] | None:
+    """The best choice whose cost fits both the request's cap and what is left of the budget, with
+    that cap; None when no allowed LLM fits."""
     remaining = float(status.remaining_usd)
-    return remaining if max_cost is None else min(max_cost, remaining)
+    cap = remaining if scoring.max_cost is None else min(scoring.max_cost, remaining)
+    try:
+        return scoring.select(cap), cap
+    except NoCandidateError:
+        return None
 
 
 def _route_when_spent(scoring: Scoring, status: BudgetStatus, **context) -> tuple[Decision, int, BudgetStatus, list[str]]:
