@@ -5,6 +5,6 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
-RUN DATABASE_URL=postgresql://unused/unused python manage.py collectstatic --no-input -v 0
+RUN python manage.py collectstatic --no-input -v 0
 EXPOSE 8000
 CMD ["gunicorn", "routerhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -1,15 +1,23 @@
-.PHONY: install run test bench
+.PHONY: install install-dev run test lint bench
 # Set-up commands of the README. Everything lands in .venv (Python packages), .pgdata (embedded
 # PostgreSQL), .redis (embedded Redis) and .run (logs, demo credentials) — all git-ignored.
 
 install:
 	scripts/install.sh
 
+install-dev:
+	scripts/install.sh --dev
+
 run: install
 	scripts/run.sh
 
-test: install
+# Lint and format check first (seconds), then the whole suite against real PostgreSQL + pgvector.
+test: install-dev lint
 	.venv/bin/python -m pytest
+
+lint: install-dev
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 bench: install
 	scripts/bench.sh

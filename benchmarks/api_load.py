@@ -42,7 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as scripts/run.sh)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (>1 uses gunicorn's gthread worker)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads per worker (OMP_NUM_THREADS; 0 = PyTorch's default, one per core)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="PyTorch threads per worker (OMP_NUM_THREADS; 0 = PyTorch's default, one per core)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measured run")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients of the load runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
@@ -59,14 +64,19 @@ def setup_django() -> None:
 
 # --- data and tenants -----------------------------------------------------------------------------
 
+
 def prompts() -> tuple[list[str], list[str]]:
     """Short prompts (an MMLU-Pro question without its options) and long ones (~8,000 characters:
     several whole questions), both from the active state's test split."""
     from registry.models import Prompt
-    from routing.selectors import routing_state_active
+    from routing.selectors.state import routing_state_active
 
     state = routing_state_active()
-    texts = list(Prompt.objects.filter(prompt_set=state.prompt_set, split="test").order_by("id").values_list("text", flat=True)[:3000])
+    texts = list(
+        Prompt.objects.filter(prompt_set=state.prompt_set, split="test")
+        .order_by("id")
+        .values_list("text", flat=True)[:3000]
+    )
     short = [t.split("\nA. ")[0][:400] for t in texts[:1000]]
     long, current = [], ""
     for text in texts[1000:]:
@@ -78,7 +88,7 @@ def prompts() -> tuple[list[str], list[str]]:
 
 
 def tenant_with_key(name: str, budget_usd: str) -> tuple[object, str]:
-    from routing.tenants import api_key_create, tenant_create
+    from routing.services.tenancy import api_key_create, tenant_create
 
     tenant = tenant_create(name=name, budget_usd=budget_usd)
     return tenant, api_key_create(tenant=tenant, name="benchmark").secret
@@ -95,6 +105,7 @@ def delete_tenants(tenants) -> None:
 
 # --- the server -----------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -103,8 +114,18 @@ def free_port() -> int:
 
 def start_gunicorn(port: int, workers: int, threads: int, torch_threads: int, log: Path) -> subprocess.Popen:
     command = [
-        str(PROJECT_DIR / ".venv" / "bin" / "gunicorn"), "routerhub.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--threads", str(threads), "--timeout", "120", "--backlog", "2048",
+        str(PROJECT_DIR / ".venv" / "bin" / "gunicorn"),
+        "routerhub.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "120",
+        "--backlog",
+        "2048",
     ]
     if threads > 1:
         command += ["--worker-class", "gthread"]
@@ -113,7 +134,9 @@ def start_gunicorn(port: int, workers: int, threads: int, torch_threads: int, lo
         # One PyTorch thread per worker: with as many workers as cores, more threads only fight
         # over the cores (on a busy 2-core machine MiniLM took ~500 ms a prompt with 2, ~12 ms with 1).
         env["OMP_NUM_THREADS"] = str(torch_threads)
-    server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -136,6 +159,7 @@ def stop(server: subprocess.Popen) -> None:
 
 
 # --- the client -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -211,8 +235,10 @@ def load(port: int, key: str, body_of, *, name: str, clients: int, seconds: floa
 
 def unique(texts: list[str]):
     """A new prompt every request: a nonce up front makes each text (and its cache key) unique."""
+
     def body(client: int, sent: int) -> dict:
         return {"prompt": f"[{uuid.uuid4().hex[:8]}] {texts[(client * 7919 + sent) % len(texts)]}"}
+
     return body
 
 
@@ -221,6 +247,7 @@ def repeated(text: str):
 
 
 # --- report ---------------------------------------------------------------------------------------
+
 
 def p(values, q) -> str:
     return f"{np.percentile(values, q):.1f}" if len(values) else "—"
@@ -246,7 +273,14 @@ HEADER = (
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
 
 
@@ -285,8 +319,13 @@ def main() -> None:
         for name, body, clients in plan:
             runs.append(load(port, open_key, body, name=name, clients=clients, seconds=args.seconds))
             print(row(runs[-1]), flush=True)
-        lam0 = lambda client, sent: {"prompt": f"[{uuid.uuid4().hex[:8]}] {short[(client * 7919 + sent) % len(short)]}", "lambda": 0}  # noqa: E731
-        budget_run = load(port, tight_key, lam0, name="budget runs out (λ=0)", clients=args.clients, seconds=args.seconds)
+
+        def lam0(client, sent):
+            return {"prompt": f"[{uuid.uuid4().hex[:8]}] {short[(client * 7919 + sent) % len(short)]}", "lambda": 0}
+
+        budget_run = load(
+            port, tight_key, lam0, name="budget runs out (λ=0)", clients=args.clients, seconds=args.seconds
+        )
         runs.append(budget_run)
         print(row(budget_run), flush=True)
     finally:
@@ -296,8 +335,11 @@ def main() -> None:
     reserved = Decision.objects.filter(tenant=tight_tenant).aggregate(total=Sum("reserved_usd"))["total"]
     accepted = budget_run.statuses.count(200)
     budget_check = {
-        "limit_usd": period.limit_usd, "spent_usd": period.spent_usd, "decisions": Decision.objects.filter(tenant=tight_tenant).count(),
-        "accepted": accepted, "rejected_402": budget_run.statuses.count(402),
+        "limit_usd": period.limit_usd,
+        "spent_usd": period.spent_usd,
+        "decisions": Decision.objects.filter(tenant=tight_tenant).count(),
+        "accepted": accepted,
+        "rejected_402": budget_run.statuses.count(402),
         "other_errors": len(budget_run.errors) + len([s for s in budget_run.statuses if s not in (200, 402)]),
         "books_balance": reserved == period.spent_usd and period.requests == accepted,
     }
@@ -306,30 +348,32 @@ def main() -> None:
     command = " ".join(["cd /work/main && .venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
     worker = f"{args.workers} gunicorn {'gthread workers × ' + str(args.threads) + ' threads' if args.threads > 1 else 'sync workers'}"
     worker += f", {'OMP_NUM_THREADS=' + str(args.torch_threads) if args.torch_threads else 'PyTorch default threads'}"
-    report = "\n".join([
-        "# Route API load benchmark",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}; server: {worker} on 127.0.0.1, the client on the same machine; "
-        f"real MiniLM embedder; {args.seconds:g} s per run; load average before the run {load_before}.",
-        "",
-        "Latencies in ms. Client = the whole HTTP request seen by the client; the server split comes from "
-        "`Server-Timing`: embed (embedding, or a cache hit), route (prediction, λ, selection), "
-        "budget (atomic reservation + decision row, one transaction), app (the whole view incl. authentication). "
-        "Short prompt: an MMLU-Pro question without its options (≤ 400 characters); long: ~8,000 characters "
-        "(embedded up to ROUTERHUB_EMBED_MAX_CHARS = 4,000). \"New prompt\" puts a nonce in front of every "
-        "prompt, so each embedding is computed; \"repeated\" sends one prompt again and again (LRU cache hit).",
-        "",
-        HEADER,
-        *(row(run) for run in runs),
-        "",
-        f"Budget check after the last run (tenant budget 0.1 USD, λ = 0, {args.clients} clients): "
-        f"spent {budget_check['spent_usd']:.6f} of {budget_check['limit_usd']:.6f} USD; "
-        f"{budget_check['accepted']} accepted (= {budget_check['decisions']} decision rows), "
-        f"{budget_check['rejected_402']} rejected with 402, {budget_check['other_errors']} other errors; "
-        f"reservations sum to the recorded spend: {budget_check['books_balance']}.",
-        "",
-    ])
+    report = "\n".join(
+        [
+            "# Route API load benchmark",
+            "",
+            f"Command: `{command}`  ",
+            f"Machine: {machine()}; server: {worker} on 127.0.0.1, the client on the same machine; "
+            f"real MiniLM embedder; {args.seconds:g} s per run; load average before the run {load_before}.",
+            "",
+            "Latencies in ms. Client = the whole HTTP request seen by the client; the server split comes from "
+            "`Server-Timing`: embed (embedding, or a cache hit), route (prediction, λ, selection), "
+            "budget (atomic reservation + decision row, one transaction), app (the whole view incl. authentication). "
+            "Short prompt: an MMLU-Pro question without its options (≤ 400 characters); long: ~8,000 characters "
+            '(embedded up to ROUTERHUB_EMBED_MAX_CHARS = 4,000). "New prompt" puts a nonce in front of every '
+            'prompt, so each embedding is computed; "repeated" sends one prompt again and again (LRU cache hit).',
+            "",
+            HEADER,
+            *(row(run) for run in runs),
+            "",
+            f"Budget check after the last run (tenant budget 0.1 USD, λ = 0, {args.clients} clients): "
+            f"spent {budget_check['spent_usd']:.6f} of {budget_check['limit_usd']:.6f} USD; "
+            f"{budget_check['accepted']} accepted (= {budget_check['decisions']} decision rows), "
+            f"{budget_check['rejected_402']} rejected with 402, {budget_check['other_errors']} other errors; "
+            f"reservations sum to the recorded spend: {budget_check['books_balance']}.",
+            "",
+        ]
+    )
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,10 @@ def main() -> None:
     started = time.perf_counter()
     embedder.embed(texts, batch_size=64)
     batch_seconds = time.perf_counter() - started
-    print(f"batched: {len(texts)} MMLU-Pro prompts in {batch_seconds:.1f} s = {1000 * batch_seconds / len(texts):.1f} ms/prompt "
-          f"(12,032 prompts ≈ {batch_seconds / len(texts) * 12032 / 60:.1f} min)")
+    print(
+        f"batched: {len(texts)} MMLU-Pro prompts in {batch_seconds:.1f} s = {1000 * batch_seconds / len(texts):.1f} ms/prompt "
+        f"(12,032 prompts ≈ {batch_seconds / len(texts) * 12032 / 60:.1f} min)"
+    )
 
     short = "What is the derivative of x**3 + 2x with respect to x?"
     timings = []
@@ -51,7 +53,9 @@ def main() -> None:
         embedder.embed_one(text)
         timings.append(time.perf_counter() - started)
     timings.sort()
-    print(f"one short prompt at a time: p50 {1000 * timings[len(timings) // 2]:.1f} ms, p99 {1000 * timings[int(len(timings) * 0.99) - 1]:.1f} ms")
+    print(
+        f"one short prompt at a time: p50 {1000 * timings[len(timings) // 2]:.1f} ms, p99 {1000 * timings[int(len(timings) * 0.99) - 1]:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

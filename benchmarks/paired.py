@@ -19,7 +19,9 @@ def main() -> None:
         a, b = pair.split(":")
         diff = np.asarray(per_trial[a]) - np.asarray(per_trial[b])
         se = diff.std(ddof=1) / np.sqrt(len(diff))
-        print(f"{result['dataset']}: {a} − {b} = {diff.mean():+.4f} ± {se:.4f} (paired, {len(diff)} splits; {diff.mean() / se:+.1f} se)")
+        print(
+            f"{result['dataset']}: {a} − {b} = {diff.mean():+.4f} ± {se:.4f} (paired, {len(diff)} splits; {diff.mean() / se:+.1f} se)"
+        )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,16 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database", default="routerhub_bench", help="database on the configured server (created if missing)")
+    parser.add_argument(
+        "--database", default="routerhub_bench", help="database on the configured server (created if missing)"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="the fake server's answer time per call")
-    parser.add_argument("--concurrency", type=int, default=None, help="calls in flight (default: ROUTERHUB_PROFILING_CONCURRENCY, 8)")
-    parser.add_argument("--in-process", action="store_true", help="run the profiling service here instead of through a Celery worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="calls in flight (default: ROUTERHUB_PROFILING_CONCURRENCY, 8)"
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="run the profiling service here instead of through a Celery worker"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark LLM (default: delete it afterwards)")
     return parser.parse_args()
 
@@ -47,13 +53,21 @@ def setup_django(database: str) -> None:
 
 def _ensure_database(name: str) -> None:
     """Create the benchmark database next to the configured one (settings only create their own)."""
-    from routerhub.embedded import _ensure_database as ensure, database_from_url, start_embedded_postgres
+    from routerhub.embedded import _ensure_database as ensure
+    from routerhub.embedded import database_from_url, start_embedded_postgres
 
     if os.environ.get("DATABASE_URL"):
         import psycopg
 
         server = database_from_url(os.environ["DATABASE_URL"])
-        with psycopg.connect(host=server["HOST"], port=server["PORT"] or None, user=server["USER"], password=server["PASSWORD"], dbname=server["NAME"], autocommit=True) as conn:
+        with psycopg.connect(
+            host=server["HOST"],
+            port=server["PORT"] or None,
+            user=server["USER"],
+            password=server["PASSWORD"],
+            dbname=server["NAME"],
+            autocommit=True,
+        ) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{name}"')
     else:
@@ -67,7 +81,7 @@ def prepare_state(say) -> None:
     from registry.importing import dataset_import
     from registry.models import PromptSet
     from routing.models import RoutingState
-    from routing.services import routing_state_fit
+    from routing.services.state import routing_state_fit
 
     call_command("migrate", verbosity=0)
     if not PromptSet.objects.filter(name="mmlu-pro").exists():
@@ -76,7 +90,9 @@ def prepare_state(say) -> None:
         say(f"imported data/mmlu-pro in {time.monotonic() - started:.0f} s")
     if not RoutingState.objects.filter(is_active=True).exists():
         started = time.monotonic()
-        routing_state_fit(prompt_set=PromptSet.objects.get(name="mmlu-pro"), strategy="uniroute_kmeans", params={"n_clusters": 10})
+        routing_state_fit(
+            prompt_set=PromptSet.objects.get(name="mmlu-pro"), strategy="uniroute_kmeans", params={"n_clusters": 10}
+        )
         say(f"fitted a UniRoute K-means state in {time.monotonic() - started:.0f} s")
 
 
@@ -88,10 +104,12 @@ def main() -> None:
 
     from registry.models import LLM, Prompt
     from registry.services import llm_register
-    from routing import jobs, runtime
+    from routing.caches import reset_all
     from routing.models import Job
     from routing.profiling.services import ProfilingOptions, llm_profile_run
-    from routing.selectors import routing_state_active
+    from routing.selectors.routers import active_router
+    from routing.selectors.state import routing_state_active
+    from routing.services import jobs
     from tests.fakes.fake_openai import FakeOpenAI, category_expert
 
     state = routing_state_active()
@@ -103,7 +121,9 @@ def main() -> None:
     with FakeOpenAI(policy=category_expert(prompts, good={"math"}), latency_seconds=args.latency_ms / 1000) as server:
         if not args.in_process:
             worker, redis = start_worker_and_broker(args.database)
-        llm = llm_register(name=name, api_base=server.url, api_model="fake-1", usd_per_mtok_in=0.1, usd_per_mtok_out=0.2)
+        llm = llm_register(
+            name=name, api_base=server.url, api_model="fake-1", usd_per_mtok_in=0.1, usd_per_mtok_out=0.2
+        )
         try:
             started = time.monotonic()
             if args.in_process:
@@ -115,8 +135,8 @@ def main() -> None:
                 if job.status != Job.Status.SUCCEEDED:
                     raise SystemExit(f"profiling failed: {job.error}\n{worker.log()[-3000:]}")
                 result, attempts = job.result, job.attempts
-            runtime.reset()
-            while name not in runtime.active_router(max_age_seconds=0).llm_index():
+            reset_all()
+            while name not in active_router(max_age_seconds=0).llm_index():
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
         finally:
@@ -141,20 +161,22 @@ def start_worker_and_broker(database: str):
     from django.db import connection
 
     from routerhub.celery import app
-    from tests.workers.processes import point_producer_at, start_redis, start_worker
+    from tests.processes.workers import point_producer_at, start_redis, start_worker
 
     directory = Path(tempfile.mkdtemp(prefix="routerhub-bench-"))
     if os.environ.get("REDIS_URL"):
         redis, url = None, os.environ["REDIS_URL"]
     else:
         redis, url = start_redis(directory)
-    worker = start_worker(broker_url=url, database_name=connection.settings_dict["NAME"], log_path=directory / "worker.log")
+    worker = start_worker(
+        broker_url=url, database_name=connection.settings_dict["NAME"], log_path=directory / "worker.log"
+    )
     point_producer_at(app, broker_url=url, queue=worker.queue)
     return worker, redis
 
 
 def stop_worker_and_broker(worker, redis) -> None:
-    from tests.workers.processes import stop_process
+    from tests.processes.workers import stop_process
 
     worker.stop()
     if redis is not None:

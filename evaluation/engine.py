@@ -87,7 +87,9 @@ def run_protocol(
             profiles = _profiles(strategy, embeddings, correctness, split, llm_names, timings[name])
             if trial == 0:
                 timings[name]["predict_one_ms"].append(_predict_one_ms(strategy, embeddings[test_rows[:1]], profiles))
-            split_curves[name] = deferral_curve(strategy.predict_loss(embeddings[test_rows], profiles), split_costs, truth)
+            split_curves[name] = deferral_curve(
+                strategy.predict_loss(embeddings[test_rows], profiles), split_costs, truth
+            )
         split_curves[ORACLE] = oracle_curve(truth, split_costs)
         split_curves[RANDOM] = random_curve(truth, split_costs)
         best_single = float(truth.mean(axis=0).max())
@@ -106,7 +108,10 @@ def run_protocol(
         "seed": seed,
         "methods": _summarise(scores),
         "single_llms": _summarise_single(single),
-        "timings": {key: {name: _finite(np.median(t[key])) for name, t in timings.items()} for key in ("fit_s", "profile_ms", "predict_one_ms")},
+        "timings": {
+            key: {name: _finite(np.median(t[key])) for name, t in timings.items()}
+            for key in ("fit_s", "profile_ms", "predict_one_ms")
+        },
         "per_trial_area": {name: [_finite(s[0]) for s in values] for name, values in scores.items()},
         "curves": curves,
     }
@@ -124,7 +129,8 @@ def _fitted(name, params, embeddings, correctness, split: Split, llm_names, timi
     train_llms = split.train_llms
     started = time.perf_counter()
     strategy = get_strategy(name, **params).fit(
-        embeddings[split.train_prompts], correctness[np.ix_(split.train_prompts, train_llms)],
+        embeddings[split.train_prompts],
+        correctness[np.ix_(split.train_prompts, train_llms)],
         validation_embeddings=embeddings[split.validation_prompts],
         validation_correctness=correctness[np.ix_(split.validation_prompts, train_llms)],
         llm_keys=[llm_names[j] for j in train_llms],
@@ -139,9 +145,11 @@ def _profiles(strategy, embeddings, correctness, split: Split, llm_names, timing
     with threadpool_limits(**ONE_THREAD):
         for llm in split.test_llms:
             started = time.perf_counter()
-            profiles.append(strategy.profile(
-                validation_embeddings, correctness[split.validation_prompts, llm], llm_key=llm_names[llm]
-            ))
+            profiles.append(
+                strategy.profile(
+                    validation_embeddings, correctness[split.validation_prompts, llm], llm_key=llm_names[llm]
+                )
+            )
             timing["profile_ms"].append(1000 * (time.perf_counter() - started))
     return np.stack(profiles)
 

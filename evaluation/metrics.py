@@ -133,8 +133,10 @@ def random_curve(correctness: np.ndarray, costs: np.ndarray) -> DeferralCurve:
 
 def _turn(points: DeferralCurve, a: int, b: int, c: int) -> float:
     """Cross product of (b − a) × (c − a): ≥ 0 when b lies on or below the line from a to c."""
-    return float((points.cost[b] - points.cost[a]) * (points.quality[c] - points.quality[a])
-                 - (points.quality[b] - points.quality[a]) * (points.cost[c] - points.cost[a]))
+    return float(
+        (points.cost[b] - points.cost[a]) * (points.quality[c] - points.quality[a])
+        - (points.quality[b] - points.quality[a]) * (points.cost[c] - points.cost[a])
+    )
 
 
 def area(curve: DeferralCurve, *, max_cost: float = 1.0) -> float:

@@ -19,15 +19,22 @@ def plot_deferral_curves(result: dict, path: str | Path) -> Path:
     for name, curve in curves["methods"].items():
         area = result.get("methods", {}).get(name, {}).get("area")
         label = f"{name} (mean area {area:.3f})" if area is not None else name
-        axes.plot(curve["cost"] + [1.0], curve["quality"] + [curve["quality"][-1]], label=label,
-                  linewidth=1.6, **REFERENCE_STYLE.get(name, {}))
+        axes.plot(
+            curve["cost"] + [1.0],
+            curve["quality"] + [curve["quality"][-1]],
+            label=label,
+            linewidth=1.6,
+            **REFERENCE_STYLE.get(name, {}),
+        )
     for name, point in curves["single_llms"].items():
         axes.scatter(point["cost"], point["quality"], marker="o", color="tab:red", zorder=3, s=18)
         axes.annotate(name, (point["cost"], point["quality"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     axes.set_xlabel("average cost, normalised by the most expensive test LLM")
     axes.set_ylabel("average quality (correctness) on test prompts")
     dataset = result.get("dataset")
-    axes.set_title(f"Deferral curves{' on ' + dataset if dataset else ''}: split {curves['trial'] + 1} of {result.get('trials', '?')}, unseen test LLMs")
+    axes.set_title(
+        f"Deferral curves{' on ' + dataset if dataset else ''}: split {curves['trial'] + 1} of {result.get('trials', '?')}, unseen test LLMs"
+    )
     axes.set_xlim(0, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)

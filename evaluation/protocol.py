@@ -37,11 +37,13 @@ def make_splits(n_prompts: int, n_llms: int, trials: int, seed: int) -> list[Spl
     for rng in (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(trials)):
         prompts = rng.permutation(n_prompts)
         llms = rng.permutation(n_llms)
-        splits.append(Split(
-            train_prompts=np.sort(prompts[:n_train]),
-            validation_prompts=np.sort(prompts[n_train:n_train + n_validation]),
-            test_prompts=np.sort(prompts[n_train + n_validation:]),
-            train_llms=np.sort(llms[n_test_llms:]),
-            test_llms=np.sort(llms[:n_test_llms]),
-        ))
+        splits.append(
+            Split(
+                train_prompts=np.sort(prompts[:n_train]),
+                validation_prompts=np.sort(prompts[n_train : n_train + n_validation]),
+                test_prompts=np.sort(prompts[n_train + n_validation :]),
+                train_llms=np.sort(llms[n_test_llms:]),
+                test_llms=np.sort(llms[:n_test_llms]),
+            )
+        )
     return splits

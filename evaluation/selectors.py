@@ -35,7 +35,9 @@ def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
         LLM.objects.annotate(
             n=Count("outcomes", filter=Q(outcomes__prompt__prompt_set=prompt_set)),
             mean_row_cost=Avg("outcomes__cost_usd", filter=Q(outcomes__prompt__prompt_set=prompt_set)),
-        ).filter(n__gt=0).order_by("name")
+        )
+        .filter(n__gt=0)
+        .order_by("name")
     )
     costs, kept, dropped = [], [], []
     for llm in llms:
@@ -46,7 +48,9 @@ def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
             costs.append(value)
             kept.append(llm)
     if len(kept) < 3:
-        raise ValueError(f"only {len(kept)} LLMs of {prompt_set.name!r} have a {cost!r} cost; the protocol needs at least 3")
+        raise ValueError(
+            f"only {len(kept)} LLMs of {prompt_set.name!r} have a {cost!r} cost; the protocol needs at least 3"
+        )
     prompt_ids = list(Prompt.objects.filter(prompt_set=prompt_set).order_by("id").values_list("id", flat=True))
     return DatasetArrays(
         embeddings=prompt_embeddings(prompt_ids=prompt_ids),

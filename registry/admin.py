@@ -4,18 +4,28 @@ from django.db.models import Avg, Count
 
 from registry import services
 from registry.models import LLM, Outcome, Prompt, PromptSet
-from routing.jobs import llm_profile_enqueue
 
 
 @admin.register(LLM)
 class LLMAdmin(admin.ModelAdmin):
-    list_display = ("name", "provider", "is_active", "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query", "params_total_b", "accuracy", "outcome_count", "updated_at")
+    list_display = (
+        "name",
+        "provider",
+        "is_active",
+        "usd_per_mtok_in",
+        "usd_per_mtok_out",
+        "usd_per_query",
+        "params_total_b",
+        "accuracy",
+        "outcome_count",
+        "updated_at",
+    )
     list_filter = ("is_active", "provider")
     search_fields = ("name", "provider", "api_model")
     # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("created_at", "updated_at")
-    actions = ("activate", "deactivate", "profile_now")
+    actions = ("activate", "deactivate")
     fieldsets = (
         (None, {"fields": ("name", "provider", "is_active")}),
         ("API (used for profiling)", {"fields": ("api_base", "api_model")}),
@@ -25,7 +35,9 @@ class LLMAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_outcome_count=Count("outcomes"), _accuracy=Avg("outcomes__score"))
+        return (
+            super().get_queryset(request).annotate(_outcome_count=Count("outcomes"), _accuracy=Avg("outcomes__score"))
+        )
 
     @admin.display(description="outcomes", ordering="_outcome_count")
     def outcome_count(self, llm):
@@ -34,19 +46,6 @@ class LLMAdmin(admin.ModelAdmin):
     @admin.display(description="accuracy", ordering="_accuracy")
     def accuracy(self, llm):
         return "—" if llm._accuracy is None else f"{llm._accuracy:.3f}"
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:  # a new LLM becomes routable once profiled (queued after the save commits)
-            job, _ = llm_profile_enqueue(llm=obj)
-            self.message_user(request, f"Profiling {obj} is queued (job #{job.id}); it becomes routable when the job finishes.", messages.INFO)
-
-    @admin.action(description="Profile now (routable without a refit)")
-    def profile_now(self, request, queryset):
-        for llm in queryset:
-            job, created = llm_profile_enqueue(llm=llm)
-            note = "queued" if created else "already queued or running"
-            self.message_user(request, f"Profiling {llm}: job #{job.id} {note}.", messages.SUCCESS)
 
     @admin.action(description="Activate selected LLMs (routable)")
     def activate(self, request, queryset):

@@ -27,5 +27,11 @@ def database_has_pgvector(app_configs, databases=None, **kwargs):
     for alias in databases or []:
         message = database_missing_vector_extension(alias)
         if message:
-            problems.append(Error(message, hint="Install pgvector (https://github.com/pgvector/pgvector) or use the embedded default by unsetting DATABASE_URL.", id="registry.E002"))
+            problems.append(
+                Error(
+                    message,
+                    hint="Install pgvector (https://github.com/pgvector/pgvector) or use the embedded default by unsetting DATABASE_URL.",
+                    id="registry.E002",
+                )
+            )
     return problems

@@ -164,8 +164,9 @@ def _number(value: str, where: str, column: str) -> float | None:
 
 
 def read_models(path: Path) -> list[ModelRow]:
-    from registry.models import url_safe_name  # the same rule the LLM model enforces
     from django.core.exceptions import ValidationError
+
+    from registry.models import url_safe_name  # the same rule the LLM model enforces
 
     models: list[ModelRow] = []
     seen: set[str] = set()
@@ -175,13 +176,26 @@ def read_models(path: Path) -> list[ModelRow]:
         try:
             url_safe_name(name)
         except ValidationError:
-            raise DataFormatError(f"{where}: model name {name!r} is not URL-safe (letters, digits, '.', '_', '-')") from None
+            raise DataFormatError(
+                f"{where}: model name {name!r} is not URL-safe (letters, digits, '.', '_', '-')"
+            ) from None
         if name in seen:
             raise DataFormatError(f"{where}: duplicate model {name!r}")
         seen.add(name)
-        prices = {field_name: _number(row.get(column), where, column) for column, field_name in MODEL_NUMBER_COLUMNS.items()}
-        metadata = {k: v for k, v in row.items() if k not in MODEL_NUMBER_COLUMNS and k not in ("model", "provider") and v != ""}
-        models.append(ModelRow(name=name, provider=(row.get("provider") or row.get("family") or "").strip(), prices=prices, metadata=metadata))
+        prices = {
+            field_name: _number(row.get(column), where, column) for column, field_name in MODEL_NUMBER_COLUMNS.items()
+        }
+        metadata = {
+            k: v for k, v in row.items() if k not in MODEL_NUMBER_COLUMNS and k not in ("model", "provider") and v != ""
+        }
+        models.append(
+            ModelRow(
+                name=name,
+                provider=(row.get("provider") or row.get("family") or "").strip(),
+                prices=prices,
+                metadata=metadata,
+            )
+        )
     if not models:
         raise DataFormatError(f"{path}: no models")
     return models

@@ -11,7 +11,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -120,7 +120,7 @@ def get_embedder(key: str | None = None) -> Embedder:
     return _embedder(key)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _embedder(key: str) -> Embedder:
     # One instance per process: loading the MiniLM weights takes seconds.
     try:

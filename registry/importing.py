@@ -48,8 +48,13 @@ class ImportSummary:
     @property
     def changes(self) -> int:
         return (
-            self.prompts_created + self.prompts_updated + self.prompts_embedded + self.llms_created
-            + self.llms_updated + self.outcomes_created + self.outcomes_updated
+            self.prompts_created
+            + self.prompts_updated
+            + self.prompts_embedded
+            + self.llms_created
+            + self.llms_updated
+            + self.outcomes_created
+            + self.outcomes_updated
         )
 
 
@@ -77,7 +82,9 @@ class Progress:
         self.last = now
         elapsed = now - self.started
         eta = elapsed / done * (total - done) if done else 0.0
-        self.say(f"  {self.label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%) {elapsed:.0f} s elapsed, ~{eta:.0f} s left")
+        self.say(
+            f"  {self.label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%) {elapsed:.0f} s elapsed, ~{eta:.0f} s left"
+        )
 
 
 def dataset_import(
@@ -93,13 +100,18 @@ def dataset_import(
     directory = Path(directory)
     say(f"Reading {directory} ...")
     data = read_routing_data(directory)
-    say(f"  {len(data.prompts):,} prompts, {len(data.models):,} models, {len(data.outcomes):,} outcomes: all rows valid")
+    say(
+        f"  {len(data.prompts):,} prompts, {len(data.models):,} models, {len(data.outcomes):,} outcomes: all rows valid"
+    )
 
-    summary = ImportSummary(prompt_set=name, prompts=len(data.prompts), llms=len(data.models), outcomes=len(data.outcomes))
+    summary = ImportSummary(
+        prompt_set=name, prompts=len(data.prompts), llms=len(data.models), outcomes=len(data.outcomes)
+    )
     existing_set = PromptSet.objects.filter(name=name).first()
     existing = (
         {p.external_id: p for p in Prompt.objects.filter(prompt_set=existing_set).defer("embedding")}
-        if existing_set else {}
+        if existing_set
+        else {}
     )
     embeddings = _embed_new_or_changed(data, existing, embedder, say, summary)
 
@@ -113,7 +125,9 @@ def dataset_import(
     return summary
 
 
-def _embed_new_or_changed(data: RoutingData, existing: dict, embedder: Embedder, say: Say, summary: ImportSummary) -> dict:
+def _embed_new_or_changed(
+    data: RoutingData, existing: dict, embedder: Embedder, say: Say, summary: ImportSummary
+) -> dict:
     """Embed prompts that are new, whose text changed, or that another embedder produced."""
     todo = []
     for row in data.prompts:
@@ -139,8 +153,12 @@ def _upsert_prompt_set(*, name: str, role: str, directory: Path, data: RoutingDa
         "mean_prompt_tokens": round(sum(token_counts) / len(token_counts), 1),
         "files": data.files,
     }
-    prompt_set, created = PromptSet.objects.get_or_create(name=name, defaults={"role": role, "source": str(directory), "metadata": metadata})
-    if not created and (prompt_set.role != role or prompt_set.metadata.get("mean_prompt_tokens") != metadata["mean_prompt_tokens"]):
+    prompt_set, created = PromptSet.objects.get_or_create(
+        name=name, defaults={"role": role, "source": str(directory), "metadata": metadata}
+    )
+    if not created and (
+        prompt_set.role != role or prompt_set.metadata.get("mean_prompt_tokens") != metadata["mean_prompt_tokens"]
+    ):
         prompt_set.role = role
         prompt_set.source = str(directory)
         prompt_set.metadata = {**prompt_set.metadata, **metadata}
@@ -154,13 +172,25 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
     for row in data.prompts:
         split = split_of(row.external_id) if role == PromptSet.Role.DATASET else role
         values = {
-            "text": row.text, "category": row.category, "answer": row.answer,
-            "metadata": row.metadata, "split": split, "text_sha256": text_sha256(row.text),
+            "text": row.text,
+            "category": row.category,
+            "answer": row.answer,
+            "metadata": row.metadata,
+            "split": split,
+            "text_sha256": text_sha256(row.text),
         }
         vector = embeddings.get(row.external_id)
         old = existing.get(row.external_id)
         if old is None:
-            to_create.append(Prompt(prompt_set=prompt_set, external_id=row.external_id, embedding=vector, embedder=embedder.name, **values))
+            to_create.append(
+                Prompt(
+                    prompt_set=prompt_set,
+                    external_id=row.external_id,
+                    embedding=vector,
+                    embedder=embedder.name,
+                    **values,
+                )
+            )
             continue
         changed = any(getattr(old, key) != value for key, value in values.items())
         values_changed += changed
@@ -172,7 +202,17 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
             to_update.append(old)
     Prompt.objects.bulk_create(to_create, batch_size=1000)
     if to_update:
-        fields = ["text", "category", "answer", "metadata", "split", "text_sha256", "embedding", "embedder", "updated_at"]
+        fields = [
+            "text",
+            "category",
+            "answer",
+            "metadata",
+            "split",
+            "text_sha256",
+            "embedding",
+            "embedder",
+            "updated_at",
+        ]
         now = timezone.now()
         for prompt in to_update:
             prompt.updated_at = now
@@ -208,12 +248,16 @@ def _upsert_llms(data: RoutingData, summary: ImportSummary) -> dict[str, int]:
     return {name: llm.id for name, llm in existing.items()}
 
 
-def _upsert_outcomes(data: RoutingData, prompt_ids: dict[str, int], llm_ids: dict[str, int], say: Say, summary: ImportSummary) -> None:
+def _upsert_outcomes(
+    data: RoutingData, prompt_ids: dict[str, int], llm_ids: dict[str, int], say: Say, summary: ImportSummary
+) -> None:
     current = {
         (llm_id, prompt_id): (outcome_id, score, cost)
         for outcome_id, llm_id, prompt_id, score, cost in Outcome.objects.filter(
             prompt_id__in=prompt_ids.values(), llm_id__in=llm_ids.values()
-        ).values_list("id", "llm_id", "prompt_id", "score", "cost_usd").iterator(chunk_size=50_000)
+        )
+        .values_list("id", "llm_id", "prompt_id", "score", "cost_usd")
+        .iterator(chunk_size=50_000)
     }
     new_rows, changed = [], []
     for (external_id, model), (score, cost) in data.outcomes.items():
@@ -222,7 +266,11 @@ def _upsert_outcomes(data: RoutingData, prompt_ids: dict[str, int], llm_ids: dic
         if old is None:
             new_rows.append((key[0], key[1], score, cost))
         elif old[1] != score or old[2] != cost:
-            changed.append(Outcome(id=old[0], score=score, cost_usd=cost, source=Outcome.Source.IMPORTED, updated_at=timezone.now()))
+            changed.append(
+                Outcome(
+                    id=old[0], score=score, cost_usd=cost, source=Outcome.Source.IMPORTED, updated_at=timezone.now()
+                )
+            )
     if new_rows:
         say(f"Writing {len(new_rows):,} new outcomes ...")
         _copy_outcomes(new_rows)
@@ -244,7 +292,12 @@ def _copy_outcomes(rows: list[tuple]) -> None:
 def _describe_cost_basis(data: RoutingData, prompt_set: PromptSet) -> list[str]:
     with_row_cost = sum(1 for _, cost in data.outcomes.values() if cost is not None)
     per_query = [m.name for m in data.models if m.prices.get("usd_per_query") is not None]
-    per_token = [m.name for m in data.models if m.name not in per_query and (m.prices.get("usd_per_mtok_in") is not None or m.prices.get("usd_per_mtok_out") is not None)]
+    per_token = [
+        m.name
+        for m in data.models
+        if m.name not in per_query
+        and (m.prices.get("usd_per_mtok_in") is not None or m.prices.get("usd_per_mtok_out") is not None)
+    ]
     unpriced = [m.name for m in data.models if m.name not in per_query and m.name not in per_token]
     lines = []
     if with_row_cost:
@@ -258,5 +311,7 @@ def _describe_cost_basis(data: RoutingData, prompt_set: PromptSet) -> list[str]:
             f"{settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS} expected output tokens × output price"
         )
     if unpriced:
-        lines.append(f"no price for {len(unpriced)} LLMs ({', '.join(unpriced[:5])}{'…' if len(unpriced) > 5 else ''}): use --cost params")
+        lines.append(
+            f"no price for {len(unpriced)} LLMs ({', '.join(unpriced[:5])}{'…' if len(unpriced) > 5 else ''}): use --cost params"
+        )
     return lines

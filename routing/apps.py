@@ -6,4 +6,7 @@ class RoutingConfig(AppConfig):
     verbose_name = "Routing"
 
     def ready(self):
-        from routing import api_checks  # noqa: F401  registers the route API's system checks
+        from routing import (
+            checks,  # noqa: F401  registers routing's system checks
+            tasks,  # noqa: F401  registers the Celery tasks that jobs are sent to by name
+        )

@@ -22,7 +22,9 @@ def message_text(content) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
+    return "\n".join(
+        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type", "text") == "text"
+    )
 
 
 def routed_text_of_messages(messages: list[dict]) -> str:
@@ -66,5 +68,7 @@ def route_input(*, prompt: str | None = None, messages: list[dict] | None = None
     """(text to route on, cut to what is embedded; tokens the chosen LLM will be sent)."""
     if messages is not None:
         sent = "\n".join(message_text(m.get("content")) for m in messages)
-        return embeddable(routed_text_of_messages(messages)), estimated_tokens(sent) + TOKENS_PER_MESSAGE * len(messages)
+        return embeddable(routed_text_of_messages(messages)), estimated_tokens(sent) + TOKENS_PER_MESSAGE * len(
+            messages
+        )
     return embeddable(prompt), estimated_tokens(prompt)

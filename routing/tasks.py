@@ -2,7 +2,8 @@
 
 Every task is safe to deliver twice (``acks_late``: a worker killed mid-task gets its message back).
 Job bookkeeping — one runner at a time, finished jobs never rerun, bounded deliveries — is in
-``routing/jobs.py``; the work is in ``routing/profiling/services.py`` and ``routing/refits.py``.
+``routing/services/jobs.py``; the work is in ``routing/profiling/services.py`` and
+``routing/services/state.py``.
 
 Transient failures (the provider unreachable after the client's own retries, the database gone,
 the soft time limit) put the job back to queued and retry the task with exponential backoff; a
@@ -21,19 +22,27 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from registry.models import LLM, PromptSet
-from routing import jobs
+from routing.exceptions import NoActiveRoutingState, RoutingError
 from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
 from routing.profiling.services import ProfilingOptions, llm_profile_run, llms_to_reprofile
-from routing.refits import routing_state_refit
-from routing.selectors import NoActiveRoutingState, routing_state_active
-from routing.services import RoutingError
+from routing.selectors.state import routing_state_active
+from routing.services import jobs
+from routing.services.jobs import TASK_NAME_OF_KIND
+from routing.services.state import routing_state_refit
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (TransientProviderError, OperationalError, InterfaceError, SoftTimeLimitExceeded)
 # Errors a retry cannot fix: the job fails with the message, without a traceback in the log.
-EXPECTED = (NoActiveRoutingState, RoutingError, ProviderConfigurationError, ValueError, LLM.DoesNotExist, PromptSet.DoesNotExist)
+EXPECTED = (
+    NoActiveRoutingState,
+    RoutingError,
+    ProviderConfigurationError,
+    ValueError,
+    LLM.DoesNotExist,
+    PromptSet.DoesNotExist,
+)
 MAX_RETRIES = 6
 MAX_BACKOFF_SECONDS = 600
 
@@ -65,7 +74,7 @@ def _run(task, job: Job | None, work) -> dict | None:
         # The other runner records the job's outcome; this delivery only checks back later.
         if task.request.retries >= task.max_retries:
             return None
-        raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries))
+        raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries)) from exc
     except TRANSIENT as exc:
         if task.request.retries >= task.max_retries:
             jobs.job_fail(job=job, error=f"gave up after {task.request.retries + 1} tries: {exc}")
@@ -75,7 +84,7 @@ def _run(task, job: Job | None, work) -> dict | None:
             jobs.job_retry_later(job=job, error=f"try {task.request.retries + 1} stopped: {exc}")
         except (OperationalError, InterfaceError):
             pass  # the database is what failed: the retry records it once it is back
-        raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries))
+        raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries)) from exc
     except EXPECTED as exc:
         logger.warning("job %s failed: %s", job.id, exc, exc_info=True)
         jobs.job_fail(job=job, error=str(exc))
@@ -85,7 +94,7 @@ def _run(task, job: Job | None, work) -> dict | None:
         raise
 
 
-@shared_task(name="routing.profile_llm", **TASK_OPTIONS, **PROFILE_TIME_LIMITS)
+@shared_task(name=TASK_NAME_OF_KIND[Job.Kind.PROFILE_LLM], **TASK_OPTIONS, **PROFILE_TIME_LIMITS)
 def profile_llm(self, llm_id: int, job_id: int | None = None) -> dict | None:
     """Make an LLM routable: collect its validation outcomes (if it has an API), compute Ψ, no refit."""
     job = jobs.job_for_task(kind=Job.Kind.PROFILE_LLM, job_id=job_id, task_id=self.request.id, llm_id=llm_id)
@@ -93,39 +102,60 @@ def profile_llm(self, llm_id: int, job_id: int | None = None) -> dict | None:
     def work(job: Job):
         progress = lambda done, total: jobs.job_progress(job=job, done=done, total=total)  # noqa: E731
         profile, report = llm_profile_run(
-            llm=LLM.objects.get(id=job.llm_id), options=ProfilingOptions.from_arguments(job.arguments),
-            spent_since=job.created_at, progress=progress,
+            llm=LLM.objects.get(id=job.llm_id),
+            options=ProfilingOptions.from_arguments(job.arguments),
+            spent_since=job.created_at,
+            progress=progress,
         )
         return report.as_dict(), profile.state
 
     return _run(self, job, work)
 
 
-@shared_task(name="routing.refit_routing_state", **TASK_OPTIONS, **REFIT_TIME_LIMITS)
-def refit_routing_state(self, job_id: int | None = None, prompt_set_id: int | None = None, strategy: str | None = None, params: dict | None = None) -> dict | None:
+@shared_task(name=TASK_NAME_OF_KIND[Job.Kind.REFIT], **TASK_OPTIONS, **REFIT_TIME_LIMITS)
+def refit_routing_state(
+    self,
+    job_id: int | None = None,
+    prompt_set_id: int | None = None,
+    strategy: str | None = None,
+    params: dict | None = None,
+) -> dict | None:
     """Refit the routing state from the current data and activate it atomically (nightly, or on demand)."""
-    arguments = {k: v for k, v in {"prompt_set_id": prompt_set_id, "strategy": strategy, "params": params}.items() if v is not None}
+    arguments = {
+        k: v
+        for k, v in {"prompt_set_id": prompt_set_id, "strategy": strategy, "params": params}.items()
+        if v is not None
+    }
     job = jobs.job_for_task(kind=Job.Kind.REFIT, job_id=job_id, task_id=self.request.id, arguments=arguments)
 
     def work(job: Job):
         arguments = job.arguments or {}
         prompt_set = PromptSet.objects.get(id=arguments["prompt_set_id"]) if arguments.get("prompt_set_id") else None
         jobs.job_progress(job=job, done=0, total=1)
-        state, reprofiled = routing_state_refit(prompt_set=prompt_set, strategy=arguments.get("strategy"), params=arguments.get("params"))
+        state, reprofiled = routing_state_refit(
+            prompt_set=prompt_set, strategy=arguments.get("strategy"), params=arguments.get("params")
+        )
         result = {
-            "state_version": state.version, "strategy": state.strategy, "prompt_set": state.prompt_set.name,
-            "n_train_prompts": state.n_train_prompts, "n_validation_prompts": state.n_validation_prompts,
-            "profiles": state.profiles.count(), "fit_seconds": round(state.fit_seconds, 3), "reprofiled": reprofiled,
+            "state_version": state.version,
+            "strategy": state.strategy,
+            "prompt_set": state.prompt_set.name,
+            "n_train_prompts": state.n_train_prompts,
+            "n_validation_prompts": state.n_validation_prompts,
+            "profiles": state.profiles.count(),
+            "fit_seconds": round(state.fit_seconds, 3),
+            "reprofiled": reprofiled,
         }
         return result, state
 
     return _run(self, job, work)
 
 
-@shared_task(name="routing.reprofile_all_llms", **TASK_OPTIONS, soft_time_limit=5 * 60, time_limit=6 * 60)
+@shared_task(name=TASK_NAME_OF_KIND[Job.Kind.REPROFILE_ALL], **TASK_OPTIONS, soft_time_limit=5 * 60, time_limit=6 * 60)
 def reprofile_all_llms(self, job_id: int | None = None, **profiling_arguments) -> dict | None:
     """Queue a profiling job for every active LLM that needs one (weekly); each runs as its own task."""
-    job = jobs.job_for_task(kind=Job.Kind.REPROFILE_ALL, job_id=job_id, task_id=self.request.id, arguments=profiling_arguments)
+    job = jobs.job_for_task(
+        kind=Job.Kind.REPROFILE_ALL, job_id=job_id, task_id=self.request.id, arguments=profiling_arguments
+    )
 
     def work(job: Job):
         ProfilingOptions.from_arguments(job.arguments)  # fail here, once, on a mistyped option

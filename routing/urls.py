@@ -2,18 +2,18 @@
 
 from django.urls import path
 
-from routing import apis, job_apis
+from routing.apis import decisions, health, jobs, llms, usage
 
 app_name = "api"
 
 urlpatterns = [
-    path("route", apis.RouteCreateApi.as_view(), name="route"),
-    path("route/<uuid:decision_id>", apis.DecisionDetailApi.as_view(), name="decision"),
-    path("route/<uuid:decision_id>/feedback", apis.DecisionFeedbackApi.as_view(), name="decision-feedback"),
-    path("usage", apis.UsageSummaryApi.as_view(), name="usage"),
-    path("llms", apis.LlmCollectionApi.as_view(), name="llms"),
-    path("llms/<str:name>", apis.LlmUpdateApi.as_view(), name="llm"),
-    path("health", apis.HealthApi.as_view(), name="health"),
-    path("jobs", job_apis.JobCollectionApi.as_view(), name="jobs"),
-    path("jobs/<int:job_id>", job_apis.JobDetailApi.as_view(), name="job"),
+    path("route", decisions.RouteCreateApi.as_view(), name="route"),
+    path("route/<uuid:decision_id>", decisions.DecisionDetailApi.as_view(), name="decision"),
+    path("route/<uuid:decision_id>/feedback", decisions.DecisionFeedbackApi.as_view(), name="decision-feedback"),
+    path("usage", usage.UsageSummaryApi.as_view(), name="usage"),
+    path("llms", llms.LlmCollectionApi.as_view(), name="llms"),
+    path("llms/<str:name>", llms.LlmUpdateApi.as_view(), name="llm"),
+    path("health", health.HealthApi.as_view(), name="health"),
+    path("jobs", jobs.JobCollectionApi.as_view(), name="jobs"),
+    path("jobs/<int:job_id>", jobs.JobDetailApi.as_view(), name="job"),
 ]

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv and install requirements.txt into it; a no-op when nothing changed since last time.
+# Create .venv and install the service's packages into it (with --dev: the test and lint tools of
+# requirements-dev.txt too); a no-op when nothing changed since last time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+requirements=requirements.txt
+if [ "${1:-}" = "--dev" ]; then requirements=requirements-dev.txt; fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.requirements-$(sha256sum requirements.txt | cut -c1-16)"
+stamp=".venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "Installing Python packages into .venv (first run: ~1 minute) ..."
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-  rm -f .venv/.requirements-*
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"
 fi

@@ -23,6 +23,8 @@ export CELERY_BROKER_URL="${CELERY_BROKER_URL:-${REDIS_URL:-}}"
 $PY -c 'import django, os, signal, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
 django.setup()
+from django.db import connection
+connection.ensure_connection()  # starts the embedded server when DATABASE_URL is unset
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit through atexit: the last user stops PostgreSQL
 signal.pause()' &
 HOLDER=$!

@@ -2,6 +2,12 @@
 
 import pytest
 
+from routing.caches import reset_all
+
+# Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
+# and a synthetic three-subject data set (profiling, workers).
+pytest_plugins = ["tests.fixtures.api", "tests.fixtures.subjects"]
+
 
 @pytest.fixture(autouse=True)
 def cheap_test_embedder(settings):
@@ -23,3 +29,13 @@ def fresh_hnsw_index(db):
             cursor.execute("REINDEX INDEX registry_prompt_embedding_hnsw")
 
     return rebuild
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches(settings):
+    """Per-process caches must not carry one test's router, periods or λ into the next."""
+    settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
+
+    reset_all()
+    yield
+    reset_all()

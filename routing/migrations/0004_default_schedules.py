@@ -4,7 +4,7 @@ from django.db import migrations
 
 
 def create_default_schedules(apps, schema_editor):
-    from routing.schedules import schedules_ensure
+    from routing.services.schedules import schedules_ensure
 
     schedules_ensure(
         crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),

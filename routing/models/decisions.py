@@ -8,18 +8,21 @@ from django.db import models
 from django.db.models import Q
 
 from registry.models import LLM, Outcome
+from routerhub.model_constraints import valid_choice
 from routing.models.state import RoutingState
 from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
 
 
-class Decision(models.Model):
-    class LambdaReason(models.TextChoices):
-        EXPLICIT = "explicit", "given in the request"
-        TENANT_DEFAULT = "tenant_default", "the tenant's default λ"
-        QUALITY_TARGET = "quality_target", "cheapest LLM meeting the quality target"
-        BUDGET_PACING = "budget_pacing", "paced to the remaining budget"
-        BUDGET_EXHAUSTED = "budget_exhausted", "budget spent: cheapest allowed LLM"
+class DecisionLambdaReason(models.TextChoices):
+    EXPLICIT = "explicit", "given in the request"
+    TENANT_DEFAULT = "tenant_default", "the tenant's default λ"
+    QUALITY_TARGET = "quality_target", "cheapest LLM meeting the quality target"
+    BUDGET_PACING = "budget_pacing", "paced to the remaining budget"
+    BUDGET_EXHAUSTED = "budget_exhausted", "budget spent: cheapest allowed LLM"
 
+
+class Decision(models.Model):
+    LambdaReason = DecisionLambdaReason
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="decisions")
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="decisions")
@@ -39,7 +42,9 @@ class Decision(models.Model):
     # What this decision currently counts in its period: reserved_usd in spent_usd (within the
     # limit), overage_usd in overage_usd (routed after the budget ran out). Feedback moves both.
     reserved_usd = models.DecimalField(max_digits=20, decimal_places=10, help_text="Counted against the budget now.")
-    overage_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0, help_text="Counted as overage (budget already spent).")
+    overage_usd = models.DecimalField(
+        max_digits=20, decimal_places=10, default=0, help_text="Counted as overage (budget already spent)."
+    )
     alternatives = models.JSONField(default=list, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
     # Filled by feedback:
@@ -55,8 +60,15 @@ class Decision(models.Model):
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "created_at"], name="routing_decision_tenant_time")]
         constraints = [
-            models.CheckConstraint(name="%(app_label)s_%(class)s_amounts_non_negative", condition=Q(reserved_usd__gte=0) & Q(overage_usd__gte=0) & Q(estimated_cost_usd__gte=0)),
-            models.CheckConstraint(name="%(app_label)s_%(class)s_quality_score_in_unit_interval", condition=Q(quality_score__isnull=True) | (Q(quality_score__gte=0) & Q(quality_score__lte=1))),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_amounts_non_negative",
+                condition=Q(reserved_usd__gte=0) & Q(overage_usd__gte=0) & Q(estimated_cost_usd__gte=0),
+            ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_quality_score_in_unit_interval",
+                condition=Q(quality_score__isnull=True) | (Q(quality_score__gte=0) & Q(quality_score__lte=1)),
+            ),
+            valid_choice("lambda_reason", DecisionLambdaReason),
         ]
 
     def __str__(self) -> str:

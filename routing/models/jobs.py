@@ -6,27 +6,36 @@ from django.db import models
 from django.db.models import Q
 
 from registry.models import LLM
+from routerhub.model_constraints import valid_choice
 from routing.models.state import RoutingState
 
 
+class JobKind(models.TextChoices):
+    PROFILE_LLM = "profile_llm", "profile an LLM"
+    REFIT = "refit", "refit the routing state"
+    REPROFILE_ALL = "reprofile_all", "re-profile all active LLMs"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
 class Job(models.Model):
-    class Kind(models.TextChoices):
-        PROFILE_LLM = "profile_llm", "profile an LLM"
-        REFIT = "refit", "refit the routing state"
-        REPROFILE_ALL = "reprofile_all", "re-profile all active LLMs"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
-
+    Kind = JobKind
+    Status = JobStatus
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     llm = models.ForeignKey(LLM, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs")
     state = models.ForeignKey(
-        RoutingState, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs",
+        RoutingState,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="jobs",
         help_text="The routing state the job profiled on (profile) or produced (refit).",
     )
     arguments = models.JSONField(default=dict, blank=True)
@@ -50,12 +59,17 @@ class Job(models.Model):
             # One queued or running job per kind and LLM (and one refit at a time): enqueueing twice
             # returns the job already on its way instead of doing the work twice.
             models.UniqueConstraint(
-                fields=["kind", "llm"], condition=Q(status__in=["queued", "running"]), nulls_distinct=False,
+                fields=["kind", "llm"],
+                condition=Q(status__in=["queued", "running"]),
+                nulls_distinct=False,
                 name="%(app_label)s_%(class)s_unique_active_kind_llm",
             ),
             models.CheckConstraint(
-                name="%(app_label)s_%(class)s_progress_within_total", condition=Q(progress_done__lte=models.F("progress_total")),
+                name="%(app_label)s_%(class)s_progress_within_total",
+                condition=Q(progress_done__lte=models.F("progress_total")),
             ),
+            valid_choice("kind", JobKind),
+            valid_choice("status", JobStatus),
         ]
         indexes = [models.Index(fields=["kind", "status"], name="routing_job_kind_status")]
 

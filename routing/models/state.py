@@ -40,7 +40,9 @@ class RoutingState(models.Model):
     class Meta:
         ordering = ["-version"]
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="%(app_label)s_%(class)s_unique_active"),
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="%(app_label)s_%(class)s_unique_active"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -74,7 +76,9 @@ class LLMProfile(models.Model):
 
     class Meta:
         ordering = ["state", "llm"]
-        constraints = [models.UniqueConstraint(fields=["state", "llm"], name="%(app_label)s_%(class)s_unique_state_llm")]
+        constraints = [
+            models.UniqueConstraint(fields=["state", "llm"], name="%(app_label)s_%(class)s_unique_state_llm")
+        ]
 
     def __str__(self) -> str:
         return f"{self.llm} @ {self.state}"

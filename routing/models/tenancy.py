@@ -7,26 +7,42 @@ from django.db import models
 from django.db.models import Q
 
 from registry.models import LLM
+from routerhub.model_constraints import valid_choice
+
+
+class TenantPeriod(models.TextChoices):
+    DAY = "day", "day (UTC)"
+    WEEK = "week", "week (UTC, from Monday)"
+    MONTH = "month", "month (UTC)"
+
+
+class TenantWhenSpent(models.TextChoices):
+    REJECT = "reject", "reject (HTTP 402)"
+    CHEAPEST = "cheapest", "route to the cheapest allowed LLM"
 
 
 class Tenant(models.Model):
-    class Period(models.TextChoices):
-        DAY = "day", "day (UTC)"
-        WEEK = "week", "week (UTC, from Monday)"
-        MONTH = "month", "month (UTC)"
-
-    class WhenSpent(models.TextChoices):
-        REJECT = "reject", "reject (HTTP 402)"
-        CHEAPEST = "cheapest", "route to the cheapest allowed LLM"
-
+    Period = TenantPeriod
+    WhenSpent = TenantWhenSpent
     name = models.CharField(max_length=100, unique=True)
-    budget_usd = models.DecimalField(max_digits=14, decimal_places=6, validators=[MinValueValidator(0)], help_text="Spend limit per period, USD.")
+    budget_usd = models.DecimalField(
+        max_digits=14, decimal_places=6, validators=[MinValueValidator(0)], help_text="Spend limit per period, USD."
+    )
     budget_period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTH)
     when_budget_spent = models.CharField(max_length=10, choices=WhenSpent.choices, default=WhenSpent.REJECT)
     allowed_llms = models.ManyToManyField(LLM, blank=True, related_name="tenants", help_text="Empty: every active LLM.")
-    default_lambda = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)], help_text="Cost weight λ when a request gives none; empty: budget pacing.")
-    default_quality_target = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)])
-    default_max_cost_usd = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per-request cost cap.")
+    default_lambda = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Cost weight λ when a request gives none; empty: budget pacing.",
+    )
+    default_quality_target = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)]
+    )
+    default_max_cost_usd = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per-request cost cap."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -35,9 +51,12 @@ class Tenant(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(name="%(app_label)s_%(class)s_budget_non_negative", condition=Q(budget_usd__gte=0)),
+            valid_choice("budget_period", TenantPeriod),
+            valid_choice("when_budget_spent", TenantWhenSpent),
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_quality_target_in_unit_interval",
-                condition=Q(default_quality_target__isnull=True) | (Q(default_quality_target__gte=0) & Q(default_quality_target__lte=1)),
+                condition=Q(default_quality_target__isnull=True)
+                | (Q(default_quality_target__gte=0) & Q(default_quality_target__lte=1)),
             ),
         ]
 
@@ -78,13 +97,17 @@ class BudgetPeriod(models.Model):
     # kept apart so that spent_usd can never exceed limit_usd.
     overage_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     requests = models.PositiveIntegerField(default=0, help_text="Accepted route requests.")
-    rejected_requests = models.PositiveIntegerField(default=0, help_text="Route requests refused because the budget was spent.")
+    rejected_requests = models.PositiveIntegerField(
+        default=0, help_text="Route requests refused because the budget was spent."
+    )
 
     class Meta:
         ordering = ["tenant", "-starts_at"]
         constraints = [
             models.UniqueConstraint(fields=["tenant", "starts_at"], name="%(app_label)s_%(class)s_unique_tenant_start"),
-            models.CheckConstraint(name="%(app_label)s_%(class)s_spent_within_limit", condition=Q(spent_usd__lte=models.F("limit_usd"))),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_spent_within_limit", condition=Q(spent_usd__lte=models.F("limit_usd"))
+            ),
             models.CheckConstraint(name="%(app_label)s_%(class)s_spent_non_negative", condition=Q(spent_usd__gte=0)),
         ]
 

@@ -113,7 +113,9 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         started = time.monotonic()
         try:
-            response = self._session().post(self.url, json=body, headers=headers, timeout=(min(10.0, self.timeout_seconds), self.timeout_seconds))
+            response = self._session().post(
+                self.url, json=body, headers=headers, timeout=(min(10.0, self.timeout_seconds), self.timeout_seconds)
+            )
         except requests.Timeout as exc:
             raise TransientProviderError(f"timed out after {self.timeout_seconds:g} s: {exc}") from exc
         except requests.ConnectionError as exc:
@@ -123,10 +125,14 @@ class ChatClient:
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientProviderError(
                 f"HTTP {status} from {self.url}: {response.text[:300]}",
-                status=status, retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+                status=status,
+                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status in CONFIGURATION_STATUSES:
-            raise ProviderConfigurationError(f"HTTP {status} from {self.url} (check api_base, api_model and the API key): {response.text[:300]}", status=status)
+            raise ProviderConfigurationError(
+                f"HTTP {status} from {self.url} (check api_base, api_model and the API key): {response.text[:300]}",
+                status=status,
+            )
         if status >= 400:
             raise PromptRejected(f"HTTP {status}: {response.text[:300]}", status=status)
         return _parse_completion(response.text, latency_ms)
@@ -183,6 +189,7 @@ def complete_all(
     in_flight: dict[Future, int] = {}
     failure: ProviderError | None = None
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="profile") as pool:
+
         def fill() -> None:
             while failure is None and len(in_flight) < concurrency and may_start():
                 item = next(pending, None)

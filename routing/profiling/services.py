@@ -23,10 +23,11 @@ from django.utils import timezone
 
 from registry.models import LLM, Outcome, Prompt
 from registry.tokens import count_tokens
-from routing import selectors, services
 from routing.models import LLMProfile, RoutingState
 from routing.profiling.client import ChatClient, Completion, PromptRejected, ProviderConfigurationError, complete_all
 from routing.profiling.graders import Grader, grader_for
+from routing.selectors.state import routing_state_active
+from routing.services.state import llm_profile
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,16 @@ class ProfilingOptions:
         known = {f.name for f in fields(cls)}
         unknown = set(arguments or {}) - known
         if unknown:
-            raise ValueError(f"unknown profiling option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown profiling option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
         options = cls(**{**defaults, **(arguments or {})})
-        if options.concurrency < 1 or options.timeout_seconds <= 0 or options.max_attempts < 1 or options.max_tokens < 1:
+        if (
+            options.concurrency < 1
+            or options.timeout_seconds <= 0
+            or options.max_attempts < 1
+            or options.max_tokens < 1
+        ):
             raise ValueError("concurrency, timeout_seconds, max_attempts and max_tokens must be positive")
         if options.max_cost_usd is not None and options.max_cost_usd < 0:
             raise ValueError("max_cost_usd must not be negative")
@@ -110,15 +118,22 @@ def llm_profile_run(
     # A refit may activate a new state while answers are being collected; profile on the state
     # that is active at the end (three tries; a refit re-profiles stale LLMs itself afterwards).
     for _ in range(3):
-        state = selectors.routing_state_active()
+        state = routing_state_active()
         report.state_version = state.version
         report.validation_prompts = len(state.validation_prompt_ids)
         if llm.api_base and not report.stopped_by_cost_cap:
-            _collect_outcomes(llm=llm, state=state, options=options, spent_since=spent_since or timezone.now(), progress=progress, report=report)
+            _collect_outcomes(
+                llm=llm,
+                state=state,
+                options=options,
+                spent_since=spent_since or timezone.now(),
+                progress=progress,
+                report=report,
+            )
         else:
             answered = _answered_count(llm=llm, prompt_ids=state.validation_prompt_ids)
             progress(answered, len(state.validation_prompt_ids))
-        profile = services.llm_profile(llm=llm, state=state)
+        profile = llm_profile(llm=llm, state=state)
         if RoutingState.objects.filter(id=state.id, is_active=True).exists():
             break
     report.n_validation_outcomes = profile.n_validation_outcomes
@@ -141,19 +156,36 @@ def pending_prompt_ids(*, llm: LLM, prompt_ids: list[int], refresh_older_than_da
     return sorted(pid for pid in prompt_ids if pid not in have)
 
 
-def _collect_outcomes(*, llm: LLM, state: RoutingState, options: ProfilingOptions, spent_since: datetime, progress: Progress, report: ProfilingReport) -> None:
+def _collect_outcomes(
+    *,
+    llm: LLM,
+    state: RoutingState,
+    options: ProfilingOptions,
+    spent_since: datetime,
+    progress: Progress,
+    report: ProfilingReport,
+) -> None:
     prompt_ids = list(state.validation_prompt_ids)
-    pending = pending_prompt_ids(llm=llm, prompt_ids=prompt_ids, refresh_older_than_days=options.refresh_older_than_days)
+    pending = pending_prompt_ids(
+        llm=llm, prompt_ids=prompt_ids, refresh_older_than_days=options.refresh_older_than_days
+    )
     done = len(prompt_ids) - len(pending)
     progress(done, len(prompt_ids))
     if not pending:
         return
     references = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "answer"))
-    grader = grader_for(configured=options.grader or state.prompt_set.metadata.get("grader"), references=references.values())
+    grader = grader_for(
+        configured=options.grader or state.prompt_set.metadata.get("grader"), references=references.values()
+    )
     texts = dict(Prompt.objects.filter(id__in=pending).values_list("id", "text"))
     client = ChatClient(
-        api_base=llm.api_base, model=llm.api_model or llm.name, api_key=_api_key_of(llm), system_prompt=grader.instruction,
-        max_tokens=options.max_tokens, timeout_seconds=options.timeout_seconds, max_attempts=options.max_attempts,
+        api_base=llm.api_base,
+        model=llm.api_model or llm.name,
+        api_key=_api_key_of(llm),
+        system_prompt=grader.instruction,
+        max_tokens=options.max_tokens,
+        timeout_seconds=options.timeout_seconds,
+        max_attempts=options.max_attempts,
         backoff_seconds=options.backoff_seconds,
     )
     spent = _profiled_cost_since(llm=llm, since=spent_since)
@@ -179,8 +211,12 @@ def _collect_outcomes(*, llm: LLM, state: RoutingState, options: ProfilingOption
 
     try:
         answers = complete_all(
-            client, ((pid, texts[pid]) for pid in pending), concurrency=options.concurrency, may_start=may_start,
-            idle_seconds=FLUSH_SECONDS, on_idle=flush,  # slow calls must not hold finished answers back
+            client,
+            ((pid, texts[pid]) for pid in pending),
+            concurrency=options.concurrency,
+            may_start=may_start,
+            idle_seconds=FLUSH_SECONDS,
+            on_idle=flush,  # slow calls must not hold finished answers back
         )
         for prompt_id, answer in answers:
             report.asked += 1
@@ -189,7 +225,14 @@ def _collect_outcomes(*, llm: LLM, state: RoutingState, options: ProfilingOption
                 if len(report.rejections) < 5:
                     report.rejections.append(f"prompt {prompt_id}: {answer}")
                 continue
-            outcome = _outcome_of(llm=llm, prompt_id=prompt_id, prompt_text=texts[prompt_id], answer=answer, reference=references[prompt_id], grader=grader)
+            outcome = _outcome_of(
+                llm=llm,
+                prompt_id=prompt_id,
+                prompt_text=texts[prompt_id],
+                answer=answer,
+                reference=references[prompt_id],
+                grader=grader,
+            )
             spent += outcome.cost_usd or 0.0
             report.cost_usd += outcome.cost_usd or 0.0
             report.correct += int(outcome.score >= 0.5)
@@ -202,10 +245,14 @@ def _collect_outcomes(*, llm: LLM, state: RoutingState, options: ProfilingOption
     report.cost_usd = round(report.cost_usd, 8)
     report.stopped_by_cost_cap = capped and report.asked < len(pending)
     if report.rejected and not report.answered and not _answered_count(llm=llm, prompt_ids=prompt_ids):
-        raise ProviderConfigurationError(f"{llm.name} rejected all {report.rejected} prompts; first: {report.rejections[0]}")
+        raise ProviderConfigurationError(
+            f"{llm.name} rejected all {report.rejected} prompts; first: {report.rejections[0]}"
+        )
 
 
-def _outcome_of(*, llm: LLM, prompt_id: int, prompt_text: str, answer: Completion, reference: str, grader: Grader) -> Outcome:
+def _outcome_of(
+    *, llm: LLM, prompt_id: int, prompt_text: str, answer: Completion, reference: str, grader: Grader
+) -> Outcome:
     try:
         score = min(1.0, max(0.0, float(grader.grade(answer.text, reference))))
     except Exception:  # a plug-in grader that trips on garbage must not lose the answer
@@ -219,8 +266,14 @@ def _outcome_of(*, llm: LLM, prompt_id: int, prompt_text: str, answer: Completio
         output_tokens = estimated_out if output_tokens is None else output_tokens
     cost = llm.expected_cost_usd(input_tokens=input_tokens, output_tokens=output_tokens)
     return Outcome(
-        llm=llm, prompt_id=prompt_id, score=score, cost_usd=cost, latency_ms=round(answer.latency_ms, 3),
-        input_tokens=input_tokens, output_tokens=output_tokens, response_text=(answer.text or "")[:RESPONSE_TEXT_LIMIT],
+        llm=llm,
+        prompt_id=prompt_id,
+        score=score,
+        cost_usd=cost,
+        latency_ms=round(answer.latency_ms, 3),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        response_text=(answer.text or "")[:RESPONSE_TEXT_LIMIT],
         source=Outcome.Source.PROFILED,
     )
 
@@ -229,13 +282,26 @@ def _store_outcomes(outcomes: list[Outcome]) -> None:
     """Insert, or overwrite a stale outcome of the same (llm, prompt); never a second row."""
     with transaction.atomic():
         Outcome.objects.bulk_create(
-            outcomes, update_conflicts=True, unique_fields=["llm", "prompt"],
-            update_fields=["score", "cost_usd", "latency_ms", "input_tokens", "output_tokens", "response_text", "source", "updated_at"],
+            outcomes,
+            update_conflicts=True,
+            unique_fields=["llm", "prompt"],
+            update_fields=[
+                "score",
+                "cost_usd",
+                "latency_ms",
+                "input_tokens",
+                "output_tokens",
+                "response_text",
+                "source",
+                "updated_at",
+            ],
         )
 
 
 def _profiled_cost_since(*, llm: LLM, since: datetime) -> float:
-    spent = Outcome.objects.filter(llm=llm, source=Outcome.Source.PROFILED, updated_at__gte=since).aggregate(total=Sum("cost_usd"))["total"]
+    spent = Outcome.objects.filter(llm=llm, source=Outcome.Source.PROFILED, updated_at__gte=since).aggregate(
+        total=Sum("cost_usd")
+    )["total"]
     return float(spent or 0.0)
 
 
@@ -249,7 +315,9 @@ def _api_key_of(llm: LLM) -> str | None:
         return None
     key = os.environ.get(variable)
     if not key:
-        raise ProviderConfigurationError(f"{llm.name}: environment variable {variable} (metadata.api_key_env) is not set in the worker")
+        raise ProviderConfigurationError(
+            f"{llm.name}: environment variable {variable} (metadata.api_key_env) is not set in the worker"
+        )
     return key
 
 

@@ -15,7 +15,14 @@ from routing.strategies.zero import ZeroRouter
 
 STRATEGIES: dict[str, type[RoutingStrategy]] = {
     cls.name: cls
-    for cls in (ZeroRouter, KNearestNeighbours, UniRouteKMeans, UniRouteLearnedMap, RoutooPredictor, RelativeMapEnsemble)
+    for cls in (
+        ZeroRouter,
+        KNearestNeighbours,
+        UniRouteKMeans,
+        UniRouteLearnedMap,
+        RoutooPredictor,
+        RelativeMapEnsemble,
+    )
 }
 
 
@@ -28,7 +35,9 @@ def get_strategy(name: str, **params) -> RoutingStrategy:
     try:
         return cls(**params)
     except TypeError as exc:
-        raise ValueError(f"bad hyper-parameters for {name!r} ({exc}); it takes {', '.join(cls.param_names()) or 'none'}") from None
+        raise ValueError(
+            f"bad hyper-parameters for {name!r} ({exc}); it takes {', '.join(cls.param_names()) or 'none'}"
+        ) from None
 
 
 __all__ = ["STRATEGIES", "RoutingStrategy", "StrategyNotFitted", "get_strategy"]

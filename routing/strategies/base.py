@@ -27,6 +27,8 @@ class RoutingStrategy(ABC):
     name: ClassVar[str]
     universal: ClassVar[bool] = True  # False: scores only the LLMs it was trained on (Routoo)
     learned_attributes: ClassVar[tuple[str, ...]] = ()
+    # The hyper-parameter that sets the model's size (clusters or neighbours), for `fit_router --k`.
+    size_parameter: ClassVar[str | None] = None
 
     # -- public interface ---------------------------------------------------------------------------
     def fit(
@@ -95,6 +97,28 @@ class RoutingStrategy(ABC):
         self._check_fitted()
         return None
 
+    # -- what callers may ask of any strategy; the defaults describe a strategy without the feature --
+    def centroids(self) -> np.ndarray | None:
+        """Cluster centres [K, D] where prompts are assigned to the nearest one (stored as pgvector rows)."""
+        return None
+
+    def live_neighbour_count(self) -> int | None:
+        """k when a prompt's loss is read off its k nearest validation prompts, so that a live prompt's
+        neighbours may be found by a database index and passed to :meth:`loss_from_neighbours`."""
+        return None
+
+    def loss_from_neighbours(self, neighbour_rows: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+        """Loss [n_prompts, n_llms] from each prompt's validation neighbours (rows of S_val) [n_prompts, k]."""
+        raise NotImplementedError(f"{self.name} does not predict from validation neighbours")
+
+    def scores_with_fallback(self, profile: np.ndarray) -> bool:
+        """True when this LLM's profile is scored by a universal fallback, not the strategy itself."""
+        return False
+
+    def fallback_name(self) -> str | None:
+        """The strategy that scores LLMs this one cannot (non-universal strategies only)."""
+        return None
+
     # -- state ---------------------------------------------------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
@@ -108,7 +132,12 @@ class RoutingStrategy(ABC):
         """Hyper-parameters and learned arrays: plain JSON values plus numpy arrays, nothing else."""
         self._check_fitted()
         state = {"strategy": self.name, **{k: _plain(v) for k, v in self.get_params().items()}}
-        state.update({name: _plain(getattr(self, name)) for name in self.learned_attributes})
+        for name in self.learned_attributes:
+            value = getattr(self, name)
+            if isinstance(value, RoutingStrategy):  # a nested strategy is stored flat, under a prefix
+                state.update({_nested_prefix(name) + key: item for key, item in value.get_state().items()})
+            else:
+                state[name] = _plain(value)
         return state
 
     @classmethod
@@ -116,11 +145,17 @@ class RoutingStrategy(ABC):
         if state.get("strategy", cls.name) != cls.name:
             raise ValueError(f"state of {state['strategy']!r} given to {cls.name!r}")
         strategy = cls(**{name: state[name] for name in cls.param_names() if name in state})
-        missing = [name for name in cls.learned_attributes if name not in state]
-        if missing:
-            raise ValueError(f"{cls.name} state lacks {', '.join(missing)}")
         for name in cls.learned_attributes:
-            setattr(strategy, name, state[name])
+            prefix = _nested_prefix(name)
+            nested = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+            if nested:
+                from routing.strategies import STRATEGIES  # the table imports every strategy module
+
+                setattr(strategy, name, STRATEGIES[nested["strategy"]].from_state(nested))
+            elif name in state:
+                setattr(strategy, name, state[name])
+            else:
+                raise ValueError(f"{cls.name} state lacks {name}")
         return strategy
 
     def __repr__(self) -> str:
@@ -155,6 +190,11 @@ def _check_outcomes(embeddings, correctness, split: str) -> tuple[np.ndarray, np
     if np.any((answered < 0) | (answered > 1)):
         raise ValueError(f"{split} correctness must lie in [0, 1] (NaN = missing)")
     return embeddings, 1.0 - correctness
+
+
+def _nested_prefix(attribute: str) -> str:
+    """Key prefix of a nested strategy's state: ``fallback_`` → ``fallback.``."""
+    return attribute.rstrip("_") + "."
 
 
 def _plain(value):

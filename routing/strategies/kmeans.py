@@ -39,6 +39,7 @@ class UniRouteKMeans(RoutingStrategy):
 
     name = "uniroute_kmeans"
     learned_attributes = ("centroids_", "n_clusters_", "cv_scores_")
+    size_parameter = "n_clusters"
 
     def __init__(
         self,
@@ -58,7 +59,9 @@ class UniRouteKMeans(RoutingStrategy):
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
         if self.n_clusters == "auto":
-            self.cv_scores_ = self._cross_validate(train_embeddings, train_errors, validation_embeddings, validation_errors)
+            self.cv_scores_ = self._cross_validate(
+                train_embeddings, train_errors, validation_embeddings, validation_errors
+            )
             self.n_clusters_ = int(list(self.n_clusters_grid)[int(np.argmin(self.cv_scores_))])
         elif isinstance(self.n_clusters, (int, np.integer)) and self.n_clusters >= 1:
             self.cv_scores_ = []
@@ -95,3 +98,7 @@ class UniRouteKMeans(RoutingStrategy):
     def cluster_of(self, prompt_embeddings):
         self._check_fitted()
         return nearest_centroid(np.atleast_2d(np.asarray(prompt_embeddings, dtype=np.float32)), self.centroids_)
+
+    def centroids(self) -> np.ndarray:
+        self._check_fitted()
+        return self.centroids_

@@ -19,6 +19,7 @@ class KNearestNeighbours(RoutingStrategy):
 
     name = "knn"
     learned_attributes = ("validation_embeddings_",)
+    size_parameter = "k"
 
     def __init__(self, k: int = 100):
         self.k = k
@@ -44,6 +45,9 @@ class KNearestNeighbours(RoutingStrategy):
         if k == similarity.shape[1]:
             return np.broadcast_to(np.arange(k), (len(similarity), k))
         return np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+
+    def live_neighbour_count(self) -> int:
+        return min(int(self.k), len(self.validation_embeddings_))
 
     @staticmethod
     def loss_from_neighbours(neighbour_idx: np.ndarray, profiles: np.ndarray) -> np.ndarray:

@@ -60,7 +60,9 @@ def loss_and_gradient(gamma, targets, answered, loss: str) -> tuple[float, np.nd
 class _Objective:
     """Training loss of γ on training prompts plus L2 on θ, with its exact gradient (numpy backprop)."""
 
-    def __init__(self, train_embeddings, train_errors, validation_embeddings, validation_errors, prior_strength, l2, loss):
+    def __init__(
+        self, train_embeddings, train_errors, validation_embeddings, validation_errors, prior_strength, l2, loss
+    ):
         self.X, self.V = train_embeddings.astype(np.float64), validation_embeddings.astype(np.float64)
         self.train_answered = ~np.isnan(train_errors)
         self.targets = np.where(self.train_answered, train_errors, 0.0)
@@ -72,7 +74,7 @@ class _Objective:
     def unpack(self, params):
         d = self.X.shape[1]
         k = len(params) // (d + 1)
-        return params[: k * d].reshape(k, d), params[k * d:]
+        return params[: k * d].reshape(k, d), params[k * d :]
 
     def profiles(self, Q):
         numerator = Q.T @ self.val_errors + self.prior
@@ -112,8 +114,21 @@ class SoftMap:
 
 
 def fit_soft_map(
-    train_embeddings, train_errors, validation_embeddings, validation_errors, *,
-    n_clusters, prior_strength, init_scale, l2, loss, max_iter, early_stopping_fraction, patience, n_init, random_state,
+    train_embeddings,
+    train_errors,
+    validation_embeddings,
+    validation_errors,
+    *,
+    n_clusters,
+    prior_strength,
+    init_scale,
+    l2,
+    loss,
+    max_iter,
+    early_stopping_fraction,
+    patience,
+    n_init,
+    random_state,
 ) -> SoftMap:
     """θ from K-means initialisation by L-BFGS, stopped early on a held-out slice of the training prompts."""
     if loss not in TRAINING_LOSSES:
@@ -159,6 +174,7 @@ class UniRouteLearnedMap(RoutingStrategy):
 
     name = "uniroute_learnedmap"
     learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_loss_")
+    size_parameter = "n_clusters"
 
     def __init__(
         self,
@@ -186,10 +202,20 @@ class UniRouteLearnedMap(RoutingStrategy):
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
         soft_map = fit_soft_map(
-            train_embeddings, train_errors, validation_embeddings, validation_errors,
-            n_clusters=self.n_clusters, prior_strength=self.prior_strength, init_scale=self.init_scale, l2=self.l2,
-            loss=self.loss, max_iter=self.max_iter, early_stopping_fraction=self.early_stopping_fraction,
-            patience=self.patience, n_init=self.n_init, random_state=self.random_state,
+            train_embeddings,
+            train_errors,
+            validation_embeddings,
+            validation_errors,
+            n_clusters=self.n_clusters,
+            prior_strength=self.prior_strength,
+            init_scale=self.init_scale,
+            l2=self.l2,
+            loss=self.loss,
+            max_iter=self.max_iter,
+            early_stopping_fraction=self.early_stopping_fraction,
+            patience=self.patience,
+            n_init=self.n_init,
+            random_state=self.random_state,
         )
         self.theta_, self.bias_ = soft_map.theta, soft_map.bias
         self.n_iter_, self.held_out_loss_ = soft_map.n_iter, soft_map.held_out_loss

@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from routing.strategies.base import RoutingStrategy, StrategyNotFitted
+from routing.strategies.base import RoutingStrategy
 from routing.strategies.profiles import EPS, log_loss
-
-FALLBACK_PREFIX = "fallback."
 
 
 def _sigmoid(z):
@@ -30,7 +28,7 @@ def fit_logistic_heads(embeddings, correctness, l2: float, max_iter: int) -> tup
     m, d = correctness.shape[1], X.shape[1]
 
     def objective(params):
-        weights, intercepts = params[: m * d].reshape(m, d), params[m * d:]
+        weights, intercepts = params[: m * d].reshape(m, d), params[m * d :]
         p = np.clip(_sigmoid(X @ weights.T + intercepts), EPS, 1 - EPS)
         loss = -np.sum(answered * (targets * np.log(p) + (1 - targets) * np.log(1 - p))) / n_answered
         residual = answered * (p - targets) / n_answered
@@ -38,7 +36,7 @@ def fit_logistic_heads(embeddings, correctness, l2: float, max_iter: int) -> tup
         return loss + l2 * np.sum(weights**2), gradient
 
     result = minimize(objective, np.zeros(m * d + m), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    return result.x[: m * d].reshape(m, d).astype(np.float32), result.x[m * d:].astype(np.float32)
+    return result.x[: m * d].reshape(m, d).astype(np.float32), result.x[m * d :].astype(np.float32)
 
 
 class RoutooPredictor(RoutingStrategy):
@@ -46,14 +44,17 @@ class RoutooPredictor(RoutingStrategy):
 
     ``l2`` is picked from ``l2_grid`` by log-loss on the validation prompts, then the heads are
     refitted on train + validation prompts. Profiles are ``[head index, *fallback profile]`` with
-    head index −1 for an LLM without a head; :meth:`is_fallback` reads that flag.
+    head index −1 for an LLM without a head; :meth:`scores_with_fallback` reads that flag.
     """
 
     name = "routoo_predictor"
     universal = False
-    learned_attributes = ("weights_", "intercepts_", "llm_keys_", "l2_")
+    # fallback_ is a fitted strategy: stored flat under "fallback." (RoutingStrategy.get_state)
+    learned_attributes = ("weights_", "intercepts_", "llm_keys_", "l2_", "fallback_")
 
-    def __init__(self, l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4), max_iter: int = 300, fallback: str = "uniroute_kmeans"):
+    def __init__(
+        self, l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4), max_iter: int = 300, fallback: str = "uniroute_kmeans"
+    ):
         self.l2_grid = l2_grid
         self.max_iter = max_iter
         self.fallback = fallback
@@ -72,14 +73,18 @@ class RoutooPredictor(RoutingStrategy):
         self.l2_ = float(list(self.l2_grid)[int(np.argmin(scores))])
         self.weights_, self.intercepts_ = fit_logistic_heads(
             np.concatenate([train_embeddings, validation_embeddings]),
-            np.concatenate([train_correctness, validation_correctness]), self.l2_, self.max_iter,
+            np.concatenate([train_correctness, validation_correctness]),
+            self.l2_,
+            self.max_iter,
         )
         self.llm_keys_ = list(llm_keys)
         from routing.strategies import get_strategy  # the table imports this module
 
         self.fallback_ = get_strategy(self.fallback).fit(
-            train_embeddings, train_correctness,
-            validation_embeddings=validation_embeddings, validation_correctness=validation_correctness,
+            train_embeddings,
+            train_correctness,
+            validation_embeddings=validation_embeddings,
+            validation_correctness=validation_correctness,
         )
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
@@ -87,10 +92,12 @@ class RoutooPredictor(RoutingStrategy):
         fallback_profile = self.fallback_.profile(validation_embeddings, 1.0 - validation_errors, llm_key=llm_key)
         return np.concatenate([[float(head)], fallback_profile])
 
-    @staticmethod
-    def is_fallback(profile: np.ndarray) -> bool:
+    def scores_with_fallback(self, profile: np.ndarray) -> bool:
         """True when the profiled LLM has no head and is scored by the fallback strategy."""
         return bool(np.asarray(profile)[0] < 0)
+
+    def fallback_name(self) -> str:
+        return self.fallback
 
     def _predict_loss(self, prompt_embeddings, profiles):
         heads = np.rint(profiles[:, 0]).astype(int)
@@ -102,23 +109,3 @@ class RoutooPredictor(RoutingStrategy):
         if not known.all():
             losses[:, ~known] = self.fallback_.predict_loss(prompt_embeddings, profiles[~known, 1:])
         return losses
-
-    # The embedded fallback is a strategy, not an array: its state is stored flat under a prefix.
-    def get_state(self) -> dict:
-        state = super().get_state()
-        state.update({FALLBACK_PREFIX + key: value for key, value in self.fallback_.get_state().items()})
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict):
-        strategy = super().from_state({k: v for k, v in state.items() if not k.startswith(FALLBACK_PREFIX)})
-        from routing.strategies import STRATEGIES
-
-        fallback_state = {k[len(FALLBACK_PREFIX):]: v for k, v in state.items() if k.startswith(FALLBACK_PREFIX)}
-        strategy.fallback_ = STRATEGIES[strategy.fallback].from_state(fallback_state)
-        return strategy
-
-    def _check_fitted(self) -> None:
-        super()._check_fitted()
-        if not hasattr(self, "fallback_"):
-            raise StrategyNotFitted("routoo_predictor has no fallback strategy: call fit() or from_state() first")

@@ -61,11 +61,20 @@ class RelativeMapEnsemble(RoutingStrategy):
             raise ValueError("cluster_grid needs at least one cluster count")
         maps = [
             fit_soft_map(
-                train_embeddings, train_errors, validation_embeddings, validation_errors,
-                n_clusters=int(n_clusters), prior_strength=self.prior_strength, init_scale=self.init_scale,
-                l2=self.l2, loss="relative", max_iter=self.max_iter,
-                early_stopping_fraction=self.early_stopping_fraction, patience=self.patience,
-                n_init=self.n_init, random_state=self.random_state,
+                train_embeddings,
+                train_errors,
+                validation_embeddings,
+                validation_errors,
+                n_clusters=int(n_clusters),
+                prior_strength=self.prior_strength,
+                init_scale=self.init_scale,
+                l2=self.l2,
+                loss="relative",
+                max_iter=self.max_iter,
+                early_stopping_fraction=self.early_stopping_fraction,
+                patience=self.patience,
+                n_init=self.n_init,
+                random_state=self.random_state,
             )
             for n_clusters in self.cluster_grid
         ]
@@ -81,10 +90,12 @@ class RelativeMapEnsemble(RoutingStrategy):
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
-        return np.concatenate([
-            shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
-            for memberships in self._memberships(validation_embeddings)
-        ])
+        return np.concatenate(
+            [
+                shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
+                for memberships in self._memberships(validation_embeddings)
+            ]
+        )
 
     def _predict_loss(self, prompt_embeddings, profiles):
         bounds = np.cumsum([0, *self.cluster_sizes_])

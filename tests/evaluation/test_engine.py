@@ -16,7 +16,9 @@ def topic_dataset(seed=0, n=400, dim=8):
     topic = rng.integers(0, 2, n)
     embeddings = np.eye(dim)[topic] + 0.3 * rng.normal(size=(n, dim))
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    strength = np.array([[0.9, 0.3], [0.3, 0.9], [0.8, 0.4], [0.4, 0.8], [0.95, 0.6], [0.6, 0.95], [0.7, 0.7], [0.5, 0.5], [0.85, 0.35]])
+    strength = np.array(
+        [[0.9, 0.3], [0.3, 0.9], [0.8, 0.4], [0.4, 0.8], [0.95, 0.6], [0.6, 0.95], [0.7, 0.7], [0.5, 0.5], [0.85, 0.35]]
+    )
     correctness = (rng.random((n, len(strength))) < strength[:, topic].T).astype(float)
     correctness[rng.random(correctness.shape) < 0.02] = np.nan
     costs = np.array([1.0, 1.0, 0.5, 0.5, 4.0, 4.0, 2.0, 0.3, 1.5])
@@ -27,7 +29,13 @@ def topic_dataset(seed=0, n=400, dim=8):
 def result():
     embeddings, correctness, costs, names = topic_dataset()
     return run_protocol(
-        embeddings, correctness, costs, names, strategies=["knn", "uniroute_kmeans"], trials=4, seed=3,
+        embeddings,
+        correctness,
+        costs,
+        names,
+        strategies=["knn", "uniroute_kmeans"],
+        trials=4,
+        seed=3,
         strategy_params={"uniroute_kmeans": {"n_clusters": 2}, "knn": {"k": 10}},
     )
 
@@ -50,8 +58,10 @@ def test_topic_aware_routing_beats_zero_router_and_no_router_beats_the_oracle(re
 
 def test_the_same_seed_gives_the_same_figures():
     embeddings, correctness, costs, names = topic_dataset()
-    runs = [run_protocol(embeddings, correctness, costs, names, strategies=["uniroute_kmeans"], trials=2, seed=5)
-            for _ in range(2)]
+    runs = [
+        run_protocol(embeddings, correctness, costs, names, strategies=["uniroute_kmeans"], trials=2, seed=5)
+        for _ in range(2)
+    ]
     assert runs[0]["methods"] == runs[1]["methods"]
 
 

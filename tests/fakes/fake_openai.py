@@ -136,7 +136,9 @@ class FakeOpenAI:
         if number <= self.fail_first:
             record["status"] = self.fail_status
             headers = {"Retry-After": "0"} if self.fail_status == 429 else {}
-            return self._send(handler, RawReply(self.fail_status, json.dumps({"error": {"message": "injected failure"}}), headers))
+            return self._send(
+                handler, RawReply(self.fail_status, json.dumps({"error": {"message": "injected failure"}}), headers)
+            )
         reply = self.policy(text)
         if isinstance(reply, RawReply):
             record["status"] = reply.status
@@ -147,7 +149,11 @@ class FakeOpenAI:
             "object": "chat.completion",
             "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(reply.split()), "total_tokens": prompt_words + len(reply.split())},
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": len(reply.split()),
+                "total_tokens": prompt_words + len(reply.split()),
+            },
         }
         self._send(handler, RawReply(200, json.dumps(completion), {"Content-Type": "application/json"}))
 

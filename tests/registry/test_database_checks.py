@@ -18,11 +18,18 @@ def plain_postgres_without_pgvector() -> bool:
         return False
 
 
-@pytest.mark.skipif(not plain_postgres_without_pgvector(), reason="needs a PostgreSQL without pgvector at PLAIN_POSTGRES_URL")
+@pytest.mark.skipif(
+    not plain_postgres_without_pgvector(), reason="needs a PostgreSQL without pgvector at PLAIN_POSTGRES_URL"
+)
 def test_startup_fails_naming_the_missing_vector_extension():
     env = {**os.environ, "DATABASE_URL": PLAIN_POSTGRES_URL}
     result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--database", "default"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", "check", "--database", "default"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "registry.E002" in result.stderr and "'vector' extension" in result.stderr
@@ -32,7 +39,13 @@ def test_database_url_is_parsed_including_socket_hosts():
     from routerhub.embedded import database_from_url
 
     parsed = database_from_url("postgresql://u:p%40ss@db.example:6543/routing?sslmode=require")
-    assert (parsed["USER"], parsed["PASSWORD"], parsed["HOST"], parsed["PORT"], parsed["NAME"]) == ("u", "p@ss", "db.example", "6543", "routing")
+    assert (parsed["USER"], parsed["PASSWORD"], parsed["HOST"], parsed["PORT"], parsed["NAME"]) == (
+        "u",
+        "p@ss",
+        "db.example",
+        "6543",
+        "routing",
+    )
     assert parsed["OPTIONS"] == {"sslmode": "require"}
     assert database_from_url("postgresql:///routing?host=/run/pg")["HOST"] == "/run/pg"
     with pytest.raises(ValueError, match="postgresql://"):

@@ -29,11 +29,13 @@ def test_unknown_embedder_is_a_clear_error():
 @pytest.mark.slow
 def test_minilm_embedder_gives_meaningful_unit_vectors():
     embedder = MiniLMEmbedder()
-    vectors = embedder.embed([
-        "What is the derivative of x squared?",
-        "Differentiate the function f(x) = x^2.",
-        "Which court decided Marbury v. Madison?",
-    ])
+    vectors = embedder.embed(
+        [
+            "What is the derivative of x squared?",
+            "Differentiate the function f(x) = x^2.",
+            "Which court decided Marbury v. Madison?",
+        ]
+    )
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
     same_topic, other_topic = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
@@ -44,7 +46,9 @@ def test_minilm_embedder_gives_meaningful_unit_vectors():
 def test_prompts_are_embedded_once_and_again_only_when_text_changes():
     prompt_set = PromptSet.objects.create(name="s")
     prompts = [
-        Prompt.objects.create(prompt_set=prompt_set, external_id=str(i), text=f"question {i}", split="train", text_sha256="")
+        Prompt.objects.create(
+            prompt_set=prompt_set, external_id=str(i), text=f"question {i}", split="train", text_sha256=""
+        )
         for i in range(5)
     ]
     embedder = HashingEmbedder()

@@ -9,7 +9,7 @@ from django.db import connection
 from registry.data_format import DataFormatError
 from registry.importing import dataset_import, split_of
 from registry.models import LLM, Outcome, Prompt, PromptSet
-from tests.registry.conftest import write_slice
+from tests.fixtures.slices import write_slice
 
 pytestmark = pytest.mark.django_db
 

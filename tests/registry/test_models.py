@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def prompt():
     prompt_set = PromptSet.objects.create(name="s")
-    return Prompt.objects.create(prompt_set=prompt_set, external_id="1", text="What is 2+2?", split="train", text_sha256="x")
+    return Prompt.objects.create(
+        prompt_set=prompt_set, external_id="1", text="What is 2+2?", split="train", text_sha256="x"
+    )
 
 
 @pytest.mark.parametrize("name", ["has space", "slash/name", "", "-leading-dash", "x" * 101])
@@ -61,9 +63,14 @@ def test_external_id_is_unique_within_a_set_only(prompt):
 
 
 def test_expected_cost_prefers_per_query_price():
-    assert LLM(name="a", usd_per_query=0.5, usd_per_mtok_in=10).expected_cost_usd(input_tokens=100, output_tokens=100) == 0.5
+    assert (
+        LLM(name="a", usd_per_query=0.5, usd_per_mtok_in=10).expected_cost_usd(input_tokens=100, output_tokens=100)
+        == 0.5
+    )
     per_token = LLM(name="b", usd_per_mtok_in=1.0, usd_per_mtok_out=3.0)
-    assert per_token.expected_cost_usd(input_tokens=1000, output_tokens=500) == pytest.approx((1000 * 1 + 500 * 3) / 1e6)
+    assert per_token.expected_cost_usd(input_tokens=1000, output_tokens=500) == pytest.approx(
+        (1000 * 1 + 500 * 3) / 1e6
+    )
     assert LLM(name="c").expected_cost_usd(input_tokens=1, output_tokens=1) is None
 
 

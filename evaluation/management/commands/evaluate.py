@@ -1,4 +1,3 @@
-import json
 import time
 from pathlib import Path
 
@@ -22,15 +21,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True)
-        parser.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added")
+        parser.add_argument(
+            "--strategies",
+            default=DEFAULT_STRATEGIES,
+            help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added",
+        )
         parser.add_argument("--trials", type=int, default=20, help="random splits (default 20)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cost", choices=COST_MEASURES, default="price")
-        parser.add_argument("--params", default="{}", help='per-strategy hyper-parameters as JSON, e.g. \'{"knn": {"k": 20}}\'')
+        parser.add_argument(
+            "--params", default="{}", help='per-strategy hyper-parameters as JSON, e.g. \'{"knn": {"k": 20}}\''
+        )
         parser.add_argument("--json", type=Path, help="write the figures as JSON here")
         parser.add_argument("--plot", type=Path, help="write the deferral curves of one split as a PNG here")
 
-    def handle(self, *args, dataset, strategies, trials, seed, cost, params, json: Path | None, plot: Path | None, **options):
+    def handle(
+        self, *args, dataset, strategies, trials, seed, cost, params, json: Path | None, plot: Path | None, **options
+    ):
         from evaluation.engine import run_protocol
         from routing.strategies import STRATEGIES
 
@@ -50,23 +57,48 @@ class Command(BaseCommand):
         except (PromptSet.DoesNotExist, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if arrays.dropped:
-            self.stdout.write(self.style.WARNING(f"  dropped {len(arrays.dropped)} LLMs without a {cost} cost: {', '.join(arrays.dropped)}"))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"  dropped {len(arrays.dropped)} LLMs without a {cost} cost: {', '.join(arrays.dropped)}"
+                )
+            )
         self.stdout.write(
             f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
             f"Running {trials} splits of {', '.join(names)} (seed {seed}) ..."
         )
         started = time.monotonic()
         result = run_protocol(
-            arrays.embeddings, arrays.correctness, arrays.costs, arrays.llm_names,
-            strategies=names, trials=trials, seed=seed, strategy_params=strategy_params,
-            progress=lambda done, total: self.stdout.write(f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"),
+            arrays.embeddings,
+            arrays.correctness,
+            arrays.costs,
+            arrays.llm_names,
+            strategies=names,
+            trials=trials,
+            seed=seed,
+            strategy_params=strategy_params,
+            progress=lambda done, total: self.stdout.write(
+                f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
+            ),
         )
         seconds = time.monotonic() - started
         curves = result.pop("curves", None)
-        result = {"dataset": dataset, "cost": cost, "cost_note": arrays.cost_note, "embedder": get_embedder().name, **result}
+        result = {
+            "dataset": dataset,
+            "cost": cost,
+            "cost_note": arrays.cost_note,
+            "embedder": get_embedder().name,
+            **result,
+        }
         EvaluationRun.objects.create(
-            prompt_set=prompt_set, protocol=result.get("protocol", {}), strategies=names, trials=trials, seed=seed,
-            cost=cost, embedder=result["embedder"], results=result, seconds=seconds,
+            prompt_set=prompt_set,
+            protocol=result.get("protocol", {}),
+            strategies=names,
+            trials=trials,
+            seed=seed,
+            cost=cost,
+            embedder=result["embedder"],
+            results=result,
+            seconds=seconds,
         )
         self._print_table(result)
         if json:
@@ -82,10 +114,15 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
 
     def _print_table(self, result: dict) -> None:
-        self.stdout.write(f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}")
+        self.stdout.write(
+            f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}"
+        )
         for name, m in result["methods"].items():
             # Figures that are undefined (a standard error of one split, a QNC never reached) are None.
-            f = {key: (m.get(key) if m.get(key) is not None else float("nan")) for key in ("area", "area_se", "area50", "qnc_median", "gain_vs_zero", "gain_vs_zero_se")}
+            f = {
+                key: (m.get(key) if m.get(key) is not None else float("nan"))
+                for key in ("area", "area_se", "area50", "qnc_median", "gain_vs_zero", "gain_vs_zero_se")
+            }
             self.stdout.write(
                 f"{name:<24}{f['area']:>8.4f}{f['area_se']:>8.4f}{f['area50']:>8.4f}"
                 f"{f['qnc_median']:>8.3f}{f['gain_vs_zero']:>+14.4f}{f['gain_vs_zero_se']:>8.4f}"

@@ -17,7 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("directory", type=Path, help="folder holding the data set's files")
         parser.add_argument("--name", required=True, help="prompt set name (URL-safe), e.g. mmlu-pro")
         parser.add_argument(
-            "--role", default=PromptSet.Role.DATASET, choices=PromptSet.Role.values,
+            "--role",
+            default=PromptSet.Role.DATASET,
+            choices=PromptSet.Role.values,
             help="'dataset' (default) splits prompts 60/10/30 train/validation/test by a hash of their id; "
             "train/validation/test put every prompt in that split",
         )
@@ -29,9 +31,15 @@ class Command(BaseCommand):
         except DataFormatError as exc:
             raise CommandError(f"{exc}\nNothing was written.") from None
         self.stdout.write(self.style.SUCCESS(f"Imported {summary.prompt_set!r} in {summary.seconds:.1f} s"))
-        self.stdout.write(f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, {summary.prompts_embedded:,} embedded)")
-        self.stdout.write(f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)")
-        self.stdout.write(f"  outcomes: {summary.outcomes:,} ({summary.outcomes_created:,} new, {summary.outcomes_updated:,} updated)")
+        self.stdout.write(
+            f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, {summary.prompts_embedded:,} embedded)"
+        )
+        self.stdout.write(
+            f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)"
+        )
+        self.stdout.write(
+            f"  outcomes: {summary.outcomes:,} ({summary.outcomes_created:,} new, {summary.outcomes_updated:,} updated)"
+        )
         for line in summary.cost_basis:
             self.stdout.write(f"  cost basis: {line}")
         self.stdout.write(f"  changes:  {summary.changes:,}")

@@ -4,7 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
-from routing.services import DEFAULT_STRATEGY, RoutingError, routing_state_fit
+from routing.exceptions import RoutingError
+from routing.services.state import DEFAULT_STRATEGY, routing_state_fit
+from routing.strategies import STRATEGIES
 
 
 class Command(BaseCommand):
@@ -16,8 +18,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="prompt set name, e.g. mmlu-pro")
         parser.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default {DEFAULT_STRATEGY})")
-        parser.add_argument("--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's")
-        parser.add_argument("--params", default="{}", help='extra hyper-parameters as JSON, e.g. \'{"prior_strength": 5}\'')
+        parser.add_argument(
+            "--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's"
+        )
+        parser.add_argument(
+            "--params", default="{}", help="extra hyper-parameters as JSON, e.g. '{\"prior_strength\": 5}'"
+        )
         parser.add_argument("--no-activate", action="store_true", help="store the new state without activating it")
 
     def handle(self, *args, dataset, strategy, k, params, no_activate, **options):
@@ -30,19 +36,23 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params is not valid JSON: {exc}") from None
         if k is not None:
-            extra[_k_parameter(strategy)] = k
+            size_parameter = STRATEGIES[strategy].size_parameter if strategy in STRATEGIES else None
+            if size_parameter is None:
+                raise CommandError(f"--k does not apply to {strategy!r}: it has no clusters or neighbours to count")
+            extra[size_parameter] = k
         try:
             state = routing_state_fit(
-                prompt_set=prompt_set, strategy=strategy, params=extra, activate=not no_activate,
+                prompt_set=prompt_set,
+                strategy=strategy,
+                params=extra,
+                activate=not no_activate,
                 say=lambda message: self.stdout.write(message),
             )
         except (RoutingError, TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(self.style.SUCCESS(
-            f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
-            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s"
-        ))
-
-
-def _k_parameter(strategy: str) -> str:
-    return "k" if strategy == "knn" else "n_clusters"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
+                f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s"
+            )
+        )

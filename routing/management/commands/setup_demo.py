@@ -19,9 +19,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dataset", default="mmlu-pro", help="prompt set to fit the router on")
         parser.add_argument("--strategy", default=None, help="strategy to fit (default: fit_router's default)")
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="where the service will listen (for the printed examples)")
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="where the service will listen (for the printed examples)",
+        )
         parser.add_argument("--admin-user", default=os.environ.get("ROUTERHUB_ADMIN_USER", "admin"))
-        parser.add_argument("--demo-budget-usd", default="10", help="monthly budget of the 'demo' tenant when it is first created")
+        parser.add_argument(
+            "--demo-budget-usd", default="10", help="monthly budget of the 'demo' tenant when it is first created"
+        )
 
     def handle(self, *args, dataset, strategy, base_url, admin_user, demo_budget_usd, **options):
         password = self._ensure_admin(admin_user)
@@ -35,9 +41,13 @@ class Command(BaseCommand):
 
     def _demo_tenant(self, base_url: str, budget_usd: str) -> None:
         """The 'demo' tenant (monthly budget), a fresh API key for it, and a request that works."""
-        from routing.tenants import tenant_with_key
+        from routing.services.tenancy import tenant_with_key
 
-        tenant, _, issued = tenant_with_key(name="demo", budget_usd=None if Tenant.objects.filter(name="demo").exists() else budget_usd, key_name="setup_demo")
+        tenant, _, issued = tenant_with_key(
+            name="demo",
+            budget_usd=None if Tenant.objects.filter(name="demo").exists() else budget_usd,
+            key_name="setup_demo",
+        )
         self.stdout.write(
             f"Tenant:   demo, {tenant.budget_usd.normalize():f} USD per {tenant.budget_period}; new API key (shown once): {issued.secret}"
         )
@@ -45,7 +55,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  curl -sS {base_url}/api/v1/route -H 'Authorization: Bearer {issued.secret}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"prompt\": \"What is the derivative of x**3 + 2x with respect to x?\"}'"
+            '-d \'{"prompt": "What is the derivative of x**3 + 2x with respect to x?"}\''
         )
 
     def _ensure_admin(self, username: str) -> str:
@@ -60,7 +70,9 @@ class Command(BaseCommand):
         password_file.parent.mkdir(parents=True, exist_ok=True)
         password_file.write_text(password + "\n")
         password_file.chmod(0o600)
-        user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
+        user, _ = get_user_model().objects.get_or_create(
+            username=username, defaults={"is_staff": True, "is_superuser": True}
+        )
         if not user.check_password(password) or not user.is_superuser:
             user.is_staff = user.is_superuser = True
             user.set_password(password)

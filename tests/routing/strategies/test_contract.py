@@ -21,16 +21,24 @@ def make(name):
 
 def fit(strategy, train, validation):
     return strategy.fit(
-        train.embeddings, train.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
         llm_keys=LLM_KEYS,
     )
 
 
 def profiles_of(strategy, validation, unseen_validation):
     """Profiles of the training LLMs (by key) and of the unseen LLMs, stacked."""
-    known = [strategy.profile(validation.embeddings, validation.correctness[:, j], llm_key=key) for j, key in enumerate(LLM_KEYS)]
-    new = [strategy.profile(unseen_validation.embeddings, unseen_validation.correctness[:, j], llm_key=f"new-{j}") for j in range(2)]
+    known = [
+        strategy.profile(validation.embeddings, validation.correctness[:, j], llm_key=key)
+        for j, key in enumerate(LLM_KEYS)
+    ]
+    new = [
+        strategy.profile(unseen_validation.embeddings, unseen_validation.correctness[:, j], llm_key=f"new-{j}")
+        for j in range(2)
+    ]
     return np.stack(known + new)
 
 
@@ -88,7 +96,9 @@ def test_refitting_equals_a_fresh_fit(name, train, validation, unseen):
     fresh = fit(make(name), train, validation)
     profiles = profiles_of(fresh, validation, unseen_validation)
     np.testing.assert_array_equal(profiles_of(refitted, validation, unseen_validation), profiles)
-    np.testing.assert_array_equal(refitted.predict_loss(test.embeddings, profiles), fresh.predict_loss(test.embeddings, profiles))
+    np.testing.assert_array_equal(
+        refitted.predict_loss(test.embeddings, profiles), fresh.predict_loss(test.embeddings, profiles)
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -98,7 +108,9 @@ def test_a_stored_state_restores_identical_predictions(name, train, validation, 
     restored = type(strategy).from_state(json_round_trip(strategy.get_state()))
     profiles = profiles_of(strategy, validation, unseen_validation)
     np.testing.assert_array_equal(profiles_of(restored, validation, unseen_validation), profiles)
-    np.testing.assert_array_equal(restored.predict_loss(test.embeddings, profiles), strategy.predict_loss(test.embeddings, profiles))
+    np.testing.assert_array_equal(
+        restored.predict_loss(test.embeddings, profiles), strategy.predict_loss(test.embeddings, profiles)
+    )
     assert restored.get_params() == json_round_trip(strategy.get_params())
 
 

@@ -22,12 +22,16 @@ def specialist_and_generalist(validation_topic):
 @pytest.mark.parametrize("name", UNIVERSAL)
 def test_prompts_of_the_topic_an_unseen_llm_masters_go_to_that_llm(name, train, validation):
     params = {
-        "uniroute_kmeans": {"n_clusters": 2}, "uniroute_learnedmap": {"n_clusters": 2}, "knn": {"k": 5},
+        "uniroute_kmeans": {"n_clusters": 2},
+        "uniroute_learnedmap": {"n_clusters": 2},
+        "knn": {"k": 5},
         "relative_maps": {"cluster_grid": (2, 3)},
     }[name]
     strategy = get_strategy(name, **params).fit(
-        train.embeddings, train.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
     )
     specialist, generalist = specialist_and_generalist(validation.topic)
     profiles = np.stack([strategy.profile(validation.embeddings, c) for c in (specialist, generalist)])
@@ -38,13 +42,17 @@ def test_prompts_of_the_topic_an_unseen_llm_masters_go_to_that_llm(name, train, 
 
 def test_zero_router_predicts_each_llms_average_validation_error(train, validation):
     strategy = get_strategy("zero").fit(
-        train.embeddings, train.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
     )
     correctness = np.array([1.0, 0.0, np.nan, 1.0])
     profile = strategy.profile(validation.embeddings[:4], correctness)
     np.testing.assert_allclose(profile, [1 / 3])
-    np.testing.assert_allclose(strategy.predict_loss(validation.embeddings[:3], profile[None, :]), np.full((3, 1), 1 / 3))
+    np.testing.assert_allclose(
+        strategy.predict_loss(validation.embeddings[:3], profile[None, :]), np.full((3, 1), 1 / 3)
+    )
 
 
 def test_cluster_errors_are_shrunk_towards_the_overall_error_by_the_prior():
@@ -57,8 +65,10 @@ def test_cluster_errors_are_shrunk_towards_the_overall_error_by_the_prior():
 
 def test_kmeans_with_automatic_k_picks_a_k_from_the_grid_by_cross_validation(train, validation):
     strategy = get_strategy("uniroute_kmeans", n_clusters="auto", n_clusters_grid=(1, 2, 8)).fit(
-        train.embeddings, train.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
     )
     assert len(strategy.cv_scores_) == 3
     assert strategy.n_clusters_ == 2  # two topics: one cluster per topic beats 1 (no topics) and 8 (noise)
@@ -73,8 +83,10 @@ def test_knn_loss_is_the_mean_error_over_the_given_neighbours():
 
 def test_knn_fills_a_missing_validation_answer_with_the_llms_mean_error(validation):
     strategy = get_strategy("knn", k=3).fit(
-        validation.embeddings, validation.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        validation.embeddings,
+        validation.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
     )
     correctness = np.ones(len(validation.embeddings))
     correctness[:4] = [0, 0, np.nan, 0]
@@ -84,13 +96,15 @@ def test_knn_fills_a_missing_validation_answer_with_the_llms_mean_error(validati
 
 def test_routoo_scores_known_llms_with_their_head_and_unseen_llms_with_the_fallback(train, validation):
     strategy = get_strategy("routoo_predictor").fit(
-        train.embeddings, train.correctness,
-        validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
         llm_keys=LLM_KEYS,
     )
     known = strategy.profile(validation.embeddings, validation.correctness[:, 1], llm_key="topic1-expert")
     unseen = strategy.profile(validation.embeddings, validation.correctness[:, 1], llm_key="brand-new")
-    assert not strategy.is_fallback(known) and strategy.is_fallback(unseen)
+    assert not strategy.scores_with_fallback(known) and strategy.scores_with_fallback(unseen)
     assert known[0] == 1 and len(known) == len(unseen)
     test_embeddings, test_topic = two_topic_embeddings(40, np.random.default_rng(9))
     losses = strategy.predict_loss(test_embeddings, np.stack([known, unseen]))
@@ -101,8 +115,10 @@ def test_routoo_scores_known_llms_with_their_head_and_unseen_llms_with_the_fallb
 def test_routoo_needs_the_training_llms_keys(train, validation):
     with pytest.raises(ValueError, match="llm_keys"):
         get_strategy("routoo_predictor").fit(
-            train.embeddings, train.correctness,
-            validation_embeddings=validation.embeddings, validation_correctness=validation.correctness,
+            train.embeddings,
+            train.correctness,
+            validation_embeddings=validation.embeddings,
+            validation_correctness=validation.correctness,
         )
 
 

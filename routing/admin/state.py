@@ -1,0 +1,117 @@
+"""Admin for routing states and LLM profiles: refit or activate a state through services."""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils.html import format_html
+
+from routing.admin.base import ReadOnlyAdmin
+from routing.models import LLMProfile, RoutingState, StateCentroid
+from routing.services import jobs
+from routing.services import state as state_services
+
+
+class LLMProfileInline(admin.TabularInline):
+    model = LLMProfile
+    fields = ("llm", "n_validation_outcomes", "validation_error", "updated_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("validation_error",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RoutingState)
+class RoutingStateAdmin(ReadOnlyAdmin):
+    deletable = True
+    list_display = (
+        "version",
+        "strategy",
+        "prompt_set",
+        "active",
+        "revision",
+        "profile_count",
+        "n_train_prompts",
+        "n_validation_prompts",
+        "fit_seconds",
+        "created_at",
+        "activated_at",
+    )
+    list_filter = ("is_active", "strategy", "prompt_set")
+    list_select_related = ("prompt_set",)
+    actions = ("refit", "activate")
+    inlines = (LLMProfileInline,)
+    fields = (
+        "version",
+        "strategy",
+        "is_active",
+        "revision",
+        "prompt_set",
+        "params",
+        "state",
+        "embedder",
+        "n_train_prompts",
+        "n_validation_prompts",
+        "centroid_count",
+        "fit_seconds",
+        "created_at",
+        "activated_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_profiles=Count("profiles", distinct=True))
+
+    def has_delete_permission(self, request, obj=None):
+        # deleting the active state would stop routing
+        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)
+
+    @admin.display(description="active", boolean=True, ordering="is_active")
+    def active(self, state):
+        return state.is_active
+
+    @admin.display(description="profiles", ordering="_profiles")
+    def profile_count(self, state):
+        return state._profiles
+
+    @admin.display(description="K-means centroids")
+    def centroid_count(self, state):
+        return StateCentroid.objects.filter(state=state).count() or "—"
+
+    @admin.action(description="Refit routing state (same data, strategy and parameters; activates when done)")
+    def refit(self, request, queryset):
+        for state in queryset:
+            job, created = jobs.routing_state_refit_enqueue(
+                prompt_set_id=state.prompt_set_id, strategy=state.strategy, params=state.params
+            )
+            note = "queued" if created else "a refit is already queued or running"
+            self.message_user(
+                request, format_html("Refit of v{}: job #{} {}.", state.version, job.id, note), messages.SUCCESS
+            )
+
+    @admin.action(description="Activate the selected state (all processes switch within a second)")
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one routing state to activate.", messages.ERROR)
+            return
+        state = queryset.get()
+        state_services.routing_state_activate(state=state)
+        self.message_user(request, f"Routing state v{state.version} is active.", messages.SUCCESS)
+
+
+@admin.register(LLMProfile)
+class LLMProfileAdmin(ReadOnlyAdmin):
+    deletable = True
+    list_display = ("llm", "state", "n_validation_outcomes", "validation_error", "updated_at")
+    list_filter = ("state",)
+    search_fields = ("llm__name",)
+    list_select_related = ("llm", "state")
+    fields = ("llm", "state", "n_validation_outcomes", "validation_error", "vector_preview", "created_at", "updated_at")
+    readonly_fields = fields
+
+    @admin.display(description="Ψ (profile vector)")
+    def vector_preview(self, profile):
+        values = ", ".join(f"{v:.3f}" for v in profile.vector[:20])
+        return f"[{values}{', …' if len(profile.vector) > 20 else ''}] ({len(profile.vector)} values)"

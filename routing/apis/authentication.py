@@ -1,0 +1,65 @@
+"""``Authorization: Bearer <key>`` for tenants; staff use the admin's session (or HTTP Basic)."""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from routing.models import ApiKey, Tenant
+from routing.selectors.tenancy import api_key_authenticate
+
+
+class TenantUser:
+    """``request.user`` of a request made with a tenant's API key: authenticated, never staff."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, api_key: ApiKey) -> None:
+        self.api_key = api_key
+        self.tenant: Tenant = api_key.tenant
+
+    def __str__(self) -> str:
+        return f"tenant {self.tenant.name}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None  # not ours: let session / basic authentication try
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <API key>'.")
+        try:
+            secret = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("The API key contains invalid characters.") from None
+        api_key = api_key_authenticate(secret=secret)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        return TenantUser(api_key), api_key
+
+    def authenticate_header(self, request) -> str:
+        # Makes DRF answer 401 (not 403) when no credentials were sent.
+        return f'{self.keyword} realm="routerhub"'
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "routing.apis.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A tenant API key (`rh_…`), created in the admin or with `manage.py create_api_key`.",
+        }
+
+
+def tenant_of(request) -> Tenant | None:
+    """The calling tenant, or None for staff users."""
+    return getattr(request.user, "tenant", None)

@@ -1,0 +1,259 @@
+"""/api/v1/route: choose an LLM for a prompt, read a decision, report feedback on it."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from routing.apis.authentication import tenant_of
+from routing.apis.base import ApiBase, IsTenant, errors
+from routing.apis.serializers import (
+    AlternativeSerializer,
+    BudgetStatusSerializer,
+    LlmRefSerializer,
+    MessageSerializer,
+    RejectUnknownFieldsMixin,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    check_messages,
+    check_text_size,
+)
+from routing.models import Decision
+from routing.prompt_text import route_input
+from routing.selectors.decisions import decision_get
+from routing.services.decisions import route_create
+from routing.services.feedback import Feedback, decision_feedback
+from routing.services.scoring import RouteRequest
+from routing.strategies import STRATEGIES
+
+
+class RouteCreateApi(ApiBase):
+    permission_classes = [IsTenant]
+
+    def initial(self, request, *args, **kwargs):
+        self.started = time.perf_counter()  # before authentication: Server-Timing's "app" covers it
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema_serializer(component_name="Route")
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        prompt = StrictCharField(
+            required=False, trim_whitespace=False, help_text="The prompt to route. Give this or `messages`."
+        )
+        messages = MessageSerializer(
+            many=True,
+            required=False,
+            allow_empty=False,
+            help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
+        )
+        models = serializers.ListField(
+            child=StrictCharField(max_length=100),
+            required=False,
+            allow_empty=False,
+            max_length=500,
+            help_text="Only consider these LLMs.",
+        )
+        locals()["lambda"] = StrictFloatField(
+            required=False,
+            min_value=0,
+            help_text="Cost weight λ ≥ 0 in argmin loss + λ·cost (USD). Omit to pace λ to the budget.",
+        )
+        quality_target = StrictFloatField(
+            required=False,
+            min_value=0,
+            max_value=1,
+            help_text="Choose the cheapest LLM whose predicted quality reaches this.",
+        )
+        max_cost_usd = StrictFloatField(
+            required=False,
+            min_value=0,
+            help_text="Never choose an LLM estimated to cost more than this for the prompt.",
+        )
+        strategy = serializers.ChoiceField(
+            choices=sorted(STRATEGIES),
+            required=False,
+            help_text="Route with the newest state fitted with this strategy (default: the active state).",
+        )
+
+        def validate_prompt(self, value):
+            if not value.strip():
+                raise serializers.ValidationError("The prompt is empty.")
+            check_text_size(value)
+            return value
+
+        def validate_messages(self, value):
+            check_messages(value)
+            return value
+
+        def validate(self, data):
+            if ("prompt" in data) == ("messages" in data):
+                raise serializers.ValidationError({"prompt": ["Give either `prompt` or `messages` (exactly one)."]})
+            return data
+
+    @extend_schema_serializer(component_name="RouteDecision")
+    class OutputSerializer(serializers.Serializer):
+        decision_id = serializers.UUIDField(source="decision.id")
+        llm = LlmRefSerializer(help_text="Send the prompt here.")
+        predicted_quality = serializers.FloatField(
+            source="decision.predicted_quality",
+            help_text="1 − predicted loss: the router's estimate of the chance of a good answer.",
+        )
+        estimated_cost_usd = serializers.FloatField(source="decision.estimated_cost_usd")
+        input_tokens = serializers.IntegerField(
+            source="decision.prompt_tokens", help_text="Tokens of the prompt (estimated)."
+        )
+        expected_output_tokens = serializers.SerializerMethodField()
+        lambda_used = serializers.FloatField(source="decision.lambda_used", allow_null=True)
+        lambda_reason = serializers.ChoiceField(source="decision.lambda_reason", choices=Decision.LambdaReason.choices)
+        strategy = serializers.CharField(source="decision.strategy")
+        routing_state_version = serializers.IntegerField(source="decision.state_version")
+        cluster = serializers.IntegerField(
+            source="decision.cluster",
+            allow_null=True,
+            help_text="The prompt's K-means cluster (K-means strategies only).",
+        )
+        alternatives = AlternativeSerializer(
+            source="decision.alternatives", many=True, help_text="The next best allowed LLMs, best first."
+        )
+        budget = BudgetStatusSerializer()
+        notes = serializers.ListField(child=serializers.CharField())
+
+        def get_expected_output_tokens(self, result) -> int:
+            return settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
+
+    @extend_schema(
+        operation_id="route_create",
+        summary="Choose the LLM for a prompt",
+        request=InputSerializer,
+        responses={200: OutputSerializer, **errors(400, 401, 402, 403, 503)},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        text, input_tokens = route_input(prompt=data.get("prompt"), messages=data.get("messages"))
+        result = route_create(
+            tenant=tenant_of(request),
+            api_key=request.auth,
+            request=RouteRequest(
+                text=text,
+                input_tokens=input_tokens,
+                models=data.get("models"),
+                lam=data.get("lambda"),
+                quality_target=data.get("quality_target"),
+                max_cost_usd=data.get("max_cost_usd"),
+                strategy=data.get("strategy"),
+            ),
+        )
+        response = Response(self.OutputSerializer(result).data)
+        response["X-Routerhub-Model"] = result.llm.name
+        response["X-Routerhub-Decision"] = str(result.decision.id)
+        # embed: the prompt's embedding (or a cache hit); route: prediction, λ and selection;
+        # budget: reservation + decision row; app: the whole view, authentication to serialised answer.
+        response["Server-Timing"] = (
+            f'embed;dur={result.embed_ms:.3f};desc="{"cached" if result.embedding_cached else "computed"}", '
+            f"route;dur={result.route_ms:.3f}, budget;dur={result.budget_ms:.3f}, "
+            f"app;dur={(time.perf_counter() - self.started) * 1e3:.3f}"
+        )
+        return response
+
+
+class FeedbackStateSerializer(serializers.Serializer):
+    actual_cost_usd = serializers.FloatField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.FloatField(allow_null=True)
+    quality_score = serializers.FloatField(allow_null=True)
+    received_at = serializers.DateTimeField(source="feedback_at")
+
+
+class DecisionOutputSerializer(serializers.Serializer):
+    decision_id = serializers.UUIDField(source="id")
+    created_at = serializers.DateTimeField()
+    tenant = serializers.CharField(source="tenant.name")
+    llm = LlmRefSerializer()
+    predicted_quality = serializers.FloatField()
+    estimated_cost_usd = serializers.FloatField()
+    input_tokens = serializers.IntegerField(
+        source="prompt_tokens", help_text="Tokens of the prompt (estimated at routing time)."
+    )
+    lambda_used = serializers.FloatField(allow_null=True)
+    lambda_reason = serializers.ChoiceField(choices=Decision.LambdaReason.choices)
+    strategy = serializers.CharField()
+    routing_state_version = serializers.IntegerField(source="state_version")
+    cluster = serializers.IntegerField(allow_null=True)
+    alternatives = AlternativeSerializer(many=True)
+    counted_usd = serializers.SerializerMethodField(
+        help_text="What this decision counts in the budget now: its reservation (corrected by feedback) plus any overage."
+    )
+    feedback = serializers.SerializerMethodField(help_text="What the client reported after its call; null until then.")
+
+    def get_counted_usd(self, decision) -> float:
+        return float(decision.reserved_usd + decision.overage_usd)
+
+    @extend_schema_field(FeedbackStateSerializer(allow_null=True))
+    def get_feedback(self, decision):
+        return FeedbackStateSerializer(decision).data if decision.feedback_at else None
+
+
+class DecisionDetailApi(ApiBase):
+    OutputSerializer = DecisionOutputSerializer
+
+    @extend_schema(
+        operation_id="route_retrieve",
+        summary="A routing decision",
+        responses={200: DecisionOutputSerializer, **errors(401, 404)},
+    )
+    def get(self, request, decision_id):
+        decision = decision_get(decision_id=decision_id, tenant=tenant_of(request))
+        return Response(self.OutputSerializer(decision).data)
+
+
+class DecisionFeedbackApi(ApiBase):
+    @extend_schema_serializer(component_name="Feedback")
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        actual_cost_usd = StrictFloatField(
+            required=False, min_value=0, help_text="What the call cost (USD). Replaces the estimate in the budget."
+        )
+        input_tokens = StrictIntegerField(required=False, min_value=0)
+        output_tokens = StrictIntegerField(
+            required=False,
+            min_value=0,
+            help_text="Without actual_cost_usd, the cost is recomputed from the LLM's prices and these tokens.",
+        )
+        latency_ms = StrictFloatField(required=False, min_value=0)
+        quality_score = StrictFloatField(
+            required=False,
+            min_value=0,
+            max_value=1,
+            help_text="How good the answer was, 0–1. Stored as an outcome that later refits may use.",
+        )
+
+        def validate(self, data):
+            if not data:
+                raise serializers.ValidationError(
+                    {"non_field_errors": ["Give at least one of: " + ", ".join(self.fields) + "."]}
+                )
+            return data
+
+    @extend_schema(
+        operation_id="route_feedback",
+        summary="Report what the routed call cost and how good it was",
+        description="Idempotent: sending the same feedback again changes nothing; a later feedback fills in or corrects fields.",
+        request=InputSerializer,
+        responses={200: DecisionOutputSerializer, **errors(400, 401, 404)},
+    )
+    def post(self, request, decision_id):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        decision = decision_get(decision_id=decision_id, tenant=tenant_of(request))
+        if "actual_cost_usd" in data:
+            data["actual_cost_usd"] = Decimal(str(data["actual_cost_usd"]))
+        decision = decision_feedback(decision=decision, feedback=Feedback(**data))
+        return Response(DecisionOutputSerializer(decision).data)

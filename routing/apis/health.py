@@ -1,0 +1,73 @@
+"""/api/v1/health: database, routing state and broker."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from routing.selectors.routers import active_router
+
+
+class HealthApi(APIView):
+    authentication_classes = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema_serializer(component_name="Health")
+    class OutputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(
+            choices=["ok", "degraded", "unavailable"],
+            help_text="unavailable: routing fails (503); degraded: routing works, background jobs do not.",
+        )
+        database = serializers.DictField()
+        routing_state = serializers.DictField()
+        broker = serializers.DictField()
+
+    @extend_schema(
+        operation_id="health_retrieve",
+        summary="Database, routing state and broker",
+        responses={200: OutputSerializer, 503: OutputSerializer},
+    )
+    def get(self, request):
+        database, routing_state, broker = _check_database(), _check_routing_state(), _check_broker()
+        if not (database["ok"] and routing_state["ok"]):
+            overall = "unavailable"
+        else:
+            overall = "ok" if broker["ok"] else "degraded"
+        return Response(
+            self.OutputSerializer(
+                {"status": overall, "database": database, "routing_state": routing_state, "broker": broker}
+            ).data,
+            status=status.HTTP_503_SERVICE_UNAVAILABLE if overall == "unavailable" else status.HTTP_200_OK,
+        )
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as exc:  # any failure is the answer here
+        return {"ok": False, "error": str(exc)}
+
+
+def _check_routing_state() -> dict:
+    try:
+        router = active_router()
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "version": router.version, "strategy": router.strategy_name, "llms": len(router.llms)}
+
+
+def _check_broker() -> dict:
+    from routerhub.celery import app
+
+    try:
+        with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
+            conn.ensure_connection(max_retries=1, timeout=settings.ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS)
+        return {"ok": True}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

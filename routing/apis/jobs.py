@@ -1,0 +1,167 @@
+"""/api/v1/jobs — the staff API for background jobs: list, inspect, and queue profiling or refits.
+
+Staff only (the admin's session or HTTP Basic). Queueing goes through ``routing.services.jobs``: the task is
+sent after the transaction commits, and asking for a job already queued or running returns that job
+(``created`` false) instead of doing the work twice.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from registry.models import LLM, PromptSet
+from routing.apis.base import StaffApi
+from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField
+from routing.models import Job
+from routing.profiling.services import ProfilingOptions
+from routing.services import jobs
+from routing.strategies import STRATEGIES
+
+
+class JobSerializer(serializers.ModelSerializer):
+    llm = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    state_version = serializers.IntegerField(source="state.version", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "llm",
+            "status",
+            "progress_done",
+            "progress_total",
+            "attempts",
+            "arguments",
+            "result",
+            "error",
+            "state_version",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+
+
+class JobListApi(StaffApi):
+    class FilterSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
+        status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
+        llm = serializers.CharField(required=False)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+
+    @extend_schema(
+        operation_id="jobs_list",
+        summary="Background jobs, newest first (staff)",
+        parameters=[FilterSerializer],
+        responses={200: JobSerializer(many=True)},
+    )
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        queryset = Job.objects.select_related("llm", "state").order_by("-created_at", "-id")
+        for field in ("kind", "status"):
+            if field in data:
+                queryset = queryset.filter(**{field: data[field]})
+        if "llm" in data:
+            queryset = queryset.filter(llm__name=data["llm"])
+        return Response(JobSerializer(queryset[: data["limit"]], many=True).data)
+
+
+class JobCreateApi(StaffApi):
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        kind = serializers.ChoiceField(choices=Job.Kind.choices)
+        llm = StrictCharField(required=False, help_text="profile_llm: the LLM's name.")
+        arguments = serializers.DictField(
+            required=False,
+            default=dict,
+            help_text="profile_llm / reprofile_all: profiling options (concurrency, timeout_seconds, max_attempts, "
+            "backoff_seconds, max_tokens, max_cost_usd, grader, refresh_older_than_days).",
+        )
+        prompt_set = StrictCharField(required=False, help_text="refit: the prompt set (default: the active state's).")
+        strategy = serializers.ChoiceField(
+            choices=sorted(STRATEGIES), required=False, help_text="refit: the strategy (default: the active state's)."
+        )
+        params = serializers.DictField(required=False, help_text="refit: the strategy's hyper-parameters.")
+
+        def validate(self, data):
+            kind = data["kind"]
+            if kind == Job.Kind.PROFILE_LLM:
+                if "llm" not in data:
+                    raise serializers.ValidationError({"llm": ["Name the LLM to profile."]})
+                data["llm"] = LLM.objects.filter(name=data["llm"]).first() or _fail(
+                    "llm", f"No LLM named {data['llm']!r}."
+                )
+            elif "llm" in data:
+                raise serializers.ValidationError({"llm": ["Only profile_llm jobs take an LLM."]})
+            if kind == Job.Kind.REFIT:
+                if data.get("arguments"):
+                    raise serializers.ValidationError(
+                        {"arguments": ["A refit takes prompt_set, strategy and params instead."]}
+                    )
+                if "prompt_set" in data:
+                    data["prompt_set"] = PromptSet.objects.filter(name=data["prompt_set"]).first() or _fail(
+                        "prompt_set", f"No prompt set named {data['prompt_set']!r}."
+                    )
+            else:
+                for field in ("prompt_set", "strategy", "params"):
+                    if field in data:
+                        raise serializers.ValidationError({field: ["Only refit jobs take this."]})
+                try:
+                    ProfilingOptions.from_arguments(data.get("arguments"))
+                except (TypeError, ValueError) as exc:
+                    raise serializers.ValidationError({"arguments": [str(exc)]}) from None
+            return data
+
+    class OutputSerializer(serializers.Serializer):
+        created = serializers.BooleanField(
+            help_text="False: a job of this kind (for this LLM) was already queued or running; that job is returned."
+        )
+        job = JobSerializer()
+
+    @extend_schema(
+        operation_id="jobs_create",
+        summary="Queue profiling, re-profiling or a refit (staff)",
+        request=InputSerializer,
+        responses={202: OutputSerializer},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if data["kind"] == Job.Kind.REFIT:
+            prompt_set = data.get("prompt_set")
+            job, created = jobs.routing_state_refit_enqueue(
+                prompt_set_id=prompt_set.id if prompt_set else None,
+                strategy=data.get("strategy"),
+                params=data.get("params"),
+            )
+        else:
+            job, created = jobs.job_enqueue(kind=data["kind"], llm=data.get("llm"), arguments=data.get("arguments"))
+        return Response(self.OutputSerializer({"created": created, "job": job}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobCollectionApi(JobListApi, JobCreateApi):
+    """GET lists jobs, POST queues one: two use-cases on one URL."""
+
+
+class JobDetailApi(StaffApi):
+    @extend_schema(
+        operation_id="jobs_retrieve",
+        summary="One background job and its progress (staff)",
+        parameters=[OpenApiParameter("job_id", int, OpenApiParameter.PATH)],
+        responses={200: JobSerializer},
+    )
+    def get(self, request, job_id: int):
+        job = Job.objects.select_related("llm", "state").filter(id=job_id).first()
+        if job is None:
+            raise NotFound(f"No job {job_id}.")
+        return Response(JobSerializer(job).data)
+
+
+def _fail(field: str, message: str):
+    raise serializers.ValidationError({field: [message]})

@@ -1,0 +1,166 @@
+"""/api/v1/llms: the routable LLMs (tenants and staff); register or update one (staff)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from registry.models import LLM
+from registry.services import llm_register, llm_update
+from routing.apis.authentication import tenant_of
+from routing.apis.base import ApiBase, errors
+from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
+from routing.models import Job
+from routing.selectors.routers import active_router
+from routing.services.jobs import job_enqueue
+
+
+class LlmListApi(ApiBase):
+    @extend_schema_serializer(component_name="RoutableLlmList")
+    class OutputSerializer(serializers.Serializer):
+        class RoutableLlmSerializer(serializers.Serializer):
+            name = serializers.CharField()
+            provider = serializers.CharField()
+            api_base = serializers.CharField()
+            api_model = serializers.CharField()
+            usd_per_mtok_in = serializers.FloatField(allow_null=True)
+            usd_per_mtok_out = serializers.FloatField(allow_null=True)
+            usd_per_query = serializers.FloatField(allow_null=True)
+            validation_accuracy = serializers.SerializerMethodField(
+                help_text="Mean correctness on the validation prompts it was profiled on."
+            )
+            n_validation_outcomes = serializers.IntegerField()
+            uses_fallback = serializers.BooleanField(
+                help_text="The strategy (a Routoo-style predictor) has no head for this LLM and scores it with its universal fallback, UniRoute K-means."
+            )
+
+            def get_validation_accuracy(self, llm) -> float:
+                return round(1.0 - llm.validation_error, 6)
+
+        routing_state_version = serializers.IntegerField(source="version")
+        strategy = serializers.CharField(source="strategy_name")
+        llms = RoutableLlmSerializer(many=True)
+
+    @extend_schema(
+        operation_id="llms_list",
+        summary="The LLMs routed to, with prices and profiles",
+        responses={200: OutputSerializer, **errors(401, 503)},
+    )
+    def get(self, request):
+        router = active_router()
+        tenant = tenant_of(request)
+        llms = list(router.llms)
+        if tenant is not None:
+            allowed = set(tenant.allowed_llms.values_list("id", flat=True))
+            llms = [llm for llm in llms if not allowed or llm.id in allowed]
+        return Response(
+            LlmListApi.OutputSerializer(
+                {"version": router.version, "strategy_name": router.strategy_name, "llms": llms}
+            ).data
+        )
+
+
+class LlmSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LLM
+        fields = [
+            "name",
+            "provider",
+            "api_base",
+            "api_model",
+            "usd_per_mtok_in",
+            "usd_per_mtok_out",
+            "usd_per_query",
+            "params_total_b",
+            "params_active_b",
+            "context_window",
+            "metadata",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    # Validation of values (URL-safe name, non-negative prices, unique name) is the model's, run by
+    # the registry services; here only the JSON types are checked.
+    name = StrictCharField(max_length=100)
+    provider = StrictCharField(required=False, allow_blank=True, max_length=100)
+    api_base = StrictCharField(required=False, allow_blank=True, max_length=200)
+    api_model = StrictCharField(required=False, allow_blank=True, max_length=200)
+    usd_per_mtok_in = StrictFloatField(required=False, allow_null=True)
+    usd_per_mtok_out = StrictFloatField(required=False, allow_null=True)
+    usd_per_query = StrictFloatField(required=False, allow_null=True)
+    params_total_b = StrictFloatField(required=False, allow_null=True)
+    params_active_b = StrictFloatField(required=False, allow_null=True)
+    context_window = StrictIntegerField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False)
+    is_active = serializers.BooleanField(required=False)
+
+
+class LlmCreateApi(ApiBase):
+    permission_classes = [permissions.IsAdminUser]
+    InputSerializer = LlmInputSerializer
+
+    @extend_schema_serializer(component_name="RegisteredLlm")
+    class OutputSerializer(LlmSerializer):
+        profiling_job = serializers.SerializerMethodField(
+            help_text="The job that profiles the LLM (see /api/v1/jobs/{id})."
+        )
+
+        class Meta(LlmSerializer.Meta):
+            fields = [*LlmSerializer.Meta.fields, "profiling_job"]
+
+        def get_profiling_job(self, llm) -> int:
+            return self.context["profiling_job"].id
+
+    @extend_schema(
+        operation_id="llms_create",
+        summary="Register an LLM (staff)",
+        description="Registers the LLM and queues its profiling on the active routing state's validation prompts; it becomes routable once profiled.",
+        request=LlmInputSerializer,
+        responses={201: OutputSerializer, **errors(400, 401, 403)},
+    )
+    def post(self, request):
+        # LlmCreateApi.… rather than self.…: LlmCollectionApi inherits from two use-cases
+        serializer = LlmCreateApi.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        llm = llm_register(**serializer.validated_data)
+        job, _ = job_enqueue(kind=Job.Kind.PROFILE_LLM, llm=llm)  # sent to the worker after commit
+        return Response(
+            LlmCreateApi.OutputSerializer(llm, context={"profiling_job": job}).data, status=status.HTTP_201_CREATED
+        )
+
+
+class LlmCollectionApi(LlmListApi, LlmCreateApi):
+    """GET lists (tenants and staff), POST registers (staff): two use-cases on one URL."""
+
+    def get_permissions(self):
+        use_case = LlmCreateApi if self.request.method == "POST" else LlmListApi
+        return [permission() for permission in use_case.permission_classes]
+
+
+class LlmUpdateApi(ApiBase):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema_serializer(component_name="LlmUpdate")
+    class InputSerializer(LlmInputSerializer):
+        name = None  # the URL names the LLM; renaming is done in the admin
+
+    @extend_schema(
+        operation_id="llms_partial_update",
+        summary="Update an LLM (staff)",
+        request=InputSerializer,
+        responses={200: LlmSerializer, **errors(400, 401, 403, 404)},
+    )
+    def patch(self, request, name):
+        llm = LLM.objects.filter(name=name).first()
+        if llm is None:
+            raise NotFound(f"No LLM named {name!r}.")
+        serializer = self.InputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        llm = llm_update(llm=llm, **serializer.validated_data)
+        return Response(LlmSerializer(llm).data)

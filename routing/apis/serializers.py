@@ -1,0 +1,169 @@
+"""Serializers shared by several API views; each view keeps its own Input/Output serializers.
+
+Input fields are *strict*: JSON numbers must be numbers and strings strings. DRF would otherwise
+read ``"lambda": "0.5"`` or ``"prompt": 42`` happily, and a client bug would route silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from routing.prompt_text import message_text
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    default_error_messages = {"invalid": "A number is required (a JSON number, not a string)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    default_error_messages = {"invalid": "An integer is required (a JSON number, not a string)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            if not (isinstance(data, float) and data.is_integer()):
+                self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class RejectUnknownFieldsMixin:
+    """A misspelt option ("lamda") is an error, not silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {"type": "object", "properties": {"type": {"type": "string"}, "text": {"type": "string"}}},
+            },
+        ],
+        "nullable": True,
+    }
+)
+class MessageContentField(serializers.Field):
+    """OpenAI chat content: a string, or a list of parts of which ``{"type": "text", "text": …}`` count."""
+
+    default_error_messages = {"invalid": "Content must be a string or a list of content parts."}
+
+    def to_internal_value(self, data):
+        if data is None or isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(isinstance(part, dict) for part in data):
+            for part in data:
+                if part.get("type", "text") == "text" and not isinstance(part.get("text"), str):
+                    raise serializers.ValidationError("A text part needs a string 'text'.")
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool", "function"])
+    content = MessageContentField(allow_null=True)
+    name = StrictCharField(required=False, max_length=200)
+    # other OpenAI message keys (tool_calls, tool_call_id, …) are accepted and ignored
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Each message must be an object with 'role' and 'content'.")
+        return super().to_internal_value(data)
+
+
+def check_text_size(text: str) -> None:
+    limit = settings.ROUTERHUB_MAX_PROMPT_CHARS
+    if len(text) > limit:
+        raise serializers.ValidationError(f"Too long: {len(text):,} characters; at most {limit:,} may be routed.")
+
+
+def check_messages(messages: list[dict]) -> None:
+    check_text_size("".join(message_text(m.get("content")) for m in messages))
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
+        raise serializers.ValidationError("The chat has no user message to route on.")
+    last_user = users[-1]
+    if not message_text(last_user.get("content")).strip():
+        raise serializers.ValidationError("The last user message is empty.")
+
+
+# --- output pieces --------------------------------------------------------------------------------
+
+
+class LlmRefSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    api_base = serializers.CharField(help_text="OpenAI-compatible base URL to send the prompt to.")
+    api_model = serializers.CharField(help_text="Model id to send to api_base.")
+
+
+class AlternativeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    predicted_quality = serializers.FloatField()
+    estimated_cost_usd = serializers.FloatField()
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    period = serializers.ChoiceField(choices=["day", "week", "month"])
+    limit_usd = serializers.FloatField()
+    spent_usd = serializers.FloatField(
+        help_text="Counted against the limit: reservations of requests, corrected by feedback."
+    )
+    remaining_usd = serializers.FloatField()
+    overage_usd = serializers.FloatField(
+        help_text="Routed after the budget was spent (policy 'cheapest'); never counted in spent_usd."
+    )
+    period_ends_at = serializers.DateTimeField(source="ends_at", help_text="When the budget resets (UTC).")
+    when_spent = serializers.ChoiceField(choices=["reject", "cheapest"])
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    budget = serializers.DictField(
+        required=False, help_text="With code budget_exhausted: the budget and when it resets."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+__all__ = [
+    "AlternativeSerializer",
+    "BudgetStatusSerializer",
+    "ErrorSerializer",
+    "LlmRefSerializer",
+    "MessageSerializer",
+    "OpenApiTypes",
+    "RejectUnknownFieldsMixin",
+    "StrictCharField",
+    "StrictFloatField",
+    "StrictIntegerField",
+]

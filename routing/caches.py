@@ -1,0 +1,76 @@
+"""Process-local caches: the one module that owns them, and the one reset that tests use.
+
+Each web or worker process keeps a few small caches of things that are slow to compute and cheap
+to re-check: loaded routers, pacing λs, prompt embeddings, open budget periods. They are created
+here with :func:`process_cache`, so that :func:`reset_all` forgets every one of them at once.
+Values must never be mutated in place by callers: a cache hands the same object to every thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+_MISSING = object()
+
+
+class ProcessCache:
+    """A thread-safe dict, optionally bounded (least recently used entries go first).
+
+    ``lock`` is exposed for compound updates (check, compute, store) that must not run twice
+    concurrently, e.g. loading a router.
+    """
+
+    def __init__(self, name: str, *, max_entries: int | Callable[[], int] | None = None) -> None:
+        self.name = name
+        self._max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.RLock()
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        with self.lock:
+            value = self._entries.get(key, _MISSING)
+            if value is _MISSING:
+                return default
+            self._entries.move_to_end(key)
+            return value
+
+    def set(self, key: Hashable, value: Any) -> None:
+        capacity = self._max_entries() if callable(self._max_entries) else self._max_entries
+        if capacity is not None and capacity <= 0:
+            return
+        with self.lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while capacity is not None and len(self._entries) > capacity:
+                self._entries.popitem(last=False)
+
+    def pop(self, key: Hashable) -> None:
+        with self.lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_caches: dict[str, ProcessCache] = {}
+
+
+def process_cache(name: str, *, max_entries: int | Callable[[], int] | None = None) -> ProcessCache:
+    """The process-wide cache called ``name`` (created on first use)."""
+    cache = _caches.get(name)
+    if cache is None:
+        cache = _caches.setdefault(name, ProcessCache(name, max_entries=max_entries))
+    return cache
+
+
+def reset_all() -> None:
+    """Forget everything every process-local cache holds (tests; a process that must reload)."""
+    for cache in _caches.values():
+        cache.clear()

@@ -1,0 +1,47 @@
+"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E022)."""
+
+from django.conf import settings
+from django.core.checks import Error, register
+from django.utils.module_loading import import_string
+
+
+@register()
+def pacing_policy_is_importable(app_configs, **kwargs):
+    from routing.services.budget_policies import BudgetPacing
+
+    path = settings.ROUTERHUB_PACING_POLICY
+    try:
+        policy = import_string(path)
+    except ImportError as exc:
+        return [
+            Error(
+                f"ROUTERHUB_PACING_POLICY={path!r} cannot be imported: {exc}",
+                hint="Default: routing.services.budget_policies.RecentRatePacing.",
+                id="routing.E020",
+            )
+        ]
+    if not (isinstance(policy, type) and issubclass(policy, BudgetPacing)):
+        return [
+            Error(
+                f"ROUTERHUB_PACING_POLICY={path!r} is not a routing.services.budget_policies.BudgetPacing subclass.",
+                id="routing.E021",
+            )
+        ]
+    return []
+
+
+@register()
+def route_api_limits_are_positive(app_configs, **kwargs):
+    names = (
+        "ROUTERHUB_MAX_PROMPT_CHARS",
+        "ROUTERHUB_EMBED_MAX_CHARS",
+        "ROUTERHUB_PACING_WINDOW_SECONDS",
+        "ROUTERHUB_PACING_REFERENCE_PROMPTS",
+        "ROUTERHUB_RESERVATION_ATTEMPTS",
+        "ROUTERHUB_EXPECTED_OUTPUT_TOKENS",
+    )
+    return [
+        Error(f"{name}={getattr(settings, name)!r} must be a positive number.", id="routing.E022")
+        for name in names
+        if not isinstance(getattr(settings, name), (int, float)) or getattr(settings, name) <= 0
+    ]

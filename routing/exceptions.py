@@ -1,0 +1,28 @@
+"""Domain errors of routing. Services and selectors raise them; ``routing/apis/errors.py`` turns
+each into a JSON answer with its HTTP status, in one place."""
+
+from __future__ import annotations
+
+
+class RoutingError(ValueError):
+    """A fit or profile cannot be done with the data at hand; the message says why."""
+
+
+class NoActiveRoutingState(LookupError):
+    """No router has been fitted yet (``manage.py fit_router``)."""
+
+
+class InvalidRouteRequest(ValueError):
+    """A route request that cannot be served as asked; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnknownStrategy(InvalidRouteRequest):
+    """A request named a strategy no routing state has been fitted with."""
+
+
+class DecisionNotFound(LookupError):
+    """No such decision for the caller (another tenant's decision looks the same as none)."""

@@ -1,0 +1,1 @@
+"""Reads of the routing app, one module per concept (HackSoft-style selectors)."""

@@ -1,0 +1,234 @@
+"""Loaded routers: a fitted routing state with its LLMs' profiles, ready to score prompts.
+
+Web and worker processes call :func:`active_router`. It re-reads one small row (active state id,
+its revision, and the newest LLM change) at most every ``RECHECK_SECONDS``, and reloads the whole
+state only when that changed — so a refit or a newly profiled LLM is picked up within a second,
+without a restart, and a request always sees one complete state. A request that names another
+strategy gets the newest state fitted with it (:func:`router_for`). Both live in one process
+cache.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from registry.models import Prompt
+from registry.selectors import nearest_prompts, prompt_embeddings
+from registry.tokens import count_tokens
+from routing.caches import process_cache
+from routing.exceptions import NoActiveRoutingState, UnknownStrategy
+from routing.models import LLMProfile, RoutingState
+from routing.selectors.state import strategy_of
+from routing.strategies.base import RoutingStrategy
+
+RECHECK_SECONDS = 1.0
+
+# "active" → _Active; ("strategy", name) → ((state id, revision), LoadedRouter)
+_routers = process_cache("routers")
+# (state id, revision, LLM count) → ReferenceSample of the newest state
+_references = process_cache("pacing reference samples", max_entries=1)
+
+
+@dataclass(frozen=True)
+class RoutableLLM:
+    id: int
+    name: str
+    provider: str
+    api_base: str
+    api_model: str
+    usd_per_mtok_in: float | None
+    usd_per_mtok_out: float | None
+    usd_per_query: float | None
+    validation_error: float
+    n_validation_outcomes: int
+    uses_fallback: bool  # the strategy could not score this LLM itself (e.g. Routoo on an unseen LLM)
+
+    def expected_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float:
+        if self.usd_per_query is not None:
+            return self.usd_per_query
+        return ((self.usd_per_mtok_in or 0.0) * input_tokens + (self.usd_per_mtok_out or 0.0) * output_tokens) / 1e6
+
+
+@dataclass(frozen=True)
+class LoadedRouter:
+    state_id: int
+    version: int
+    revision: int
+    strategy_name: str
+    strategy: RoutingStrategy
+    llms: tuple[RoutableLLM, ...]  # active LLMs with a profile, by name
+    profiles: np.ndarray  # [len(llms), P]
+    prompt_set_id: int = 0
+    validation_row_of: dict = field(default_factory=dict)  # prompt id → its row in S_val
+
+    def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
+        """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
+
+        A strategy that reads a prompt's loss off its validation neighbours (K-NN) finds one live
+        prompt's neighbours with pgvector's HNSW index (``ROUTERHUB_KNN_LIVE_INDEX``); batches, and
+        every other strategy, run in numpy.
+        """
+        embeddings = np.atleast_2d(embeddings)
+        k = self.strategy.live_neighbour_count()
+        if len(embeddings) == 1 and k is not None and settings.ROUTERHUB_KNN_LIVE_INDEX:
+            return self._loss_from_indexed_neighbours(embeddings[0], k)
+        return self.strategy.predict_loss(embeddings, self.profiles)
+
+    def _loss_from_indexed_neighbours(self, embedding: np.ndarray, k: int) -> np.ndarray:
+        nearest = nearest_prompts(
+            embedding=embedding, prompt_set_id=self.prompt_set_id, split=Prompt.Split.VALIDATION, k=k
+        )
+        rows = [self.validation_row_of[pid] for pid, _ in nearest if pid in self.validation_row_of]
+        if not rows:  # validation prompts changed since the fit: fall back to the stored embeddings
+            return self.strategy.predict_loss(embedding[None, :], self.profiles)
+        return np.clip(self.strategy.loss_from_neighbours(np.asarray(rows)[None, :], self.profiles), 0.0, 1.0)
+
+    def cluster_of(self, embedding: np.ndarray) -> int | None:
+        clusters = self.strategy.cluster_of(np.atleast_2d(embedding))
+        return None if clusters is None else int(clusters[0])
+
+    def llm_index(self) -> dict[str, int]:
+        return {llm.name: i for i, llm in enumerate(self.llms)}
+
+    def expected_costs(self, *, input_tokens: float) -> np.ndarray:
+        """Estimated USD per LLM: its price × (prompt tokens, expected output tokens), or its per-query price.
+
+        An LLM without any price costs 0 here — it is free as far as routerhub can tell.
+        """
+        output_tokens = settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
+        return np.array(
+            [llm.expected_cost_usd(input_tokens=input_tokens, output_tokens=output_tokens) for llm in self.llms],
+            dtype=np.float64,
+        )
+
+
+def load_router(state_id: int) -> LoadedRouter:
+    """A LoadedRouter for any stored state (uncached; active_router() and router_for() cache)."""
+    state = RoutingState.objects.get(id=state_id)
+    strategy = strategy_of(state)
+    rows = list(LLMProfile.objects.filter(state=state, llm__is_active=True).select_related("llm").order_by("llm__name"))
+    llms, vectors = [], []
+    for row in rows:
+        vector = np.asarray(row.vector, dtype=np.float32)
+        llm = row.llm
+        llms.append(
+            RoutableLLM(
+                id=llm.id,
+                name=llm.name,
+                provider=llm.provider,
+                api_base=llm.api_base,
+                api_model=llm.api_model,
+                usd_per_mtok_in=llm.usd_per_mtok_in,
+                usd_per_mtok_out=llm.usd_per_mtok_out,
+                usd_per_query=llm.usd_per_query,
+                validation_error=row.validation_error,
+                n_validation_outcomes=row.n_validation_outcomes,
+                uses_fallback=strategy.scores_with_fallback(vector),
+            )
+        )
+        vectors.append(vector)
+    width = max((len(v) for v in vectors), default=0)
+    profiles = np.zeros((len(vectors), width), dtype=np.float32)
+    for i, vector in enumerate(vectors):
+        profiles[i, : len(vector)] = vector
+    return LoadedRouter(
+        state_id=state.id,
+        version=state.version,
+        revision=state.revision,
+        strategy_name=state.strategy,
+        strategy=strategy,
+        llms=tuple(llms),
+        profiles=profiles,
+        prompt_set_id=state.prompt_set_id,
+        validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
+    )
+
+
+@dataclass(frozen=True)
+class _Active:
+    key: tuple  # (state id, revision, newest LLM change)
+    router: LoadedRouter
+    checked_at: float
+
+
+def _active_key() -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.id, s.revision, (SELECT max(updated_at) FROM registry_llm) "
+            "FROM routing_routingstate s WHERE s.is_active"
+        )
+        return cursor.fetchone()
+
+
+def active_router(*, max_age_seconds: float = RECHECK_SECONDS) -> LoadedRouter:
+    """The active router; raises NoActiveRoutingState when none has been fitted."""
+    active = _routers.get("active")
+    if active is not None and time.monotonic() - active.checked_at < max_age_seconds:
+        return active.router
+    with _routers.lock:  # one reload per process, however many requests arrive meanwhile
+        active = _routers.get("active")
+        if active is not None and time.monotonic() - active.checked_at < max_age_seconds:
+            return active.router
+        key = _active_key()
+        if key is None:
+            _routers.pop("active")
+            raise NoActiveRoutingState(
+                "no routing state has been fitted yet: run `python manage.py fit_router --dataset NAME`"
+            )
+        router = active.router if active is not None and active.key == key else load_router(key[0])
+        _routers.set("active", _Active(key=key, router=router, checked_at=time.monotonic()))
+        return router
+
+
+def router_for(*, strategy: str | None) -> LoadedRouter:
+    """The active router, or — when a request names another strategy — the newest state fitted with it."""
+    router = active_router()
+    if strategy is None or strategy == router.strategy_name:
+        return router
+    row = RoutingState.objects.filter(strategy=strategy).order_by("-version").values_list("id", "revision").first()
+    if row is None:
+        fitted = sorted(set(RoutingState.objects.values_list("strategy", flat=True)))
+        raise UnknownStrategy(
+            "strategy", f"No routing state has been fitted with {strategy!r}; fitted: {', '.join(fitted)}."
+        )
+    with _routers.lock:
+        cached = _routers.get(("strategy", strategy))
+        if cached is None or cached[0] != row:
+            cached = (row, load_router(row[0]))
+            _routers.set(("strategy", strategy), cached)
+    return cached[1]
+
+
+@dataclass(frozen=True)
+class ReferenceSample:
+    """Predicted losses [n × llms] of a fixed prompt sample, and its mean cost per LLM [llms]."""
+
+    losses: np.ndarray
+    mean_costs: np.ndarray
+
+
+def reference_sample(router: LoadedRouter) -> ReferenceSample:
+    """Predicted losses and mean costs on (a sample of) the state's validation prompts, per state.
+
+    The sample stands in for the tenant's future traffic when pacing solves for λ. Computed once per
+    process and state revision (a new profile changes the LLM columns).
+    """
+    key = (router.state_id, router.revision, len(router.llms))
+    sample = _references.get(key)
+    if sample is not None:
+        return sample
+    prompt_ids = list(RoutingState.objects.values_list("validation_prompt_ids", flat=True).get(id=router.state_id))
+    size = settings.ROUTERHUB_PACING_REFERENCE_PROMPTS
+    if len(prompt_ids) > size:
+        prompt_ids = [prompt_ids[i] for i in np.linspace(0, len(prompt_ids) - 1, size).astype(int)]
+    texts = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "text"))
+    mean_tokens = float(np.mean(count_tokens([texts[i] for i in prompt_ids]))) if prompt_ids else 0.0
+    losses = router.predict_loss(prompt_embeddings(prompt_ids=prompt_ids)).astype(np.float64)
+    sample = ReferenceSample(losses=losses, mean_costs=router.expected_costs(input_tokens=mean_tokens))
+    _references.set(key, sample)  # holds one entry: only the newest state matters
+    return sample

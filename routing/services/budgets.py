@@ -1,0 +1,135 @@
+"""The budget ledger: open periods, atomic reservations and reconciliation (services).
+
+Never overspend: a decision's estimated cost is *reserved* by one conditional UPDATE
+(``spent + cost <= limit``) in the transaction that writes the decision. PostgreSQL re-checks the
+condition against the newest row version when two requests race (READ COMMITTED's re-evaluation of
+an UPDATE's WHERE clause), so concurrent requests queue on the row and never push ``spent_usd`` past
+``limit_usd`` — and the table's CHECK constraint would refuse it if code ever tried. Feedback later
+replaces the estimate by the actual cost (:func:`reconcile`).
+
+What happens when nothing fits, and how λ is paced, are policies: ``routing/services/budget_policies.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+
+from routing.caches import process_cache
+from routing.models import BudgetPeriod, Decision, Tenant
+from routing.selectors.budgets import BudgetStatus, period_bounds
+
+USD_QUANTUM = Decimal("1e-10")  # BudgetPeriod's precision
+
+# (tenant id, period type) → (starts_at, ends_at, period id) of the open period
+_open_periods = process_cache("open budget periods")
+
+
+def usd(amount: float | Decimal) -> Decimal:
+    """An amount as a Decimal at the budget's precision, rounded *up* so spend is never under-counted."""
+    return Decimal(str(amount)).quantize(USD_QUANTUM, rounding=ROUND_CEILING)
+
+
+def budget_period_current(*, tenant: Tenant, now: datetime | None = None) -> BudgetPeriod:
+    """The tenant's open budget period, created on first use with the tenant's budget as limit."""
+    starts_at, ends_at = period_bounds(tenant.budget_period, now or timezone.now())
+    period, _ = BudgetPeriod.objects.get_or_create(
+        tenant=tenant,
+        starts_at=starts_at,
+        defaults={"ends_at": ends_at, "limit_usd": tenant.budget_usd},
+    )
+    return period
+
+
+def budget_status_current(*, tenant: Tenant) -> BudgetStatus:
+    """The tenant's open period. Its id is cached per process until the period ends; the amounts
+    are those of the request's own reservation (``reserve`` returns them), so they are not read here
+    and may be stale until then."""
+    now = timezone.now()
+    key = (tenant.id, tenant.budget_period)
+    cached = _open_periods.get(key)
+    if cached is None or not (cached[0] <= now < cached[1]):
+        period = budget_period_current(tenant=tenant, now=now)
+        cached = (period.starts_at, period.ends_at, period.id)
+        _open_periods.set(key, cached)
+    starts_at, ends_at, period_id = cached
+    return BudgetStatus(
+        tenant=tenant.name,
+        period=tenant.budget_period,
+        period_id=period_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        limit_usd=tenant.budget_usd,
+        spent_usd=Decimal(0),
+        overage_usd=Decimal(0),
+        when_spent=tenant.when_budget_spent,
+    )
+
+
+def reserve(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus | None:
+    """Add ``amount`` to the period's spend if it still fits under the limit; the new status, or None.
+
+    Must run inside the transaction that writes the decision, so a failed write releases it.
+    """
+    assert connection.in_atomic_block, "reserve() must run in the decision's transaction"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %s, requests = requests + 1 "
+            "WHERE id = %s AND spent_usd + %s <= limit_usd RETURNING limit_usd, spent_usd, overage_usd",
+            [amount, status.period_id, amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else status.with_amounts(row)
+
+
+def add_overage(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus:
+    """Count a request routed after the budget ran out (the "cheapest" policy) as overage."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE routing_budgetperiod SET overage_usd = overage_usd + %s, requests = requests + 1 "
+            "WHERE id = %s RETURNING limit_usd, spent_usd, overage_usd",
+            [amount, status.period_id],
+        )
+        return status.with_amounts(cursor.fetchone())
+
+
+def count_rejection(*, status: BudgetStatus) -> None:
+    BudgetPeriod.objects.filter(id=status.period_id).update(rejected_requests=F("rejected_requests") + 1)
+
+
+def locked(status: BudgetStatus) -> BudgetStatus:
+    """The period's current amounts, its row locked until the transaction ends (SELECT … FOR UPDATE)."""
+    assert connection.in_atomic_block
+    row = (
+        BudgetPeriod.objects.select_for_update()
+        .filter(id=status.period_id)
+        .values_list("limit_usd", "spent_usd", "overage_usd")
+        .get()
+    )
+    return status.with_amounts(row)
+
+
+def reconcile(*, decision: Decision, cost_usd: Decimal) -> None:
+    """Replace what ``decision`` counts in its period by ``cost_usd`` (its actual cost).
+
+    The part that fits under the limit (what the decision already holds plus the period's headroom)
+    counts as spend; the rest — a call that cost more than estimated on an almost spent budget —
+    counts as overage, so ``spent_usd`` still never exceeds ``limit_usd``. Running it again with the
+    same cost changes nothing.
+    """
+    assert connection.in_atomic_block
+    period = BudgetPeriod.objects.select_for_update().get(id=decision.budget_period_id)
+    headroom = period.limit_usd - period.spent_usd
+    within_limit = min(cost_usd, decision.reserved_usd + headroom)
+    if decision.lambda_reason == Decision.LambdaReason.BUDGET_EXHAUSTED:
+        within_limit = min(cost_usd, decision.reserved_usd)  # routed as overage: stays overage
+    over = cost_usd - within_limit
+    BudgetPeriod.objects.filter(id=period.id).update(
+        spent_usd=F("spent_usd") + (within_limit - decision.reserved_usd),
+        overage_usd=F("overage_usd") + (over - decision.overage_usd),
+    )
+    decision.reserved_usd, decision.overage_usd = within_limit, over

@@ -1,0 +1,76 @@
+"""The default periodic jobs, stored as django-celery-beat rows so they can be edited in the admin.
+
+``schedules_ensure`` creates the rows that are missing and never touches existing ones: a schedule
+changed (or disabled) in the admin stays as it was. A data migration calls it with the historical
+models, so ``migrate`` alone sets the defaults up; ``setup_demo`` may call it again at no cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DefaultSchedule:
+    name: str
+    task: str
+    crontab: dict  # minute, hour, day_of_week, day_of_month, month_of_year (UTC)
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+
+DEFAULT_SCHEDULES = (
+    DefaultSchedule(
+        name="routerhub: re-profile all active LLMs",
+        task="routing.reprofile_all_llms",
+        crontab={"minute": "0", "hour": "3", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Weekly (Sunday 03:00 UTC). Queues a profiling job per active LLM with an API (fills in validation "
+            "prompts it has no answer for, then recomputes its profile) and per LLM whose imported outcomes "
+            'changed. kwargs take profiling options, e.g. {"refresh_older_than_days": 28} to ask again '
+            'answers older than four weeks, or {"max_cost_usd": 5}.'
+        ),
+    ),
+    DefaultSchedule(
+        name="routerhub: refit the routing state",
+        task="routing.refit_routing_state",
+        crontab={"minute": "30", "hour": "2", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Nightly (02:30 UTC). Refits the active strategy (K-means centroids or LearnedMap) on the current "
+            "train split, profiles every LLM, and switches all processes to it atomically. kwargs: "
+            '{"prompt_set_id": 1, "strategy": "uniroute_learnedmap", "params": {...}} to change what is fitted.'
+        ),
+    ),
+)
+
+
+def schedules_ensure(*, crontab_model=None, periodic_task_model=None, changes_model=None) -> list[str]:
+    """Create the default periodic tasks that do not exist yet; returns the names created.
+
+    A migration passes historical models, which send no signals: it passes ``changes_model``
+    (``PeriodicTasks``) too, so a running beat notices the new rows.
+    """
+    if crontab_model is None or periodic_task_model is None:
+        from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+        crontab_model, periodic_task_model = CrontabSchedule, PeriodicTask
+    created = []
+    for schedule in DEFAULT_SCHEDULES:
+        if periodic_task_model.objects.filter(name=schedule.name).exists():
+            continue
+        crontab, _ = crontab_model.objects.get_or_create(**schedule.crontab, timezone="UTC")
+        periodic_task_model.objects.create(
+            name=schedule.name,
+            task=schedule.task,
+            crontab=crontab,
+            kwargs=json.dumps(schedule.kwargs),
+            description=schedule.description,
+            enabled=True,
+        )
+        created.append(schedule.name)
+    if created and changes_model is not None:
+        from django.utils import timezone
+
+        changes_model.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
+    return created

@@ -1,0 +1,167 @@
+"""Scoring one route request: predicted losses, costs and candidates, λ by precedence, alternatives.
+
+Pure reads of the loaded router and the request; ``routing/services/decisions.py`` turns a
+:class:`Scoring` into a reserved, recorded decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from registry.models import LLM
+from routing.exceptions import InvalidRouteRequest
+from routing.models import Decision, Tenant
+from routing.selection import select
+from routing.selectors.budgets import BudgetStatus
+from routing.selectors.routers import LoadedRouter, reference_sample
+from routing.selectors.tenancy import tenant_allowed_llm_ids
+from routing.services import budget_policies
+from routing.services.budgets import usd
+
+Reason = Decision.LambdaReason
+N_ALTERNATIVES = 5
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    text: str  # what is embedded and routed on (stored with the decision)
+    input_tokens: int  # what the chosen LLM will be sent (a whole chat, not only the routed turn)
+    models: list[str] | None = None
+    lam: float | None = None
+    quality_target: float | None = None
+    max_cost_usd: float | None = None
+    strategy: str | None = None
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One prompt scored by the router, with the request's constraints: what selection works on."""
+
+    router: LoadedRouter
+    losses: np.ndarray  # [llms] predicted loss
+    costs: np.ndarray  # [llms] estimated USD
+    allowed: np.ndarray  # [llms] tenant's and request's candidates
+    max_cost: float | None  # per-request cap
+    lam: float | None
+    quality_target: float | None
+    reason: str
+    cluster: int | None
+
+    def select(self, max_cost: float | None) -> int:
+        return int(
+            select(
+                self.losses[None, :],
+                self.costs,
+                lam=self.lam or 0.0,
+                allowed_mask=self.allowed,
+                max_cost=max_cost,
+                quality_target=self.quality_target,
+            )[0]
+        )
+
+
+def score(
+    router: LoadedRouter, *, tenant: Tenant, request: RouteRequest, embedding: np.ndarray, status: BudgetStatus
+) -> Scoring:
+    costs = router.expected_costs(input_tokens=request.input_tokens)
+    allowed = allowed_mask(router, tenant=tenant, models=request.models)
+    max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
+    if max_cost is not None and not (costs[allowed] <= max_cost).any():
+        raise InvalidRouteRequest(
+            "max_cost_usd",
+            f"No allowed LLM costs at most {max_cost:g} USD for this prompt "
+            f"(the cheapest would cost {costs[allowed].min():.8f} USD).",
+        )
+    lam, quality_target, reason = lambda_and_target(tenant=tenant, request=request)
+    if reason == Reason.BUDGET_PACING:
+        lam = budget_policies.paced_lambda(
+            tenant=tenant,
+            status=status,
+            reference_key=(router.state_id, router.revision),
+            reference=lambda: reference_sample(router),
+            allowed_mask=allowed,
+        )
+    return Scoring(
+        router=router,
+        losses=router.predict_loss(embedding)[0].astype(np.float64),
+        costs=costs,
+        allowed=allowed,
+        max_cost=max_cost,
+        lam=lam,
+        quality_target=quality_target,
+        reason=reason,
+        cluster=router.cluster_of(embedding),
+    )
+
+
+def _first_set(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def lambda_and_target(*, tenant: Tenant, request: RouteRequest) -> tuple[float | None, float | None, str]:
+    """λ / quality target in order of precedence: the request's, then the tenant's defaults, then pacing."""
+    if request.lam is not None:
+        return request.lam, None, Reason.EXPLICIT
+    if request.quality_target is not None:
+        return None, request.quality_target, Reason.QUALITY_TARGET
+    if tenant.default_lambda is not None:
+        return tenant.default_lambda, None, Reason.TENANT_DEFAULT
+    if tenant.default_quality_target is not None:
+        return None, tenant.default_quality_target, Reason.QUALITY_TARGET
+    return 0.0, None, Reason.BUDGET_PACING
+
+
+def ranked_alternatives(
+    router: LoadedRouter, losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int
+) -> list[dict]:
+    """The next best candidates (allowed, within the cost cap), in the order the selector prefers them."""
+    quality = 1.0 - losses
+    if max_cost is not None:
+        allowed = allowed & (costs <= max_cost)
+    if quality_target is not None:
+        # those that meet the target, cheapest first, then the rest by predicted quality
+        keys = [(0, costs[i]) if quality[i] >= quality_target else (1, -quality[i]) for i in range(len(costs))]
+    else:
+        keys = [(0, losses[i] + (lam or 0.0) * costs[i]) for i in range(len(costs))]
+    order = sorted((i for i in np.flatnonzero(allowed) if i != exclude), key=lambda i: keys[i])
+    return [
+        {
+            "name": router.llms[i].name,
+            "predicted_quality": round(float(quality[i]), 6),
+            "estimated_cost_usd": float(usd(costs[i])),
+        }
+        for i in order[:N_ALTERNATIVES]
+    ]
+
+
+def allowed_mask(router: LoadedRouter, *, tenant: Tenant, models: list[str] | None) -> np.ndarray:
+    allowed_ids = tenant_allowed_llm_ids(tenant=tenant)
+    mask = np.array([not allowed_ids or llm.id in allowed_ids for llm in router.llms], dtype=bool)
+    if models:
+        _check_model_names(router, tenant=tenant, models=models, tenant_mask=mask)
+        wanted = set(models)
+        mask &= np.array([llm.name in wanted for llm in router.llms], dtype=bool)
+    if not mask.any():
+        raise InvalidRouteRequest(
+            "models", f"Tenant {tenant.name!r} is not allowed any LLM the active router can route to."
+        )
+    return mask
+
+
+def _check_model_names(router: LoadedRouter, *, tenant: Tenant, models: list[str], tenant_mask: np.ndarray) -> None:
+    routable = {llm.name: i for i, llm in enumerate(router.llms)}
+    missing = [name for name in models if name not in routable]
+    if missing:
+        known = set(LLM.objects.filter(name__in=missing).values_list("name", flat=True))
+        unknown = [name for name in missing if name not in known]
+        if unknown:
+            raise InvalidRouteRequest("models", f"Unknown LLM(s): {', '.join(unknown)}.")
+    usable = [name for name in models if name in routable and tenant_mask[routable[name]]]
+    if not usable:
+        raise InvalidRouteRequest(
+            "models",
+            f"None of {', '.join(models)} can be routed to: each is inactive, not yet profiled by the active "
+            f"routing state, or not allowed for tenant {tenant.name!r}.",
+        )

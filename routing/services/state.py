@@ -1,0 +1,200 @@
+"""Writes of routing states: fit, activate, refit, and profile an LLM on a fitted state.
+
+A fit and its switch happen in one transaction: the new state, its centroids (pgvector rows) and
+the profiles of every LLM are written and activated together, so a web process sees the old state
+or the new one, never a state without its profiles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from registry.embedders import get_embedder
+from registry.models import LLM, Prompt, PromptSet
+from routing.exceptions import RoutingError
+from routing.models import LLMProfile, RoutingState, StateCentroid
+from routing.selectors import state as selectors
+from routing.strategies import STRATEGIES, get_strategy
+from routing.strategies.base import RoutingStrategy
+from routing.strategies.serialization import split_state
+
+Say = Callable[[str], None]
+DEFAULT_STRATEGY = "uniroute_kmeans"
+
+
+def routing_state_fit(
+    *,
+    prompt_set: PromptSet,
+    strategy: str = DEFAULT_STRATEGY,
+    params: dict | None = None,
+    train_llms: list[LLM] | None = None,
+    activate: bool = True,
+    say: Say = lambda _: None,
+) -> RoutingState:
+    """Fit ``strategy`` on the set's train split, profile every LLM with validation outcomes, store it.
+
+    Training LLMs default to every active LLM with outcomes on the train split; every active LLM
+    with validation outcomes gets a profile (an LLM seen only on validation is routable too).
+    """
+    if strategy not in STRATEGIES:
+        raise RoutingError(f"unknown strategy {strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    params = dict(params or {})
+    train_llms = train_llms or selectors.llms_with_outcomes_on(prompt_set=prompt_set, split=Prompt.Split.TRAIN)
+    if not train_llms:
+        raise RoutingError(f"no active LLM has outcomes on the train split of {prompt_set.name!r}")
+    llm_ids = [llm.id for llm in train_llms]
+    say(f"Loading {prompt_set.name}: train and validation splits for {len(train_llms)} training LLMs ...")
+    train = selectors.split_data(prompt_set=prompt_set, split=Prompt.Split.TRAIN, llm_ids=llm_ids)
+    validation = selectors.split_data(prompt_set=prompt_set, split=Prompt.Split.VALIDATION, llm_ids=llm_ids)
+    if not train.prompt_ids or not validation.prompt_ids:
+        raise RoutingError(f"{prompt_set.name!r} needs prompts in both the train and validation splits")
+    say(
+        f"Fitting {strategy} on {len(train.prompt_ids):,} train prompts ({len(validation.prompt_ids):,} validation) ..."
+    )
+    started = time.monotonic()
+    fitted = get_strategy(strategy, **params).fit(
+        train.embeddings,
+        train.correctness,
+        validation_embeddings=validation.embeddings,
+        validation_correctness=validation.correctness,
+        llm_keys=[llm.name for llm in train_llms],
+    )
+    fit_seconds = time.monotonic() - started
+    say(f"  fitted in {fit_seconds:.1f} s")
+    small, blob = split_state(fitted.get_state())
+
+    with transaction.atomic():
+        last = RoutingState.objects.select_for_update().order_by("-version").first()
+        state = RoutingState.objects.create(
+            strategy=strategy,
+            version=(last.version + 1) if last else 1,
+            params=params,
+            state=small,
+            arrays=blob,
+            prompt_set=prompt_set,
+            embedder=get_embedder().name,
+            n_train_prompts=len(train.prompt_ids),
+            n_validation_prompts=len(validation.prompt_ids),
+            validation_prompt_ids=validation.prompt_ids,
+            fit_seconds=fit_seconds,
+        )
+        state.train_llms.set(train_llms)
+        _store_centroids(state, fitted, train.embeddings)
+        profiled = selectors.llms_with_outcomes_on(prompt_set=prompt_set, split=Prompt.Split.VALIDATION)
+        for llm in profiled:
+            _store_profile(state=state, strategy=fitted, llm=llm, validation_embeddings=validation.embeddings)
+        say(f"  profiled {len(profiled)} LLMs on the validation split")
+        if activate:
+            routing_state_activate(state=state)
+    say(f"Routing state v{state.version} ({strategy}) {'is active' if activate else 'stored, not active'}")
+    return state
+
+
+def _store_centroids(state: RoutingState, strategy: RoutingStrategy, train_embeddings: np.ndarray) -> None:
+    centroids = strategy.centroids()
+    if centroids is None:
+        return
+    cluster = strategy.cluster_of(train_embeddings)
+    sizes = np.bincount(cluster, minlength=len(centroids)) if cluster is not None else np.zeros(len(centroids), int)
+    StateCentroid.objects.bulk_create(
+        StateCentroid(state=state, index=i, vector=np.asarray(c, dtype=np.float32), n_train_prompts=int(sizes[i]))
+        for i, c in enumerate(centroids)
+    )
+
+
+def _store_profile(
+    *, state: RoutingState, strategy: RoutingStrategy, llm: LLM, validation_embeddings: np.ndarray
+) -> LLMProfile:
+    correctness = selectors.validation_correctness_of(llm=llm, prompt_ids=list(state.validation_prompt_ids))
+    answered = ~np.isnan(correctness)
+    if not answered.any():
+        raise RoutingError(
+            f"{llm.name} has no outcome on the {len(correctness):,} validation prompts of {state.prompt_set.name!r}"
+        )
+    vector = strategy.profile(validation_embeddings, correctness, llm_key=llm.name)
+    profile, _ = LLMProfile.objects.update_or_create(
+        state=state,
+        llm=llm,
+        defaults={
+            "vector": [float(x) for x in np.asarray(vector, dtype=np.float64)],
+            "n_validation_outcomes": int(answered.sum()),
+            "validation_error": float(1.0 - np.nanmean(correctness)),
+        },
+    )
+    return profile
+
+
+def routing_state_activate(*, state: RoutingState) -> None:
+    """Make ``state`` the active one in one transaction: readers see the old state or the new, never neither."""
+    with transaction.atomic():
+        RoutingState.objects.select_for_update().filter(is_active=True).exclude(id=state.id).update(is_active=False)
+        RoutingState.objects.filter(id=state.id).update(
+            is_active=True, activated_at=timezone.now(), revision=F("revision") + 1
+        )
+    state.refresh_from_db()
+
+
+def llm_profile(*, llm: LLM, state: RoutingState | None = None) -> LLMProfile:
+    """Profile ``llm`` for a routing state (default: the active one) from its validation outcomes.
+
+    No refit: the strategy is loaded frozen and only Ψ(llm) is computed (UniRoute's promise).
+    Bumping the state's revision makes every process pick the new profile up.
+    """
+    state = state or selectors.routing_state_active()
+    strategy = selectors.strategy_of(state)
+    embeddings = selectors.prompt_embeddings(prompt_ids=list(state.validation_prompt_ids))
+    with transaction.atomic():
+        profile = _store_profile(state=state, strategy=strategy, llm=llm, validation_embeddings=embeddings)
+        RoutingState.objects.filter(id=state.id).update(revision=F("revision") + 1)
+    return profile
+
+
+def routing_state_refit(
+    *,
+    prompt_set: PromptSet | None = None,
+    strategy: str | None = None,
+    params: dict | None = None,
+    say: Say = lambda _: None,
+) -> tuple[RoutingState, list[str]]:
+    """Fit a new version of the active state (same prompt set, strategy and parameters unless given).
+
+    Returns the new, active state and the names of the LLMs re-profiled after the switch.
+    """
+    active = RoutingState.objects.filter(is_active=True).select_related("prompt_set").first()
+    if active is None and prompt_set is None:
+        raise RoutingError("there is no active routing state to refit: name a prompt set (and a strategy)")
+    prompt_set = prompt_set or active.prompt_set
+    strategy = strategy or (active.strategy if active else DEFAULT_STRATEGY)
+    if params is None:
+        params = dict(active.params) if active is not None and active.strategy == strategy else {}
+    state = routing_state_fit(prompt_set=prompt_set, strategy=strategy, params=params, activate=True, say=say)
+    return state, routing_state_profiles_reconcile(state=state)
+
+
+def routing_state_profiles_reconcile(*, state: RoutingState) -> list[str]:
+    """Profile again every active LLM whose validation outcomes changed while ``state`` was fitted.
+
+    A profiling job that finished during a refit wrote its Ψ on the state active at that moment —
+    the old one — and the refit read the LLM's outcomes before the last of them were written.
+    Running this after the switch closes that gap without a lock between the two jobs.
+    """
+    prompt_ids = list(state.validation_prompt_ids)
+    counts = dict(
+        LLM.objects.filter(is_active=True)
+        .annotate(n=Count("outcomes", filter=Q(outcomes__prompt_id__in=prompt_ids)))
+        .filter(n__gt=0)
+        .values_list("id", "n")
+    )
+    profiled = dict(LLMProfile.objects.filter(state=state).values_list("llm_id", "n_validation_outcomes"))
+    stale = LLM.objects.filter(id__in=[llm_id for llm_id, n in counts.items() if profiled.get(llm_id) != n]).order_by(
+        "name"
+    )
+    for llm in stale:
+        llm_profile(llm=llm, state=state)
+    return [llm.name for llm in stale]

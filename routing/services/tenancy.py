@@ -1,0 +1,106 @@
+"""Writes of tenants and their API keys: create, change budgets, issue and revoke keys.
+
+Keys are shown once and stored only as a hash (``routing/selectors/tenancy.py`` says why).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from registry.models import LLM
+from routing.models import ApiKey, BudgetPeriod, Tenant
+from routing.selectors.budgets import period_bounds
+from routing.selectors.tenancy import KEY_PREFIX, key_hash
+
+VISIBLE_PREFIX_LENGTH = 11  # "rh_" + 8 characters: enough to tell keys apart in the admin
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # shown once; never stored
+
+
+def tenant_create(
+    *,
+    name: str,
+    budget_usd: Decimal | float | str,
+    budget_period: str = Tenant.Period.MONTH,
+    when_budget_spent: str = Tenant.WhenSpent.REJECT,
+    allowed_llms: list[LLM] | None = None,
+    **defaults,
+) -> Tenant:
+    tenant = Tenant(
+        name=name,
+        budget_usd=Decimal(str(budget_usd)),
+        budget_period=budget_period,
+        when_budget_spent=when_budget_spent,
+        **defaults,
+    )
+    tenant.full_clean()
+    tenant.save()
+    if allowed_llms:
+        tenant.allowed_llms.set(allowed_llms)
+    return tenant
+
+
+def tenant_budget_changed(*, tenant: Tenant) -> None:
+    """Carry a changed budget (or period) into the open budget period.
+
+    The limit never drops below what is already spent (the row's CHECK), so lowering the budget
+    under the spend simply closes the budget for the rest of the period.
+    """
+    starts_at, _ = period_bounds(tenant.budget_period, timezone.now())
+    BudgetPeriod.objects.filter(tenant=tenant, starts_at=starts_at).update(
+        limit_usd=Greatest(tenant.budget_usd, F("spent_usd"))
+    )
+
+
+def api_key_fill(api_key: ApiKey) -> str:
+    """Give an unsaved key a fresh secret (prefix and hash); returns the secret, which is not stored."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(30)
+    api_key.prefix, api_key.key_hash = secret[:VISIBLE_PREFIX_LENGTH], key_hash(secret)
+    return secret
+
+
+def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
+    api_key = ApiKey(tenant=tenant, name=name)
+    secret = api_key_fill(api_key)
+    api_key.save()
+    return IssuedKey(api_key=api_key, secret=secret)
+
+
+def api_keys_revoke(*, keys) -> int:
+    """Revoke keys (idempotent: an already revoked key keeps its first revocation time)."""
+    return ApiKey.objects.filter(id__in=[k.id for k in keys], revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@transaction.atomic
+def tenant_with_key(
+    *, name: str, budget_usd=None, budget_period: str | None = None, key_name: str = ""
+) -> tuple[Tenant, bool, IssuedKey]:
+    """Get or create a tenant by name (setting the budget if given), and issue it a new key."""
+    tenant = Tenant.objects.filter(name=name).first()
+    created = tenant is None
+    if created:
+        tenant = tenant_create(
+            name=name,
+            budget_usd=budget_usd if budget_usd is not None else Decimal("10"),
+            budget_period=budget_period or Tenant.Period.MONTH,
+        )
+    elif budget_usd is not None or budget_period:
+        if budget_usd is not None:
+            tenant.budget_usd = Decimal(str(budget_usd))
+        if budget_period:
+            tenant.budget_period = budget_period
+        tenant.full_clean()
+        tenant.save()
+        tenant_budget_changed(tenant=tenant)
+    return tenant, created, api_key_create(tenant=tenant, name=key_name)

@@ -1,0 +1,59 @@
+"""Process-level fixtures: a real Redis broker and a real Celery worker process, and a live server
+with a real listen backlog."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.servers.basehttp import ThreadedWSGIServer
+
+from routing.caches import reset_all
+
+# The live server (Django's ThreadedWSGIServer) listens with socketserver's backlog of 5: a burst of
+# 60 simultaneous connections overflows it and the kernel resets some. Production runs gunicorn
+# (backlog 2048); give the test server a real backlog too. Set at import, before any live server
+# of the session starts.
+ThreadedWSGIServer.request_queue_size = 256
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
+    from tests.processes.workers import start_redis, stop_process
+
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, broker_url, tmp_path_factory):
+    """One worker for the session, consuming a queue of its own, on the test database."""
+    from django.db import connection
+
+    from routerhub.celery import app
+    from tests.processes.workers import point_producer_at, restore_producer, start_worker
+
+    worker = start_worker(
+        broker_url=broker_url,
+        database_name=connection.settings_dict["NAME"],
+        log_path=tmp_path_factory.mktemp("worker") / "worker.log",
+    )
+    previous = point_producer_at(app, broker_url=broker_url, queue=worker.queue)
+    try:
+        yield worker
+    finally:
+        restore_producer(app, previous)
+        worker.stop()
+
+
+@pytest.fixture
+def worker(celery_worker_process, transactional_db):
+    """The worker, with committed rows it can see (``transactional_db``)."""
+    reset_all()
+    yield celery_worker_process
+    reset_all()
+    assert celery_worker_process.process.poll() is None, celery_worker_process.log()[-4000:]

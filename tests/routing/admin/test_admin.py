@@ -1,0 +1,104 @@
+"""The admin: tenants with their keys (shown once), revocation, read-only decisions and budgets."""
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from routing.models import ApiKey, BudgetPeriod, Decision, Tenant
+from tests.fixtures.api import ApiClient
+
+pytestmark = pytest.mark.django_db
+
+KEY = re.compile(r"rh_[A-Za-z0-9_-]{30,}")
+
+
+@pytest.fixture
+def admin_client_():
+    user = get_user_model().objects.create_superuser("root", password="pw-123456")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+def test_adding_a_tenant_shows_its_first_key_once(admin_client_, fitted):
+    response = admin_client_.post(
+        "/admin/routing/tenant/add/",
+        {
+            "name": "newco",
+            "budget_usd": "25",
+            "budget_period": "month",
+            "when_budget_spent": "reject",
+            "is_active": "on",
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m)]
+    assert len(shown) == 1
+    assert ApiClient(shown[0]).route().status_code == 200
+    page = admin_client_.get(f"/admin/routing/tenant/{Tenant.objects.get(name='newco').id}/change/")
+    assert shown[0] not in page.content.decode() and shown[0][:11] in page.content.decode()
+
+
+def test_issue_key_action_and_revoke_action(admin_client_, make_tenant, fitted):
+    tenant, old_key = make_tenant()
+    response = admin_client_.post(
+        "/admin/routing/tenant/",
+        {"action": "issue_api_key", "_selected_action": [tenant.id]},
+        follow=True,
+    )
+    new_key = next(KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m))
+    assert ApiClient(new_key).route().status_code == 200
+    old = ApiKey.objects.get(prefix=old_key[:11])
+    admin_client_.post("/admin/routing/apikey/", {"action": "revoke", "_selected_action": [old.id]}, follow=True)
+    assert ApiClient(old_key).route().status_code == 401
+    assert ApiClient(new_key).route().status_code == 200
+
+
+def test_adding_a_key_in_the_key_admin_shows_it_once(admin_client_, make_tenant, fitted):
+    tenant, _ = make_tenant()
+    response = admin_client_.post("/admin/routing/apikey/add/", {"tenant": tenant.id, "name": "ci"}, follow=True)
+    key = next(KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m))
+    assert ApiKey.objects.get(name="ci").key_hash != key
+    assert ApiClient(key).route().status_code == 200
+
+
+def test_changing_a_budget_in_the_admin_updates_the_open_period(admin_client_, make_tenant, fitted):
+    tenant, key = make_tenant(budget_usd="10")
+    ApiClient(key).route()
+    admin_client_.post(
+        f"/admin/routing/tenant/{tenant.id}/change/",
+        {
+            "name": tenant.name,
+            "budget_usd": "3",
+            "budget_period": "month",
+            "when_budget_spent": "reject",
+            "is_active": "on",
+            "api_keys-TOTAL_FORMS": "1",
+            "api_keys-INITIAL_FORMS": "1",
+            "api_keys-0-id": tenant.api_keys.get().id,
+            "api_keys-0-tenant": tenant.id,
+            "api_keys-0-name": "",
+        },
+    )
+    assert BudgetPeriod.objects.get(tenant=tenant).limit_usd == 3
+
+
+def test_decisions_and_budget_periods_are_read_only_in_the_admin(admin_client_, api, fitted):
+    api.route()
+    decision = Decision.objects.get()
+    assert admin_client_.get("/admin/routing/decision/").status_code == 200
+    assert admin_client_.get("/admin/routing/decision/", {"lambda_reason": "budget_pacing"}).status_code == 200
+    page = admin_client_.get(f"/admin/routing/decision/{decision.id}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert admin_client_.get("/admin/routing/decision/add/").status_code == 403
+    assert admin_client_.get("/admin/routing/budgetperiod/").status_code == 200
+    assert admin_client_.get("/admin/routing/tenant/").status_code == 200
