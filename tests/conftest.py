@@ -32,6 +32,14 @@ def fresh_hnsw_index(db):
 
 
 @pytest.fixture(autouse=True)
+def loopback_upstreams_allowed(settings):
+    """The fake OpenAI-compatible servers listen on loopback, which upstream calls may reach only when listed."""
+    from tests.processes.workers import TEST_UPSTREAM_HOSTS
+
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = list(TEST_UPSTREAM_HOSTS)
+
+
+@pytest.fixture(autouse=True)
 def fresh_caches(settings):
     """Per-process caches must not carry one test's router, periods or λ into the next."""
     settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
