@@ -1,4 +1,4 @@
-# Production image: web (gunicorn), worker and beat all run from it (see docker-compose.yml).
+# Production image: web (uvicorn, scripts/web.sh), worker and beat all run from it (see docker-compose.yml).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 WORKDIR /app
@@ -7,4 +7,4 @@ RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/wh
 COPY . .
 RUN python manage.py collectstatic --no-input -v 0
 EXPOSE 8000
-CMD ["gunicorn", "routerhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["scripts/web.sh", "--host", "0.0.0.0", "--port", "8000"]

@@ -33,7 +33,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "routerhub.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (the ASGI server)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -72,6 +72,16 @@ if os.environ.get("DATABASE_NAME"):
     # tests at pytest-django's test database (test_routerhub).
     DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
+if env_flag("ROUTERHUB_DB_POOL", default=False):
+    # The ASGI web processes (routerhub/asgi.py turns this on): Django runs each synchronous view in
+    # a new thread, and connections belong to threads, so without a pool every /api/ request would
+    # open a new database connection. Pooled connections go back after each request.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": int(os.environ.get("ROUTERHUB_DB_POOL_MAX_SIZE", "40")),
+        "timeout": 10,
+    }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("DATABASE_TEST_NAME", "test_routerhub")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -26,3 +26,7 @@ class UnknownStrategy(InvalidRouteRequest):
 
 class DecisionNotFound(LookupError):
     """No such decision for the caller (another tenant's decision looks the same as none)."""
+
+
+class UnknownModel(LookupError):
+    """A gateway request named a model the tenant cannot call (OpenAI answers 404 for both)."""

@@ -18,6 +18,7 @@ from routing.apis.serializers import (
     LlmRefSerializer,
     MessageSerializer,
     RejectUnknownFieldsMixin,
+    RouteOptionsSerializer,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -30,7 +31,6 @@ from routing.selectors.decisions import decision_get
 from routing.services.decisions import route_create
 from routing.services.feedback import Feedback, decision_feedback
 from routing.services.scoring import RouteRequest
-from routing.strategies import STRATEGIES
 
 
 class RouteCreateApi(ApiBase):
@@ -41,7 +41,7 @@ class RouteCreateApi(ApiBase):
         super().initial(request, *args, **kwargs)
 
     @extend_schema_serializer(component_name="Route")
-    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    class InputSerializer(RouteOptionsSerializer):
         prompt = StrictCharField(
             required=False, trim_whitespace=False, help_text="The prompt to route. Give this or `messages`."
         )
@@ -50,34 +50,6 @@ class RouteCreateApi(ApiBase):
             required=False,
             allow_empty=False,
             help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
-        )
-        models = serializers.ListField(
-            child=StrictCharField(max_length=100),
-            required=False,
-            allow_empty=False,
-            max_length=500,
-            help_text="Only consider these LLMs.",
-        )
-        locals()["lambda"] = StrictFloatField(
-            required=False,
-            min_value=0,
-            help_text="Cost weight λ ≥ 0 in argmin loss + λ·cost (USD). Omit to pace λ to the budget.",
-        )
-        quality_target = StrictFloatField(
-            required=False,
-            min_value=0,
-            max_value=1,
-            help_text="Choose the cheapest LLM whose predicted quality reaches this.",
-        )
-        max_cost_usd = StrictFloatField(
-            required=False,
-            min_value=0,
-            help_text="Never choose an LLM estimated to cost more than this for the prompt.",
-        )
-        strategy = serializers.ChoiceField(
-            choices=sorted(STRATEGIES),
-            required=False,
-            help_text="Route with the newest state fitted with this strategy (default: the active state).",
         )
 
         def validate_prompt(self, value):

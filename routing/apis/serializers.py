@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from routing.prompt_text import message_text
+from routing.strategies import STRATEGIES
 
 
 class StrictCharField(serializers.CharField):
@@ -110,6 +111,39 @@ def check_messages(messages: list[dict]) -> None:
     last_user = users[-1]
     if not message_text(last_user.get("content")).strip():
         raise serializers.ValidationError("The last user message is empty.")
+
+
+class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """How to route: the options of /api/v1/route, and of the gateway's ``routerhub`` object."""
+
+    models = serializers.ListField(
+        child=StrictCharField(max_length=100),
+        required=False,
+        allow_empty=False,
+        max_length=500,
+        help_text="Only consider these LLMs.",
+    )
+    locals()["lambda"] = StrictFloatField(
+        required=False,
+        min_value=0,
+        help_text="Cost weight λ ≥ 0 in argmin loss + λ·cost (USD). Omit to pace λ to the budget.",
+    )
+    quality_target = StrictFloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        help_text="Choose the cheapest LLM whose predicted quality reaches this.",
+    )
+    max_cost_usd = StrictFloatField(
+        required=False,
+        min_value=0,
+        help_text="Never choose an LLM estimated to cost more than this for the prompt.",
+    )
+    strategy = serializers.ChoiceField(
+        choices=sorted(STRATEGIES),
+        required=False,
+        help_text="Route with the newest state fitted with this strategy (default: the active state).",
+    )
 
 
 # --- output pieces --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Candidate:
 
     llm: RoutableLLM
     estimated_cost_usd: Decimal
+    predicted_quality: float | None = None
 
 
 @dataclass
@@ -98,7 +99,11 @@ def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> R
         if context["request"].source != Decision.Source.GATEWAY
         or decision.lambda_reason in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT)
         else [
-            Candidate(llm=router.llms[i], estimated_cost_usd=budgets.usd(scoring.costs[i]))
+            Candidate(
+                llm=router.llms[i],
+                estimated_cost_usd=budgets.usd(scoring.costs[i]),
+                predicted_quality=round(float(1.0 - scoring.losses[i]), 6),
+            )
             for i in scoring.ranked(scoring.max_cost, exclude=choice)
         ]
     )
