@@ -144,12 +144,36 @@ class FeedbackStateSerializer(serializers.Serializer):
     received_at = serializers.DateTimeField(source="feedback_at")
 
 
+class AttemptSerializer(serializers.Serializer):
+    llm = serializers.CharField()
+    outcome = serializers.CharField(help_text="ok, timeout, connection_error, http_<status>, client_error, skipped, …")
+    status = serializers.IntegerField(allow_null=True, required=False, help_text="The upstream's HTTP status.")
+    latency_ms = serializers.FloatField(required=False)
+    error = serializers.CharField(required=False, allow_null=True, help_text="Truncated; never holds credentials.")
+
+
+class GatewayCallSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(source="call_status", choices=Decision.CallStatus.choices)
+    attempts = AttemptSerializer(many=True, help_text="Each LLM tried, in order; the last one answered (if any).")
+    latency_ms = serializers.FloatField(allow_null=True, help_text="From the request's arrival to its last byte.")
+    ttft_ms = serializers.FloatField(
+        allow_null=True,
+        help_text="Streams: until the first chunk reached the client; otherwise until the LLM's answer began.",
+    )
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    cost_usd = serializers.FloatField(
+        source="actual_cost_usd", allow_null=True, help_text="The upstream's usage × the LLM's prices."
+    )
+
+
 class DecisionOutputSerializer(serializers.Serializer):
     decision_id = serializers.UUIDField(source="id")
     created_at = serializers.DateTimeField()
     tenant = serializers.CharField(source="tenant.name")
+    source = serializers.ChoiceField(choices=Decision.Source.choices)
     llm = LlmRefSerializer()
-    predicted_quality = serializers.FloatField()
+    predicted_quality = serializers.FloatField(allow_null=True, help_text="Null when the client named the LLM.")
     estimated_cost_usd = serializers.FloatField()
     input_tokens = serializers.IntegerField(
         source="prompt_tokens", help_text="Tokens of the prompt (estimated at routing time)."
@@ -164,12 +188,19 @@ class DecisionOutputSerializer(serializers.Serializer):
         help_text="What this decision counts in the budget now: its reservation (corrected by feedback) plus any overage."
     )
     feedback = serializers.SerializerMethodField(help_text="What the client reported after its call; null until then.")
+    call = serializers.SerializerMethodField(help_text="The gateway's call of the LLM (source gateway); else null.")
 
     def get_counted_usd(self, decision) -> float:
         return float(decision.reserved_usd + decision.overage_usd)
 
+    @extend_schema_field(GatewayCallSerializer(allow_null=True))
+    def get_call(self, decision):
+        return GatewayCallSerializer(decision).data if decision.source == Decision.Source.GATEWAY else None
+
     @extend_schema_field(FeedbackStateSerializer(allow_null=True))
     def get_feedback(self, decision):
+        if decision.source == Decision.Source.GATEWAY:
+            return None  # the gateway measured the call: what it recorded is under "call"
         return FeedbackStateSerializer(decision).data if decision.feedback_at else None
 
 

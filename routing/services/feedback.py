@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from registry.models import Outcome
 from registry.services import prompt_record
+from routing.exceptions import InvalidRouteRequest
 from routing.models import Decision
 from routing.prompt_text import embeddable
 from routing.selectors.embeddings import embed_cached
@@ -40,6 +41,18 @@ def decision_feedback(*, decision: Decision, feedback: Feedback) -> Decision:
     else its price × the reported tokens, else stays the estimate. A quality score is also stored
     as an Outcome (source "feedback") on the routed prompt, for later refits.
     """
+    if decision.source == Decision.Source.GATEWAY:
+        measured = [
+            name
+            for name in ("actual_cost_usd", "input_tokens", "output_tokens", "latency_ms")
+            if getattr(feedback, name) is not None
+        ]
+        if measured:
+            raise InvalidRouteRequest(
+                measured[0],
+                "The gateway called this LLM and measured its cost, tokens and latency itself; "
+                "only quality_score can be reported.",
+            )
     with transaction.atomic():
         decision = Decision.objects.select_for_update().select_related("llm", "tenant").get(id=decision.id)
         for name, value in feedback.__dict__.items():
