@@ -62,6 +62,7 @@ def llm_set_api_key(*, llm: LLM, api_key: str | None, save: bool = True) -> None
     """Store ``api_key`` encrypted (None or "" removes it)."""
     from routerhub.secrets import encrypt
 
+    api_key = (api_key or "").strip()
     llm.api_key_encrypted = encrypt(api_key) if api_key else ""
     if save:
         llm.save(update_fields=["api_key_encrypted", "updated_at"])

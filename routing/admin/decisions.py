@@ -11,6 +11,8 @@ class DecisionAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "tenant",
+        "source",
+        "call_status",
         "llm",
         "lambda_reason",
         "lambda_used",
@@ -20,7 +22,15 @@ class DecisionAdmin(ReadOnlyAdmin):
         "quality_score",
         "actual_cost_usd",
     )
-    list_filter = ("tenant", "llm", "lambda_reason", "strategy", ("feedback_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "tenant",
+        "source",
+        "call_status",
+        "llm",
+        "lambda_reason",
+        "strategy",
+        ("feedback_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("id", "routed_text")
     date_hierarchy = "created_at"
     list_select_related = ("tenant", "llm")
