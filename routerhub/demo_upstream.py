@@ -336,14 +336,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     args = parser.parse_args(argv)
+    import os
+
+    import django
     import uvicorn
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
+    django.setup()  # the data reader validates names with the registry's rules (no database is used)
     answer, models = echo_answer, []
     if args.data is not None:
-        from registry.data_format import read_models
+        from registry.data_format import find_file, read_models
 
         answer = demo_answers(args.data)
-        models = [m.name for m in read_models(next(args.data.glob("models.csv*")))]
+        models = [m.name for m in read_models(find_file(args.data, "models.csv"))]
     app = FakeUpstream(
         answer=answer,
         behaviour=Behaviour(latency_seconds=args.latency, chunk_delay_seconds=args.chunk_delay),

@@ -227,7 +227,8 @@ async def respond(prepared: Prepared):
                     continue
                 attempt.update(outcome="ok", status=status)
                 in_flight = False  # the relay meters from here on
-                return _streaming_response(prepared, llm.name, response, *opened, attempt_started)
+                return _streaming_response(prepared, llm.name, response, *opened)
+            answered_at = time.perf_counter()  # the LLM's answer began: status line and headers
             try:
                 raw = await response.aread()
             except httpx.TimeoutException:
@@ -244,7 +245,7 @@ async def respond(prepared: Prepared):
             attempt.update(
                 outcome="ok", status=status, latency_ms=round((time.perf_counter() - attempt_started) * 1e3, 3)
             )
-            return await _json_response(prepared, llm.name, raw, attempt_started)
+            return await _json_response(prepared, llm.name, raw, answered_at)
     except asyncio.CancelledError:
         # The client left while an upstream was working on it: the prompt was sent, so it is paid for.
         _finish_in_background(prepared, _record(prepared, status=Status.CANCELLED, billed=in_flight))
@@ -305,8 +306,8 @@ async def _first_chunk(response: httpx.Response, failed):
     return first, iterator
 
 
-async def _json_response(prepared: Prepared, name: str, raw: bytes, attempt_started: float) -> HttpResponse:
-    ttft = (attempt_started - prepared.started) * 1e3
+async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at: float) -> HttpResponse:
+    ttft = (answered_at - prepared.started) * 1e3
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -328,7 +329,7 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, attempt_star
     return response
 
 
-def _streaming_response(prepared: Prepared, name: str, upstream: httpx.Response, first: bytes, rest, attempt_started):
+def _streaming_response(prepared: Prepared, name: str, upstream: httpx.Response, first: bytes, rest):
     response = StreamingHttpResponse(
         _relay(prepared, name, upstream, first, rest), content_type="text/event-stream; charset=utf-8"
     )

@@ -200,3 +200,38 @@ def _bounded(body: dict) -> dict:
     limit = settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
     text = json.dumps(body, ensure_ascii=False)
     return body if len(text) <= limit else {"truncated": text[:limit]}
+
+
+def demo_llms_at(*, dataset: str, api_base: str, previous: str | None = None) -> int:
+    """Point the LLMs with outcomes in ``dataset`` at a demo upstream (``make run``), each under its own
+    name: those without an api_base, or still at the ``previous`` demo upstream. An LLM given an
+    endpoint of its own keeps it. Returns how many were changed."""
+    from django.db.models import Exists, OuterRef, Q
+    from django.utils import timezone
+
+    from registry.models import LLM, Outcome
+
+    in_dataset = Outcome.objects.filter(llm=OuterRef("pk"), prompt__prompt_set__name=dataset)
+    ours = Q(api_base="") | Q(api_base=api_base) | (Q(api_base=previous) if previous else Q(pk__in=[]))
+    changed = 0
+    for llm in LLM.objects.filter(Exists(in_dataset)).filter(ours):
+        if llm.api_base != api_base or llm.api_model != llm.name:
+            llm.api_base, llm.api_model, llm.updated_at = api_base, llm.name, timezone.now()
+            llm.save(update_fields=["api_base", "api_model", "updated_at"])
+            changed += 1
+    return changed
+
+
+DEMO_PRESETS = {
+    "cheap": {"lambda_value": 3000.0, "description": "λ = 3000: cost first"},
+    "balanced": {"lambda_value": 300.0, "description": "λ = 300: a point of predicted quality is worth 0.003 USD"},
+    "best": {"lambda_value": 0.0, "description": "λ = 0: the best predicted quality, whatever it costs"},
+}
+
+
+def demo_presets(*, tenant: Tenant) -> None:
+    """Presets cheap, balanced and best for the demo tenant (created once; edits in the admin are kept)."""
+    from routing.models import Preset
+
+    for name, fields in DEMO_PRESETS.items():
+        Preset.objects.get_or_create(tenant=tenant, name=name, defaults=fields)
