@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument(
+        "--answer-words", type=int, default=None, help="answer every prompt with this many words (load tests)"
+    )
     args = parser.parse_args(argv)
     import os
 
@@ -349,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
 
         answer = demo_answers(args.data)
         models = [m.name for m in read_models(find_file(args.data, "models.csv"))]
+    if args.answer_words is not None:
+        fixed = " ".join(f"word{i}" for i in range(args.answer_words))
+        answer = lambda model, text: fixed  # noqa: E731
     app = FakeUpstream(
         answer=answer,
         behaviour=Behaviour(latency_seconds=args.latency, chunk_delay_seconds=args.chunk_delay),
