@@ -62,6 +62,7 @@ class Prepared:
     upstreams: list[Upstream]
     started: float  # perf_counter() when the request arrived
     attempts: list[dict] = field(default_factory=list)
+    finishing: bool = False  # a finish was handed to the pool: it runs, whatever happens to the request
 
     def ms(self) -> float:
         return (time.perf_counter() - self.started) * 1e3
@@ -134,24 +135,28 @@ def _release_if_prepared(task: asyncio.Future) -> None:
     )
 
 
-def _finish_in_background(prepared: Prepared, record: CallRecord) -> None:
-    in_background(
+def _submit_finish(prepared: Prepared, record: CallRecord):
+    """Hand the call's finish to the pool, once: the first record of a call is the one kept."""
+    if prepared.finishing:
+        return None
+    prepared.finishing = True
+    return in_background(
         gateway_finish,
         decision_id=prepared.plan.decision_id,
         record=record,
         input_tokens=prepared.plan.input_tokens,
         log_text=prepared.plan.log_text,
     )
+
+
+def _finish_in_background(prepared: Prepared, record: CallRecord) -> None:
+    _submit_finish(prepared, record)
 
 
 async def _finish(prepared: Prepared, record: CallRecord):
-    return await in_thread(
-        gateway_finish,
-        decision_id=prepared.plan.decision_id,
-        record=record,
-        input_tokens=prepared.plan.input_tokens,
-        log_text=prepared.plan.log_text,
-    )
+    """The finish, awaited — shielded, so a client leaving meanwhile cannot stop it half-way."""
+    future = _submit_finish(prepared, record)
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 def _record(prepared: Prepared, **fields) -> CallRecord:

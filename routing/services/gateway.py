@@ -15,7 +15,8 @@ reservation) whose spend routerhub measures itself:
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
 budget ran out, of (actual cost − reservation) — with ``max_tokens`` set, only what the provider
-counts in the prompt beyond routerhub's own count (README, *Gateway*).
+counts in the prompt beyond routerhub's own count (README, *Gateway*). A call whose process died
+before it finished keeps its reservation (its estimated cost) as what it counts.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def gateway_fall_back(*, decision_id: UUID, candidate: Candidate) -> bool:
     """Move the decision and its reservation to ``candidate``; False when its estimate no longer fits."""
     with transaction.atomic():
         decision = Decision.objects.select_for_update().get(id=decision_id)
+        if decision.call_status != Decision.CallStatus.PENDING:
+            return False  # already finished (the client left): nothing moves any more
         if not budgets.move_reservation(decision=decision, amount=candidate.estimated_cost_usd):
             return False
         decision.llm_id = candidate.llm.id
@@ -153,7 +156,8 @@ class MeteredCall:
 
 
 def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, log_text: bool) -> MeteredCall:
-    """Replace the decision's reservation by what the call cost, and record the call."""
+    """Replace the decision's reservation by what the call cost, and record the call. Only once: a
+    decision already finished is left as it is (what was recorded first stands)."""
     metered = record.billed
     used_in, used_out = usage_tokens(record.usage) if metered else (None, None)
     if metered:
@@ -162,6 +166,8 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
             used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
     with transaction.atomic():
         decision = Decision.objects.select_for_update().select_related("llm").get(id=decision_id)
+        if decision.call_status != Decision.CallStatus.PENDING:
+            return MeteredCall(decision.actual_cost_usd or Decimal(0), decision.input_tokens, decision.output_tokens)
         cost = Decimal(0)
         if metered:
             price = decision.llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
