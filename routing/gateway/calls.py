@@ -35,6 +35,7 @@ from routing.services.gateway import CallRecord, GatewayPlan, gateway_fall_back,
 from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.credentials import CredentialError, upstream_api_key
 from routing.upstream.http import (
+    REDACTED,
     Timeouts,
     async_client,
     auth_headers,
@@ -63,6 +64,13 @@ class Prepared:
     started: float  # perf_counter() when the request arrived
     attempts: list[dict] = field(default_factory=list)
     finishing: bool = False  # a finish was handed to the pool: it runs, whatever happens to the request
+    secret: str | None = None  # the key sent to the current upstream: never passed on, stored or shown
+
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` without the upstream's key (an endpoint that echoes it must not hand it to the client)."""
+        if self.secret and self.secret.encode() in data:
+            return data.replace(self.secret.encode(), REDACTED.encode())
+        return data
 
     def ms(self) -> float:
         return (time.perf_counter() - self.started) * 1e3
@@ -161,6 +169,7 @@ async def _finish(prepared: Prepared, record: CallRecord):
 
 def _record(prepared: Prepared, **fields) -> CallRecord:
     return CallRecord(
+        secrets=(prepared.secret,) if prepared.secret else (),
         attempts=prepared.attempts,
         latency_ms=prepared.ms(),
         request_body=prepared.chat.upstream_body if prepared.plan.log_text else None,
@@ -193,6 +202,7 @@ async def respond(prepared: Prepared):
             if upstream.problem:
                 failed("credentials", upstream.problem)
                 continue
+            prepared.secret = upstream.api_key
             body = {**prepared.chat.upstream_body, "model": llm.api_model or llm.name}
             request = client.build_request(
                 "POST", upstream.url, json=body, headers=auth_headers(upstream.api_key), timeout=timeouts
@@ -224,7 +234,7 @@ async def respond(prepared: Prepared):
                     continue
                 failed("client_error", redact(raw.decode("utf-8", "replace"), upstream.api_key), status)
                 await _finish(prepared, _record(prepared, status=Status.CLIENT_ERROR, billed=False))
-                return _passed_through(response, raw, prepared.headers(llm.name))
+                return _passed_through(response, prepared.scrub(raw), prepared.headers(llm.name))
             if prepared.chat.stream:
                 opened = await _first_chunk(response, failed)
                 if opened is None:
@@ -313,6 +323,7 @@ async def _first_chunk(response: httpx.Response, failed):
 
 async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at: float) -> HttpResponse:
     ttft = (answered_at - prepared.started) * 1e3
+    raw = prepared.scrub(raw)
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -357,10 +368,10 @@ async def _relay(prepared: Prepared, name: str, upstream: httpx.Response, first:
         out = relay.feed(first)
         ttft = prepared.ms()
         async for data in _chain(out, rest, relay):
-            yield data
+            yield prepared.scrub(data)
         tail = relay.flush()
         if tail and tail != DONE:
-            yield tail
+            yield prepared.scrub(tail)
         if relay.upstream_error is not None:
             status = Status.INTERRUPTED
             ending = DONE

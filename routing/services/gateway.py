@@ -36,6 +36,7 @@ from routing.selectors.gateway import ModelTarget
 from routing.services import budgets
 from routing.services.decisions import Candidate, direct_create, route_create
 from routing.services.scoring import RouteRequest
+from routing.upstream.http import redact
 from routing.upstream.streams import usage_tokens
 
 
@@ -146,6 +147,7 @@ class CallRecord:
     usage: dict | None = None  # the upstream's, when it sent one
     answer_text: str = ""  # what the client received (counted when usage is missing)
     request_body: dict | None = None  # kept only when the tenant logs text
+    secrets: tuple[str, ...] = ()  # the upstream's key: removed from any text that is kept
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,9 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
             GatewayExchange.objects.create(
                 decision=decision,
                 request=_bounded(record.request_body),
-                response_text=record.answer_text[: settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS],
+                response_text=redact(
+                    record.answer_text, *record.secrets, limit=settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
+                ),
             )
     return MeteredCall(cost_usd=cost, input_tokens=used_in, output_tokens=used_out)
 

@@ -578,6 +578,22 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
     assert "sk-upstream-secret-123" not in json.dumps(failed.attempts) and "[redacted]" in failed.attempts[0]["error"]
     assert "sk-upstream-secret-123" not in decision_json(gateway, key, str(failed.id)).__repr__()
     assert "sk-upstream-secret-123" not in LLM.objects.filter(name=CHEAP).values_list("api_key_encrypted", flat=True)[0]
+    # an endpoint that echoes the key hands it neither to the client nor to the text log
+    Tenant.objects.filter(id=tenant_and_key[0].id).update(log_gateway_text=True)
+    upstream.set_behaviour(CHEAP, status=None, error_body=None)
+    upstream.answer = lambda model, text: "your key is sk-upstream-secret-123"
+    answer = openai_client.chat.completions.create(model=CHEAP, messages=QUESTION).choices[0].message.content
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in openai_client.chat.completions.create(model=CHEAP, messages=QUESTION, stream=True)
+        if c.choices
+    )
+    assert answer == streamed == "your key is [redacted]"
+    assert [e.response_text for e in GatewayExchange.objects.all()] == ["your key is [redacted]"] * 2
+    upstream.set_behaviour(CHEAP, status=400, error_body=echoed)
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    assert "sk-upstream-secret-123" not in str(refused.value.body) and "[redacted]" in str(refused.value.body)
     monkeypatch.setenv("ROUTERHUB_LLM_KEY_FLASH", "sk-from-the-environment")
     LLM.objects.filter(name=CHEAP).update(api_key_encrypted="", api_key_env="ROUTERHUB_LLM_KEY_FLASH")
     upstream.set_behaviour(CHEAP, status=None, error_body=None)
