@@ -111,3 +111,12 @@ def test_admin_form_keeps_the_key_write_only(admin_client):
     assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-form-1"  # an empty field keeps the key
     admin_client.post(f"/admin/registry/llm/{llm.id}/change/", {**unchanged, "remove_api_key": "on"})
     assert LLM.objects.get(id=llm.id).api_key_encrypted == ""
+
+
+def test_a_malformed_encryption_key_or_a_zero_limit_fails_the_system_checks(settings):
+    from django.core.checks import run_checks
+
+    assert not {e.id for e in run_checks()} & {"routing.E023", "routing.E024"}
+    settings.ROUTERHUB_ENCRYPTION_KEYS = ["not-a-fernet-key"]
+    settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS = 0
+    assert {"routing.E023", "routing.E024"} <= {e.id for e in run_checks()}
