@@ -280,7 +280,7 @@ async def _read_error_body(response: httpx.Response, limit: int = 65536) -> byte
     """At most ``limit`` bytes of an error answer (an upstream cannot make the gateway hold a huge body)."""
     chunks, size = [], 0
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             chunks.append(chunk)
             size += len(chunk)
             if size >= limit:
@@ -303,7 +303,7 @@ def _passed_through(response: httpx.Response, raw: bytes, headers: dict) -> Http
 
 async def _first_chunk(response: httpx.Response, failed):
     """(first bytes, the rest of the stream), or None after recording why the stream never started."""
-    iterator = response.aiter_raw()
+    iterator = response.aiter_bytes()
     try:
         first = await anext(iterator)
     except StopAsyncIteration:
