@@ -9,6 +9,7 @@ Django's HTML pages.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from django.conf import settings
@@ -21,6 +22,8 @@ from routing.gateway.errors import GatewayError, invalid
 from routing.gateway.threads import in_thread
 from routing.selectors.gateway import models_for
 from routing.selectors.tenancy import api_key_authenticate
+
+logger = logging.getLogger(__name__)
 
 
 def _bearer(request) -> str | None:
@@ -60,6 +63,13 @@ def _parse(raw: bytes):
         raise invalid(f"The body is not valid JSON: {exc}.", None, "invalid_json") from None
 
 
+def _internal_error() -> JsonResponse:
+    logger.exception("gateway request failed")
+    return GatewayError(
+        500, "The gateway failed on this request.", type="server_error", code="internal_error"
+    ).response()
+
+
 @csrf_exempt
 async def chat_completions(request):
     started = time.perf_counter()
@@ -70,7 +80,12 @@ async def chat_completions(request):
         prepared = await calls.prepare_async(secret=_bearer(request), body=body, started=started)
     except GatewayError as error:
         return error.response()
-    return await calls.respond(prepared)
+    except Exception:  # a bug or the database failing: still an answer in OpenAI's shape
+        return _internal_error()
+    try:
+        return await calls.respond(prepared)
+    except Exception:
+        return _internal_error()
 
 
 def _models(secret: str | None) -> list[tuple[str, str]]:
@@ -90,6 +105,8 @@ async def models(request):
         listed = await in_thread(_models, _bearer(request))
     except GatewayError as error:
         return error.response()
+    except Exception:
+        return _internal_error()
     created = 1700000000  # OpenAI's field; routerhub does not track when an LLM was published
     return JsonResponse(
         {

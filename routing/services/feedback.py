@@ -54,7 +54,9 @@ def decision_feedback(*, decision: Decision, feedback: Feedback) -> Decision:
                 "only quality_score can be reported.",
             )
     with transaction.atomic():
-        decision = Decision.objects.select_for_update().select_related("llm", "tenant").get(id=decision.id)
+        # Only the decision's row: locking its LLM and tenant rows too would deadlock with a route request
+        # that holds the budget row and inserts a decision referring to them.
+        decision = Decision.objects.select_for_update(of=("self",)).select_related("llm", "tenant").get(id=decision.id)
         for name, value in feedback.__dict__.items():
             if value is not None:
                 setattr(decision, name, value)

@@ -167,7 +167,9 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
         if used_out is None:
             used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
     with transaction.atomic():
-        decision = Decision.objects.select_for_update().select_related("llm").get(id=decision_id)
+        # of=("self",): lock the decision only. Locking its LLM row too would block every new decision's
+        # foreign-key check on that LLM while this waits for the budget row — a deadlock with a reservation.
+        decision = Decision.objects.select_for_update(of=("self",)).select_related("llm").get(id=decision_id)
         if decision.call_status != Decision.CallStatus.PENDING:
             return MeteredCall(decision.actual_cost_usd or Decimal(0), decision.input_tokens, decision.output_tokens)
         cost = Decimal(0)

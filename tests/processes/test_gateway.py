@@ -599,3 +599,28 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
     upstream.set_behaviour(CHEAP, status=None, error_body=None)
     openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert upstream.calls[-1].headers["authorization"] == "Bearer sk-from-the-environment"
+
+
+def test_many_concurrent_calls_all_answer(gateway, gateway_llms, upstream, tenant_and_key):
+    """Reservations (budget row, then a new decision) and finishes (a decision, then the budget row) run
+    side by side without deadlocking: every call answers."""
+    tenant, key = tenant_and_key
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=60)) as client:
+
+            async def one(i):
+                response = await client.post(
+                    gateway.url + "/v1/chat/completions",
+                    json={"model": CHEAP, "messages": [{"role": "user", "content": f"q{i}"}]},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                return response.status_code
+
+            return await asyncio.gather(*(one(i) for i in range(150)))
+
+    assert asyncio.run(main()) == [200] * 150
+    assert Decision.objects.filter(tenant=tenant, call_status="ok").count() == 150
+    assert (
+        BudgetPeriod.objects.get(tenant=tenant).spent_usd == Decision.objects.aggregate(s=Sum("actual_cost_usd"))["s"]
+    )
