@@ -27,7 +27,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from registry.tokens import count_tokens
 from routing.exceptions import InvalidRouteRequest
@@ -167,6 +167,7 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
         if used_out is None:
             used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
     with transaction.atomic():
+        _commit_without_waiting_for_disk()
         # of=("self",): lock the decision only. Locking its LLM row too would block every new decision's
         # foreign-key check on that LLM while this waits for the budget row — a deadlock with a reservation.
         decision = Decision.objects.select_for_update(of=("self",)).select_related("llm").get(id=decision_id)
@@ -205,6 +206,17 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
                 ),
             )
     return MeteredCall(cost_usd=cost, input_tokens=used_in, output_tokens=used_out)
+
+
+def _commit_without_waiting_for_disk() -> None:
+    """This transaction's commit does not wait for its WAL record to reach the disk (one fsync less per
+    call: a median commit took 7.8 ms against 0.19 ms without the wait, 200 commits each on the embedded
+    server of a busy 2-core development machine).
+    Safe for the metering record only: if the database crashes in the fraction of a second before the
+    write-ahead log is flushed, the record is lost and the decision keeps its reservation — the estimate,
+    an upper bound when max_tokens is set — as what it counts. Reservations stay synchronous."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def _bounded(body: dict) -> dict:
