@@ -42,6 +42,11 @@ class RouteRequest:
     preset_llm_ids: frozenset[int] | None = None
     source: str = Decision.Source.ROUTE
 
+    @property
+    def needs_api(self) -> bool:
+        """The gateway calls the LLM itself: only LLMs with an ``api_base`` are candidates."""
+        return self.source == Decision.Source.GATEWAY
+
 
 @dataclass(frozen=True)
 class DirectCall:
@@ -118,7 +123,13 @@ def score(
     router: LoadedRouter, *, tenant: Tenant, request: RouteRequest, embedding: np.ndarray, status: BudgetStatus
 ) -> Scoring:
     costs = router.expected_costs(input_tokens=request.input_tokens, output_tokens=request.output_tokens)
-    allowed = allowed_mask(router, tenant=tenant, models=request.models, preset_llm_ids=request.preset_llm_ids)
+    allowed = allowed_mask(
+        router,
+        tenant=tenant,
+        models=request.models,
+        preset_llm_ids=request.preset_llm_ids,
+        needs_api=request.needs_api,
+    )
     max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
     if max_cost is not None and not (costs[allowed] <= max_cost).any():
         raise InvalidRouteRequest(
@@ -197,19 +208,28 @@ def ranked_alternatives(
 
 
 def allowed_mask(
-    router: LoadedRouter, *, tenant: Tenant, models: list[str] | None, preset_llm_ids: frozenset[int] | None = None
+    router: LoadedRouter,
+    *,
+    tenant: Tenant,
+    models: list[str] | None,
+    preset_llm_ids: frozenset[int] | None = None,
+    needs_api: bool = False,
 ) -> np.ndarray:
     allowed_ids = tenant_allowed_llm_ids(tenant=tenant)
     mask = np.array([not allowed_ids or llm.id in allowed_ids for llm in router.llms], dtype=bool)
     if preset_llm_ids:
         mask &= np.array([llm.id in preset_llm_ids for llm in router.llms], dtype=bool)
+    if needs_api:
+        mask &= np.array([bool(llm.api_base) for llm in router.llms], dtype=bool)
     if models:
         _check_model_names(router, tenant=tenant, models=models, tenant_mask=mask)
         wanted = set(models)
         mask &= np.array([llm.name in wanted for llm in router.llms], dtype=bool)
     if not mask.any():
         raise InvalidRouteRequest(
-            "models", f"Tenant {tenant.name!r} is not allowed any LLM the active router can route to."
+            "models",
+            f"Tenant {tenant.name!r} is not allowed any LLM the active router can route to"
+            + (" and call (an LLM with an api_base)." if needs_api else "."),
         )
     return mask
 

@@ -12,9 +12,11 @@ import httpx
 import openai
 import pytest
 from django.db.models import Sum
+from django.utils import timezone
 
 from registry.models import LLM
 from routerhub.demo_upstream import openai_prompt_tokens
+from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, GatewayExchange, Preset, Tenant
 from tests.fixtures.api import ROUTE, ApiClient
 
@@ -624,3 +626,19 @@ def test_many_concurrent_calls_all_answer(gateway, gateway_llms, upstream, tenan
     assert (
         BudgetPeriod.objects.get(tenant=tenant).spent_usd == Decision.objects.aggregate(s=Sum("actual_cost_usd"))["s"]
     )
+
+
+def test_routing_only_chooses_llms_the_gateway_can_call(gateway, gateway_llms, upstream, openai_client, tenant_and_key):
+    _, key = tenant_and_key
+    first, second = ranking(key, **{"lambda": 0})[:2]
+    # known from imported outcomes only: no API (updated_at moves, as with any edit: routers reload
+    # within a second; reset_all() makes it now)
+    LLM.objects.filter(name=first).update(api_base="", updated_at=timezone.now())
+    reset_all()
+    completion = openai_client.chat.completions.create(
+        model="routerhub-auto", messages=QUESTION, extra_body={"routerhub": {"lambda": 0}}
+    )
+    assert completion.model == second and [c.model for c in upstream.calls] == [second]
+    assert first not in [a["name"] for a in Decision.objects.get().alternatives]
+    with pytest.raises(openai.NotFoundError):
+        openai_client.chat.completions.create(model=first, messages=QUESTION)
