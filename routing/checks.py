@@ -1,4 +1,4 @@
-"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E022)."""
+"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E023)."""
 
 from django.conf import settings
 from django.core.checks import Error, register
@@ -39,9 +39,25 @@ def route_api_limits_are_positive(app_configs, **kwargs):
         "ROUTERHUB_PACING_REFERENCE_PROMPTS",
         "ROUTERHUB_RESERVATION_ATTEMPTS",
         "ROUTERHUB_EXPECTED_OUTPUT_TOKENS",
+        "ROUTERHUB_MAX_MESSAGES",
+        "ROUTERHUB_MAX_REQUEST_BYTES",
+        "ROUTERHUB_MAX_JSON_DEPTH",
     )
     return [
         Error(f"{name}={getattr(settings, name)!r} must be a positive number.", id="routing.E022")
         for name in names
         if not isinstance(getattr(settings, name), (int, float)) or getattr(settings, name) <= 0
     ]
+
+
+@register()
+def rate_limits_parse(app_configs, **kwargs):
+    from routing.apis.throttling import parse_rate
+
+    problems = []
+    for name in ("ROUTERHUB_THROTTLE_API_KEY", "ROUTERHUB_THROTTLE_FAILED_AUTH"):
+        try:
+            parse_rate(getattr(settings, name))
+        except ValueError as exc:
+            problems.append(Error(f"{name}: {exc}", hint='e.g. "6000/min", or empty for no limit.', id="routing.E023"))
+    return problems

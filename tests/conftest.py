@@ -33,9 +33,13 @@ def fresh_hnsw_index(db):
 
 @pytest.fixture(autouse=True)
 def fresh_caches(settings):
-    """Per-process caches must not carry one test's router, periods or λ into the next."""
+    """Per-process caches must not carry one test's router, periods, λ or rate counts into the next."""
+    from django.core.cache import cache
+
     settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
 
     reset_all()
+    cache.clear()  # rate-limit counters (routing/apis/throttling.py) live in Django's cache
     yield
     reset_all()
+    cache.clear()

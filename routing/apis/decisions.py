@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, extend_sch
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from registry.models import LLM_NAME_MAX_LENGTH
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, IsTenant, errors
 from routing.apis.serializers import (
@@ -52,7 +53,7 @@ class RouteCreateApi(ApiBase):
             help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
         )
         models = serializers.ListField(
-            child=StrictCharField(max_length=100),
+            child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
             required=False,
             allow_empty=False,
             max_length=500,
@@ -79,6 +80,11 @@ class RouteCreateApi(ApiBase):
             required=False,
             help_text="Route with the newest state fitted with this strategy (default: the active state).",
         )
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Counted before each message is validated: a body of 30,000 tiny messages is refused at once.
+            self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES
 
         def validate_prompt(self, value):
             if not value.strip():
@@ -202,6 +208,7 @@ class DecisionOutputSerializer(serializers.Serializer):
 
 
 class DecisionDetailApi(ApiBase):
+    staff_permissions = {"GET": ("routing.view_decision",)}
     OutputSerializer = DecisionOutputSerializer
 
     @extend_schema(
@@ -215,6 +222,8 @@ class DecisionDetailApi(ApiBase):
 
 
 class DecisionFeedbackApi(ApiBase):
+    staff_permissions = {"POST": ("routing.change_decision",)}
+
     @extend_schema_serializer(component_name="Feedback")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         actual_cost_usd = StrictFloatField(

@@ -36,6 +36,8 @@ class UsageLlmRowSerializer(UsageRowSerializer):
 
 
 class UsageSummaryApi(ApiBase):
+    staff_permissions = {"GET": ("routing.view_decision",)}
+
     class FilterSerializer(serializers.Serializer):
         since = serializers.DateField(
             required=False, help_text="First UTC day (default: the start of the current budget period)."

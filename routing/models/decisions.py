@@ -24,7 +24,8 @@ class DecisionLambdaReason(models.TextChoices):
 class Decision(models.Model):
     LambdaReason = DecisionLambdaReason
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="decisions")
+    # PROTECT: decisions are the tenant's billing history; a tenant that has routed is deactivated, not deleted.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="decisions")
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="decisions")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     routed_text = models.TextField(help_text="The text routed on (last user turn plus bounded context).")

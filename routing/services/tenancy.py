@@ -63,6 +63,16 @@ def tenant_budget_changed(*, tenant: Tenant) -> None:
     )
 
 
+def tenants_deactivate(*, tenants) -> int:
+    """Stop tenants from routing (their keys are refused) while keeping their decisions and spend.
+
+    Tenants that have routed cannot be deleted (``Decision.tenant`` is PROTECT): this is how they end.
+    """
+    return Tenant.objects.filter(id__in=[t.id for t in tenants], is_active=True).update(
+        is_active=False, updated_at=timezone.now()
+    )
+
+
 def api_key_fill(api_key: ApiKey) -> str:
     """Give an unsaved key a fresh secret (prefix and hash); returns the secret, which is not stored."""
     secret = KEY_PREFIX + secrets.token_urlsafe(30)
@@ -75,6 +85,17 @@ def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
     secret = api_key_fill(api_key)
     api_key.save()
     return IssuedKey(api_key=api_key, secret=secret)
+
+
+@transaction.atomic
+def api_key_rotate(*, tenant: Tenant, name: str) -> tuple[IssuedKey, int]:
+    """Revoke the tenant's live keys labelled ``name`` and issue a new one under that label.
+
+    For keys a command hands out again on every run (``setup_demo``): each run leaves exactly one
+    live key with that label. Returns the new key and how many were revoked.
+    """
+    revoked = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    return api_key_create(tenant=tenant, name=name), revoked
 
 
 def api_keys_revoke(*, keys) -> int:
