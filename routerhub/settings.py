@@ -150,7 +150,6 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": int(os.environ.get("ROUTERHUB_NUM_PROXIES", "0")),
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     # Domain exceptions → JSON errors, in one place (routing/apis/errors.py).
     "EXCEPTION_HANDLER": "routing.apis.errors.exception_handler",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import permissions
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from routing.apis.authentication import ApiKeyAuthentication, tenant_of
@@ -68,7 +70,20 @@ class IsTenantOrStaff(HasStaffPermissions):
         return tenant_of(request) is not None or super().has_permission(request, view)
 
 
-class ApiBase(APIView):
+class JsonNegotiation(DefaultContentNegotiation):
+    """JSON whatever the Accept header asks for: the API has one format, and a client that sends
+    ``Accept: text/html`` still gets its answer (or its error) rather than a 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class JsonApiView(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonNegotiation
+
+
+class ApiBase(JsonApiView):
     # Tenants use their API key; staff (admin users) their session. No HTTP Basic: it would let anyone
     # make the web workers hash passwords (PBKDF2) on demand.
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
@@ -76,7 +91,7 @@ class ApiBase(APIView):
     staff_permissions: dict[str, tuple[str, ...]] = {}
 
 
-class StaffApi(APIView):
+class StaffApi(JsonApiView):
     # A tenant's API key is recognised (and refused with 403) rather than answered with a login prompt.
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [HasStaffPermissions]

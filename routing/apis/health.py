@@ -9,12 +9,12 @@ from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from routing.apis.base import JsonApiView
 from routing.selectors.routers import active_router
 
 
-class HealthApi(APIView):
+class HealthApi(JsonApiView):
     # The admin's session tells staff apart; anyone else (API keys included) gets the status only.
     authentication_classes = [SessionAuthentication]
     permission_classes = [permissions.AllowAny]

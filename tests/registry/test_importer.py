@@ -187,12 +187,13 @@ def test_names_with_slashes_at_signs_and_colons_are_imported(slice_dir):
 )
 def test_a_name_breaking_the_rule_is_reported_with_file_and_line(slice_dir, bad_name, shown):
     models = (slice_dir / "models.csv").read_text().splitlines()
-    models[3] = models[3].replace("Meta-Llama-3_1-70B-Instruct", bad_name)
+    assert models[4].startswith("Meta-Llama-3_1-70B-Instruct,")
+    models[4] = models[4].replace("Meta-Llama-3_1-70B-Instruct", bad_name)
     (slice_dir / "models.csv").write_text("\n".join(models) + "\n")
     with pytest.raises(DataFormatError) as error:
         run_import(slice_dir)
     message = str(error.value)
-    assert message.startswith(f"{slice_dir / 'models.csv'}:4: model name {shown}"), message
+    assert message.startswith(f"{slice_dir / 'models.csv'}:5: model name {shown}"), message
     assert "no control characters" in message
 
 

@@ -91,7 +91,7 @@ def test_development_defaults_apply_without_django_debug():
         env={},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "False ['localhost', '127.0.0.1', '[::1]'] False"
+    assert result.stdout.strip().splitlines()[-1] == "False ['localhost', '127.0.0.1', '[::1]'] False"
 
 
 def test_check_deploy_passes_with_the_environment_docker_compose_documents():
@@ -113,7 +113,9 @@ def test_https_settings_come_from_the_environment():
         "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT)"
     )
     result = manage("shell", "-c", code, env=env)
-    assert result.stdout.strip() == "600 ('HTTP_X_FORWARDED_PROTO', 'https') True True True", result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "600 ('HTTP_X_FORWARDED_PROTO', 'https') True True True", (
+        result.stderr[-2000:]
+    )
 
 
 # -- the deployment files ---------------------------------------------------------------------------

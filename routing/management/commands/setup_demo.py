@@ -106,7 +106,9 @@ class Command(BaseCommand):
             try:
                 write_private(password_file, password + "\n")
             except OSError as exc:
-                self.stderr.write(f"Could not keep the generated admin password in {password_file} ({exc}); note it now.")
+                self.stderr.write(
+                    f"Could not keep the generated admin password in {password_file} ({exc}); note it now."
+                )
         user, _ = get_user_model().objects.get_or_create(
             username=username, defaults={"is_staff": True, "is_superuser": True}
         )

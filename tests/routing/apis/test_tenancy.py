@@ -109,11 +109,13 @@ def test_registering_and_updating_llms_is_staff_only(
 
     with django_capture_on_commit_callbacks(execute=True):
         created = staff.post("/api/v1/llms", new)
-    assert created.status_code == 201, created.content
+    # The test's transaction defers the commit, so the task is not with the broker when the answer is
+    # written: 202 with the job pending (201 with a live broker: tests/processes/test_broker_down.py).
+    assert created.status_code == 202 and created.json()["profiling_job_status"] == "pending", created.content
     job = Job.objects.get(id=created.json()["profiling_job"])
     assert (job.kind, job.llm.name, sent) == (Job.Kind.PROFILE_LLM, "tiny-1b", [job.id])
     assert staff.post("/api/v1/llms", new).json()["error"]["fields"]["name"]  # already exists
-    bad = staff.post("/api/v1/llms", {**new, "name": "bad name!", "usd_per_mtok_in": -1}).json()["error"]["fields"]
+    bad = staff.post("/api/v1/llms", {**new, "name": "bad\tname", "usd_per_mtok_in": -1}).json()["error"]["fields"]
     assert {"name", "usd_per_mtok_in"} <= set(bad)
 
     updated = staff.patch("/api/v1/llms/tiny-1b", {"usd_per_query": 0.001, "is_active": False})
@@ -176,10 +178,8 @@ def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings
     assert Tenant.objects.filter(name="demo").count() == 1 and tenant.api_keys.count() == 2
 
 
-def test_deleting_a_tenant_deletes_its_keys_decisions_and_budget_periods(make_tenant, fitted):
-    from routing.models import BudgetPeriod
-
+def test_deleting_a_tenant_that_never_routed_deletes_its_keys(make_tenant, fitted):
+    # A tenant that has routed cannot be deleted (tests/routing/admin/test_tenant_history.py).
     tenant, key = make_tenant()
-    ApiClient(key).route()
     tenant.delete()
-    assert not (ApiKey.objects.exists() or Decision.objects.exists() or BudgetPeriod.objects.exists())
+    assert not ApiKey.objects.exists() and ApiClient(key).route().status_code == 401
