@@ -163,6 +163,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "routing.apis.schema.add_error_responses",  # 400/401/403/404/413/415/429, where they can happen
+    ],
 }
 
 # --- Celery (broker: Redis) -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from routing.strategies import STRATEGIES
 
 
 class JobSerializer(serializers.ModelSerializer):
-    llm = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    llm = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     state_version = serializers.IntegerField(source="state.version", read_only=True, allow_null=True, default=None)
 
     class Meta:

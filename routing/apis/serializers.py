@@ -92,7 +92,7 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def _check_storable(text: str | None) -> None:
     """The JSON parser refuses these already (routing/apis/parsers.py); checked again here so the
     field is safe whatever parsed the request."""
-    if text and UNSTORABLE.search(text):
+    if isinstance(text, str) and UNSTORABLE.search(text):
         raise serializers.ValidationError("Text must not contain NUL characters or lone surrogates.")
 
     def to_representation(self, value):
