@@ -148,10 +148,10 @@ def test_evaluation_output_and_plot_carry_the_names(imported, tmp_path, capsys):
 
 
 def test_the_plot_writes_names_literally(tmp_path):
-    """Matplotlib reads "$…$" in a label as maths, and fails on an unbalanced "$"; names are text."""
+    """Matplotlib reads "$…$" in a label as maths (and fails on what is not valid TeX); names are text."""
     from evaluation.plots import plot_deferral_curves
 
-    names = ["vendor/model$v2", "a$b$c", "x" * 150]
+    names = ["vendor/model$v2", "price $\\nosuchsymbol$ tier", "x" * 150]
     curves = {
         "trial": 0,
         "methods": {"zero": {"cost": [0.0, 0.5], "quality": [0.2, 0.4]}},
