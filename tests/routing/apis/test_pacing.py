@@ -142,3 +142,18 @@ def test_pacing_solves_over_the_requests_own_models_and_cost_cap(make_tenant, fi
     cheap = [llm.name for llm, cost in zip(router.llms, costs) if cost <= cap]
     by_models = client.route(models=cheap).json()
     assert by_models["lambda_used"] == 0.0 and by_models["llm"]["name"] in cheap
+
+
+def test_pacing_is_recomputed_at_most_every_few_seconds_per_tenant(make_tenant, fitted, settings, monkeypatch):
+    from routing.services.budget_policies import SmoothedRatePacing
+
+    settings.ROUTERHUB_PACING_REFRESH_SECONDS = 60
+    calls = []
+    original = SmoothedRatePacing.lambda_for
+    monkeypatch.setattr(SmoothedRatePacing, "lambda_for", lambda self, **kw: calls.append(1) or original(self, **kw))
+    _, key = make_tenant()
+    for prompt in sample_prompts(5):
+        assert ApiClient(key).route(prompt).status_code == 200
+    assert len(calls) == 1
+    ApiClient(key).route(models=["gemini-1.5-flash-002", "Phi-3-mini-4k-instruct"])  # other candidates: solved anew
+    assert len(calls) == 2
