@@ -151,10 +151,15 @@ def pacing_note(*, status: BudgetStatus, state: pacing.Pace, lam: float, target:
         f"(smoothed over {_duration(status.smoothing_seconds)}), the period would end at {state.projected_usd:.4g} USD, "
         f"with {_duration(state.seconds_left)} left"
     )
-    if lam <= 0:
+    if lam <= 0 and unpaced <= target:
         return (
             f"Budget pacing: {where}; {rate}. This request's candidates already cost {unpaced:.4g} USD per request "
             f"on average, within the pace, so λ stays 0."
+        )
+    if lam <= 0:
+        return (
+            f"Budget pacing: {where}; {rate}. The pace calls for {target:.4g} USD per request, but no cost weight "
+            "changes the choice among this request's candidates, so λ stays 0."
         )
     return (
         f"Budget pacing raised λ to {lam:.4g}: {where}; {rate}. Routing aims at {target:.4g} USD per request "
