@@ -222,17 +222,25 @@ ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
 # Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
 ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
-# Budget pacing (routing/services/budget_policies.py): the policy class, how often each process recomputes a
-# tenant's λ, the window of the recent request rate, the rate assumed for a quiet tenant, and how
-# many validation prompts stand in for future traffic.
-ROUTERHUB_PACING_POLICY = os.environ.get("ROUTERHUB_PACING_POLICY", "routing.services.budget_policies.RecentRatePacing")
+# Budget pacing (routing/services/budget_policies.py, routing/pacing.py): the policy class, how often each
+# process recomputes a tenant's λ, how far (a share of the budget) spend may run ahead of the period's
+# elapsed share before λ rises, the smoothing time constant of the request and spend rates (a share of
+# the period: 1/24 is 1 hour of a day), the rate assumed for a quiet tenant, and how many validation
+# prompts stand in for future traffic.
+ROUTERHUB_PACING_POLICY = os.environ.get(
+    "ROUTERHUB_PACING_POLICY", "routing.services.budget_policies.SmoothedRatePacing"
+)
 ROUTERHUB_PACING_REFRESH_SECONDS = float(os.environ.get("ROUTERHUB_PACING_REFRESH_SECONDS", "5"))
-ROUTERHUB_PACING_WINDOW_SECONDS = float(os.environ.get("ROUTERHUB_PACING_WINDOW_SECONDS", "900"))
+ROUTERHUB_PACING_MARGIN = float(os.environ.get("ROUTERHUB_PACING_MARGIN", "0.05"))
+ROUTERHUB_PACING_SMOOTHING = float(os.environ.get("ROUTERHUB_PACING_SMOOTHING", str(1 / 24)))
 ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = float(os.environ.get("ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR", "1"))
 ROUTERHUB_PACING_REFERENCE_PROMPTS = int(os.environ.get("ROUTERHUB_PACING_REFERENCE_PROMPTS", "500"))
 # Attempts to reserve budget before the tenant's "budget spent" policy applies.
 ROUTERHUB_RESERVATION_ATTEMPTS = 4
 # Prompt set that holds routed prompts with quality feedback (outcomes of source "feedback").
+# The largest cost one feedback may report (USD; larger → 400): far above any single LLM call, far
+# below what the budget columns hold.
+ROUTERHUB_FEEDBACK_MAX_COST_USD = float(os.environ.get("ROUTERHUB_FEEDBACK_MAX_COST_USD", "10000"))
 ROUTERHUB_FEEDBACK_PROMPT_SET = os.environ.get("ROUTERHUB_FEEDBACK_PROMPT_SET", "feedback")
 ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS", "1"))
 

@@ -69,7 +69,7 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="spent this period (USD)")
     def spent_this_period(self, tenant):
         start, _ = period_bounds(tenant.budget_period, timezone.now())
-        period = BudgetPeriod.objects.filter(tenant=tenant, starts_at=start).first()
+        period = BudgetPeriod.objects.filter(tenant=tenant, period=tenant.budget_period, starts_at=start).first()
         return "0" if period is None else f"{period.spent_usd.normalize():f} / {period.limit_usd.normalize():f}"
 
     def has_delete_permission(self, request, obj=None):

@@ -1,6 +1,17 @@
 from routing.models.decisions import Decision
+from routing.models.feedback import DecisionFeedback
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
 from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
 
-__all__ = ["ApiKey", "BudgetPeriod", "Decision", "Job", "LLMProfile", "RoutingState", "StateCentroid", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "BudgetPeriod",
+    "Decision",
+    "DecisionFeedback",
+    "Job",
+    "LLMProfile",
+    "RoutingState",
+    "StateCentroid",
+    "Tenant",
+]

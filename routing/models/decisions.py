@@ -48,8 +48,15 @@ class Decision(models.Model):
     )
     alternatives = models.JSONField(default=list, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
-    # Filled by feedback:
+    # Filled by feedback (the latest value of each field; every feedback is kept in DecisionFeedback):
     actual_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    reported_cost_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="What feedback says the call cost: actual_cost_usd, or the LLM's prices × the reported tokens.",
+    )
     quality_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)

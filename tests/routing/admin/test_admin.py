@@ -102,3 +102,11 @@ def test_decisions_and_budget_periods_are_read_only_in_the_admin(admin_client_, 
     assert admin_client_.get("/admin/routing/decision/add/").status_code == 403
     assert admin_client_.get("/admin/routing/budgetperiod/").status_code == 200
     assert admin_client_.get("/admin/routing/tenant/").status_code == 200
+
+
+def test_a_decisions_page_lists_every_feedback_it_received(admin_client_, api, fitted):
+    decision_id = api.route().json()["decision_id"]
+    for score in (0.25, 0.75):
+        api.post(f"/api/v1/route/{decision_id}/feedback", {"quality_score": score})
+    page = admin_client_.get(f"/admin/routing/decision/{decision_id}/change/").content.decode()
+    assert "Decision feedback" in page and "0.25" in page and "0.75" in page
