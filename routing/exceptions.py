@@ -28,5 +28,9 @@ class DecisionNotFound(LookupError):
     """No such decision for the caller (another tenant's decision looks the same as none)."""
 
 
+class InvalidFeedback(InvalidRouteRequest):
+    """Feedback that cannot be recorded as sent; ``field`` names the offending input."""
+
+
 class UnknownModel(LookupError):
     """A gateway request named a model the tenant cannot call (OpenAI answers 404 for both)."""

@@ -10,8 +10,16 @@ PY=.venv/bin/python
 export PYTHONUNBUFFERED=1  # progress lines appear as they happen, even when the output is piped
 HOST="${ROUTERHUB_HOST:-127.0.0.1}"
 PORT="${ROUTERHUB_PORT:-8000}"
-UPSTREAM_PORT="${ROUTERHUB_DEMO_UPSTREAM_PORT:-8001}"
+# .run holds the demo's admin password and API key: private to this user (files 0600, folder 0700).
+umask 077
 mkdir -p .run
+chmod 700 .run
+# Development settings (DJANGO_DEBUG unset) accept local host names only; listening elsewhere adds HOST.
+case "$HOST" in
+  127.0.0.1|localhost|::1|0.0.0.0) ;;
+  *) export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-localhost,127.0.0.1,[::1],$HOST}" ;;
+esac
+UPSTREAM_PORT="${ROUTERHUB_DEMO_UPSTREAM_PORT:-8001}"
 # The demo upstream listens on loopback, which upstream calls may reach only when it is listed.
 export ROUTERHUB_UPSTREAM_ALLOWED_HOSTS="${ROUTERHUB_UPSTREAM_ALLOWED_HOSTS:+$ROUTERHUB_UPSTREAM_ALLOWED_HOSTS,}127.0.0.1"
 
@@ -47,7 +55,7 @@ $PY manage.py migrate --no-input
 $PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
 $PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" \
-  --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" >.run/demo.txt
+  --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt >/dev/null
 sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
 
 $PY -m routerhub.demo_upstream --data data/mmlu-pro --port "$UPSTREAM_PORT" \

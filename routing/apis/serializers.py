@@ -7,13 +7,16 @@ read ``"lambda": "0.5"`` or ``"prompt": 42`` happily, and a client bug would rou
 from __future__ import annotations
 
 import math
+import re
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from registry.models import LLM_NAME_MAX_LENGTH
 from routing.prompt_text import message_text
+from routing.selection import MAX_LAMBDA
 from routing.strategies import STRATEGIES
 
 
@@ -73,13 +76,27 @@ class MessageContentField(serializers.Field):
 
     def to_internal_value(self, data):
         if data is None or isinstance(data, str):
+            _check_storable(data)
             return data
         if isinstance(data, list) and all(isinstance(part, dict) for part in data):
             for part in data:
                 if part.get("type", "text") == "text" and not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
+                _check_storable(part.get("text"))
             return data
         self.fail("invalid")
+
+
+# NUL, or a UTF-16 surrogate code point (only ever "lone" in a str: paired ones decode to one character).
+# PostgreSQL cannot store the first, UTF-8 cannot encode the second.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(text: str | None) -> None:
+    """The JSON parser refuses these already (routing/apis/parsers.py); checked again here so the
+    field is safe whatever parsed the request."""
+    if isinstance(text, str) and UNSTORABLE.search(text):
+        raise serializers.ValidationError("Text must not contain NUL characters or lone surrogates.")
 
     def to_representation(self, value):
         return value
@@ -117,7 +134,7 @@ class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """How to route: the options of /api/v1/route, and of the gateway's ``routerhub`` object."""
 
     models = serializers.ListField(
-        child=StrictCharField(max_length=100),
+        child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
         required=False,
         allow_empty=False,
         max_length=500,
@@ -126,7 +143,9 @@ class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     locals()["lambda"] = StrictFloatField(
         required=False,
         min_value=0,
-        help_text="Cost weight λ ≥ 0 in argmin loss + λ·cost (USD). Omit to pace λ to the budget.",
+        max_value=MAX_LAMBDA,
+        help_text=f"Cost weight λ in argmin loss + λ·cost (USD), from 0 to {MAX_LAMBDA:g}: at that weight the "
+        "smallest cost difference budgets count outweighs any quality difference. Omit to pace λ to the budget.",
     )
     quality_target = StrictFloatField(
         required=False,

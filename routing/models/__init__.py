@@ -1,4 +1,5 @@
 from routing.models.decisions import Decision
+from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
@@ -8,6 +9,7 @@ __all__ = [
     "ApiKey",
     "BudgetPeriod",
     "Decision",
+    "DecisionFeedback",
     "GatewayExchange",
     "Job",
     "LLMProfile",

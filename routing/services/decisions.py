@@ -31,6 +31,7 @@ from routing.services.scoring import (
     RouteRequest,
     Scoring,
     direct_scoring,
+    quality_target_note,
     ranked_alternatives,
     score,
 )
@@ -62,7 +63,7 @@ class RouteResult:
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
-    embedding, cached = embed_cached(request.text)
+    embedding, cached = embed_cached(request.text, tenant_id=tenant.id)
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
@@ -86,6 +87,9 @@ def direct_create(*, tenant: Tenant, api_key=None, llm: RoutableLLM, request: Ro
 def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> RouteResult:
     router = scoring.router
     decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+    if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
+        target_note = quality_target_note(scoring, choice)
+        notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
     if router.llms[choice].uses_fallback:
         # Routoo-style predictors only score the LLMs they were trained on; say when they could not.
         notes = [

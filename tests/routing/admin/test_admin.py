@@ -139,3 +139,11 @@ def test_presets_are_edited_on_their_tenant_and_listed(admin_client_, make_tenan
         f"/admin/routing/preset/{preset.id}/change/", {"tenant": tenant.id, "name": "not ok!", "quality_target": "2"}
     )
     assert bad.status_code == 200 and b"errornote" in bad.content
+
+
+def test_a_decisions_page_lists_every_feedback_it_received(admin_client_, api, fitted):
+    decision_id = api.route().json()["decision_id"]
+    for score in (0.25, 0.75):
+        api.post(f"/api/v1/route/{decision_id}/feedback", {"quality_score": score})
+    page = admin_client_.get(f"/admin/routing/decision/{decision_id}/change/").content.decode()
+    assert "Decision feedback" in page and "0.25" in page and "0.75" in page

@@ -76,7 +76,7 @@ def test_staff_api_takes_the_key_and_never_returns_it(admin_client):
         {"name": "staffed", "api_base": "https://models.example.com/v1", "api_key": "sk-staff-789"},
         content_type="application/json",
     )
-    assert created.status_code == 201, created.content
+    assert created.status_code in (201, 202), created.content  # 202: profiling queued, broker not reached
     assert "sk-staff-789" not in created.content.decode() and "api_key" not in created.json()
     assert created.json()["has_api_key"] is True
     assert llm_api_key(LLM.objects.get(name="staffed")) == "sk-staff-789"
@@ -116,7 +116,7 @@ def test_admin_form_keeps_the_key_write_only(admin_client):
 def test_a_malformed_encryption_key_or_a_zero_limit_fails_the_system_checks(settings):
     from django.core.checks import run_checks
 
-    assert not {e.id for e in run_checks()} & {"routing.E023", "routing.E024"}
+    assert not {e.id for e in run_checks()} & {"routing.E025", "routing.E026"}
     settings.ROUTERHUB_ENCRYPTION_KEYS = ["not-a-fernet-key"]
     settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS = 0
-    assert {"routing.E023", "routing.E024"} <= {e.id for e in run_checks()}
+    assert {"routing.E025", "routing.E026"} <= {e.id for e in run_checks()}

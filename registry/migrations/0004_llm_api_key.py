@@ -23,7 +23,7 @@ def move_key_variables(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0002_choices_constraints'),
+        ('registry', '0003_llm_names_as_written'),
     ]
 
     operations = [

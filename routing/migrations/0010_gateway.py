@@ -8,8 +8,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0003_llm_api_key'),
-        ('routing', '0006_choices_constraints'),
+        ('registry', '0004_llm_api_key'),
+        ('routing', '0009_budget_period_kind_rates_feedback_history'),
     ]
 
     operations = [
