@@ -17,6 +17,7 @@ from django.http import JsonResponse
 from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
+from routing.apis.throttling import client_address
 from routing.gateway import calls
 from routing.gateway.errors import GatewayError, invalid
 from routing.gateway.threads import in_thread
@@ -77,7 +78,9 @@ async def chat_completions(request):
         return _method_not_allowed("POST")
     try:
         body = _parse(_read_body(request))
-        prepared = await calls.prepare_async(secret=_bearer(request), body=body, started=started)
+        prepared = await calls.prepare_async(
+            secret=_bearer(request), body=body, started=started, address=client_address(request)
+        )
     except GatewayError as error:
         return error.response()
     except Exception:  # a bug or the database failing: still an answer in OpenAI's shape

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
 import httpx
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
+from routing.apis.throttling import FixedWindow, failed_authentication_window
 from routing.gateway.errors import GatewayError, from_domain
 from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
@@ -79,8 +82,21 @@ class Prepared:
         return {"X-Routerhub-Decision-Id": str(self.plan.decision_id), "X-Routerhub-Model": llm_name}
 
 
-def prepare(*, secret: str | None, body, started: float) -> Prepared:
-    """Everything before the first upstream byte that needs the database (runs in a pool thread)."""
+def _throttled(wait: float, what: str) -> GatewayError:
+    return GatewayError(
+        429,
+        f"Too many requests {what}; try again in {math.ceil(wait)} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
+
+
+def prepare(*, secret: str | None, body, started: float, address: str | None = None) -> Prepared:
+    """Everything before the first upstream byte that needs the database (runs in a pool thread).
+
+    The rate limits are /api/'s (``routing/apis/throttling.py``): per API key, and failed
+    authentications per client ``address``."""
     if not secret:
         raise GatewayError(
             401,
@@ -88,9 +104,16 @@ def prepare(*, secret: str | None, body, started: float) -> Prepared:
             type="authentication_error",
             code="invalid_api_key",
         )
+    failures = failed_authentication_window()
+    if address and (wait := failures.exceeded(address)) is not None:
+        raise _throttled(wait, "with unknown API keys from this address")
     api_key = api_key_authenticate(secret=secret)
     if api_key is None:
+        if address:
+            failures.hit(address)
         raise GatewayError(401, "Unknown or revoked API key.", type="authentication_error", code="invalid_api_key")
+    if (wait := FixedWindow("api_key", settings.ROUTERHUB_THROTTLE_API_KEY).hit(str(api_key.id))) is not None:
+        raise _throttled(wait, "with this API key")
     chat = chat_request(body)
     tenant = api_key.tenant
     try:
@@ -124,9 +147,9 @@ def _upstream(candidate: Candidate) -> Upstream:
     return Upstream(candidate=candidate, url=chat_completions_url(llm.api_base), api_key=key)
 
 
-async def prepare_async(*, secret: str | None, body, started: float) -> Prepared:
+async def prepare_async(*, secret: str | None, body, started: float, address: str | None = None) -> Prepared:
     """:func:`prepare` in the pool; if the client leaves meanwhile, a reservation made anyway is released."""
-    task = asyncio.ensure_future(in_thread(prepare, secret=secret, body=body, started=started))
+    task = asyncio.ensure_future(in_thread(prepare, secret=secret, body=body, started=started, address=address))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

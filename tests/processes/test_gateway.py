@@ -642,3 +642,21 @@ def test_routing_only_chooses_llms_the_gateway_can_call(gateway, gateway_llms, u
     assert first not in [a["name"] for a in Decision.objects.get().alternatives]
     with pytest.raises(openai.NotFoundError):
         openai_client.chat.completions.create(model=first, messages=QUESTION)
+
+
+def test_rate_limits_of_the_api_apply_to_the_gateway(gateway, gateway_llms, openai_client, settings):
+    settings.ROUTERHUB_THROTTLE_API_KEY = "3/min"
+    for _ in range(3):
+        openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    with pytest.raises(openai.RateLimitError) as limited:
+        openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    assert limited.value.body["code"] == "rate_limit_exceeded"
+    assert 0 < int(limited.value.response.headers["retry-after"]) <= 60
+    assert Decision.objects.count() == 3  # refused before anything was reserved
+    settings.ROUTERHUB_THROTTLE_FAILED_AUTH = "2/min"
+    stranger = openai.OpenAI(base_url=gateway.url + "/v1", api_key="rh_not-a-key", max_retries=0)
+    for _ in range(2):
+        with pytest.raises(openai.AuthenticationError):
+            stranger.chat.completions.create(model=CHEAP, messages=QUESTION)
+    with pytest.raises(openai.RateLimitError):
+        stranger.chat.completions.create(model=CHEAP, messages=QUESTION)
