@@ -1,4 +1,4 @@
-# Production image: web (gunicorn), worker and beat all run from it (see docker-compose.yml).
+# Production image: web (uvicorn, scripts/web.sh), worker and beat all run from it (see docker-compose.yml).
 FROM python:3.11-slim
 # DJANGO_DEBUG=0: production settings — the container refuses to start without DJANGO_SECRET_KEY and
 # DJANGO_ALLOWED_HOSTS (README "Production").
@@ -14,4 +14,4 @@ RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shel
     && mkdir -p /app/.run && chown routerhub /app/.run && chmod 700 /app/.run
 USER routerhub
 EXPOSE 8000
-CMD ["gunicorn", "routerhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["scripts/web.sh", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Avg, Count
@@ -6,8 +7,55 @@ from registry import services
 from registry.models import LLM, Outcome, Prompt, PromptSet
 
 
+class LLMForm(forms.ModelForm):
+    """The API key is write-only: typed here, stored encrypted, never shown again (not even masked)."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+    )
+    remove_api_key = forms.BooleanField(label="Remove the stored API key", required=False)
+    # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
+    api_base = forms.URLField(
+        required=False, assume_scheme="https", max_length=200, help_text=LLM._meta.get_field("api_base").help_text
+    )
+
+    class Meta:
+        model = LLM
+        fields = [
+            "name",
+            "provider",
+            "is_active",
+            "api_base",
+            "api_model",
+            "api_key_env",
+            "usd_per_mtok_in",
+            "usd_per_mtok_out",
+            "usd_per_query",
+            "params_total_b",
+            "params_active_b",
+            "context_window",
+            "metadata",
+        ]
+
+    def save(self, commit=True):
+        llm = super().save(commit=False)
+        if self.cleaned_data.get("remove_api_key"):
+            services.llm_set_api_key(llm=llm, api_key=None, save=False)
+        elif self.cleaned_data.get("api_key"):
+            services.llm_set_api_key(llm=llm, api_key=self.cleaned_data["api_key"], save=False)
+        if commit:
+            llm.save()
+            self.save_m2m()
+        return llm
+
+
 @admin.register(LLM)
 class LLMAdmin(admin.ModelAdmin):
+    form = LLMForm
     list_display = (
         "name",
         "provider",
@@ -24,11 +72,14 @@ class LLMAdmin(admin.ModelAdmin):
     search_fields = ("name", "provider", "api_model")
     # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "api_key_state")
     actions = ("activate", "deactivate")
     fieldsets = (
         (None, {"fields": ("name", "provider", "is_active")}),
-        ("API (used for profiling)", {"fields": ("api_base", "api_model")}),
+        (
+            "API (called by the gateway and for profiling)",
+            {"fields": ("api_base", "api_model", "api_key_state", "api_key", "remove_api_key", "api_key_env")},
+        ),
         ("Prices", {"fields": ("usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query")}),
         ("Size", {"fields": ("params_total_b", "params_active_b", "context_window")}),
         ("Other", {"fields": ("metadata", "created_at", "updated_at")}),
@@ -38,6 +89,14 @@ class LLMAdmin(admin.ModelAdmin):
         return (
             super().get_queryset(request).annotate(_outcome_count=Count("outcomes"), _accuracy=Avg("outcomes__score"))
         )
+
+    @admin.display(description="API key")
+    def api_key_state(self, llm):
+        if llm.api_key_encrypted:
+            return "stored (encrypted)"
+        if llm.api_key_env:
+            return f"read from ${llm.api_key_env}"
+        return "none"
 
     @admin.display(description="outcomes", ordering="_outcome_count")
     def outcome_count(self, llm):

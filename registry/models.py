@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from registry.endpoints import API_KEY_ENV_PATTERN, validate_api_base
 from routerhub.model_constraints import valid_choice
 
 EMBEDDING_DIMENSIONS = 384
@@ -36,9 +37,26 @@ class LLM(models.Model):
     name = models.CharField(max_length=LLM_NAME_MAX_LENGTH, unique=True, validators=[llm_name_validator])
     provider = models.CharField(max_length=100, blank=True)
     api_base = models.URLField(
-        blank=True, help_text="OpenAI-compatible base URL, e.g. https://host/v1 (used for profiling)."
+        blank=True,
+        validators=[validate_api_base],
+        help_text="OpenAI-compatible base URL, e.g. https://host/v1 (called by the gateway and for profiling).",
     )
     api_model = models.CharField(max_length=200, blank=True, help_text="Model id sent to api_base.")
+    # The upstream key: encrypted here (write-only in the admin and API), or named environment variable.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_env = models.CharField(
+        max_length=120,
+        blank=True,
+        validators=[
+            RegexValidator(
+                API_KEY_ENV_PATTERN,
+                "The variable's name must start with ROUTERHUB_LLM_KEY_ and use only A-Z, 0-9 and _.",
+            )
+        ],
+        verbose_name="API key environment variable",
+        help_text="Or read the key from this environment variable of the web and worker processes "
+        "(its name must start with ROUTERHUB_LLM_KEY_).",
+    )
     usd_per_mtok_in = models.FloatField(
         null=True, blank=True, validators=[non_negative], verbose_name="USD / 1M input tokens"
     )
@@ -72,10 +90,18 @@ class LLM(models.Model):
                 name="%(app_label)s_%(class)s_name_as_written",
                 condition=Q(name__regex=LLM_NAME_PATTERN),
             ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_api_key_env_prefixed",
+                condition=Q(api_key_env="") | Q(api_key_env__regex=API_KEY_ENV_PATTERN),
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted or self.api_key_env)
 
     def expected_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float | None:
         """Price of one call: the per-query price if set, else per-token prices × token counts."""

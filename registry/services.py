@@ -24,29 +24,48 @@ LLM_FIELDS = (
     "context_window",
     "metadata",
     "is_active",
+    "api_key_env",
 )
+_UNSET = object()
 
 
-def llm_register(*, name: str, **fields) -> LLM:
-    """Create an LLM after full validation (URL-safe name, non-negative prices)."""
+def llm_register(*, name: str, api_key: str | None = None, **fields) -> LLM:
+    """Create an LLM after full validation (URL-safe name, non-negative prices, callable api_base).
+
+    ``api_key`` is stored encrypted and never read back by any API or admin page.
+    """
     unknown = set(fields) - set(LLM_FIELDS)
     if unknown:
         raise TypeError(f"unknown LLM field(s): {', '.join(sorted(unknown))}")
     llm = LLM(name=name, **fields)
+    llm_set_api_key(llm=llm, api_key=api_key, save=False)
     llm.full_clean()
     llm.save()
     return llm
 
 
-def llm_update(*, llm: LLM, **fields) -> LLM:
+def llm_update(*, llm: LLM, api_key=_UNSET, **fields) -> LLM:
+    """Change the given fields; ``api_key``: a new key, ``""``/None removes the stored one, absent keeps it."""
     unknown = set(fields) - set(LLM_FIELDS)
     if unknown:
         raise TypeError(f"unknown LLM field(s): {', '.join(sorted(unknown))}")
     for key, value in fields.items():
         setattr(llm, key, value)
+    if api_key is not _UNSET:
+        llm_set_api_key(llm=llm, api_key=api_key, save=False)
     llm.full_clean()
     llm.save()
     return llm
+
+
+def llm_set_api_key(*, llm: LLM, api_key: str | None, save: bool = True) -> None:
+    """Store ``api_key`` encrypted (None or "" removes it)."""
+    from routerhub.secrets import encrypt
+
+    api_key = (api_key or "").strip()
+    llm.api_key_encrypted = encrypt(api_key) if api_key else ""
+    if save:
+        llm.save(update_fields=["api_key_encrypted", "updated_at"])
 
 
 def llms_set_active(*, llms: Iterable[LLM], active: bool) -> int:

@@ -1,6 +1,31 @@
+"""The ASGI application: the web processes serve /v1/ (the gateway), /api/v1/ and the admin from it.
+
+Run by ``scripts/web.sh`` (uvicorn workers). Settings that only make sense in these processes are
+set here, before Django reads its settings: a database connection pool (``ROUTERHUB_DB_POOL``) and
+single-threaded numerical libraries (each request is small; threads fighting over 2 cores were slower).
+"""
+
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
+os.environ.setdefault("ROUTERHUB_DB_POOL", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from django.core.asgi import get_asgi_application  # noqa: E402 (after the environment above)
+
 application = get_asgi_application()
+
+
+def _warm_up() -> None:
+    """Load the embedding model before the first request rather than during it (~5 s)."""
+    import torch
+
+    from registry.embedders import get_embedder
+
+    torch.set_num_threads(int(os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1")))
+    get_embedder().embed_one("warm-up")
+
+
+if os.environ.get("ROUTERHUB_WARM_UP", "1") == "1":
+    _warm_up()

@@ -59,7 +59,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "routing.apis.middleware.ApiRequestGuardMiddleware",  # /api/: body size cap, errors always JSON
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "routerhub.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (the ASGI server)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,6 +98,16 @@ if os.environ.get("DATABASE_NAME"):
     # tests at pytest-django's test database (test_routerhub).
     DATABASES["default"]["NAME"] = os.environ["DATABASE_NAME"]
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
+if env_flag("ROUTERHUB_DB_POOL", default=False):
+    # The ASGI web processes (routerhub/asgi.py turns this on): Django runs each synchronous view in
+    # a new thread, and connections belong to threads, so without a pool every /api/ request would
+    # open a new database connection. Pooled connections go back after each request.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": int(os.environ.get("ROUTERHUB_DB_POOL_MAX_SIZE", "40")),
+        "timeout": 10,
+    }
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("DATABASE_TEST_NAME", "test_routerhub")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -243,6 +253,36 @@ ROUTERHUB_RESERVATION_ATTEMPTS = 4
 ROUTERHUB_FEEDBACK_MAX_COST_USD = float(os.environ.get("ROUTERHUB_FEEDBACK_MAX_COST_USD", "10000"))
 ROUTERHUB_FEEDBACK_PROMPT_SET = os.environ.get("ROUTERHUB_FEEDBACK_PROMPT_SET", "feedback")
 ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS", "1"))
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- upstream calls (routing/upstream/): the gateway and profiling ------------------------------
+# Private, loopback and other non-public hosts an LLM's api_base may reach: host names, IPs or
+# networks (CIDR), comma-separated. Link-local and cloud-metadata addresses are refused regardless.
+ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = _env_list("ROUTERHUB_UPSTREAM_ALLOWED_HOSTS")
+ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "5"))
+# The gateway's wait for an upstream's first byte, and between two streamed chunks.
+ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS", "120"))
+ROUTERHUB_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("ROUTERHUB_UPSTREAM_MAX_CONNECTIONS", "2000"))
+# Characters of an upstream's (error) body kept when it is stored, logged or shown to staff.
+ROUTERHUB_UPSTREAM_BODY_CHARS = int(os.environ.get("ROUTERHUB_UPSTREAM_BODY_CHARS", "500"))
+# Fernet keys (comma-separated, newest first) that encrypt LLM API keys at rest; empty: one derived
+# from DJANGO_SECRET_KEY.
+ROUTERHUB_ENCRYPTION_KEYS = _env_list("ROUTERHUB_ENCRYPTION_KEYS")
+
+# --- the OpenAI-compatible gateway (/v1/) ---------------------------------------------------------
+# LLMs tried per request: the chosen one, then the next-ranked alternatives on 408/429/5xx, timeouts
+# and connection errors before the first byte.
+ROUTERHUB_GATEWAY_MAX_ATTEMPTS = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_ATTEMPTS", "3"))
+# Largest request body accepted by /v1/chat/completions (413 beyond).
+ROUTERHUB_GATEWAY_MAX_BODY_BYTES = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_BODY_BYTES", str(4 * 1024 * 1024)))
+# Threads per web process that run the gateway's database work and embeddings off the event loop.
+ROUTERHUB_GATEWAY_THREADS = int(os.environ.get("ROUTERHUB_GATEWAY_THREADS", "8"))
+# Characters of request and response text kept per call for tenants that turned text logging on.
+ROUTERHUB_GATEWAY_LOG_TEXT_CHARS = int(os.environ.get("ROUTERHUB_GATEWAY_LOG_TEXT_CHARS", "20000"))
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("routing.urls")),
+    path("v1/", include("routing.gateway.urls")),
 ]
 
 # JSON under /api/, Django's pages elsewhere.

@@ -1,4 +1,4 @@
-"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E023)."""
+"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E026)."""
 
 from django.conf import settings
 from django.core.checks import Error, register
@@ -70,3 +70,36 @@ def pacing_margin_is_a_share(app_configs, **kwargs):
     if isinstance(margin, (int, float)) and 0 <= margin <= 1:
         return []
     return [Error(f"ROUTERHUB_PACING_MARGIN={margin!r} must be a share of the budget, from 0 to 1.", id="routing.E024")]
+
+
+@register()
+def gateway_settings_are_valid(app_configs, **kwargs):
+    """Upstream and gateway limits are positive; encryption keys are Fernet keys (ids routing.E025–E026)."""
+    names = (
+        "ROUTERHUB_GATEWAY_MAX_ATTEMPTS",
+        "ROUTERHUB_GATEWAY_MAX_BODY_BYTES",
+        "ROUTERHUB_GATEWAY_THREADS",
+        "ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+        "ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS",
+        "ROUTERHUB_UPSTREAM_MAX_CONNECTIONS",
+        "ROUTERHUB_UPSTREAM_BODY_CHARS",
+    )
+    errors = [
+        Error(f"{name}={getattr(settings, name)!r} must be a positive number.", id="routing.E025")
+        for name in names
+        if not isinstance(getattr(settings, name), (int, float)) or getattr(settings, name) <= 0
+    ]
+    from cryptography.fernet import Fernet
+
+    for key in settings.ROUTERHUB_ENCRYPTION_KEYS:
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            errors.append(
+                Error(
+                    "ROUTERHUB_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe base64-encoded bytes).",
+                    hint='Make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"',
+                    id="routing.E026",
+                )
+            )
+    return errors

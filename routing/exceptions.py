@@ -30,3 +30,7 @@ class DecisionNotFound(LookupError):
 
 class InvalidFeedback(InvalidRouteRequest):
     """Feedback that cannot be recorded as sent; ``field`` names the offending input."""
+
+
+class UnknownModel(LookupError):
+    """A gateway request named a model the tenant cannot call (OpenAI answers 404 for both)."""

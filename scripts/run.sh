@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run routerhub with the MMLU-Pro demo data: web (gunicorn), Celery worker and beat.
+# Run routerhub with the MMLU-Pro demo data: web (uvicorn: the gateway /v1/, the API and the admin),
+# Celery worker and beat, and a fake OpenAI-compatible upstream serving the demo LLMs.
 # With no DATABASE_URL / REDIS_URL it uses an embedded PostgreSQL + pgvector (.pgdata/) and an
 # embedded Redis (.redis/), both from pip packages. Ctrl-C stops everything it started.
 set -euo pipefail
@@ -18,6 +19,9 @@ case "$HOST" in
   127.0.0.1|localhost|::1|0.0.0.0) ;;
   *) export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-localhost,127.0.0.1,[::1],$HOST}" ;;
 esac
+UPSTREAM_PORT="${ROUTERHUB_DEMO_UPSTREAM_PORT:-8001}"
+# The demo upstream listens on loopback, which upstream calls may reach only when it is listed.
+export ROUTERHUB_UPSTREAM_ALLOWED_HOSTS="${ROUTERHUB_UPSTREAM_ALLOWED_HOSTS:+$ROUTERHUB_UPSTREAM_ALLOWED_HOSTS,}127.0.0.1"
 
 if [ -z "${CELERY_BROKER_URL:-}${REDIS_URL:-}" ]; then
   broker="$($PY -c 'import sys; from pathlib import Path; from routerhub.embedded import start_embedded_redis; print(start_embedded_redis(Path(".redis"), int(sys.argv[1])))' "${ROUTERHUB_REDIS_PORT:-6399}")"
@@ -50,18 +54,22 @@ $PY manage.py check --database default
 $PY manage.py migrate --no-input
 $PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
-$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" --output .run/demo.txt >/dev/null
+$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" \
+  --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt >/dev/null
 sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
 
+$PY -m routerhub.demo_upstream --data data/mmlu-pro --port "$UPSTREAM_PORT" \
+  --latency "${ROUTERHUB_DEMO_LATENCY:-0.3}" --chunk-delay "${ROUTERHUB_DEMO_CHUNK_DELAY:-0.02}" >.run/upstream.log 2>&1 &
+PIDS+=("$!")
 .venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &
 PIDS+=("$!")
 .venv/bin/celery -A routerhub beat --loglevel INFO --pidfile= >.run/beat.log 2>&1 &
 PIDS+=("$!")
-.venv/bin/gunicorn routerhub.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-2}" --access-logfile .run/access.log >.run/web.log 2>&1 &
+ROUTERHUB_HOST="$HOST" ROUTERHUB_PORT="$PORT" scripts/web.sh >.run/web.log 2>&1 &
 PIDS+=("$!")
 
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1; then break; fi
+for _ in $(seq 1 300); do
+  if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$UPSTREAM_PORT/v1/models" >/dev/null 2>&1; then break; fi
   sleep 0.2
 done
 echo

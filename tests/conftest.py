@@ -6,7 +6,7 @@ from routing.caches import reset_all
 
 # Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
 # and a synthetic three-subject data set (profiling, workers).
-pytest_plugins = ["tests.fixtures.api", "tests.fixtures.clock", "tests.fixtures.subjects"]
+pytest_plugins = ["tests.fixtures.api", "tests.fixtures.clock", "tests.fixtures.gateway", "tests.fixtures.subjects"]
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +29,14 @@ def fresh_hnsw_index(db):
             cursor.execute("REINDEX INDEX registry_prompt_embedding_hnsw")
 
     return rebuild
+
+
+@pytest.fixture(autouse=True)
+def loopback_upstreams_allowed(settings):
+    """The fake OpenAI-compatible servers listen on loopback, which upstream calls may reach only when listed."""
+    from tests.processes.workers import TEST_UPSTREAM_HOSTS
+
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = list(TEST_UPSTREAM_HOSTS)
 
 
 @pytest.fixture(autouse=True)

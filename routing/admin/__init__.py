@@ -1,3 +1,3 @@
 """The routing app's admin, one module per concept; importing them registers their ModelAdmins."""
 
-from routing.admin import budgets, decisions, jobs, llms, schedules, state, tenancy  # noqa: F401
+from routing.admin import budgets, decisions, gateway, jobs, llms, schedules, state, tenancy  # noqa: F401

@@ -35,6 +35,8 @@ class DecisionAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "tenant",
+        "source",
+        "call_status",
         "llm",
         "lambda_reason",
         "lambda_used",
@@ -44,7 +46,15 @@ class DecisionAdmin(ReadOnlyAdmin):
         "quality_score",
         "reported_cost_usd",
     )
-    list_filter = ("tenant", "llm", "lambda_reason", "strategy", ("feedback_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "tenant",
+        "source",
+        "call_status",
+        "llm",
+        "lambda_reason",
+        "strategy",
+        ("feedback_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("id", "routed_text")
     date_hierarchy = "created_at"
     list_select_related = ("tenant", "llm")

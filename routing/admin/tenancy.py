@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from routing.admin.gateway import PresetInline
 from routing.models import ApiKey, BudgetPeriod, Tenant
 from routing.selectors.budgets import period_bounds
 from routing.services import tenancy
@@ -43,7 +44,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
-    inlines = (ApiKeyInline,)
+    inlines = (ApiKeyInline, PresetInline)
     actions = ("issue_api_key", "deactivate")
     fieldsets = (
         (None, {"fields": ("name", "is_active")}),
@@ -52,6 +53,7 @@ class TenantAdmin(admin.ModelAdmin):
             "Routing defaults",
             {"fields": ("allowed_llms", "default_lambda", "default_quality_target", "default_max_cost_usd")},
         ),
+        ("Gateway", {"fields": ("log_gateway_text",)}),
         ("Other", {"fields": ("created_at", "updated_at")}),
     )
 

@@ -11,7 +11,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, extend_sch
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from registry.models import LLM_NAME_MAX_LENGTH
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, IsTenant, errors
 from routing.apis.serializers import (
@@ -20,6 +19,7 @@ from routing.apis.serializers import (
     LlmRefSerializer,
     MessageSerializer,
     RejectUnknownFieldsMixin,
+    RouteOptionsSerializer,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -28,12 +28,10 @@ from routing.apis.serializers import (
 )
 from routing.models import Decision
 from routing.prompt_text import route_input
-from routing.selection import MAX_LAMBDA
 from routing.selectors.decisions import decision_get
 from routing.services.decisions import route_create
 from routing.services.feedback import Feedback, decision_feedback
 from routing.services.scoring import RouteRequest
-from routing.strategies import STRATEGIES
 
 # Bounds of feedback numbers: far above any real call, within what the columns hold (a 4-byte integer).
 MAX_FEEDBACK_TOKENS = 1_000_000_000
@@ -48,7 +46,7 @@ class RouteCreateApi(ApiBase):
         super().initial(request, *args, **kwargs)
 
     @extend_schema_serializer(component_name="Route")
-    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    class InputSerializer(RouteOptionsSerializer):
         prompt = StrictCharField(
             required=False, trim_whitespace=False, help_text="The prompt to route. Give this or `messages`."
         )
@@ -57,36 +55,6 @@ class RouteCreateApi(ApiBase):
             required=False,
             allow_empty=False,
             help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
-        )
-        models = serializers.ListField(
-            child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
-            required=False,
-            allow_empty=False,
-            max_length=500,
-            help_text="Only consider these LLMs.",
-        )
-        locals()["lambda"] = StrictFloatField(
-            required=False,
-            min_value=0,
-            max_value=MAX_LAMBDA,
-            help_text=f"Cost weight λ in argmin loss + λ·cost (USD), from 0 to {MAX_LAMBDA:g}: at that weight the "
-            "smallest cost difference budgets count outweighs any quality difference. Omit to pace λ to the budget.",
-        )
-        quality_target = StrictFloatField(
-            required=False,
-            min_value=0,
-            max_value=1,
-            help_text="Choose the cheapest LLM whose predicted quality reaches this.",
-        )
-        max_cost_usd = StrictFloatField(
-            required=False,
-            min_value=0,
-            help_text="Never choose an LLM estimated to cost more than this for the prompt.",
-        )
-        strategy = serializers.ChoiceField(
-            choices=sorted(STRATEGIES),
-            required=False,
-            help_text="Route with the newest state fitted with this strategy (default: the active state).",
         )
 
         def __init__(self, *args, **kwargs):
@@ -203,12 +171,36 @@ class FeedbackStateSerializer(serializers.Serializer):
     )
 
 
+class AttemptSerializer(serializers.Serializer):
+    llm = serializers.CharField()
+    outcome = serializers.CharField(help_text="ok, timeout, connection_error, http_<status>, client_error, skipped, …")
+    status = serializers.IntegerField(allow_null=True, required=False, help_text="The upstream's HTTP status.")
+    latency_ms = serializers.FloatField(required=False)
+    error = serializers.CharField(required=False, allow_null=True, help_text="Truncated; never holds credentials.")
+
+
+class GatewayCallSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(source="call_status", choices=Decision.CallStatus.choices)
+    attempts = AttemptSerializer(many=True, help_text="Each LLM tried, in order; the last one answered (if any).")
+    latency_ms = serializers.FloatField(allow_null=True, help_text="From the request's arrival to its last byte.")
+    ttft_ms = serializers.FloatField(
+        allow_null=True,
+        help_text="Streams: until the first chunk reached the client; otherwise until the LLM's answer began.",
+    )
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    cost_usd = serializers.FloatField(
+        source="actual_cost_usd", allow_null=True, help_text="The upstream's usage × the LLM's prices."
+    )
+
+
 class DecisionOutputSerializer(serializers.Serializer):
     decision_id = serializers.UUIDField(source="id")
     created_at = serializers.DateTimeField()
     tenant = serializers.CharField(source="tenant.name")
+    source = serializers.ChoiceField(choices=Decision.Source.choices)
     llm = LlmRefSerializer()
-    predicted_quality = serializers.FloatField()
+    predicted_quality = serializers.FloatField(allow_null=True, help_text="Null when the client named the LLM.")
     estimated_cost_usd = serializers.FloatField()
     input_tokens = serializers.IntegerField(
         source="prompt_tokens", help_text="Tokens of the prompt (estimated at routing time)."
@@ -224,12 +216,19 @@ class DecisionOutputSerializer(serializers.Serializer):
         "what the counted prompt tokens cost), within the limit plus any overage."
     )
     feedback = serializers.SerializerMethodField(help_text="What the client reported after its call; null until then.")
+    call = serializers.SerializerMethodField(help_text="The gateway's call of the LLM (source gateway); else null.")
 
     def get_counted_usd(self, decision) -> float:
         return float(decision.reserved_usd + decision.overage_usd)
 
+    @extend_schema_field(GatewayCallSerializer(allow_null=True))
+    def get_call(self, decision):
+        return GatewayCallSerializer(decision).data if decision.source == Decision.Source.GATEWAY else None
+
     @extend_schema_field(FeedbackStateSerializer(allow_null=True))
     def get_feedback(self, decision):
+        if decision.source == Decision.Source.GATEWAY:
+            return None  # the gateway measured the call: what it recorded is under "call"
         return FeedbackStateSerializer(decision).data if decision.feedback_at else None
 
 

@@ -81,10 +81,19 @@ class LlmSerializer(serializers.ModelSerializer):
             "context_window",
             "metadata",
             "is_active",
+            "api_key_env",
+            "has_api_key",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+
+    has_api_key = serializers.SerializerMethodField(
+        help_text="Whether a key is stored (encrypted) or named; the key itself is never returned."
+    )
+
+    def get_has_api_key(self, llm) -> bool:
+        return llm.has_api_key
 
 
 class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -102,6 +111,19 @@ class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     context_window = StrictIntegerField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False)
     is_active = serializers.BooleanField(required=False)
+    api_key = StrictCharField(
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        max_length=2000,
+        help_text="The upstream API key: stored encrypted, never returned or logged. An empty string removes it.",
+    )
+    api_key_env = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=120,
+        help_text="Or: the environment variable holding the key; its name must start with ROUTERHUB_LLM_KEY_.",
+    )
 
 
 class LlmCreateApi(ApiBase):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -19,16 +20,34 @@ API_PREFIX = "/api/"
 
 
 class ApiRequestGuardMiddleware:
+    # Async-capable: under the ASGI server one synchronous middleware would send every request,
+    # the gateway's too, through a thread and back.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
         if request.path_info.startswith(API_PREFIX):
             refused = self._refuse(request)
             if refused is not None:
                 return refused
             return _as_json_error(self.get_response(request))
         return self.get_response(request)
+
+    async def __acall__(self, request):
+        if request.path_info.startswith(API_PREFIX):
+            refused = self._refuse(request)
+            if refused is not None:
+                return refused
+            return _as_json_error(await self.get_response(request))
+        return await self.get_response(request)
 
     @staticmethod
     def _refuse(request):

@@ -14,7 +14,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from registry.models import LLM_NAME_MAX_LENGTH
 from routing.prompt_text import message_text
+from routing.selection import MAX_LAMBDA
+from routing.strategies import STRATEGIES
 
 
 class StrictCharField(serializers.CharField):
@@ -125,6 +128,41 @@ def check_messages(messages: list[dict]) -> None:
     last_user = users[-1]
     if not message_text(last_user.get("content")).strip():
         raise serializers.ValidationError("The last user message is empty.")
+
+
+class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """How to route: the options of /api/v1/route, and of the gateway's ``routerhub`` object."""
+
+    models = serializers.ListField(
+        child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
+        required=False,
+        allow_empty=False,
+        max_length=500,
+        help_text="Only consider these LLMs.",
+    )
+    locals()["lambda"] = StrictFloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_LAMBDA,
+        help_text=f"Cost weight λ in argmin loss + λ·cost (USD), from 0 to {MAX_LAMBDA:g}: at that weight the "
+        "smallest cost difference budgets count outweighs any quality difference. Omit to pace λ to the budget.",
+    )
+    quality_target = StrictFloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        help_text="Choose the cheapest LLM whose predicted quality reaches this.",
+    )
+    max_cost_usd = StrictFloatField(
+        required=False,
+        min_value=0,
+        help_text="Never choose an LLM estimated to cost more than this for the prompt.",
+    )
+    strategy = serializers.ChoiceField(
+        choices=sorted(STRATEGIES),
+        required=False,
+        help_text="Route with the newest state fitted with this strategy (default: the active state).",
+    )
 
 
 # --- output pieces --------------------------------------------------------------------------------

@@ -19,10 +19,27 @@ class DecisionLambdaReason(models.TextChoices):
     QUALITY_TARGET = "quality_target", "cheapest LLM meeting the quality target"
     BUDGET_PACING = "budget_pacing", "paced to the remaining budget"
     BUDGET_EXHAUSTED = "budget_exhausted", "budget spent: cheapest allowed LLM"
+    DIRECT = "direct", "the client named the LLM (gateway)"
+
+
+class DecisionSource(models.TextChoices):
+    ROUTE = "route", "POST /api/v1/route (the client calls the LLM)"
+    GATEWAY = "gateway", "POST /v1/chat/completions (routerhub called the LLM)"
+
+
+class DecisionCallStatus(models.TextChoices):
+    PENDING = "pending", "calling the LLM"
+    OK = "ok", "answered"
+    CLIENT_ERROR = "client_error", "the LLM refused the request (4xx, returned to the client)"
+    FAILED = "failed", "every attempt failed"
+    INTERRUPTED = "interrupted", "the stream broke after its first byte"
+    CANCELLED = "cancelled", "the client disconnected"
 
 
 class Decision(models.Model):
     LambdaReason = DecisionLambdaReason
+    Source = DecisionSource
+    CallStatus = DecisionCallStatus
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # PROTECT: decisions are the tenant's billing history; a tenant that has routed is deactivated, not deleted.
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="decisions")
@@ -37,7 +54,7 @@ class Decision(models.Model):
     cluster = models.IntegerField(null=True, blank=True)
     lambda_used = models.FloatField(null=True, blank=True)
     lambda_reason = models.CharField(max_length=20, choices=LambdaReason.choices)
-    predicted_quality = models.FloatField()
+    predicted_quality = models.FloatField(null=True, blank=True, help_text="Empty when the client named the LLM.")
     estimated_cost_usd = models.DecimalField(max_digits=20, decimal_places=10)
     budget_period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="decisions")
     # What this decision currently counts in its period: reserved_usd in spent_usd (within the
@@ -63,6 +80,13 @@ class Decision(models.Model):
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     feedback_at = models.DateTimeField(null=True, blank=True)
     outcome = models.ForeignKey(Outcome, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Filled by the gateway, which calls the LLM itself (source "gateway"): what it measured.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.ROUTE)
+    call_status = models.CharField(max_length=20, choices=CallStatus.choices, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to the first streamed byte.")
+    attempts = models.JSONField(
+        default=list, blank=True, help_text="Each upstream call: LLM, outcome, HTTP status, latency, error."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -77,6 +101,11 @@ class Decision(models.Model):
                 condition=Q(quality_score__isnull=True) | (Q(quality_score__gte=0) & Q(quality_score__lte=1)),
             ),
             valid_choice("lambda_reason", DecisionLambdaReason),
+            valid_choice("source", DecisionSource),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_call_status_valid",
+                condition=Q(call_status="") | Q(call_status__in=DecisionCallStatus.values),
+            ),
         ]
 
     def __str__(self) -> str:

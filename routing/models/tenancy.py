@@ -44,6 +44,12 @@ class Tenant(models.Model):
     default_max_cost_usd = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per-request cost cap."
     )
+    log_gateway_text = models.BooleanField(
+        default=False,
+        verbose_name="log gateway text",
+        help_text="Keep the request and response text of its gateway calls (for learning from real traffic). "
+        "Tokens, latency, cost and status are always kept.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

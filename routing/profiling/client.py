@@ -1,33 +1,44 @@
 """A small client for OpenAI-compatible ``/chat/completions`` endpoints, used to profile LLMs.
 
-Failures are sorted by what the caller should do about them:
+It calls through ``routing/upstream/http.py`` — the gateway's client too: pooled connections,
+separate connect and read timeouts, no redirects, the address rules of ``routing/upstream/addresses.py``
+— and adds the profiling pass's retry policy. Failures are sorted by what the caller should do:
 
 - ``TransientProviderError`` — timeouts, connection errors, HTTP 408/409/429/5xx. Retried here with
   exponential backoff and jitter (honouring ``Retry-After``); if they persist, the profiling task
   retries later and resumes where it stopped.
-- ``ProviderConfigurationError`` — HTTP 401/403/404: a wrong key, URL or model id. Every further
-  call would fail the same way, so the job stops at once.
+- ``ProviderConfigurationError`` — HTTP 401/403/404, a redirect, a refused address: a wrong key or
+  URL. Every further call would fail the same way, so the job stops at once.
 - ``PromptRejected`` — HTTP 400/413/422 for one prompt (too long, refused by a filter). That prompt
   gets no outcome; the others go on.
 
 A 200 answer that is not the expected JSON is *not* an error: it is the LLM's (garbage) answer,
-graded like any other and recorded as incorrect.
+graded like any other and recorded as incorrect. Upstream bodies quoted in errors are truncated and
+never contain the API key.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import requests
+import httpx
 
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
-CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+from routing.upstream.http import (
+    CONFIGURATION_STATUSES,
+    REDACTED,
+    Timeouts,
+    UpstreamRefused,
+    auth_headers,
+    chat_completions_url,
+    redact,
+    sync_client,
+    transient,
+)
 
 
 class ProviderError(Exception):
@@ -75,18 +86,9 @@ class ChatClient:
     max_backoff_seconds: float = 30.0
     sleep: Callable[[float], None] = time.sleep
 
-    def __post_init__(self) -> None:
-        self._local = threading.local()  # requests.Session is not thread-safe: one per thread
-
     @property
     def url(self) -> str:
-        return self.api_base.rstrip("/") + "/chat/completions"
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        return chat_completions_url(self.api_base)
 
     def complete(self, prompt_text: str) -> Completion:
         """One answer, after up to ``max_attempts`` tries on transient failures."""
@@ -110,32 +112,36 @@ class ChatClient:
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        timeouts = Timeouts(connect=min(10.0, self.timeout_seconds), read=self.timeout_seconds)
         started = time.monotonic()
         try:
-            response = self._session().post(
-                self.url, json=body, headers=headers, timeout=(min(10.0, self.timeout_seconds), self.timeout_seconds)
+            response = sync_client().post(
+                self.url, json=body, headers=auth_headers(self.api_key), timeout=timeouts.httpx()
             )
-        except requests.Timeout as exc:
-            raise TransientProviderError(f"timed out after {self.timeout_seconds:g} s: {exc}") from exc
-        except requests.ConnectionError as exc:
-            raise TransientProviderError(f"cannot connect to {self.url}: {exc}") from exc
+        except UpstreamRefused as exc:
+            raise ProviderConfigurationError(str(exc)) from None
+        except httpx.TimeoutException as exc:
+            raise TransientProviderError(f"timed out after {self.timeout_seconds:g} s: {exc!r}") from None
+        except (httpx.TransportError, ConnectionError) as exc:
+            raise TransientProviderError(f"cannot connect to {self.url}: {exc!r}") from None
         latency_ms = (time.monotonic() - started) * 1000
         status = response.status_code
-        if status in TRANSIENT_STATUSES or status >= 500:
+        quoted = redact(response.text, self.api_key, limit=300)
+        if transient(status):
             raise TransientProviderError(
-                f"HTTP {status} from {self.url}: {response.text[:300]}",
+                f"HTTP {status} from {self.url}: {quoted}",
                 status=status,
                 retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
             )
-        if status in CONFIGURATION_STATUSES:
-            raise ProviderConfigurationError(
-                f"HTTP {status} from {self.url} (check api_base, api_model and the API key): {response.text[:300]}",
-                status=status,
-            )
+        if status in CONFIGURATION_STATUSES or 300 <= status < 400:
+            what = "a redirect (never followed)" if status < 400 else "check api_base, api_model and the API key"
+            raise ProviderConfigurationError(f"HTTP {status} from {self.url} ({what}): {quoted}", status=status)
         if status >= 400:
-            raise PromptRejected(f"HTTP {status}: {response.text[:300]}", status=status)
-        return _parse_completion(response.text, latency_ms)
+            raise PromptRejected(f"HTTP {status}: {quoted}", status=status)
+        completion = _parse_completion(response.text, latency_ms)
+        if self.api_key and self.api_key in completion.text:  # an endpoint echoing the key: never stored
+            completion = replace(completion, text=completion.text.replace(self.api_key, REDACTED))
+        return completion
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -10,7 +10,6 @@ runs again; the unique (llm, prompt) constraint makes a second write of one answ
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -28,6 +27,7 @@ from routing.profiling.client import ChatClient, Completion, PromptRejected, Pro
 from routing.profiling.graders import Grader, grader_for
 from routing.selectors.state import routing_state_active
 from routing.services.state import llm_profile
+from routing.upstream.credentials import CredentialError, llm_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -306,19 +306,12 @@ def _profiled_cost_since(*, llm: LLM, since: datetime) -> float:
 
 
 def _api_key_of(llm: LLM) -> str | None:
-    """The API key, read from the environment variable named in ``metadata["api_key_env"]``.
-
-    Keys are never stored in the database (a dump or the admin would show them).
-    """
-    variable = (llm.metadata or {}).get("api_key_env")
-    if not variable:
-        return None
-    key = os.environ.get(variable)
-    if not key:
-        raise ProviderConfigurationError(
-            f"{llm.name}: environment variable {variable} (metadata.api_key_env) is not set in the worker"
-        )
-    return key
+    """The LLM's API key (its encrypted field or a ROUTERHUB_LLM_KEY_… variable); a key that cannot be
+    had stops the job as a configuration error."""
+    try:
+        return llm_api_key(llm)
+    except CredentialError as exc:
+        raise ProviderConfigurationError(str(exc)) from None
 
 
 def llms_to_reprofile(*, state: RoutingState) -> list[LLM]:

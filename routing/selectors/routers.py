@@ -47,6 +47,28 @@ class RoutableLLM:
     validation_error: float
     n_validation_outcomes: int
     uses_fallback: bool  # the strategy could not score this LLM itself (e.g. Routoo on an unseen LLM)
+    # Where its API key comes from (routing/upstream/credentials.py); encrypted, never the key itself.
+    api_key_encrypted: str = ""
+    api_key_env: str = ""
+
+    @classmethod
+    def of(cls, llm, *, validation_error: float = float("nan"), n_validation_outcomes: int = 0, uses_fallback=False):
+        """A registry ``LLM`` row as a candidate (the router's own come with their profile's figures)."""
+        return cls(
+            id=llm.id,
+            name=llm.name,
+            provider=llm.provider,
+            api_base=llm.api_base,
+            api_model=llm.api_model,
+            usd_per_mtok_in=llm.usd_per_mtok_in,
+            usd_per_mtok_out=llm.usd_per_mtok_out,
+            usd_per_query=llm.usd_per_query,
+            validation_error=validation_error,
+            n_validation_outcomes=n_validation_outcomes,
+            uses_fallback=uses_fallback,
+            api_key_encrypted=llm.api_key_encrypted,
+            api_key_env=llm.api_key_env,
+        )
 
     def expected_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float:
         if self.usd_per_query is not None:
@@ -95,12 +117,14 @@ class LoadedRouter:
     def llm_index(self) -> dict[str, int]:
         return {llm.name: i for i, llm in enumerate(self.llms)}
 
-    def expected_costs(self, *, input_tokens: float) -> np.ndarray:
-        """Estimated USD per LLM: its price × (prompt tokens, expected output tokens), or its per-query price.
+    def expected_costs(self, *, input_tokens: float, output_tokens: float | None = None) -> np.ndarray:
+        """Estimated USD per LLM: its price × (prompt tokens, output tokens — by default the expected
+        ``ROUTERHUB_EXPECTED_OUTPUT_TOKENS``), or its per-query price.
 
         An LLM without any price costs 0 here — it is free as far as routerhub can tell.
         """
-        output_tokens = settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
+        if output_tokens is None:
+            output_tokens = settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
         return np.array(
             [llm.expected_cost_usd(input_tokens=input_tokens, output_tokens=output_tokens) for llm in self.llms],
             dtype=np.float64,
@@ -117,15 +141,8 @@ def load_router(state_id: int) -> LoadedRouter:
         vector = np.asarray(row.vector, dtype=np.float32)
         llm = row.llm
         llms.append(
-            RoutableLLM(
-                id=llm.id,
-                name=llm.name,
-                provider=llm.provider,
-                api_base=llm.api_base,
-                api_model=llm.api_model,
-                usd_per_mtok_in=llm.usd_per_mtok_in,
-                usd_per_mtok_out=llm.usd_per_mtok_out,
-                usd_per_query=llm.usd_per_query,
+            RoutableLLM.of(
+                llm,
                 validation_error=row.validation_error,
                 n_validation_outcomes=row.n_validation_outcomes,
                 uses_fallback=strategy.scores_with_fallback(vector),

@@ -106,6 +106,23 @@ def reserve(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus | None:
     return None if row is None else status.with_amounts(row)
 
 
+def move_reservation(*, decision: Decision, amount: Decimal) -> bool:
+    """Make ``decision`` hold ``amount`` instead of its reservation (the gateway falling back to another
+    LLM), if the difference still fits under the limit; False (nothing changed) when it does not."""
+    assert connection.in_atomic_block, "move_reservation() must run in the decision's transaction"
+    difference = amount - decision.reserved_usd
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %s "
+            "WHERE id = %s AND spent_usd + %s <= limit_usd RETURNING id",
+            [difference, decision.budget_period_id, difference],
+        )
+        moved = cursor.fetchone() is not None
+    if moved:
+        decision.reserved_usd = amount
+    return moved
+
+
 def add_overage(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus:
     """Count a request routed after the budget ran out (the "cheapest" policy) as overage."""
     with connection.cursor() as cursor:

@@ -4,7 +4,9 @@
 chooses λ (explicit, quality target, the tenant's default or budget pacing), selects an LLM with the
 pure selector (``routing.selection``), reserves its estimated cost in the tenant's budget and writes
 the decision — reservation and decision in one transaction, so every accepted request leaves
-exactly one decision and its cost is counted exactly once.
+exactly one decision and its cost is counted exactly once. ``/api/v1/route`` and the gateway's
+``routerhub-auto`` models both come here; a gateway call that names its LLM goes through
+``direct_create``, which reserves and records the same way without routing.
 """
 
 from __future__ import annotations
@@ -24,13 +26,24 @@ from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
 from routing.services.scoring import (
+    DirectCall,
     Reason,
     RouteRequest,
     Scoring,
+    direct_scoring,
     quality_target_note,
     ranked_alternatives,
     score,
 )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An LLM a call may go to, with its estimated cost for this request."""
+
+    llm: RoutableLLM
+    estimated_cost_usd: Decimal
+    predicted_quality: float | None = None
 
 
 @dataclass
@@ -43,6 +56,8 @@ class RouteResult:
     route_ms: float = 0.0
     budget_ms: float = 0.0
     embedding_cached: bool = False
+    # The next-ranked candidates within the request's cost cap, best first (the gateway falls back to them).
+    fallbacks: list[Candidate] = field(default_factory=list)
 
 
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
@@ -54,11 +69,25 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
     choice = scoring.select(scoring.max_cost)
     routed = time.perf_counter()
-    decision, choice, status, notes = _reserve_and_record(
-        scoring, choice, status, tenant=tenant, api_key=api_key, request=request
+    result = _decide(scoring, choice, status, tenant=tenant, api_key=api_key, request=request)
+    result.embed_ms, result.route_ms = (embedded - started) * 1e3, (routed - embedded) * 1e3
+    result.budget_ms = (time.perf_counter() - routed) * 1e3
+    result.embedding_cached = cached
+    return result
+
+
+def direct_create(*, tenant: Tenant, api_key=None, llm: RoutableLLM, request: RouteRequest) -> RouteResult:
+    """Reserve and record a call to the LLM the client named (the gateway's direct model names)."""
+    scoring = direct_scoring(llm, request=request)
+    return _decide(
+        scoring, 0, budgets.budget_status_current(tenant=tenant), tenant=tenant, api_key=api_key, request=request
     )
-    finished = time.perf_counter()
-    if decision.lambda_reason != Reason.BUDGET_EXHAUSTED:
+
+
+def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> RouteResult:
+    router = scoring.router
+    decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+    if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
         target_note = quality_target_note(scoring, choice)
         notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
     if router.llms[choice].uses_fallback:
@@ -68,16 +97,21 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
             f"{router.strategy_name} has no predictor head for {router.llms[choice].name} (not a training LLM): "
             f"its quality comes from the universal fallback ({router.strategy.fallback_name()}).",
         ]
-    return RouteResult(
-        decision=decision,
-        llm=router.llms[choice],
-        budget=status,
-        notes=notes,
-        embed_ms=(embedded - started) * 1e3,
-        route_ms=(routed - embedded) * 1e3,
-        budget_ms=(finished - routed) * 1e3,
-        embedding_cached=cached,
+    # Only the gateway falls back; a decision routed after the budget ran out has nowhere else to go.
+    fallbacks = (
+        []
+        if context["request"].source != Decision.Source.GATEWAY
+        or decision.lambda_reason in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT)
+        else [
+            Candidate(
+                llm=router.llms[i],
+                estimated_cost_usd=budgets.usd(scoring.costs[i]),
+                predicted_quality=round(float(1.0 - scoring.losses[i]), 6),
+            )
+            for i in scoring.ranked(scoring.max_cost, exclude=choice)
+        ]
     )
+    return RouteResult(decision=decision, llm=router.llms[choice], budget=status, notes=notes, fallbacks=fallbacks)
 
 
 def _reserve_and_record(
@@ -168,6 +202,7 @@ def _write_decision(
     lam, quality_target, reason = (
         (None, None, Reason.BUDGET_EXHAUSTED) if exhausted else (scoring.lam, scoring.quality_target, scoring.reason)
     )
+    direct = isinstance(router, DirectCall)
     return Decision.objects.create(
         tenant=tenant,
         api_key=api_key,
@@ -180,7 +215,7 @@ def _write_decision(
         cluster=scoring.cluster,
         lambda_used=lam,
         lambda_reason=reason,
-        predicted_quality=float(1.0 - scoring.losses[choice]),
+        predicted_quality=None if direct else float(1.0 - scoring.losses[choice]),
         estimated_cost_usd=budgets.usd(scoring.costs[choice]),
         budget_period_id=status.period_id,
         reserved_usd=reserved,
@@ -203,7 +238,11 @@ def _write_decision(
                 "quality_target": request.quality_target,
                 "max_cost_usd": request.max_cost_usd,
                 "strategy": request.strategy,
+                "preset": request.preset,
+                "max_tokens": request.output_tokens,
             }.items()
             if value is not None
         },
+        source=request.source,
+        call_status=Decision.CallStatus.PENDING if request.source == Decision.Source.GATEWAY else "",
     )

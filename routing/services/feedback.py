@@ -58,13 +58,27 @@ def decision_feedback(*, decision: Decision, feedback: Feedback, api_key=None) -
     stays at the estimate while no cost was reported. A quality score is also stored as an Outcome
     (source "feedback") on the routed prompt, for later refits.
     """
+    if decision.source == Decision.Source.GATEWAY:
+        measured = [
+            name
+            for name in ("actual_cost_usd", "input_tokens", "output_tokens", "latency_ms")
+            if getattr(feedback, name) is not None
+        ]
+        if measured:
+            raise InvalidFeedback(
+                measured[0],
+                "The gateway called this LLM and measured its cost, tokens and latency itself; "
+                "only quality_score can be reported.",
+            )
     prompt = None
     if feedback.quality_score is not None:
         # Embedding a new prompt takes milliseconds to seconds: done before any lock is taken, so the
         # tenant's route requests never queue behind it on the budget row.
         prompt = _feedback_prompt(decision)
     with transaction.atomic():
-        decision = Decision.objects.select_for_update().select_related("llm", "tenant").get(id=decision.id)
+        # Only the decision's row: locking its LLM and tenant rows too would deadlock with a route request
+        # that holds the budget row and inserts a decision referring to them.
+        decision = Decision.objects.select_for_update(of=("self",)).select_related("llm", "tenant").get(id=decision.id)
         given = feedback.given()
         changed = {name: value for name, value in given.items() if getattr(decision, name) != value}
         if decision.feedback_at is not None and not changed:
@@ -72,9 +86,11 @@ def decision_feedback(*, decision: Decision, feedback: Feedback, api_key=None) -
         notes = _score_change_note(decision, changed)
         for name, value in given.items():
             setattr(decision, name, value)
-        decision.reported_cost_usd = _reported_cost(decision)
-        counted, floor_note = _counted_cost(decision)
-        budgets.reconcile(decision=decision, cost_usd=counted)
+        floor_note = None
+        if decision.source != Decision.Source.GATEWAY:  # a gateway call counts what the gateway measured
+            decision.reported_cost_usd = _reported_cost(decision)
+            counted, floor_note = _counted_cost(decision)
+            budgets.reconcile(decision=decision, cost_usd=counted)
         decision.feedback_at = timezone.now()
         decision.save()
         if prompt is not None:

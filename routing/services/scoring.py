@@ -1,7 +1,8 @@
 """Scoring one route request: predicted losses, costs and candidates, λ by precedence, alternatives.
 
 Pure reads of the loaded router and the request; ``routing/services/decisions.py`` turns a
-:class:`Scoring` into a reserved, recorded decision.
+:class:`Scoring` into a reserved, recorded decision. A gateway call that names its LLM is scored by
+:func:`direct_scoring`: one candidate, nothing predicted, the same reservation and record.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 
 from registry.models import LLM
 from routing.exceptions import InvalidRouteRequest
 from routing.models import Decision, Tenant
 from routing.selection import select
 from routing.selectors.budgets import BudgetStatus
-from routing.selectors.routers import LoadedRouter, reference_sample
+from routing.selectors.routers import LoadedRouter, RoutableLLM, reference_sample
 from routing.selectors.tenancy import tenant_allowed_llm_ids
 from routing.services import budget_policies
 from routing.services.budgets import usd
@@ -33,13 +35,34 @@ class RouteRequest:
     quality_target: float | None = None
     max_cost_usd: float | None = None
     strategy: str | None = None
+    # The gateway's additions: the output length to reserve for (the request's max_tokens; None: the
+    # expected output), a preset's name and LLMs, and who calls the LLM.
+    output_tokens: int | None = None
+    preset: str | None = None
+    preset_llm_ids: frozenset[int] | None = None
+    source: str = Decision.Source.ROUTE
+
+    @property
+    def needs_api(self) -> bool:
+        """The gateway calls the LLM itself: only LLMs with an ``api_base`` are candidates."""
+        return self.source == Decision.Source.GATEWAY
+
+
+@dataclass(frozen=True)
+class DirectCall:
+    """Stands in for the router when the client named the LLM: one candidate, no state, no prediction."""
+
+    llms: tuple[RoutableLLM, ...]
+    state_id: None = None
+    version: int = 0
+    strategy_name: str = "direct"
 
 
 @dataclass(frozen=True)
 class Scoring:
     """One prompt scored by the router, with the request's constraints: what selection works on."""
 
-    router: LoadedRouter
+    router: LoadedRouter | DirectCall
     losses: np.ndarray  # [llms] predicted loss
     costs: np.ndarray  # [llms] estimated USD
     allowed: np.ndarray  # [llms] tenant's and request's candidates
@@ -62,12 +85,52 @@ class Scoring:
             )[0]
         )
 
+    def ranked(self, max_cost: float | None, *, exclude: int, lam: float | None = None) -> list[int]:
+        """The other candidates within ``max_cost``, in the order the selector prefers them."""
+        return ranked_indices(
+            self.losses,
+            self.costs,
+            allowed=self.allowed,
+            max_cost=max_cost,
+            lam=self.lam if lam is None else lam,
+            quality_target=self.quality_target,
+            exclude=exclude,
+        )
+
+
+def direct_scoring(llm: RoutableLLM, *, request: RouteRequest) -> Scoring:
+    """The one LLM the client named, with its estimated cost: reserved and recorded like a routed choice."""
+    return Scoring(
+        router=DirectCall(llms=(llm,)),
+        losses=np.zeros(1),  # nothing is predicted: the decision records no quality
+        costs=np.array(
+            [
+                llm.expected_cost_usd(
+                    input_tokens=request.input_tokens,
+                    output_tokens=_first_set(request.output_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS),
+                )
+            ]
+        ),
+        allowed=np.array([True]),
+        max_cost=None,
+        lam=None,
+        quality_target=None,
+        reason=Reason.DIRECT,
+        cluster=None,
+    )
+
 
 def score(
     router: LoadedRouter, *, tenant: Tenant, request: RouteRequest, embedding: np.ndarray, status: BudgetStatus
 ) -> Scoring:
-    costs = router.expected_costs(input_tokens=request.input_tokens)
-    allowed = allowed_mask(router, tenant=tenant, models=request.models)
+    costs = router.expected_costs(input_tokens=request.input_tokens, output_tokens=request.output_tokens)
+    allowed = allowed_mask(
+        router,
+        tenant=tenant,
+        models=request.models,
+        preset_llm_ids=request.preset_llm_ids,
+        needs_api=request.needs_api,
+    )
     max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
     if max_cost is not None and not (costs[allowed] <= max_cost).any():
         raise InvalidRouteRequest(
@@ -139,10 +202,8 @@ def lambda_and_target(*, tenant: Tenant, request: RouteRequest) -> tuple[float |
     return 0.0, None, Reason.BUDGET_PACING
 
 
-def ranked_alternatives(
-    router: LoadedRouter, losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int
-) -> list[dict]:
-    """The next best candidates (allowed, within the cost cap), in the order the selector prefers them."""
+def ranked_indices(losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int) -> list[int]:
+    """Indices of the candidates (allowed, within the cost cap) other than ``exclude``, best first."""
     quality = 1.0 - losses
     if max_cost is not None:
         allowed = allowed & (costs <= max_cost)
@@ -151,7 +212,17 @@ def ranked_alternatives(
         keys = [(0, costs[i]) if quality[i] >= quality_target else (1, -quality[i]) for i in range(len(costs))]
     else:
         keys = [(0, losses[i] + (lam or 0.0) * costs[i]) for i in range(len(costs))]
-    order = sorted((i for i in np.flatnonzero(allowed) if i != exclude), key=lambda i: keys[i])
+    return sorted((i for i in np.flatnonzero(allowed) if i != exclude), key=lambda i: keys[i])
+
+
+def ranked_alternatives(
+    router: LoadedRouter | DirectCall, losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int
+) -> list[dict]:
+    """The next best candidates (allowed, within the cost cap), in the order the selector prefers them."""
+    quality = 1.0 - losses
+    order = ranked_indices(
+        losses, costs, allowed=allowed, max_cost=max_cost, lam=lam, quality_target=quality_target, exclude=exclude
+    )
     return [
         {
             "name": router.llms[i].name,
@@ -162,16 +233,29 @@ def ranked_alternatives(
     ]
 
 
-def allowed_mask(router: LoadedRouter, *, tenant: Tenant, models: list[str] | None) -> np.ndarray:
+def allowed_mask(
+    router: LoadedRouter,
+    *,
+    tenant: Tenant,
+    models: list[str] | None,
+    preset_llm_ids: frozenset[int] | None = None,
+    needs_api: bool = False,
+) -> np.ndarray:
     allowed_ids = tenant_allowed_llm_ids(tenant=tenant)
     mask = np.array([not allowed_ids or llm.id in allowed_ids for llm in router.llms], dtype=bool)
+    if preset_llm_ids:
+        mask &= np.array([llm.id in preset_llm_ids for llm in router.llms], dtype=bool)
+    if needs_api:
+        mask &= np.array([bool(llm.api_base) for llm in router.llms], dtype=bool)
     if models:
         _check_model_names(router, tenant=tenant, models=models, tenant_mask=mask)
         wanted = set(models)
         mask &= np.array([llm.name in wanted for llm in router.llms], dtype=bool)
     if not mask.any():
         raise InvalidRouteRequest(
-            "models", f"Tenant {tenant.name!r} is not allowed any LLM the active router can route to."
+            "models",
+            f"Tenant {tenant.name!r} is not allowed any LLM the active router can route to"
+            + (" and call (an LLM with an api_base)." if needs_api else "."),
         )
     return mask
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 60
+# The fake OpenAI-compatible servers of the tests listen here: upstream calls may reach them.
+TEST_UPSTREAM_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def free_port() -> int:
@@ -134,6 +136,7 @@ def start_worker(*, broker_url: str, database_name: str, log_path: Path) -> Work
         "CELERY_BROKER_URL": broker_url,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS": "0.2",
+        "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": ",".join(TEST_UPSTREAM_HOSTS),  # the fake upstreams' loopback
         "LOG_LEVEL": "WARNING",
     }
     command = [

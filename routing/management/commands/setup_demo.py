@@ -50,13 +50,19 @@ class Command(BaseCommand):
             "--demo-budget-usd", default="10", help="monthly budget of the 'demo' tenant when it is first created"
         )
         parser.add_argument(
+            "--upstream-url",
+            default=None,
+            help="an OpenAI-compatible API serving the data set's LLMs (make run: the demo upstream); "
+            "set as their api_base, unless an LLM already has one of its own",
+        )
+        parser.add_argument(
             "--output",
             type=Path,
             default=None,
             help="also write everything printed (the admin password and the API key) to this file, mode 0600",
         )
 
-    def handle(self, *args, dataset, strategy, base_url, admin_user, demo_budget_usd, output, **options):
+    def handle(self, *args, dataset, strategy, base_url, admin_user, demo_budget_usd, upstream_url, output, **options):
         tee = None
         if output is not None:
             tee = _Tee(self.stdout._out)
@@ -65,14 +71,24 @@ class Command(BaseCommand):
         if not RoutingState.objects.filter(is_active=True).exists():
             fit_args = ["--dataset", dataset] + (["--strategy", strategy] if strategy else [])
             call_command("fit_router", *fit_args, stdout=self.stdout)
+        if upstream_url:
+            from routing.services.gateway import demo_llms_at
+
+            # The URL is remembered, so that a later run on another port moves the same LLMs along.
+            remembered = Path(settings.BASE_DIR) / ".run" / "demo-upstream-url"
+            previous = remembered.read_text().strip() if remembered.exists() else None
+            changed = demo_llms_at(dataset=dataset, api_base=upstream_url, previous=previous)
+            remembered.parent.mkdir(parents=True, exist_ok=True)
+            remembered.write_text(upstream_url + "\n")
+            self.stdout.write(f"Demo upstream {upstream_url}: api_base of {changed} LLM(s) of {dataset} changed")
         self.stdout.write("--- routerhub demo ---")
         self.stdout.write(f"Admin:    {base_url}/admin/   user {admin_user!r}, password {password!r}")
         self.stdout.write(f"API docs: {base_url}/api/docs/")
-        self._demo_tenant(base_url, demo_budget_usd)
+        self._demo_tenant(base_url, demo_budget_usd, gateway=bool(upstream_url))
         if tee is not None:
             write_private(output, tee.copy.getvalue())
 
-    def _demo_tenant(self, base_url: str, budget_usd: str) -> None:
+    def _demo_tenant(self, base_url: str, budget_usd: str, *, gateway: bool) -> None:
         """The 'demo' tenant (monthly budget) and one live key for it: the previous run's key is revoked."""
         from routing.services.tenancy import api_key_rotate, tenant_create
 
@@ -92,6 +108,42 @@ class Command(BaseCommand):
             "-H 'Content-Type: application/json' "
             '-d \'{"prompt": "What is the derivative of x**3 + 2x with respect to x?"}\''
         )
+        if gateway:
+            from routing.services.gateway import demo_presets
+
+            demo_presets(tenant=tenant)
+            self._gateway_examples(base_url, issued.secret)
+
+    def _gateway_examples(self, base_url: str, key: str) -> None:
+        import json
+        import shlex
+
+        from registry.models import Prompt
+
+        question = (
+            Prompt.objects.filter(split=Prompt.Split.TEST, prompt_set__role="dataset")
+            .order_by("id")
+            .values_list("text", flat=True)
+            .first()
+            or "What is the derivative of x**3 + 2x with respect to x?"
+        )
+        body = {"model": "routerhub-auto", "stream": True, "messages": [{"role": "user", "content": question}]}
+        self.stdout.write(
+            "Gateway (OpenAI-compatible; models routerhub-auto, routerhub-auto:cheap|balanced|best, or an LLM's name):"
+        )
+        self.stdout.write(
+            f"  curl -N {base_url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+        )
+        self.stdout.write("Python (pip install openai):")
+        for line in (
+            "from openai import OpenAI",
+            f'client = OpenAI(base_url="{base_url}/v1", api_key="{key}")',
+            'messages = [{"role": "user", "content": "What is the derivative of x**3 + 2x with respect to x?"}]',
+            'answer = client.chat.completions.create(model="routerhub-auto", messages=messages)',
+            "print(answer.model, answer.choices[0].message.content)",
+        ):
+            self.stdout.write("  " + line)
 
     def _ensure_admin(self, username: str) -> str:
         """Create the superuser once. Its password comes from ROUTERHUB_ADMIN_PASSWORD, or is generated

@@ -37,6 +37,8 @@ def test_adding_a_tenant_shows_its_first_key_once(admin_client_, fitted):
             "is_active": "on",
             "api_keys-TOTAL_FORMS": "0",
             "api_keys-INITIAL_FORMS": "0",
+            "presets-TOTAL_FORMS": "0",
+            "presets-INITIAL_FORMS": "0",
         },
         follow=True,
     )
@@ -87,6 +89,8 @@ def test_changing_a_budget_in_the_admin_updates_the_open_period(admin_client_, m
             "api_keys-0-id": tenant.api_keys.get().id,
             "api_keys-0-tenant": tenant.id,
             "api_keys-0-name": "",
+            "presets-TOTAL_FORMS": "0",
+            "presets-INITIAL_FORMS": "0",
         },
     )
     assert BudgetPeriod.objects.get(tenant=tenant).limit_usd == 3
@@ -102,6 +106,39 @@ def test_decisions_and_budget_periods_are_read_only_in_the_admin(admin_client_, 
     assert admin_client_.get("/admin/routing/decision/add/").status_code == 403
     assert admin_client_.get("/admin/routing/budgetperiod/").status_code == 200
     assert admin_client_.get("/admin/routing/tenant/").status_code == 200
+
+
+def test_presets_are_edited_on_their_tenant_and_listed(admin_client_, make_tenant, fitted):
+    from routing.models import Preset
+
+    tenant, _ = make_tenant(budget_usd="10")
+    response = admin_client_.post(
+        f"/admin/routing/tenant/{tenant.id}/change/",
+        {
+            "name": tenant.name,
+            "budget_usd": "10",
+            "budget_period": "month",
+            "when_budget_spent": "reject",
+            "is_active": "on",
+            "log_gateway_text": "on",
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+            "presets-TOTAL_FORMS": "1",
+            "presets-INITIAL_FORMS": "0",
+            "presets-0-name": "cheap",
+            "presets-0-lambda_value": "1000",
+            "presets-0-tenant": tenant.id,
+        },
+    )
+    assert response.status_code == 302, response.content[:3000]
+    preset = Preset.objects.get(tenant=tenant)
+    assert (preset.name, preset.lambda_value, preset.model_name) == ("cheap", 1000, "routerhub-auto:cheap")
+    assert Tenant.objects.get(id=tenant.id).log_gateway_text is True
+    assert "routerhub-auto:cheap" in admin_client_.get("/admin/routing/preset/").content.decode()
+    bad = admin_client_.post(
+        f"/admin/routing/preset/{preset.id}/change/", {"tenant": tenant.id, "name": "not ok!", "quality_target": "2"}
+    )
+    assert bad.status_code == 200 and b"errornote" in bad.content
 
 
 def test_a_decisions_page_lists_every_feedback_it_received(admin_client_, api, fitted):

@@ -112,10 +112,10 @@ def test_a_provider_refusing_every_call_fails_with_the_reason(routing_data):
 
 
 def test_a_missing_api_key_variable_is_a_configuration_error(routing_data, monkeypatch):
-    monkeypatch.delenv("FAKE_KEY_FOR_TEST", raising=False)
+    monkeypatch.delenv("ROUTERHUB_LLM_KEY_FAKE_FOR_TEST", raising=False)
     with FakeOpenAI(policy=routing_data.expert_policy()) as server:
-        llm = llm_register(name="keyed", api_base=server.url, metadata={"api_key_env": "FAKE_KEY_FOR_TEST"})
-        with pytest.raises(ProviderConfigurationError, match="FAKE_KEY_FOR_TEST"):
+        llm = llm_register(name="keyed", api_base=server.url, api_key_env="ROUTERHUB_LLM_KEY_FAKE_FOR_TEST")
+        with pytest.raises(ProviderConfigurationError, match="ROUTERHUB_LLM_KEY_FAKE_FOR_TEST"):
             llm_profile_run(llm=llm, options=ProfilingOptions(**FAST))
         assert server.requests == []
 

@@ -1,0 +1,261 @@
+"""The gateway's writes: a call's decision before the LLM is called, its fallbacks, and what it cost.
+
+A gateway call is a decision like any other (``services/decisions.py`` makes it, with the same
+reservation) whose spend routerhub measures itself:
+
+1. :func:`gateway_plan` — before the call: route (``routerhub-auto``, a preset) or take the named LLM,
+   reserve the estimated cost — the prompt's tokens plus ``max_tokens`` when the request sets it —
+   and list the candidates in the order they will be tried.
+2. :func:`gateway_fall_back` — the upstream failed before its first byte: move the decision, and its
+   reservation, to the next candidate if that still fits the budget.
+3. :func:`gateway_finish` — after the call: replace the reservation by the upstream's ``usage`` × the
+   LLM's prices (tokens counted here when the upstream reports none), record attempts, latency, time
+   to first token and status, and keep the text if the tenant asked for it.
+
+How far concurrent calls can take spend past a budget is bounded: every admitted call held its
+reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
+budget ran out, of (actual cost − reservation) — with ``max_tokens`` set, only what the provider
+counts in the prompt beyond routerhub's own count (README, *Gateway*). A call whose process died
+before it finished keeps its reservation (its estimated cost) as what it counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from registry.tokens import count_tokens
+from routing.exceptions import InvalidRouteRequest
+from routing.models import Decision, GatewayExchange, Tenant
+from routing.selectors.gateway import ModelTarget
+from routing.services import budgets
+from routing.services.decisions import Candidate, direct_create, route_create
+from routing.services.scoring import RouteRequest
+from routing.upstream.http import redact
+from routing.upstream.streams import usage_tokens
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """The request's ``routerhub`` object (validated like /api/v1/route's options)."""
+
+    models: list[str] | None = None
+    lam: float | None = None
+    quality_target: float | None = None
+    max_cost_usd: float | None = None
+    strategy: str | None = None
+
+    def given(self) -> bool:
+        return any(value is not None for value in self.__dict__.values())
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    decision_id: UUID
+    tenant: str
+    log_text: bool
+    candidates: list[Candidate]  # the chosen LLM first, then the fallbacks, at most the attempts allowed
+    input_tokens: int  # routerhub's count of what is sent (used when the upstream reports no usage)
+    notes: list[str] = field(default_factory=list)
+
+
+def gateway_plan(
+    *,
+    tenant: Tenant,
+    api_key,
+    target: ModelTarget,
+    text: str,
+    input_tokens: int,
+    output_tokens: int | None,
+    options: RoutingOptions,
+) -> GatewayPlan:
+    """Decide and reserve before the call; raises what ``route_create`` raises (400, 402, 503)."""
+    if target.routed:
+        preset = target.preset
+        # The request's λ or quality target replaces the preset's (both: they are one choice).
+        own_choice = options.lam is not None or options.quality_target is not None
+        request = RouteRequest(
+            text=text,
+            input_tokens=input_tokens,
+            models=options.models,
+            lam=options.lam if own_choice or preset is None else preset.lam,
+            quality_target=options.quality_target if own_choice or preset is None else preset.quality_target,
+            max_cost_usd=options.max_cost_usd
+            if options.max_cost_usd is not None or preset is None
+            else preset.max_cost_usd,
+            strategy=options.strategy,
+            output_tokens=output_tokens,
+            preset=preset.name if preset else None,
+            preset_llm_ids=preset.llm_ids if preset else None,
+            source=Decision.Source.GATEWAY,
+        )
+        result = route_create(tenant=tenant, api_key=api_key, request=request)
+    else:
+        if options.given():
+            raise InvalidRouteRequest(
+                "routerhub", "Routing options apply to routerhub-auto models; this request names its LLM."
+            )
+        request = RouteRequest(
+            text=text, input_tokens=input_tokens, output_tokens=output_tokens, source=Decision.Source.GATEWAY
+        )
+        result = direct_create(tenant=tenant, api_key=api_key, llm=target.llm, request=request)
+    chosen = Candidate(
+        llm=result.llm,
+        estimated_cost_usd=result.decision.estimated_cost_usd,
+        predicted_quality=result.decision.predicted_quality,
+    )
+    callable_fallbacks = [c for c in result.fallbacks if c.llm.api_base]
+    return GatewayPlan(
+        decision_id=result.decision.id,
+        tenant=tenant.name,
+        log_text=tenant.log_gateway_text,
+        candidates=[chosen, *callable_fallbacks][: settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS],
+        input_tokens=input_tokens,
+        notes=result.notes,
+    )
+
+
+def gateway_fall_back(*, decision_id: UUID, candidate: Candidate) -> bool:
+    """Move the decision and its reservation to ``candidate``; False when its estimate no longer fits."""
+    with transaction.atomic():
+        decision = Decision.objects.select_for_update().get(id=decision_id)
+        if decision.call_status != Decision.CallStatus.PENDING:
+            return False  # already finished (the client left): nothing moves any more
+        if not budgets.move_reservation(decision=decision, amount=candidate.estimated_cost_usd):
+            return False
+        decision.llm_id = candidate.llm.id
+        decision.estimated_cost_usd = candidate.estimated_cost_usd
+        decision.predicted_quality = candidate.predicted_quality
+        decision.save(update_fields=["llm", "estimated_cost_usd", "predicted_quality", "reserved_usd"])
+    return True
+
+
+@dataclass
+class CallRecord:
+    """What the gateway saw of one call, from its first attempt to its last byte."""
+
+    status: str
+    attempts: list[dict]
+    latency_ms: float
+    billed: bool  # an upstream took the request (answered, or was cut off while at it): its tokens are paid for
+    ttft_ms: float | None = None
+    usage: dict | None = None  # the upstream's, when it sent one
+    answer_text: str = ""  # what the client received (counted when usage is missing)
+    request_body: dict | None = None  # kept only when the tenant logs text
+    secrets: tuple[str, ...] = ()  # the upstream's key: removed from any text that is kept
+
+
+@dataclass(frozen=True)
+class MeteredCall:
+    cost_usd: Decimal
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, log_text: bool) -> MeteredCall:
+    """Replace the decision's reservation by what the call cost, and record the call. Only once: a
+    decision already finished is left as it is (what was recorded first stands)."""
+    metered = record.billed
+    used_in, used_out = usage_tokens(record.usage) if metered else (None, None)
+    if metered:
+        used_in = input_tokens if used_in is None else used_in
+        if used_out is None:
+            used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
+    with transaction.atomic():
+        _commit_without_waiting_for_disk()
+        # of=("self",): lock the decision only. Locking its LLM row too would block every new decision's
+        # foreign-key check on that LLM while this waits for the budget row — a deadlock with a reservation.
+        decision = Decision.objects.select_for_update(of=("self",)).select_related("llm").get(id=decision_id)
+        if decision.call_status != Decision.CallStatus.PENDING:
+            return MeteredCall(decision.actual_cost_usd or Decimal(0), decision.input_tokens, decision.output_tokens)
+        cost = Decimal(0)
+        if metered:
+            price = decision.llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
+            cost = budgets.usd(price or 0.0)
+        budgets.reconcile(decision=decision, cost_usd=cost)
+        decision.call_status = record.status
+        decision.attempts = record.attempts
+        decision.latency_ms = round(record.latency_ms, 3)
+        decision.ttft_ms = None if record.ttft_ms is None else round(record.ttft_ms, 3)
+        decision.input_tokens, decision.output_tokens = used_in, used_out
+        decision.actual_cost_usd = cost
+        decision.save(
+            update_fields=[
+                "reserved_usd",
+                "overage_usd",
+                "call_status",
+                "attempts",
+                "latency_ms",
+                "ttft_ms",
+                "input_tokens",
+                "output_tokens",
+                "actual_cost_usd",
+            ]
+        )
+        if log_text and record.request_body is not None:
+            GatewayExchange.objects.create(
+                decision=decision,
+                request=_bounded(record.request_body),
+                response_text=redact(
+                    record.answer_text, *record.secrets, limit=settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
+                ),
+            )
+    return MeteredCall(cost_usd=cost, input_tokens=used_in, output_tokens=used_out)
+
+
+def _commit_without_waiting_for_disk() -> None:
+    """This transaction's commit does not wait for its WAL record to reach the disk (one fsync less per
+    call: a median commit took 7.8 ms against 0.19 ms without the wait, 200 commits each on the embedded
+    server of a busy 2-core development machine).
+    Safe for the metering record only: if the database crashes in the fraction of a second before the
+    write-ahead log is flushed, the record is lost and the decision keeps its reservation — the estimate,
+    an upper bound when max_tokens is set — as what it counts. Reservations stay synchronous."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _bounded(body: dict) -> dict:
+    """The request as sent, or — when its JSON is longer than the log keeps — its first characters."""
+    limit = settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
+    text = json.dumps(body, ensure_ascii=False)
+    return body if len(text) <= limit else {"truncated": text[:limit]}
+
+
+def demo_llms_at(*, dataset: str, api_base: str, previous: str | None = None) -> int:
+    """Point the LLMs with outcomes in ``dataset`` at a demo upstream (``make run``), each under its own
+    name: those without an api_base, or still at the ``previous`` demo upstream. An LLM given an
+    endpoint of its own keeps it. Returns how many were changed."""
+    from django.db.models import Exists, OuterRef, Q
+    from django.utils import timezone
+
+    from registry.models import LLM, Outcome
+
+    in_dataset = Outcome.objects.filter(llm=OuterRef("pk"), prompt__prompt_set__name=dataset)
+    ours = Q(api_base="") | Q(api_base=api_base) | (Q(api_base=previous) if previous else Q(pk__in=[]))
+    changed = 0
+    for llm in LLM.objects.filter(Exists(in_dataset)).filter(ours):
+        if llm.api_base != api_base or llm.api_model != llm.name:
+            llm.api_base, llm.api_model, llm.updated_at = api_base, llm.name, timezone.now()
+            llm.save(update_fields=["api_base", "api_model", "updated_at"])
+            changed += 1
+    return changed
+
+
+DEMO_PRESETS = {
+    "cheap": {"lambda_value": 3000.0, "description": "λ = 3000: cost first"},
+    "balanced": {"lambda_value": 300.0, "description": "λ = 300: a point of predicted quality is worth 0.003 USD"},
+    "best": {"lambda_value": 0.0, "description": "λ = 0: the best predicted quality, whatever it costs"},
+}
+
+
+def demo_presets(*, tenant: Tenant) -> None:
+    """Presets cheap, balanced and best for the demo tenant (created once; edits in the admin are kept)."""
+    from routing.models import Preset
+
+    for name, fields in DEMO_PRESETS.items():
+        Preset.objects.get_or_create(tenant=tenant, name=name, defaults=fields)

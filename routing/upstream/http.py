@@ -1,0 +1,149 @@
+"""Pooled HTTP clients for upstream calls, and what every caller needs to interpret an answer.
+
+- One ``httpx.Client`` per process (profiling threads share it) and one ``httpx.AsyncClient`` per
+  event loop (the gateway): connections are kept alive and reused per upstream.
+- Separate connect and read timeouts (``ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS``,
+  ``ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS``): a dead host fails in seconds, a slow LLM may think.
+- Redirects are never followed, only http/https is spoken, and every connection goes to an address
+  that ``addresses.py`` checked (the request's URL is pinned to that IP; Host and TLS SNI keep the
+  name, so certificates are still verified against it).
+- Failures are sorted by what the caller should do: try again or elsewhere (:data:`TRANSIENT_STATUSES`,
+  timeouts, connection errors), fix the configuration (401/403/404, refused address, missing key),
+  or accept that this one request was refused (other 4xx).
+- What an upstream sends back is truncated and stripped of the request's credentials before it is
+  stored or shown (:func:`redact`): a hostile endpoint may echo the Authorization header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+
+from routing.upstream.addresses import UpstreamRefused, aresolve_checked, check_scheme, resolve_checked  # noqa: F401 (re-exported)
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+CONFIGURATION_STATUSES = frozenset({401, 403, 404})
+# The gateway tries the next LLM on these (and on 5xx); any other 4xx is the request's own fault.
+FALLBACK_STATUSES = frozenset({408, 429})
+REDACTED = "[redacted]"
+
+
+def fallback_worthy(status: int) -> bool:
+    return status in FALLBACK_STATUSES or status >= 500
+
+
+def transient(status: int) -> bool:
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    read: float
+
+    @classmethod
+    def from_settings(cls, *, read: float | None = None) -> Timeouts:
+        return cls(
+            connect=settings.ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS,
+            read=read if read is not None else settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS,
+        )
+
+    def httpx(self) -> httpx.Timeout:
+        # write: sending a large prompt; pool: waiting for a free connection of the process's pool
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.read, pool=self.connect)
+
+
+def chat_completions_url(api_base: str) -> str:
+    return api_base.rstrip("/") + "/chat/completions"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def redact(text: str, *secrets: str | None, limit: int | None = None) -> str:
+    """``text`` without any of ``secrets`` and cut to ``limit`` characters (default
+    ``ROUTERHUB_UPSTREAM_BODY_CHARS``): what may be logged, stored or shown to staff."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    limit = settings.ROUTERHUB_UPSTREAM_BODY_CHARS if limit is None else limit
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# --- transports: check the address, then connect to exactly that address ------------------------
+
+
+def _pinned(request: httpx.Request, ip: str) -> httpx.Request:
+    host = request.url.host
+    if host == ip:
+        return request
+    if request.url.scheme == "https":
+        request.extensions = {**request.extensions, "sni_hostname": host}
+    request.url = request.url.copy_with(host=ip)  # the Host header was set from the name already
+    return request
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        check_scheme(request.url.scheme)
+        ip = resolve_checked(request.url.host, request.url.port or _default_port(request.url.scheme))
+        return super().handle_request(_pinned(request, ip))
+
+
+class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        check_scheme(request.url.scheme)
+        ip = await aresolve_checked(request.url.host, request.url.port or _default_port(request.url.scheme))
+        return await super().handle_async_request(_pinned(request, ip))
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def _limits() -> httpx.Limits:
+    return httpx.Limits(
+        max_connections=settings.ROUTERHUB_UPSTREAM_MAX_CONNECTIONS,
+        max_keepalive_connections=min(200, settings.ROUTERHUB_UPSTREAM_MAX_CONNECTIONS),
+        keepalive_expiry=30.0,
+    )
+
+
+_sync_lock = threading.Lock()
+_sync_client: httpx.Client | None = None
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its client
+
+
+def sync_client() -> httpx.Client:
+    """The process's pooled client for blocking code (safe to share between threads)."""
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is None:
+            _sync_client = httpx.Client(
+                transport=GuardedTransport(limits=_limits(), retries=0),
+                follow_redirects=False,
+                timeout=Timeouts.from_settings().httpx(),
+                trust_env=False,  # no proxy or .netrc taken from the environment
+            )
+        return _sync_client
+
+
+def async_client() -> httpx.AsyncClient:
+    """The running event loop's pooled client (connections belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(
+            transport=AsyncGuardedTransport(limits=_limits(), retries=0),
+            follow_redirects=False,
+            timeout=Timeouts.from_settings().httpx(),
+            trust_env=False,
+        )
+        _async_clients[loop] = client
+    return client

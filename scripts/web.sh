@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The web processes: uvicorn workers serving routerhub.asgi — the gateway (/v1/), the API (/api/v1/)
+# and the admin. ROUTERHUB_HOST / ROUTERHUB_PORT, WEB_CONCURRENCY workers (default 2),
+# ROUTERHUB_ACCESS_LOG=1 for an access log line per request (off: it costs time on every call).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/uvicorn ]; then UVICORN=.venv/bin/uvicorn; else UVICORN=uvicorn; fi
+access_log=--no-access-log
+if [ "${ROUTERHUB_ACCESS_LOG:-0}" = "1" ]; then access_log=--access-log; fi
+exec "$UVICORN" routerhub.asgi:application \
+  --host "${ROUTERHUB_HOST:-127.0.0.1}" --port "${ROUTERHUB_PORT:-8000}" \
+  --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --lifespan off \
+  --backlog 2048 --timeout-keep-alive 30 --timeout-graceful-shutdown 30 "$access_log" "$@"
