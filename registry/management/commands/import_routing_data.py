@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from registry.data_format import DataFormatError
-from registry.importing import dataset_import
+from registry.importing import dataset_embeddings_write, dataset_import
 from registry.models import PromptSet
 
 
@@ -21,17 +21,31 @@ class Command(BaseCommand):
             help="'dataset' (default) splits prompts 60/10/30 train/validation/test by a hash of their id; "
             "train/validation/test put every prompt in that split",
         )
+        parser.add_argument(
+            "--write-embeddings", nargs="?", const="", default=None, metavar="PATH",
+            help="after the import, write the set's embeddings as an embeddings file (data/FORMAT.md) to PATH "
+            "(a file, or a folder; default: the data set's folder), so later imports need not embed them",
+        )
 
-    def handle(self, *args, directory: Path, name: str, role: str, **options):
+    def handle(self, *args, directory: Path, name: str, role: str, write_embeddings: str | None, **options):
         say = lambda message: self.stdout.write(message)  # noqa: E731
         try:
             summary = dataset_import(directory=directory, name=name, role=role, say=say)
         except DataFormatError as exc:
             raise CommandError(f"{exc}\nNothing was written.") from None
         self.stdout.write(self.style.SUCCESS(f"Imported {summary.prompt_set!r} in {summary.seconds:.1f} s"))
-        self.stdout.write(f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, {summary.prompts_embedded:,} embedded)")
+        self.stdout.write(
+            f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, "
+            f"{summary.prompts_embedded:,} embedded, {summary.embeddings_from_file:,} embeddings from file)"
+        )
         self.stdout.write(f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)")
         self.stdout.write(f"  outcomes: {summary.outcomes:,} ({summary.outcomes_created:,} new, {summary.outcomes_updated:,} updated)")
         for line in summary.cost_basis:
             self.stdout.write(f"  cost basis: {line}")
         self.stdout.write(f"  changes:  {summary.changes:,}")
+        if write_embeddings is not None:
+            try:
+                path = dataset_embeddings_write(name=name, target=Path(write_embeddings) if write_embeddings else directory, say=say)
+            except (ValueError, OSError) as exc:
+                raise CommandError(f"--write-embeddings: {exc}") from None
+            self.stdout.write(self.style.SUCCESS(f"Wrote {path}"))
