@@ -154,6 +154,14 @@ ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
 # Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
 ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
+# Behind it, one embedding cache for all processes (registry/embedding_store.py, a PostgreSQL
+# table): "auto" uses it for embedders slower than a lookup (not the static one), "on"/"off" force.
+ROUTERHUB_SHARED_EMBEDDING_CACHE = os.environ.get("ROUTERHUB_SHARED_EMBEDDING_CACHE", "auto")
+# Rows kept (~1.7 kB each); the least recently used beyond it are deleted.
+ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE", "100000"))
+ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS = float(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS", "3600"))
+# How often each process adds its hit counts to the shared figures and trims the table.
+ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS = float(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS", "10"))
 # Budget pacing (routing/budgets.py): the policy class, how often each process recomputes a
 # tenant's λ, the window of the recent request rate, the rate assumed for a quiet tenant, and how
 # many validation prompts stand in for future traffic.

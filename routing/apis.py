@@ -23,6 +23,7 @@ from registry.services import llm_register, llm_update
 from routing import budgets
 from routing.authentication import ApiKeyAuthentication, tenant_of
 from routing.decisions import Feedback, RouteRequest, decision_feedback, decision_get, route_create
+from routing.embedding_health import embedding_health
 from routing.jobs import job_enqueue
 from routing.models import Decision, Job, Tenant
 from routing.prompt_text import route_input
@@ -150,7 +151,7 @@ class RouteCreateApi(ApiBase):
         # embed: the prompt's embedding (or a cache hit); route: prediction, λ and selection;
         # budget: reservation + decision row; app: the whole view, authentication to serialised answer.
         response["Server-Timing"] = (
-            f'embed;dur={result.embed_ms:.3f};desc="{"cached" if result.embedding_cached else "computed"}", '
+            f'embed;dur={result.embed_ms:.3f};desc="{_EMBED_SOURCES.get(result.embedding_cached, "computed")}", '
             f"route;dur={result.route_ms:.3f}, budget;dur={result.budget_ms:.3f}, "
             f"app;dur={(time.perf_counter() - self.started) * 1e3:.3f}"
         )
@@ -415,10 +416,15 @@ class LlmUpdateApi(ApiBase):
         return Response(LlmSerializer(llm).data)
 
 
+# Server-Timing's word for where a route's embedding came from (routing/embedding_cache.py).
+_EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
+
+
 # --- health ---------------------------------------------------------------------------------------
 
 class HealthApi(APIView):
-    authentication_classes = []
+    # Open to all; staff (session or HTTP Basic) also see the embedder and its caches.
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
     permission_classes = [permissions.AllowAny]
 
     @extend_schema_serializer(component_name="Health")
@@ -427,6 +433,11 @@ class HealthApi(APIView):
         database = serializers.DictField()
         routing_state = serializers.DictField()
         broker = serializers.DictField()
+        embeddings = serializers.DictField(
+            required=False,
+            help_text="Staff only: the embedder and where route-time embeddings came from across all processes "
+            "(in-process caches, the shared cache, computed), with hit rates.",
+        )
 
     @extend_schema(operation_id="health_retrieve", summary="Database, routing state and broker", responses={200: OutputSerializer, 503: OutputSerializer})
     def get(self, request):
@@ -435,8 +446,11 @@ class HealthApi(APIView):
             overall = "unavailable"
         else:
             overall = "ok" if broker["ok"] else "degraded"
+        body = {"status": overall, "database": database, "routing_state": routing_state, "broker": broker}
+        if request.user and request.user.is_staff:
+            body["embeddings"] = embedding_health()
         return Response(
-            self.OutputSerializer({"status": overall, "database": database, "routing_state": routing_state, "broker": broker}).data,
+            self.OutputSerializer(body).data,
             status=status.HTTP_503_SERVICE_UNAVAILABLE if overall == "unavailable" else status.HTTP_200_OK,
         )
 

@@ -61,7 +61,7 @@ class RouteResult:
     embed_ms: float = 0.0
     route_ms: float = 0.0
     budget_ms: float = 0.0
-    embedding_cached: bool = False
+    embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/embedding_cache.py
 
 
 @dataclass(frozen=True)
