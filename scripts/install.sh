@@ -14,3 +14,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.requirements-*
   touch "$stamp"
 fi
+# Build the configured embedder's model files from the packaged MiniLM weights if it needs any
+# (the default ONNX int8 export: ~15 s once; a no-op when they exist).
+.venv/bin/python -m registry.model_builds

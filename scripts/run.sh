@@ -36,12 +36,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+echo "Checking the database ..."
 $PY manage.py check --database default
 $PY manage.py migrate --no-input
+echo "Collecting static files ..."
 $PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
-$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" >.run/demo.txt
-sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
+# What set-up does is shown as it happens; the login and key are printed once all is up.
+$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" | tee .run/demo.txt | sed -u '/^--- /,$d'
 
 .venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &
 PIDS+=("$!")
@@ -50,8 +52,11 @@ PIDS+=("$!")
 .venv/bin/gunicorn routerhub.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-2}" --access-logfile .run/access.log >.run/web.log 2>&1 &
 PIDS+=("$!")
 
-for _ in $(seq 1 100); do
+echo "Starting web, worker and beat (each loads the embedder) ..."
+started=$SECONDS
+for i in $(seq 1 300); do
   if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1; then break; fi
+  if (( i % 25 == 0 )); then echo "  web not answering yet, $((SECONDS - started)) s (see .run/web.log)"; fi
   sleep 0.2
 done
 echo
