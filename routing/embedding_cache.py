@@ -55,3 +55,12 @@ def embed_cached(text: str) -> tuple[np.ndarray, str]:
 def clear() -> None:
     with _lock:
         _cache.clear()
+
+
+async def aembed_cached(text: str) -> tuple[np.ndarray, str]:
+    """``embed_cached`` for async views: the embedding runs in a worker thread, so the event loop
+    keeps serving other requests of the process meanwhile (ONNX Runtime and PyTorch release the GIL
+    while they compute)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(embed_cached, thread_sensitive=False)(text)

