@@ -38,6 +38,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embed-only", action="store_true", help="fill the cache and stop")
+    parser.add_argument(
+        "--subset", type=int, default=0,
+        help="use a fixed random sample of this many prompts of each set (seed 0), when embedding the whole set is too slow",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -58,6 +62,10 @@ def main() -> None:
         arrays = dataset_arrays(prompt_set=prompt_set, cost="price")
         # dataset_arrays orders prompts by id; so do we, so rows line up with its matrices.
         rows = list(Prompt.objects.filter(prompt_set=prompt_set).order_by("id").values_list("external_id", "text"))
+        if args.subset and args.subset < len(rows):
+            keep = np.sort(np.random.default_rng(0).choice(len(rows), size=args.subset, replace=False))
+            rows = [rows[i] for i in keep]
+            arrays.correctness = arrays.correctness[keep]
         ids, texts = [r[0] for r in rows], [r[1] for r in rows]
         vectors = {key: _cached_embeddings(dataset, EMBEDDERS[key](), ids, texts) for key in embedder_keys}
         if args.embed_only:
@@ -86,9 +94,14 @@ def _cached_embeddings(dataset: str, embedder, ids: list[str], texts: list[str])
     from registry.embedding_files import file_name, read_embedding_file, text_hash, write_embedding_file
     from registry.importing import Progress
 
+    # A whole-set file serves any subset; a subset's own file is named after its size.
     path = CACHE / dataset / file_name(embedder)
-    if path.exists():
-        file = read_embedding_file(path)
+    if not path.exists() and len(ids) < _full_size(dataset):
+        path = path.with_name(path.stem + f"-subset{len(ids)}.npz")
+    for candidate in (CACHE / dataset / file_name(embedder), path):
+        if not candidate.exists():
+            continue
+        file = read_embedding_file(candidate)
         lookup = file.lookup()
         if all(lookup.get(i, (None,))[0] == text_hash(t) for i, t in zip(ids, texts)):
             stored = np.stack([file.vectors[lookup[i][1]] for i in ids]).astype(np.float32)
@@ -101,10 +114,17 @@ def _cached_embeddings(dataset: str, embedder, ids: list[str], texts: list[str])
     return vectors
 
 
+def _full_size(dataset: str) -> int:
+    from registry.models import Prompt
+
+    return Prompt.objects.filter(prompt_set__name=dataset).count()
+
+
 def _section(dataset, arrays, areas, strategies, embedder_keys, args) -> str:
     base = embedder_keys[0]
     lines = [
-        f"**{dataset}** ({arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs, {args.trials} splits, seed {args.seed}, cost = price): "
+        f"**{dataset}** ({arrays.correctness.shape[0]:,} prompts{' (a fixed random sample, --subset)' if args.subset else ''} × "
+        f"{len(arrays.llm_names)} LLMs, {args.trials} splits, seed {args.seed}, cost = price): "
         f"area per embedder, and the paired difference to `{base}` on the same splits (mean ± se, and in se)",
         "",
         "| strategy | " + " | ".join(f"`{k}`" for k in embedder_keys) + " |",

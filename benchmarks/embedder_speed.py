@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EMBEDDERS = "minilm,minilm-torch-int8,minilm-onnx-int8,minilm-static"
+DEFAULT_EMBEDDERS = "minilm,minilm-torch-int8,minilm-onnx,minilm-onnx-int8,minilm-static"
 SHORT = "What is the derivative of x**3 + 2x with respect to x?"
 
 

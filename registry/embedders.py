@@ -17,7 +17,7 @@ import numpy as np
 
 DIMENSIONS = 384
 #: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
-DEFAULT_EMBEDDER = "minilm"
+DEFAULT_EMBEDDER = "minilm-onnx-int8"
 
 
 class Embedder(ABC):

