@@ -133,7 +133,7 @@ def dataset_import(
 
     with transaction.atomic():
         with Phase(say, "Writing the prompt set and its prompts"):
-            prompt_set = _upsert_prompt_set(name=name, role=role, directory=directory, data=data)
+            prompt_set = _upsert_prompt_set(name=name, role=role, directory=directory, data=data, say=say)
             prompt_ids = _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary, say)
         llm_ids = _upsert_llms(data, summary)
         _upsert_outcomes(data, prompt_ids, llm_ids, say, summary)
@@ -218,7 +218,8 @@ def _embeddings_from_files(directory: Path, todo: list, embedder: Embedder, say:
     return {}
 
 
-def _upsert_prompt_set(*, name: str, role: str, directory: Path, data: RoutingData) -> PromptSet:
+def _upsert_prompt_set(*, name: str, role: str, directory: Path, data: RoutingData, say: Say = print) -> PromptSet:
+    say(f"  counting the tokens of {len(data.prompts):,} prompts (for cost estimates) ...")
     token_counts = count_tokens([row.text for row in data.prompts])
     metadata = {
         "mean_prompt_tokens": round(sum(token_counts) / len(token_counts), 1),
