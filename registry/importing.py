@@ -8,6 +8,7 @@ written in one transaction — a bad row or a crash leaves the database as it wa
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -274,10 +275,40 @@ def _write_prompts(to_create: list, to_update: list, embeddings: dict, say: Say)
         # Only prompts that got a new vector carry one; the others were loaded without it.
         with_vectors = [p for p in to_update if p.external_id in embeddings]
         without = [p for p in to_update if p.external_id not in embeddings]
-        for start in range(0, len(with_vectors), 1000):
-            Prompt.objects.bulk_update(with_vectors[start : start + 1000], fields, batch_size=1000)
-            progress(len(to_create) + start + min(1000, len(with_vectors) - start), len(to_create) + len(to_update))
+        _copy_update_prompts(with_vectors, lambda done, _: progress(len(to_create) + done, len(to_create) + len(to_update)))
         Prompt.objects.bulk_update(without, [f for f in fields if f not in ("embedding", "embedder")], batch_size=1000)
+
+
+def _copy_update_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -> None:
+    """Update prompts with new vectors through COPY into a temporary table and one UPDATE … FROM:
+    bulk_update's CASE expressions took 208 s for 12,032 re-embedded MMLU-Pro prompts."""
+    if not prompts:
+        return
+    table = Prompt._meta.db_table
+    columns = ["text", "category", "answer", "split", "metadata", "text_sha256", "embedding", "embedder", "updated_at"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE prompt_updates ON COMMIT DROP AS SELECT id, {', '.join(columns)} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY prompt_updates (id, {', '.join(columns)}) FROM STDIN") as copy:
+            for done, p in enumerate(prompts, start=1):
+                copy.write_row((
+                    p.id, p.text, p.category, p.answer, p.split, json.dumps(p.metadata), p.text_sha256,
+                    _vector_text(p.embedding), p.embedder, p.updated_at,
+                ))
+                if done % 1000 == 0 or done == len(prompts):
+                    progress(done, len(prompts))
+        cursor.execute(
+            f"UPDATE {table} AS p SET {', '.join(f'{c} = u.{c}' for c in columns)} FROM prompt_updates AS u WHERE p.id = u.id"
+        )
+        cursor.execute("DROP TABLE prompt_updates")
+
+
+def _vector_text(vector) -> str | None:
+    """pgvector's text form of a vector, for COPY."""
+    if vector is None:
+        return None
+    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
 
 
 # Below this many new vectors the HNSW index is updated row by row; above it, and when they are a
@@ -315,17 +346,14 @@ def _copy_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -
     """Insert new prompts with COPY: bulk_create spent ~2 s per 1,000 MMLU-Pro prompts, most of it
     formatting vectors and parsing one huge INSERT; COPY with the vectors in pgvector's text form is
     several times faster."""
-    import json
-
     now = timezone.now()
     columns = "prompt_set_id, external_id, text, category, answer, split, metadata, text_sha256, embedding, embedder, created_at, updated_at"
     with connection.cursor() as cursor:
         with cursor.cursor.copy(f"COPY {Prompt._meta.db_table} ({columns}) FROM STDIN") as copy:
             for done, p in enumerate(prompts, start=1):
-                vector = None if p.embedding is None else "[" + ",".join(map(repr, np.asarray(p.embedding, dtype=np.float32).tolist())) + "]"
                 copy.write_row((
                     p.prompt_set_id, p.external_id, p.text, p.category, p.answer, p.split, json.dumps(p.metadata),
-                    p.text_sha256, vector, p.embedder, now, now,
+                    p.text_sha256, _vector_text(p.embedding), p.embedder, now, now,
                 ))
                 if done % 1000 == 0 or done == len(prompts):
                     progress(done, len(prompts))

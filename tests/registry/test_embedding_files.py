@@ -154,3 +154,21 @@ def test_the_demo_embeddings_agree_with_the_default_embedder_run_here():
     texts = {p.external_id: p.text for p in read_prompts(DEMO_DATA / "prompts.jsonl.gz")}
     cosines = sample_cosines(file, embedder, texts, size=16)
     assert len(cosines) == 16 and cosines.min() >= 0.999
+
+
+def test_a_change_of_embedder_re_embeds_and_rewrites_every_vector_in_place(slice_dir):
+    class Renamed(HashingEmbedder):
+        name = "hashing-renamed-test-only"
+
+        def _embed_batch(self, texts):
+            return -super()._embed_batch(texts)  # another embedder: other vectors
+
+    run_import(slice_dir, "set")
+    ids_before = dict(Prompt.objects.values_list("external_id", "id"))
+    summary, _ = run_import(slice_dir, "set", Renamed())
+    assert (summary.prompts_created, summary.prompts_embedded) == (0, 120)
+    assert dict(Prompt.objects.values_list("external_id", "id")) == ids_before
+    renamed = Renamed()
+    for prompt in Prompt.objects.all():
+        assert prompt.embedder == "hashing-renamed-test-only"
+        assert cosine(prompt.embedding, renamed.embed_one(prompt.text)) > 0.9999
