@@ -42,7 +42,7 @@ class RouteResult:
     embed_ms: float = 0.0
     route_ms: float = 0.0
     budget_ms: float = 0.0
-    embedding_cached: bool = False
+    embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/selectors/embeddings.py
 
 
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
