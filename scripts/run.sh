@@ -50,28 +50,40 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Static files (compressed once, ~20 s on a busy machine the first time) are needed only by the
+# web process: collect them while the database is set up.
+$PY manage.py collectstatic --no-input -v 0 >.run/collectstatic.log 2>&1 &
+STATIC=$!
+echo "Starting the database (the first run creates .pgdata) and checking it ..."
 $PY manage.py check --database default
 $PY manage.py migrate --no-input
-$PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
+# What set-up does is shown as it happens (a private copy goes to .run/demo.txt, mode 0600); the
+# login and key are printed once all is up.
 $PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" \
-  --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt >/dev/null
-sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
+  --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt | sed -u '/^--- /,$d'
 
 $PY -m routerhub.demo_upstream --data data/mmlu-pro --port "$UPSTREAM_PORT" \
   --latency "${ROUTERHUB_DEMO_LATENCY:-0.3}" --chunk-delay "${ROUTERHUB_DEMO_CHUNK_DELAY:-0.02}" >.run/upstream.log 2>&1 &
 PIDS+=("$!")
+
+if ! wait "$STATIC"; then cat .run/collectstatic.log >&2; exit 1; fi
+# The web first: the printed example needs only it; worker and beat start once it answers, so they
+# do not compete with it for the cores while it loads.
+echo "Starting the web server (its workers load the embedder) ..."
+ROUTERHUB_HOST="$HOST" ROUTERHUB_PORT="$PORT" scripts/web.sh >.run/web.log 2>&1 &
+PIDS+=("$!")
+started=$SECONDS
+for i in $(seq 1 300); do
+  if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$UPSTREAM_PORT/v1/models" >/dev/null 2>&1; then break; fi
+  if (( i % 25 == 0 )); then echo "  web not answering yet, $((SECONDS - started)) s (see .run/web.log)"; fi
+  sleep 0.2
+done
+echo "Starting the Celery worker and beat ..."
 .venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &
 PIDS+=("$!")
 .venv/bin/celery -A routerhub beat --loglevel INFO --pidfile= >.run/beat.log 2>&1 &
 PIDS+=("$!")
-ROUTERHUB_HOST="$HOST" ROUTERHUB_PORT="$PORT" scripts/web.sh >.run/web.log 2>&1 &
-PIDS+=("$!")
-
-for _ in $(seq 1 300); do
-  if curl -fsS "http://$HOST:$PORT/admin/login/" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$UPSTREAM_PORT/v1/models" >/dev/null 2>&1; then break; fi
-  sleep 0.2
-done
 echo
 echo "routerhub is running at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
 cat .run/demo.txt | sed -n '/^--- /,$p'

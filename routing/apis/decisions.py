@@ -38,6 +38,10 @@ MAX_FEEDBACK_TOKENS = 1_000_000_000
 MAX_FEEDBACK_LATENCY_MS = 86_400_000.0  # one day
 
 
+# Server-Timing's word for where a route's embedding came from (routing/selectors/embeddings.py).
+_EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
+
+
 class RouteCreateApi(ApiBase):
     permission_classes = [IsTenant]
 
@@ -138,7 +142,7 @@ class RouteCreateApi(ApiBase):
         # embed: the prompt's embedding (or a cache hit); route: prediction, λ and selection;
         # budget: reservation + decision row; app: the whole view, authentication to serialised answer.
         response["Server-Timing"] = (
-            f'embed;dur={result.embed_ms:.3f};desc="{"cached" if result.embedding_cached else "computed"}", '
+            f'embed;dur={result.embed_ms:.3f};desc="{_EMBED_SOURCES.get(result.embedding_cached, "computed")}", '
             f"route;dur={result.route_ms:.3f}, budget;dur={result.budget_ms:.3f}, "
             f"app;dur={(time.perf_counter() - self.started) * 1e3:.3f}"
         )

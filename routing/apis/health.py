@@ -11,6 +11,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 
 from routing.apis.base import JsonApiView
+from routing.selectors.embeddings import embedding_health
 from routing.selectors.routers import active_router
 
 
@@ -28,11 +29,17 @@ class HealthApi(JsonApiView):
         database = serializers.DictField(required=False, help_text="Staff only.")
         routing_state = serializers.DictField(required=False, help_text="Staff only.")
         broker = serializers.DictField(required=False, help_text="Staff only.")
+        embeddings = serializers.DictField(
+            required=False,
+            help_text="Staff only: the embedder and where route-time embeddings came from across all processes "
+            "(in-process caches, the shared cache, computed), with hit rates.",
+        )
 
     @extend_schema(
         operation_id="health_retrieve",
         summary="Service status (details for staff)",
-        description="Anyone gets `status`; a staff session also gets the database, routing state and broker checks.",
+        description="Anyone gets `status`; a staff session also gets the database, routing state and broker checks, "
+        "and the embedder's cache figures.",
         responses={200: OutputSerializer, 503: OutputSerializer},
     )
     def get(self, request):
@@ -43,7 +50,7 @@ class HealthApi(JsonApiView):
             overall = "ok" if broker["ok"] else "degraded"
         body = {"status": overall}
         if request.user and request.user.is_staff:
-            body.update(database=database, routing_state=routing_state, broker=broker)
+            body.update(database=database, routing_state=routing_state, broker=broker, embeddings=embedding_health())
         return Response(
             self.OutputSerializer(body).data,
             status=status.HTTP_503_SERVICE_UNAVAILABLE if overall == "unavailable" else status.HTTP_200_OK,

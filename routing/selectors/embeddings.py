@@ -1,9 +1,14 @@
-"""A small in-process LRU cache of prompt embeddings, keyed by a hash of the text and by tenant.
+"""Route-time prompt embeddings, cached at two levels, each kept apart per tenant.
 
-Clients often route the same prompt again (retries, templated prompts, evaluation loops); the
-embedding is most of a route request's time, the rest is well under a millisecond. Entries are
-kept apart per tenant: a hit is much faster than a miss (and the route answer's Server-Timing
-says which it was), so a shared entry would tell one tenant what text another had just routed.
+First a small in-process LRU cache keyed by a hash of the text (clients often route the same
+prompt again: retries, templated prompts, evaluation loops); then the deployment's shared cache
+(``registry/embedding_store.py``), so a prompt embedded by one web or worker process is not
+embedded again by another. The embedding is most of a route request's time; the rest is well under
+a millisecond.
+
+Both levels are scoped by tenant: a hit is much faster than a miss (and the route answer's
+Server-Timing says which it was), so an entry shared across tenants would tell one tenant what
+text another had just routed.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import hashlib
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError
 
+from registry import embedding_store
 from registry.embedders import get_embedder
 from routing.caches import process_cache
 
@@ -20,14 +27,43 @@ from routing.caches import process_cache
 _cache = process_cache("prompt embeddings", max_entries=lambda: settings.ROUTERHUB_EMBEDDING_CACHE_SIZE)
 
 
-def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, bool]:
-    """(embedding, whether it came from ``tenant_id``'s part of the cache)."""
+def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
+    """(embedding, where it came from: ``"memory"``, ``"shared"`` or ``""`` when computed)."""
     embedder = get_embedder()
     key = (tenant_id, embedder.name, hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest())
     vector = _cache.get(key)
     if vector is not None:
-        return vector, True
-    vector = embedder.embed_one(text)
+        embedding_store.count("memory")
+        return vector, "memory"
+    scope = f"tenant:{tenant_id}"
+    shared = embedding_store.enabled(embedder)
+    vector = embedding_store.lookup(embedder, text, scope) if shared else None
+    source = "shared" if vector is not None else ""
+    if vector is None:
+        vector = embedder.embed_one(text)
+        if shared:
+            embedding_store.store(embedder, text, vector, scope)
+    embedding_store.count(source or "computed")
     vector.setflags(write=False)  # shared between requests
     _cache.set(key, vector)
-    return vector, False
+    return vector, source
+
+
+async def aembed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
+    """``embed_cached`` for async views: the embedding runs in a worker thread, so the event loop
+    keeps serving other requests of the process meanwhile (ONNX Runtime and PyTorch release the GIL
+    while they compute)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(embed_cached, thread_sensitive=False)(text, tenant_id=tenant_id)
+
+
+def embedding_health() -> dict:
+    """The embedder and its caches, as the staff view of ``GET /api/v1/health`` shows them."""
+    embedder = get_embedder()
+    body = {"embedder": embedder.fingerprint, "shared_cache_enabled": embedding_store.enabled(embedder)}
+    try:
+        body["cache"] = embedding_store.figures()
+    except DatabaseError as exc:
+        body["cache"] = {"error": str(exc)}
+    return body

@@ -55,7 +55,7 @@ class RouteResult:
     embed_ms: float = 0.0
     route_ms: float = 0.0
     budget_ms: float = 0.0
-    embedding_cached: bool = False
+    embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/selectors/embeddings.py
     # The next-ranked candidates within the request's cost cap, best first (the gateway falls back to them).
     fallbacks: list[Candidate] = field(default_factory=list)
 

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,58 @@ def test_prompts_are_embedded_once_and_again_only_when_text_changes():
     stored = Prompt.objects.get(id=prompts[0].id)
     np.testing.assert_allclose(stored.embedding, embedder.embed_one("a different question"), rtol=1e-5)
     assert stored.text_sha256 == text_sha256("a different question")
+
+
+SENTENCES = [
+    "What is the derivative of x squared?",
+    "Differentiate the function f(x) = x^2.",
+    "Which court decided Marbury v. Madison?",
+    "A 45-year-old man presents with chest pain radiating to the left arm. What is the most likely diagnosis?",
+]
+
+
+def test_the_default_embedder_is_the_settings_default_and_is_known():
+    from registry.embedders import DEFAULT_EMBEDDER, EMBEDDERS
+    from routerhub import settings as project_settings
+
+    assert DEFAULT_EMBEDDER in EMBEDDERS
+    assert project_settings.ROUTERHUB_EMBEDDER == os.environ.get("ROUTERHUB_EMBEDDER", DEFAULT_EMBEDDER)
+
+
+def test_fingerprints_name_model_dimensions_normalisation_and_truncation():
+    from registry.embedders import EMBEDDERS
+
+    fingerprints = {key: cls().fingerprint for key, cls in EMBEDDERS.items()}
+    assert fingerprints["minilm-onnx-int8"] == {
+        "name": "all-MiniLM-L6-v2-onnx-int8@256",
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (ONNX, int8 dynamic quantisation)",
+        "dimensions": 384,
+        "normalisation": "l2",
+        "max_tokens": 256,
+    }
+    # No two embedders may share a name: it decides which stored vectors are reused.
+    assert len({f["name"] for f in fingerprints.values()}) == len(fingerprints)
+
+
+@pytest.mark.slow
+def test_onnx_exports_of_minilm_agree_with_the_pytorch_model():
+    from registry.embedders import MiniLMOnnxEmbedder, MiniLMOnnxInt8Embedder
+
+    reference = MiniLMEmbedder().embed(SENTENCES)
+    fp32 = MiniLMOnnxEmbedder().embed(SENTENCES)
+    int8 = MiniLMOnnxInt8Embedder().embed(SENTENCES)
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, rtol=1e-4)
+    assert np.sum(fp32 * reference, axis=1).min() > 0.9999
+    # int8 weights move the vectors a little (mean 0.993 on 200 MMLU-Pro questions), never far.
+    assert np.sum(int8 * reference, axis=1).min() > 0.97
+    assert int8[0] @ int8[1] > int8[0] @ int8[2] + 0.2
+
+
+@pytest.mark.slow
+def test_onnx_embedder_embeds_a_batch_like_one_at_a_time():
+    from registry.embedders import MiniLMOnnxInt8Embedder
+
+    embedder = MiniLMOnnxInt8Embedder()
+    batch = embedder.embed(SENTENCES)  # padded to the longest text of the batch
+    one_by_one = np.stack([embedder.embed_one(text) for text in SENTENCES])
+    assert np.sum(batch * one_by_one, axis=1).min() > 0.999

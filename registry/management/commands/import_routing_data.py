@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from registry.data_format import DataFormatError
-from registry.importing import dataset_import
+from registry.importing import dataset_embeddings_write, dataset_import
 from registry.models import PromptSet
 
 
@@ -29,8 +29,19 @@ class Command(BaseCommand):
             help="apply models.csv's prices, provider and metadata to LLMs that are already registered "
             "(default: keep what is registered and list the differences)",
         )
+        parser.add_argument(
+            "--write-embeddings",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="PATH",
+            help="after the import, write the set's embeddings as an embeddings file (data/FORMAT.md) to PATH "
+            "(a file, or a folder; default: the data set's folder), so later imports need not embed them",
+        )
 
-    def handle(self, *args, directory: Path, name: str, role: str, update_llms: bool, **options):
+    def handle(
+        self, *args, directory: Path, name: str, role: str, update_llms: bool, write_embeddings: str | None, **options
+    ):
         say = lambda message: self.stdout.write(message)  # noqa: E731
         try:
             summary = dataset_import(directory=directory, name=name, role=role, update_llms=update_llms, say=say)
@@ -38,7 +49,8 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}\nNothing was written.") from None
         self.stdout.write(self.style.SUCCESS(f"Imported {summary.prompt_set!r} in {summary.seconds:.1f} s"))
         self.stdout.write(
-            f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, {summary.prompts_embedded:,} embedded)"
+            f"  prompts:  {summary.prompts:,} ({summary.prompts_created:,} new, {summary.prompts_updated:,} updated, "
+            f"{summary.prompts_embedded:,} embedded, {summary.embeddings_from_file:,} embeddings from file)"
         )
         self.stdout.write(
             f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)"
@@ -58,3 +70,11 @@ class Command(BaseCommand):
         for line in summary.cost_basis:
             self.stdout.write(f"  cost basis: {line}")
         self.stdout.write(f"  changes:  {summary.changes:,}")
+        if write_embeddings is not None:
+            try:
+                path = dataset_embeddings_write(
+                    name=name, target=Path(write_embeddings) if write_embeddings else directory, say=say
+                )
+            except (ValueError, OSError) as exc:
+                raise CommandError(f"--write-embeddings: {exc}") from None
+            self.stdout.write(self.style.SUCCESS(f"Wrote {path}"))
