@@ -19,6 +19,8 @@ class KNearestNeighbours(RoutingStrategy):
 
     name = "knn"
     learned_attributes = ("validation_embeddings_",)
+    post_fit_params = ("k",)
+    fit_uses_outcomes = False
 
     def __init__(self, k: int = 100):
         self.k = k
