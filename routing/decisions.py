@@ -25,6 +25,7 @@ from routing import budgets
 from routing.budgets import BudgetStatus, ReferenceSample
 from routing.embedding_cache import embed_cached
 from routing.models import Decision, RoutingState, Tenant
+from routing.prompt_text import routed_embedding
 from routing.runtime import LoadedRouter, RoutableLLM, active_router
 from routing.selection import NoCandidateError, select
 from routing.tenants import tenant_allowed_llm_ids
@@ -43,13 +44,14 @@ class InvalidRouteRequest(ValueError):
 
 @dataclass(frozen=True)
 class RouteRequest:
-    text: str  # what is embedded and routed on (stored with the decision)
+    text: str  # the request: what is embedded and routed on (stored with the decision)
     input_tokens: int  # what the chosen LLM will be sent (a whole chat, not only the routed turn)
     models: list[str] | None = None
     lam: float | None = None
     quality_target: float | None = None
     max_cost_usd: float | None = None
     strategy: str | None = None
+    context: str = ""  # earlier turns and system prompts: they nudge the request's embedding (prompt_text.py)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class RouteResult:
     route_ms: float = 0.0
     budget_ms: float = 0.0
     embedding_cached: bool = False
+    strategy_params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
     embedding, cached = embed_cached(request.text)
+    if request.context:
+        context_embedding, context_cached = embed_cached(request.context)
+        embedding, cached = routed_embedding(embedding, context_embedding), cached and context_cached
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
     scoring = _score(router, tenant=tenant, request=request, embedding=embedding, status=status)
@@ -103,7 +109,7 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     return RouteResult(
         decision=decision, llm=router.llms[choice], budget=status, notes=notes,
         embed_ms=(embedded - started) * 1e3, route_ms=(routed - embedded) * 1e3, budget_ms=(finished - routed) * 1e3,
-        embedding_cached=cached,
+        embedding_cached=cached, strategy_params=router.params,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from routing import jobs, services
 from routing.models import Job, LLMProfile, RoutingState, StateCentroid
@@ -75,8 +75,8 @@ class RoutingStateAdmin(ReadOnlyAdmin):
     actions = ("refit", "activate")
     inlines = (LLMProfileInline,)
     fields = (
-        "version", "strategy", "is_active", "revision", "prompt_set", "params", "state", "embedder", "n_train_prompts",
-        "n_validation_prompts", "centroid_count", "fit_seconds", "created_at", "activated_at",
+        "version", "strategy", "is_active", "revision", "prompt_set", "params", "tuning_report", "state", "embedder",
+        "n_train_prompts", "n_validation_prompts", "centroid_count", "fit_seconds", "created_at", "activated_at",
     )
     readonly_fields = fields
 
@@ -94,14 +94,33 @@ class RoutingStateAdmin(ReadOnlyAdmin):
     def profile_count(self, state):
         return state._profiles
 
+    @admin.display(description="hyper-parameter tuning")
+    def tuning_report(self, state):
+        tuning = services.tuning_of(state)
+        if not tuning:
+            return "not tuned: fitted with the hyper-parameters as given"
+        if tuning.get("score") is None:
+            return f"{tuning.get('note')}; held fixed: {tuning.get('fixed') or 'nothing'}"
+        best = sorted(tuning["candidates"], key=lambda c: -c["score"])[:5]
+        rows = format_html_join("", "<tr><td>{}</td><td>{:.4f}</td></tr>", ((c["params"], c["score"]) for c in best))
+        return format_html(
+            "chosen {} (held fixed: {}) in {:.1f} s — {} candidates × {} folds of training LLMs, {} prompts to fit on, "
+            "{} to score on; criterion: {}<table><tr><th>best candidates</th><th>score</th></tr>{}</table>",
+            tuning["chosen"], tuning["fixed"] or "nothing", tuning["seconds"], len(tuning["candidates"]), tuning["folds"],
+            tuning["fit_prompts"], tuning["score_prompts"], tuning["criterion"], rows,
+        )
+
     @admin.display(description="K-means centroids")
     def centroid_count(self, state):
         return StateCentroid.objects.filter(state=state).count() or "—"
 
-    @admin.action(description="Refit routing state (same data, strategy and parameters; activates when done)")
+    @admin.action(description="Refit routing state (same data and strategy, hyper-parameters tuned again; activates when done)")
     def refit(self, request, queryset):
         for state in queryset:
-            job, created = jobs.routing_state_refit_enqueue(prompt_set_id=state.prompt_set_id, strategy=state.strategy, params=state.params)
+            # Tuned states are tuned again (holding fixed what their fit held fixed).
+            job, created = jobs.routing_state_refit_enqueue(
+                prompt_set_id=state.prompt_set_id, strategy=state.strategy, params=services.fixed_params_of(state),
+            )
             note = "queued" if created else "a refit is already queued or running"
             self.message_user(request, format_html("Refit of v{}: job #{} {}.", state.version, job.id, note), messages.SUCCESS)
 

@@ -25,18 +25,24 @@ def routing_state_refit(
     params: dict | None = None,
     say: Say = lambda _: None,
 ) -> tuple[RoutingState, list[str]]:
-    """Fit a new version of the active state (same prompt set, strategy and parameters unless given).
+    """Fit a new version of the active state (same prompt set and strategy unless given).
 
-    Returns the new, active state and the names of the LLMs re-profiled after the switch.
+    Hyper-parameters are tuned again on the current data, holding fixed those given (``params``) or,
+    by default, those the active state held fixed; a state fitted without tuning is refitted with
+    its hyper-parameters as they were. Returns the new, active state and the names of the LLMs
+    re-profiled after the switch.
     """
     active = RoutingState.objects.filter(is_active=True).select_related("prompt_set").first()
     if active is None and prompt_set is None:
         raise services.RoutingError("there is no active routing state to refit: name a prompt set (and a strategy)")
     prompt_set = prompt_set or active.prompt_set
     strategy = strategy or (active.strategy if active else services.DEFAULT_STRATEGY)
+    tune = True
     if params is None:
-        params = dict(active.params) if active is not None and active.strategy == strategy else {}
-    state = services.routing_state_fit(prompt_set=prompt_set, strategy=strategy, params=params, activate=True, say=say)
+        same = active is not None and active.strategy == strategy
+        params = services.fixed_params_of(active) if same else {}
+        tune = not same or services.tuning_of(active) is not None
+    state = services.routing_state_fit(prompt_set=prompt_set, strategy=strategy, params=params, tune=tune, activate=True, say=say)
     return state, routing_state_profiles_reconcile(state=state)
 
 

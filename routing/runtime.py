@@ -55,6 +55,7 @@ class LoadedRouter:
     profiles: np.ndarray  # [len(llms), P]
     prompt_set_id: int = 0
     validation_row_of: dict = field(default_factory=dict)  # prompt id → its row in K-NN profiles
+    params: dict = field(default_factory=dict)  # the hyper-parameters the state was fitted with (tuned or given)
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
         """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
@@ -129,6 +130,7 @@ def load_router(state_id: int) -> LoadedRouter:
         state_id=state.id, version=state.version, revision=state.revision, strategy_name=state.strategy,
         strategy=strategy, llms=tuple(llms), profiles=profiles, prompt_set_id=state.prompt_set_id,
         validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
+        params=dict(state.params),
     )
 
 

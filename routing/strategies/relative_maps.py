@@ -43,7 +43,7 @@ class RelativeMapEnsemble(RoutingStrategy):
 
     name = "relative_maps"
     learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_", "validation_embeddings_")
-    post_fit_params = ("cluster_grid", "prior_strength", "local_strength", "local_neighbours")
+    post_fit_params = ("cluster_grid", "prior_strength", "local_strength", "local_neighbours", "local_rule")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class RelativeMapEnsemble(RoutingStrategy):
         training_prior_strength: float = 5.0,
         local_strength: float | None = None,
         local_neighbours: int = 20,
+        local_rule: str = "prior",
         init_scale: float = 20.0,
         l2: float = 1e-7,
         max_iter: int = 200,
@@ -65,6 +66,7 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.training_prior_strength = training_prior_strength
         self.local_strength = local_strength
         self.local_neighbours = local_neighbours
+        self.local_rule = local_rule
         self.init_scale = init_scale
         self.l2 = l2
         self.max_iter = max_iter
@@ -145,6 +147,10 @@ class RelativeMapEnsemble(RoutingStrategy):
         k = min(int(self.local_neighbours), similarity.shape[1])
         neighbours = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         local_residual = profiles[:, n_map:][:, neighbours].mean(axis=2).T  # [n_prompts, n_llms]
+        if self.local_rule == "stein":
+            noise = np.clip(loss, 0.01, 0.99) * (1 - np.clip(loss, 0.01, 0.99)) / k
+            keep = np.maximum(0.0, 1.0 - float(self.local_strength) * noise / np.maximum(local_residual**2, 1e-12))
+            return loss + keep * local_residual
         return loss + k / (k + float(self.local_strength)) * local_residual
 
     @classmethod

@@ -162,11 +162,13 @@ def tuned_fit(
     llm_keys: list[str] | None = None,
     fixed: dict | None = None,
     seed: int = 0,
+    score_single: bool = False,
 ) -> tuple[RoutingStrategy, Tuning]:
     """Tune ``name`` (``tune``), then fit it with the chosen hyper-parameters on all the data given."""
     tuning = tune(
         name, train_embeddings, train_correctness, validation_embeddings=validation_embeddings,
         validation_correctness=validation_correctness, costs=costs, llm_keys=llm_keys, fixed=fixed, seed=seed,
+        score_single=score_single,
     )
     strategy = get_strategy(name, **tuning.params).fit(
         train_embeddings, train_correctness, validation_embeddings=validation_embeddings,
@@ -189,10 +191,13 @@ def tune(
     max_fit_prompts: int = MAX_FIT_PROMPTS,
     max_score_prompts: int = MAX_SCORE_PROMPTS,
     space: SearchSpace | None = None,
+    score_single: bool = False,
 ) -> Tuning:
     """Choose ``name``'s hyper-parameters by cross-validation over the training LLMs (module docstring).
 
-    ``space`` replaces the strategy's grid from ``SEARCH_SPACES``.
+    ``space`` replaces the strategy's grid from ``SEARCH_SPACES``. With nothing to choose between
+    (one candidate) the cross-validation is skipped unless ``score_single``: its score is only
+    needed to compare strategies with each other.
     """
     started = time.perf_counter()
     if name not in STRATEGIES:
@@ -220,6 +225,11 @@ def tune(
 
     if space is None:
         space = search_space(name, n_validation=len(validation_embeddings), fixed=fixed)
+    if len(space.fit) * len(space.post_fit) == 1 and not score_single:
+        untuned.params = {**fixed, **space.fit[0], **space.post_fit[0]}
+        untuned.note = "nothing to tune"
+        untuned.seconds = time.perf_counter() - started
+        return untuned
     cls = STRATEGIES[name]
     scores: dict[tuple, list[float]] = {}
     order: list[dict] = []

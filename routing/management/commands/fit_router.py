@@ -10,17 +10,19 @@ from routing.services import DEFAULT_STRATEGY, RoutingError, routing_state_fit
 class Command(BaseCommand):
     help = (
         "Fit a routing strategy on a data set's train split, profile every LLM on its validation split, "
-        "store it as a new routing-state version and activate it (synchronously)."
+        "store it as a new routing-state version and activate it (synchronously). Hyper-parameters not given "
+        "are chosen by cross-validation over the training LLMs unless --no-tuning."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="prompt set name, e.g. mmlu-pro")
         parser.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default {DEFAULT_STRATEGY})")
         parser.add_argument("--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's")
-        parser.add_argument("--params", default="{}", help='extra hyper-parameters as JSON, e.g. \'{"prior_strength": 5}\'')
+        parser.add_argument("--params", default="{}", help='hyper-parameters held fixed, as JSON, e.g. \'{"prior_strength": 5}\'')
+        parser.add_argument("--no-tuning", action="store_true", help="use the strategy's defaults for every hyper-parameter not given, instead of tuning them")
         parser.add_argument("--no-activate", action="store_true", help="store the new state without activating it")
 
-    def handle(self, *args, dataset, strategy, k, params, no_activate, **options):
+    def handle(self, *args, dataset, strategy, k, params, no_activate, no_tuning, **options):
         try:
             prompt_set = prompt_set_get(name=dataset)
         except PromptSet.DoesNotExist as exc:
@@ -33,14 +35,14 @@ class Command(BaseCommand):
             extra[_k_parameter(strategy)] = k
         try:
             state = routing_state_fit(
-                prompt_set=prompt_set, strategy=strategy, params=extra, activate=not no_activate,
+                prompt_set=prompt_set, strategy=strategy, params=extra, activate=not no_activate, tune=not no_tuning,
                 say=lambda message: self.stdout.write(message),
             )
         except (RoutingError, TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(
             f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
-            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s"
+            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s; hyper-parameters {state.params}"
         ))
 
 
