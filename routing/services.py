@@ -84,7 +84,7 @@ def routing_state_fit(
     say(f"  fitted in {fit_seconds:.1f} s" + (f" (tuning {tuning.seconds:.1f} s)" if tuning else ""))
     small, blob = split_state(fitted.get_state())
     small["tuning"] = tuning.as_json() if tuning else None
-    params = {name: value for name, value in small.items() if name in fitted.param_names()}
+    params = {name: small[name] for name in fitted.param_names() if name in small}
 
     with transaction.atomic():
         last = RoutingState.objects.select_for_update().order_by("-version").first()
@@ -122,6 +122,12 @@ def _say_tuning(say: Say, tuning: Tuning) -> None:
     say(f"  tuned in {tuning.seconds:.1f} s: {len(tuning.candidates)} candidates × {tuning.folds} folds of training LLMs, "
         f"{tuning.fit_prompts:,} prompts to fit on, {tuning.score_prompts:,} to score on ({tuning.criterion})")
     say(f"  chosen: {tuning.chosen or 'nothing to choose'}; cross-validated score {tuning.score:.4f}")
+
+
+def params_of(state: RoutingState) -> dict:
+    """The state's hyper-parameters in the order of the strategy's constructor (the database keeps no order)."""
+    names = STRATEGIES[state.strategy].param_names() if state.strategy in STRATEGIES else []
+    return {**{name: state.params[name] for name in names if name in state.params}, **state.params}
 
 
 def tuning_of(state: RoutingState) -> dict | None:

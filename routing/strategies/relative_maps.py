@@ -1,5 +1,4 @@
-"""routerhub's own strategy: an ensemble of LearnedMaps trained on the *relative* loss, with an
-optional local correction from the nearest validation prompts.
+"""routerhub's own strategy: an ensemble of LearnedMaps trained on the *relative* loss.
 
 Why it beats UniRoute on unseen LLMs (figures in the README):
 - UniRoute's LearnedMap is trained by log-loss, which is dominated by how hard a prompt is for
@@ -9,12 +8,8 @@ Why it beats UniRoute on unseen LLMs (figures in the README):
 - A new LLM's profile comes from a few hundred validation answers, so it is noisy; averaging the
   predictions of maps at several resolutions (the members' K) averages that noise out and hedges
   the choice of K.
-- A cluster mixes topics, so an LLM that is strong on one topic only is blurred with the rest of its
-  cluster. The local correction adds h's mean *residual* (validation error minus the maps'
-  prediction) over the ``local_neighbours`` validation prompts nearest to x, shrunk by a prior worth
-  ``local_strength`` prompts:  γ(x, h) = γ_maps(x, h) + k / (k + s) · mean_{v ∈ N_k(x)} r_h(v).
-  It is a two-level shrinkage estimate — prompt-level evidence pulled towards the cluster-level
-  estimate — and with ``local_strength=None`` it is off.
+- Which members (the cluster grid), the profiles' prior strength and l2 are chosen per data set
+  by ``tuning.py``; members are independent fits, so every sub-ensemble is scored without a refit.
 
 Every member is a UniRoute LearnedMap (soft assignment Φ, validation-based Ψ with the same
 pseudo-count prior), so the strategy stays universal: profiling a new LLM is one pass over S_val,
@@ -27,32 +22,29 @@ import numpy as np
 
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.learned_map import fit_soft_map, softmax_rows
-from routing.strategies.profiles import shrunk_cluster_errors
+from routing.strategies.profiles import cluster_difficulty, shrunk_cluster_errors
 
 
 class RelativeMapEnsemble(RoutingStrategy):
     """Average of LearnedMaps with K in ``cluster_grid``, each trained on the relative loss.
 
-    The profile concatenates the members' Ψ (length Σ K) and, when the local correction is on, h's
-    residual on every validation prompt; ``theta_`` stacks the members' θ row-wise and
+    The profile concatenates the members' Ψ (length Σ K); ``theta_`` stacks the members' θ row-wise and
     ``cluster_sizes_`` says where each member's rows start. Members are fitted independently (same
     seed), so ``with_params(cluster_grid=...)`` on a subset of the fitted grid equals a fresh fit with
-    that subset. Hyper-parameters other than the grid and the local correction are those of
+    that subset. Hyper-parameters other than the grid are those of
     ``UniRouteLearnedMap`` and apply to every member.
     """
 
     name = "relative_maps"
-    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_", "validation_embeddings_")
-    post_fit_params = ("cluster_grid", "prior_strength", "local_strength", "local_neighbours", "local_rule")
+    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_", "cluster_offsets_")
+    post_fit_params = ("cluster_grid", "prior_strength", "difficulty_prior")
 
     def __init__(
         self,
         cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
         prior_strength: float = 5.0,
         training_prior_strength: float = 5.0,
-        local_strength: float | None = None,
-        local_neighbours: int = 20,
-        local_rule: str = "prior",
+        difficulty_prior: bool = False,
         init_scale: float = 20.0,
         l2: float = 1e-7,
         max_iter: int = 200,
@@ -64,9 +56,7 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.cluster_grid = cluster_grid
         self.prior_strength = prior_strength
         self.training_prior_strength = training_prior_strength
-        self.local_strength = local_strength
-        self.local_neighbours = local_neighbours
-        self.local_rule = local_rule
+        self.difficulty_prior = difficulty_prior
         self.init_scale = init_scale
         self.l2 = l2
         self.max_iter = max_iter
@@ -92,7 +82,9 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.bias_ = np.concatenate([m.bias for m in maps])
         self.cluster_sizes_ = [len(m.bias) for m in maps]
         self.n_iter_ = [m.n_iter for m in maps]
-        self.validation_embeddings_ = np.ascontiguousarray(validation_embeddings, dtype=np.float32)
+        self.cluster_offsets_ = np.concatenate([
+            cluster_difficulty(memberships, validation_errors) for memberships in self._memberships(validation_embeddings)
+        ])
 
     def with_params(self, **params):
         clone = super().with_params(**params)
@@ -107,6 +99,7 @@ class RelativeMapEnsemble(RoutingStrategy):
             clone.theta_, clone.bias_ = self.theta_[rows], self.bias_[rows]
             clone.cluster_sizes_ = [self.cluster_sizes_[i] for i in members]
             clone.n_iter_ = [self.n_iter_[i] for i in members]
+            clone.cluster_offsets_ = self.cluster_offsets_[rows]
         return clone
 
     def _memberships(self, embeddings: np.ndarray) -> list[np.ndarray]:
@@ -115,47 +108,25 @@ class RelativeMapEnsemble(RoutingStrategy):
         bounds = np.cumsum([0, *self.cluster_sizes_])
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _maps_loss(self, memberships: list[np.ndarray], map_profiles: np.ndarray) -> np.ndarray:
-        bounds = np.cumsum([0, *self.cluster_sizes_])
-        total = sum(m @ map_profiles[:, a:b].T for m, a, b in zip(memberships, bounds[:-1], bounds[1:]))
-        return total / len(memberships)
-
-    @property
-    def _local(self) -> bool:
-        return self.local_strength is not None
-
     def _profile(self, validation_embeddings, validation_errors, llm_key):
-        memberships = self._memberships(validation_embeddings)
-        psi = np.concatenate([shrunk_cluster_errors(m, validation_errors, self.prior_strength) for m in memberships])
-        if not self._local:
-            return psi
-        if len(validation_errors) != len(self.validation_embeddings_):
-            raise ValueError(
-                f"the local correction needs the {len(self.validation_embeddings_)} validation prompts the strategy was "
-                f"fitted with, got {len(validation_errors)}"
+        bounds = np.cumsum([0, *self.cluster_sizes_])
+        return np.concatenate([
+            shrunk_cluster_errors(
+                memberships, validation_errors, self.prior_strength,
+                self.cluster_offsets_[a:b] if self.difficulty_prior else None,
             )
-        predicted = self._maps_loss(memberships, psi[None, :])[:, 0]
-        residual = np.where(np.isnan(validation_errors), 0.0, validation_errors - predicted)  # no answer: no evidence
-        return np.concatenate([psi, residual])
-
-    def _predict_loss(self, prompt_embeddings, profiles):
-        n_map = int(sum(self.cluster_sizes_))
-        loss = self._maps_loss(self._memberships(prompt_embeddings), profiles[:, :n_map])
-        if not self._local:
-            return loss
-        similarity = prompt_embeddings @ self.validation_embeddings_.T
-        k = min(int(self.local_neighbours), similarity.shape[1])
-        neighbours = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        local_residual = profiles[:, n_map:][:, neighbours].mean(axis=2).T  # [n_prompts, n_llms]
-        if self.local_rule == "stein":
-            noise = np.clip(loss, 0.01, 0.99) * (1 - np.clip(loss, 0.01, 0.99)) / k
-            keep = np.maximum(0.0, 1.0 - float(self.local_strength) * noise / np.maximum(local_residual**2, 1e-12))
-            return loss + keep * local_residual
-        return loss + k / (k + float(self.local_strength)) * local_residual
+            for memberships, a, b in zip(self._memberships(validation_embeddings), bounds[:-1], bounds[1:])
+        ])
 
     @classmethod
     def from_state(cls, state: dict):
-        # States stored before the local correction existed have no validation embeddings; they route as before.
-        if "validation_embeddings_" not in state:
-            state = {**state, "validation_embeddings_": np.zeros((0, 0), dtype=np.float32)}
+        # States stored before cluster offsets existed route as they did: a flat prior.
+        if "cluster_offsets_" not in state and "cluster_sizes_" in state:
+            state = {**state, "cluster_offsets_": np.zeros(int(sum(state["cluster_sizes_"])))}
         return super().from_state(state)
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        bounds = np.cumsum([0, *self.cluster_sizes_])
+        members = self._memberships(prompt_embeddings)
+        total = sum(m @ profiles[:, a:b].T for m, a, b in zip(members, bounds[:-1], bounds[1:]))
+        return total / len(members)

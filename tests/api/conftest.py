@@ -53,8 +53,8 @@ def prompt_set(api_slice, db) -> PromptSet:
 
 @pytest.fixture
 def fitted(prompt_set):
-    """An active UniRoute K-means state over the slice's 29 LLMs."""
-    state = routing_state_fit(prompt_set=prompt_set, strategy="uniroute_kmeans", params={"n_clusters": 4})
+    """An active UniRoute K-means state over the slice's 29 LLMs (hyper-parameters as given: no tuning)."""
+    state = routing_state_fit(prompt_set=prompt_set, strategy="uniroute_kmeans", params={"n_clusters": 4}, tune=False)
     runtime.reset()
     return state
 

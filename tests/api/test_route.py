@@ -139,6 +139,12 @@ def test_a_request_may_name_another_fitted_strategy(api, fitted, prompt_set):
     assert api.route(strategy="zero").status_code == 400
 
 
+def test_the_route_answer_shows_the_hyper_parameters_of_the_state_that_decided(api, fitted):
+    body = api.route().json()
+    assert body["strategy_params"] == fitted.params
+    assert body["strategy_params"]["n_clusters"] == 4 and body["strategy_params"]["prior_strength"] == 5.0
+
+
 def test_decision_can_be_read_back(api, fitted):
     routed = api.route().json()
     body = api.get(f"{ROUTE}/{routed['decision_id']}").json()

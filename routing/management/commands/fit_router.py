@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
-from routing.services import DEFAULT_STRATEGY, RoutingError, routing_state_fit
+from routing.services import DEFAULT_STRATEGY, RoutingError, params_of, routing_state_fit
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(
             f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
-            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s; hyper-parameters {state.params}"
+            f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s; hyper-parameters {params_of(state)}"
         ))
 
 

@@ -34,7 +34,7 @@ class Command(BaseCommand):
     def _fit_strategies(self, dataset: str, strategies: list[str] | None) -> None:
         from registry.models import PromptSet
         from registry.selectors import prompt_set_get
-        from routing.services import RoutingError
+        from routing.services import RoutingError, params_of
         from routing.state_choice import routing_states_fit_and_choose
 
         try:
@@ -51,7 +51,7 @@ class Command(BaseCommand):
             for choice in fitted:
                 score = f"{choice.score:.4f}" if choice.score is not None else "—"
                 mark = "  ← active" if activated is not None and choice.state.id == activated.id else ("  (not universal)" if not choice.universal else "")
-                self.stdout.write(f"{choice.state.strategy:<22}{score:>10}{choice.state.fit_seconds:>8.1f}  {choice.state.params}{mark}")
+                self.stdout.write(f"{choice.state.strategy:<22}{score:>10}{choice.state.fit_seconds:>8.1f}  {params_of(choice.state)}{mark}")
         active = RoutingState.objects.filter(is_active=True).first()
         if active is not None:
             self.stdout.write(f"Active router: v{active.version} {active.strategy}")

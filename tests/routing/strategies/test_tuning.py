@@ -94,7 +94,7 @@ def test_grids_shrink_with_a_small_validation_set():
 @pytest.mark.parametrize("name, fit_params, post_params", [
     ("uniroute_kmeans", {"n_clusters": 3}, {"prior_strength": 20.0}),
     ("uniroute_learnedmap", {"n_clusters": 3, "max_iter": 20}, {"prior_strength": 1.0}),
-    ("relative_maps", {"cluster_grid": (2, 3, 4), "max_iter": 20}, {"cluster_grid": (3, 4), "prior_strength": 2.0, "local_strength": 10.0}),
+    ("relative_maps", {"cluster_grid": (2, 3, 4), "max_iter": 20}, {"cluster_grid": (3, 4), "prior_strength": 2.0}),
     ("routellm_mf", {"dim": 4, "max_iter": 30}, {"profile_l2": 3.0}),
     ("knn", {}, {"k": 7}),
 ])
