@@ -26,51 +26,16 @@ def overall_error(errors: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), 0.5)
 
 
-def shrunk_cluster_errors(
-    memberships: np.ndarray, errors: np.ndarray, prior_strength: float, cluster_offsets: np.ndarray | None = None
-) -> np.ndarray:
-    """Ψ [K] for errors [n] or Ψ [K, m] for errors [n, m], from memberships [n, K] (see module docstring).
-
-    With ``cluster_offsets`` [K] (logits, see ``cluster_difficulty``) the prior's centre is not h's
-    overall error but that error moved by how much harder cluster k is than average:
-    σ(logit ē(h) + δ_k) — a small cluster then leans towards what an LLM of h's overall skill gets
-    there, not towards h's flat average.
-    """
+def shrunk_cluster_errors(memberships: np.ndarray, errors: np.ndarray, prior_strength: float) -> np.ndarray:
+    """Ψ [K] for errors [n] or Ψ [K, m] for errors [n, m], from memberships [n, K] (see module docstring)."""
     answered = ~np.isnan(errors)
     filled = np.where(answered, errors, 0.0)
     weighted_errors = memberships.T @ filled
     weights = memberships.T @ answered.astype(memberships.dtype)
     overall = overall_error(errors)
-    centre = np.broadcast_to(overall, weights.shape)
-    if cluster_offsets is not None:
-        offsets = np.asarray(cluster_offsets, dtype=np.float64).reshape((-1,) + (1,) * (weights.ndim - 1))
-        centre = _sigmoid(_logit(centre) + offsets)
     evidence = weights + prior_strength
-    shrunk = (weighted_errors + prior_strength * centre) / np.maximum(evidence, EPS)
-    return np.where(evidence > 0, shrunk, centre)
-
-
-def cluster_difficulty(memberships: np.ndarray, errors: np.ndarray, prior_strength: float = 5.0) -> np.ndarray:
-    """δ_k [K]: logit of the training LLMs' mean error in cluster k minus the logit of their overall mean error.
-
-    Computed from many LLMs' answers at once, so it is far less noisy than one LLM's cluster means;
-    the cluster means are shrunk towards the overall one by ``prior_strength`` prompts' worth.
-    """
-    answered = ~np.isnan(errors)
-    overall = float(np.where(answered, errors, 0.0).sum() / max(int(answered.sum()), 1))
-    per_cluster = (memberships.T @ np.where(answered, errors, 0.0)).sum(axis=1)
-    counts = (memberships.T @ answered.astype(np.float64)).sum(axis=1)
-    mean = (per_cluster + prior_strength * overall) / (counts + prior_strength)
-    return _logit(mean) - _logit(np.float64(overall))
-
-
-def _logit(p):
-    p = np.clip(p, 0.01, 0.99)
-    return np.log(p / (1 - p))
-
-
-def _sigmoid(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    shrunk = (weighted_errors + prior_strength * overall) / np.maximum(evidence, EPS)
+    return np.where(evidence > 0, shrunk, overall)
 
 
 def one_hot(cluster: np.ndarray, n_clusters: int) -> np.ndarray:

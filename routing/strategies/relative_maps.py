@@ -22,7 +22,7 @@ import numpy as np
 
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.learned_map import fit_soft_map, softmax_rows
-from routing.strategies.profiles import cluster_difficulty, shrunk_cluster_errors
+from routing.strategies.profiles import shrunk_cluster_errors
 
 
 class RelativeMapEnsemble(RoutingStrategy):
@@ -36,15 +36,14 @@ class RelativeMapEnsemble(RoutingStrategy):
     """
 
     name = "relative_maps"
-    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_", "cluster_offsets_")
-    post_fit_params = ("cluster_grid", "prior_strength", "difficulty_prior")
+    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
+    post_fit_params = ("cluster_grid", "prior_strength")
 
     def __init__(
         self,
         cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
         prior_strength: float = 5.0,
         training_prior_strength: float = 5.0,
-        difficulty_prior: bool = False,
         init_scale: float = 20.0,
         l2: float = 1e-7,
         max_iter: int = 200,
@@ -56,7 +55,6 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.cluster_grid = cluster_grid
         self.prior_strength = prior_strength
         self.training_prior_strength = training_prior_strength
-        self.difficulty_prior = difficulty_prior
         self.init_scale = init_scale
         self.l2 = l2
         self.max_iter = max_iter
@@ -82,9 +80,6 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.bias_ = np.concatenate([m.bias for m in maps])
         self.cluster_sizes_ = [len(m.bias) for m in maps]
         self.n_iter_ = [m.n_iter for m in maps]
-        self.cluster_offsets_ = np.concatenate([
-            cluster_difficulty(memberships, validation_errors) for memberships in self._memberships(validation_embeddings)
-        ])
 
     def with_params(self, **params):
         clone = super().with_params(**params)
@@ -99,7 +94,6 @@ class RelativeMapEnsemble(RoutingStrategy):
             clone.theta_, clone.bias_ = self.theta_[rows], self.bias_[rows]
             clone.cluster_sizes_ = [self.cluster_sizes_[i] for i in members]
             clone.n_iter_ = [self.n_iter_[i] for i in members]
-            clone.cluster_offsets_ = self.cluster_offsets_[rows]
         return clone
 
     def _memberships(self, embeddings: np.ndarray) -> list[np.ndarray]:
@@ -109,21 +103,10 @@ class RelativeMapEnsemble(RoutingStrategy):
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
-        bounds = np.cumsum([0, *self.cluster_sizes_])
         return np.concatenate([
-            shrunk_cluster_errors(
-                memberships, validation_errors, self.prior_strength,
-                self.cluster_offsets_[a:b] if self.difficulty_prior else None,
-            )
-            for memberships, a, b in zip(self._memberships(validation_embeddings), bounds[:-1], bounds[1:])
+            shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
+            for memberships in self._memberships(validation_embeddings)
         ])
-
-    @classmethod
-    def from_state(cls, state: dict):
-        # States stored before cluster offsets existed route as they did: a flat prior.
-        if "cluster_offsets_" not in state and "cluster_sizes_" in state:
-            state = {**state, "cluster_offsets_": np.zeros(int(sum(state["cluster_sizes_"])))}
-        return super().from_state(state)
 
     def _predict_loss(self, prompt_embeddings, profiles):
         bounds = np.cumsum([0, *self.cluster_sizes_])
