@@ -18,6 +18,7 @@ from django.db import transaction
 
 from routing.exceptions import InvalidRouteRequest, UnknownStrategy  # noqa: F401  (raised by what route_create calls)
 from routing.models import Decision, Tenant
+from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
 from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
@@ -43,12 +44,16 @@ class RouteResult:
     route_ms: float = 0.0
     budget_ms: float = 0.0
     embedding_cached: bool = False
+    strategy_params: dict = field(default_factory=dict)
 
 
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
     embedding, cached = embed_cached(request.text, tenant_id=tenant.id)
+    if request.context:
+        context_embedding, context_cached = embed_cached(request.context, tenant_id=tenant.id)
+        embedding, cached = routed_embedding(embedding, context_embedding), cached and context_cached
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
@@ -77,6 +82,7 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
         route_ms=(routed - embedded) * 1e3,
         budget_ms=(finished - routed) * 1e3,
         embedding_cached=cached,
+        strategy_params=router.params,
     )
 
 

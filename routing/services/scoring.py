@@ -33,6 +33,7 @@ class RouteRequest:
     quality_target: float | None = None
     max_cost_usd: float | None = None
     strategy: str | None = None
+    context: str = ""  # earlier turns and system prompts: they nudge the request's embedding (prompt_text.py)
 
 
 @dataclass(frozen=True)
