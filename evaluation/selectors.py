@@ -22,12 +22,15 @@ class DatasetArrays:
     llm_names: list[str]
     cost_note: str
     dropped: list[str] = field(default_factory=list)
+    categories: np.ndarray | None = None  # [prompts] str, "" = none; None when no prompt has one
 
 
-def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
+def dataset_arrays(*, prompt_set: PromptSet, cost: str, category_field: str = "category") -> DatasetArrays:
     """Every prompt of the set with the correctness of every LLM that answered some of them.
 
     LLMs without the chosen cost measure are dropped (and named), never given a made-up cost.
+    Categories come from the prompts' ``category`` or, for any other ``category_field``, from that
+    key of their metadata.
     """
     if cost not in COST_MEASURES:
         raise ValueError(f"--cost must be one of {', '.join(COST_MEASURES)}, got {cost!r}")
@@ -52,6 +55,7 @@ def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
             f"only {len(kept)} LLMs of {prompt_set.name!r} have a {cost!r} cost; the protocol needs at least 3"
         )
     prompt_ids = list(Prompt.objects.filter(prompt_set=prompt_set).order_by("id").values_list("id", flat=True))
+    categories = prompt_categories(prompt_set=prompt_set, field=category_field)
     return DatasetArrays(
         embeddings=prompt_embeddings(prompt_ids=prompt_ids),
         correctness=outcome_matrix(prompt_ids=prompt_ids, llm_ids=[llm.id for llm in kept]),
@@ -59,7 +63,18 @@ def dataset_arrays(*, prompt_set: PromptSet, cost: str) -> DatasetArrays:
         llm_names=[llm.name for llm in kept],
         cost_note=_cost_note(cost, prompt_set),
         dropped=dropped,
+        categories=categories if (categories != "").any() else None,
     )
+
+
+def prompt_categories(*, prompt_set: PromptSet, field: str = "category") -> np.ndarray:
+    """Each prompt's category (in id order) as strings, "" where it has none."""
+    prompts = Prompt.objects.filter(prompt_set=prompt_set).order_by("id")
+    if field == "category":
+        values = prompts.values_list("category", flat=True)
+    else:
+        values = (metadata.get(field) for metadata in prompts.values_list("metadata", flat=True))
+    return np.array(["" if value is None else str(value) for value in values], dtype=object).astype(str)
 
 
 def _cost_of(llm: LLM, cost: str, prompt_set: PromptSet) -> float | None:

@@ -227,8 +227,10 @@ ROUTERHUB_EXPECTED_OUTPUT_TOKENS = int(os.environ.get("ROUTERHUB_EXPECTED_OUTPUT
 ROUTERHUB_MAX_PROMPT_CHARS = int(os.environ.get("ROUTERHUB_MAX_PROMPT_CHARS", "200000"))
 # Most chat messages accepted by POST /api/v1/route.
 ROUTERHUB_MAX_MESSAGES = int(os.environ.get("ROUTERHUB_MAX_MESSAGES", "1000"))
-# Characters of earlier chat turns routed on together with the last user turn.
+# Characters of earlier chat turns (and system prompts) that inform the route of the last user turn,
+# and the weight of their embedding next to the turn's own (routing/prompt_text.py).
 ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_CHARS", "1000"))
+ROUTERHUB_ROUTING_CONTEXT_WEIGHT = float(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_WEIGHT", "0.25"))
 # Characters embedded at most: MiniLM reads 256 word pieces (~1,500 characters), so cutting here
 # leaves embeddings unchanged and keeps long prompts from being tokenised in full.
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))

@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 from django.db.models import Count
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from routing.admin.base import ReadOnlyAdmin
 from routing.models import LLMProfile, RoutingState, StateCentroid
@@ -50,6 +50,7 @@ class RoutingStateAdmin(ReadOnlyAdmin):
         "revision",
         "prompt_set",
         "params",
+        "tuning_report",
         "state",
         "embedder",
         "n_train_prompts",
@@ -76,6 +77,29 @@ class RoutingStateAdmin(ReadOnlyAdmin):
     def profile_count(self, state):
         return state._profiles
 
+    @admin.display(description="hyper-parameter tuning")
+    def tuning_report(self, state):
+        tuning = state_services.tuning_of(state)
+        if not tuning:
+            return "not tuned: fitted with the hyper-parameters as given"
+        if tuning.get("score") is None:
+            return f"{tuning.get('note')}; held fixed: {tuning.get('fixed') or 'nothing'}"
+        best = sorted(tuning["candidates"], key=lambda c: -c["score"])[:5]
+        rows = format_html_join("", "<tr><td>{}</td><td>{:.4f}</td></tr>", ((c["params"], c["score"]) for c in best))
+        return format_html(
+            "chosen {} (held fixed: {}) in {:.1f} s — {} candidates × {} folds of training LLMs, {} prompts to fit on, "
+            "{} to score on; criterion: {}<table><tr><th>best candidates</th><th>score</th></tr>{}</table>",
+            tuning["chosen"],
+            tuning["fixed"] or "nothing",
+            tuning["seconds"],
+            len(tuning["candidates"]),
+            tuning["folds"],
+            tuning["fit_prompts"],
+            tuning["score_prompts"],
+            tuning["criterion"],
+            rows,
+        )
+
     @admin.display(description="K-means centroids")
     def centroid_count(self, state):
         return StateCentroid.objects.filter(state=state).count() or "—"
@@ -89,13 +113,14 @@ class RoutingStateAdmin(ReadOnlyAdmin):
         return request.user.has_perm("routing.change_routingstate")
 
     @admin.action(
-        description="Refit routing state (same data, strategy and parameters; activates when done)",
+        description="Refit routing state (same data and strategy, hyper-parameters tuned again; activates when done)",
         permissions=["refit"],
     )
     def refit(self, request, queryset):
         for state in queryset:
+            # Tuned states are tuned again (holding fixed what their fit held fixed).
             job, created = jobs.routing_state_refit_enqueue(
-                prompt_set_id=state.prompt_set_id, strategy=state.strategy, params=state.params
+                prompt_set_id=state.prompt_set_id, strategy=state.strategy, params=state_services.fixed_params_of(state)
             )
             note = "queued" if created else "a refit is already queued or running"
             self.message_user(

@@ -97,6 +97,10 @@ class RouteCreateApi(ApiBase):
         lambda_used = serializers.FloatField(source="decision.lambda_used", allow_null=True)
         lambda_reason = serializers.ChoiceField(source="decision.lambda_reason", choices=Decision.LambdaReason.choices)
         strategy = serializers.CharField(source="decision.strategy")
+        strategy_params = serializers.DictField(
+            help_text="The hyper-parameters of the routing state that decided: chosen by self-tuning on its training "
+            "LLMs, or as given."
+        )
         routing_state_version = serializers.IntegerField(source="decision.state_version")
         cluster = serializers.IntegerField(
             source="decision.cluster",
@@ -122,13 +126,14 @@ class RouteCreateApi(ApiBase):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        text, input_tokens = route_input(prompt=data.get("prompt"), messages=data.get("messages"))
+        routed = route_input(prompt=data.get("prompt"), messages=data.get("messages"))
         result = route_create(
             tenant=tenant_of(request),
             api_key=request.auth,
             request=RouteRequest(
-                text=text,
-                input_tokens=input_tokens,
+                text=routed.request,
+                context=routed.context,
+                input_tokens=routed.input_tokens,
                 models=data.get("models"),
                 lam=data.get("lambda"),
                 quality_target=data.get("quality_target"),

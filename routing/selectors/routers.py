@@ -87,6 +87,7 @@ class LoadedRouter:
     profiles: np.ndarray  # [len(llms), P]
     prompt_set_id: int = 0
     validation_row_of: dict = field(default_factory=dict)  # prompt id → its row in S_val
+    params: dict = field(default_factory=dict)  # the hyper-parameters the state was fitted with (tuned or given)
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
         """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
@@ -163,6 +164,7 @@ def load_router(state_id: int) -> LoadedRouter:
         profiles=profiles,
         prompt_set_id=state.prompt_set_id,
         validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
+        params=dict(state.params),
     )
 
 

@@ -20,6 +20,7 @@ from django.db import transaction
 
 from routing.exceptions import InvalidRouteRequest, UnknownStrategy  # noqa: F401  (raised by what route_create calls)
 from routing.models import Decision, Tenant
+from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
 from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
@@ -58,12 +59,16 @@ class RouteResult:
     embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/selectors/embeddings.py
     # The next-ranked candidates within the request's cost cap, best first (the gateway falls back to them).
     fallbacks: list[Candidate] = field(default_factory=list)
+    strategy_params: dict = field(default_factory=dict)
 
 
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
     embedding, cached = embed_cached(request.text, tenant_id=tenant.id)
+    if request.context:
+        context_embedding, context_cached = embed_cached(request.context, tenant_id=tenant.id)
+        embedding, cached = routed_embedding(embedding, context_embedding), cached and context_cached
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
@@ -73,6 +78,7 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     result.embed_ms, result.route_ms = (embedded - started) * 1e3, (routed - embedded) * 1e3
     result.budget_ms = (time.perf_counter() - routed) * 1e3
     result.embedding_cached = cached
+    result.strategy_params = router.params
     return result
 
 

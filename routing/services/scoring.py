@@ -41,6 +41,7 @@ class RouteRequest:
     preset: str | None = None
     preset_llm_ids: frozenset[int] | None = None
     source: str = Decision.Source.ROUTE
+    context: str = ""  # earlier turns and system prompts: they nudge the request's embedding (prompt_text.py)
 
     @property
     def needs_api(self) -> bool:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -23,6 +24,7 @@ from routing.selectors import state as selectors
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.serialization import split_state
+from routing.strategies.tuning import Tuning, tuned_fit
 
 Say = Callable[[str], None]
 DEFAULT_STRATEGY = "uniroute_kmeans"
@@ -35,10 +37,15 @@ def routing_state_fit(
     params: dict | None = None,
     train_llms: list[LLM] | None = None,
     activate: bool = True,
+    tune: bool = True,
+    score_single: bool = False,
     say: Say = lambda _: None,
 ) -> RoutingState:
     """Fit ``strategy`` on the set's train split, profile every LLM with validation outcomes, store it.
 
+    With ``tune`` (the default) the hyper-parameters not given in ``params`` are chosen by
+    cross-validation over the training LLMs (``routing.strategies.tuning``); the state's ``params``
+    are then all the values the strategy was built with, and ``state["tuning"]`` the tuner's report.
     Training LLMs default to every active LLM with outcomes on the train split; every active LLM
     with validation outcomes gets a profile (an LLM seen only on validation is routable too).
     """
@@ -55,19 +62,38 @@ def routing_state_fit(
     if not train.prompt_ids or not validation.prompt_ids:
         raise RoutingError(f"{prompt_set.name!r} needs prompts in both the train and validation splits")
     say(
-        f"Fitting {strategy} on {len(train.prompt_ids):,} train prompts ({len(validation.prompt_ids):,} validation) ..."
+        f"Fitting {strategy} on {len(train.prompt_ids):,} train prompts ({len(validation.prompt_ids):,} validation)"
+        + (", tuning its hyper-parameters on the training LLMs' outcomes ..." if tune else " ...")
     )
     started = time.monotonic()
-    fitted = get_strategy(strategy, **params).fit(
-        train.embeddings,
-        train.correctness,
+    data = (train.embeddings, train.correctness)
+    options = dict(
         validation_embeddings=validation.embeddings,
         validation_correctness=validation.correctness,
         llm_keys=[llm.name for llm in train_llms],
     )
+    try:
+        get_strategy(strategy, **params)
+    except ValueError as exc:
+        raise RoutingError(str(exc)) from None
+    tuning: Tuning | None = None
+    if tune:
+        fitted, tuning = tuned_fit(
+            strategy,
+            *data,
+            **options,
+            costs=training_costs(prompt_set=prompt_set, llms=train_llms),
+            fixed=params,
+            score_single=score_single,
+        )
+        _say_tuning(say, tuning)
+    else:
+        fitted = get_strategy(strategy, **params).fit(*data, **options)
     fit_seconds = time.monotonic() - started
-    say(f"  fitted in {fit_seconds:.1f} s")
+    say(f"  fitted in {fit_seconds:.1f} s" + (f" (tuning {tuning.seconds:.1f} s)" if tuning else ""))
     small, blob = split_state(fitted.get_state())
+    small["tuning"] = tuning.as_json() if tuning else None
+    params = {name: small[name] for name in fitted.param_names() if name in small}
 
     with transaction.atomic():
         last = RoutingState.objects.select_for_update().order_by("-version").first()
@@ -94,6 +120,46 @@ def routing_state_fit(
             routing_state_activate(state=state)
     say(f"Routing state v{state.version} ({strategy}) {'is active' if activate else 'stored, not active'}")
     return state
+
+
+def training_costs(*, prompt_set: PromptSet, llms: list[LLM]) -> np.ndarray | None:
+    """Each training LLM's price per query on this set (as ``evaluate --cost price``); None if any has no price."""
+    costs = [
+        llm.expected_cost_usd(
+            input_tokens=prompt_set.metadata.get("mean_prompt_tokens", 0.0),
+            output_tokens=settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS,
+        )
+        for llm in llms
+    ]
+    return None if any(c is None for c in costs) else np.asarray(costs, dtype=np.float64)
+
+
+def _say_tuning(say: Say, tuning: Tuning) -> None:
+    if tuning.score is None:
+        say(f"  {tuning.note}: {tuning.params or 'defaults'}")
+        return
+    say(
+        f"  tuned in {tuning.seconds:.1f} s: {len(tuning.candidates)} candidates × {tuning.folds} folds of training LLMs, "
+        f"{tuning.fit_prompts:,} prompts to fit on, {tuning.score_prompts:,} to score on ({tuning.criterion})"
+    )
+    say(f"  chosen: {tuning.chosen or 'nothing to choose'}; cross-validated score {tuning.score:.4f}")
+
+
+def params_of(state: RoutingState) -> dict:
+    """The state's hyper-parameters in the order of the strategy's constructor (the database keeps no order)."""
+    names = STRATEGIES[state.strategy].param_names() if state.strategy in STRATEGIES else []
+    return {**{name: state.params[name] for name in names if name in state.params}, **state.params}
+
+
+def tuning_of(state: RoutingState) -> dict | None:
+    """The tuner's report stored with a state (None: fitted with hyper-parameters as given)."""
+    return (state.state or {}).get("tuning")
+
+
+def fixed_params_of(state: RoutingState) -> dict:
+    """What a refit holds fixed: the hyper-parameters given when the state was tuned, or all of an untuned state's."""
+    tuning = tuning_of(state)
+    return dict(tuning["fixed"]) if tuning else dict(state.params)
 
 
 def _store_centroids(state: RoutingState, strategy: RoutingStrategy, train_embeddings: np.ndarray) -> None:
@@ -162,18 +228,26 @@ def routing_state_refit(
     params: dict | None = None,
     say: Say = lambda _: None,
 ) -> tuple[RoutingState, list[str]]:
-    """Fit a new version of the active state (same prompt set, strategy and parameters unless given).
+    """Fit a new version of the active state (same prompt set and strategy unless given).
 
-    Returns the new, active state and the names of the LLMs re-profiled after the switch.
+    Hyper-parameters are tuned again on the current data, holding fixed those given (``params``) or,
+    by default, those the active state held fixed; a state fitted without tuning is refitted with
+    its hyper-parameters as they were. Returns the new, active state and the names of the LLMs
+    re-profiled after the switch.
     """
     active = RoutingState.objects.filter(is_active=True).select_related("prompt_set").first()
     if active is None and prompt_set is None:
         raise RoutingError("there is no active routing state to refit: name a prompt set (and a strategy)")
     prompt_set = prompt_set or active.prompt_set
     strategy = strategy or (active.strategy if active else DEFAULT_STRATEGY)
+    tune = True
     if params is None:
-        params = dict(active.params) if active is not None and active.strategy == strategy else {}
-    state = routing_state_fit(prompt_set=prompt_set, strategy=strategy, params=params, activate=True, say=say)
+        same = active is not None and active.strategy == strategy
+        params = fixed_params_of(active) if same else {}
+        tune = not same or tuning_of(active) is not None
+    state = routing_state_fit(
+        prompt_set=prompt_set, strategy=strategy, params=params, tune=tune, activate=True, say=say
+    )
     return state, routing_state_profiles_reconcile(state=state)
 
 

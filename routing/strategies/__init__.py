@@ -9,6 +9,7 @@ from routing.strategies.base import RoutingStrategy, StrategyNotFitted
 from routing.strategies.kmeans import UniRouteKMeans
 from routing.strategies.knn import KNearestNeighbours
 from routing.strategies.learned_map import UniRouteLearnedMap
+from routing.strategies.matrix_factorisation import MatrixFactorisation
 from routing.strategies.predictor import RoutooPredictor
 from routing.strategies.relative_maps import RelativeMapEnsemble
 from routing.strategies.zero import ZeroRouter
@@ -22,6 +23,7 @@ STRATEGIES: dict[str, type[RoutingStrategy]] = {
         UniRouteLearnedMap,
         RoutooPredictor,
         RelativeMapEnsemble,
+        MatrixFactorisation,
     )
 }
 

@@ -12,6 +12,7 @@ Correctness arrays use NaN for "this LLM has no outcome on this prompt" everywhe
 
 from __future__ import annotations
 
+import copy
 import inspect
 from abc import ABC, abstractmethod
 from typing import ClassVar, Self
@@ -29,6 +30,12 @@ class RoutingStrategy(ABC):
     learned_attributes: ClassVar[tuple[str, ...]] = ()
     # The hyper-parameter that sets the model's size (clusters or neighbours), for `fit_router --k`.
     size_parameter: ClassVar[str | None] = None
+    # Hyper-parameters that only ``profile`` / ``predict_loss`` read: a fitted strategy can try other
+    # values without a refit (``with_params``), which keeps self-tuning (``tuning.py``) cheap.
+    post_fit_params: ClassVar[tuple[str, ...]] = ()
+    # False when ``fit`` never reads the training LLMs' outcomes (K-means, K-NN): the tuner then fits
+    # once instead of once per fold of training LLMs.
+    fit_uses_outcomes: ClassVar[bool] = True
 
     # -- public interface ---------------------------------------------------------------------------
     def fit(
@@ -91,6 +98,16 @@ class RoutingStrategy(ABC):
         if embeddings.ndim != 2 or profiles.ndim != 2:
             raise ValueError("predict_loss needs embeddings [n_prompts, D] and profiles [n_llms, P]")
         return np.clip(self._predict_loss(embeddings, profiles), 0.0, 1.0)
+
+    def with_params(self, **params) -> Self:
+        """A copy of this fitted strategy with other values of its post-fit hyper-parameters (no refit)."""
+        self._check_fitted()
+        not_post_fit = sorted(set(params) - set(self.post_fit_params))
+        if not_post_fit:
+            raise ValueError(f"{self.name} needs a refit to change {', '.join(not_post_fit)}")
+        clone = copy.copy(self)
+        clone.__dict__.update(params)
+        return clone
 
     def cluster_of(self, prompt_embeddings: np.ndarray) -> np.ndarray | None:
         """Hard cluster id per prompt where the strategy has clusters, else None."""

@@ -11,9 +11,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from routing.strategies.base import RoutingStrategy
-from routing.strategies.profiles import log_loss, nearest_centroid, one_hot, shrunk_cluster_errors
-
-DEFAULT_GRID = (5, 10, 20, 40, 80)
+from routing.strategies.profiles import nearest_centroid, one_hot, shrunk_cluster_errors
 
 
 def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int, random_state) -> np.ndarray:
@@ -29,64 +27,30 @@ class UniRouteKMeans(RoutingStrategy):
 
     Ψ_k(h) = (Σ_{x∈S_val, cluster k} err(x, h) + a · ē(h)) / (n_k(h) + a), with a = ``prior_strength``
     and ē(h) h's overall validation error: a Beta prior worth ``a`` prompts pulls small clusters
-    towards the LLM's average instead of trusting a handful of answers.
-
-    ``n_clusters="auto"`` picks K from ``n_clusters_grid`` by cross-validation on the training LLMs
-    only: K-means on part of the training prompts, the training LLMs profiled from S_val, scored by
-    log-loss on the held-out training prompts. The chosen K is ``n_clusters_`` and the scores
-    ``cv_scores_`` (one per grid entry; empty when K is fixed).
+    towards the LLM's average instead of trusting a handful of answers. K and a are chosen per data
+    set by ``tuning.py`` unless given.
     """
 
     name = "uniroute_kmeans"
-    learned_attributes = ("centroids_", "n_clusters_", "cv_scores_")
+    learned_attributes = ("centroids_",)
     size_parameter = "n_clusters"
+    post_fit_params = ("prior_strength",)
+    fit_uses_outcomes = False  # K-means sees only the train prompts' embeddings
 
     def __init__(
-        self,
-        n_clusters: int | str = 10,
-        prior_strength: float = 5.0,
-        n_clusters_grid: tuple[int, ...] = DEFAULT_GRID,
-        cv_fraction: float = 0.2,
-        n_init: int = 3,
-        random_state: int | None = 0,
+        self, n_clusters: int = 10, prior_strength: float = 5.0, n_init: int = 3, random_state: int | None = 0
     ):
         self.n_clusters = n_clusters
         self.prior_strength = prior_strength
-        self.n_clusters_grid = n_clusters_grid
-        self.cv_fraction = cv_fraction
         self.n_init = n_init
         self.random_state = random_state
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
-        if self.n_clusters == "auto":
-            self.cv_scores_ = self._cross_validate(
-                train_embeddings, train_errors, validation_embeddings, validation_errors
-            )
-            self.n_clusters_ = int(list(self.n_clusters_grid)[int(np.argmin(self.cv_scores_))])
-        elif isinstance(self.n_clusters, (int, np.integer)) and self.n_clusters >= 1:
-            self.cv_scores_ = []
-            self.n_clusters_ = int(self.n_clusters)
-        else:
-            raise ValueError(f"n_clusters must be a positive int or 'auto', got {self.n_clusters!r}")
+        if not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be a positive int, got {self.n_clusters!r}")
         self.centroids_ = spherical_centroids(
-            train_embeddings, self.n_clusters_, n_init=self.n_init, random_state=self.random_state
+            train_embeddings, self.n_clusters, n_init=self.n_init, random_state=self.random_state
         )
-
-    def _cross_validate(self, train_embeddings, train_errors, validation_embeddings, validation_errors) -> list[float]:
-        rng = np.random.default_rng(self.random_state)
-        order = rng.permutation(len(train_embeddings))
-        n_held_out = max(1, int(round(self.cv_fraction * len(order))))
-        held_out, kept = order[:n_held_out], order[n_held_out:]
-        scores = []
-        for n_clusters in self.n_clusters_grid:
-            centroids = spherical_centroids(
-                train_embeddings[kept], n_clusters, n_init=self.n_init, random_state=self.random_state
-            )
-            memberships = one_hot(nearest_centroid(validation_embeddings, centroids), len(centroids))
-            profiles = shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)  # [K, m]
-            predicted = profiles[nearest_centroid(train_embeddings[held_out], centroids)]
-            scores.append(log_loss(predicted, train_errors[held_out]))
-        return scores
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
         memberships = one_hot(nearest_centroid(validation_embeddings, self.centroids_), len(self.centroids_))

@@ -20,6 +20,8 @@ class KNearestNeighbours(RoutingStrategy):
     name = "knn"
     learned_attributes = ("validation_embeddings_",)
     size_parameter = "k"
+    post_fit_params = ("k",)
+    fit_uses_outcomes = False
 
     def __init__(self, k: int = 100):
         self.k = k

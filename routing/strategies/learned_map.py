@@ -169,17 +169,21 @@ class UniRouteLearnedMap(RoutingStrategy):
     K-means), then L-BFGS minimises ``loss`` (default: the paper's log-loss) plus ``l2``·‖θ‖².
     Training stops when the loss on a held-out ``early_stopping_fraction`` of the training prompts
     has not improved for ``patience`` iterations, keeping the best θ. ``prior_strength`` is the
-    pseudo-count a. (A stronger ``l2`` such as 1e-5 shrinks θ until several clusters go unused.)
+    pseudo-count a of the profiles; ``training_prior_strength`` the one the training LLMs' profiles
+    use while θ is learned, kept apart so that a can be tuned on a fitted θ (``tuning.py``).
+    (A stronger ``l2`` such as 1e-5 shrinks θ until several clusters go unused.)
     """
 
     name = "uniroute_learnedmap"
     learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_loss_")
     size_parameter = "n_clusters"
+    post_fit_params = ("prior_strength",)
 
     def __init__(
         self,
         n_clusters: int = 20,
         prior_strength: float = 5.0,
+        training_prior_strength: float = 5.0,
         init_scale: float = 20.0,
         l2: float = 1e-7,
         loss: str = "log_loss",
@@ -191,6 +195,7 @@ class UniRouteLearnedMap(RoutingStrategy):
     ):
         self.n_clusters = n_clusters
         self.prior_strength = prior_strength
+        self.training_prior_strength = training_prior_strength
         self.init_scale = init_scale
         self.l2 = l2
         self.loss = loss
@@ -207,7 +212,7 @@ class UniRouteLearnedMap(RoutingStrategy):
             validation_embeddings,
             validation_errors,
             n_clusters=self.n_clusters,
-            prior_strength=self.prior_strength,
+            prior_strength=self.training_prior_strength,
             init_scale=self.init_scale,
             l2=self.l2,
             loss=self.loss,

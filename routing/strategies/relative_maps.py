@@ -6,12 +6,14 @@ Why it beats UniRoute on unseen LLMs (figures in the README):
   γ(x, h) + λ·c(h) across h). The ``"relative"`` loss of ``learned_map.py`` — squared error of γ
   centred across the training LLMs on each prompt — trains the map on exactly that.
 - A new LLM's profile comes from a few hundred validation answers, so it is noisy; averaging the
-  predictions of maps at several resolutions (K = 10, 20, 40, 80) averages that noise out and
-  hedges the choice of K.
+  predictions of maps at several resolutions (the members' K) averages that noise out and hedges
+  the choice of K.
+- Which members (the cluster grid), the profiles' prior strength and l2 are chosen per data set
+  by ``tuning.py``; members are independent fits, so every sub-ensemble is scored without a refit.
 
-Each member is a UniRoute LearnedMap (soft assignment Φ, validation-based Ψ with the same
+Every member is a UniRoute LearnedMap (soft assignment Φ, validation-based Ψ with the same
 pseudo-count prior), so the strategy stays universal: profiling a new LLM is one pass over S_val,
-and γ(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h).
+and γ_maps(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h).
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ from routing.strategies.profiles import shrunk_cluster_errors
 class RelativeMapEnsemble(RoutingStrategy):
     """Average of LearnedMaps with K in ``cluster_grid``, each trained on the relative loss.
 
-    The profile concatenates the members' Ψ (length Σ K); ``theta_`` stacks their θ row-wise and
-    ``cluster_sizes_`` says where each member's rows start. Hyper-parameters other than the grid
-    are those of ``UniRouteLearnedMap`` and apply to every member.
+    The profile concatenates the members' Ψ (length Σ K); ``theta_`` stacks the members' θ row-wise and
+    ``cluster_sizes_`` says where each member's rows start. Members are fitted independently (same
+    seed), so ``with_params(cluster_grid=...)`` on a subset of the fitted grid equals a fresh fit with
+    that subset. Hyper-parameters other than the grid are those of
+    ``UniRouteLearnedMap`` and apply to every member.
     """
 
     name = "relative_maps"
     learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
+    post_fit_params = ("cluster_grid", "prior_strength")
 
     def __init__(
         self,
         cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
         prior_strength: float = 5.0,
+        training_prior_strength: float = 5.0,
         init_scale: float = 20.0,
         l2: float = 1e-7,
         max_iter: int = 200,
@@ -48,6 +54,7 @@ class RelativeMapEnsemble(RoutingStrategy):
     ):
         self.cluster_grid = cluster_grid
         self.prior_strength = prior_strength
+        self.training_prior_strength = training_prior_strength
         self.init_scale = init_scale
         self.l2 = l2
         self.max_iter = max_iter
@@ -66,7 +73,7 @@ class RelativeMapEnsemble(RoutingStrategy):
                 validation_embeddings,
                 validation_errors,
                 n_clusters=int(n_clusters),
-                prior_strength=self.prior_strength,
+                prior_strength=self.training_prior_strength,
                 init_scale=self.init_scale,
                 l2=self.l2,
                 loss="relative",
@@ -82,6 +89,21 @@ class RelativeMapEnsemble(RoutingStrategy):
         self.bias_ = np.concatenate([m.bias for m in maps])
         self.cluster_sizes_ = [len(m.bias) for m in maps]
         self.n_iter_ = [m.n_iter for m in maps]
+
+    def with_params(self, **params):
+        clone = super().with_params(**params)
+        if "cluster_grid" in params:
+            fitted = [int(k) for k in self.cluster_grid]
+            wanted = [int(k) for k in params["cluster_grid"]]
+            if not wanted or any(k not in fitted for k in wanted):
+                raise ValueError(f"cluster_grid {wanted} is not a subset of the fitted members {fitted}: refit")
+            bounds = np.cumsum([0, *self.cluster_sizes_])
+            members = [fitted.index(k) for k in wanted]
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
+            clone.theta_, clone.bias_ = self.theta_[rows], self.bias_[rows]
+            clone.cluster_sizes_ = [self.cluster_sizes_[i] for i in members]
+            clone.n_iter_ = [self.n_iter_[i] for i in members]
+        return clone
 
     def _memberships(self, embeddings: np.ndarray) -> list[np.ndarray]:
         """Each member's soft assignment [n, K_r], from one matrix product for all members."""

@@ -16,6 +16,7 @@ class ZeroRouter(RoutingStrategy):
 
     name = "zero"
     learned_attributes = ("embedding_dim_",)
+    fit_uses_outcomes = False
 
     def __init__(self):
         pass

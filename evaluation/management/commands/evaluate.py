@@ -4,18 +4,21 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluation.models import EvaluationRun
+from evaluation.protocol import PROTOCOLS
+from evaluation.reports import print_report
 from evaluation.selectors import COST_MEASURES, dataset_arrays
 from registry.embedders import get_embedder
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 
-DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,relative_maps"
+DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,routellm_mf,relative_maps,clairvoyant"
 
 
 class Command(BaseCommand):
     help = (
         "Benchmark routing strategies on an imported data set with the unseen-LLM protocol of METHODS.md: "
-        "prompts split 60/10/30, LLMs 2/3 train and 1/3 unseen test, routing only among the unseen LLMs. "
+        "prompts split 60/10/30 (or by category: --protocol domain-shift), LLMs 2/3 train and 1/3 unseen test, "
+        "routing only among the unseen LLMs; every strategy is tuned inside each split on its training LLMs. "
         "Prints a table and stores an EvaluationRun; --json and --plot write the figures and curves."
     )
 
@@ -24,25 +27,57 @@ class Command(BaseCommand):
         parser.add_argument(
             "--strategies",
             default=DEFAULT_STRATEGIES,
-            help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added",
+            help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added; clairvoyant is the non-universal upper reference",
         )
         parser.add_argument("--trials", type=int, default=20, help="random splits (default 20)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cost", choices=COST_MEASURES, default="price")
         parser.add_argument(
-            "--params", default="{}", help='per-strategy hyper-parameters as JSON, e.g. \'{"knn": {"k": 20}}\''
+            "--params",
+            default="{}",
+            help='per-strategy hyper-parameters held fixed, as JSON, e.g. \'{"knn": {"k": 20}}\'; the others are tuned',
+        )
+        parser.add_argument(
+            "--no-tuning",
+            action="store_true",
+            help="use the strategies' default hyper-parameters (and --params) instead of tuning them in each split",
+        )
+        parser.add_argument(
+            "--protocol",
+            choices=PROTOCOLS,
+            default="unseen-llm",
+            help="unseen-llm (random prompt split) or domain-shift (train prompts from some categories, validation and test from the others)",
+        )
+        parser.add_argument(
+            "--categories",
+            default="category",
+            help="where prompts' categories come from: 'category' (default) or a metadata key; per-category gains and specialist recall need them",
         )
         parser.add_argument("--json", type=Path, help="write the figures as JSON here")
         parser.add_argument("--plot", type=Path, help="write the deferral curves of one split as a PNG here")
 
     def handle(
-        self, *args, dataset, strategies, trials, seed, cost, params, json: Path | None, plot: Path | None, **options
+        self,
+        *args,
+        dataset,
+        strategies,
+        trials,
+        seed,
+        cost,
+        params,
+        json: Path | None,
+        plot: Path | None,
+        no_tuning: bool,
+        protocol: str,
+        categories: str,
+        **options,
     ):
+        from evaluation.clairvoyant import CLAIRVOYANT
         from evaluation.engine import run_protocol
         from routing.strategies import STRATEGIES
 
         names = [s.strip() for s in strategies.split(",") if s.strip()]
-        unknown = [s for s in names if s not in STRATEGIES]
+        unknown = [s for s in names if s not in STRATEGIES and s != CLAIRVOYANT]
         if unknown:
             raise CommandError(f"unknown strategies: {', '.join(unknown)}; known: {', '.join(sorted(STRATEGIES))}")
         if "zero" not in names:
@@ -53,9 +88,15 @@ class Command(BaseCommand):
             strategy_params = _loads(params)
             prompt_set = prompt_set_get(name=dataset)
             self.stdout.write(f"Loading {dataset} ...")
-            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost)
+            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
         except (PromptSet.DoesNotExist, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        if arrays.categories is None:
+            if protocol == "domain-shift":
+                raise CommandError(
+                    f"the domain-shift protocol needs categories, and no prompt of {dataset!r} has a {categories!r}"
+                )
+            self.stdout.write(f"  no prompt has a {categories!r}: no per-category gains or specialist recall")
         if arrays.dropped:
             self.stdout.write(
                 self.style.WARNING(
@@ -64,22 +105,28 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
-            f"Running {trials} splits of {', '.join(names)} (seed {seed}) ..."
+            f"Running {trials} {protocol} splits of {', '.join(names)} (seed {seed}, tuning {'off' if no_tuning else 'on'}) ..."
         )
         started = time.monotonic()
-        result = run_protocol(
-            arrays.embeddings,
-            arrays.correctness,
-            arrays.costs,
-            arrays.llm_names,
-            strategies=names,
-            trials=trials,
-            seed=seed,
-            strategy_params=strategy_params,
-            progress=lambda done, total: self.stdout.write(
-                f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
-            ),
-        )
+        try:
+            result = run_protocol(
+                arrays.embeddings,
+                arrays.correctness,
+                arrays.costs,
+                arrays.llm_names,
+                strategies=names,
+                trials=trials,
+                seed=seed,
+                strategy_params=strategy_params,
+                tuning=not no_tuning,
+                protocol=protocol,
+                categories=arrays.categories,
+                progress=lambda done, total: self.stdout.write(
+                    f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
+                ),
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         seconds = time.monotonic() - started
         curves = result.pop("curves", None)
         result = {
@@ -87,6 +134,7 @@ class Command(BaseCommand):
             "cost": cost,
             "cost_note": arrays.cost_note,
             "embedder": get_embedder().name,
+            "categories": categories if arrays.categories is not None else None,
             **result,
         }
         EvaluationRun.objects.create(
@@ -100,7 +148,7 @@ class Command(BaseCommand):
             results=result,
             seconds=seconds,
         )
-        self._print_table(result)
+        print_report(result, self.stdout.write)
         if json:
             json.parent.mkdir(parents=True, exist_ok=True)
             json.write_text(_dumps(result))
@@ -112,24 +160,6 @@ class Command(BaseCommand):
             plot_deferral_curves({**result, "curves": curves}, plot)
             self.stdout.write(f"Wrote {plot}")
         self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
-
-    def _print_table(self, result: dict) -> None:
-        self.stdout.write(
-            f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}"
-        )
-        for name, m in result["methods"].items():
-            # Figures that are undefined (a standard error of one split, a QNC never reached) are None.
-            f = {
-                key: (m.get(key) if m.get(key) is not None else float("nan"))
-                for key in ("area", "area_se", "area50", "qnc_median", "gain_vs_zero", "gain_vs_zero_se")
-            }
-            self.stdout.write(
-                f"{name:<24}{f['area']:>8.4f}{f['area_se']:>8.4f}{f['area50']:>8.4f}"
-                f"{f['qnc_median']:>8.3f}{f['gain_vs_zero']:>+14.4f}{f['gain_vs_zero_se']:>8.4f}"
-            )
-        timings = result.get("timings")
-        if timings:
-            self.stdout.write(f"timings: {_dumps(timings)}")
 
 
 def _loads(text: str) -> dict:

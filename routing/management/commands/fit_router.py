@@ -5,14 +5,15 @@ from django.core.management.base import BaseCommand, CommandError
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 from routing.exceptions import RoutingError
-from routing.services.state import DEFAULT_STRATEGY, routing_state_fit
+from routing.services.state import DEFAULT_STRATEGY, params_of, routing_state_fit
 from routing.strategies import STRATEGIES
 
 
 class Command(BaseCommand):
     help = (
         "Fit a routing strategy on a data set's train split, profile every LLM on its validation split, "
-        "store it as a new routing-state version and activate it (synchronously)."
+        "store it as a new routing-state version and activate it (synchronously). Hyper-parameters not given "
+        "are chosen by cross-validation over the training LLMs unless --no-tuning."
     )
 
     def add_arguments(self, parser):
@@ -22,11 +23,16 @@ class Command(BaseCommand):
             "--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's"
         )
         parser.add_argument(
-            "--params", default="{}", help="extra hyper-parameters as JSON, e.g. '{\"prior_strength\": 5}'"
+            "--params", default="{}", help="hyper-parameters held fixed, as JSON, e.g. '{\"prior_strength\": 5}'"
+        )
+        parser.add_argument(
+            "--no-tuning",
+            action="store_true",
+            help="use the strategy's defaults for every hyper-parameter not given, instead of tuning them",
         )
         parser.add_argument("--no-activate", action="store_true", help="store the new state without activating it")
 
-    def handle(self, *args, dataset, strategy, k, params, no_activate, **options):
+    def handle(self, *args, dataset, strategy, k, params, no_activate, no_tuning, **options):
         try:
             prompt_set = prompt_set_get(name=dataset)
         except PromptSet.DoesNotExist as exc:
@@ -46,6 +52,7 @@ class Command(BaseCommand):
                 strategy=strategy,
                 params=extra,
                 activate=not no_activate,
+                tune=not no_tuning,
                 say=lambda message: self.stdout.write(message),
             )
         except (RoutingError, TypeError, ValueError) as exc:
@@ -53,6 +60,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
-                f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s"
+                f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s; hyper-parameters {params_of(state)}"
             )
         )

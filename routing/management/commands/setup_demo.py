@@ -5,8 +5,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.core.management.base import BaseCommand, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import transaction
 
 from routerhub.private_files import write_private
@@ -32,14 +31,15 @@ class _Tee(io.TextIOBase):
 
 class Command(BaseCommand):
     help = (
-        "Make a freshly imported installation usable: an admin login, a fitted and active router "
-        "(fitted only if none is active yet), and the demo tenant with an API key. Safe to run again: "
-        "each run revokes the demo key the previous run issued and prints a new one."
+        "Make a freshly imported installation usable: an admin login, every routing strategy fitted (tuned) on the "
+        "demo data set — those not fitted yet — with the best universal one by cross-validation activated if none "
+        "is active, and the demo tenant with an API key. Safe to run again: each run revokes the demo key the "
+        "previous run issued and prints a new one."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", default="mmlu-pro", help="prompt set to fit the router on")
-        parser.add_argument("--strategy", default=None, help="strategy to fit (default: fit_router's default)")
+        parser.add_argument("--strategies", default=None, help="comma-separated strategies to fit (default: all)")
         parser.add_argument(
             "--base-url",
             default="http://127.0.0.1:8000",
@@ -62,15 +62,15 @@ class Command(BaseCommand):
             help="also write everything printed (the admin password and the API key) to this file, mode 0600",
         )
 
-    def handle(self, *args, dataset, strategy, base_url, admin_user, demo_budget_usd, upstream_url, output, **options):
+    def handle(
+        self, *args, dataset, strategies, base_url, admin_user, demo_budget_usd, upstream_url, output, **options
+    ):
         tee = None
         if output is not None:
             tee = _Tee(self.stdout._out)
             self.stdout = OutputWrapper(tee)
         password = self._ensure_admin(admin_user)
-        if not RoutingState.objects.filter(is_active=True).exists():
-            fit_args = ["--dataset", dataset] + (["--strategy", strategy] if strategy else [])
-            call_command("fit_router", *fit_args, stdout=self.stdout)
+        self._fit_strategies(dataset, [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None)
         if upstream_url:
             from routing.services.gateway import demo_llms_at
 
@@ -87,6 +87,39 @@ class Command(BaseCommand):
         self._demo_tenant(base_url, demo_budget_usd, gateway=bool(upstream_url))
         if tee is not None:
             write_private(output, tee.copy.getvalue())
+
+    def _fit_strategies(self, dataset: str, strategies: list[str] | None) -> None:
+        from registry.models import PromptSet
+        from registry.selectors import prompt_set_get
+        from routing.exceptions import RoutingError
+        from routing.services.state import params_of
+        from routing.services.state_choice import routing_states_fit_and_choose
+
+        try:
+            prompt_set = prompt_set_get(name=dataset)
+            fitted, activated = routing_states_fit_and_choose(
+                prompt_set=prompt_set,
+                strategies=strategies,
+                activate_best=not RoutingState.objects.filter(is_active=True).exists(),
+                say=lambda message: self.stdout.write(message),
+            )
+        except (PromptSet.DoesNotExist, RoutingError) as exc:
+            raise CommandError(str(exc)) from None
+        if fitted:
+            self.stdout.write(f"{'strategy':<22}{'cv score':>10}{'fit s':>8}  hyper-parameters")
+            for choice in fitted:
+                score = f"{choice.score:.4f}" if choice.score is not None else "—"
+                mark = (
+                    "  ← active"
+                    if activated is not None and choice.state.id == activated.id
+                    else ("  (not universal)" if not choice.universal else "")
+                )
+                self.stdout.write(
+                    f"{choice.state.strategy:<22}{score:>10}{choice.state.fit_seconds:>8.1f}  {params_of(choice.state)}{mark}"
+                )
+        active = RoutingState.objects.filter(is_active=True).first()
+        if active is not None:
+            self.stdout.write(f"Active router: v{active.version} {active.strategy}")
 
     def _demo_tenant(self, base_url: str, budget_usd: str, *, gateway: bool) -> None:
         """The 'demo' tenant (monthly budget) and one live key for it: the previous run's key is revoked."""

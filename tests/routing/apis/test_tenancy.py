@@ -163,7 +163,9 @@ def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings
     import shlex
 
     settings.BASE_DIR = tmp_path  # where it keeps the admin password
-    call_command("setup_demo", "--base-url", "http://testserver")
+    call_command(
+        "setup_demo", "--dataset", "mmlu-slice", "--strategies", "uniroute_kmeans", "--base-url", "http://testserver"
+    )
     output = capsys.readouterr().out
     curl = next(line for line in output.splitlines() if line.strip().startswith("curl"))
     words = shlex.split(curl)
@@ -174,7 +176,9 @@ def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings
     assert (tenant.budget_period, tenant.budget_usd) == ("month", 10)
     response = ApiClient(key).post(ROUTE, body)
     assert response.status_code == 200, response.content
-    call_command("setup_demo", "--base-url", "http://testserver")  # again: same tenant, a new key
+    call_command(
+        "setup_demo", "--dataset", "mmlu-slice", "--strategies", "uniroute_kmeans", "--base-url", "http://testserver"
+    )  # again: same tenant, a new key
     assert Tenant.objects.filter(name="demo").count() == 1 and tenant.api_keys.count() == 2
 
 

@@ -118,6 +118,54 @@ def test_fit_router_command_fits_and_reports(prompt_set, capsys):
     )
 
 
+def test_fit_tunes_what_is_not_given_on_the_training_llms_and_stores_the_choice(prompt_set):
+    state = fit(prompt_set)
+    tuning = state.state["tuning"]
+    assert tuning["fixed"] == {"n_clusters": 4} and set(tuning["chosen"]) == {"prior_strength"}
+    assert tuning["chosen"]["prior_strength"] in (1.0, 5.0, 20.0, 50.0)
+    assert state.params == {**state.params, "n_clusters": 4, "prior_strength": tuning["chosen"]["prior_strength"]}
+    assert (
+        tuning["folds"] == 3
+        and len(tuning["candidates"]) == 4
+        and tuning["score"] == max(c["score"] for c in tuning["candidates"])
+    )
+    assert tuning["criterion"] == "area under the deferral curve"  # every slice LLM has a price
+    router = routers.active_router(max_age_seconds=0)
+    assert router.params == state.params and router.strategy.prior_strength == tuning["chosen"]["prior_strength"]
+
+
+def test_a_refit_tunes_again_holding_fixed_what_the_first_fit_was_given(prompt_set):
+    from routing.services.state import routing_state_refit
+
+    fit(prompt_set)
+    state, _ = routing_state_refit()
+    assert state.version == 2 and state.state["tuning"]["fixed"] == {"n_clusters": 4}
+    assert state.params["n_clusters"] == 4
+
+
+def test_without_tuning_the_defaults_are_used_and_a_refit_keeps_them(prompt_set, capsys):
+    from routing.services.state import routing_state_refit
+
+    call_command("fit_router", "--dataset", "slice", "--strategy", "uniroute_kmeans", "--no-tuning")
+    assert (
+        "hyper-parameters {'n_clusters': 10, 'prior_strength': 5.0, 'n_init': 3, 'random_state': 0}"
+        in capsys.readouterr().out
+    )
+    state, _ = routing_state_refit()
+    assert state.state["tuning"] is None
+    assert (state.params["n_clusters"], state.params["prior_strength"]) == (10, 5.0)
+
+
+def test_fit_router_prints_what_tuning_chose(prompt_set, capsys):
+    call_command("fit_router", "--dataset", "slice", "--strategy", "uniroute_kmeans", "--k", "3")
+    out = capsys.readouterr().out
+    assert "4 candidates × 3 folds of training LLMs" in out and "chosen: {'prior_strength': " in out
+    state = RoutingState.objects.get(is_active=True)
+    assert (
+        f"hyper-parameters {{'n_clusters': 3, 'prior_strength': {state.params['prior_strength']}," in out
+    )  # the value chosen
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -11,6 +11,7 @@ from tests.routing.strategies.conftest import LLM_KEYS
 FAST_PARAMS = {
     "uniroute_learnedmap": {"n_clusters": 4, "max_iter": 30},
     "relative_maps": {"cluster_grid": (2, 4), "max_iter": 30},
+    "routellm_mf": {"dim": 4, "max_iter": 50},
 }
 ALL = sorted(STRATEGIES)
 

@@ -9,7 +9,7 @@ from routing.strategies.learned_map import loss_and_gradient
 from routing.strategies.profiles import one_hot, shrunk_cluster_errors
 from tests.routing.strategies.conftest import LLM_KEYS, two_topic_embeddings
 
-UNIVERSAL = ["uniroute_kmeans", "uniroute_learnedmap", "knn", "relative_maps"]
+UNIVERSAL = ["uniroute_kmeans", "uniroute_learnedmap", "knn", "relative_maps", "routellm_mf"]
 
 
 def specialist_and_generalist(validation_topic):
@@ -26,6 +26,7 @@ def test_prompts_of_the_topic_an_unseen_llm_masters_go_to_that_llm(name, train, 
         "uniroute_learnedmap": {"n_clusters": 2},
         "knn": {"k": 5},
         "relative_maps": {"cluster_grid": (2, 3)},
+        "routellm_mf": {"dim": 4},
     }[name]
     strategy = get_strategy(name, **params).fit(
         train.embeddings,
@@ -61,18 +62,6 @@ def test_cluster_errors_are_shrunk_towards_the_overall_error_by_the_prior():
     memberships = one_hot(np.array([0, 0, 1, 1, 1, 1, 1]), 3)
     psi = shrunk_cluster_errors(memberships, errors, prior_strength=2.0)
     np.testing.assert_allclose(psi, [(2 + 2 * 0.5) / (2 + 2), (1 + 2 * 0.5) / (4 + 2), 0.5])  # empty cluster → 0.5
-
-
-def test_kmeans_with_automatic_k_picks_a_k_from_the_grid_by_cross_validation(train, validation):
-    strategy = get_strategy("uniroute_kmeans", n_clusters="auto", n_clusters_grid=(1, 2, 8)).fit(
-        train.embeddings,
-        train.correctness,
-        validation_embeddings=validation.embeddings,
-        validation_correctness=validation.correctness,
-    )
-    assert len(strategy.cv_scores_) == 3
-    assert strategy.n_clusters_ == 2  # two topics: one cluster per topic beats 1 (no topics) and 8 (noise)
-    assert strategy.centroids_.shape == (2, train.embeddings.shape[1])
 
 
 def test_knn_loss_is_the_mean_error_over_the_given_neighbours():

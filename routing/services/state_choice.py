@@ -1,0 +1,59 @@
+"""Fitting several strategies on one data set and activating the best (services).
+
+Every strategy is tuned by the same cross-validation over the training LLMs
+(``routing.strategies.tuning``: same seed, so the same folds of LLMs and the same prompts), which
+makes their best cross-validated scores comparable: the universal strategy with the highest one is
+activated. Non-universal strategies (``routoo_predictor``) are fitted, so a request can name them,
+but never activated by this choice: the active router must route new LLMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.models import PromptSet
+from routing.exceptions import RoutingError
+from routing.models import RoutingState
+from routing.services import state as services
+from routing.strategies import STRATEGIES
+
+
+@dataclass(frozen=True)
+class FittedChoice:
+    state: RoutingState
+    score: float | None  # cross-validated score (None: could not be tuned)
+    universal: bool
+
+
+def routing_states_fit_and_choose(
+    *,
+    prompt_set: PromptSet,
+    strategies: list[str] | None = None,
+    activate_best: bool = True,
+    say: services.Say = lambda _: None,
+) -> tuple[list[FittedChoice], RoutingState | None]:
+    """Fit (tuned) every strategy in ``strategies`` (default: all) that has no state on ``prompt_set`` yet.
+
+    Returns every state fitted here with its score, and the state activated (None when
+    ``activate_best`` is off or no fitted universal strategy has a score).
+    """
+    names = list(strategies or STRATEGIES)
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown:
+        raise RoutingError(f"unknown strategies: {', '.join(unknown)}; choose from {', '.join(sorted(STRATEGIES))}")
+    fitted = []
+    for name in names:
+        if RoutingState.objects.filter(prompt_set=prompt_set, strategy=name).exists():
+            say(f"{name}: already fitted on {prompt_set.name}, kept")
+            continue
+        state = services.routing_state_fit(
+            prompt_set=prompt_set, strategy=name, activate=False, score_single=True, say=say
+        )
+        tuning = services.tuning_of(state) or {}
+        fitted.append(FittedChoice(state, tuning.get("score"), STRATEGIES[name].universal))
+    candidates = [choice for choice in fitted if choice.universal and choice.score is not None]
+    if not activate_best or not candidates:
+        return fitted, None
+    best = max(candidates, key=lambda choice: choice.score)  # the first of equal scores: the order given
+    services.routing_state_activate(state=best.state)
+    return fitted, best.state

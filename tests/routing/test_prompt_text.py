@@ -1,0 +1,91 @@
+"""What a chat is routed on: the user's request, with system prompts and earlier turns as a bounded nudge."""
+
+import numpy as np
+import pytest
+
+from routing.prompt_text import request_and_context, route_input, routed_embedding
+
+# System prompts people really send, from a bare one-liner to a paragraph that dwarfs a short question.
+COMMON_SYSTEM_PROMPTS = [
+    "You are a helpful assistant.",
+    "You are ChatGPT, a large language model trained by OpenAI. Answer as concisely as possible.",
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe. "
+    "Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. "
+    "Please ensure that your responses are socially unbiased and positive in nature. If a question does not make any "
+    "sense, or is not factually coherent, explain why instead of answering something not correct. If you don't know "
+    "the answer to a question, please don't share false information.",
+    "You are Claude, an AI assistant made by Anthropic. Be helpful, harmless and honest.",
+    "Always answer in English. Think step by step before answering.",
+]
+QUESTIONS = [
+    "Compute the integral of x^2 e^x from 0 to 1.",
+    "Let f(x) = x^3 - 6x^2 + 11x - 6. Find all real roots of f and the sum of their squares.",
+    "Write a Python function that returns the longest palindromic substring of a string.",
+    "Which enzyme unwinds the DNA double helix during replication?",
+]
+
+
+def test_the_request_is_the_last_user_turn_and_the_context_the_turns_before_newest_first(settings):
+    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 1000
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Tell me about tides."},
+        {"role": "assistant", "content": "Tides follow the moon."},
+        {"role": "user", "content": [{"type": "text", "text": "And in lakes?"}]},
+    ]
+    assert request_and_context(messages) == (
+        "And in lakes?",
+        "Tides follow the moon.\n\nTell me about tides.\n\nYou are terse.",
+    )
+
+
+def test_the_context_is_bounded_and_keeps_the_end_of_a_long_turn(settings):
+    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 100
+    messages = [
+        {"role": "user", "content": "old " * 500},
+        {"role": "assistant", "content": "a " * 499 + "END"},
+        {"role": "user", "content": "new?"},
+    ]
+    request, context = request_and_context(messages)
+    assert request == "new?" and len(context) == 100 and context.endswith("END")
+
+
+def test_a_plain_prompt_has_no_context():
+    routed = route_input(prompt="What is 2 + 2?")
+    assert (routed.request, routed.context) == ("What is 2 + 2?", "")
+    assert routed.input_tokens > 0
+
+
+def test_no_context_however_long_turns_the_routed_vector_more_than_the_weight_allows(settings):
+    settings.ROUTERHUB_ROUTING_CONTEXT_WEIGHT = 0.25
+    rng = np.random.default_rng(0)
+    request = rng.normal(size=384)
+    request /= np.linalg.norm(request)
+    side = rng.normal(size=384)
+    side -= (side @ request) * request
+    side /= np.linalg.norm(side)
+    adversarial = -0.25 * request + np.sqrt(1 - 0.25**2) * side  # the context turning the vector the most
+    contexts = [*(c / np.linalg.norm(c) for c in rng.normal(size=(200, 384))), -request, adversarial]
+    cosines = [float(routed_embedding(request, context) @ request) for context in contexts]
+    assert min(cosines) == pytest.approx(np.sqrt(1 - 0.25**2), abs=1e-5)  # the bound of routing/prompt_text.py, reached
+    assert max(cosines) == pytest.approx(1.0, abs=1e-5) and np.median(cosines) < 0.99  # contexts do move it
+    np.testing.assert_array_equal(routed_embedding(request, None), request)
+    assert np.linalg.norm(routed_embedding(request, rng.normal(size=384))) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_with_minilm_a_system_prompt_leaves_a_question_nearest_itself_not_a_greeting(settings):
+    from registry.embedders import MiniLMEmbedder
+
+    settings.ROUTERHUB_ROUTING_CONTEXT_WEIGHT = 0.25
+    embedder = MiniLMEmbedder()
+    greeting = embedder.embed_one("hi")
+    for question in QUESTIONS:
+        alone = embedder.embed_one(question)
+        for system in COMMON_SYSTEM_PROMPTS:
+            routed = route_input(
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": question}]
+            )
+            vector = routed_embedding(embedder.embed_one(routed.request), embedder.embed_one(routed.context))
+            assert vector @ alone > 0.96, (question, system)
+            assert vector @ alone > vector @ greeting + 0.3, (question, system)

@@ -1,0 +1,53 @@
+"""The demo fits every strategy, tuned, and activates the universal one the cross-validation ranks best."""
+
+import pytest
+from django.core.management import call_command
+
+from registry.importing import dataset_import
+from registry.models import PromptSet
+from routing.caches import reset_all
+from routing.models import RoutingState
+from routing.strategies import STRATEGIES
+from tests.fixtures.api import ApiClient
+from tests.fixtures.slices import write_slice
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def slice_files(tmp_path_factory):
+    return write_slice(tmp_path_factory.mktemp("choice") / "slice", prompts=300)
+
+
+@pytest.fixture
+def prompt_set(slice_files):
+    dataset_import(directory=slice_files, name="slice", say=lambda _: None)
+    reset_all()
+    yield PromptSet.objects.get(name="slice")
+    reset_all()
+
+
+def test_setup_demo_fits_every_strategy_and_activates_the_best_by_cross_validation(
+    prompt_set, settings, tmp_path, capsys
+):
+    settings.BASE_DIR = tmp_path
+    call_command("setup_demo", "--dataset", "slice", "--base-url", "http://testserver")
+    output = capsys.readouterr().out
+    states = {state.strategy: state for state in RoutingState.objects.all()}
+    assert set(states) == set(STRATEGIES)
+    scores = {name: state.state["tuning"]["score"] for name, state in states.items()}
+    universal = {name: score for name, score in scores.items() if STRATEGIES[name].universal}
+    active = RoutingState.objects.get(is_active=True)
+    assert active.strategy == max(universal, key=universal.get)
+    assert f"Active router: v{active.version} {active.strategy}" in output
+    assert f"{active.strategy:<22}{scores[active.strategy]:>10.4f}" in output and "← active" in output
+
+    key = output.split("new API key (shown once): ")[1].split()[0]
+    client = ApiClient(key)
+    for name in STRATEGIES:  # every strategy answers, not only the active one
+        body = client.route(strategy=name).json()
+        assert body["strategy"] == name and body["strategy_params"] == states[name].params
+
+    call_command("setup_demo", "--dataset", "slice", "--base-url", "http://testserver")  # again: nothing refitted
+    assert RoutingState.objects.count() == len(STRATEGIES)
+    assert "already fitted on slice, kept" in capsys.readouterr().out
