@@ -30,6 +30,7 @@ from routing.selectors.state import routing_state_active
 from routing.services import jobs
 from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.state import routing_state_refit
+from routing.services.usage import usage_rollup_due
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,12 @@ def reprofile_all_llms(self, job_id: int | None = None, **profiling_arguments) -
         return {"state_version": state.version, "queued": queued}, state
 
     return _run(self, job, work)
+
+
+@shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)
+def rollup_usage() -> dict:
+    """Sum closed days' decisions into the dashboard's daily roll-ups (hourly; housekeeping, no Job row)."""
+    return {"days": [day.isoformat() for day in usage_rollup_due()]}
 
 
 TASK_OF_KIND = {

@@ -57,7 +57,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo
-echo "routerhub is running at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
+echo "routerhub is running: dashboard at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
 cat .run/demo.txt | sed -n '/^--- /,$p'
 wait -n "${PIDS[@]:1}"
 echo "A routerhub process exited; see .run/*.log" >&2

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from routing.models import ApiKey, BudgetPeriod, Tenant
+from routing.models import ApiKey, BudgetPeriod, Tenant, TenantMembership
 from routing.selectors.budgets import period_bounds
 from routing.services import tenancy
 
@@ -28,6 +28,26 @@ class ApiKeyInline(admin.TabularInline):
         return False  # keys are issued with the "Create a new API key" action, which shows the secret once
 
 
+class TenantMembershipInline(admin.TabularInline):
+    """Users who see this tenant's dashboard pages (and only this tenant's)."""
+
+    model = TenantMembership
+    extra = 0
+    fields = ("user", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("user",)
+    verbose_name_plural = "dashboard users (see only this tenant)"
+
+
+@admin.register(TenantMembership)
+class TenantMembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "tenant", "created_at")
+    list_filter = ("tenant",)
+    search_fields = ("user__username", "tenant__name")
+    list_select_related = ("user", "tenant")
+    autocomplete_fields = ("user",)
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = (
@@ -43,7 +63,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
-    inlines = (ApiKeyInline,)
+    inlines = (ApiKeyInline, TenantMembershipInline)
     actions = ("issue_api_key",)
     fieldsets = (
         (None, {"fields": ("name", "is_active")}),

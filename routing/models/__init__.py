@@ -1,6 +1,20 @@
 from routing.models.decisions import Decision
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
-from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
+from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant, TenantMembership
+from routing.models.usage import RejectionDay, UsageDay, UsageRollup
 
-__all__ = ["ApiKey", "BudgetPeriod", "Decision", "Job", "LLMProfile", "RoutingState", "StateCentroid", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "BudgetPeriod",
+    "Decision",
+    "Job",
+    "LLMProfile",
+    "RejectionDay",
+    "RoutingState",
+    "StateCentroid",
+    "Tenant",
+    "TenantMembership",
+    "UsageDay",
+    "UsageRollup",
+]

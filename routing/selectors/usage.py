@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Count, F, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
 
-from routing.models import Decision, Tenant
+from routing.models import Decision, RejectionDay, Tenant, UsageDay, UsageRollup
 
 ZERO = Decimal(0)
 
@@ -53,3 +53,89 @@ def usage_summary(*, tenant: Tenant | None, since: date, until: date) -> Usage:
         by_day=list(by_day),
         by_llm=list(by_llm),
     )
+
+
+# --- daily series for the dashboard (from the roll-ups, plus the days not rolled up yet) ----------
+
+
+@dataclass
+class UsageRow:
+    """Sums over one group (a day, an LLM, a tenant …)."""
+
+    requests: int = 0
+    spent_usd: Decimal = ZERO
+    predicted_quality_sum: float = 0.0
+    fallbacks: int = 0
+
+    @property
+    def mean_predicted_quality(self) -> float | None:
+        return self.predicted_quality_sum / self.requests if self.requests else None
+
+    def add(self, requests, spent_usd, predicted_quality_sum, fallbacks) -> None:
+        self.requests += int(requests or 0)
+        self.spent_usd += spent_usd or ZERO
+        self.predicted_quality_sum += float(predicted_quality_sum or 0.0)
+        self.fallbacks += int(fallbacks or 0)
+
+
+def days_between(since: date, until: date) -> list[date]:
+    return [since + timedelta(days=i) for i in range((until - since).days + 1)]
+
+
+def usage_grouped(
+    *, by: tuple[str, ...], since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None
+) -> dict[tuple, UsageRow]:
+    """Sums of requests, spend, predicted quality and budget fallbacks per group, over UTC days
+    ``since``..``until``. ``by`` names the group fields among ``day``, ``tenant_id`` and ``llm_id``.
+
+    Rolled-up days are read from ``UsageDay``; the others (today, and days the hourly roll-up has not
+    reached yet) are aggregated from the decisions table through its ``created_at`` index.
+    """
+    rolled = set(UsageRollup.objects.filter(day__gte=since, day__lte=until).values_list("day", flat=True))
+    groups: dict[tuple, UsageRow] = {}
+    rollups = UsageDay.objects.filter(day__gte=since, day__lte=until)
+    decisions = Decision.objects.filter(_created_on_days([d for d in days_between(since, until) if d not in rolled]))
+    if tenant is not None:
+        rollups, decisions = rollups.filter(tenant=tenant), decisions.filter(tenant=tenant)
+    if llm_id is not None:
+        rollups, decisions = rollups.filter(llm_id=llm_id), decisions.filter(llm_id=llm_id)
+    summed = rollups.values(*by).annotate(
+        n=Sum("requests"), usd=Sum("spent_usd"), quality=Sum("predicted_quality_sum"), fallbacks_=Sum("fallbacks")
+    )
+    if "day" in by:
+        decisions = decisions.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    live = decisions.values(*by).annotate(
+        n=Count("id"),
+        usd=Sum(F("reserved_usd") + F("overage_usd")),
+        quality=Sum("predicted_quality"),
+        fallbacks_=Count("id", filter=Q(lambda_reason=Decision.LambdaReason.BUDGET_EXHAUSTED)),
+    )
+    for row in [*summed.order_by(), *live.order_by()]:
+        key = tuple(row[name] for name in by)
+        groups.setdefault(key, UsageRow()).add(row["n"], row["usd"], row["quality"], row["fallbacks_"])
+    return groups
+
+
+def _created_on_days(days: list[date]) -> Q:
+    """created_at within any of ``days`` (consecutive days merged into one range); matches nothing for no days."""
+    condition = Q(pk__in=[])
+    run_start = previous = None
+    for day in [*sorted(days), None]:
+        if day is not None and previous is not None and day == previous + timedelta(days=1):
+            previous = day
+            continue
+        if run_start is not None:
+            condition |= Q(
+                created_at__gte=datetime.combine(run_start, time.min, tzinfo=UTC),
+                created_at__lt=datetime.combine(previous + timedelta(days=1), time.min, tzinfo=UTC),
+            )
+        run_start = previous = day
+    return condition
+
+
+def rejections_by_day(*, since: date, until: date, tenant: Tenant | None = None) -> dict[date, int]:
+    """Route requests refused with 402 per UTC day."""
+    rows = RejectionDay.objects.filter(day__gte=since, day__lte=until)
+    if tenant is not None:
+        rows = rows.filter(tenant=tenant)
+    return dict(rows.values("day").annotate(n=Sum("rejected")).values_list("day", "n").order_by())

@@ -35,6 +35,7 @@ class Command(BaseCommand):
             fit_args = ["--dataset", dataset] + (["--strategy", strategy] if strategy else [])
             call_command("fit_router", *fit_args, stdout=self.stdout)
         self.stdout.write("--- routerhub demo ---")
+        self.stdout.write(f"Dashboard: {base_url}/   (log in with the admin login below)")
         self.stdout.write(f"Admin:    {base_url}/admin/   user {admin_user!r}, password {password!r}")
         self.stdout.write(f"API docs: {base_url}/api/docs/")
         self._demo_tenant(base_url, demo_budget_usd)
