@@ -64,21 +64,31 @@ class HeldOut:
         choice = select(self.losses, self.costs_usd, lam=max(float(lam), 0.0))
         return np.bincount(choice, minlength=len(self.llm_names)) / max(len(choice), 1)
 
-    def qnc_sentence(self) -> str:
-        """QNC in words: at what share of the best LLM's cost the router reaches its accuracy."""
+    def qnc(self) -> Qnc:
+        """QNC: the cheapest mean cost at which the router's curve reaches the best single LLM's accuracy."""
         best = self.best_llm()
-        name, accuracy, cost = self.llm_names[best], float(self.accuracy[best]), float(self.costs_usd[best])
+        accuracy = float(self.accuracy[best])
         reached = qnc(_normalised(self.strategy, self.costs_usd), accuracy) * float(self.costs_usd.max())
-        if not np.isfinite(reached):
-            top = float(self.strategy.quality.max())
-            return (
-                f"The router does not reach the best LLM's accuracy ({name}, {accuracy:.3f}) on these prompts; "
-                f"its best is {top:.3f}."
-            )
-        return (
-            f"The router reaches the best LLM's accuracy ({name}, {accuracy:.3f}) at {100 * reached / cost:.0f}% "
-            f"of its cost (${reached:.6f} instead of ${cost:.6f} per query)."
+        return Qnc(
+            best_llm=self.llm_names[best],
+            best_accuracy=accuracy,
+            best_cost_usd=float(self.costs_usd[best]),
+            cost_usd=float(reached) if np.isfinite(reached) else None,
+            router_best_accuracy=float(self.strategy.quality.max()),
         )
+
+
+@dataclass(frozen=True)
+class Qnc:
+    best_llm: str
+    best_accuracy: float
+    best_cost_usd: float
+    cost_usd: float | None  # None: the router never reaches the best LLM's accuracy on these prompts
+    router_best_accuracy: float
+
+    @property
+    def share_of_cost(self) -> float | None:
+        return None if self.cost_usd is None else self.cost_usd / self.best_cost_usd
 
 
 def _normalised(curve: DeferralCurve, costs_usd: np.ndarray) -> DeferralCurve:

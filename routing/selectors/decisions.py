@@ -104,6 +104,10 @@ class TenantLambda:
     lam: float | None  # the λ of its latest decision that had one
     reason: str | None  # why that λ (Decision.LambdaReason value)
 
+    @property
+    def reason_text(self) -> str:
+        return Decision.LambdaReason(self.reason).label if self.reason else ""
+
 
 def tenants_current_lambda(*, tenant: Tenant | None) -> list[TenantLambda]:
     """Each active tenant's current operating λ: that of its newest decision with a λ (one indexed

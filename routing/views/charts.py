@@ -62,6 +62,7 @@ class _Frame:
     bottom: int = 36
     x_range: tuple[float, float] = (0.0, 1.0)
     y_range: tuple[float, float] = (0.0, 1.0)
+    x_log: bool = False
     parts: list[str] = field(default_factory=list)
 
     @property
@@ -74,6 +75,8 @@ class _Frame:
 
     def x(self, value: float) -> float:
         lo, hi = self.x_range
+        if self.x_log:
+            lo, hi, value = math.log10(lo), math.log10(hi), math.log10(max(value, 1e-300))
         return self.left + (value - lo) / ((hi - lo) or 1.0) * self.plot_width
 
     def y(self, value: float) -> float:
@@ -106,6 +109,16 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2 and 5 times the powers of ten within [lo, hi] (both > 0); the decades alone when that is too many."""
+    found = []
+    for exponent in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        found += [m * 10.0**exponent for m in (1, 2, 5) if lo <= m * 10.0**exponent <= hi]
+    if len(found) > 8:
+        found = [t for t in found if math.isclose(10 ** round(math.log10(t)), t)]
+    return found
+
+
 def _axes(frame: _Frame, x_ticks, y_ticks, x_format: Format, y_format: Format, x_label: str, y_label: str) -> None:
     parts = frame.parts
     for value in y_ticks:
@@ -116,10 +129,12 @@ def _axes(frame: _Frame, x_ticks, y_ticks, x_format: Format, y_format: Format, x
         )
     for value in x_ticks:
         x = frame.x(value)
+        # the last label would be cut by the edge if centred on its tick
+        anchor = "end" if x > frame.width - 30 else "middle"
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top + frame.plot_height:.1f}" '
             f'y2="{frame.top + frame.plot_height + 4:.1f}" stroke="#999"/>'
-            f'<text x="{x:.1f}" y="{frame.top + frame.plot_height + 16:.1f}" text-anchor="middle" fill="#555">'
+            f'<text x="{x:.1f}" y="{frame.top + frame.plot_height + 16:.1f}" text-anchor="{anchor}" fill="#555">'
             f"{escape(x_format(value))}</text>"
         )
     bottom = frame.top + frame.plot_height
@@ -129,8 +144,8 @@ def _axes(frame: _Frame, x_ticks, y_ticks, x_format: Format, y_format: Format, x
     )
     if x_label:
         parts.append(
-            f'<text x="{frame.left + frame.plot_width / 2:.1f}" y="{frame.height - 4}" text-anchor="middle" '
-            f'fill="#333">{escape(x_label)}</text>'
+            f'<text x="{frame.left + frame.plot_width / 2:.1f}" y="{frame.top + frame.plot_height + 32:.1f}" '
+            f'text-anchor="middle" fill="#333">{escape(x_label)}</text>'
         )
     if y_label:
         parts.append(
@@ -160,25 +175,33 @@ def xy_chart(
     height: int = 320,
     y_from_zero: bool = False,
     legend: bool = True,
+    x_ticks: Sequence[float] | None = None,
+    x_log: bool = False,
     table_head: tuple[str, ...] = (),
     table_rows: tuple[tuple[str, ...], ...] = (),
 ) -> Chart:
-    """Lines, dashed lines, steps and labelled points on shared numeric axes."""
-    xs = [x for s in series for x, _ in s.points]
+    """Lines, dashed lines, steps and labelled points on shared numeric axes (``x_log``: a log-scale x)."""
+    xs = [x for s in series for x, _ in s.points if not x_log or x > 0]
     ys = [y for s in series for _, y in s.points]
-    frame = _Frame(width, height, bottom=36 + (18 if legend else 0))
+    frame = _Frame(width, height, right=24, bottom=30 + (16 if x_label else 0) + (20 if legend else 0), x_log=x_log)
     if not xs:
         frame.parts.append(
             f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#777">no data yet</text>'
         )
         return Chart(frame.svg(title), summary, table_head, table_rows)
-    x_ticks = nice_ticks(*_padded(min(xs), max(xs)))
+    # x spans the data exactly (a date axis must not run past today); y gets round tick values.
+    frame.x_range = _padded(min(xs), max(xs))
+    if x_log:
+        frame.x_range = (min(xs) / 1.15, max(xs) * 1.15)
+        x_ticks = log_ticks(*frame.x_range) if x_ticks is None else x_ticks
+    elif x_ticks is None:
+        x_ticks = [t for t in nice_ticks(*frame.x_range) if frame.x_range[0] <= t <= frame.x_range[1]]
     y_ticks = nice_ticks(*_padded(min(ys), max(ys), zero=y_from_zero))
-    frame.x_range, frame.y_range = (x_ticks[0], x_ticks[-1]), (y_ticks[0], y_ticks[-1])
+    frame.y_range = (y_ticks[0], y_ticks[-1])
     _axes(frame, x_ticks, y_ticks, x_format, y_format, x_label, y_label)
     for i, s in enumerate(series):
         stroke = s.colour or colour(i)
-        coordinates = [(frame.x(x), frame.y(y)) for x, y in s.points]
+        coordinates = [(frame.x(x), frame.y(y)) for x, y in s.points if not x_log or x > 0]
         if s.kind == "step":
             stepped = []
             for j, (x, y) in enumerate(coordinates):
@@ -195,14 +218,16 @@ def xy_chart(
             )
         if s.kind == "points":
             for j, (x, y) in enumerate(coordinates):
-                label = s.labels[j] if j < len(s.labels) else s.name
+                label = s.labels[j] if j < len(s.labels) else ""
                 frame.parts.append(
                     f'<circle class="series" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{stroke}" fill-opacity="0.85">'
-                    f"<title>{escape(label)}</title></circle>"
+                    f"<title>{escape(label.lstrip('~') or s.name)}</title></circle>"
                 )
-                if s.labels:
+                if label and not label.startswith("~"):  # "~name": named on hover only, to keep crowds legible
+                    anchor, dx = ("end", -6) if x > frame.width - 160 else ("start", 6)
                     frame.parts.append(
-                        f'<text x="{x + 6:.1f}" y="{y - 5:.1f}" fill="#333" font-size="10">{escape(label)}</text>'
+                        f'<text x="{x + dx:.1f}" y="{y - 5:.1f}" text-anchor="{anchor}" fill="#333" font-size="10">'
+                        f"{escape(label)}</text>"
                     )
     if legend:
         _legend(frame, [(s.name, s.colour or colour(i), s.kind) for i, s in enumerate(series)])

@@ -40,6 +40,30 @@ def usd(value) -> str:
     return f"{sign}${value:.{decimals}f}"
 
 
+def usd_axis(value) -> str:
+    """USD for an axis tick, short: $0, $0.0005, $0.80, $12, $40k, $1.5M."""
+    value = _number(value)
+    if value is None:
+        return DASH
+    if value == 0:
+        return "$0"
+    magnitude = abs(value)
+    if magnitude >= 1e6:
+        return f"${value / 1e6:g}M"
+    if magnitude >= 1e3:
+        return f"${value / 1e3:g}k"
+    if magnitude >= 1:
+        return f"${value:g}"
+    decimals = max(2, 1 - math.floor(math.log10(magnitude)))  # two significant digits
+    return f"${value:.{decimals}f}".rstrip("0").rstrip(".") if decimals > 2 else f"${value:.2f}"
+
+
+def lam_input(value) -> str:
+    """λ for a form's number field: plain digits, four significant ones."""
+    value = _number(value)
+    return "0" if not value else f"{value:.4g}"
+
+
 def percent(value, *, decimals: int = 1) -> str:
     """A share in [0, 1] as a percentage: 0.1234 → 12.3%."""
     value = _number(value)

@@ -18,7 +18,7 @@ from routing.selectors.routers import active_router
 from routing.selectors.usage import days_between, usage_grouped
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
-from routing.views.formatting import count, quality, usd
+from routing.views.formatting import count, quality, usd, usd_axis
 from routing.views.router import page_lambda
 
 DAYS = 30
@@ -97,7 +97,8 @@ def _profile_context(loaded, llm: LLM, lam: float) -> dict:
             ),
             x_label="cluster",
             y_label="error Ψ",
-            x_format=lambda v: labels[int(v)] if 0 <= int(v) < len(labels) and v == int(v) else "",
+            x_format=lambda v: labels[int(v)],
+            x_ticks=list(range(len(labels))),
             y_format=quality,
             y_from_zero=True,
             width=760,
@@ -140,7 +141,7 @@ def _traffic_charts(days, daily: dict) -> tuple[charts.Chart, charts.Chart]:
             [("spend", spend)],
             title="Spend per day (USD)",
             summary=f"{usd(sum(spend))} spent here in the last {len(days)} days.",
-            y_format=usd,
+            y_format=usd_axis,
             label_every=5,
             table_head=("day", "spend"),
             table_rows=tuple(zip(labels, map(usd, spend))),

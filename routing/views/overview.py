@@ -12,7 +12,7 @@ from routing.selectors.budgets import BudgetPace, budget_paces
 from routing.selectors.usage import days_between, rejections_by_day, usage_grouped
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
-from routing.views.formatting import count, percent, quality, usd
+from routing.views.formatting import count, percent, quality, usd, usd_axis
 
 DAYS = 30
 TOP_LLMS = 10
@@ -84,7 +84,7 @@ def _spend_chart(days, rows) -> charts.Chart:
         [("spend", values)],
         title="Spend per day (USD)",
         summary=f"{usd(sum(values))} spent in the last {len(days)} days, {usd(sum(values) / len(days))} a day on average.",
-        y_format=usd,
+        y_format=usd_axis,
         label_every=5,
         table_head=("day", "spend"),
         table_rows=tuple((_label(d), usd(v)) for d, v in zip(days, values)),
@@ -191,7 +191,7 @@ def _pace_chart(pace: BudgetPace, now: datetime) -> charts.Chart:
         title=f"Budget of {pace.tenant}",
         summary=pace_sentence(pace),
         x_format=lambda v: _label((start + timedelta(days=v)).date()),
-        y_format=usd,
+        y_format=usd_axis,
         y_from_zero=True,
         width=420,
         height=190,

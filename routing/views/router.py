@@ -8,13 +8,13 @@ from django.shortcuts import render
 
 from routing.exceptions import NoActiveRoutingState
 from routing.selectors.clusters import ClusterMap, cluster_map
-from routing.selectors.curves import HeldOut, held_out
+from routing.selectors.curves import HeldOut, Qnc, held_out
 from routing.selectors.decisions import tenants_current_lambda
 from routing.selectors.routers import LoadedRouter, active_router
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
 from routing.views.formatting import lam as format_lam
-from routing.views.formatting import percent, quality, usd
+from routing.views.formatting import percent, quality, usd, usd_axis
 
 
 def page_lambda(request, lambdas: list[float]) -> float:
@@ -49,7 +49,7 @@ def router(request):
         lam=lam,
         held_out=figures,
         curve_chart=curve_chart(loaded, figures, tenant_lambdas) if figures else None,
-        qnc=figures.qnc_sentence() if figures else None,
+        qnc=qnc_sentence(figures.qnc()) if figures else None,
         cluster_view=cluster_view(clusters, lam) if clusters else None,
         tenant_lambdas=tenant_lambdas,
     )
@@ -58,20 +58,32 @@ def router(request):
 
 def curve_chart(loaded: LoadedRouter, figures: HeldOut, tenant_lambdas) -> charts.Chart:
     singles = [(float(c), float(a)) for c, a in zip(figures.costs_usd, figures.accuracy)]
+    # Name the LLMs on the cost–accuracy frontier; the crowd below it is named on hover (and in the table).
+    frontier = {i for i, (c, a) in enumerate(singles) if not any(c2 <= c and a2 > a for c2, a2 in singles)}
     operating = [(t, *figures.operating_point(t.lam)) for t in tenant_lambdas]
     series = [
         charts.Series(loaded.strategy_name, list(zip(figures.strategy.cost, figures.strategy.quality)), kind="step"),
         charts.Series("ZeroRouter", list(zip(figures.zero.cost, figures.zero.quality)), kind="step"),
-        charts.Series("single LLMs", singles, kind="points", colour="#888", labels=list(figures.llm_names)),
+        charts.Series(
+            "single LLMs",
+            singles,
+            kind="points",
+            colour="#888",
+            labels=[name if i in frontier else f"~{name}" for i, name in enumerate(figures.llm_names)],
+        ),
     ]
     if operating:
+        # Tenants whose λs pick the same LLMs share one point, and one label.
+        points: dict[tuple[float, float], list] = {}
+        for t, cost, acc in operating:
+            points.setdefault((cost, acc), []).append(t)
         series.append(
             charts.Series(
                 "tenants' current λ",
-                [(cost, acc) for _, cost, acc in operating],
+                list(points),
                 kind="points",
                 colour=charts.colour(2),
-                labels=[f"{t.tenant} (λ {format_lam(t.lam)})" for t, _, _ in operating],
+                labels=[_tenants_label(group) for group in points.values()],
             )
         )
     rows = [(name, usd(c), quality(a), "single LLM") for name, (c, a) in zip(figures.llm_names, singles)]
@@ -86,15 +98,36 @@ def curve_chart(loaded: LoadedRouter, figures: HeldOut, tenant_lambdas) -> chart
             f"and ZeroRouter as λ goes from 0 to ∞, each single LLM as a point"
             + (", and each tenant's current operating point." if operating else ".")
         ),
-        x_label="mean cost per query (USD)",
+        x_label="mean cost per query (USD, log scale)",
         y_label="accuracy",
-        x_format=usd,
+        x_format=usd_axis,
+        x_log=True,
         y_format=quality,
         width=900,
         height=440,
         table_head=("what", "cost per query", "accuracy", "how"),
         table_rows=tuple(sorted(rows, key=lambda r: r[0])),
     )
+
+
+def qnc_sentence(figure: Qnc) -> str:
+    """QNC in words: at what share of the best LLM's cost the router reaches its accuracy."""
+    best = f"the best LLM's accuracy ({figure.best_llm}, {quality(figure.best_accuracy)})"
+    if figure.cost_usd is None:
+        return f"The router does not reach {best} on these prompts; its best is {quality(figure.router_best_accuracy)}."
+    if figure.share_of_cost >= 0.995:
+        return f"The router reaches {best} only at that LLM's full cost ({usd(figure.best_cost_usd)} per query)."
+    return (
+        f"The router reaches {best} at {percent(figure.share_of_cost, decimals=0)} of its cost: "
+        f"{usd(figure.cost_usd)} instead of {usd(figure.best_cost_usd)} per query."
+    )
+
+
+def _tenants_label(group) -> str:
+    if len(group) == 1:
+        return f"{group[0].tenant} (λ {format_lam(group[0].lam)})"
+    lams = sorted(t.lam for t in group)
+    return f"{len(group)} tenants (λ {format_lam(lams[0])}–{format_lam(lams[-1])})"
 
 
 def cluster_view(clusters: ClusterMap, lam: float) -> dict:
