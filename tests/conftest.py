@@ -6,7 +6,7 @@ from routing.caches import reset_all
 
 # Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
 # and a synthetic three-subject data set (profiling, workers).
-pytest_plugins = ["tests.fixtures.api", "tests.fixtures.subjects"]
+pytest_plugins = ["tests.fixtures.api", "tests.fixtures.dashboard", "tests.fixtures.subjects"]
 
 
 @pytest.fixture(autouse=True)
