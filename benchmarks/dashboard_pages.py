@@ -86,6 +86,9 @@ def seed(decisions: int, days: int) -> dict:
                        %(now)s - (random() * %(days)s) * interval '1 day' AS created_at,
                        random() AS r
                 FROM generate_series(1, %(count)s) AS g
+            ), ordered AS (
+                -- in time order, as the service appends them: a day's rows sit together on disk
+                SELECT * FROM rows ORDER BY created_at
             )
             INSERT INTO routing_decision (
                 id, tenant_id, created_at, routed_text, prompt_tokens, llm_id, state_id, state_version, strategy,
@@ -103,8 +106,9 @@ def seed(decisions: int, days: int) -> dict:
                    CASE WHEN rows.r > 0.8 THEN (0.00002 + 0.002 * random())::numeric(20, 10) END,
                    CASE WHEN rows.r > 0.8 THEN random() END,
                    CASE WHEN rows.r > 0.8 THEN rows.created_at + interval '1 minute' END
-            FROM rows JOIN routing_budgetperiod p
+            FROM ordered AS rows JOIN routing_budgetperiod p
               ON p.tenant_id = rows.tenant_id AND p.starts_at <= rows.created_at AND rows.created_at < p.ends_at
+            ORDER BY rows.created_at
             """,
             {
                 "tenants": [t.id for t in tenants],
@@ -233,14 +237,17 @@ def main() -> None:
     setup_django()
     from django.conf import settings
     from django.db import connection
+    from django.utils import timezone
 
-    from routing.models import Decision
+    from routing.models import Decision, UsageRollup
     from routing.services.usage import usage_rollup_due
 
     print(f"Seeding {args.decisions:,} decisions over {args.days} days ...", flush=True)
     data = seed(args.decisions, args.days)
     total = Decision.objects.count()
     print(f"  seeded in {data['seed_seconds']:.1f} s; {total:,} decisions in the database", flush=True)
+    # The seeded days may have been rolled up before (without these decisions): roll them all up.
+    UsageRollup.objects.filter(day__gte=(timezone.now() - timezone.timedelta(days=args.days + 1)).date()).delete()
     started = time.perf_counter()
     rolled = usage_rollup_due()
     rollup_seconds = time.perf_counter() - started

@@ -21,3 +21,4 @@ for dataset in mmlu-pro llmrouter-9; do
 done
 $PY benchmarks/api_load.py --out benchmarks/results/api_load.md
 $PY benchmarks/profile_llm.py
+$PY benchmarks/dashboard_pages.py --out benchmarks/results/dashboard_pages.md

@@ -82,38 +82,69 @@ def days_between(since: date, until: date) -> list[date]:
     return [since + timedelta(days=i) for i in range((until - since).days + 1)]
 
 
-def usage_grouped(
-    *, by: tuple[str, ...], since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None
-) -> dict[tuple, UsageRow]:
-    """Sums of requests, spend, predicted quality and budget fallbacks per group, over UTC days
-    ``since``..``until``. ``by`` names the group fields among ``day``, ``tenant_id`` and ``llm_id``.
+GROUP_FIELDS = ("day", "tenant_id", "llm_id")
 
-    Rolled-up days are read from ``UsageDay``; the others (today, and days the hourly roll-up has not
-    reached yet) are aggregated from the decisions table through its ``created_at`` index.
+
+@dataclass(frozen=True)
+class UsageCube:
+    """Usage per (UTC day, tenant id, LLM id) over a window: one read, any number of group-bys."""
+
+    cells: dict[tuple[date, int, int], UsageRow]
+
+    def between(self, since: date, until: date) -> UsageCube:
+        return UsageCube({key: row for key, row in self.cells.items() if since <= key[0] <= until})
+
+    def grouped(self, by: tuple[str, ...]) -> dict[tuple, UsageRow]:
+        positions = [GROUP_FIELDS.index(name) for name in by]
+        groups: dict[tuple, UsageRow] = {}
+        for key, row in self.cells.items():
+            groups.setdefault(tuple(key[i] for i in positions), UsageRow()).add(
+                row.requests, row.spent_usd, row.predicted_quality_sum, row.fallbacks
+            )
+        return groups
+
+
+def usage_cube(*, since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None) -> UsageCube:
+    """Requests, spend, predicted quality and budget fallbacks per day, tenant and LLM over UTC days
+    ``since``..``until``, in two queries.
+
+    Rolled-up days are read from ``UsageDay`` (already sums: at most days × tenants × LLMs rows);
+    the others — today, and days the hourly roll-up has not reached yet — are summed by PostgreSQL
+    from the decisions table through its ``created_at`` index.
     """
     rolled = set(UsageRollup.objects.filter(day__gte=since, day__lte=until).values_list("day", flat=True))
-    groups: dict[tuple, UsageRow] = {}
     rollups = UsageDay.objects.filter(day__gte=since, day__lte=until)
     decisions = Decision.objects.filter(_created_on_days([d for d in days_between(since, until) if d not in rolled]))
     if tenant is not None:
         rollups, decisions = rollups.filter(tenant=tenant), decisions.filter(tenant=tenant)
     if llm_id is not None:
         rollups, decisions = rollups.filter(llm_id=llm_id), decisions.filter(llm_id=llm_id)
-    summed = rollups.values(*by).annotate(
-        n=Sum("requests"), usd=Sum("spent_usd"), quality=Sum("predicted_quality_sum"), fallbacks_=Sum("fallbacks")
+    summed = rollups.values_list(
+        "day", "tenant_id", "llm_id", "requests", "spent_usd", "predicted_quality_sum", "fallbacks"
     )
-    if "day" in by:
-        decisions = decisions.annotate(day=TruncDate("created_at", tzinfo=UTC))
-    live = decisions.values(*by).annotate(
-        n=Count("id"),
-        usd=Sum(F("reserved_usd") + F("overage_usd")),
-        quality=Sum("predicted_quality"),
-        fallbacks_=Count("id", filter=Q(lambda_reason=Decision.LambdaReason.BUDGET_EXHAUSTED)),
+    live = (
+        decisions.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day", "tenant_id", "llm_id")
+        .annotate(
+            n=Count("id"),
+            usd=Sum(F("reserved_usd") + F("overage_usd")),
+            quality=Sum("predicted_quality"),
+            fallbacks=Count("id", filter=Q(lambda_reason=Decision.LambdaReason.BUDGET_EXHAUSTED)),
+        )
+        .values_list("day", "tenant_id", "llm_id", "n", "usd", "quality", "fallbacks")
+        .order_by()
     )
-    for row in [*summed.order_by(), *live.order_by()]:
-        key = tuple(row[name] for name in by)
-        groups.setdefault(key, UsageRow()).add(row["n"], row["usd"], row["quality"], row["fallbacks_"])
-    return groups
+    cells: dict[tuple[date, int, int], UsageRow] = {}
+    for day, tenant_id, llm, *sums in [*summed.order_by(), *live]:
+        cells.setdefault((day, tenant_id, llm), UsageRow()).add(*sums)
+    return UsageCube(cells)
+
+
+def usage_grouped(
+    *, by: tuple[str, ...], since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None
+) -> dict[tuple, UsageRow]:
+    """Usage summed per group; ``by`` names the group fields among ``day``, ``tenant_id`` and ``llm_id``."""
+    return usage_cube(since=since, until=until, tenant=tenant, llm_id=llm_id).grouped(by)
 
 
 def _created_on_days(days: list[date]) -> Q:

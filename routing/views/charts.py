@@ -177,10 +177,15 @@ def xy_chart(
     legend: bool = True,
     x_ticks: Sequence[float] | None = None,
     x_log: bool = False,
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
     table_head: tuple[str, ...] = (),
     table_rows: tuple[tuple[str, ...], ...] = (),
 ) -> Chart:
-    """Lines, dashed lines, steps and labelled points on shared numeric axes (``x_log``: a log-scale x)."""
+    """Lines, dashed lines, steps and labelled points on shared numeric axes (``x_log``: a log-scale x).
+
+    ``x_range`` / ``y_range`` fix an axis (a month of days, qualities in [0, 1]) instead of fitting the data.
+    """
     xs = [x for s in series for x, _ in s.points if not x_log or x > 0]
     ys = [y for s in series for _, y in s.points]
     frame = _Frame(width, height, right=24, bottom=30 + (16 if x_label else 0) + (20 if legend else 0), x_log=x_log)
@@ -190,15 +195,16 @@ def xy_chart(
         )
         return Chart(frame.svg(title), summary, table_head, table_rows)
     # x spans the data exactly (a date axis must not run past today); y gets round tick values.
-    frame.x_range = _padded(min(xs), max(xs))
+    frame.x_range = x_range or _padded(min(xs), max(xs))
     if x_log:
         frame.x_range = (min(xs) / 1.15, max(xs) * 1.15)
         x_ticks = log_ticks(*frame.x_range) if x_ticks is None else x_ticks
     elif x_ticks is None:
         x_ticks = [t for t in nice_ticks(*frame.x_range) if frame.x_range[0] <= t <= frame.x_range[1]]
-    y_ticks = nice_ticks(*_padded(min(ys), max(ys), zero=y_from_zero))
+    y_ticks = nice_ticks(*(y_range or _padded(min(ys), max(ys), zero=y_from_zero)))
     frame.y_range = (y_ticks[0], y_ticks[-1])
     _axes(frame, x_ticks, y_ticks, x_format, y_format, x_label, y_label)
+    placed: list[tuple[float, float, float]] = []  # (x, y, width) of point labels drawn so far
     for i, s in enumerate(series):
         stroke = s.colour or colour(i)
         coordinates = [(frame.x(x), frame.y(y)) for x, y in s.points if not x_log or x > 0]
@@ -225,13 +231,26 @@ def xy_chart(
                 )
                 if label and not label.startswith("~"):  # "~name": named on hover only, to keep crowds legible
                     anchor, dx = ("end", -6) if x > frame.width - 160 else ("start", 6)
+                    left = x + dx - (5.5 * len(label) if anchor == "end" else 0)
+                    y_label = _free_line(placed, left, y - 5, 5.5 * len(label))
                     frame.parts.append(
-                        f'<text x="{x + dx:.1f}" y="{y - 5:.1f}" text-anchor="{anchor}" fill="#333" font-size="10">'
+                        f'<text x="{x + dx:.1f}" y="{y_label:.1f}" text-anchor="{anchor}" fill="#333" font-size="10">'
                         f"{escape(label)}</text>"
                     )
     if legend:
         _legend(frame, [(s.name, s.colour or colour(i), s.kind) for i, s in enumerate(series)])
     return Chart(frame.svg(title), summary, table_head, table_rows)
+
+
+def _free_line(placed: list[tuple[float, float, float]], left: float, y: float, width: float) -> float:
+    """A baseline near ``y`` where a label of ``width`` starting at ``left`` overlaps no label placed yet."""
+    for shift in (0, 11, -11, 22, -22, 33):
+        candidate = y + shift
+        if not any(abs(candidate - py) < 11 and left < px + pw and px < left + width for px, py, pw in placed):
+            placed.append((left, candidate, width))
+            return candidate
+    placed.append((left, y, width))
+    return y
 
 
 def _legend(frame: _Frame, entries: list[tuple[str, str, str]]) -> None:
@@ -264,6 +283,8 @@ def bar_chart(
     frame = _Frame(width, height, bottom=36 + (18 if len(series) > 1 else 0))
     totals = [sum(values[i] for _, values in series) for i in range(len(categories))]
     y_ticks = nice_ticks(0.0, max(totals, default=0.0) or 1.0, 4)
+    if all(float(v).is_integer() for _, values in series for v in values):  # counts: no half requests
+        y_ticks = [t for t in y_ticks if float(t).is_integer()] or [0, 1]
     frame.y_range = (0.0, y_ticks[-1])
     _axes(frame, [], y_ticks, str, y_format, "", y_label)
     slot = frame.plot_width / max(len(categories), 1)

@@ -55,7 +55,8 @@ def _curves_chart(results: dict) -> charts.Chart | None:
         return None
     series = []
     for name, curve in curves.get("methods", {}).items():
-        style = {"oracle": ("dashed", "#000"), "random": ("dashed", "#999")}.get(name, ("step", ""))
+        # points joined by straight lines, as the area is integrated (METHODS.md, "Metrics")
+        style = {"oracle": ("dashed", "#000"), "random": ("dashed", "#999")}.get(name, ("line", ""))
         series.append(charts.Series(name, list(zip(curve["cost"], curve["quality"])), kind=style[0], colour=style[1]))
     singles = curves.get("single_llms", {})
     series.append(

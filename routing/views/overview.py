@@ -9,12 +9,13 @@ from django.utils import timezone
 
 from registry.models import LLM
 from routing.selectors.budgets import BudgetPace, budget_paces
-from routing.selectors.usage import days_between, rejections_by_day, usage_grouped
+from routing.selectors.usage import days_between, rejections_by_day, usage_cube
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
 from routing.views.formatting import count, percent, quality, usd, usd_axis
 
 DAYS = 30
+MAX_PERIOD_DAYS = 30  # the longest budget period (a month) began at most this many days before today
 TOP_LLMS = 10
 
 
@@ -25,11 +26,14 @@ def overview(request):
     until = now.astimezone(UTC).date()
     since = until - timedelta(days=DAYS - 1)
     days = days_between(since, until)
-    daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope)
+    # One read for every figure: a month-long budget period starts at most 30 days back.
+    usage = usage_cube(since=until - timedelta(days=MAX_PERIOD_DAYS), until=until, tenant=scope)
+    window = usage.between(since, until)
+    daily = window.grouped(("day",))
     rows = [daily.get((d,)) for d in days]
     rejected = rejections_by_day(since=since, until=until, tenant=scope)
-    by_llm = usage_grouped(by=("llm_id",), since=since, until=until, tenant=scope)
-    paces = budget_paces(tenant=scope, now=now)
+    by_llm = window.grouped(("llm_id",))
+    paces = budget_paces(tenant=scope, now=now, usage=usage)
     totals = {
         "requests": sum(r.requests for r in rows if r),
         "spent_usd": sum((r.spent_usd for r in rows if r), start=0),
@@ -103,6 +107,9 @@ def _quality_chart(days, rows) -> charts.Chart:
             else "No requests, so no predicted quality, in the last 30 days."
         ),
         x_format=lambda v: _label(days[min(max(int(round(v)), 0), len(days) - 1)]),
+        x_ticks=list(range(0, len(days), 5)),
+        x_range=(0, len(days) - 1),
+        y_range=(0.0, 1.0),
         y_format=quality,
         legend=False,
         height=220,

@@ -62,8 +62,8 @@ def curve_chart(loaded: LoadedRouter, figures: HeldOut, tenant_lambdas) -> chart
     frontier = {i for i, (c, a) in enumerate(singles) if not any(c2 <= c and a2 > a for c2, a2 in singles)}
     operating = [(t, *figures.operating_point(t.lam)) for t in tenant_lambdas]
     series = [
-        charts.Series(loaded.strategy_name, list(zip(figures.strategy.cost, figures.strategy.quality)), kind="step"),
-        charts.Series("ZeroRouter", list(zip(figures.zero.cost, figures.zero.quality)), kind="step"),
+        charts.Series(loaded.strategy_name, list(zip(figures.strategy.cost, figures.strategy.quality))),
+        charts.Series("ZeroRouter", list(zip(figures.zero.cost, figures.zero.quality))),
         charts.Series(
             "single LLMs",
             singles,

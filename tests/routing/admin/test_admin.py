@@ -102,3 +102,16 @@ def test_decisions_and_budget_periods_are_read_only_in_the_admin(admin_client_, 
     assert admin_client_.get("/admin/routing/decision/add/").status_code == 403
     assert admin_client_.get("/admin/routing/budgetperiod/").status_code == 200
     assert admin_client_.get("/admin/routing/tenant/").status_code == 200
+
+
+def test_the_admin_header_opens_the_dashboard_and_key_columns_are_short(admin_client_, site):
+    index = admin_client_.get("/admin/").content.decode()
+    assert '<a href="/">View site</a>' in index and "routerhub admin" in index
+    decisions = admin_client_.get("/admin/routing/decision/").content.decode()
+    decision = Decision.objects.get(id=site.decisions_a[0])
+    assert f'<td class="field-predicted">{decision.predicted_quality:.3f}</td>' in decisions
+    assert not re.search(r"\d\.0*[1-9]\d{6,}", decisions)  # no 0.34701859951019287 in a list cell
+    llms = admin_client_.get("/admin/registry/llm/").content.decode()
+    for header in ("accuracy", "outcomes", "$ / 1M in", "$ / 1M out"):
+        assert f">{header}</a>".lower() in llms.lower()  # the admin capitalises headers
+    assert 'id="nav-sidebar"' not in llms  # the table gets the width instead
