@@ -1,10 +1,11 @@
 """Daily roll-ups of decisions and refused requests: what the dashboard's charts read.
 
-Aggregating a million decisions on every page view is too slow, so a beat task
+Aggregating a million decisions on every page view is too slow, so an hourly beat task
 (``routing.rollup_usage``, ``routing/services/usage.py``) writes one ``UsageDay`` row per day,
-tenant and LLM for each closed UTC day, and records the day in ``UsageRollup``. Readers take rolled
-days from here and aggregate only the rest (today, and any day not rolled up yet) from the decisions
-table. Refused requests (HTTP 402) leave no decision, so they are counted per day as they happen.
+tenant and LLM — for closed UTC days, and for today up to the last full hour — and records in
+``UsageRollup`` how far each day is summed. Readers take the sums from here and aggregate only the
+rest (the current hour, and any day not rolled up yet) from the decisions table. Refused requests
+(HTTP 402) leave no decision, so they are counted per day as they happen.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class UsageDay(models.Model):
 
 
 class UsageRollup(models.Model):
-    """A UTC day whose decisions are summed in ``UsageDay`` (a day without decisions has no rows there)."""
+    """A UTC day whose decisions up to ``through`` are summed in ``UsageDay`` (a day without decisions
+    has no rows there); ``through`` is the day's end once the day is closed."""
 
     day = models.DateField(unique=True)
+    through = models.DateTimeField()
     rolled_at = models.DateTimeField()
 
     class Meta:

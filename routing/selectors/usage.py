@@ -108,13 +108,13 @@ def usage_cube(*, since: date, until: date, tenant: Tenant | None = None, llm_id
     """Requests, spend, predicted quality and budget fallbacks per day, tenant and LLM over UTC days
     ``since``..``until``, in two queries.
 
-    Rolled-up days are read from ``UsageDay`` (already sums: at most days × tenants × LLMs rows);
-    the others — today, and days the hourly roll-up has not reached yet — are summed by PostgreSQL
-    from the decisions table through its ``created_at`` index.
+    What the hourly roll-up covered is read from ``UsageDay`` (already sums: at most days × tenants ×
+    LLMs rows); the rest — the current hour, and days the roll-up has not reached yet — is summed by
+    PostgreSQL from the decisions table through its ``created_at`` index.
     """
-    rolled = set(UsageRollup.objects.filter(day__gte=since, day__lte=until).values_list("day", flat=True))
+    through = dict(UsageRollup.objects.filter(day__gte=since, day__lte=until).values_list("day", "through"))
     rollups = UsageDay.objects.filter(day__gte=since, day__lte=until)
-    decisions = Decision.objects.filter(_created_on_days([d for d in days_between(since, until) if d not in rolled]))
+    decisions = Decision.objects.filter(_not_rolled_up(since, until, through))
     if tenant is not None:
         rollups, decisions = rollups.filter(tenant=tenant), decisions.filter(tenant=tenant)
     if llm_id is not None:
@@ -147,20 +147,24 @@ def usage_grouped(
     return usage_cube(since=since, until=until, tenant=tenant, llm_id=llm_id).grouped(by)
 
 
-def _created_on_days(days: list[date]) -> Q:
-    """created_at within any of ``days`` (consecutive days merged into one range); matches nothing for no days."""
-    condition = Q(pk__in=[])
-    run_start = previous = None
-    for day in [*sorted(days), None]:
-        if day is not None and previous is not None and day == previous + timedelta(days=1):
-            previous = day
+def _not_rolled_up(since: date, until: date, through: dict[date, datetime]) -> Q:
+    """created_at in the parts of days ``since``..``until`` that no roll-up covers (each day after its
+    ``through``), consecutive parts merged into one range; matches nothing when all is rolled up."""
+    condition, run = Q(pk__in=[]), None
+    for day in days_between(since, until):
+        start = datetime.combine(day, time.min, tzinfo=UTC)
+        end = start + timedelta(days=1)
+        start = max(start, through.get(day, start))
+        if start >= end:
             continue
-        if run_start is not None:
-            condition |= Q(
-                created_at__gte=datetime.combine(run_start, time.min, tzinfo=UTC),
-                created_at__lt=datetime.combine(previous + timedelta(days=1), time.min, tzinfo=UTC),
-            )
-        run_start = previous = day
+        if run is not None and run[1] == start:
+            run = (run[0], end)
+            continue
+        if run is not None:
+            condition |= Q(created_at__gte=run[0], created_at__lt=run[1])
+        run = (start, end)
+    if run is not None:
+        condition |= Q(created_at__gte=run[0], created_at__lt=run[1])
     return condition
 
 

@@ -1,9 +1,10 @@
 """Writes of the daily usage roll-ups (``routing/models/usage.py`` says why they exist).
 
 ``usage_rollup_due`` is what the hourly beat task runs: it rolls up every closed UTC day that has
-decisions and no roll-up yet, and rolls the last ``ROLL_AGAIN_DAYS`` closed days up again, so
-feedback that corrects a decision's cost within that time reaches the charts. Both are safe to run
-twice and side by side (one transaction-scoped advisory lock serialises them).
+decisions and no complete roll-up yet, rolls the last ``ROLL_AGAIN_DAYS`` closed days up again (so
+feedback that corrects a decision's cost within that time reaches the charts), and rolls today up
+to the last full hour (so readers sum at most the current hour from the decisions table). All of it
+is safe to run twice and side by side: one transaction-scoped advisory lock serialises roll-ups.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def usage_rollup(*, day: date) -> int:
-    """(Re)write the ``UsageDay`` rows of one UTC day from its decisions; returns how many rows it wrote."""
+def usage_rollup(*, day: date, through: datetime | None = None) -> int:
+    """(Re)write the ``UsageDay`` rows of one UTC day from its decisions made before ``through``
+    (default: the whole day); returns how many rows it wrote."""
     start, end = day_bounds(day)
+    through = end if through is None else min(max(through, start), end)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", ADVISORY_LOCK)
         UsageDay.objects.filter(day=day).delete()
@@ -37,29 +40,35 @@ def usage_rollup(*, day: date) -> int:
             "SELECT %s, tenant_id, llm_id, count(*), sum(reserved_usd + overage_usd), sum(predicted_quality), "
             "count(*) FILTER (WHERE lambda_reason = %s) "
             "FROM routing_decision WHERE created_at >= %s AND created_at < %s GROUP BY tenant_id, llm_id",
-            [day, Decision.LambdaReason.BUDGET_EXHAUSTED, start, end],
+            [day, Decision.LambdaReason.BUDGET_EXHAUSTED, start, through],
         )
         written = cursor.rowcount
-        UsageRollup.objects.update_or_create(day=day, defaults={"rolled_at": timezone.now()})
+        UsageRollup.objects.update_or_create(day=day, defaults={"through": through, "rolled_at": timezone.now()})
     return written
 
 
 def usage_rollup_due(*, now: datetime | None = None) -> list[date]:
-    """Roll up the closed days that need it (see the module docstring); returns the days rolled up."""
-    today = (now or timezone.now()).astimezone(UTC).date()
+    """Roll up what needs it (see the module docstring); returns the days rolled up, today last."""
+    now = (now or timezone.now()).astimezone(UTC)
+    today = now.date()
     first = Decision.objects.order_by("created_at").values_list("created_at", flat=True).first()
     if first is None:
         return []
-    rolled = set(UsageRollup.objects.filter(day__lt=today).values_list("day", flat=True))
+    complete = {
+        day
+        for day, through in UsageRollup.objects.filter(day__lt=today).values_list("day", "through")
+        if through >= day_bounds(day)[1]
+    }
     again_from = today - timedelta(days=ROLL_AGAIN_DAYS)
     day, due = first.astimezone(UTC).date(), []
     while day < today:
-        if day not in rolled or day >= again_from:
+        if day not in complete or day >= again_from:
             due.append(day)
         day += timedelta(days=1)
     for day in due:
         usage_rollup(day=day)
-    return due
+    usage_rollup(day=today, through=now.replace(minute=0, second=0, microsecond=0))  # up to the last full hour
+    return [*due, today]
 
 
 def rejection_count(*, period_id: int, now: datetime | None = None) -> None:

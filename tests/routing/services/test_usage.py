@@ -28,7 +28,8 @@ def test_rollups_sum_the_decisions_of_closed_days_and_running_twice_changes_noth
     live = usage_grouped(by=("day", "tenant_id", "llm_id"), **window)
 
     rolled = usage_rollup_due()
-    assert rolled == [today - timedelta(days=2), today - timedelta(days=1)]  # closed days only; today stays live
+    # closed days whole, and today up to the last full hour (the decisions just made are not in it)
+    assert rolled == [today - timedelta(days=2), today - timedelta(days=1), today]
     rows = list(UsageDay.objects.values_list("day", "tenant_id", "llm_id", "requests", "spent_usd"))
     assert sum(r[3] for r in rows) == 7  # 4 of alpha's and 3 of beta's decisions were made on closed days
     expected = (
@@ -43,7 +44,22 @@ def test_rollups_sum_the_decisions_of_closed_days_and_running_twice_changes_noth
     assert usage_grouped(by=("day", "tenant_id", "llm_id"), **window) == live
 
     usage_rollup_due()
-    assert UsageDay.objects.count() == len(rows) and UsageRollup.objects.count() == 2
+    assert UsageDay.objects.count() == len(rows) and UsageRollup.objects.count() == 3
+
+
+def test_today_is_rolled_up_to_the_last_full_hour_and_the_rest_read_live(site):
+    now = timezone.now().astimezone(UTC)
+    earlier = now.replace(minute=0, second=0, microsecond=0) - timedelta(minutes=30)
+    if earlier.date() != now.date():
+        pytest.skip("the first half hour of a UTC day has no earlier hour today")
+    move_back(site.decisions_a[:2], days=0)
+    Decision.objects.filter(id__in=site.decisions_a[:2]).update(created_at=earlier)
+    today = now.date()
+    live = usage_grouped(by=("tenant_id",), since=today, until=today)
+    usage_rollup_due(now=now)
+    assert UsageDay.objects.filter(day=today).aggregate(n=Sum("requests"))["n"] == 2  # before this hour
+    assert UsageRollup.objects.get(day=today).through == now.replace(minute=0, second=0, microsecond=0)
+    assert usage_grouped(by=("tenant_id",), since=today, until=today) == live  # roll-up + this hour, live
 
 
 def test_late_feedback_reaches_the_rollup_the_next_time_it_runs(site):

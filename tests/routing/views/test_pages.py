@@ -227,3 +227,23 @@ def test_budget_numbers_use_people_friendly_money():
         "$0.00000123",
         "$0.00150",
     ]
+
+
+def test_a_strategy_without_clusters_gets_display_groups_on_the_cluster_map(prompt_set, make_tenant):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from routing.caches import reset_all
+    from routing.services.state import routing_state_fit
+
+    routing_state_fit(prompt_set=prompt_set, strategy="knn", params={"k": 5})
+    reset_all()
+    clusters = cluster_map(active_router())
+    assert not clusters.own_clusters and len(clusters.clusters) == sum(1 for c in clusters.clusters if c.size > 0)
+    assert clusters.errors.shape == (len(active_router().llms), len(clusters.clusters))
+    assert all(c.label for c in clusters.clusters)
+    client = Client()
+    client.force_login(get_user_model().objects.create_user("root", password="pw-123456", is_staff=True))
+    html = text_of(client.get("/router/"))
+    assert "knn has no clusters of its own" in html
+    assert html.count('class="cluster"') == len(clusters.clusters)
