@@ -7,7 +7,7 @@ from datetime import date
 
 from registry.models import LLM
 from routing.models import Job, LLMProfile, Tenant
-from routing.selectors.usage import UsageCube, UsageRow, usage_grouped
+from routing.selectors.usage import UsageRow, usage_grouped
 
 RECENT_JOBS = 10
 
@@ -47,8 +47,8 @@ def llm_recent_jobs(*, llm: LLM, limit: int = RECENT_JOBS) -> list[Job]:
     return list(Job.objects.filter(llm=llm).select_related("state").order_by("-created_at")[:limit])
 
 
-def llm_usage_by_tenant(*, usage: UsageCube) -> list[tuple[str, UsageRow]]:
-    """Which tenants sent their requests to the LLM ``usage`` was read for, most requests first."""
-    grouped = usage.grouped(("tenant_id",))
+def llm_usage_by_tenant(*, llm: LLM, since: date, until: date) -> list[tuple[str, UsageRow]]:
+    """Which tenants sent this LLM their requests, most requests first."""
+    grouped = usage_grouped(by=("tenant_id",), since=since, until=until, llm_id=llm.id)
     names = dict(Tenant.objects.filter(id__in=[key[0] for key in grouped]).values_list("id", "name"))
     return sorted(((names.get(key[0], "?"), row) for key, row in grouped.items()), key=lambda item: -item[1].requests)

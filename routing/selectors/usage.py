@@ -82,35 +82,15 @@ def days_between(since: date, until: date) -> list[date]:
     return [since + timedelta(days=i) for i in range((until - since).days + 1)]
 
 
-GROUP_FIELDS = ("day", "tenant_id", "llm_id")
+def usage_grouped(
+    *, by: tuple[str, ...], since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None
+) -> dict[tuple, UsageRow]:
+    """Requests, spend, predicted quality and budget fallbacks summed per group over UTC days
+    ``since``..``until``; ``by`` names the group fields among ``day``, ``tenant_id`` and ``llm_id``.
 
-
-@dataclass(frozen=True)
-class UsageCube:
-    """Usage per (UTC day, tenant id, LLM id) over a window: one read, any number of group-bys."""
-
-    cells: dict[tuple[date, int, int], UsageRow]
-
-    def between(self, since: date, until: date) -> UsageCube:
-        return UsageCube({key: row for key, row in self.cells.items() if since <= key[0] <= until})
-
-    def grouped(self, by: tuple[str, ...]) -> dict[tuple, UsageRow]:
-        positions = [GROUP_FIELDS.index(name) for name in by]
-        groups: dict[tuple, UsageRow] = {}
-        for key, row in self.cells.items():
-            groups.setdefault(tuple(key[i] for i in positions), UsageRow()).add(
-                row.requests, row.spent_usd, row.predicted_quality_sum, row.fallbacks
-            )
-        return groups
-
-
-def usage_cube(*, since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None) -> UsageCube:
-    """Requests, spend, predicted quality and budget fallbacks per day, tenant and LLM over UTC days
-    ``since``..``until``, in two queries.
-
-    What the hourly roll-up covered is read from ``UsageDay`` (already sums: at most days × tenants ×
-    LLMs rows); the rest — the current hour, and days the roll-up has not reached yet — is summed by
-    PostgreSQL from the decisions table through its ``created_at`` index.
+    Two queries, both grouped by PostgreSQL: what the hourly roll-up covered comes from ``UsageDay``
+    (a few rows per day); the rest — the current hour, and days the roll-up has not reached yet — from
+    the decisions table through its ``created_at`` index.
     """
     through = dict(UsageRollup.objects.filter(day__gte=since, day__lte=until).values_list("day", "through"))
     rollups = UsageDay.objects.filter(day__gte=since, day__lte=until)
@@ -119,32 +99,22 @@ def usage_cube(*, since: date, until: date, tenant: Tenant | None = None, llm_id
         rollups, decisions = rollups.filter(tenant=tenant), decisions.filter(tenant=tenant)
     if llm_id is not None:
         rollups, decisions = rollups.filter(llm_id=llm_id), decisions.filter(llm_id=llm_id)
-    summed = rollups.values_list(
-        "day", "tenant_id", "llm_id", "requests", "spent_usd", "predicted_quality_sum", "fallbacks"
+    summed = rollups.values(*by).annotate(
+        n=Sum("requests"), usd=Sum("spent_usd"), quality=Sum("predicted_quality_sum"), fallbacks=Sum("fallbacks")
     )
-    live = (
-        decisions.annotate(day=TruncDate("created_at", tzinfo=UTC))
-        .values("day", "tenant_id", "llm_id")
-        .annotate(
-            n=Count("id"),
-            usd=Sum(F("reserved_usd") + F("overage_usd")),
-            quality=Sum("predicted_quality"),
-            fallbacks=Count("id", filter=Q(lambda_reason=Decision.LambdaReason.BUDGET_EXHAUSTED)),
-        )
-        .values_list("day", "tenant_id", "llm_id", "n", "usd", "quality", "fallbacks")
-        .order_by()
+    if "day" in by:
+        decisions = decisions.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    live = decisions.values(*by).annotate(
+        n=Count("id"),
+        usd=Sum(F("reserved_usd") + F("overage_usd")),
+        quality=Sum("predicted_quality"),
+        fallbacks=Count("id", filter=Q(lambda_reason=Decision.LambdaReason.BUDGET_EXHAUSTED)),
     )
-    cells: dict[tuple[date, int, int], UsageRow] = {}
-    for day, tenant_id, llm, *sums in [*summed.order_by(), *live]:
-        cells.setdefault((day, tenant_id, llm), UsageRow()).add(*sums)
-    return UsageCube(cells)
-
-
-def usage_grouped(
-    *, by: tuple[str, ...], since: date, until: date, tenant: Tenant | None = None, llm_id: int | None = None
-) -> dict[tuple, UsageRow]:
-    """Usage summed per group; ``by`` names the group fields among ``day``, ``tenant_id`` and ``llm_id``."""
-    return usage_cube(since=since, until=until, tenant=tenant, llm_id=llm_id).grouped(by)
+    groups: dict[tuple, UsageRow] = {}
+    for row in [*summed.order_by(), *live.order_by()]:
+        key = tuple(row[name] for name in by)
+        groups.setdefault(key, UsageRow()).add(row["n"], row["usd"], row["quality"], row["fallbacks"])
+    return groups
 
 
 def _not_rolled_up(since: date, until: date, through: dict[date, datetime]) -> Q:

@@ -15,7 +15,7 @@ from routing.selectors.curves import held_out
 from routing.selectors.decisions import tenants_current_lambda
 from routing.selectors.llms import llm_recent_jobs, llm_rows, llm_usage_by_tenant
 from routing.selectors.routers import active_router
-from routing.selectors.usage import days_between, usage_cube
+from routing.selectors.usage import days_between, usage_grouped
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
 from routing.views.formatting import count, quality, usd, usd_axis
@@ -57,8 +57,7 @@ def llm_detail(request, llm_id: int):
     loaded = _active_router_or_none()
     lam = page_lambda(request, [t.lam for t in tenants_current_lambda(tenant=scope or viewer.tenant)])
     days = days_between(since, until)
-    usage = usage_cube(since=since, until=until, tenant=scope, llm_id=llm.id)
-    daily = usage.grouped(("day",))
+    daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope, llm_id=llm.id)
     context = base_context(
         request,
         page="llms",
@@ -68,7 +67,7 @@ def llm_detail(request, llm_id: int):
         router=loaded,
         traffic_charts=_traffic_charts(days, daily),
         jobs=llm_recent_jobs(llm=llm) if viewer.is_staff else None,
-        by_tenant=llm_usage_by_tenant(usage=usage) if viewer.is_staff and scope is None else None,
+        by_tenant=llm_usage_by_tenant(llm=llm, since=since, until=until) if viewer.is_staff and scope is None else None,
         **(_profile_context(loaded, llm, lam) if loaded else {}),
     )
     return render(request, "dashboard/llm_detail.html", context)

@@ -9,13 +9,12 @@ from django.utils import timezone
 
 from registry.models import LLM
 from routing.selectors.budgets import BudgetPace, budget_paces
-from routing.selectors.usage import days_between, rejections_by_day, usage_cube
+from routing.selectors.usage import days_between, rejections_by_day, usage_grouped
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
 from routing.views.formatting import count, percent, quality, usd, usd_axis
 
 DAYS = 30
-MAX_PERIOD_DAYS = 30  # the longest budget period (a month) began at most this many days before today
 TOP_LLMS = 10
 
 
@@ -26,14 +25,11 @@ def overview(request):
     until = now.astimezone(UTC).date()
     since = until - timedelta(days=DAYS - 1)
     days = days_between(since, until)
-    # One read for every figure: a month-long budget period starts at most 30 days back.
-    usage = usage_cube(since=until - timedelta(days=MAX_PERIOD_DAYS), until=until, tenant=scope)
-    window = usage.between(since, until)
-    daily = window.grouped(("day",))
+    daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope)
     rows = [daily.get((d,)) for d in days]
     rejected = rejections_by_day(since=since, until=until, tenant=scope)
-    by_llm = window.grouped(("llm_id",))
-    paces = budget_paces(tenant=scope, now=now, usage=usage)
+    by_llm = usage_grouped(by=("llm_id",), since=since, until=until, tenant=scope)
+    paces = budget_paces(tenant=scope, now=now)
     totals = {
         "requests": sum(r.requests for r in rows if r),
         "spent_usd": sum((r.spent_usd for r in rows if r), start=0),

@@ -21,6 +21,7 @@ from routing.exceptions import NoActiveRoutingState
 from routing.models import Tenant
 from routing.services.previews import RoutePreview, route_preview
 from routing.views.base import base_context, dashboard_page, viewer_of
+from routing.views.formatting import lam, quality, usd
 
 EXAMPLE = "What is the derivative of x**3 + 2x with respect to x?"
 MAX_PROMPT_CHARS = 20_000
@@ -56,16 +57,16 @@ def try_page(request):
     lam_text = request.POST.get("lambda", "0") if request.method == "POST" else "0"
     preview, error = None, None
     try:
-        lam = float(lam_text)
-        if not math.isfinite(lam) or lam < 0:
+        cost_weight = float(lam_text)
+        if not math.isfinite(cost_weight) or cost_weight < 0:
             raise ValueError
     except ValueError:
-        lam, error = 0.0, "λ must be a non-negative number."
+        cost_weight, error = 0.0, "λ must be a non-negative number."
     tenant_name = request.POST.get("tenant") or request.GET.get("tenant") or ""
     try:
         if len(prompt) > MAX_PROMPT_CHARS:
             raise serializers.ValidationError({"prompt": [f"At most {MAX_PROMPT_CHARS:,} characters."]})
-        preview = route_preview(tenant=tenant_to_try(viewer, tenant_name), prompt=prompt, lam=lam)
+        preview = route_preview(tenant=tenant_to_try(viewer, tenant_name), prompt=prompt, lam=cost_weight)
     except NoActiveRoutingState as exc:
         error = f"Routing is not available yet: {exc}."
     except PermissionDenied as exc:
@@ -77,7 +78,7 @@ def try_page(request):
         page="try",
         title="Try it",
         prompt=prompt,
-        lam=lam,
+        lam=cost_weight,
         preview=preview,
         error=error,
         tenant_name=tenant_name,
@@ -121,8 +122,6 @@ class RoutePreviewApi(APIView):
 
 
 def preview_json(preview: RoutePreview) -> dict:
-    from routing.views.formatting import lam, quality, usd
-
     return {
         "lambda": preview.lam,
         "lambda_text": lam(preview.lam),
