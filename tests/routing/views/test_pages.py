@@ -247,3 +247,15 @@ def test_a_strategy_without_clusters_gets_display_groups_on_the_cluster_map(prom
     html = text_of(client.get("/router/"))
     assert "knn has no clusters of its own" in html
     assert html.count('class="cluster"') == len(clusters.clusters)
+
+
+def test_bad_query_parameters_get_a_page_not_an_error(site):
+    staff = site.clients["staff"]
+    for path in ("/router/?lambda=abc", "/router/?lambda=-3", "/router/?lambda=nan", "/llms/?tenant=nobody"):
+        assert staff.get(path).status_code == 200, path
+    assert "Select a valid choice." in text_of(staff.get("/decisions/?llm=abc"))
+    assert text_of(staff.get("/decisions/?before=garbage")).count('href="/decisions/') >= 9
+    assert staff.get("/llms/999999/").status_code == 404
+    assert staff.get("/evaluations/999999/").status_code == 404
+    tried = text_of(staff.post("/try/", {"prompt": "hello", "lambda": "lots"}))
+    assert "λ must be a non-negative number." in tried
