@@ -15,6 +15,12 @@ def cheap_test_embedder(settings):
     settings.ROUTERHUB_EMBEDDER = "hashing"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create many users with passwords: a deliberately slow password hash is no test of ours."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def fresh_hnsw_index(db):
     """Rebuild the prompt-embedding HNSW index from the rows this test can see.

@@ -28,19 +28,10 @@ class ApiKeyInline(admin.TabularInline):
         return False  # keys are issued with the "Create a new API key" action, which shows the secret once
 
 
-class TenantMembershipInline(admin.TabularInline):
-    """Users who see this tenant's dashboard pages (and only this tenant's)."""
-
-    model = TenantMembership
-    extra = 0
-    fields = ("user", "created_at")
-    readonly_fields = ("created_at",)
-    autocomplete_fields = ("user",)
-    verbose_name_plural = "dashboard users (see only this tenant)"
-
-
 @admin.register(TenantMembership)
 class TenantMembershipAdmin(admin.ModelAdmin):
+    """Users who see one tenant's dashboard pages (and only that tenant's)."""
+
     list_display = ("user", "tenant", "created_at")
     list_filter = ("tenant",)
     search_fields = ("user__username", "tenant__name")
@@ -63,7 +54,7 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
-    inlines = (ApiKeyInline, TenantMembershipInline)
+    inlines = (ApiKeyInline,)
     actions = ("issue_api_key",)
     fieldsets = (
         (None, {"fields": ("name", "is_active")}),

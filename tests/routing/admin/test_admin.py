@@ -115,3 +115,16 @@ def test_the_admin_header_opens_the_dashboard_and_key_columns_are_short(admin_cl
     for header in ("accuracy", "outcomes", "$ / 1M in", "$ / 1M out"):
         assert f">{header}</a>".lower() in llms.lower()  # the admin capitalises headers
     assert 'id="nav-sidebar"' not in llms  # the table gets the width instead
+
+
+def test_linking_a_user_to_a_tenant_in_the_admin_opens_that_tenants_dashboard(admin_client_, make_tenant):
+    from routing.models import TenantMembership
+
+    tenant, _ = make_tenant(name="linked")
+    user = get_user_model().objects.create_user("member", password="pw-123456")
+    viewer = Client()
+    viewer.force_login(user)
+    assert viewer.get("/").status_code == 403
+    response = admin_client_.post("/admin/routing/tenantmembership/add/", {"user": user.id, "tenant": tenant.id})
+    assert response.status_code == 302 and TenantMembership.objects.get(user=user).tenant == tenant
+    assert "Tenant <strong>linked</strong>" in viewer.get("/").content.decode()

@@ -70,7 +70,7 @@ def test_every_page_answers_each_role_as_its_permissions_say(site):
     assert "This page is for staff" in staff_only.content.decode()
 
 
-def test_tenant_users_see_only_their_own_decisions(site):
+def test_tenant_users_see_only_their_own_decisions_and_staff_see_all(site):
     page_a = site.clients["a"].get("/decisions/").content.decode()
     page_b = site.clients["b"].get("/decisions/").content.decode()
     assert all(d in page_a for d in site.decisions_a) and not any(d in page_a for d in site.decisions_b)
@@ -78,9 +78,7 @@ def test_tenant_users_see_only_their_own_decisions(site):
     # the tenant filter is for staff: a tenant user naming another tenant still sees only their own
     sneaky = site.clients["a"].get("/decisions/?tenant=beta").content.decode()
     assert not any(d in sneaky for d in site.decisions_b) and all(d in sneaky for d in site.decisions_a)
-
-
-def test_staff_see_every_tenant_and_can_narrow_to_one(site):
+    # staff see every tenant's, and can narrow the list to one
     everything = site.clients["staff"].get("/decisions/").content.decode()
     assert all(d in everything for d in site.decisions_a + site.decisions_b)
     only_b = site.clients["staff"].get("/decisions/?tenant=beta").content.decode()
@@ -116,16 +114,14 @@ def rank(client, body):
     return client.post("/try/rank", json.dumps(body), content_type="application/json")
 
 
-def test_the_try_it_endpoint_needs_a_dashboard_login(site):
+def test_the_try_it_endpoint_needs_a_dashboard_login_and_the_users_own_tenant(site):
     body = {"prompt": "What is 2 + 2?", "lambda": 0}
     anonymous = rank(site.clients["anonymous"], body)
     assert anonymous.status_code == 403 and anonymous.json()["error"]["code"] == "not_authenticated"
     stranger = rank(site.clients["stranger"], body)
     assert stranger.status_code == 403 and "not linked to a tenant" in stranger.json()["error"]["message"]
     assert rank(site.clients["a"], body).status_code == 200
-
-
-def test_a_tenant_user_cannot_try_prompts_as_another_tenant(site):
+    # a tenant user tries prompts as their own tenant only
     response = rank(site.clients["a"], {"prompt": "What is 2 + 2?", "lambda": 0, "tenant": "beta"})
     assert response.status_code == 403
     assert response.json()["error"]["message"] == "Only staff may try prompts as another tenant."
