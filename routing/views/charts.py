@@ -276,30 +276,36 @@ def bar_chart(
     width: int = 640,
     height: int = 220,
     label_every: int = 1,
+    stacked: bool = True,
     table_head: tuple[str, ...] = (),
     table_rows: tuple[tuple[str, ...], ...] = (),
 ) -> Chart:
-    """Vertical bars per category (one colour per series, stacked)."""
+    """Vertical bars per category, one colour per series: stacked, or side by side (``stacked=False``)."""
     frame = _Frame(width, height, bottom=36 + (18 if len(series) > 1 else 0))
-    totals = [sum(values[i] for _, values in series) for i in range(len(categories))]
+    totals = [
+        (sum if stacked else max)(values[i] for _, values in series) if series else 0.0 for i in range(len(categories))
+    ]
     y_ticks = nice_ticks(0.0, max(totals, default=0.0) or 1.0, 4)
     if all(float(v).is_integer() for _, values in series for v in values):  # counts: no half requests
         y_ticks = [t for t in y_ticks if float(t).is_integer()] or [0, 1]
     frame.y_range = (0.0, y_ticks[-1])
     _axes(frame, [], y_ticks, str, y_format, "", y_label)
     slot = frame.plot_width / max(len(categories), 1)
+    bar_width = slot * 0.7 / (1 if stacked else max(len(series), 1))
     for i, category in enumerate(categories):
         base = 0.0
         for j, (name, values) in enumerate(series):
             value = values[i]
+            x = frame.left + i * slot + slot * 0.15 + (0 if stacked else j * bar_width)
             if value > 0:
                 top, bottom = frame.y(base + value), frame.y(base)
                 frame.parts.append(
-                    f'<rect class="series" x="{frame.left + i * slot + slot * 0.15:.1f}" y="{top:.1f}" '
-                    f'width="{slot * 0.7:.1f}" height="{max(bottom - top, 0.5):.1f}" fill="{colour(j)}">'
+                    f'<rect class="series" x="{x:.1f}" y="{top:.1f}" '
+                    f'width="{bar_width:.1f}" height="{max(bottom - top, 0.5):.1f}" fill="{colour(j)}">'
                     f"<title>{escape(category)}: {escape(name)} {escape(y_format(value))}</title></rect>"
                 )
-            base += value
+            if stacked:
+                base += value
         if i % label_every == 0:
             frame.parts.append(
                 f'<text x="{frame.left + (i + 0.5) * slot:.1f}" y="{frame.top + frame.plot_height + 16:.1f}" '

@@ -85,24 +85,19 @@ def _profile_context(loaded, llm: LLM, lam: float) -> dict:
         winners = clusters.winners(lam)
         labels = [f"#{c.index}" for c in clusters.clusters]
         better = int((mine < fleet).sum())
-        result["profile_chart"] = charts.xy_chart(
-            [
-                charts.Series(llm.name, list(enumerate(mine.tolist())), kind="line"),
-                charts.Series("fleet mean", list(enumerate(fleet.tolist())), kind="dashed", colour="#888"),
-            ],
+        result["profile_chart"] = charts.bar_chart(
+            labels,
+            [(llm.name, mine.tolist()), ("fleet mean", fleet.tolist())],
             title=f"Profile of {llm.name} against the fleet mean",
             summary=(
                 f"{llm.name} makes fewer errors than the fleet mean on {better} of {len(labels)} clusters "
                 f"(mean error {quality(mine.mean())} against {quality(fleet.mean())})."
             ),
-            x_label="cluster",
-            y_label="error Ψ",
-            x_format=lambda v: labels[int(v)],
-            x_ticks=list(range(len(labels))),
             y_format=quality,
-            y_from_zero=True,
+            y_label="error Ψ",
+            stacked=False,
             width=760,
-            height=280,
+            height=260,
             table_head=("cluster", "label", llm.name, "fleet mean"),
             table_rows=tuple(
                 (labels[j], c.label, quality(mine[j]), quality(fleet[j])) for j, c in enumerate(clusters.clusters)

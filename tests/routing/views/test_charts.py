@@ -53,3 +53,15 @@ def test_a_heatmap_has_a_cell_per_value_and_frames_the_marked_ones():
 def test_an_empty_chart_says_so_instead_of_drawing_nothing():
     chart = charts.xy_chart([charts.Series("none", [])], title="empty", summary="no data")
     assert "no data yet" in chart.svg
+
+
+def test_bars_stack_or_stand_side_by_side():
+    def bars(svg):
+        return [tuple(float(v) for v in m) for m in re.findall(r'<rect class="series" x="([\d.]+)" y="([\d.]+)"', svg)]
+
+    stacked = charts.bar_chart(["a"], [("x", [1]), ("y", [1])], title="t", summary="s")
+    side = charts.bar_chart(["a"], [("x", [1]), ("y", [1])], title="t", summary="s", stacked=False)
+    (x1, y1), (x2, y2) = bars(stacked.svg)
+    assert x1 == x2 and y2 < y1  # the second bar sits on the first
+    (x1, y1), (x2, y2) = bars(side.svg)
+    assert x2 > x1 and y1 == y2  # next to it, as tall
