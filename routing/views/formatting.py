@@ -7,8 +7,6 @@ both use them), so a figure reads the same in a table, a caption and a chart lab
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
-from decimal import Decimal
 
 DASH = "—"
 
@@ -98,15 +96,7 @@ def signed(value, *, decimals: int = 4) -> str:
     return text.replace("-", "−")
 
 
-def day(value: date | datetime) -> str:
-    return value.strftime("%d %b") if value else DASH
-
-
 def short(text: str, length: int = 160) -> str:
     """One line of at most ``length`` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= length else text[: length - 1].rstrip() + "…"
-
-
-def as_float(value) -> float | None:
-    return float(value) if isinstance(value, (int, float, Decimal)) else _number(value)
