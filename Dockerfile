@@ -1,10 +1,17 @@
 # Production image: web (gunicorn), worker and beat all run from it (see docker-compose.yml).
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+# DJANGO_DEBUG=0: production settings — the container refuses to start without DJANGO_SECRET_KEY and
+# DJANGO_ALLOWED_HOSTS (README "Production").
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DJANGO_DEBUG=0 MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
-RUN python manage.py collectstatic --no-input -v 0
+# collectstatic reads settings only (no database, no secret): development settings for this one step.
+RUN env -u DJANGO_DEBUG python manage.py collectstatic --no-input -v 0
+# The services run as an unprivileged user that owns nothing in the image.
+RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin routerhub \
+    && mkdir -p /app/.run && chown routerhub /app/.run && chmod 700 /app/.run
+USER routerhub
 EXPOSE 8000
 CMD ["gunicorn", "routerhub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -129,7 +129,13 @@ def start_gunicorn(port: int, workers: int, threads: int, torch_threads: int, lo
     ]
     if threads > 1:
         command += ["--worker-class", "gthread"]
-    env = {**os.environ, "ROUTERHUB_EMBEDDER": os.environ.get("ROUTERHUB_EMBEDDER", "minilm")}
+    env = {
+        **os.environ,
+        "ROUTERHUB_EMBEDDER": os.environ.get("ROUTERHUB_EMBEDDER", "minilm"),
+        # One key sends every request: the per-key rate limit (6,000/min by default) would cap the
+        # throughput measured here, which is routing's, not the limit's.
+        "ROUTERHUB_THROTTLE_API_KEY": os.environ.get("ROUTERHUB_THROTTLE_API_KEY", ""),
+    }
     if torch_threads:
         # One PyTorch thread per worker: with as many workers as cores, more threads only fight
         # over the cores (on a busy 2-core machine MiniLM took ~500 ms a prompt with 2, ~12 ms with 1).

@@ -72,7 +72,9 @@ def seed(decisions: int, days: int) -> dict:
     for tenant in tenants:
         for start in starts:
             _, end = period_bounds("month", start)
-            BudgetPeriod.objects.create(tenant=tenant, starts_at=start, ends_at=end, limit_usd=Decimal("100000"))
+            BudgetPeriod.objects.create(
+                tenant=tenant, period="month", starts_at=start, ends_at=end, limit_usd=Decimal("100000")
+            )
     llm_ids = [llm.id for llm in router.llms]
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -93,7 +95,7 @@ def seed(decisions: int, days: int) -> dict:
             INSERT INTO routing_decision (
                 id, tenant_id, created_at, routed_text, prompt_tokens, llm_id, state_id, state_version, strategy,
                 cluster, lambda_used, lambda_reason, predicted_quality, estimated_cost_usd, budget_period_id,
-                reserved_usd, overage_usd, alternatives, request, actual_cost_usd, quality_score, feedback_at
+                reserved_usd, overage_usd, alternatives, request, reported_cost_usd, quality_score, feedback_at
             )
             SELECT gen_random_uuid(), rows.tenant_id, rows.created_at, 'benchmark prompt ' || rows.g, 120, rows.llm_id,
                    %(state)s, %(version)s, %(strategy)s, (rows.g %% 10),

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and workers
 import matplotlib.pyplot as plt  # noqa: E402
 
+# LLM names may be up to 200 characters (``org/model@host:tag``); labels longer than this are cut.
+LABEL_CHARACTERS = 40
 REFERENCE_STYLE = {"oracle": {"linestyle": ":", "color": "black"}, "random": {"linestyle": "--", "color": "grey"}}
 
 
@@ -28,7 +30,14 @@ def plot_deferral_curves(result: dict, path: str | Path) -> Path:
         )
     for name, point in curves["single_llms"].items():
         axes.scatter(point["cost"], point["quality"], marker="o", color="tab:red", zorder=3, s=18)
-        axes.annotate(name, (point["cost"], point["quality"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        axes.annotate(
+            _label(name),
+            (point["cost"], point["quality"]),
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize=7,
+            parse_math=False,  # a name is text: "$" in it must not start matplotlib's math mode
+        )
     axes.set_xlabel("average cost, normalised by the most expensive test LLM")
     axes.set_ylabel("average quality (correctness) on test prompts")
     dataset = result.get("dataset")
@@ -43,3 +52,7 @@ def plot_deferral_curves(result: dict, path: str | Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def _label(name: str) -> str:
+    return name if len(name) <= LABEL_CHARACTERS else name[: LABEL_CHARACTERS - 1] + "…"

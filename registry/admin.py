@@ -67,12 +67,12 @@ class LLMAdmin(admin.ModelAdmin):
     def accuracy(self, llm):
         return "—" if llm._accuracy is None else f"{llm._accuracy:.3f}"
 
-    @admin.action(description="Activate selected LLMs (routable)")
+    @admin.action(description="Activate selected LLMs (routable)", permissions=["change"])
     def activate(self, request, queryset):
         changed = services.llms_set_active(llms=queryset, active=True)
         self.message_user(request, f"{changed} LLM(s) activated.", messages.SUCCESS)
 
-    @admin.action(description="Deactivate selected LLMs (never routed to)")
+    @admin.action(description="Deactivate selected LLMs (never routed to)", permissions=["change"])
     def deactivate(self, request, queryset):
         changed = services.llms_set_active(llms=queryset, active=False)
         self.message_user(request, f"{changed} LLM(s) deactivated.", messages.SUCCESS)

@@ -166,7 +166,7 @@ def _number(value: str, where: str, column: str) -> float | None:
 def read_models(path: Path) -> list[ModelRow]:
     from django.core.exceptions import ValidationError
 
-    from registry.models import url_safe_name  # the same rule the LLM model enforces
+    from registry.models import LLM_NAME_RULE, llm_name_validator  # the same rule the LLM model enforces
 
     models: list[ModelRow] = []
     seen: set[str] = set()
@@ -174,11 +174,9 @@ def read_models(path: Path) -> list[ModelRow]:
         where = f"{path}:{line_number}"
         name = row["model"].strip()
         try:
-            url_safe_name(name)
+            llm_name_validator(name)
         except ValidationError:
-            raise DataFormatError(
-                f"{where}: model name {name!r} is not URL-safe (letters, digits, '.', '_', '-')"
-            ) from None
+            raise DataFormatError(f"{where}: model name {name!r} is not a valid LLM name ({LLM_NAME_RULE})") from None
         if name in seen:
             raise DataFormatError(f"{where}: duplicate model {name!r}")
         seen.add(name)

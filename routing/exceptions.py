@@ -26,3 +26,7 @@ class UnknownStrategy(InvalidRouteRequest):
 
 class DecisionNotFound(LookupError):
     """No such decision for the caller (another tenant's decision looks the same as none)."""
+
+
+class InvalidFeedback(InvalidRouteRequest):
+    """Feedback that cannot be recorded as sent; ``field`` names the offending input."""

@@ -173,9 +173,21 @@ def reprofile_all_llms(self, job_id: int | None = None, **profiling_arguments) -
     return _run(self, job, work)
 
 
+@shared_task(name="routing.resend_pending_jobs", acks_late=True, soft_time_limit=60, time_limit=90)
+def resend_pending_jobs() -> dict:
+    """Periodic sweep (every few minutes, a default beat schedule): send again the jobs that never
+    reached the broker (it was down when they were created) and queued jobs whose message was lost."""
+    from datetime import timedelta
+
+    result = jobs.jobs_resend(pending_for=timedelta(seconds=settings.ROUTERHUB_JOB_RESEND_AFTER_SECONDS))
+    if result["sent"] or result["not_sent"]:
+        logger.info("resent jobs %s; still not sent %s", result["sent"], result["not_sent"])
+    return result
+
+
 @shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)
 def rollup_usage() -> dict:
-    """Sum closed days' decisions into the dashboard's daily roll-ups (hourly; housekeeping, no Job row)."""
+    """Sum decisions into the dashboard's daily roll-ups (closed days, and today to the last full hour) (hourly; housekeeping, no Job row)."""
     return {"days": [day.isoformat() for day in usage_rollup_due()]}
 
 

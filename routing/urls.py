@@ -12,7 +12,9 @@ urlpatterns = [
     path("route/<uuid:decision_id>/feedback", decisions.DecisionFeedbackApi.as_view(), name="decision-feedback"),
     path("usage", usage.UsageSummaryApi.as_view(), name="usage"),
     path("llms", llms.LlmCollectionApi.as_view(), name="llms"),
-    path("llms/<str:name>", llms.LlmUpdateApi.as_view(), name="llm"),
+    # LLM names are written as providers write them ("meta-llama/Llama-3.1-70B-Instruct", "qwen2.5:7b"):
+    # the rest of the path, slashes included, is the name.
+    path("llms/<path:name>", llms.LlmUpdateApi.as_view(), name="llm"),
     path("health", health.HealthApi.as_view(), name="health"),
     path("jobs", jobs.JobCollectionApi.as_view(), name="jobs"),
     path("jobs/<int:job_id>", jobs.JobDetailApi.as_view(), name="job"),

@@ -9,7 +9,15 @@ PY=.venv/bin/python
 export PYTHONUNBUFFERED=1  # progress lines appear as they happen, even when the output is piped
 HOST="${ROUTERHUB_HOST:-127.0.0.1}"
 PORT="${ROUTERHUB_PORT:-8000}"
+# .run holds the demo's admin password and API key: private to this user (files 0600, folder 0700).
+umask 077
 mkdir -p .run
+chmod 700 .run
+# Development settings (DJANGO_DEBUG unset) accept local host names only; listening elsewhere adds HOST.
+case "$HOST" in
+  127.0.0.1|localhost|::1|0.0.0.0) ;;
+  *) export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-localhost,127.0.0.1,[::1],$HOST}" ;;
+esac
 
 if [ -z "${CELERY_BROKER_URL:-}${REDIS_URL:-}" ]; then
   broker="$($PY -c 'import sys; from pathlib import Path; from routerhub.embedded import start_embedded_redis; print(start_embedded_redis(Path(".redis"), int(sys.argv[1])))' "${ROUTERHUB_REDIS_PORT:-6399}")"
@@ -42,7 +50,7 @@ $PY manage.py check --database default
 $PY manage.py migrate --no-input
 $PY manage.py collectstatic --no-input -v 0
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
-$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" >.run/demo.txt
+$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" --output .run/demo.txt >/dev/null
 sed '/^--- /,$d' .run/demo.txt  # what set-up did; the login and key are printed once all is up
 
 .venv/bin/celery -A routerhub worker --loglevel INFO --concurrency 2 >.run/worker.log 2>&1 &

@@ -6,7 +6,7 @@ from routing.caches import reset_all
 
 # Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
 # and a synthetic three-subject data set (profiling, workers).
-pytest_plugins = ["tests.fixtures.api", "tests.fixtures.dashboard", "tests.fixtures.subjects"]
+pytest_plugins = ["tests.fixtures.api", "tests.fixtures.clock", "tests.fixtures.dashboard", "tests.fixtures.subjects"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +39,13 @@ def fresh_hnsw_index(db):
 
 @pytest.fixture(autouse=True)
 def fresh_caches(settings):
-    """Per-process caches must not carry one test's router, periods or λ into the next."""
+    """Per-process caches must not carry one test's router, periods, λ or rate counts into the next."""
+    from django.core.cache import cache
+
     settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
 
     reset_all()
+    cache.clear()  # rate-limit counters (routing/apis/throttling.py) live in Django's cache
     yield
     reset_all()
+    cache.clear()

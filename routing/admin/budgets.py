@@ -12,6 +12,7 @@ class BudgetPeriodAdmin(ReadOnlyAdmin):
 
     list_display = (
         "tenant",
+        "period",
         "starts_at",
         "ends_at",
         "limit_usd",
@@ -21,7 +22,7 @@ class BudgetPeriodAdmin(ReadOnlyAdmin):
         "requests",
         "rejected_requests",
     )
-    list_filter = ("tenant",)
+    list_filter = ("tenant", "period")
     date_hierarchy = "starts_at"
     list_select_related = ("tenant",)
 

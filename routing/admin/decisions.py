@@ -3,8 +3,32 @@
 from django.contrib import admin
 
 from routing.admin.base import ReadOnlyAdmin
-from routing.models import Decision
+from routing.models import Decision, DecisionFeedback
 from routing.views import formatting
+
+
+class DecisionFeedbackInline(admin.TabularInline):
+    """Every feedback the decision received, as sent (read-only: the record of what the tenant said)."""
+
+    model = DecisionFeedback
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "received_at",
+        "actual_cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "latency_ms",
+        "quality_score",
+        "counted_usd",
+        "api_key",
+    )
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Decision)
@@ -19,13 +43,14 @@ class DecisionAdmin(ReadOnlyAdmin):
         "predicted",
         "estimated",
         "score",
-        "actual",
+        "reported",
     )
     list_filter = ("tenant", "llm", "lambda_reason", "strategy", ("feedback_at", admin.EmptyFieldListFilter))
     search_fields = ("id", "routed_text")
     date_hierarchy = "created_at"
     list_select_related = ("tenant", "llm")
     show_full_result_count = False  # counting a large decisions table on every page is slow
+    inlines = (DecisionFeedbackInline,)
 
     @admin.display(description="when (UTC)", ordering="created_at")
     def when(self, decision):
@@ -51,9 +76,9 @@ class DecisionAdmin(ReadOnlyAdmin):
     def score(self, decision):
         return formatting.quality(decision.quality_score)
 
-    @admin.display(description="actual cost", ordering="actual_cost_usd")
-    def actual(self, decision):
-        return formatting.usd(decision.actual_cost_usd)
+    @admin.display(description="reported cost", ordering="reported_cost_usd")
+    def reported(self, decision):
+        return formatting.usd(decision.reported_cost_usd)
 
 
 SHORT_REASONS = {

@@ -55,7 +55,10 @@ class JobAdmin(ReadOnlyAdmin):
     def short_error(self, job):
         return job.error[:120] + ("…" if len(job.error) > 120 else "")
 
-    @admin.action(description="Run again (queue a new job with the same arguments)")
+    def has_run_again_permission(self, request):
+        return request.user.has_perm("routing.add_job")
+
+    @admin.action(description="Run again (queue a new job with the same arguments)", permissions=["run_again"])
     def run_again(self, request, queryset):
         for job in queryset:
             again, created = jobs.job_enqueue(kind=job.kind, llm=job.llm, arguments=job.arguments)

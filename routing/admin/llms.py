@@ -27,7 +27,10 @@ class LLMAdmin(RegistryLLMAdmin):
                 messages.INFO,
             )
 
-    @admin.action(description="Profile now (routable without a refit)")
+    def has_profile_permission(self, request):
+        return request.user.has_perms(["registry.change_llm", "routing.add_job"])
+
+    @admin.action(description="Profile now (routable without a refit)", permissions=["profile"])
     def profile_now(self, request, queryset):
         for llm in queryset:
             job, created = llm_profile_enqueue(llm=llm)

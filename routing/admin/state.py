@@ -80,7 +80,18 @@ class RoutingStateAdmin(ReadOnlyAdmin):
     def centroid_count(self, state):
         return StateCentroid.objects.filter(state=state).count() or "—"
 
-    @admin.action(description="Refit routing state (same data, strategy and parameters; activates when done)")
+    # The admin shows states read-only (has_change_permission is False for everyone), so the actions
+    # check the Django permissions themselves.
+    def has_refit_permission(self, request):
+        return request.user.has_perms(["routing.add_job", "routing.add_routingstate"])
+
+    def has_activate_permission(self, request):
+        return request.user.has_perm("routing.change_routingstate")
+
+    @admin.action(
+        description="Refit routing state (same data, strategy and parameters; activates when done)",
+        permissions=["refit"],
+    )
     def refit(self, request, queryset):
         for state in queryset:
             job, created = jobs.routing_state_refit_enqueue(
@@ -91,7 +102,9 @@ class RoutingStateAdmin(ReadOnlyAdmin):
                 request, format_html("Refit of v{}: job #{} {}.", state.version, job.id, note), messages.SUCCESS
             )
 
-    @admin.action(description="Activate the selected state (all processes switch within a second)")
+    @admin.action(
+        description="Activate the selected state (all processes switch within a second)", permissions=["activate"]
+    )
     def activate(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one routing state to activate.", messages.ERROR)

@@ -55,7 +55,7 @@ class TenantAdmin(admin.ModelAdmin):
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
     inlines = (ApiKeyInline,)
-    actions = ("issue_api_key",)
+    actions = ("issue_api_key", "deactivate")
     fieldsets = (
         (None, {"fields": ("name", "is_active")}),
         ("Budget", {"fields": ("budget_usd", "budget_period", "when_budget_spent")}),
@@ -80,8 +80,15 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="spent this period (USD)")
     def spent_this_period(self, tenant):
         start, _ = period_bounds(tenant.budget_period, timezone.now())
-        period = BudgetPeriod.objects.filter(tenant=tenant, starts_at=start).first()
+        period = BudgetPeriod.objects.filter(tenant=tenant, period=tenant.budget_period, starts_at=start).first()
         return "0" if period is None else f"{period.spent_usd.normalize():f} / {period.limit_usd.normalize():f}"
+
+    def has_delete_permission(self, request, obj=None):
+        # A tenant that has routed keeps its decisions (billing history): deactivate it instead. The
+        # database refuses too (Decision.tenant is PROTECT); this only hides the button.
+        if obj is not None and obj.decisions.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -92,7 +99,17 @@ class TenantAdmin(admin.ModelAdmin):
         _show_key_once(request, tenancy.api_key_create(tenant=obj, name="created with the tenant"))
         return super().response_add(request, obj, post_url_continue)
 
-    @admin.action(description="Create a new API key (shown once)")
+    def has_issue_api_key_permission(self, request):
+        return request.user.has_perm("routing.add_apikey")
+
+    @admin.action(
+        description="Deactivate selected tenants (their keys stop working; history is kept)", permissions=["change"]
+    )
+    def deactivate(self, request, queryset):
+        changed = tenancy.tenants_deactivate(tenants=queryset)
+        self.message_user(request, f"{changed} tenant(s) deactivated.", messages.SUCCESS)
+
+    @admin.action(description="Create a new API key (shown once)", permissions=["issue_api_key"])
     def issue_api_key(self, request, queryset):
         for tenant in queryset:
             _show_key_once(
@@ -124,7 +141,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if secret:
             _show_key_once(request, tenancy.IssuedKey(api_key=obj, secret=secret))
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
         revoked = tenancy.api_keys_revoke(keys=queryset)
         self.message_user(request, f"{revoked} API key(s) revoked.", messages.SUCCESS)

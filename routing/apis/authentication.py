@@ -1,10 +1,16 @@
-"""``Authorization: Bearer <key>`` for tenants; staff use the admin's session (or HTTP Basic)."""
+"""``Authorization: Bearer <key>`` for tenants; staff use the admin's session (no HTTP Basic).
+
+An address that sends too many unknown or revoked keys (``ROUTERHUB_THROTTLE_FAILED_AUTH``) gets
+429 with ``Retry-After`` for every key it sends until the window ends, valid ones included: a
+different answer for a valid key would tell a guesser it had found one.
+"""
 
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from routing.apis.throttling import client_address, failed_authentication_window
 from routing.models import ApiKey, Tenant
 from routing.selectors.tenancy import api_key_authenticate
 
@@ -32,14 +38,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None  # not ours: let session / basic authentication try
+        address = client_address(request)
+        failures = failed_authentication_window()
+        wait = failures.exceeded(address)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail="Too many failed authentications from this address.")
         if len(header) != 2:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <API key>'.")
         try:
             secret = header[1].decode("ascii")
         except UnicodeDecodeError:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("The API key contains invalid characters.") from None
         api_key = api_key_authenticate(secret=secret)
         if api_key is None:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return TenantUser(api_key), api_key
 

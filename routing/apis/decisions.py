@@ -6,10 +6,12 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from registry.models import LLM_NAME_MAX_LENGTH
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, IsTenant, errors
 from routing.apis.serializers import (
@@ -26,11 +28,16 @@ from routing.apis.serializers import (
 )
 from routing.models import Decision
 from routing.prompt_text import route_input
+from routing.selection import MAX_LAMBDA
 from routing.selectors.decisions import decision_get
 from routing.services.decisions import route_create
 from routing.services.feedback import Feedback, decision_feedback
 from routing.services.scoring import RouteRequest
 from routing.strategies import STRATEGIES
+
+# Bounds of feedback numbers: far above any real call, within what the columns hold (a 4-byte integer).
+MAX_FEEDBACK_TOKENS = 1_000_000_000
+MAX_FEEDBACK_LATENCY_MS = 86_400_000.0  # one day
 
 
 class RouteCreateApi(ApiBase):
@@ -52,7 +59,7 @@ class RouteCreateApi(ApiBase):
             help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
         )
         models = serializers.ListField(
-            child=StrictCharField(max_length=100),
+            child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
             required=False,
             allow_empty=False,
             max_length=500,
@@ -61,7 +68,9 @@ class RouteCreateApi(ApiBase):
         locals()["lambda"] = StrictFloatField(
             required=False,
             min_value=0,
-            help_text="Cost weight λ ≥ 0 in argmin loss + λ·cost (USD). Omit to pace λ to the budget.",
+            max_value=MAX_LAMBDA,
+            help_text=f"Cost weight λ in argmin loss + λ·cost (USD), from 0 to {MAX_LAMBDA:g}: at that weight the "
+            "smallest cost difference budgets count outweighs any quality difference. Omit to pace λ to the budget.",
         )
         quality_target = StrictFloatField(
             required=False,
@@ -79,6 +88,11 @@ class RouteCreateApi(ApiBase):
             required=False,
             help_text="Route with the newest state fitted with this strategy (default: the active state).",
         )
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Counted before each message is validated: a body of 30,000 tiny messages is refused at once.
+            self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES
 
         def validate_prompt(self, value):
             if not value.strip():
@@ -163,13 +177,30 @@ class RouteCreateApi(ApiBase):
         return response
 
 
-class FeedbackStateSerializer(serializers.Serializer):
+class FeedbackEntrySerializer(serializers.Serializer):
+    received_at = serializers.DateTimeField()
     actual_cost_usd = serializers.FloatField(allow_null=True)
     input_tokens = serializers.IntegerField(allow_null=True)
     output_tokens = serializers.IntegerField(allow_null=True)
     latency_ms = serializers.FloatField(allow_null=True)
     quality_score = serializers.FloatField(allow_null=True)
+    counted_usd = serializers.FloatField(help_text="What the decision counted once this feedback was applied.")
+
+
+class FeedbackStateSerializer(serializers.Serializer):
+    actual_cost_usd = serializers.FloatField(allow_null=True)
+    reported_cost_usd = serializers.FloatField(
+        allow_null=True,
+        help_text="The cost the feedback implies: actual_cost_usd, or the LLM's prices × the reported tokens.",
+    )
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.FloatField(allow_null=True)
+    quality_score = serializers.FloatField(allow_null=True)
     received_at = serializers.DateTimeField(source="feedback_at")
+    history = FeedbackEntrySerializer(
+        source="feedback_history.all", many=True, help_text="Every feedback received, oldest first, as sent."
+    )
 
 
 class DecisionOutputSerializer(serializers.Serializer):
@@ -189,7 +220,8 @@ class DecisionOutputSerializer(serializers.Serializer):
     cluster = serializers.IntegerField(allow_null=True)
     alternatives = AlternativeSerializer(many=True)
     counted_usd = serializers.SerializerMethodField(
-        help_text="What this decision counts in the budget now: its reservation (corrected by feedback) plus any overage."
+        help_text="What this decision counts in the budget now: its estimate, or the reported cost (never below "
+        "what the counted prompt tokens cost), within the limit plus any overage."
     )
     feedback = serializers.SerializerMethodField(help_text="What the client reported after its call; null until then.")
 
@@ -202,6 +234,7 @@ class DecisionOutputSerializer(serializers.Serializer):
 
 
 class DecisionDetailApi(ApiBase):
+    staff_permissions = {"GET": ("routing.view_decision",)}
     OutputSerializer = DecisionOutputSerializer
 
     @extend_schema(
@@ -214,25 +247,49 @@ class DecisionDetailApi(ApiBase):
         return Response(self.OutputSerializer(decision).data)
 
 
+class FeedbackOutputSerializer(DecisionOutputSerializer):
+    notes = serializers.SerializerMethodField(
+        help_text="What was recorded differently from what was sent, and why (e.g. a cost below the prompt's)."
+    )
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_notes(self, decision):
+        return self.context.get("notes", [])
+
+
 class DecisionFeedbackApi(ApiBase):
+    staff_permissions = {"POST": ("routing.change_decision",)}
+
     @extend_schema_serializer(component_name="Feedback")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         actual_cost_usd = StrictFloatField(
-            required=False, min_value=0, help_text="What the call cost (USD). Replaces the estimate in the budget."
+            required=False,
+            min_value=0,
+            help_text="What the call cost (USD), at most ROUTERHUB_FEEDBACK_MAX_COST_USD. Replaces the estimate in "
+            "the budget, but never below what the prompt tokens routerhub counted cost at the LLM's prices.",
         )
-        input_tokens = StrictIntegerField(required=False, min_value=0)
+        input_tokens = StrictIntegerField(required=False, min_value=0, max_value=MAX_FEEDBACK_TOKENS)
         output_tokens = StrictIntegerField(
             required=False,
             min_value=0,
+            max_value=MAX_FEEDBACK_TOKENS,
             help_text="Without actual_cost_usd, the cost is recomputed from the LLM's prices and these tokens.",
         )
-        latency_ms = StrictFloatField(required=False, min_value=0)
+        latency_ms = StrictFloatField(required=False, min_value=0, max_value=MAX_FEEDBACK_LATENCY_MS)
         quality_score = StrictFloatField(
             required=False,
             min_value=0,
             max_value=1,
-            help_text="How good the answer was, 0–1. Stored as an outcome that later refits may use.",
+            help_text="How good the answer was, 0–1. Stored as an outcome that later refits may use; "
+            "a changed score keeps the earlier one in feedback.history.",
         )
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.fields["actual_cost_usd"].max_value = settings.ROUTERHUB_FEEDBACK_MAX_COST_USD
+            self.fields["actual_cost_usd"].validators.append(
+                MaxValueValidator(settings.ROUTERHUB_FEEDBACK_MAX_COST_USD)
+            )
 
         def validate(self, data):
             if not data:
@@ -244,9 +301,10 @@ class DecisionFeedbackApi(ApiBase):
     @extend_schema(
         operation_id="route_feedback",
         summary="Report what the routed call cost and how good it was",
-        description="Idempotent: sending the same feedback again changes nothing; a later feedback fills in or corrects fields.",
+        description="Idempotent: sending the same feedback again changes nothing; a later feedback fills in or "
+        "corrects fields, and every feedback is kept in feedback.history.",
         request=InputSerializer,
-        responses={200: DecisionOutputSerializer, **errors(400, 401, 404)},
+        responses={200: FeedbackOutputSerializer, **errors(400, 401, 404)},
     )
     def post(self, request, decision_id):
         serializer = self.InputSerializer(data=request.data)
@@ -255,5 +313,5 @@ class DecisionFeedbackApi(ApiBase):
         decision = decision_get(decision_id=decision_id, tenant=tenant_of(request))
         if "actual_cost_usd" in data:
             data["actual_cost_usd"] = Decimal(str(data["actual_cost_usd"]))
-        decision = decision_feedback(decision=decision, feedback=Feedback(**data))
-        return Response(DecisionOutputSerializer(decision).data)
+        result = decision_feedback(decision=decision, feedback=Feedback(**data), api_key=request.auth)
+        return Response(FeedbackOutputSerializer(result.decision, context={"notes": result.notes}).data)

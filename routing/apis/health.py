@@ -1,4 +1,5 @@
-"""/api/v1/health: database, routing state and broker."""
+"""/api/v1/health: the service's status for anyone (load balancers); database, routing state and broker
+details for staff only — error texts name hosts, users and versions an outsider has no business seeing."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import permissions, serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from routing.apis.base import JsonApiView
 from routing.selectors.routers import active_router
 
 
-class HealthApi(APIView):
-    authentication_classes = []
+class HealthApi(JsonApiView):
+    # The admin's session tells staff apart; anyone else (API keys included) gets the status only.
+    authentication_classes = [SessionAuthentication]
     permission_classes = [permissions.AllowAny]
 
     @extend_schema_serializer(component_name="Health")
@@ -22,13 +25,14 @@ class HealthApi(APIView):
             choices=["ok", "degraded", "unavailable"],
             help_text="unavailable: routing fails (503); degraded: routing works, background jobs do not.",
         )
-        database = serializers.DictField()
-        routing_state = serializers.DictField()
-        broker = serializers.DictField()
+        database = serializers.DictField(required=False, help_text="Staff only.")
+        routing_state = serializers.DictField(required=False, help_text="Staff only.")
+        broker = serializers.DictField(required=False, help_text="Staff only.")
 
     @extend_schema(
         operation_id="health_retrieve",
-        summary="Database, routing state and broker",
+        summary="Service status (details for staff)",
+        description="Anyone gets `status`; a staff session also gets the database, routing state and broker checks.",
         responses={200: OutputSerializer, 503: OutputSerializer},
     )
     def get(self, request):
@@ -37,10 +41,11 @@ class HealthApi(APIView):
             overall = "unavailable"
         else:
             overall = "ok" if broker["ok"] else "degraded"
+        body = {"status": overall}
+        if request.user and request.user.is_staff:
+            body.update(database=database, routing_state=routing_state, broker=broker)
         return Response(
-            self.OutputSerializer(
-                {"status": overall, "database": database, "routing_state": routing_state, "broker": broker}
-            ).data,
+            self.OutputSerializer(body).data,
             status=status.HTTP_503_SERVICE_UNAVAILABLE if overall == "unavailable" else status.HTTP_200_OK,
         )
 

@@ -1,6 +1,6 @@
 """/api/v1/jobs — the staff API for background jobs: list, inspect, and queue profiling or refits.
 
-Staff only (the admin's session or HTTP Basic). Queueing goes through ``routing.services.jobs``: the task is
+Staff only (the admin's session), with the Django permissions view_job (read) and add_job (queue). Queueing goes through ``routing.services.jobs``: the task is
 sent after the transaction commits, and asking for a job already queued or running returns that job
 (``created`` false) instead of doing the work twice.
 """
@@ -22,7 +22,7 @@ from routing.strategies import STRATEGIES
 
 
 class JobSerializer(serializers.ModelSerializer):
-    llm = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    llm = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     state_version = serializers.IntegerField(source="state.version", read_only=True, allow_null=True, default=None)
 
     class Meta:
@@ -47,6 +47,8 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobListApi(StaffApi):
+    staff_permissions = {"GET": ("routing.view_job",)}
+
     class FilterSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
         status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
@@ -73,6 +75,8 @@ class JobListApi(StaffApi):
 
 
 class JobCreateApi(StaffApi):
+    staff_permissions = {"POST": ("routing.add_job",)}
+
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.choices)
         llm = StrictCharField(required=False, help_text="profile_llm: the LLM's name.")
@@ -148,8 +152,12 @@ class JobCreateApi(StaffApi):
 class JobCollectionApi(JobListApi, JobCreateApi):
     """GET lists jobs, POST queues one: two use-cases on one URL."""
 
+    staff_permissions = {**JobListApi.staff_permissions, **JobCreateApi.staff_permissions}
+
 
 class JobDetailApi(StaffApi):
+    staff_permissions = {"GET": ("routing.view_job",)}
+
     @extend_schema(
         operation_id="jobs_retrieve",
         summary="One background job and its progress (staff)",

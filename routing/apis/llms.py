@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from registry.models import LLM
+from registry.models import LLM, LLM_NAME_MAX_LENGTH
 from registry.services import llm_register, llm_update
 from routing.apis.authentication import tenant_of
-from routing.apis.base import ApiBase, errors
+from routing.apis.base import ApiBase, HasStaffPermissions, errors
 from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
 from routing.selectors.routers import active_router
@@ -18,6 +19,8 @@ from routing.services.jobs import job_enqueue
 
 
 class LlmListApi(ApiBase):
+    staff_permissions = {"GET": ("registry.view_llm",)}
+
     @extend_schema_serializer(component_name="RoutableLlmList")
     class OutputSerializer(serializers.Serializer):
         class RoutableLlmSerializer(serializers.Serializer):
@@ -85,9 +88,9 @@ class LlmSerializer(serializers.ModelSerializer):
 
 
 class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    # Validation of values (URL-safe name, non-negative prices, unique name) is the model's, run by
+    # Validation of values (the LLM name rule, non-negative prices, unique name) is the model's, run by
     # the registry services; here only the JSON types are checked.
-    name = StrictCharField(max_length=100)
+    name = StrictCharField(max_length=LLM_NAME_MAX_LENGTH, trim_whitespace=False)
     provider = StrictCharField(required=False, allow_blank=True, max_length=100)
     api_base = StrictCharField(required=False, allow_blank=True, max_length=200)
     api_model = StrictCharField(required=False, allow_blank=True, max_length=200)
@@ -102,7 +105,9 @@ class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 
 class LlmCreateApi(ApiBase):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [HasStaffPermissions]
+    # Registering queues the LLM's profiling job.
+    staff_permissions = {"POST": ("registry.add_llm", "routing.add_job")}
     InputSerializer = LlmInputSerializer
 
     @extend_schema_serializer(component_name="RegisteredLlm")
@@ -110,33 +115,47 @@ class LlmCreateApi(ApiBase):
         profiling_job = serializers.SerializerMethodField(
             help_text="The job that profiles the LLM (see /api/v1/jobs/{id})."
         )
+        profiling_job_status = serializers.SerializerMethodField(
+            help_text="queued: handed to the workers. pending (HTTP 202): the broker could not be reached; the job "
+            "is sent by a periodic sweep once it answers."
+        )
 
         class Meta(LlmSerializer.Meta):
-            fields = [*LlmSerializer.Meta.fields, "profiling_job"]
+            fields = [*LlmSerializer.Meta.fields, "profiling_job", "profiling_job_status"]
 
         def get_profiling_job(self, llm) -> int:
             return self.context["profiling_job"].id
 
+        def get_profiling_job_status(self, llm) -> str:
+            return self.context["profiling_job"].status
+
     @extend_schema(
         operation_id="llms_create",
         summary="Register an LLM (staff)",
-        description="Registers the LLM and queues its profiling on the active routing state's validation prompts; it becomes routable once profiled.",
+        description="Registers the LLM and queues its profiling on the active routing state's validation prompts; "
+        "it becomes routable once profiled. 201: the profiling job is with the workers; 202: the LLM is registered "
+        "but the broker could not be reached, so its profiling job is pending and a periodic sweep sends it later.",
         request=LlmInputSerializer,
-        responses={201: OutputSerializer, **errors(400, 401, 403)},
+        responses={201: OutputSerializer, 202: OutputSerializer, **errors(400, 401, 403)},
     )
     def post(self, request):
         # LlmCreateApi.… rather than self.…: LlmCollectionApi inherits from two use-cases
         serializer = LlmCreateApi.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        llm = llm_register(**serializer.validated_data)
-        job, _ = job_enqueue(kind=Job.Kind.PROFILE_LLM, llm=llm)  # sent to the worker after commit
+        with transaction.atomic():
+            llm = llm_register(**serializer.validated_data)
+            job, _ = job_enqueue(kind=Job.Kind.PROFILE_LLM, llm=llm)  # sent to the broker after commit
+        job.refresh_from_db()  # pending unless the broker took the task
         return Response(
-            LlmCreateApi.OutputSerializer(llm, context={"profiling_job": job}).data, status=status.HTTP_201_CREATED
+            LlmCreateApi.OutputSerializer(llm, context={"profiling_job": job}).data,
+            status=status.HTTP_202_ACCEPTED if job.status == Job.Status.PENDING else status.HTTP_201_CREATED,
         )
 
 
 class LlmCollectionApi(LlmListApi, LlmCreateApi):
     """GET lists (tenants and staff), POST registers (staff): two use-cases on one URL."""
+
+    staff_permissions = {**LlmListApi.staff_permissions, **LlmCreateApi.staff_permissions}
 
     def get_permissions(self):
         use_case = LlmCreateApi if self.request.method == "POST" else LlmListApi
@@ -144,7 +163,8 @@ class LlmCollectionApi(LlmListApi, LlmCreateApi):
 
 
 class LlmUpdateApi(ApiBase):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [HasStaffPermissions]
+    staff_permissions = {"PATCH": ("registry.change_llm",)}
 
     @extend_schema_serializer(component_name="LlmUpdate")
     class InputSerializer(LlmInputSerializer):

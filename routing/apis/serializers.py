@@ -7,6 +7,7 @@ read ``"lambda": "0.5"`` or ``"prompt": 42`` happily, and a client bug would rou
 from __future__ import annotations
 
 import math
+import re
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
@@ -72,13 +73,27 @@ class MessageContentField(serializers.Field):
 
     def to_internal_value(self, data):
         if data is None or isinstance(data, str):
+            _check_storable(data)
             return data
         if isinstance(data, list) and all(isinstance(part, dict) for part in data):
             for part in data:
                 if part.get("type", "text") == "text" and not isinstance(part.get("text"), str):
                     raise serializers.ValidationError("A text part needs a string 'text'.")
+                _check_storable(part.get("text"))
             return data
         self.fail("invalid")
+
+
+# NUL, or a UTF-16 surrogate code point (only ever "lone" in a str: paired ones decode to one character).
+# PostgreSQL cannot store the first, UTF-8 cannot encode the second.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(text: str | None) -> None:
+    """The JSON parser refuses these already (routing/apis/parsers.py); checked again here so the
+    field is safe whatever parsed the request."""
+    if isinstance(text, str) and UNSTORABLE.search(text):
+        raise serializers.ValidationError("Text must not contain NUL characters or lone surrogates.")
 
     def to_representation(self, value):
         return value

@@ -19,11 +19,18 @@ from routing.services.budgets import budget_period_current
 
 class UsageRowSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
-    spent_usd = serializers.FloatField(
-        help_text="Reservations (actual costs where feedback reported them) plus overage."
+    estimated_usd = serializers.FloatField(help_text="What routing estimated (and reserved) for the requests.")
+    reported_usd = serializers.FloatField(
+        help_text="What feedback reported the calls cost, over the requests whose feedback reported a cost "
+        "(with_reported_cost)."
     )
-    estimated_usd = serializers.FloatField()
+    recorded_usd = serializers.FloatField(
+        help_text="What the budget counts: the estimate, or the reported cost but never below what the counted "
+        "prompt tokens cost; overage included."
+    )
+    spent_usd = serializers.FloatField(help_text="The same as recorded_usd (its earlier name).")
     with_feedback = serializers.IntegerField()
+    with_reported_cost = serializers.IntegerField()
     mean_quality_score = serializers.FloatField(allow_null=True)
 
 
@@ -36,6 +43,8 @@ class UsageLlmRowSerializer(UsageRowSerializer):
 
 
 class UsageSummaryApi(ApiBase):
+    staff_permissions = {"GET": ("routing.view_decision",)}
+
     class FilterSerializer(serializers.Serializer):
         since = serializers.DateField(
             required=False, help_text="First UTC day (default: the start of the current budget period)."

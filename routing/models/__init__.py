@@ -1,4 +1,5 @@
 from routing.models.decisions import Decision
+from routing.models.feedback import DecisionFeedback
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
 from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant, TenantMembership
@@ -8,6 +9,7 @@ __all__ = [
     "ApiKey",
     "BudgetPeriod",
     "Decision",
+    "DecisionFeedback",
     "Job",
     "LLMProfile",
     "RejectionDay",

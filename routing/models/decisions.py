@@ -24,7 +24,8 @@ class DecisionLambdaReason(models.TextChoices):
 class Decision(models.Model):
     LambdaReason = DecisionLambdaReason
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="decisions")
+    # PROTECT: decisions are the tenant's billing history; a tenant that has routed is deactivated, not deleted.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="decisions")
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="decisions")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     routed_text = models.TextField(help_text="The text routed on (last user turn plus bounded context).")
@@ -47,8 +48,15 @@ class Decision(models.Model):
     )
     alternatives = models.JSONField(default=list, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
-    # Filled by feedback:
+    # Filled by feedback (the latest value of each field; every feedback is kept in DecisionFeedback):
     actual_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    reported_cost_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="What feedback says the call cost: actual_cost_usd, or the LLM's prices × the reported tokens.",
+    )
     quality_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)

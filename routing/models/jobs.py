@@ -17,6 +17,9 @@ class JobKind(models.TextChoices):
 
 
 class JobStatus(models.TextChoices):
+    # Created, but its task is not with the broker yet (the broker was unreachable): the periodic
+    # sweep (routing.resend_pending_jobs) sends it once the broker answers again.
+    PENDING = "pending", "pending (not sent to the broker yet)"
     QUEUED = "queued", "queued"
     RUNNING = "running", "running"
     SUCCEEDED = "succeeded", "succeeded"
@@ -26,7 +29,7 @@ class JobStatus(models.TextChoices):
 class Job(models.Model):
     Kind = JobKind
     Status = JobStatus
-    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    ACTIVE_STATUSES = (Status.PENDING, Status.QUEUED, Status.RUNNING)
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     llm = models.ForeignKey(LLM, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs")
@@ -56,11 +59,11 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            # One queued or running job per kind and LLM (and one refit at a time): enqueueing twice
+            # One pending, queued or running job per kind and LLM (and one refit at a time): enqueueing twice
             # returns the job already on its way instead of doing the work twice.
             models.UniqueConstraint(
                 fields=["kind", "llm"],
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=["pending", "queued", "running"]),
                 nulls_distinct=False,
                 name="%(app_label)s_%(class)s_unique_active_kind_llm",
             ),

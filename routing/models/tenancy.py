@@ -9,6 +9,7 @@ from django.db.models import Q
 
 from registry.models import LLM
 from routerhub.model_constraints import valid_choice
+from routing.selection import MAX_LAMBDA
 
 
 class TenantPeriod(models.TextChoices):
@@ -35,8 +36,8 @@ class Tenant(models.Model):
     default_lambda = models.FloatField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(0)],
-        help_text="Cost weight λ when a request gives none; empty: budget pacing.",
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_LAMBDA)],
+        help_text=f"Cost weight λ (0 to {MAX_LAMBDA:g}) when a request gives none; empty: budget pacing.",
     )
     default_quality_target = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)]
@@ -88,6 +89,9 @@ class BudgetPeriod(models.Model):
     """Spend of one tenant in one budget period; reserved atomically at decision time."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="budget_periods")
+    # The kind of period this row budgets. A tenant that switches from monthly to daily budgets gets
+    # a day row, never the month row that happens to start at the same instant.
+    period = models.CharField(max_length=10, choices=TenantPeriod.choices)
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     # 10 decimal places: one short prompt to a cheap LLM costs ~1e-6 USD, and a reservation is
@@ -101,11 +105,20 @@ class BudgetPeriod(models.Model):
     rejected_requests = models.PositiveIntegerField(
         default=0, help_text="Route requests refused because the budget was spent."
     )
+    # Exponentially smoothed rates of accepted requests (per second) and of their estimated spend
+    # (USD per second) as of rates_at, updated by every reservation (routing/pacing.py): what budget
+    # pacing projects from, so one burst moves them only as much as its share of the smoothing window.
+    request_rate = models.FloatField(default=0)
+    spend_rate = models.FloatField(default=0)
+    rates_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["tenant", "-starts_at"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "starts_at"], name="%(app_label)s_%(class)s_unique_tenant_start"),
+            models.UniqueConstraint(
+                fields=["tenant", "period", "starts_at"], name="%(app_label)s_%(class)s_unique_tenant_period_start"
+            ),
+            valid_choice("period", TenantPeriod),
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_spent_within_limit", condition=Q(spent_usd__lte=models.F("limit_usd"))
             ),
@@ -113,7 +126,7 @@ class BudgetPeriod(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tenant} {self.starts_at:%Y-%m-%d}: {self.spent_usd}/{self.limit_usd}"
+        return f"{self.tenant} {self.period} {self.starts_at:%Y-%m-%d}: {self.spent_usd}/{self.limit_usd}"
 
 
 class TenantMembership(models.Model):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
+
 from routing.models import BudgetPeriod, Tenant
 from routing.selectors.usage import usage_grouped
 
@@ -44,6 +46,15 @@ class BudgetStatus:
     def remaining_usd(self) -> Decimal:
         return max(self.limit_usd - self.spent_usd, Decimal(0))
 
+    @property
+    def seconds(self) -> float:
+        return (self.ends_at - self.starts_at).total_seconds()
+
+    @property
+    def smoothing_seconds(self) -> float:
+        """τ of the period's smoothed request and spend rates (routing/pacing.py)."""
+        return self.seconds * settings.ROUTERHUB_PACING_SMOOTHING
+
     def with_amounts(self, row) -> BudgetStatus:
         """This status with the amounts of a ``(limit_usd, spent_usd, overage_usd)`` row."""
         limit_usd, spent_usd, overage_usd = row
@@ -55,7 +66,7 @@ class BudgetStatus:
 def status_of(period: BudgetPeriod, tenant: Tenant) -> BudgetStatus:
     return BudgetStatus(
         tenant=tenant.name,
-        period=tenant.budget_period,
+        period=period.period,
         period_id=period.id,
         starts_at=period.starts_at,
         ends_at=period.ends_at,
@@ -70,6 +81,25 @@ def refreshed(status: BudgetStatus) -> BudgetStatus:
     """``status`` with its period's current amounts."""
     row = BudgetPeriod.objects.filter(id=status.period_id).values_list("limit_usd", "spent_usd", "overage_usd").get()
     return status.with_amounts(row)
+
+
+@dataclass(frozen=True)
+class PeriodRates:
+    """A period's smoothed rates as last updated (routing/pacing.py decays them to any later time)."""
+
+    request_rate: float  # accepted requests per second
+    spend_rate: float  # estimated USD per second
+    rates_at: datetime | None
+
+
+def pacing_state(status: BudgetStatus) -> tuple[BudgetStatus, PeriodRates]:
+    """``status`` with its period's current amounts, and the period's smoothed rates (one query)."""
+    row = (
+        BudgetPeriod.objects.filter(id=status.period_id)
+        .values_list("limit_usd", "spent_usd", "overage_usd", "request_rate", "spend_rate", "rates_at")
+        .get()
+    )
+    return status.with_amounts(row[:3]), PeriodRates(*row[3:])
 
 
 # --- pacing, for the dashboard ----------------------------------------------------------------------
@@ -108,10 +138,11 @@ def budget_paces(*, tenant: Tenant | None, now: datetime) -> list[BudgetPace]:
     of tenants."""
     tenants = list(Tenant.objects.filter(is_active=True) if tenant is None else Tenant.objects.filter(id=tenant.id))
     bounds = {t.id: period_bounds(t.budget_period, now) for t in tenants}
+    kinds = {t.id: t.budget_period for t in tenants}
     periods = {
         p.tenant_id: p
         for p in BudgetPeriod.objects.filter(tenant__in=tenants, starts_at__lte=now, ends_at__gt=now)
-        if p.starts_at == bounds[p.tenant_id][0]
+        if (p.period, p.starts_at) == (kinds[p.tenant_id], bounds[p.tenant_id][0])
     }
     today = now.astimezone(UTC).date()
     earliest = min((start.date() for start, _ in bounds.values()), default=today)

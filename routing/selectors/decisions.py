@@ -38,7 +38,7 @@ LIST_FIELDS = (
     "cluster",
     "feedback_at",
     "quality_score",
-    "actual_cost_usd",
+    "reported_cost_usd",
 )
 
 

@@ -26,8 +26,10 @@ class Usage:
 def usage_summary(*, tenant: Tenant | None, since: date, until: date) -> Usage:
     """Requests and spend between two UTC dates (inclusive); ``tenant=None`` sums every tenant (staff).
 
-    "Spend" is what each decision counts now: its reservation (the estimate, or the actual cost once
-    feedback reported it) plus any overage.
+    Three views of spend: *estimated* (what routing reserved for each decision), *reported* (the cost
+    feedback stated, for the decisions whose feedback stated one) and *recorded* (what each decision
+    counts in its budget now: the estimate, or the reported cost but never below its prompt tokens'
+    cost, including overage). ``spent_usd`` is the recorded spend, under its earlier name.
     """
     start = datetime.combine(since, time.min, tzinfo=UTC)
     end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
@@ -38,7 +40,10 @@ def usage_summary(*, tenant: Tenant | None, since: date, until: date) -> Usage:
     aggregates = {
         "requests": Count("id"),
         "spent_usd": Coalesce(Sum(spend), ZERO),
+        "recorded_usd": Coalesce(Sum(spend), ZERO),
         "estimated_usd": Coalesce(Sum("estimated_cost_usd"), ZERO),
+        "reported_usd": Coalesce(Sum("reported_cost_usd"), ZERO),
+        "with_reported_cost": Count("reported_cost_usd"),
         "with_feedback": Count("feedback_at"),
         "mean_quality_score": Avg("quality_score"),
     }

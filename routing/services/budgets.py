@@ -36,10 +36,13 @@ def usd(amount: float | Decimal) -> Decimal:
 
 
 def budget_period_current(*, tenant: Tenant, now: datetime | None = None) -> BudgetPeriod:
-    """The tenant's open budget period, created on first use with the tenant's budget as limit."""
+    """The tenant's open budget period of its current kind (day, week, month), created on first use
+    with the tenant's budget as limit. A tenant whose period kind changed gets a period of the new
+    kind with its own calendar bounds; spend counted under the old kind stays in the old row."""
     starts_at, ends_at = period_bounds(tenant.budget_period, now or timezone.now())
     period, _ = BudgetPeriod.objects.get_or_create(
         tenant=tenant,
+        period=tenant.budget_period,
         starts_at=starts_at,
         defaults={"ends_at": ends_at, "limit_usd": tenant.budget_usd},
     )
@@ -71,17 +74,34 @@ def budget_status_current(*, tenant: Tenant) -> BudgetStatus:
     )
 
 
+# The smoothed rates of routing/pacing.py (smoothed_add), updated in the same statement as the spend:
+# decay to now and add the event, or — an event stamped before the last update, from another
+# process — add it decayed. Exponents are capped because PostgreSQL's exp() raises on underflow.
+_SMOOTHED_ADD_SQL = (
+    "{rate} * exp(-least(greatest(extract(epoch FROM %(now)s - coalesce(rates_at, %(now)s)), 0) / %(tau)s, 700))"
+    " + {amount} * exp(-least(greatest(extract(epoch FROM coalesce(rates_at, %(now)s) - %(now)s), 0) / %(tau)s, 700))"
+    " / %(tau)s"
+)
+_RESERVE_SQL = (
+    "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %(amount)s, requests = requests + 1, "
+    f"request_rate = {_SMOOTHED_ADD_SQL.format(rate='request_rate', amount='1')}, "
+    f"spend_rate = {_SMOOTHED_ADD_SQL.format(rate='spend_rate', amount='%(amount)s::float8')}, "
+    "rates_at = greatest(coalesce(rates_at, %(now)s), %(now)s) "
+    "WHERE id = %(period)s AND spent_usd + %(amount)s <= limit_usd RETURNING limit_usd, spent_usd, overage_usd"
+)
+
+
 def reserve(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus | None:
     """Add ``amount`` to the period's spend if it still fits under the limit; the new status, or None.
 
+    Also counts the request and its cost in the period's smoothed rates, which pacing reads.
     Must run inside the transaction that writes the decision, so a failed write releases it.
     """
     assert connection.in_atomic_block, "reserve() must run in the decision's transaction"
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %s, requests = requests + 1 "
-            "WHERE id = %s AND spent_usd + %s <= limit_usd RETURNING limit_usd, spent_usd, overage_usd",
-            [amount, status.period_id, amount],
+            _RESERVE_SQL,
+            {"amount": amount, "period": status.period_id, "now": timezone.now(), "tau": status.smoothing_seconds},
         )
         row = cursor.fetchone()
     return None if row is None else status.with_amounts(row)

@@ -23,7 +23,14 @@ from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
-from routing.services.scoring import Reason, RouteRequest, Scoring, ranked_alternatives, score
+from routing.services.scoring import (
+    Reason,
+    RouteRequest,
+    Scoring,
+    quality_target_note,
+    ranked_alternatives,
+    score,
+)
 
 
 @dataclass
@@ -41,7 +48,7 @@ class RouteResult:
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
-    embedding, cached = embed_cached(request.text)
+    embedding, cached = embed_cached(request.text, tenant_id=tenant.id)
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
@@ -51,6 +58,9 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
         scoring, choice, status, tenant=tenant, api_key=api_key, request=request
     )
     finished = time.perf_counter()
+    if decision.lambda_reason != Reason.BUDGET_EXHAUSTED:
+        target_note = quality_target_note(scoring, choice)
+        notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
     if router.llms[choice].uses_fallback:
         # Routoo-style predictors only score the LLMs they were trained on; say when they could not.
         notes = [

@@ -3,9 +3,10 @@
 Services for the tasks (start, progress, finish), the admin and the staff API (enqueue). The rules
 that make a task safe to deliver twice live here:
 
-- ``job_enqueue`` creates the row and sends the task only after the transaction commits, and
-  returns the job already queued or running for the same kind and LLM instead of a second one
-  (a database constraint backs this up).
+- ``job_enqueue`` creates the row (``pending``) and sends the task only after the transaction
+  commits (then ``queued``), and returns the job already on its way for the same kind and LLM
+  instead of a second one (a database constraint backs this up). When the broker cannot be reached
+  the job stays ``pending`` and ``jobs_resend`` (a periodic beat task) sends it later.
 - ``job_running`` holds a PostgreSQL advisory lock for the job while it runs, so two deliveries of
   one job (a retry racing a redelivery) never run side by side; the lock goes with the database
   session, so a worker killed with SIGKILL releases it.
@@ -23,6 +24,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from registry.models import LLM
@@ -55,13 +57,16 @@ class JobBusy(RuntimeError):
 def job_enqueue(*, kind: str, llm: LLM | None = None, arguments: dict | None = None) -> tuple[Job, bool]:
     """Queue a job and send its task once the surrounding transaction commits.
 
-    Returns ``(job, created)``. When a job of the same kind for the same LLM is already queued or
-    running, that job is returned (``created`` False) — and its task sent again if it went stale.
+    Returns ``(job, created)``. When a job of the same kind for the same LLM is already pending,
+    queued or running, that job is returned (``created`` False) — and its task sent again if it
+    was never sent or went stale.
     """
     with transaction.atomic():
         existing = _active_job(kind=kind, llm=llm, lock=True)
         if existing is not None:
-            if timezone.now() - existing.updated_at > STALE_AFTER:
+            # pending with an error: a send was tried and the broker was down; try again now
+            unsent = existing.status == Job.Status.PENDING and existing.error
+            if unsent or timezone.now() - existing.updated_at > STALE_AFTER:
                 logger.warning(
                     "job %s looks lost (untouched since %s): sending its task again", existing.id, existing.updated_at
                 )
@@ -71,7 +76,11 @@ def job_enqueue(*, kind: str, llm: LLM | None = None, arguments: dict | None = N
         try:
             with transaction.atomic():  # a savepoint: a concurrent enqueue may win the constraint
                 job = Job.objects.create(
-                    kind=kind, llm=llm, arguments=arguments or {}, celery_task_id=str(uuid.uuid4())
+                    kind=kind,
+                    llm=llm,
+                    arguments=arguments or {},
+                    status=Job.Status.PENDING,
+                    celery_task_id=str(uuid.uuid4()),
                 )
         except IntegrityError:
             return _active_job(kind=kind, llm=llm, lock=False), False
@@ -101,11 +110,15 @@ def _active_job(*, kind: str, llm: LLM | None, lock: bool) -> Job | None:
     return (jobs.select_for_update() if lock else jobs).first()
 
 
-def _send(job_id: int) -> None:
-    """Send the job's task. A broker that cannot be reached fails the job instead of the request."""
+def _send(job_id: int) -> bool:
+    """Send the job's task; True when the broker took it.
+
+    A pending job becomes queued. A broker that cannot be reached leaves the job pending, with the
+    reason, for ``jobs_resend`` to send later: neither the request nor the job fails for it.
+    """
     job = Job.objects.filter(id=job_id).first()
-    if job is None:
-        return
+    if job is None or job.status in FINISHED:
+        return False
     task = celery_app.tasks[TASK_NAME_OF_KIND[job.kind]]
     kwargs = {"job_id": job.id}
     if job.kind == Job.Kind.PROFILE_LLM:
@@ -117,8 +130,37 @@ def _send(job_id: int) -> None:
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
     except Exception as exc:  # kombu raises several types for an unreachable broker
-        logger.exception("could not send job %s to the broker", job.id)
-        job_fail(job=job, error=f"could not send the task to the broker: {exc}")
+        logger.warning("could not send job %s to the broker, it stays pending: %s", job.id, exc)
+        Job.objects.filter(id=job.id, status=Job.Status.PENDING).update(
+            error=f"not sent yet, the broker is unreachable ({type(exc).__name__}: {exc}); "
+            "it is sent again when the broker answers",
+            updated_at=timezone.now(),
+        )
+        return False
+    # Conditional: a worker may already have picked the task up and marked the job running.
+    Job.objects.filter(id=job.id, status=Job.Status.PENDING).update(
+        status=Job.Status.QUEUED, error="", updated_at=timezone.now()
+    )
+    return True
+
+
+def jobs_resend(*, pending_for: timedelta, stale_for: timedelta = STALE_AFTER) -> dict[str, list[int]]:
+    """Send again the tasks of jobs that are pending (never reached the broker) for ``pending_for``,
+    and of queued jobs untouched for ``stale_for`` (their message lost with a broker that restarted
+    without persistence). Run by the periodic ``routing.resend_pending_jobs`` task; safe to run
+    at any time, since a job's task is idempotent.
+    """
+    now = timezone.now()
+    due = Job.objects.filter(
+        Q(status=Job.Status.PENDING, updated_at__lt=now - pending_for)
+        | Q(status=Job.Status.QUEUED, updated_at__lt=now - stale_for)
+    ).order_by("created_at")
+    sent, failed = [], []
+    for job_id, status in due.values_list("id", "status"):
+        if status == Job.Status.QUEUED:
+            Job.objects.filter(id=job_id).update(updated_at=now)  # not picked up again by the next sweep
+        (sent if _send(job_id) else failed).append(job_id)
+    return {"sent": sent, "not_sent": failed}
 
 
 def job_for_task(

@@ -22,6 +22,16 @@ class DefaultSchedule:
 
 DEFAULT_SCHEDULES = (
     DefaultSchedule(
+        name="routerhub: send pending jobs",
+        task="routing.resend_pending_jobs",
+        crontab={"minute": "*/5", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Every 5 minutes. Sends the tasks of jobs still pending (created while the broker was unreachable) "
+            "for longer than ROUTERHUB_JOB_RESEND_AFTER_SECONDS, and of queued jobs untouched for 30 minutes "
+            "(their message lost with a broker restarted without persistence)."
+        ),
+    ),
+    DefaultSchedule(
         name="routerhub: re-profile all active LLMs",
         task="routing.reprofile_all_llms",
         crontab={"minute": "0", "hour": "3", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},

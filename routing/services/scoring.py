@@ -48,6 +48,7 @@ class Scoring:
     quality_target: float | None
     reason: str
     cluster: int | None
+    notes: tuple[str, ...] = ()  # what the answer should tell about λ (budget pacing)
 
     def select(self, max_cost: float | None) -> int:
         return int(
@@ -75,14 +76,19 @@ def score(
             f"(the cheapest would cost {costs[allowed].min():.8f} USD).",
         )
     lam, quality_target, reason = lambda_and_target(tenant=tenant, request=request)
+    notes = ()
     if reason == Reason.BUDGET_PACING:
-        lam = budget_policies.paced_lambda(
+        # Paced over this request's own candidates: a request limited to cheap LLMs, by `models` or
+        # `max_cost_usd`, may already fit the pace without any cost weight.
+        candidates = allowed if max_cost is None else allowed & (costs <= max_cost)
+        paced = budget_policies.paced_lambda(
             tenant=tenant,
             status=status,
             reference_key=(router.state_id, router.revision),
             reference=lambda: reference_sample(router),
-            allowed_mask=allowed,
+            candidates=candidates,
         )
+        lam, notes = paced.lam, (() if paced.note is None else (paced.note,))
     return Scoring(
         router=router,
         losses=router.predict_loss(embedding)[0].astype(np.float64),
@@ -93,7 +99,27 @@ def score(
         quality_target=quality_target,
         reason=reason,
         cluster=router.cluster_of(embedding),
+        notes=notes,
     )
+
+
+def quality_target_note(scoring: Scoring, choice: int) -> str | None:
+    """Say so when the quality target was out of reach: the selector picks the cheapest candidate that
+    reaches it, so a choice below the target means no candidate (allowed, within the cost cap and
+    what is left of the budget) is predicted to — and the client may not expect that."""
+    if scoring.quality_target is None:
+        return None
+    quality = 1.0 - scoring.losses
+    if quality[choice] >= scoring.quality_target:
+        return None
+    chosen = f"routed to the best predicted quality, {quality[choice]:.4f} ({scoring.router.llms[choice].name})"
+    best_allowed = np.nanmax(np.where(scoring.allowed, quality, np.nan))
+    if best_allowed >= scoring.quality_target:
+        return (
+            f"Only LLMs above the cost cap or what is left of the budget are predicted to reach the quality "
+            f"target {scoring.quality_target:g}: {chosen}."
+        )
+    return f"No allowed LLM is predicted to reach the quality target {scoring.quality_target:g}: {chosen}."
 
 
 def _first_set(*values):

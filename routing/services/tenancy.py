@@ -52,14 +52,25 @@ def tenant_create(
 
 
 def tenant_budget_changed(*, tenant: Tenant) -> None:
-    """Carry a changed budget (or period) into the open budget period.
+    """Carry a changed budget into the open budget period of the tenant's (possibly new) kind.
 
     The limit never drops below what is already spent (the row's CHECK), so lowering the budget
-    under the spend simply closes the budget for the rest of the period.
+    under the spend simply closes the budget for the rest of the period. A changed period kind
+    needs nothing here: the next request opens a period of the new kind (budget_period_current).
     """
     starts_at, _ = period_bounds(tenant.budget_period, timezone.now())
-    BudgetPeriod.objects.filter(tenant=tenant, starts_at=starts_at).update(
+    BudgetPeriod.objects.filter(tenant=tenant, period=tenant.budget_period, starts_at=starts_at).update(
         limit_usd=Greatest(tenant.budget_usd, F("spent_usd"))
+    )
+
+
+def tenants_deactivate(*, tenants) -> int:
+    """Stop tenants from routing (their keys are refused) while keeping their decisions and spend.
+
+    Tenants that have routed cannot be deleted (``Decision.tenant`` is PROTECT): this is how they end.
+    """
+    return Tenant.objects.filter(id__in=[t.id for t in tenants], is_active=True).update(
+        is_active=False, updated_at=timezone.now()
     )
 
 
@@ -75,6 +86,17 @@ def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
     secret = api_key_fill(api_key)
     api_key.save()
     return IssuedKey(api_key=api_key, secret=secret)
+
+
+@transaction.atomic
+def api_key_rotate(*, tenant: Tenant, name: str) -> tuple[IssuedKey, int]:
+    """Revoke the tenant's live keys labelled ``name`` and issue a new one under that label.
+
+    For keys a command hands out again on every run (``setup_demo``): each run leaves exactly one
+    live key with that label. Returns the new key and how many were revoked.
+    """
+    revoked = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    return api_key_create(tenant=tenant, name=name), revoked
 
 
 def api_keys_revoke(*, keys) -> int:

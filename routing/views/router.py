@@ -7,6 +7,7 @@ import statistics
 from django.shortcuts import render
 
 from routing.exceptions import NoActiveRoutingState
+from routing.selection import MAX_LAMBDA
 from routing.selectors.clusters import ClusterMap, cluster_map
 from routing.selectors.curves import HeldOut, Qnc, held_out
 from routing.selectors.decisions import tenants_current_lambda
@@ -18,10 +19,10 @@ from routing.views.formatting import percent, quality, usd, usd_axis
 
 
 def page_lambda(request, lambdas: list[float]) -> float:
-    """The λ a page shows: ``?lambda=`` if it is a non-negative number, else the tenants' median current λ."""
+    """The λ a page shows: ``?lambda=`` if it is a number in [0, MAX_LAMBDA], else the tenants' median current λ."""
     try:
         value = float(request.GET.get("lambda", ""))
-        if value >= 0 and value != float("inf"):
+        if 0 <= value <= MAX_LAMBDA:
             return value
     except ValueError:
         pass

@@ -7,8 +7,6 @@ scoring — and write nothing: no decision, no budget spent. The endpoint is for
 
 from __future__ import annotations
 
-import math
-
 from django.shortcuts import render
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -19,6 +17,7 @@ from rest_framework.views import APIView
 
 from routing.exceptions import NoActiveRoutingState
 from routing.models import Tenant
+from routing.selection import MAX_LAMBDA
 from routing.services.previews import RoutePreview, route_preview
 from routing.views.base import base_context, dashboard_page, viewer_of
 from routing.views.formatting import lam, quality, usd
@@ -58,10 +57,10 @@ def try_page(request):
     preview, error = None, None
     try:
         cost_weight = float(lam_text)
-        if not math.isfinite(cost_weight) or cost_weight < 0:
+        if not 0 <= cost_weight <= MAX_LAMBDA:  # NaN fails too
             raise ValueError
     except ValueError:
-        cost_weight, error = 0.0, "λ must be a non-negative number."
+        cost_weight, error = 0.0, f"λ must be a number from 0 to {MAX_LAMBDA:g}."
     tenant_name = request.POST.get("tenant") or request.GET.get("tenant") or ""
     try:
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -109,7 +108,7 @@ class RoutePreviewApi(APIView):
 
         def get_fields(self):
             fields = super().get_fields()
-            fields["lambda"] = serializers.FloatField(min_value=0.0, max_value=1e12)
+            fields["lambda"] = serializers.FloatField(min_value=0.0, max_value=MAX_LAMBDA)
             return fields
 
     def post(self, request):

@@ -180,10 +180,15 @@ def point_producer_at(app, *, broker_url: str, queue: str) -> dict:
 def _reconfigure(app, **conf) -> None:
     for key, value in conf.items():
         setattr(app.conf, key, value)
-    # Connection pool, queues and router are built lazily from the configuration and cached.
+    # Connection pool, queues and router are built lazily from the configuration and cached. kombu
+    # keeps pools in a registry keyed by connection: reset it too, or switching back to a broker URL
+    # used before would hand out the pool closed here ("Acquire on closed pool").
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
+    pools.reset()
     app.__dict__.pop("amqp", None)
 
 

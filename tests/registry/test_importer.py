@@ -153,3 +153,86 @@ def test_nearest_neighbour_query_uses_the_hnsw_index(slice_dir, fresh_hnsw_index
     assert query.id in [pid for pid, distance in found if distance < 1e-5]
     exact = sorted(1 - np.asarray(p.embedding) @ vector for p in Prompt.objects.all())[:5]
     np.testing.assert_allclose([d for _, d in found], exact, atol=1e-5)
+
+
+# -- LLM names and LLMs already registered ----------------------------------------------------------
+def rename_models(directory, renames: dict[str, str]) -> None:
+    """Rename LLMs in models.csv and outcomes.csv.gz of a slice (names as providers write them)."""
+    models = (directory / "models.csv").read_text()
+    with gzip.open(directory / "outcomes.csv.gz", "rt") as handle:
+        outcomes = handle.read()
+    for old, new in renames.items():
+        models = models.replace(f"\n{old},", f"\n{new},")
+        outcomes = outcomes.replace(f",{old},", f",{new},")
+    (directory / "models.csv").write_text(models)
+    with gzip.open(directory / "outcomes.csv.gz", "wt") as handle:
+        handle.write(outcomes)
+
+
+def test_names_with_slashes_at_signs_and_colons_are_imported(slice_dir):
+    renames = {
+        "Meta-Llama-3_1-70B-Instruct": "meta-llama/Llama-3.1-70B-Instruct",
+        "gemini-1.5-flash-002": "gemini-1.5-flash@vertex",
+        "DeepSeek-Coder-V2": "deepseek-coder-v2:236b",
+    }
+    rename_models(slice_dir, renames)
+    summary = run_import(slice_dir)
+    assert summary.llms_created == 29
+    for name in renames.values():
+        assert Outcome.objects.filter(llm__name=name).count() > 100
+
+
+@pytest.mark.parametrize(
+    ("bad_name", "shown"), [("tab\there", r"'tab\there'"), ("bell\x07", r"'bell\x07'"), ("x" * 201, "'xxx")]
+)
+def test_a_name_breaking_the_rule_is_reported_with_file_and_line(slice_dir, bad_name, shown):
+    models = (slice_dir / "models.csv").read_text().splitlines()
+    assert models[4].startswith("Meta-Llama-3_1-70B-Instruct,")
+    models[4] = models[4].replace("Meta-Llama-3_1-70B-Instruct", bad_name)
+    (slice_dir / "models.csv").write_text("\n".join(models) + "\n")
+    with pytest.raises(DataFormatError) as error:
+        run_import(slice_dir)
+    message = str(error.value)
+    assert message.startswith(f"{slice_dir / 'models.csv'}:5: model name {shown}"), message
+    assert "no control characters" in message
+
+
+def unprice(directory, name: str) -> None:
+    """A models.csv that lists ``name`` without prices and with another family."""
+    lines = (directory / "models.csv").read_text().splitlines()
+    lines = [f"{name},other-family,,,,," if line.startswith(f"{name},") else line for line in lines]
+    (directory / "models.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_reimport_keeps_a_registered_llms_prices_and_metadata_and_reports_the_differences(slice_dir, capsys):
+    run_import(slice_dir)
+    LLM.objects.filter(name="gemini-1.5-pro-002").update(
+        api_base="https://gemini.example/v1", metadata={"family": "gemini", "api_key_env": "ROUTERHUB_LLM_KEY_GEMINI"}
+    )
+    unprice(slice_dir, "gemini-1.5-pro-002")
+    call_command("import_routing_data", str(slice_dir), "--name", "mmlu-slice")
+    out = capsys.readouterr().out
+    gemini = LLM.objects.get(name="gemini-1.5-pro-002")
+    assert (gemini.usd_per_mtok_in, gemini.usd_per_mtok_out) == (1.25, 5.0)
+    assert gemini.metadata == {"family": "gemini", "api_key_env": "ROUTERHUB_LLM_KEY_GEMINI"}
+    assert gemini.api_base == "https://gemini.example/v1" and gemini.provider == "gemini"
+    assert "1 registered LLM(s) differ from models.csv and were kept" in out and "--update-llms" in out
+    assert (
+        "gemini-1.5-pro-002: usd_per_mtok_in 1.25 → none; usd_per_mtok_out 5 → none; "
+        "provider 'gemini' → 'other-family'; metadata.family 'gemini' → 'other-family'"
+    ) in out
+    assert "changes:  0" in out
+
+
+def test_update_llms_applies_the_file_and_keeps_metadata_it_does_not_mention(slice_dir, capsys):
+    run_import(slice_dir)
+    LLM.objects.filter(name="gemini-1.5-pro-002").update(
+        metadata={"family": "gemini", "api_key_env": "ROUTERHUB_LLM_KEY_GEMINI"}
+    )
+    unprice(slice_dir, "gemini-1.5-pro-002")
+    call_command("import_routing_data", str(slice_dir), "--name", "mmlu-slice", "--update-llms")
+    out = capsys.readouterr().out
+    gemini = LLM.objects.get(name="gemini-1.5-pro-002")
+    assert (gemini.usd_per_mtok_in, gemini.usd_per_mtok_out, gemini.provider) == (None, None, "other-family")
+    assert gemini.metadata == {"family": "other-family", "api_key_env": "ROUTERHUB_LLM_KEY_GEMINI"}
+    assert "LLMs:     29 (0 new, 1 updated)" in out and "differ" not in out

@@ -16,15 +16,53 @@ def prompt():
     )
 
 
-@pytest.mark.parametrize("name", ["has space", "slash/name", "", "-leading-dash", "x" * 101])
-def test_llm_name_must_be_url_safe(name):
-    with pytest.raises(ValidationError):
+PROVIDER_NAMES = [
+    "meta-llama/Llama-3.1-70B-Instruct",
+    "openai/gpt-4o",
+    "Llama-3.1-405B-Inst@sambanova",
+    "qwen2.5:7b",
+    "WizardLM/WizardLM-13B-V1.2",
+    "Mixtral 8x7B (Together)",
+    "模型-7B",
+    "x",
+    "x" * 200,
+]
+BAD_NAMES = [
+    "",
+    " leading-space",
+    "trailing-space ",
+    "tab\tinside",
+    "new\nline",
+    "nul\x00",
+    "del\x7f",
+    "c1\x85",
+    "\u3000ideographic-space-first",
+    "x" * 201,
+]
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_llm_names_as_providers_write_them_are_accepted(name):
+    assert llm_register(name=name).name == name
+    assert LLM.objects.get(name=name).name == name
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_llm_names_with_control_characters_or_surrounding_whitespace_or_too_long_are_refused(name):
+    with pytest.raises(ValidationError) as error:
         llm_register(name=name)
+    assert "name" in error.value.message_dict
 
 
-def test_llm_name_url_safety_is_enforced_by_the_database_too():
-    with pytest.raises(IntegrityError):
-        LLM.objects.create(name="bad name")
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if n and "\x00" not in n and len(n) <= 200])
+def test_the_database_enforces_the_same_name_rule(name):
+    # The CHECK constraint reads the same pattern as the validator (PostgreSQL cannot store NUL at
+    # all, and the column's length bounds the rest).
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LLM.objects.create(name=name)
+    for good in PROVIDER_NAMES:
+        LLM.objects.create(name=good)
+    assert LLM.objects.count() == len(PROVIDER_NAMES)
 
 
 def test_negative_price_is_rejected_by_validation_and_database():

@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from routing.selection import NoCandidateError, lambda_for_budget, mean_cost, select
+from routing.selection import MAX_LAMBDA, NoCandidateError, lambda_for_budget, mean_cost, select
 
 COSTS = np.array([1.0, 10.0, 3.0])  # cheap, expensive, middle
 
@@ -72,3 +74,83 @@ def test_a_larger_lambda_never_costs_more(seed):
     spends = [costs[select(losses, costs, lam=lam)] for lam in lambdas]
     for cheaper, dearer in zip(spends[1:], spends[:-1]):
         assert (cheaper <= dearer).all()
+
+
+# --- extreme numbers: the choice is always a candidate ---------------------------------------------
+
+EXTREME_FLOATS = st.one_of(
+    st.floats(min_value=0, max_value=1e308, allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, 5e-324, 1e-300, 1e-10, 1.0, 1e10, 1e300, 1.7976931348623157e308]),
+)
+
+
+@st.composite
+def routing_problems(draw):
+    n_llms = draw(st.integers(min_value=1, max_value=6))
+    n_prompts = draw(st.integers(min_value=1, max_value=4))
+    losses = draw(
+        st.lists(
+            st.one_of(st.floats(min_value=0, max_value=1), st.sampled_from([np.nan, np.inf, -np.inf])),
+            min_size=n_prompts * n_llms,
+            max_size=n_prompts * n_llms,
+        )
+    )
+    costs = draw(st.lists(st.one_of(EXTREME_FLOATS, st.just(np.inf)), min_size=n_llms, max_size=n_llms))
+    allowed = draw(st.lists(st.booleans(), min_size=n_llms, max_size=n_llms).filter(any))
+    return np.array(losses).reshape(n_prompts, n_llms), np.array(costs), np.array(allowed)
+
+
+@settings(max_examples=400, deadline=None)
+@given(problem=routing_problems(), lam=EXTREME_FLOATS, quality_target=st.one_of(st.none(), st.floats(0, 1)))
+def test_the_choice_is_always_an_allowed_llm_whatever_the_numbers(problem, lam, quality_target):
+    losses, costs, allowed = problem
+    choice = select(losses, costs, lam=lam, allowed_mask=allowed, quality_target=quality_target)
+    assert choice.shape == (len(losses),)
+    assert allowed[choice].all(), (choice, allowed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(problem=routing_problems(), lam=st.floats(min_value=0, max_value=1e300))
+def test_with_finite_numbers_the_choice_minimises_loss_plus_lambda_cost_among_candidates(problem, lam):
+    losses, costs, allowed = problem
+    losses = np.nan_to_num(losses, nan=0.5, posinf=1.0, neginf=0.0)
+    costs = np.minimum(costs, 1e6)  # λ·cost stays finite (≤ 1e306)
+    choice = select(losses, costs, lam=lam, allowed_mask=allowed)
+    objective = losses + lam * costs[None, :]
+    chosen = objective[np.arange(len(losses)), choice]
+    best = np.where(allowed[None, :], objective, np.inf).min(axis=1)
+    np.testing.assert_array_equal(chosen, best)
+
+
+def test_when_lambda_cost_overflows_for_every_candidate_the_cheapest_candidate_is_chosen():
+    # LLM 0 is the cheapest overall but not allowed; λ·cost is +inf for every LLM.
+    costs = np.array([1e300, 5e300, 2e300])
+    losses = np.array([[0.0, 0.1, 0.9]])
+    assert select(losses, costs, lam=1e10, allowed_mask=[False, True, True])[0] == 2
+    # and equally cheap candidates are told apart by their loss
+    assert (
+        select(np.array([[0.0, 0.7, 0.2]]), np.array([1.0, 1e300, 1e300]), lam=1e10, allowed_mask=[False, True, True])[
+            0
+        ]
+        == 2
+    )
+
+
+def test_undefined_losses_never_pick_an_llm_outside_the_candidates():
+    losses = np.array([[0.1, np.nan, np.nan]])
+    assert select(losses, COSTS, allowed_mask=[False, True, True])[0] == 2  # cheaper of the two candidates
+    assert select(losses, COSTS, allowed_mask=[False, True, True], quality_target=0.5)[0] == 2
+
+
+def test_lambda_must_be_finite_and_non_negative():
+    for lam in (-1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="finite non-negative"):
+            select(np.array([[0.5, 0.1, 0.3]]), COSTS, lam=lam)
+
+
+def test_the_budget_lambda_never_exceeds_its_bound():
+    # cost gaps of 1e-15 USD would call for λ ≈ 2e15; such differences are below what budgets count
+    costs = np.array([1.0, 1.0 + 1e-15, 1.0 + 2e-15])
+    losses = np.random.default_rng(2).random((20, 3))
+    assert lambda_for_budget(losses, costs, budget=0.5) == MAX_LAMBDA
+    assert lambda_for_budget(losses, costs, budget=0.5, max_lambda=7.0) == 7.0

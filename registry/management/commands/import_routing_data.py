@@ -23,11 +23,17 @@ class Command(BaseCommand):
             help="'dataset' (default) splits prompts 60/10/30 train/validation/test by a hash of their id; "
             "train/validation/test put every prompt in that split",
         )
+        parser.add_argument(
+            "--update-llms",
+            action="store_true",
+            help="apply models.csv's prices, provider and metadata to LLMs that are already registered "
+            "(default: keep what is registered and list the differences)",
+        )
 
-    def handle(self, *args, directory: Path, name: str, role: str, **options):
+    def handle(self, *args, directory: Path, name: str, role: str, update_llms: bool, **options):
         say = lambda message: self.stdout.write(message)  # noqa: E731
         try:
-            summary = dataset_import(directory=directory, name=name, role=role, say=say)
+            summary = dataset_import(directory=directory, name=name, role=role, update_llms=update_llms, say=say)
         except DataFormatError as exc:
             raise CommandError(f"{exc}\nNothing was written.") from None
         self.stdout.write(self.style.SUCCESS(f"Imported {summary.prompt_set!r} in {summary.seconds:.1f} s"))
@@ -37,6 +43,15 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  LLMs:     {summary.llms:,} ({summary.llms_created:,} new, {summary.llms_updated:,} updated)"
         )
+        if summary.llm_differences:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"  {len(summary.llm_differences):,} registered LLM(s) differ from models.csv and were kept as they "
+                    "are (run again with --update-llms to apply the file):"
+                )
+            )
+            for line in summary.llm_differences:
+                self.stdout.write(f"    {line}")
         self.stdout.write(
             f"  outcomes: {summary.outcomes:,} ({summary.outcomes_created:,} new, {summary.outcomes_updated:,} updated)"
         )

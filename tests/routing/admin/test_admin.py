@@ -104,6 +104,14 @@ def test_decisions_and_budget_periods_are_read_only_in_the_admin(admin_client_, 
     assert admin_client_.get("/admin/routing/tenant/").status_code == 200
 
 
+def test_a_decisions_page_lists_every_feedback_it_received(admin_client_, api, fitted):
+    decision_id = api.route().json()["decision_id"]
+    for score in (0.25, 0.75):
+        api.post(f"/api/v1/route/{decision_id}/feedback", {"quality_score": score})
+    page = admin_client_.get(f"/admin/routing/decision/{decision_id}/change/").content.decode()
+    assert "Decision feedback" in page and "0.25" in page and "0.75" in page
+
+
 def test_the_admin_header_opens_the_dashboard_and_key_columns_are_short(admin_client_, site):
     index = admin_client_.get("/admin/").content.decode()
     assert '<a href="/">View site</a>' in index and "routerhub admin" in index

@@ -1,17 +1,15 @@
-"""Budgets: reservation under the limit, the 'spent' policies, pacing, and feedback reconciliation."""
+"""Budgets: reservation under the limit, the 'spent' policies, and feedback reconciliation (pacing: test_pacing.py)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
-import numpy as np
 import pytest
 
 from registry.models import Outcome
 from routing.models import BudgetPeriod, Decision, Tenant
-from routing.selectors.budgets import BudgetStatus, period_bounds
+from routing.selectors.budgets import period_bounds
 from routing.selectors.routers import ReferenceSample
 from routing.services import budgets
-from routing.services.budget_policies import RecentRatePacing
 from routing.services.tenancy import tenant_budget_changed
 from tests.fixtures.api import ROUTE, ApiClient, cheapest_llm, sample_prompts
 
@@ -99,67 +97,6 @@ def test_cheapest_policy_routes_to_the_cheapest_allowed_llm_once_spent_and_says_
     assert period.overage_usd == sum(Decimal(str(a["estimated_cost_usd"])) for a in spent)
     assert spent[-1]["budget"]["overage_usd"] == pytest.approx(float(period.overage_usd))
     assert Decision.objects.filter(tenant=tenant).count() == 30
-
-
-def test_pacing_lowers_average_cost_as_the_budget_tightens(make_tenant, fitted, settings):
-    # A rate floor of one request per second makes "the rest of the period" hold many requests
-    # whatever the date, so a small budget is tight per request and a huge one is not.
-    settings.ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = 3600
-    prompts = sample_prompts(20)
-    average_cost, lambdas = {}, {}
-    for budget in ("1000000", "0.05"):
-        _, key = make_tenant(name=f"paced-{budget}", budget_usd=budget)
-        bodies = [ApiClient(key).route(prompt).json() for prompt in prompts]
-        assert {b["lambda_reason"] for b in bodies} == {"budget_pacing"}
-        average_cost[budget] = np.mean([b["estimated_cost_usd"] for b in bodies])
-        lambdas[budget] = bodies[-1]["lambda_used"]
-    assert lambdas["0.05"] > lambdas["1000000"] >= 0
-    assert average_cost["0.05"] < 0.5 * average_cost["1000000"]
-
-
-def test_pacing_lambda_rises_and_expected_cost_fits_as_the_remaining_budget_shrinks(make_tenant, fitted, settings):
-    from routing.selectors.routers import reference_sample, router_for
-
-    settings.ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR = 3600  # 1 request/s, and no recent requests
-    tenant, _ = make_tenant()
-    reference = reference_sample(router_for(strategy=None))
-    now = datetime(2026, 3, 15, tzinfo=UTC)
-    allowed = np.ones(reference.losses.shape[1], dtype=bool)
-    lambdas, costs = [], []
-    for remaining in ("100000", "100", "30", "10", "1"):
-        status = BudgetStatus(
-            tenant="t",
-            period="day",
-            period_id=0,
-            starts_at=now - timedelta(hours=12),
-            ends_at=now + timedelta(hours=12),
-            limit_usd=Decimal(remaining),
-            spent_usd=Decimal(0),
-            overage_usd=Decimal(0),
-            when_spent="reject",
-        )
-        lam = RecentRatePacing().lambda_for(
-            tenant=tenant, status=status, reference=reference, allowed_mask=allowed, now=now
-        )
-        chosen = np.argmin(reference.losses + lam * reference.mean_costs, axis=1)
-        lambdas.append(lam)
-        costs.append(reference.mean_costs[chosen].mean())
-        per_request = float(remaining) / (12 * 3600)
-        if per_request >= reference.mean_costs.min():
-            assert costs[-1] <= per_request * 1.0001
-    assert lambdas == sorted(lambdas) and lambdas[0] == 0 and lambdas[-1] > 0
-    assert costs == sorted(costs, reverse=True) and costs[-1] < costs[0]
-
-
-def test_pacing_is_recomputed_at_most_every_few_seconds_per_tenant(make_tenant, fitted, settings, monkeypatch):
-    settings.ROUTERHUB_PACING_REFRESH_SECONDS = 60
-    calls = []
-    original = RecentRatePacing.lambda_for
-    monkeypatch.setattr(RecentRatePacing, "lambda_for", lambda self, **kw: calls.append(1) or original(self, **kw))
-    _, key = make_tenant()
-    for prompt in sample_prompts(5):
-        assert ApiClient(key).route(prompt).status_code == 200
-    assert len(calls) == 1
 
 
 def test_lowering_the_budget_carries_into_the_open_period_but_never_below_spend(make_tenant, fitted):

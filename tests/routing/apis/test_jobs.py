@@ -121,12 +121,14 @@ def test_staff_queue_profiling_through_the_api_once(admin_client, sent, django_c
     assert first.status_code == second.status_code == 202
     assert first.json()["created"] is True and second.json()["created"] is False
     job = first.json()["job"]
+    # "pending": the test's transaction holds the commit, so the task was not sent when the answer was written
     assert (job["kind"], job["llm"], job["status"], job["arguments"]) == (
         "profile_llm",
         "api-made",
-        "queued",
+        "pending",
         {"max_cost_usd": 2},
     )
+    assert Job.objects.get(id=job["id"]).status == Job.Status.QUEUED  # sent once the transaction committed
     assert second.json()["job"]["id"] == job["id"] and sent == [
         ("routing.profile_llm", {"job_id": job["id"], "llm_id": llm.id})
     ]

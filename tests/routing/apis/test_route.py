@@ -179,9 +179,9 @@ def test_llms_lists_the_routable_llms_with_prices_and_profiles(api, fitted):
     assert 0 < flash["validation_accuracy"] < 1 and flash["n_validation_outcomes"] > 0
 
 
-def test_health_reports_database_routing_state_and_broker(fitted, settings):
+def test_health_reports_database_routing_state_and_broker_to_staff(fitted, settings, admin_client):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    response = ApiClient().get("/api/v1/health")
+    response = admin_client.get("/api/v1/health")
     body = response.json()
     assert response.status_code == 200
     assert body["database"]["ok"] and body["routing_state"] == {
@@ -190,13 +190,16 @@ def test_health_reports_database_routing_state_and_broker(fitted, settings):
         "strategy": "uniroute_kmeans",
         "llms": 29,
     }
-    assert body["status"] in {"ok", "degraded"}
+    assert body["status"] == "degraded" and body["broker"]["ok"] is False and body["broker"]["error"]
+    assert ApiClient().get("/api/v1/health").json() == {"status": "degraded"}  # anonymous: the status only
 
 
-def test_health_is_unavailable_without_a_routing_state(db):
-    response = ApiClient().get("/api/v1/health")
+def test_health_is_unavailable_without_a_routing_state(db, admin_client):
+    response = admin_client.get("/api/v1/health")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable" and not response.json()["routing_state"]["ok"]
+    anonymous = ApiClient().get("/api/v1/health")
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "unavailable"}
 
 
 def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_estimated_in_proportion(api, fitted, settings):

@@ -1,6 +1,5 @@
 """Tenants see only their own decisions, usage and feedback; staff see everything; keys are hashed."""
 
-import base64
 import hashlib
 
 import pytest
@@ -22,14 +21,16 @@ def two_tenants(make_tenant, fitted):
 
 @pytest.fixture
 def staff():
+    """A staff user with the permissions of an operator: read decisions and LLMs, register and update LLMs."""
+    from django.contrib.auth.models import Permission
+
     user = get_user_model().objects.create_user("ops", password="s3cret-pass", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_decision", "view_llm", "add_llm", "change_llm", "add_job"])
+    )
     client = ApiClient()
     client.client.force_login(user)
     return client
-
-
-def basic_auth(username: str, password: str) -> dict:
-    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def test_another_tenants_decision_is_a_404_for_reading_and_feedback(two_tenants):
@@ -108,26 +109,19 @@ def test_registering_and_updating_llms_is_staff_only(
 
     with django_capture_on_commit_callbacks(execute=True):
         created = staff.post("/api/v1/llms", new)
-    assert created.status_code == 201, created.content
+    # The test's transaction defers the commit, so the task is not with the broker when the answer is
+    # written: 202 with the job pending (201 with a live broker: tests/processes/test_broker_down.py).
+    assert created.status_code == 202 and created.json()["profiling_job_status"] == "pending", created.content
     job = Job.objects.get(id=created.json()["profiling_job"])
     assert (job.kind, job.llm.name, sent) == (Job.Kind.PROFILE_LLM, "tiny-1b", [job.id])
     assert staff.post("/api/v1/llms", new).json()["error"]["fields"]["name"]  # already exists
-    bad = staff.post("/api/v1/llms", {**new, "name": "bad name!", "usd_per_mtok_in": -1}).json()["error"]["fields"]
+    bad = staff.post("/api/v1/llms", {**new, "name": "bad\tname", "usd_per_mtok_in": -1}).json()["error"]["fields"]
     assert {"name", "usd_per_mtok_in"} <= set(bad)
 
     updated = staff.patch("/api/v1/llms/tiny-1b", {"usd_per_query": 0.001, "is_active": False})
     assert updated.status_code == 200 and updated.json()["usd_per_query"] == 0.001
     assert LLM.objects.get(name="tiny-1b").is_active is False
     assert staff.patch("/api/v1/llms/nope", {"usd_per_query": 1}).status_code == 404
-
-
-def test_staff_automation_can_use_http_basic(fitted, monkeypatch):
-    monkeypatch.setattr("routing.services.jobs._send", lambda job_id: None)
-    get_user_model().objects.create_user("bot", password="bot-pass-123", is_staff=True)
-    client = ApiClient()
-    response = client.post("/api/v1/llms", {"name": "via-basic"}, **basic_auth("bot", "bot-pass-123"))
-    assert response.status_code == 201
-    assert client.post("/api/v1/llms", {"name": "via-basic-2"}, **basic_auth("bot", "wrong")).status_code == 401
 
 
 def test_keys_are_stored_only_as_a_hash_with_a_visible_prefix(make_tenant, fitted):
@@ -184,10 +178,8 @@ def test_setup_demo_issues_a_demo_key_and_prints_a_working_curl(fitted, settings
     assert Tenant.objects.filter(name="demo").count() == 1 and tenant.api_keys.count() == 2
 
 
-def test_deleting_a_tenant_deletes_its_keys_decisions_and_budget_periods(make_tenant, fitted):
-    from routing.models import BudgetPeriod
-
+def test_deleting_a_tenant_that_never_routed_deletes_its_keys(make_tenant, fitted):
+    # A tenant that has routed cannot be deleted (tests/routing/admin/test_tenant_history.py).
     tenant, key = make_tenant()
-    ApiClient(key).route()
     tenant.delete()
-    assert not (ApiKey.objects.exists() or Decision.objects.exists() or BudgetPeriod.objects.exists())
+    assert not ApiKey.objects.exists() and ApiClient(key).route().status_code == 401

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('registry', '0002_choices_constraints'),
-        ('routing', '0006_choices_constraints'),
+        ('routing', '0009_budget_period_kind_rates_feedback_history'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
         ('django_celery_beat', '0019_alter_periodictasks_options'),
     ]

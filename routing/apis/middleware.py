@@ -1,0 +1,60 @@
+"""Guards around the API views (settings ``MIDDLEWARE``), for every path under ``/api/``:
+
+- a body size cap with a JSON 413: Django itself would refuse an oversized body only when a view
+  reads it, with an HTML 400; here a request announcing a body over ``ROUTERHUB_MAX_REQUEST_BYTES``
+  is answered before anything reads it (``DATA_UPLOAD_MAX_MEMORY_SIZE`` is the same cap elsewhere);
+- errors are JSON: an error answer in any other format (a renderer chosen by the Accept header,
+  Django's debug pages) is replaced by the JSON error of its status, headers such as
+  ``Retry-After`` and ``Allow`` kept.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import JsonResponse
+
+from routing.apis.errors import DJANGO_ERRORS, error_body, json_error
+
+API_PREFIX = "/api/"
+
+
+class ApiRequestGuardMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info.startswith(API_PREFIX):
+            refused = self._refuse(request)
+            if refused is not None:
+                return refused
+            return _as_json_error(self.get_response(request))
+        return self.get_response(request)
+
+    @staticmethod
+    def _refuse(request):
+        announced = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(announced)
+        except ValueError:
+            return json_error(
+                400, "The Content-Length header is not a number.", fields={"Content-Length": [announced[:50]]}
+            )
+        limit = settings.ROUTERHUB_MAX_REQUEST_BYTES
+        if length > limit:
+            return json_error(413, f"The request body is {length:,} bytes; at most {limit:,} are accepted.")
+        return None
+
+
+KEPT_HEADERS = ("Retry-After", "Allow", "WWW-Authenticate")
+
+
+def _as_json_error(response):
+    if response.status_code < 400 or response.get("Content-Type", "").startswith("application/json"):
+        return response
+    error = json_error(response.status_code) if response.status_code in DJANGO_ERRORS else None
+    if error is None:
+        error = JsonResponse(error_body("error", response.reason_phrase or "Error."), status=response.status_code)
+    for header in KEPT_HEADERS:
+        if header in response:
+            error[header] = response[header]
+    return error

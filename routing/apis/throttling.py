@@ -1,0 +1,90 @@
+"""Request rate limits (429 with ``Retry-After``): per API key, and per client address for failed authentication.
+
+Counters are fixed windows in Django's cache (``CACHES["default"]``): one atomic ``incr`` per
+request, whatever the rate — DRF's own throttles keep a list of every request time in the window and
+rewrite it on each request, which costs more the higher the limit. With the default local-memory
+cache each web process counts on its own; ``ROUTERHUB_CACHE_URL`` (Redis) makes the limits
+service-wide.
+
+Rates are ``"N/period"`` with period ``s``, ``min``, ``h`` or ``day`` (DRF's notation), from the
+settings ``ROUTERHUB_THROTTLE_API_KEY`` and ``ROUTERHUB_THROTTLE_FAILED_AUTH``; an empty rate turns a
+limit off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle
+
+PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str | None) -> tuple[int, int] | None:
+    """``"600/min"`` → (600, 60); None or "" → None (no limit)."""
+    if not rate:
+        return None
+    count, _, period = rate.partition("/")
+    try:
+        return int(count), PERIOD_SECONDS[period.strip()[:1].lower()]
+    except (ValueError, KeyError):
+        raise ValueError(f"rate {rate!r} is not N/s, N/min, N/h or N/day") from None
+
+
+class FixedWindow:
+    """At most ``count`` events per ``seconds`` for each identity, in windows aligned to the clock."""
+
+    def __init__(self, scope: str, rate: str | None) -> None:
+        self.scope, self.limit = scope, parse_rate(rate)
+
+    def _key(self, ident: str, now: float) -> tuple[str, float]:
+        count, seconds = self.limit
+        window = math.floor(now / seconds)
+        return f"throttle:{self.scope}:{ident}:{window}", (window + 1) * seconds - now
+
+    def hit(self, ident: str) -> float | None:
+        """Count one event; the seconds to wait if it is over the limit, else None."""
+        if self.limit is None:
+            return None
+        key, left = self._key(ident, time.time())
+        cache.add(key, 0, timeout=math.ceil(left) + 1)
+        try:
+            used = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=math.ceil(left) + 1)
+            used = 1
+        return left if used > self.limit[0] else None
+
+    def exceeded(self, ident: str) -> float | None:
+        """The seconds to wait if ``ident`` is already over the limit (without counting an event)."""
+        if self.limit is None:
+            return None
+        key, left = self._key(ident, time.time())
+        return left if (cache.get(key) or 0) >= self.limit[0] else None
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """``ROUTERHUB_THROTTLE_API_KEY`` requests per API key; staff sessions are not limited by it."""
+
+    def allow_request(self, request, view):
+        api_key = getattr(request.user, "api_key", None)
+        if api_key is None:
+            return True
+        self.wait_seconds = FixedWindow("api_key", settings.ROUTERHUB_THROTTLE_API_KEY).hit(str(api_key.id))
+        return self.wait_seconds is None
+
+    def wait(self):
+        return self.wait_seconds
+
+
+def failed_authentication_window() -> FixedWindow:
+    return FixedWindow("failed_auth", settings.ROUTERHUB_THROTTLE_FAILED_AUTH)
+
+
+def client_address(request) -> str:
+    """The client's address: ``REMOTE_ADDR``, or the address ``ROUTERHUB_NUM_PROXIES`` proxies back in
+    ``X-Forwarded-For`` (DRF's NUM_PROXIES rule; with 0, the header a client could forge is ignored)."""
+    return BaseThrottle().get_ident(request)
