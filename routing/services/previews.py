@@ -47,7 +47,8 @@ def route_preview(*, tenant: Tenant, prompt: str, lam: float) -> RoutePreview:
     """Score ``prompt`` for ``tenant`` with cost weight ``lam``; writes nothing."""
     text, input_tokens = route_input(prompt=prompt)
     router = router_for(strategy=None)
-    embedding, _ = embed_cached(text)
+    # the tenant's own part of the cache (staff trying as no tenant: an unsaved tenant, id None, a part of its own)
+    embedding, _ = embed_cached(text, tenant_id=tenant.id)
     # status is only read when λ is paced; an explicit λ never is.
     scoring = score(
         router,
