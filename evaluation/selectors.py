@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.db.models import Avg, Count, Q
+from django.db.models.fields.json import KeyTransform
 
+from evaluation.models import EvaluationRun
 from registry.models import LLM, Prompt, PromptSet
 from registry.selectors import outcome_matrix, prompt_embeddings
 
@@ -98,3 +100,42 @@ def _cost_note(cost: str, prompt_set: PromptSet) -> str:
         f"{prompt_set.metadata.get('mean_prompt_tokens', 0):g} mean prompt tokens + "
         f"{settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS} expected output tokens"
     )
+
+
+# --- the dashboard's evaluation pages ------------------------------------------------------------
+
+
+def evaluation_run_summaries(*, limit: int = 100) -> list[dict]:
+    """The newest runs with their per-method figures, without loading per-trial areas or curves."""
+    return list(
+        EvaluationRun.objects.order_by("-created_at")
+        .values("id", "prompt_set__name", "strategies", "trials", "seed", "cost", "embedder", "seconds", "created_at")
+        .annotate(methods=KeyTransform("methods", "results"))[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    first: str
+    second: str
+    mean: float  # mean over splits of area(first) − area(second) on the same split
+    se: float | None  # its standard error (None with one split)
+    splits: int
+
+    @property
+    def z(self) -> float | None:
+        return self.mean / self.se if self.se else None
+
+
+def paired_differences(*, per_trial_area: dict[str, list]) -> list[PairedDifference]:
+    """Every ordered pair of methods' paired area difference (``benchmarks/paired.py`` for one pair)."""
+    names = [n for n, values in per_trial_area.items() if values and all(v is not None for v in values)]
+    found = []
+    for first in names:
+        for second in names:
+            if first == second:
+                continue
+            diff = np.asarray(per_trial_area[first], dtype=float) - np.asarray(per_trial_area[second], dtype=float)
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None
+            found.append(PairedDifference(first, second, float(diff.mean()), se, len(diff)))
+    return found

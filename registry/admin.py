@@ -53,20 +53,24 @@ class LLMForm(forms.ModelForm):
         return llm
 
 
+def _number(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
 @admin.register(LLM)
 class LLMAdmin(admin.ModelAdmin):
     form = LLMForm
+    # Short headers and rounded figures: the list fits a 1,400 px screen with its filters.
     list_display = (
         "name",
         "provider",
         "is_active",
-        "usd_per_mtok_in",
-        "usd_per_mtok_out",
-        "usd_per_query",
-        "params_total_b",
+        "price_in",
+        "price_out",
+        "price_per_query",
+        "parameters",
         "accuracy",
         "outcome_count",
-        "updated_at",
     )
     list_filter = ("is_active", "provider")
     search_fields = ("name", "provider", "api_model")
@@ -100,7 +104,23 @@ class LLMAdmin(admin.ModelAdmin):
 
     @admin.display(description="outcomes", ordering="_outcome_count")
     def outcome_count(self, llm):
-        return llm._outcome_count
+        return f"{llm._outcome_count:,}"
+
+    @admin.display(description="$ / 1M in", ordering="usd_per_mtok_in")
+    def price_in(self, llm):
+        return _number(llm.usd_per_mtok_in)
+
+    @admin.display(description="$ / 1M out", ordering="usd_per_mtok_out")
+    def price_out(self, llm):
+        return _number(llm.usd_per_mtok_out)
+
+    @admin.display(description="$ / query", ordering="usd_per_query")
+    def price_per_query(self, llm):
+        return _number(llm.usd_per_query)
+
+    @admin.display(description="params (B)", ordering="params_total_b")
+    def parameters(self, llm):
+        return _number(llm.params_total_b)
 
     @admin.display(description="accuracy", ordering="_accuracy")
     def accuracy(self, llm):

@@ -121,6 +121,11 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# The dashboard (routing/views/) signs people in with Django's own login; / is its overview.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
+
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "static"
 STORAGES = {

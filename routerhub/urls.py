@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("routing.urls")),
     path("v1/", include("routing.gateway.urls")),
+    path("", include("routing.views.urls")),  # the dashboard: / is its overview
 ]
 
 # JSON under /api/, Django's pages elsewhere.

@@ -30,6 +30,7 @@ from routing.selectors.state import routing_state_active
 from routing.services import jobs
 from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.state import routing_state_refit
+from routing.services.usage import usage_rollup_due
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,12 @@ def resend_pending_jobs() -> dict:
     if result["sent"] or result["not_sent"]:
         logger.info("resent jobs %s; still not sent %s", result["sent"], result["not_sent"])
     return result
+
+
+@shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)
+def rollup_usage() -> dict:
+    """Sum decisions into the dashboard's daily roll-ups (closed days, and today to the last full hour) (hourly; housekeeping, no Job row)."""
+    return {"days": [day.isoformat() for day in usage_rollup_due()]}
 
 
 TASK_OF_KIND = {

@@ -24,3 +24,4 @@ $PY benchmarks/embedder_quality.py --dataset mmlu-pro --dataset llmrouter-9 \
   --embedders minilm-onnx,minilm-onnx-int8,minilm-static --out benchmarks/results/embedder_quality.md
 $PY benchmarks/api_load.py --out benchmarks/results/api_load.md
 $PY benchmarks/profile_llm.py
+$PY benchmarks/dashboard_pages.py --out benchmarks/results/dashboard_pages.md

@@ -85,7 +85,7 @@ PIDS+=("$!")
 .venv/bin/celery -A routerhub beat --loglevel INFO --pidfile= >.run/beat.log 2>&1 &
 PIDS+=("$!")
 echo
-echo "routerhub is running at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
+echo "routerhub is running: dashboard at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
 cat .run/demo.txt | sed -n '/^--- /,$p'
 wait -n "${PIDS[@]:1}"
 echo "A routerhub process exited; see .run/*.log" >&2

@@ -6,13 +6,25 @@ from routing.caches import reset_all
 
 # Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
 # and a synthetic three-subject data set (profiling, workers).
-pytest_plugins = ["tests.fixtures.api", "tests.fixtures.clock", "tests.fixtures.gateway", "tests.fixtures.subjects"]
+pytest_plugins = [
+    "tests.fixtures.api",
+    "tests.fixtures.clock",
+    "tests.fixtures.dashboard",
+    "tests.fixtures.gateway",
+    "tests.fixtures.subjects",
+]
 
 
 @pytest.fixture(autouse=True)
 def cheap_test_embedder(settings):
     """Unit tests use the deterministic hashing embedder; tests of the real model ask for it by name."""
     settings.ROUTERHUB_EMBEDDER = "hashing"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create many users with passwords: a deliberately slow password hash is no test of ours."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from routing.admin.gateway import PresetInline
-from routing.models import ApiKey, BudgetPeriod, Tenant
+from routing.models import ApiKey, BudgetPeriod, Tenant, TenantMembership
 from routing.selectors.budgets import period_bounds
 from routing.services import tenancy
 
@@ -27,6 +27,17 @@ class ApiKeyInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False  # keys are issued with the "Create a new API key" action, which shows the secret once
+
+
+@admin.register(TenantMembership)
+class TenantMembershipAdmin(admin.ModelAdmin):
+    """Users who see one tenant's dashboard pages (and only that tenant's)."""
+
+    list_display = ("user", "tenant", "created_at")
+    list_filter = ("tenant",)
+    search_fields = ("user__username", "tenant__name")
+    list_select_related = ("user", "tenant")
+    autocomplete_fields = ("user",)
 
 
 @admin.register(Tenant)

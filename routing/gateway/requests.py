@@ -14,7 +14,7 @@ from django.conf import settings
 
 from routing.apis.serializers import RouteOptionsSerializer
 from routing.gateway.errors import invalid
-from routing.prompt_text import TOKENS_PER_MESSAGE, embeddable, estimated_tokens, message_text, routed_text_of_messages
+from routing.prompt_text import TOKENS_PER_MESSAGE, embeddable, estimated_tokens, message_text, request_and_context
 from routing.services.gateway import RoutingOptions
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -37,7 +37,7 @@ class ChatRequest:
         has_user = any(m["role"] == "user" and message_text(m.get("content")).strip() for m in self.messages)
         if routed and not has_user:
             raise invalid("Routing needs a user message with text.", "messages")
-        text = routed_text_of_messages(self.messages) if has_user else sent
+        text = request_and_context(self.messages)[0] if has_user else sent
         return embeddable(text), tokens
 
 

@@ -3,7 +3,8 @@ from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
-from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
+from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant, TenantMembership
+from routing.models.usage import RejectionDay, UsageDay, UsageRollup
 
 __all__ = [
     "ApiKey",
@@ -14,7 +15,11 @@ __all__ = [
     "Job",
     "LLMProfile",
     "Preset",
+    "RejectionDay",
     "RoutingState",
     "StateCentroid",
     "Tenant",
+    "TenantMembership",
+    "UsageDay",
+    "UsageRollup",
 ]

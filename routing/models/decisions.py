@@ -90,7 +90,20 @@ class Decision(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "created_at"], name="routing_decision_tenant_time")]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="routing_decision_tenant_time"),
+            # The dashboard's decision list, newest first, filtered by LLM or by status: without
+            # these a rare filter value would walk the whole created_at index to fill one page.
+            models.Index(fields=["llm", "created_at"], name="routing_decision_llm_time"),
+            models.Index(
+                fields=["created_at"], condition=Q(feedback_at__isnull=False), name="routing_decision_feedback_time"
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(lambda_reason="budget_exhausted"),
+                name="routing_decision_fallback_time",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_amounts_non_negative",

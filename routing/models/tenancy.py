@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -132,3 +133,18 @@ class BudgetPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant} {self.period} {self.starts_at:%Y-%m-%d}: {self.spent_usd}/{self.limit_usd}"
+
+
+class TenantMembership(models.Model):
+    """Links a Django user to the one tenant whose dashboard pages they may see (staff see every tenant)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_membership")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "user"]
+        verbose_name = "tenant user"
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.tenant}"

@@ -16,7 +16,7 @@ from django.db.models import OuterRef, Q
 from django.utils import timezone
 
 from routing.caches import process_cache
-from routing.models import ApiKey, Tenant
+from routing.models import ApiKey, Tenant, TenantMembership
 
 KEY_PREFIX = "rh_"
 # last_used_at is written at most this often per key, so busy keys do not turn every route
@@ -73,3 +73,11 @@ def tenant_allowed_llm_ids(*, tenant: Tenant) -> frozenset[int]:
     if preloaded is not None:
         return preloaded
     return frozenset(tenant.allowed_llms.values_list("id", flat=True))
+
+
+def tenant_of_user(*, user) -> Tenant | None:
+    """The tenant a (non-staff) dashboard user is linked to, or None."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    membership = TenantMembership.objects.select_related("tenant").filter(user_id=user.pk).first()
+    return membership.tenant if membership else None

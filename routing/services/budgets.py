@@ -22,6 +22,7 @@ from django.utils import timezone
 from routing.caches import process_cache
 from routing.models import BudgetPeriod, Decision, Tenant
 from routing.selectors.budgets import BudgetStatus, period_bounds
+from routing.services import usage
 
 USD_QUANTUM = Decimal("1e-10")  # BudgetPeriod's precision
 
@@ -136,6 +137,7 @@ def add_overage(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus:
 
 def count_rejection(*, status: BudgetStatus) -> None:
     BudgetPeriod.objects.filter(id=status.period_id).update(rejected_requests=F("rejected_requests") + 1)
+    usage.rejection_count(period_id=status.period_id)  # per day, for the dashboard
 
 
 def locked(status: BudgetStatus) -> BudgetStatus:

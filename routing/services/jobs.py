@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
@@ -260,3 +260,35 @@ def _finish(job: Job, *, status: str, error: str, **fields) -> None:
     Job.objects.filter(id=job.id).update(**values)
     for key, value in values.items():
         setattr(job, key, value)
+
+
+def job_run_inline(
+    *, kind: str, arguments: dict, work: Callable[[Job], tuple[dict, RoutingState | None]], llm: LLM | None = None
+) -> Job:
+    """Run ``work(job) -> (result, state)`` in this process, recorded as a Job like a worker's.
+
+    Commands that fit synchronously (``fit_router``, ``setup_demo``'s first fit) use it, so every fit
+    shows in the Jobs list with its outcome and can be run again from there. Refuses to start while a
+    job of the same kind (and LLM) is queued or running, as the unique constraint would.
+    """
+    with transaction.atomic():
+        busy = _active_job(kind=kind, llm=llm, lock=True)
+        if busy is not None:
+            raise JobBusy(f"job #{busy.id} ({busy.get_kind_display()}) is already {busy.status}")
+        now = timezone.now()
+        job = Job.objects.create(
+            kind=kind,
+            llm=llm,
+            arguments=arguments,
+            status=Job.Status.RUNNING,
+            attempts=1,
+            started_at=now,
+            celery_task_id=f"inline-{uuid.uuid4()}",
+        )
+    try:
+        result, state = work(job)
+    except BaseException as exc:
+        job_fail(job=job, error=str(exc) or type(exc).__name__)
+        raise
+    job_succeed(job=job, result=result, state=state)
+    return job

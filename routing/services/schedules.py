@@ -52,6 +52,15 @@ DEFAULT_SCHEDULES = (
             '{"prompt_set_id": 1, "strategy": "uniroute_learnedmap", "params": {...}} to change what is fitted.'
         ),
     ),
+    DefaultSchedule(
+        name="routerhub: roll up daily usage",
+        task="routing.rollup_usage",
+        crontab={"minute": "5", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Hourly (minute 5). Sums the decisions of each closed UTC day per tenant and LLM into the daily "
+            "roll-ups the dashboard reads, and sums the last 7 days again to take in late feedback."
+        ),
+    ),
 )
 
 

@@ -230,7 +230,9 @@ def test_default_schedules_are_created_once_and_admin_edits_are_kept(db):
     assert schedules_ensure() == []
     refit.refresh_from_db()
     assert not refit.enabled and refit.kwargs == '{"strategy": "uniroute_kmeans"}'
-    assert PeriodicTask.objects.filter(name__in=[s.name for s in DEFAULT_SCHEDULES]).count() == 3
+    assert PeriodicTask.objects.filter(name__in=[s.name for s in DEFAULT_SCHEDULES]).count() == len(DEFAULT_SCHEDULES)
+    rollup = PeriodicTask.objects.get(task="routing.rollup_usage")
+    assert (rollup.crontab.minute, rollup.crontab.hour) == ("5", "*")
 
 
 def test_refit_can_fit_the_learned_map_and_the_next_nightly_refit_keeps_it(routing_data, sent):

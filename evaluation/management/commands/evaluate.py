@@ -145,7 +145,7 @@ class Command(BaseCommand):
             seed=seed,
             cost=cost,
             embedder=result["embedder"],
-            results=result,
+            results={**result, "curves": curves},  # the dashboard draws the first split's curves
             seconds=seconds,
         )
         print_report(result, self.stdout.write)

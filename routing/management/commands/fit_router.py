@@ -5,6 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 from routing.exceptions import RoutingError
+from routing.models import Job
+from routing.services import jobs
 from routing.services.state import DEFAULT_STRATEGY, params_of, routing_state_fit
 from routing.strategies import STRATEGIES
 
@@ -46,7 +48,9 @@ class Command(BaseCommand):
             if size_parameter is None:
                 raise CommandError(f"--k does not apply to {strategy!r}: it has no clusters or neighbours to count")
             extra[size_parameter] = k
-        try:
+
+        def fit(job):
+            jobs.job_progress(job=job, done=0, total=1)
             state = routing_state_fit(
                 prompt_set=prompt_set,
                 strategy=strategy,
@@ -55,11 +59,28 @@ class Command(BaseCommand):
                 tune=not no_tuning,
                 say=lambda message: self.stdout.write(message),
             )
-        except (RoutingError, TypeError, ValueError) as exc:
+            return {
+                "state_version": state.version,
+                "strategy": state.strategy,
+                "prompt_set": prompt_set.name,
+                "n_train_prompts": state.n_train_prompts,
+                "n_validation_prompts": state.n_validation_prompts,
+                "profiles": state.profiles.count(),
+                "fit_seconds": round(state.fit_seconds, 3),
+                "activated": not no_activate,
+            }, state
+
+        # Recorded as a refit Job (admin "Jobs", staff API), like a fit done by the worker.
+        arguments = {"prompt_set_id": prompt_set.id, "strategy": strategy, "params": extra}
+        try:
+            job = jobs.job_run_inline(kind=Job.Kind.REFIT, arguments=arguments, work=fit)
+        except (RoutingError, TypeError, ValueError, jobs.JobBusy) as exc:
             raise CommandError(str(exc)) from None
+        state = job.state
         self.stdout.write(
             self.style.SUCCESS(
                 f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
-                f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s; hyper-parameters {params_of(state)}"
+                f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s (job #{job.id}); "
+                f"hyper-parameters {params_of(state)}"
             )
         )

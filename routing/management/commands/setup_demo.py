@@ -82,6 +82,7 @@ class Command(BaseCommand):
             remembered.write_text(upstream_url + "\n")
             self.stdout.write(f"Demo upstream {upstream_url}: api_base of {changed} LLM(s) of {dataset} changed")
         self.stdout.write("--- routerhub demo ---")
+        self.stdout.write(f"Dashboard: {base_url}/   (log in with the admin login below)")
         self.stdout.write(f"Admin:    {base_url}/admin/   user {admin_user!r}, password {password!r}")
         self.stdout.write(f"API docs: {base_url}/api/docs/")
         self._demo_tenant(base_url, demo_budget_usd, gateway=bool(upstream_url))

@@ -147,3 +147,29 @@ def test_a_decisions_page_lists_every_feedback_it_received(admin_client_, api, f
         api.post(f"/api/v1/route/{decision_id}/feedback", {"quality_score": score})
     page = admin_client_.get(f"/admin/routing/decision/{decision_id}/change/").content.decode()
     assert "Decision feedback" in page and "0.25" in page and "0.75" in page
+
+
+def test_the_admin_header_opens_the_dashboard_and_key_columns_are_short(admin_client_, site):
+    index = admin_client_.get("/admin/").content.decode()
+    assert '<a href="/">View site</a>' in index and "routerhub admin" in index
+    decisions = admin_client_.get("/admin/routing/decision/").content.decode()
+    decision = Decision.objects.get(id=site.decisions_a[0])
+    assert f'<td class="field-predicted">{decision.predicted_quality:.3f}</td>' in decisions
+    assert not re.search(r"\d\.0*[1-9]\d{6,}", decisions)  # no 0.34701859951019287 in a list cell
+    llms = admin_client_.get("/admin/registry/llm/").content.decode()
+    for header in ("accuracy", "outcomes", "$ / 1M in", "$ / 1M out"):
+        assert f">{header}</a>".lower() in llms.lower()  # the admin capitalises headers
+    assert 'id="nav-sidebar"' not in llms  # the table gets the width instead
+
+
+def test_linking_a_user_to_a_tenant_in_the_admin_opens_that_tenants_dashboard(admin_client_, make_tenant):
+    from routing.models import TenantMembership
+
+    tenant, _ = make_tenant(name="linked")
+    user = get_user_model().objects.create_user("member", password="pw-123456")
+    viewer = Client()
+    viewer.force_login(user)
+    assert viewer.get("/").status_code == 403
+    response = admin_client_.post("/admin/routing/tenantmembership/add/", {"user": user.id, "tenant": tenant.id})
+    assert response.status_code == 302 and TenantMembership.objects.get(user=user).tenant == tenant
+    assert "Tenant <strong>linked</strong>" in viewer.get("/").content.decode()

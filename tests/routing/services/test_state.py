@@ -1,5 +1,7 @@
 """Routing states in the database: fit, activate, profile a new LLM without refit, reload in-process."""
 
+from io import StringIO
+
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
@@ -9,7 +11,7 @@ from registry.importing import dataset_import
 from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.services import llm_register, llms_set_active
 from routing.caches import reset_all
-from routing.models import LLMProfile, RoutingState, StateCentroid
+from routing.models import Job, LLMProfile, RoutingState, StateCentroid
 from routing.selectors import routers
 from routing.services.state import llm_profile, routing_state_activate, routing_state_fit
 from tests.fixtures.slices import write_slice
@@ -198,3 +200,21 @@ def test_knn_routes_one_live_prompt_through_the_hnsw_index_like_the_exact_search
         settings.ROUTERHUB_KNN_LIVE_INDEX = False
         exact = router.predict_loss(embedding)
         np.testing.assert_allclose(from_index, exact, atol=1e-6)
+
+
+def test_fit_router_is_recorded_as_a_job_like_a_workers_refit(prompt_set):
+    out = StringIO()
+    call_command("fit_router", "--dataset", prompt_set.name, "--k", "3", stdout=out)
+    job = Job.objects.get()
+    assert (job.kind, job.status, job.progress_done, job.progress_total) == ("refit", "succeeded", 1, 1)
+    assert job.state.is_active and job.result["state_version"] == job.state.version
+    assert job.arguments == {"prompt_set_id": prompt_set.id, "strategy": "uniroute_kmeans", "params": {"n_clusters": 3}}
+    assert f"(job #{job.id})" in out.getvalue()
+
+
+def test_setup_demo_prints_the_dashboard_and_its_first_fit_is_a_job(prompt_set, monkeypatch):
+    monkeypatch.setenv("ROUTERHUB_ADMIN_PASSWORD", "demo-pass-123")
+    out = StringIO()
+    call_command("setup_demo", "--dataset", prompt_set.name, "--base-url", "http://127.0.0.1:9999", stdout=out)
+    assert "Dashboard: http://127.0.0.1:9999/ " in out.getvalue()
+    assert list(Job.objects.values_list("kind", "status")) == [("refit", "succeeded")]

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0003_llm_names_as_written'),
+        ('registry', '0004_llm_api_key'),
     ]
 
     operations = [

@@ -1,0 +1,158 @@
+"""The dashboard in a real browser: headless Chromium loads every page of a live server.
+
+Each page must load without a console error and draw every chart (an SVG with data marks in it);
+on "Try it", moving the λ slider must change the ranking. A screenshot of each page at 1,400 × 900
+is written to ``SCREENSHOTS`` (git-ignored) for a person to look at.
+
+Chromium comes from the system (Debian's ``chromium`` package; ``make test`` installs it when it runs
+as root), driven by the ``playwright`` package through ``executable_path``: no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evaluation.models import EvaluationRun
+from registry.models import LLM
+from tests.fixtures.api import ApiClient
+
+SCREENSHOTS = Path(os.environ.get("ROUTERHUB_SCREENSHOTS", Path(__file__).parent / "screenshots"))
+CHROMIUM = os.environ.get("ROUTERHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+VIEWPORT = {"width": 1400, "height": 900}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no Chromium binary at {CHROMIUM}: install Debian's `chromium` package (apt-get install -y chromium)",
+    ),
+]
+
+# Drawn data in a chart: lines and points (.series), heatmap cells (.cell).
+CHART_MARKS = """() => Array.from(document.querySelectorAll('figure.chart svg')).map(svg => {
+    const box = svg.getBoundingClientRect();
+    return {title: svg.getAttribute('aria-label'), width: box.width, height: box.height,
+            marks: svg.querySelectorAll('.series, .cell').length};
+})"""
+
+
+@pytest.fixture
+def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
+    """The dashboard fixture's tenants and users, committed for the live server, plus a refused request
+    and an evaluation run, so that every chart has something to draw."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls while one
+    # runs unless told that this thread only waits on the browser (the server has its own thread).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    _, tiny_key = make_tenant(name="tiny", budget_usd="0.000001")
+    assert ApiClient(tiny_key).route("What is 2 + 2?").status_code == 402
+    run = EvaluationRun.objects.create(
+        prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id,
+        strategies=["zero", "knn"],
+        trials=2,
+        seed=0,
+        cost="price",
+        embedder="hashing",
+        results={
+            "methods": {
+                "zero": {"area": 0.55, "gain_vs_zero": 0.0, "gain_vs_zero_se": 0.0},
+                "knn": {"area": 0.57, "gain_vs_zero": 0.02, "gain_vs_zero_se": 0.005},
+            },
+            "per_trial_area": {"zero": [0.5, 0.6], "knn": [0.52, 0.63]},
+            "curves": {
+                "trial": 0,
+                "methods": {
+                    "zero": {"cost": [0.1, 1.0], "quality": [0.4, 0.6]},
+                    "knn": {"cost": [0.1, 0.5], "quality": [0.45, 0.62]},
+                },
+                "single_llms": {"a": {"cost": 0.1, "quality": 0.4}, "b": {"cost": 1.0, "quality": 0.6}},
+            },
+        },
+    )
+    llm = LLM.objects.get(id=site.tenant_a.decisions.first().llm_id)
+    pages = {
+        "overview": "/",
+        "router": "/router/",
+        "llms": "/llms/",
+        "llm": f"/llms/{llm.id}/",
+        "evaluations": "/evaluations/",
+        "evaluation": f"/evaluations/{run.id}/",
+        "decisions": "/decisions/",
+        "decision": f"/decisions/{site.decisions_a[0]}/",
+        "try": "/try/",
+    }
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser, live_server.url, pages
+        finally:
+            browser.close()
+
+
+def open_session(browser, base_url: str, username: str):
+    """A page logged in through the login form, collecting console errors and uncaught exceptions."""
+    page = browser.new_page(viewport=VIEWPORT)
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(base_url + "/")
+    assert page.url.startswith(base_url + "/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", "pw-123456")
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(base_url + "/")
+    return page, errors
+
+
+def test_every_page_loads_without_errors_and_draws_its_charts(browser_site):
+    browser, base_url, pages = browser_site
+    page, errors = open_session(browser, base_url, "staffer")
+    for name, path in pages.items():
+        response = page.goto(base_url + path)
+        assert response.status == 200, (path, response.status)
+        charts = page.evaluate(CHART_MARKS)
+        empty = [c["title"] for c in charts if not (c["width"] > 0 and c["height"] > 0 and c["marks"] > 0)]
+        assert not empty, f"{path}: charts without data marks: {empty}"
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        assert errors == [], f"{path}: {errors}"
+    page.goto(base_url + "/")
+    assert len(page.evaluate(CHART_MARKS)) == 5 + 3  # four figures, refusals, a budget chart per tenant (3)
+
+
+def test_a_tenant_user_sees_their_own_overview(browser_site):
+    browser, base_url, _ = browser_site
+    page, errors = open_session(browser, base_url, "viewer-a")
+    assert "tenant alpha" in page.inner_text("header")
+    assert "Tenant alpha" in page.inner_text("main p.lead") and "beta" not in page.inner_text("main")
+    page.screenshot(path=str(SCREENSHOTS / "overview_tenant_user.png"), full_page=True)
+    assert errors == []
+
+
+def test_moving_the_lambda_slider_changes_the_ranking(browser_site):
+    browser, base_url, pages = browser_site
+    page, errors = open_session(browser, base_url, "staffer")
+    page.goto(base_url + pages["try"])
+    page.fill("#prompt", "Which of these compounds is an acid? A. NaOH B. HCl C. NH3 D. KOH")
+    page.click("form.try button[type=submit]")
+    ranking = lambda: page.locator("#ranking tbody tr td:nth-child(2)").all_inner_texts()  # noqa: E731
+    by_quality, chosen = ranking(), page.inner_text("#chosen")
+    assert chosen == by_quality[0]
+
+    page.locator("#lambda-slider").evaluate("el => { el.value = 100; el.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("expected => document.getElementById('chosen').textContent !== expected", arg=chosen)
+    by_price = ranking()
+    assert by_price != by_quality and page.inner_text("#chosen") == by_price[0]
+    costs = page.locator("#ranking tbody tr td:nth-child(4)").all_inner_texts()
+    assert float(costs[0].lstrip("$")) == min(float(c.lstrip("$")) for c in costs)  # price decides now
+    assert float(page.input_value("#lambda")) > 0
+    page.screenshot(path=str(SCREENSHOTS / "try_slider_moved.png"), full_page=True)
+
+    page.locator("#lambda-slider").evaluate("el => { el.value = 0; el.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("expected => document.getElementById('chosen').textContent === expected", arg=chosen)
+    assert ranking() == by_quality
+    assert errors == []
