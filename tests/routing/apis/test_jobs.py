@@ -75,7 +75,12 @@ def test_refit_action_queues_a_refit_of_the_selected_state(
         )
     assert response.status_code == 302
     job = Job.objects.get(kind=Job.Kind.REFIT)
-    assert job.arguments == {"prompt_set_id": state.prompt_set_id, "strategy": state.strategy, "params": state.params}
+    # A tuned state is tuned again, holding fixed only what its fit was given (routing/services/state.py).
+    assert job.arguments == {
+        "prompt_set_id": state.prompt_set_id,
+        "strategy": state.strategy,
+        "params": {"n_clusters": 3, "prior_strength": 1.0},
+    }
     assert sent == [("routing.refit_routing_state", {"job_id": job.id})]
 
 
