@@ -45,7 +45,8 @@ class RoutePreview:
 
 def route_preview(*, tenant: Tenant, prompt: str, lam: float) -> RoutePreview:
     """Score ``prompt`` for ``tenant`` with cost weight ``lam``; writes nothing."""
-    text, input_tokens = route_input(prompt=prompt)
+    routed = route_input(prompt=prompt)
+    text, input_tokens = routed.request, routed.input_tokens
     router = router_for(strategy=None)
     # the tenant's own part of the cache (staff trying as no tenant: an unsaved tenant, id None, a part of its own)
     embedding, _ = embed_cached(text, tenant_id=tenant.id)
