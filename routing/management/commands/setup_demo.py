@@ -93,19 +93,38 @@ class Command(BaseCommand):
         from registry.models import PromptSet
         from registry.selectors import prompt_set_get
         from routing.exceptions import RoutingError
+        from routing.models import Job
+        from routing.services import jobs
         from routing.services.state import params_of
         from routing.services.state_choice import routing_states_fit_and_choose
 
-        try:
-            prompt_set = prompt_set_get(name=dataset)
+        if not PromptSet.objects.filter(name=dataset).exists() and RoutingState.objects.filter(is_active=True).exists():
+            return  # a router is active already and there is no demo data set to fit more strategies on
+        outcome = {}
+
+        def fit(job):
+            jobs.job_progress(job=job, done=0, total=1)
             fitted, activated = routing_states_fit_and_choose(
                 prompt_set=prompt_set,
                 strategies=strategies,
                 activate_best=not RoutingState.objects.filter(is_active=True).exists(),
                 say=lambda message: self.stdout.write(message),
             )
-        except (PromptSet.DoesNotExist, RoutingError) as exc:
+            outcome.update(fitted=fitted, activated=activated)
+            result = {
+                "prompt_set": prompt_set.name,
+                "fitted": [choice.state.strategy for choice in fitted],
+                "activated": activated.strategy if activated is not None else None,
+            }
+            return result, activated or (fitted[-1].state if fitted else None)
+
+        try:
+            prompt_set = prompt_set_get(name=dataset)
+            # Recorded as a refit Job (admin "Jobs", staff API), like a fit done by the worker.
+            jobs.job_run_inline(kind=Job.Kind.REFIT, arguments={"prompt_set_id": prompt_set.id}, work=fit)
+        except (PromptSet.DoesNotExist, RoutingError, jobs.JobBusy) as exc:
             raise CommandError(str(exc)) from None
+        fitted, activated = outcome["fitted"], outcome["activated"]
         if fitted:
             self.stdout.write(f"{'strategy':<22}{'cv score':>10}{'fit s':>8}  hyper-parameters")
             for choice in fitted:
