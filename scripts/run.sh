@@ -50,12 +50,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Static files (compressed once, ~20 s on a busy machine the first time) are needed only by the
-# web process: collect them while the database is set up.
-$PY manage.py collectstatic --no-input -v 0 >.run/collectstatic.log 2>&1 &
-STATIC=$!
 echo "Starting the database (the first run creates .pgdata) and checking it ..."
 $PY manage.py check --database default
+# Static files (compressed once, ~20 s on a busy machine the first time) are needed only by the
+# web process: collect them while the data is imported (after the check, which creates the database).
+$PY manage.py collectstatic --no-input -v 0 >.run/collectstatic.log 2>&1 &
+STATIC=$!
 $PY manage.py migrate --no-input
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
 # What set-up does is shown as it happens (a private copy goes to .run/demo.txt, mode 0600); the
