@@ -79,6 +79,7 @@ def run_protocol(
     protocol: str = "unseen-llm",
     categories: np.ndarray | None = None,
     progress: Progress | None = None,
+    tuning_budget: str = "full",
 ) -> dict:
     """Run ``trials`` splits and return the figures as a JSON-ready dict (see ``PROTOCOL``).
 
@@ -133,6 +134,7 @@ def run_protocol(
                     seed * 1000 + trial,
                     timings[name],
                     tunings[name],
+                    tuning_budget,
                 )
                 profiles = _profiles(strategy, embeddings, correctness, split, llm_names, timings[name])
                 if trial == 0:
@@ -167,6 +169,7 @@ def run_protocol(
             **(DOMAIN_SHIFT if protocol == "domain-shift" else {}),
             "name": protocol,
             "tuning_on": tuning,
+            "tuning_budget": tuning_budget if tuning else None,
         },
         "trials": trials,
         "seed": seed,
@@ -205,7 +208,18 @@ def _answered_by_all(correctness: np.ndarray, split: Split) -> np.ndarray:
 
 
 def _fitted(
-    name, fixed, embeddings, correctness, costs, split: Split, llm_names, tuning: bool, seed: int, timing, tunings
+    name,
+    fixed,
+    embeddings,
+    correctness,
+    costs,
+    split: Split,
+    llm_names,
+    tuning: bool,
+    seed: int,
+    timing,
+    tunings,
+    budget: str = "full",
 ):
     train_llms = split.train_llms
     data = dict(
@@ -219,7 +233,9 @@ def _fitted(
         strategy = get_strategy(name, **fixed).fit(*train, **data)
         timing["tune_s"].append(0.0)
     else:
-        strategy, report = tuned_fit(name, *train, **data, costs=costs[train_llms], fixed=fixed, seed=seed)
+        strategy, report = tuned_fit(
+            name, *train, **data, costs=costs[train_llms], fixed=fixed, seed=seed, budget=budget
+        )
         timing["tune_s"].append(report.seconds)
         tunings.append(report.as_json())
     timing["fit_s"].append(time.perf_counter() - started - timing["tune_s"][-1])

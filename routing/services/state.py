@@ -39,6 +39,7 @@ def routing_state_fit(
     activate: bool = True,
     tune: bool = True,
     score_single: bool = False,
+    tuning_budget: str = "full",
     say: Say = lambda _: None,
 ) -> RoutingState:
     """Fit ``strategy`` on the set's train split, profile every LLM with validation outcomes, store it.
@@ -85,6 +86,7 @@ def routing_state_fit(
             costs=training_costs(prompt_set=prompt_set, llms=train_llms),
             fixed=params,
             score_single=score_single,
+            budget=tuning_budget,
         )
         _say_tuning(say, tuning)
     else:
@@ -140,7 +142,7 @@ def _say_tuning(say: Say, tuning: Tuning) -> None:
         return
     say(
         f"  tuned in {tuning.seconds:.1f} s: {len(tuning.candidates)} candidates × {tuning.folds} folds of training LLMs, "
-        f"{tuning.fit_prompts:,} prompts to fit on, {tuning.score_prompts:,} to score on ({tuning.criterion})"
+        f"{tuning.fit_prompts:,} prompts to fit on, {tuning.score_prompts:,} to score on ({tuning.criterion}; {tuning.budget} budget)"
     )
     say(f"  chosen: {tuning.chosen or 'nothing to choose'}; cross-validated score {tuning.score:.4f}")
 

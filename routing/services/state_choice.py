@@ -30,6 +30,7 @@ def routing_states_fit_and_choose(
     prompt_set: PromptSet,
     strategies: list[str] | None = None,
     activate_best: bool = True,
+    tuning_budget: str = "full",
     say: services.Say = lambda _: None,
 ) -> tuple[list[FittedChoice], RoutingState | None]:
     """Fit (tuned) every strategy in ``strategies`` (default: all) that has no state on ``prompt_set`` yet.
@@ -47,7 +48,12 @@ def routing_states_fit_and_choose(
             say(f"{name}: already fitted on {prompt_set.name}, kept")
             continue
         state = services.routing_state_fit(
-            prompt_set=prompt_set, strategy=name, activate=False, score_single=True, say=say
+            prompt_set=prompt_set,
+            strategy=name,
+            activate=False,
+            score_single=True,
+            tuning_budget=tuning_budget,
+            say=say,
         )
         tuning = services.tuning_of(state) or {}
         fitted.append(FittedChoice(state, tuning.get("score"), STRATEGIES[name].universal))

@@ -26,16 +26,22 @@ def overall_error(errors: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), 0.5)
 
 
-def shrunk_cluster_errors(memberships: np.ndarray, errors: np.ndarray, prior_strength: float) -> np.ndarray:
-    """Ψ [K] for errors [n] or Ψ [K, m] for errors [n, m], from memberships [n, K] (see module docstring)."""
+def shrunk_cluster_errors(
+    memberships: np.ndarray, errors: np.ndarray, prior_strength: float, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Ψ [K] for errors [n] or Ψ [K, m] for errors [n, m], from memberships [n, K] (see module docstring).
+
+    ``prior`` replaces ē(h) as what each cluster is shrunk towards: one value per cluster ([K] or
+    [K, m]), e.g. a coarser map's estimate there (``relative_maps``' nested profiles).
+    """
     answered = ~np.isnan(errors)
     filled = np.where(answered, errors, 0.0)
     weighted_errors = memberships.T @ filled
     weights = memberships.T @ answered.astype(memberships.dtype)
-    overall = overall_error(errors)
+    centre = overall_error(errors) if prior is None else prior
     evidence = weights + prior_strength
-    shrunk = (weighted_errors + prior_strength * overall) / np.maximum(evidence, EPS)
-    return np.where(evidence > 0, shrunk, overall)
+    shrunk = (weighted_errors + prior_strength * centre) / np.maximum(evidence, EPS)
+    return np.where(evidence > 0, shrunk, centre)
 
 
 def one_hot(cluster: np.ndarray, n_clusters: int) -> np.ndarray:

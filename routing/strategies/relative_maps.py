@@ -10,10 +10,18 @@ Why it beats UniRoute on unseen LLMs (figures in the README):
   the choice of K.
 - Which members (the cluster grid), the profiles' prior strength and l2 are chosen per data set
   by ``tuning.py``; members are independent fits, so every sub-ensemble is scored without a refit.
+- ``profile_prior="nested"`` shrinks each member's clusters towards the next coarser member's
+  estimate there instead of towards the LLM's overall error ē(h). A typical LLM's cluster errors
+  differ little from ē(h), so the two agree; an LLM whose validation outcomes are extreme (right on
+  one subject, wrong on the rest) keeps at the fine resolution what the coarse clusters, which mix
+  subjects, blur — without it a specialist's fine clusters are pulled back to its poor average and
+  it loses its own subject (``evaluation/specialists.py`` measures this). The finest member then
+  predicts alone (its Ψ holds the coarser members' through the priors). A post-fit choice, tuned
+  like the prior strength.
 
 Every member is a UniRoute LearnedMap (soft assignment Φ, validation-based Ψ with the same
 pseudo-count prior), so the strategy stays universal: profiling a new LLM is one pass over S_val,
-and γ_maps(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h).
+and γ_maps(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h) (nested profiles: Φ^(R)(x)ᵀ Ψ^(R)(h), the finest).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import numpy as np
 
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.learned_map import fit_soft_map, softmax_rows
-from routing.strategies.profiles import shrunk_cluster_errors
+from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
+
+PROFILE_PRIORS = ("overall", "nested")
 
 
 class RelativeMapEnsemble(RoutingStrategy):
@@ -37,12 +47,13 @@ class RelativeMapEnsemble(RoutingStrategy):
 
     name = "relative_maps"
     learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
-    post_fit_params = ("cluster_grid", "prior_strength")
+    post_fit_params = ("cluster_grid", "prior_strength", "profile_prior")
 
     def __init__(
         self,
         cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
         prior_strength: float = 5.0,
+        profile_prior: str = "overall",
         training_prior_strength: float = 5.0,
         init_scale: float = 20.0,
         l2: float = 1e-7,
@@ -54,6 +65,7 @@ class RelativeMapEnsemble(RoutingStrategy):
     ):
         self.cluster_grid = cluster_grid
         self.prior_strength = prior_strength
+        self.profile_prior = profile_prior
         self.training_prior_strength = training_prior_strength
         self.init_scale = init_scale
         self.l2 = l2
@@ -66,6 +78,8 @@ class RelativeMapEnsemble(RoutingStrategy):
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
         if not list(self.cluster_grid):
             raise ValueError("cluster_grid needs at least one cluster count")
+        if self.profile_prior not in PROFILE_PRIORS:
+            raise ValueError(f"profile_prior must be one of {', '.join(PROFILE_PRIORS)}, got {self.profile_prior!r}")
         maps = [
             fit_soft_map(
                 train_embeddings,
@@ -112,15 +126,34 @@ class RelativeMapEnsemble(RoutingStrategy):
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
-        return np.concatenate(
-            [
-                shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
-                for memberships in self._memberships(validation_embeddings)
-            ]
-        )
+        members = self._memberships(validation_embeddings)
+        if self.profile_prior == "overall":
+            return np.concatenate([shrunk_cluster_errors(m, validation_errors, self.prior_strength) for m in members])
+        if self.profile_prior not in PROFILE_PRIORS:
+            raise ValueError(f"profile_prior must be one of {', '.join(PROFILE_PRIORS)}, got {self.profile_prior!r}")
+        # nested: coarse to fine, each member's prior in cluster k is the coarser member's estimate
+        # averaged over the validation prompts of k (the coarsest is shrunk towards ē(h) as usual).
+        answered = (~np.isnan(validation_errors)).astype(np.float64)
+        psi: list[np.ndarray | None] = [None] * len(members)
+        coarser_estimate = None  # [n_validation]: the previous member's γ on the validation prompts
+        for r in np.argsort([m.shape[1] for m in members], kind="stable"):
+            memberships = members[r]
+            prior = None
+            if coarser_estimate is not None:
+                weights = memberships.T @ answered
+                prior = (memberships.T @ (answered * coarser_estimate)) / np.maximum(weights, EPS)
+                prior = np.where(weights > EPS, prior, overall_error(validation_errors))
+            psi[r] = shrunk_cluster_errors(memberships, validation_errors, self.prior_strength, prior=prior)
+            coarser_estimate = memberships @ psi[r]
+        return np.concatenate(psi)
 
     def _predict_loss(self, prompt_embeddings, profiles):
         bounds = np.cumsum([0, *self.cluster_sizes_])
         members = self._memberships(prompt_embeddings)
+        if self.profile_prior == "nested":
+            # The finest member's Ψ already holds the coarser ones (its prior): averaging them in again
+            # would blur back what it resolved.
+            r = int(np.argmax(self.cluster_sizes_))
+            return members[r] @ profiles[:, bounds[r] : bounds[r + 1]].T
         total = sum(m @ profiles[:, a:b].T for m, a, b in zip(members, bounds[:-1], bounds[1:]))
         return total / len(members)

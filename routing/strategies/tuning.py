@@ -21,7 +21,8 @@ recreates that situation inside the training data, never looking at any other LL
   neither figure predicted the test area of the candidates better than the other.)
 
 The work is bounded whatever the data set's size: at most ``max_fit_prompts`` prompts to fit on and
-``max_score_prompts`` to score on, and grids of a few entries (see ``search_space``). Hyper-parameters
+``max_score_prompts`` to score on, and grids of a few entries (see ``search_space``); the ``quick``
+budget (``BUDGETS``) uses fewer prompts and holds l2 at its default (a third of the fits). Hyper-parameters
 the caller fixes are held fixed and left out of the search. The same folds and prompts are used for
 every strategy (the seed fixes them), so best scores of different strategies can be compared.
 """
@@ -47,6 +48,25 @@ MIN_TRAINING_LLMS = 4  # two folds of two LLMs: fewer cannot play both roles
 CRITERIA = {
     "area": "area under the deferral curve",
     "relative": "relative squared error (negated): predicted minus true loss, centred across the fold's LLMs per prompt",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work the tuner may do: prompts to fit and score on, and fit-time hyper-parameters it
+    holds at the strategy's default instead of searching (each value searched costs fits)."""
+
+    name: str
+    max_fit_prompts: int
+    max_score_prompts: int
+    held: tuple[str, ...] = ()
+
+
+BUDGETS = {
+    "full": Budget("full", MAX_FIT_PROMPTS, MAX_SCORE_PROMPTS),
+    # setup_demo (the first `make run` must answer within minutes) and evaluate runs that must fit a
+    # time slot: a third of the fits (l2 held at its default), on fewer prompts.
+    "quick": Budget("quick", 1500, 1000, held=("l2",)),
 }
 
 
@@ -80,6 +100,7 @@ class Tuning:
     seconds: float = 0.0  # tuning only; the final fit is timed by the caller
     candidates: list[Candidate] = field(default_factory=list)
     note: str = ""
+    budget: str = "full"
 
     @property
     def chosen(self) -> dict:
@@ -120,7 +141,13 @@ def _relative_maps(n_validation):
     runs = [grid[i:j] for i in range(len(grid)) for j in range(i + 1, len(grid) + 1)]  # contiguous member runs
     return SearchSpace(
         fit=[{"cluster_grid": grid, "l2": l2} for l2 in (1e-7, 1e-5)],
-        post_fit=[{"cluster_grid": run, "prior_strength": a} for run in runs for a in (2.0, 5.0, 20.0)],
+        post_fit=[
+            {"cluster_grid": run, "prior_strength": a, "profile_prior": prior}
+            for run in runs
+            for a in (2.0, 5.0, 20.0)
+            for prior in ("overall", "nested")
+            if prior == "overall" or len(run) > 1  # nested needs a coarser member
+        ],
     )
 
 
@@ -142,11 +169,30 @@ SEARCH_SPACES = {
 }
 
 
-def search_space(name: str, *, n_validation: int, fixed: dict | None = None) -> SearchSpace:
-    """The grid for ``name``, without the hyper-parameters in ``fixed`` (duplicates dropped)."""
+def search_space(
+    name: str, *, n_validation: int, fixed: dict | None = None, budget: str | Budget = "full"
+) -> SearchSpace:
+    """The grid for ``name``, without the hyper-parameters in ``fixed`` and those ``budget`` holds
+    at their defaults (duplicates dropped)."""
     fixed = fixed or {}
+    budget = _budget(budget)
     space = SEARCH_SPACES.get(name, lambda n: SearchSpace(fit=[{}], post_fit=[{}]))(n_validation)
+    if budget.held:
+        defaults = STRATEGIES[name]().get_params() if name in STRATEGIES else {}
+        held = {k: defaults[k] for k in budget.held if k in defaults}
+        space = SearchSpace(
+            fit=[e for e in space.fit if all(e.get(k, v) == v for k, v in held.items())] or space.fit[:1],
+            post_fit=space.post_fit,
+        )
     return SearchSpace(fit=_without(space.fit, fixed), post_fit=_without(space.post_fit, fixed))
+
+
+def _budget(budget: str | Budget) -> Budget:
+    if isinstance(budget, Budget):
+        return budget
+    if budget not in BUDGETS:
+        raise ValueError(f"tuning budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    return BUDGETS[budget]
 
 
 def _without(grid: list[dict], fixed: dict) -> list[dict]:
@@ -171,6 +217,7 @@ def tuned_fit(
     fixed: dict | None = None,
     seed: int = 0,
     score_single: bool = False,
+    budget: str = "full",
 ) -> tuple[RoutingStrategy, Tuning]:
     """Tune ``name`` (``tune``), then fit it with the chosen hyper-parameters on all the data given."""
     tuning = tune(
@@ -184,6 +231,7 @@ def tuned_fit(
         fixed=fixed,
         seed=seed,
         score_single=score_single,
+        budget=budget,
     )
     strategy = get_strategy(name, **tuning.params).fit(
         train_embeddings,
@@ -206,21 +254,27 @@ def tune(
     llm_keys: list[str] | None = None,
     fixed: dict | None = None,
     seed: int = 0,
-    max_fit_prompts: int = MAX_FIT_PROMPTS,
-    max_score_prompts: int = MAX_SCORE_PROMPTS,
+    max_fit_prompts: int | None = None,
+    max_score_prompts: int | None = None,
     space: SearchSpace | None = None,
     score_single: bool = False,
     criterion: str = "area",
+    budget: str | Budget = "full",
 ) -> Tuning:
     """Choose ``name``'s hyper-parameters by cross-validation over the training LLMs (module docstring).
 
-    ``space`` replaces the strategy's grid from ``SEARCH_SPACES``. With nothing to choose between
+    ``budget`` (``BUDGETS``) bounds the prompts and the fit grid; ``max_fit_prompts`` and
+    ``max_score_prompts`` override its prompt counts. ``space`` replaces the strategy's grid from
+    ``SEARCH_SPACES``. With nothing to choose between
     (one candidate) the cross-validation is skipped unless ``score_single``: its score is only
     needed to compare strategies with each other.
     """
     started = time.perf_counter()
     if name not in STRATEGIES:
         get_strategy(name)  # raises the usual "unknown strategy" error
+    budget = _budget(budget)
+    max_fit_prompts = budget.max_fit_prompts if max_fit_prompts is None else max_fit_prompts
+    max_score_prompts = budget.max_score_prompts if max_score_prompts is None else max_score_prompts
     fixed = dict(fixed or {})
     get_strategy(name, **fixed)  # a mistyped fixed hyper-parameter fails before any work
     train_embeddings = np.asarray(train_embeddings, dtype=np.float32)
@@ -241,14 +295,16 @@ def tune(
     rng = np.random.default_rng(seed)
     fit_rows, score_rows = _prompt_parts(len(train_embeddings), rng, max_fit_prompts, max_score_prompts)
     folds = _llm_folds(n_llms, rng)
-    untuned = Tuning(name, fixed, fixed, None, criterion, len(folds), len(fit_rows), len(score_rows))
+    untuned = Tuning(
+        name, fixed, fixed, None, criterion, len(folds), len(fit_rows), len(score_rows), budget=budget.name
+    )
     if len(folds) < 2 or len(score_rows) == 0:
         untuned.note = f"not tuned: needs at least {MIN_TRAINING_LLMS} training LLMs and some train prompts to score on; defaults used"
         untuned.seconds = time.perf_counter() - started
         return untuned
 
     if space is None:
-        space = search_space(name, n_validation=len(validation_embeddings), fixed=fixed)
+        space = search_space(name, n_validation=len(validation_embeddings), fixed=fixed, budget=budget)
     if len(space.fit) * len(space.post_fit) == 1 and not score_single:
         untuned.params = {**fixed, **space.fit[0], **space.post_fit[0]}
         untuned.note = "nothing to tune"
@@ -312,6 +368,7 @@ def tune(
         score_prompts=len(score_rows),
         seconds=time.perf_counter() - started,
         candidates=candidates,
+        budget=budget.name,
     )
 
 
@@ -353,4 +410,4 @@ def _plain(value):
     return value
 
 
-__all__ = ["SEARCH_SPACES", "SearchSpace", "Tuning", "search_space", "tune", "tuned_fit"]
+__all__ = ["BUDGETS", "SEARCH_SPACES", "SearchSpace", "Tuning", "search_space", "tune", "tuned_fit"]

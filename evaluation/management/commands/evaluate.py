@@ -43,6 +43,12 @@ class Command(BaseCommand):
             help="use the strategies' default hyper-parameters (and --params) instead of tuning them in each split",
         )
         parser.add_argument(
+            "--tuning-budget",
+            choices=("full", "quick"),
+            default="full",
+            help="full (fit_router's default) or quick: fewer prompts, l2 held at its default (a third of the fits)",
+        )
+        parser.add_argument(
             "--protocol",
             choices=PROTOCOLS,
             default="unseen-llm",
@@ -68,6 +74,7 @@ class Command(BaseCommand):
         json: Path | None,
         plot: Path | None,
         no_tuning: bool,
+        tuning_budget: str,
         protocol: str,
         categories: str,
         **options,
@@ -105,7 +112,7 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
-            f"Running {trials} {protocol} splits of {', '.join(names)} (seed {seed}, tuning {'off' if no_tuning else 'on'}) ..."
+            f"Running {trials} {protocol} splits of {', '.join(names)} (seed {seed}, tuning {'off' if no_tuning else tuning_budget}) ..."
         )
         started = time.monotonic()
         try:
@@ -121,6 +128,7 @@ class Command(BaseCommand):
                 tuning=not no_tuning,
                 protocol=protocol,
                 categories=arrays.categories,
+                tuning_budget=tuning_budget,
                 progress=lambda done, total: self.stdout.write(
                     f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
                 ),

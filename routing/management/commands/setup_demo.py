@@ -41,6 +41,13 @@ class Command(BaseCommand):
         parser.add_argument("--dataset", default="mmlu-pro", help="prompt set to fit the router on")
         parser.add_argument("--strategies", default=None, help="comma-separated strategies to fit (default: all)")
         parser.add_argument(
+            "--tuning-budget",
+            choices=("quick", "full"),
+            default="quick",
+            help="quick (default; the first `make run` must answer within minutes): fewer prompts and l2 held at "
+            "its default while tuning; full: what fit_router and the nightly refit do",
+        )
+        parser.add_argument(
             "--base-url",
             default="http://127.0.0.1:8000",
             help="where the service will listen (for the printed examples)",
@@ -63,14 +70,26 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, dataset, strategies, base_url, admin_user, demo_budget_usd, upstream_url, output, **options
+        self,
+        *args,
+        dataset,
+        strategies,
+        tuning_budget,
+        base_url,
+        admin_user,
+        demo_budget_usd,
+        upstream_url,
+        output,
+        **options,
     ):
         tee = None
         if output is not None:
             tee = _Tee(self.stdout._out)
             self.stdout = OutputWrapper(tee)
         password = self._ensure_admin(admin_user)
-        self._fit_strategies(dataset, [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None)
+        self._fit_strategies(
+            dataset, [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None, tuning_budget
+        )
         if upstream_url:
             from routing.services.gateway import demo_llms_at
 
@@ -89,7 +108,7 @@ class Command(BaseCommand):
         if tee is not None:
             write_private(output, tee.copy.getvalue())
 
-    def _fit_strategies(self, dataset: str, strategies: list[str] | None) -> None:
+    def _fit_strategies(self, dataset: str, strategies: list[str] | None, tuning_budget: str) -> None:
         from registry.models import PromptSet
         from registry.selectors import prompt_set_get
         from routing.exceptions import RoutingError
@@ -108,6 +127,7 @@ class Command(BaseCommand):
                 prompt_set=prompt_set,
                 strategies=strategies,
                 activate_best=not RoutingState.objects.filter(is_active=True).exists(),
+                tuning_budget=tuning_budget,
                 say=lambda message: self.stdout.write(message),
             )
             outcome.update(fitted=fitted, activated=activated)
@@ -137,6 +157,15 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{choice.state.strategy:<22}{score:>10}{choice.state.fit_seconds:>8.1f}  {params_of(choice.state)}{mark}"
                 )
+            total = sum(choice.state.fit_seconds for choice in fitted)
+            self.stdout.write(
+                f"{len(fitted)} strategies fitted in {total:.1f} s with the {tuning_budget} tuning budget"
+                + (
+                    " (fewer prompts, l2 at its default; `fit_router --strategy NAME` tunes fully)"
+                    if tuning_budget == "quick"
+                    else ""
+                )
+            )
         active = RoutingState.objects.filter(is_active=True).first()
         if active is not None:
             self.stdout.write(f"Active router: v{active.version} {active.strategy}")

@@ -121,3 +121,40 @@ def test_the_relative_loss_ignores_how_hard_a_prompt_is_for_every_llm():
     assert loss_and_gradient(everyone_worse, targets, answered, "log_loss")[0] != pytest.approx(
         loss_and_gradient(predicted, targets, answered, "log_loss")[0]
     )
+
+
+def four_subject_maps(profile_prior: str):
+    """A fitted relative_maps by hand: subjects at four orthogonal directions; a coarse member (K = 2)
+    whose clusters each mix two subjects, and a fine one (K = 4) with one cluster per subject."""
+    from routing.strategies.relative_maps import RelativeMapEnsemble
+
+    strategy = RelativeMapEnsemble(cluster_grid=(2, 4), prior_strength=5.0, profile_prior=profile_prior)
+    fine = 30.0 * np.eye(4)
+    coarse = 30.0 * np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=float)
+    strategy.theta_ = np.vstack([coarse, fine]).astype(np.float32)
+    strategy.bias_ = np.zeros(6, dtype=np.float32)
+    strategy.cluster_sizes_, strategy.n_iter_ = [2, 4], [0, 0]
+    subject = np.repeat(np.arange(4), 10)  # ten validation prompts per subject
+    return strategy, np.eye(4, dtype=np.float32)[subject], subject
+
+
+def test_nested_profiles_keep_a_specialists_subject_that_coarse_clusters_mix():
+    losses = {}
+    for prior in ("overall", "nested"):
+        strategy, embeddings, subject = four_subject_maps(prior)
+        specialist = (subject == 0).astype(float)  # right on subject 0 only; subject 1 shares its coarse cluster
+        generalist = np.full(len(subject), 0.75)  # 75 % right everywhere
+        profiles = np.stack([strategy.profile(embeddings, c) for c in (specialist, generalist)])
+        losses[prior] = strategy.predict_loss(np.eye(4, dtype=np.float32)[:1], profiles)[0]
+    # Shrunk towards its poor overall error, the specialist's own subject looks worse than the generalist…
+    assert losses["overall"][0] > losses["overall"][1]
+    # …shrunk towards the coarse cluster's estimate, it gets the subject it masters.
+    assert losses["nested"][0] < losses["nested"][1]
+
+
+def test_nested_profiles_equal_the_usual_ones_for_an_llm_equally_good_everywhere():
+    profiles = {}
+    for prior in ("overall", "nested"):
+        strategy, embeddings, subject = four_subject_maps(prior)
+        profiles[prior] = strategy.profile(embeddings, np.tile([1.0, 0.0, 1.0, 1.0], 10))  # 25 % errors everywhere
+    np.testing.assert_allclose(profiles["nested"], profiles["overall"], atol=1e-6)

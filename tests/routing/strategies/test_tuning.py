@@ -102,12 +102,35 @@ def test_grids_shrink_with_a_small_validation_set():
     assert [e["k"] for e in search_space("knn", n_validation=60).post_fit] == [10, 20]
 
 
+def test_the_quick_budget_holds_l2_at_its_default_and_uses_fewer_prompts(data):
+    full = search_space("relative_maps", n_validation=1200)
+    quick = search_space("relative_maps", n_validation=1200, budget="quick")
+    assert {e["l2"] for e in full.fit} == {1e-7, 1e-5} and [e["l2"] for e in quick.fit] == [1e-7]
+    assert quick.post_fit == full.post_fit  # post-fit candidates cost no fit: all kept
+    assert len(search_space("uniroute_learnedmap", n_validation=1200, budget="quick").fit) == 3
+    tuning = run("uniroute_kmeans", data, costs=COSTS, budget="quick")
+    assert tuning.budget == "quick" and tuning.fit_prompts + tuning.score_prompts <= 1500 + 1000
+    with pytest.raises(ValueError, match="tuning budget"):
+        run("uniroute_kmeans", data, budget="tiny")
+
+
+def test_nested_profiles_are_tried_only_with_a_coarser_member():
+    post_fit = search_space("relative_maps", n_validation=1200).post_fit
+    nested = [e["cluster_grid"] for e in post_fit if e["profile_prior"] == "nested"]
+    assert nested and all(len(grid) > 1 for grid in nested)
+
+
 @pytest.mark.parametrize(
     "name, fit_params, post_params",
     [
         ("uniroute_kmeans", {"n_clusters": 3}, {"prior_strength": 20.0}),
         ("uniroute_learnedmap", {"n_clusters": 3, "max_iter": 20}, {"prior_strength": 1.0}),
         ("relative_maps", {"cluster_grid": (2, 3, 4), "max_iter": 20}, {"cluster_grid": (3, 4), "prior_strength": 2.0}),
+        (
+            "relative_maps",
+            {"cluster_grid": (2, 3, 4), "max_iter": 20},
+            {"cluster_grid": (2, 4), "profile_prior": "nested"},
+        ),
         ("routellm_mf", {"dim": 4, "max_iter": 30}, {"profile_l2": 3.0}),
         ("knn", {}, {"k": 7}),
     ],
