@@ -80,6 +80,7 @@ def run_protocol(
     categories: np.ndarray | None = None,
     progress: Progress | None = None,
     tuning_budget: str = "full",
+    variants: list[tuple[str, dict]] | None = None,
 ) -> dict:
     """Run ``trials`` splits and return the figures as a JSON-ready dict (see ``PROTOCOL``).
 
@@ -89,7 +90,10 @@ def run_protocol(
     predict_one_ms for one prompt × 30 LLMs), ``tuning`` (per strategy: what was chosen on each
     split), ``per_trial_area`` (for paired comparisons), ``per_category`` and ``specialists`` (when
     ``categories`` are given), and ``curves`` (the first split's, for ``plots.plot_deferral_curves``).
-    ``strategy_params`` are held fixed (and left out of the tuning). Non-finite figures are None.
+    ``strategy_params`` are held fixed (and left out of the tuning). ``variants`` — (strategy,
+    post-fit values) pairs — are scored as methods of their own, named ``variant_name``: the split's
+    tuned fit of the strategy with those values set afterwards, no refit (a paired look at one choice
+    the tuner makes). Non-finite figures are None.
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     correctness = np.asarray(correctness, dtype=np.float64)
@@ -101,12 +105,17 @@ def run_protocol(
     categories = None if categories is None else np.asarray(categories).astype(str)
     names = list(dict.fromkeys([ZERO, *strategies]))  # every gain is measured against ZeroRouter
     params = strategy_params or {}
-    scores = {name: [] for name in [*names, ORACLE, RANDOM]}
+    variants = list(variants or [])
+    missing = sorted({base for base, _ in variants} - (set(names) - {CLAIRVOYANT}))
+    if missing:
+        raise ValueError(f"variants need their strategy in the run: {', '.join(missing)}")
+    variant_names = [variant_name(base, values) for base, values in variants]
+    scores = {name: [] for name in [*names, *variant_names, ORACLE, RANDOM]}
     timings = {name: {"tune_s": [], "fit_s": [], "profile_ms": [], "predict_one_ms": []} for name in names}
     tunings = {name: [] for name in names if name != CLAIRVOYANT}
     single = {name: [] for name in llm_names}
     category_areas: dict[str, dict[str, list]] = {}
-    specialist_rows = {name: [] for name in names}
+    specialist_rows = {name: [] for name in [*names, *variant_names]}
     curves = None
     for trial, split in enumerate(_splits(protocol, categories, len(embeddings), len(costs), trials, seed)):
         test_rows = _answered_by_all(correctness, split)
@@ -143,11 +152,23 @@ def run_protocol(
                     )
                 losses = strategy.predict_loss(embeddings[test_rows], profiles)
                 specialist_losses = _specialist_losses(strategy, embeddings, split, test_rows, specialists)
+                for (base, values), label in zip(variants, variant_names):
+                    if base == name:
+                        view = strategy.with_params(**values)
+                        view_profiles = _profiles(view, embeddings, correctness, split, llm_names, None)
+                        split_losses[label] = view.predict_loss(embeddings[test_rows], view_profiles)
+                        view_specialists = _specialist_losses(view, embeddings, split, test_rows, specialists)
+                        _add_specialists(
+                            specialist_rows[label],
+                            trial,
+                            specialists,
+                            view_specialists,
+                            split_losses[label],
+                            truth,
+                            split_costs,
+                        )
             split_losses[name] = losses
-            for specialist, column in zip(specialists, specialist_losses):
-                specialist_rows[name].append(
-                    (trial, specialist.category, specialist_figures(losses, column, truth, split_costs, specialist))
-                )
+            _add_specialists(specialist_rows[name], trial, specialists, specialist_losses, losses, truth, split_costs)
         split_curves = {name: deferral_curve(losses, split_costs, truth) for name, losses in split_losses.items()}
         split_curves[ORACLE] = oracle_curve(truth, split_costs)
         split_curves[RANDOM] = random_curve(truth, split_costs)
@@ -187,6 +208,15 @@ def run_protocol(
         result["per_category"] = _summarise_categories(category_areas)
         result["specialists"] = _summarise_specialists(specialist_rows, trials)
     return result
+
+
+def variant_name(strategy: str, values: dict) -> str:
+    return f"{strategy}[{','.join(f'{k}={v}' for k, v in sorted(values.items()))}]"
+
+
+def _add_specialists(rows: list, trial: int, specialists, specialist_losses, losses, truth, costs) -> None:
+    for specialist, column in zip(specialists, specialist_losses):
+        rows.append((trial, specialist.category, specialist_figures(losses, column, truth, costs, specialist)))
 
 
 def _splits(protocol: str, categories, n_prompts: int, n_llms: int, trials: int, seed: int) -> list[Split]:
@@ -253,7 +283,8 @@ def _profiles(strategy, embeddings, correctness, split: Split, llm_names, timing
                     validation_embeddings, correctness[split.validation_prompts, llm], llm_key=llm_names[llm]
                 )
             )
-            timing["profile_ms"].append(1000 * (time.perf_counter() - started))
+            if timing is not None:
+                timing["profile_ms"].append(1000 * (time.perf_counter() - started))
     return np.stack(profiles)
 
 

@@ -32,10 +32,10 @@ def print_report(result: dict, write: Write) -> None:
 
 
 def _methods(result: dict, write: Write) -> None:
-    write(f"\n{'method':<24}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}")
+    write(f"\n{'method':<36}{'area':>8}{'± se':>8}{'area50':>8}{'QNC':>8}{'gain vs zero':>14}{'± se':>8}")
     for name, m in result["methods"].items():
         write(
-            f"{name:<24}{_num(m.get('area'), '8.4f')}{_num(m.get('area_se'), '8.4f')}{_num(m.get('area50'), '8.4f')}"
+            f"{name:<36}{_num(m.get('area'), '8.4f')}{_num(m.get('area_se'), '8.4f')}{_num(m.get('area50'), '8.4f')}"
             f"{_num(m.get('qnc_median'), '8.3f')}{_num(m.get('gain_vs_zero'), '+14.4f')}{_num(m.get('gain_vs_zero_se'), '8.4f')}"
         )
 
@@ -82,11 +82,11 @@ def _specialists(result: dict, write: Write) -> None:
         return
     write(
         f"\nspecialist recall at λ = 0 (mean over categories, ± se over splits):\n"
-        f"{'method':<24}{'recall':>8}{'± se':>8}{'false share':>13}{'gain on cat':>13}{'change elsewhere':>18}"
+        f"{'method':<36}{'recall':>8}{'± se':>8}{'false share':>13}{'gain on cat':>13}{'change elsewhere':>18}"
     )
     for name, s in specialists.items():
         write(
-            f"{name:<24}{_num(s['recall'], '8.3f')}{_num(s['recall_se'], '8.3f')}{_num(s['false_share'], '13.4f')}"
+            f"{name:<36}{_num(s['recall'], '8.3f')}{_num(s['recall_se'], '8.3f')}{_num(s['false_share'], '13.4f')}"
             f"{_num(s['gain_on_category'], '+13.4f')}{_num(s['change_elsewhere'], '+18.4f')}"
         )
 

@@ -150,3 +150,30 @@ def test_splits_are_60_10_30_with_a_third_of_the_llms_unseen():
 def test_the_plot_is_written_as_a_png(result, tmp_path):
     path = plot_deferral_curves(result, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_post_fit_variant_is_scored_on_the_same_fit_and_a_no_op_variant_equals_its_strategy():
+    embeddings, correctness, costs, names = topic_dataset()
+    result = run_protocol(
+        embeddings,
+        correctness,
+        costs,
+        names,
+        strategies=["uniroute_kmeans"],
+        trials=2,
+        seed=3,
+        strategy_params={"uniroute_kmeans": {"n_clusters": 2, "prior_strength": 5.0}},
+        tuning=False,
+        variants=[("uniroute_kmeans", {"prior_strength": 5.0}), ("uniroute_kmeans", {"prior_strength": 500.0})],
+        categories=topic_categories(),
+    )
+    same, blurred = "uniroute_kmeans[prior_strength=5.0]", "uniroute_kmeans[prior_strength=500.0]"
+    assert result["per_trial_area"][same] == result["per_trial_area"]["uniroute_kmeans"]
+    assert result["specialists"][same]["recall"] == result["specialists"]["uniroute_kmeans"]["recall"]
+    # a prior worth 500 prompts pulls every cluster to the LLM's average: less routing by topic
+    assert result["methods"][blurred]["area"] < result["methods"]["uniroute_kmeans"]["area"]
+    assert blurred in result["per_category"]["alpha"]
+    with pytest.raises(ValueError, match="variants need their strategy"):
+        run_protocol(
+            embeddings, correctness, costs, names, strategies=["knn"], trials=1, variants=[("uniroute_kmeans", {})]
+        )

@@ -49,6 +49,12 @@ class Command(BaseCommand):
             help="full (fit_router's default) or quick: fewer prompts, l2 held at its default (a third of the fits)",
         )
         parser.add_argument(
+            "--variants",
+            default="",
+            help="post-fit variants scored as methods of their own on each split's tuned fit, no refit, "
+            "';'-separated: e.g. 'relative_maps:profile_prior=nested;relative_maps:profile_prior=overall'",
+        )
+        parser.add_argument(
             "--protocol",
             choices=PROTOCOLS,
             default="unseen-llm",
@@ -75,6 +81,7 @@ class Command(BaseCommand):
         plot: Path | None,
         no_tuning: bool,
         tuning_budget: str,
+        variants: str,
         protocol: str,
         categories: str,
         **options,
@@ -93,6 +100,7 @@ class Command(BaseCommand):
             raise CommandError("--trials must be at least 1")
         try:
             strategy_params = _loads(params)
+            variant_list = _variants(variants)
             prompt_set = prompt_set_get(name=dataset)
             self.stdout.write(f"Loading {dataset} ...")
             arrays = dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
@@ -129,6 +137,7 @@ class Command(BaseCommand):
                 protocol=protocol,
                 categories=arrays.categories,
                 tuning_budget=tuning_budget,
+                variants=variant_list,
                 progress=lambda done, total: self.stdout.write(
                     f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
                 ),
@@ -195,3 +204,25 @@ def _dumps(value) -> str:
         raise TypeError(f"cannot serialise {type(obj).__name__}")
 
     return json_module.dumps(value, indent=2, default=default)
+
+
+def _variants(text: str) -> list[tuple[str, dict]]:
+    """'strategy:key=value,key=value;…' → [(strategy, {key: value})]; values are JSON where they parse."""
+    import json
+
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        strategy, _, assignments = item.partition(":")
+        values = {}
+        for assignment in filter(None, assignments.split(",")):
+            key, sep, raw = assignment.partition("=")
+            if not sep:
+                raise ValueError(f"variant {item!r}: expected key=value, got {assignment!r}")
+            try:
+                values[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                values[key.strip()] = raw.strip()
+        if not values:
+            raise ValueError(f"variant {item!r} sets nothing")
+        out.append((strategy.strip(), values))
+    return out
