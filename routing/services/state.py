@@ -92,7 +92,12 @@ def routing_state_fit(
     else:
         fitted = get_strategy(strategy, **params).fit(*data, **options)
     fit_seconds = time.monotonic() - started
-    say(f"  fitted in {fit_seconds:.1f} s" + (f" (tuning {tuning.seconds:.1f} s)" if tuning else ""))
+    sampled = tuning is not None and tuning.final_fit_prompts not in (None, len(train.prompt_ids))
+    say(
+        f"  fitted in {fit_seconds:.1f} s"
+        + (f" (tuning {tuning.seconds:.1f} s)" if tuning else "")
+        + (f"; final fit on a sample of {tuning.final_fit_prompts:,} train prompts" if sampled else "")
+    )
     small, blob = split_state(fitted.get_state())
     small["tuning"] = tuning.as_json() if tuning else None
     params = {name: small[name] for name in fitted.param_names() if name in small}
@@ -107,7 +112,7 @@ def routing_state_fit(
             arrays=blob,
             prompt_set=prompt_set,
             embedder=get_embedder().name,
-            n_train_prompts=len(train.prompt_ids),
+            n_train_prompts=tuning.final_fit_prompts if sampled else len(train.prompt_ids),
             n_validation_prompts=len(validation.prompt_ids),
             validation_prompt_ids=validation.prompt_ids,
             fit_seconds=fit_seconds,

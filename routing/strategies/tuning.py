@@ -22,7 +22,8 @@ recreates that situation inside the training data, never looking at any other LL
 
 The work is bounded whatever the data set's size: at most ``max_fit_prompts`` prompts to fit on and
 ``max_score_prompts`` to score on, and grids of a few entries (see ``search_space``); the ``quick``
-budget (``BUDGETS``) uses fewer prompts and holds l2 at its default (a third of the fits). Hyper-parameters
+budget (``BUDGETS``) uses fewer prompts and holds l2 at its default (a third of the fits); the
+``demo`` budget also fits the final strategy on a sample of the train prompts. Hyper-parameters
 the caller fixes are held fixed and left out of the search. The same folds and prompts are used for
 every strategy (the seed fixes them), so best scores of different strategies can be compared.
 """
@@ -60,13 +61,16 @@ class Budget:
     max_fit_prompts: int
     max_score_prompts: int
     held: tuple[str, ...] = ()
+    max_final_prompts: int | None = None  # the final fit's train prompts (a seeded sample); None: all
 
 
 BUDGETS = {
     "full": Budget("full", MAX_FIT_PROMPTS, MAX_SCORE_PROMPTS),
-    # setup_demo (the first `make run` must answer within minutes) and evaluate runs that must fit a
-    # time slot: a third of the fits (l2 held at its default), on fewer prompts.
+    # evaluate runs that must fit a time slot: a third of the fits (l2 held at its default), fewer prompts.
     "quick": Budget("quick", 1500, 1000, held=("l2",)),
+    # setup_demo: the first `make run` waits for every strategy's fit, so the final fits too see a
+    # sample of the train prompts; the nightly refit (full budget) refits the active router on all.
+    "demo": Budget("demo", 1000, 800, held=("l2",), max_final_prompts=2500),
 }
 
 
@@ -101,6 +105,7 @@ class Tuning:
     candidates: list[Candidate] = field(default_factory=list)
     note: str = ""
     budget: str = "full"
+    final_fit_prompts: int | None = None  # set by tuned_fit
 
     @property
     def chosen(self) -> dict:
@@ -233,9 +238,14 @@ def tuned_fit(
         score_single=score_single,
         budget=budget,
     )
+    rows = np.arange(len(train_embeddings))
+    cap = _budget(budget).max_final_prompts
+    if cap is not None and len(rows) > cap:
+        rows = np.sort(np.random.default_rng(seed).permutation(len(rows))[:cap])
+    tuning.final_fit_prompts = len(rows)
     strategy = get_strategy(name, **tuning.params).fit(
-        train_embeddings,
-        train_correctness,
+        np.asarray(train_embeddings)[rows],
+        np.asarray(train_correctness)[rows],
         validation_embeddings=validation_embeddings,
         validation_correctness=validation_correctness,
         llm_keys=llm_keys,

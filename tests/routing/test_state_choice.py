@@ -41,9 +41,9 @@ def test_setup_demo_fits_every_strategy_and_activates_the_best_by_cross_validati
     assert active.strategy == max(universal, key=universal.get)
     assert f"Active router: v{active.version} {active.strategy}" in output
     assert f"{active.strategy:<22}{scores[active.strategy]:>10.4f}" in output and "← active" in output
-    # the first `make run` waits for these fits: the demo tunes with the quick budget and says so
-    assert {state.state["tuning"]["budget"] for state in states.values()} == {"quick"}
-    assert f"{len(STRATEGIES)} strategies fitted in " in output and "with the quick tuning budget" in output
+    # the first `make run` waits for these fits: the demo tunes with the demo budget and says so
+    assert {state.state["tuning"]["budget"] for state in states.values()} == {"demo"}
+    assert f"{len(STRATEGIES)} strategies fitted in " in output and "with the demo tuning budget" in output
 
     key = output.split("new API key (shown once): ")[1].split()[0]
     client = ApiClient(key)

@@ -44,7 +44,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--tuning-budget",
-            choices=("full", "quick"),
+            choices=("full", "quick", "demo"),
             default="full",
             help="full (fit_router's default) or quick: fewer prompts, l2 held at its default (a third of the fits)",
         )

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from routing.strategies import get_strategy
-from routing.strategies.tuning import SearchSpace, search_space, tune, tuned_fit
+from routing.strategies.tuning import Budget, SearchSpace, search_space, tune, tuned_fit
 from tests.routing.strategies.conftest import outcomes
 
 # Six training LLMs, each strong on one of two topics (or neither): which LLM to route to depends on the topic.
@@ -112,6 +112,18 @@ def test_the_quick_budget_holds_l2_at_its_default_and_uses_fewer_prompts(data):
     assert tuning.budget == "quick" and tuning.fit_prompts + tuning.score_prompts <= 1500 + 1000
     with pytest.raises(ValueError, match="tuning budget"):
         run("uniroute_kmeans", data, budget="tiny")
+
+
+def test_a_budget_with_a_final_fit_cap_fits_on_a_seeded_sample_of_the_train_prompts(data):
+    train, validation = data
+    kwargs = dict(validation_embeddings=validation.embeddings, validation_correctness=validation.correctness)
+    budget = Budget("small", 300, 100, max_final_prompts=200)
+    fitted, tuning = tuned_fit("uniroute_kmeans", train.embeddings, train.correctness, **kwargs, budget=budget)
+    again, _ = tuned_fit("uniroute_kmeans", train.embeddings, train.correctness, **kwargs, budget=budget)
+    assert tuning.final_fit_prompts == 200 < len(train.embeddings)
+    np.testing.assert_array_equal(fitted.centroids_, again.centroids_)
+    _, uncapped = tuned_fit("uniroute_kmeans", train.embeddings, train.correctness, **kwargs, budget="quick")
+    assert uncapped.final_fit_prompts == len(train.embeddings)
 
 
 def test_nested_profiles_are_tried_only_with_a_coarser_member():
