@@ -28,7 +28,8 @@ real traffic. It creates a throw-away tenant with a large budget and deletes it,
 at the end.
 
 Measured (closed loop: each client sends its next request when the previous one is answered, each on
-its own keep-alive connection, an ``httpx.AsyncClient`` with a pool as large as the clients):
+its own keep-alive connection — a minimal asyncio HTTP/1.1 client, see :class:`Connection` for why
+not httpx):
 
 1. overhead: at 1, 50 and 200 concurrent clients, the latency of a non-streamed call made directly to
    the fake upstream, through routerhub with an LLM's name, through routerhub with ``routerhub-auto``
@@ -62,12 +63,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
 # Pinned, so two runs compare the same proxy. 1.107.0 was a compromised release (pulled from PyPI);
+# Newer ones pin litellm-proxy, litellm-proxy-extras or litellm-enterprise versions that the package index
+# here does not serve (their [proxy] extra cannot be installed): 1.106.12 is the newest whose extra installs
+# (checked 2026-12), and it was published before the compromised one;
 # any pin must be a version published cleanly — change it only after checking the project's advisories.
-LITELLM_VERSION = "1.110.2"
+LITELLM_VERSION = "1.106.12"
 LITELLM_MODEL = "bench-model"
 LITELLM_KEY = "sk-bench-master-key"
 
@@ -409,45 +414,93 @@ def _body(target: Target, prompts: Prompts, *, stream: bool) -> dict:
     return body
 
 
-def _client(connections: int):
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a client of the benchmark.
 
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=connections + 10, max_keepalive_connections=connections + 10),
-        timeout=httpx.Timeout(120.0, connect=30.0, pool=120.0),
-    )
+    Not httpx: on this 2-core machine a shared ``httpx.AsyncClient`` itself added ~0.26 s at the
+    median to 1 s calls at 50 clients, and held 500 two-second streams for ~19 s each, using more CPU
+    than the servers measured (its pool and h11 parser are pure Python; one client per connection
+    costs an SSL context each). This one reads a status line, headers and a Content-Length or chunked
+    body, and nothing else, so what it measures is the servers'."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, headers: dict[str, str], body: bytes, on_first_data=None) -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
+        try:
+            head = f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(status_line.split(" ", 2)[1])
+            response_headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)
+            }
+            if response_headers.get("transfer-encoding", "").lower() == "chunked":
+                parts = []
+                while True:
+                    size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    if size == 0:
+                        await self.reader.readuntil(b"\r\n")  # no trailers are sent: the last empty line
+                        break
+                    parts.append((await self.reader.readexactly(size + 2))[:-2])
+                    if on_first_data is not None and len(parts) == 1:
+                        on_first_data()
+                data = b"".join(parts)
+            elif "content-length" in response_headers:
+                data = await self.reader.readexactly(int(response_headers["content-length"]))
+            else:
+                data = await self.reader.read()
+                response_headers["connection"] = "close"
+        except BaseException:
+            self.close()
+            raise
+        if response_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, response_headers, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 async def overhead_run(target: Target, prompts: Prompts, *, clients: int, seconds: float, min_requests: int) -> Run:
     """``clients`` concurrent clients, back to back, for ``seconds`` (and at least ``min_requests``)."""
     run = Run(target=target.name, clients=clients)
     headers = {"Authorization": f"Bearer {target.key}"}
-    async with _client(clients) as client:
-        began = time.perf_counter()
-        deadline = began + seconds
+    began = time.perf_counter()
+    deadline = began + seconds
 
-        async def one_client() -> None:
-            while time.perf_counter() < deadline or run.answered + run.failed < min_requests:
-                body = _body(target, prompts, stream=False)
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(target.url, json=body, headers=headers)
-                except Exception as exc:  # noqa: BLE001 — every failure is counted, whatever it is
-                    run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                    continue
-                elapsed = (time.perf_counter() - sent) * 1e3
-                run.statuses[response.status_code] = run.statuses.get(response.status_code, 0) + 1
-                if response.status_code != 200:
-                    run.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
-                    continue
-                run.latencies_ms.append(elapsed)
-                for metric, (duration, description) in server_timing(response.headers.get("server-timing", "")).items():
-                    run.server.setdefault(metric, []).append(duration)
-                    if metric == "embed":
-                        run.embed_sources[description] = run.embed_sources.get(description, 0) + 1
+    async def one_client() -> None:
+        connection = Connection(target.url)
+        while time.perf_counter() < deadline or run.answered + run.failed < min_requests:
+            body = json.dumps(_body(target, prompts, stream=False)).encode()
+            sent = time.perf_counter()
+            try:
+                status, response_headers, data = await connection.request(headers, body)
+            except Exception as exc:  # noqa: BLE001 — every failure is counted, whatever it is
+                run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            elapsed = (time.perf_counter() - sent) * 1e3
+            run.statuses[status] = run.statuses.get(status, 0) + 1
+            if status != 200:
+                run.errors.append(f"HTTP {status}: {data[:200]!r}")
+                continue
+            run.latencies_ms.append(elapsed)
+            for metric, (duration, description) in server_timing(response_headers.get("server-timing", "")).items():
+                run.server.setdefault(metric, []).append(duration)
+                if metric == "embed":
+                    run.embed_sources[description] = run.embed_sources.get(description, 0) + 1
+        connection.close()
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        run.seconds = time.perf_counter() - began
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    run.seconds = time.perf_counter() - began
     return run
 
 
@@ -455,39 +508,37 @@ async def stream_run(target: Target, prompts: Prompts, *, clients: int, rounds: 
     """``clients`` concurrent streams, ``rounds`` each one after the other."""
     run = Run(target=target.name, clients=clients)
     headers = {"Authorization": f"Bearer {target.key}"}
-    async with _client(clients) as client:
-        began = time.perf_counter()
+    began = time.perf_counter()
 
-        async def one_stream() -> None:
-            body = _body(target, prompts, stream=True)
-            sent = time.perf_counter()
-            first = None
-            received = bytearray()
-            try:
-                async with client.stream("POST", target.url, json=body, headers=headers) as response:
-                    run.statuses[response.status_code] = run.statuses.get(response.status_code, 0) + 1
-                    async for data in response.aiter_raw():
-                        if first is None and data:
-                            first = time.perf_counter()
-                        received += data
-            except Exception as exc:  # noqa: BLE001
-                run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                return
-            content_chunks = received.count(b'"content"')
-            if response.status_code != 200:
-                run.errors.append(f"HTTP {response.status_code}: {bytes(received[:200])!r}")
-            elif b"data: [DONE]" not in received or content_chunks < chunks or b'"error"' in received:
-                run.errors.append(f"incomplete stream: {content_chunks} chunks, tail {bytes(received[-120:])!r}")
-            else:
-                run.latencies_ms.append((time.perf_counter() - sent) * 1e3)
-                run.ttft_ms.append((first - sent) * 1e3)
+    async def one_stream(connection: Connection) -> None:
+        body = json.dumps(_body(target, prompts, stream=True)).encode()
+        sent = time.perf_counter()
+        first = []
+        try:
+            status, _, received = await connection.request(
+                headers, body, on_first_data=lambda: first.append(time.perf_counter())
+            )
+        except Exception as exc:  # noqa: BLE001
+            run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            return
+        run.statuses[status] = run.statuses.get(status, 0) + 1
+        content_chunks = received.count(b'"content"')
+        if status != 200:
+            run.errors.append(f"HTTP {status}: {received[:200]!r}")
+        elif b"data: [DONE]" not in received or content_chunks < chunks or b'"error"' in received:
+            run.errors.append(f"incomplete stream: {content_chunks} chunks, tail {received[-120:]!r}")
+        else:
+            run.latencies_ms.append((time.perf_counter() - sent) * 1e3)
+            run.ttft_ms.append((first[0] - sent) * 1e3 if first else float("nan"))
 
-        async def one_client() -> None:
-            for _ in range(rounds):
-                await one_stream()
+    async def one_client() -> None:
+        connection = Connection(target.url)
+        for _ in range(rounds):
+            await one_stream(connection)
+        connection.close()
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        run.seconds = time.perf_counter() - began
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    run.seconds = time.perf_counter() - began
     return run
 
 
@@ -496,57 +547,74 @@ async def stream_run(target: Target, prompts: Prompts, *, clients: int, rounds: 
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
+    # The benchmark's LLM lives at the loopback fake upstream, which LLM endpoints may reach only when listed.
+    os.environ["ROUTERHUB_UPSTREAM_ALLOWED_HOSTS"] = "127.0.0.1"
     sys.path.insert(0, str(PROJECT_DIR))
     import django
 
     django.setup()
 
 
-def routing_prompts() -> list[str]:
-    """Short MMLU-Pro questions (without their options) of the active state's test split."""
+SYNTHETIC_PROMPTS = [
+    "What is the derivative of x**3 + 2x with respect to x?",
+    "Name the process by which plants turn light into chemical energy.",
+    "Which treaty ended the Thirty Years' War?",
+]
+
+
+def routing_prompts() -> list[str] | None:
+    """Short MMLU-Pro questions (without their options) of the active state's test split; None
+    without an active routing state (then only the LLM-name targets run)."""
     from registry.models import Prompt
+    from routing.exceptions import NoActiveRoutingState
     from routing.selectors.state import routing_state_active
 
-    state = routing_state_active()
-    if state is None:
-        raise SystemExit(
-            "No active routing state: import and fit first (manage.py import_routing_data data/mmlu-pro "
-            "--name mmlu-pro; manage.py fit_router --dataset mmlu-pro --no-tuning)."
-        )
+    try:
+        state = routing_state_active()
+    except NoActiveRoutingState:
+        return None
     texts = (
         Prompt.objects.filter(prompt_set=state.prompt_set, split="test").order_by("id").values_list("text", flat=True)
     )
-    return [t.split("\nA. ")[0][:400] for t in texts[:2000]]
+    return [t.split("\nA. ")[0][:400] for t in texts[:2000]] or None
 
 
 @dataclass
 class BenchData:
     tenant: object
     key: str
-    direct_llm: str
-    endpoints: list[tuple[int, str, str]]  # (llm id, api_base, api_model) before the run
+    llm: object  # the LLM called by name: the benchmark's own, deleted afterwards
+    endpoints: list[tuple[int, str, str]]  # (llm id, api_base, api_model) of the others, before the run
 
 
-def bench_data(upstream_url: str) -> BenchData:
-    """A tenant with a budget no run can spend, and every LLM answering at the fake upstream."""
+def bench_data(upstream_url: str, *, routed: bool) -> BenchData:
+    """A tenant with a budget no run can spend, an LLM of the benchmark's own at the fake upstream
+    (with a key, as a real one has: it is decrypted on every call), and — for ``routerhub-auto`` —
+    every other LLM answering at the fake upstream too."""
     from django.db.models import F
     from django.utils import timezone
 
     from registry.models import LLM
-    from routing.selectors.state import routing_state_active
+    from registry.services import llm_register
     from routing.services.tenancy import api_key_create, tenant_create
 
-    tenant = tenant_create(name=f"bench-gateway-{uuid.uuid4().hex[:6]}", budget_usd="100000000")
+    tag = uuid.uuid4().hex[:6]
+    tenant = tenant_create(name=f"bench-gateway-{tag}", budget_usd="10000000")
     key = api_key_create(tenant=tenant, name="gateway benchmark").secret
-    endpoints = list(LLM.objects.values_list("id", "api_base", "api_model"))
-    LLM.objects.update(api_base=upstream_url, api_model=F("name"), updated_at=timezone.now())
-    state = routing_state_active()
-    names = [entry["name"] for entry in state.state.get("llms", [])] if isinstance(state.state, dict) else []
-    direct = (
-        LLM.objects.filter(name__in=names, is_active=True).order_by("name").first()
-        or LLM.objects.filter(is_active=True).order_by("name").first()
+    llm = llm_register(
+        name=f"bench-gateway-{tag}",
+        api_base=upstream_url,
+        api_model=LITELLM_MODEL,
+        api_key="sk-fake",
+        usd_per_mtok_in=1.0,
+        usd_per_mtok_out=2.0,
     )
-    return BenchData(tenant=tenant, key=key, direct_llm=direct.name, endpoints=endpoints)
+    endpoints = []
+    if routed:
+        others = LLM.objects.exclude(id=llm.id)
+        endpoints = list(others.values_list("id", "api_base", "api_model"))
+        others.update(api_base=upstream_url, api_model=F("name"), updated_at=timezone.now())
+    return BenchData(tenant=tenant, key=key, llm=llm, endpoints=endpoints)
 
 
 def restore(data: BenchData) -> None:
@@ -558,6 +626,7 @@ def restore(data: BenchData) -> None:
     Decision.objects.filter(tenant=data.tenant).delete()
     BudgetPeriod.objects.filter(tenant=data.tenant).delete()
     data.tenant.delete()
+    data.llm.delete()
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -580,7 +649,7 @@ def f1(value: float) -> str:
 def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
     lines = [
         "| clients | target | answered | errors | latency p50 / p99 ms | **overhead p50 / p99 ms** | "
-        "server split p50 (embed / route / budget / prepare) ms | embeddings | CPU ms per request "
+        "server split p50 (queue / auth / embed / route / budget / prepare / finish) ms | embeddings | CPU ms per request "
         "(gateway + PostgreSQL / upstream / client) | load avg |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
     ]
@@ -593,7 +662,10 @@ def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
                 overhead = "—"
             else:
                 overhead = f"**{p50 - pct(direct.latencies_ms, 50):+.1f} / {p99 - pct(direct.latencies_ms, 99):+.1f}**"
-            split = " / ".join(f1(pct(run.server.get(m, []), 50)) for m in ("embed", "route", "budget", "prepare"))
+            split = " / ".join(
+                f1(pct(run.server.get(m, []), 50))
+                for m in ("queue", "auth", "embed", "route", "budget", "prepare", "finish")
+            )
             split = split if run.server else "—"
             sources = ", ".join(f"{v} {k}" for k, v in sorted(run.embed_sources.items())) or "—"
             n = max(run.answered, 1)
@@ -698,7 +770,8 @@ def main(argv=None) -> None:
     steps = [int(s) for s in args.stream_steps.split(",") if s]
     load_before = loadavg()
     litellm = None if args.no_litellm else ensure_litellm()
-    prompts = Prompts(routing_prompts())
+    texts = routing_prompts()
+    prompts = Prompts(texts or SYNTHETIC_PROMPTS)
     logs = Path(tempfile.mkdtemp(prefix="routerhub-gateway-bench-"))
     python = sys.executable
     upstream_port, routerhub_port, litellm_port = free_port(), free_port(), free_port()
@@ -714,7 +787,7 @@ def main(argv=None) -> None:
              "--chunks", str(args.chunks), "--stream-seconds", str(args.stream_seconds)],
             env=base_env, log=logs / "upstream.log", ready_url=f"{upstream_url}/models",
         )  # fmt: skip
-        data = bench_data(upstream_url)
+        data = bench_data(upstream_url, routed=texts is not None)
         routerhub_env = {
             **base_env,
             "ROUTERHUB_PORT": str(routerhub_port),
@@ -725,15 +798,22 @@ def main(argv=None) -> None:
         }
         processes["routerhub"] = start(
             [str(PROJECT_DIR / "scripts" / "web.sh")], env=routerhub_env, log=logs / "routerhub.log",
-            ready_url=f"http://127.0.0.1:{routerhub_port}/api/v1/health",
+            ready_url=f"http://127.0.0.1:{routerhub_port}/v1/models",  # 401 once it serves
         )  # fmt: skip
         routerhub_url = f"http://127.0.0.1:{routerhub_port}/v1/chat/completions"
         targets = [
-            Target("direct", f"{upstream_url}/chat/completions", "sk-fake", data.direct_llm, "fixed", "direct"),
-            Target("routerhub (LLM name)", routerhub_url, data.key, data.direct_llm, "fixed", "routerhub"),
-            Target("routerhub-auto (cached prompt)", routerhub_url, data.key, "routerhub-auto", "fixed", "routerhub"),
-            Target("routerhub-auto (new prompt)", routerhub_url, data.key, "routerhub-auto", "new", "routerhub"),
+            Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct"),
+            Target("routerhub (LLM name)", routerhub_url, data.key, data.llm.name, "fixed", "routerhub"),
         ]
+        if texts is not None:
+            targets += [
+                Target(
+                    "routerhub-auto (cached prompt)", routerhub_url, data.key, "routerhub-auto", "fixed", "routerhub"
+                ),
+                Target("routerhub-auto (new prompt)", routerhub_url, data.key, "routerhub-auto", "new", "routerhub"),
+            ]
+        else:
+            print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
         if litellm:
             config = logs / "litellm.yaml"
             litellm_config(config, upstream_url)
@@ -805,7 +885,9 @@ def main(argv=None) -> None:
             )
             + f"fake upstream: {args.latency:g} s per answer, streams of {args.chunks} chunks over "
             f"{args.stream_seconds:g} s; client, servers, PostgreSQL and upstream share the machine's cores. "
-            f"Direct LLM name: `{data.direct_llm if data else '?'}`.",
+            "routerhub-auto: "
+            + ("routed by the active routing state" if texts else "left out (no active routing state)")
+            + ".",
             "",
             "## Summary",
             "",
@@ -815,9 +897,10 @@ def main(argv=None) -> None:
             "",
             f"Each run: {args.seconds:g} s (at least {args.min_requests} answers) of closed-loop clients. "
             "Overhead = the percentile's latency minus the same percentile of `direct` at the same concurrency. "
-            "Server split from routerhub's `Server-Timing` (embed: the prompt's embedding or a cache hit; route: "
-            "prediction, λ, selection; budget: reservation and decision row; prepare: everything before the "
-            "upstream call, in the thread pool, queueing included).",
+            "Server split from routerhub's `Server-Timing`: queue (waiting for a thread of the gateway's pool), auth "
+            "(API key, rate limit), embed (the prompt's embedding or a cache hit), route (prediction, λ, selection), "
+            "budget (reservation and decision row), prepare (arrival to the upstream call, all of the above), "
+            "finish (metering after the answer).",
             "",
             *overhead_table(runs, concurrency),
             "",

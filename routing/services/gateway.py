@@ -22,6 +22,7 @@ before it finished keeps its reservation (its estimated cost) as what it counts.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
@@ -62,6 +63,11 @@ class GatewayPlan:
     candidates: list[Candidate]  # the chosen LLM first, then the fallbacks, at most the attempts allowed
     input_tokens: int  # routerhub's count of what is sent (used when the upstream reports no usage)
     notes: list[str] = field(default_factory=list)
+    # How long each part took (ms), for the answer's Server-Timing; embed and route only when routed.
+    embed_ms: float = 0.0
+    route_ms: float = 0.0
+    budget_ms: float = 0.0
+    embedding_cached: str = ""
 
 
 def gateway_plan(
@@ -103,7 +109,9 @@ def gateway_plan(
         request = RouteRequest(
             text=text, input_tokens=input_tokens, output_tokens=output_tokens, source=Decision.Source.GATEWAY
         )
+        started = time.perf_counter()
         result = direct_create(tenant=tenant, api_key=api_key, llm=target.llm, request=request)
+        result.budget_ms = (time.perf_counter() - started) * 1e3
     chosen = Candidate(
         llm=result.llm,
         estimated_cost_usd=result.decision.estimated_cost_usd,
@@ -117,6 +125,10 @@ def gateway_plan(
         candidates=[chosen, *callable_fallbacks][: settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS],
         input_tokens=input_tokens,
         notes=result.notes,
+        embed_ms=result.embed_ms,
+        route_ms=result.route_ms,
+        budget_ms=result.budget_ms,
+        embedding_cached=result.embedding_cached,
     )
 
 
