@@ -32,7 +32,7 @@ from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
 from routing.models import Decision
 from routing.selectors.gateway import model_target
-from routing.selectors.tenancy import api_key_authenticate
+from routing.selectors.tenancy import api_key_authenticate_cached
 from routing.services.decisions import Candidate
 from routing.services.gateway import CallRecord, GatewayPlan, gateway_fall_back, gateway_finish, gateway_plan
 from routing.upstream.addresses import UpstreamRefused
@@ -130,7 +130,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
     failures = failed_authentication_window()
     if address and (wait := failures.exceeded(address)) is not None:
         raise _throttled(wait, "with unknown API keys from this address")
-    api_key = api_key_authenticate(secret=secret)
+    api_key = api_key_authenticate_cached(secret=secret)
     if api_key is None:
         if address:
             failures.hit(address)
