@@ -20,7 +20,7 @@ What it starts, all on loopback and all stopped at the end:
   database connection pool), with the per-key rate limit off (one key sends everything);
 - LiteLLM's proxy (``litellm[proxy]`` from PyPI, pinned, installed on first use into
   ``benchmarks/.venv-litellm``, git-ignored) with the same fake upstream as its one model, no routing,
-  no database, a master key, the same number of workers.
+  no database, a master key, one worker (``--litellm-workers``; its multi-worker mode did not start here).
 
 While it runs, every LLM of the database points at the fake upstream (``routerhub-auto`` may choose
 any of them); their endpoints are put back afterwards — do not run it against a database that serves
@@ -86,10 +86,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,50,200", help="concurrent clients of the overhead runs")
     parser.add_argument("--stream-steps", default="100,250,500,750,1000", help="concurrent streams, stepped up")
     parser.add_argument("--stream-rounds", type=int, default=2, help="streams each client opens, one after the other")
-    parser.add_argument("--workers", type=int, default=2, help="web workers of routerhub and of LiteLLM (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="routerhub's web workers (default 2, as make run)")
     parser.add_argument("--latency", type=float, default=1.0, help="the fake upstream's latency, non-streamed (s)")
     parser.add_argument("--chunks", type=int, default=50, help="chunks of a streamed answer")
     parser.add_argument("--stream-seconds", type=float, default=2.0, help="how long a streamed answer takes (s)")
+    parser.add_argument(
+        "--litellm-workers",
+        type=int,
+        default=1,
+        help="LiteLLM's workers (default 1: with --num_workers 2 its uvicorn supervisor's workers never "
+        "answered within 300 s here, at LiteLLM 1.106.12 on Python 3.11)",
+    )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's proxy out")
     parser.add_argument("--targets", default="", help="only these targets (comma-separated names of the report)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
@@ -646,11 +653,16 @@ def f1(value: float) -> str:
     return "—" if value != value else f"{value:.1f}"
 
 
+def _gateway_of(run: Run) -> str:
+    """Whose processes' CPU is the gateway's in this run ("direct": none)."""
+    return "routerhub" if run.target.startswith("routerhub") else run.target if run.target == "litellm" else "none"
+
+
 def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
     lines = [
         "| clients | target | answered | errors | latency p50 / p99 ms | **overhead p50 / p99 ms** | "
         "server split p50 (queue / auth / embed / route / budget / prepare / finish) ms | embeddings | CPU ms per request "
-        "(gateway + PostgreSQL / upstream / client) | load avg |",
+        "(gateway / PostgreSQL / upstream / client) | load avg |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
     ]
     for clients in concurrency:
@@ -670,14 +682,9 @@ def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
             sources = ", ".join(f"{v} {k}" for k, v in sorted(run.embed_sources.items())) or "—"
             n = max(run.answered, 1)
             cpu = run.cpu
-            gateway_cpu = (
-                cpu.get("routerhub", 0) + cpu.get("postgres", 0)
-                if run.target.startswith("routerhub")
-                else cpu.get("litellm", 0)
-                if run.target == "litellm"
-                else 0.0
+            cpu_text = " / ".join(
+                f"{cpu.get(name, 0) / n * 1e3:.1f}" for name in (_gateway_of(run), "postgres", "upstream", "client")
             )
-            cpu_text = f"{gateway_cpu / n * 1e3:.1f} / {cpu.get('upstream', 0) / n * 1e3:.1f} / {cpu.get('client', 0) / n * 1e3:.1f}"
             lines.append(
                 f"| {clients} | {run.target} | {run.answered} | {run.failed} | {f1(p50)} / {f1(p99)} | {overhead} | "
                 f"{split} | {sources} | {cpu_text} | {run.load} |"
@@ -688,23 +695,17 @@ def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
 def stream_table(runs: list[Run]) -> list[str]:
     lines = [
         "| streams | target | complete | errors | first chunk p50 / p99 ms | whole stream p50 / p99 ms | "
-        "CPU s (gateway + PostgreSQL / upstream / client) | load avg | first error |",
+        "CPU s (gateway / PostgreSQL / upstream / client) | load avg | first error |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for run in runs:
         cpu = run.cpu
-        gateway_cpu = (
-            cpu.get("routerhub", 0) + cpu.get("postgres", 0)
-            if run.target.startswith("routerhub")
-            else cpu.get("litellm", 0)
-            if run.target == "litellm"
-            else 0.0
-        )
         first_error = run.errors[0].replace("|", "\\|")[:120] if run.errors else ""
         lines.append(
             f"| {run.clients} | {run.target} | {run.answered} | {run.failed} | {f1(pct(run.ttft_ms, 50))} / "
             f"{f1(pct(run.ttft_ms, 99))} | {f1(pct(run.latencies_ms, 50))} / {f1(pct(run.latencies_ms, 99))} | "
-            f"{gateway_cpu:.1f} / {cpu.get('upstream', 0):.1f} / {cpu.get('client', 0):.1f} | {run.load} | {first_error} |"
+            + " / ".join(f"{cpu.get(name, 0):.1f}" for name in (_gateway_of(run), "postgres", "upstream", "client"))
+            + f" | {run.load} | {first_error} |"
         )
     return lines
 
@@ -826,7 +827,7 @@ def main(argv=None) -> None:
             }
             processes["litellm"] = start(
                 [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(litellm_port),
-                 "--num_workers", str(args.workers)],
+                 "--num_workers", str(args.litellm_workers)],
                 env=litellm_env, log=logs / "litellm.log", ready_url=f"http://127.0.0.1:{litellm_port}/health/liveliness",
             )  # fmt: skip
             targets.append(
@@ -879,7 +880,7 @@ def main(argv=None) -> None:
             f"Machine: {machine()}; load average before the run {load_before}, after {loadavg()}.  ",
             f"routerhub: `scripts/web.sh` (uvicorn, {args.workers} workers, database pool); "
             + (
-                f"LiteLLM {LITELLM_VERSION} (`litellm --num_workers {args.workers}`, master key, no database); "
+                f"LiteLLM {LITELLM_VERSION} (`litellm --num_workers {args.litellm_workers}`, master key, no database); "
                 if litellm
                 else ""
             )
