@@ -85,7 +85,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", default="1,50,200", help="concurrent clients of the overhead runs")
     parser.add_argument("--stream-steps", default="100,250,500,750,1000", help="concurrent streams, stepped up")
-    parser.add_argument("--stream-rounds", type=int, default=2, help="streams each client opens, one after the other")
+    parser.add_argument("--stream-rounds", type=int, default=1, help="streams each client opens, one after the other")
+    parser.add_argument(
+        "--give-up",
+        type=float,
+        default=5.0,
+        help="a target's streams are not stepped up further once their median took this many times the "
+        "stream's length, or had errors (default 5)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="routerhub's web workers (default 2, as make run)")
     parser.add_argument("--latency", type=float, default=1.0, help="the fake upstream's latency, non-streamed (s)")
     parser.add_argument("--chunks", type=int, default=50, help="chunks of a streamed answer")
@@ -766,6 +773,7 @@ def main(argv=None) -> None:
         return
     import uvloop
 
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # stopped either way, it cleans up
     setup_django()
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
     steps = [int(s) for s in args.stream_steps.split(",") if s]
@@ -854,8 +862,11 @@ def main(argv=None) -> None:
                     runs.append(run)
                     print(overhead_table([run], [clients])[-1], flush=True)
             stream_targets = [t for t in targets if t.prompt == "fixed" and not t.name.startswith("routerhub-auto")]
+            saturated: set[str] = set()
             for clients in steps:
                 for target in stream_targets:
+                    if target.name in saturated:
+                        continue
                     meter.since_last()
                     run = await stream_run(
                         target, prompts, clients=clients, rounds=args.stream_rounds, chunks=args.chunks
@@ -863,13 +874,22 @@ def main(argv=None) -> None:
                     run.cpu, run.load = meter.since_last(), loadavg()
                     streams.append(run)
                     print(stream_table([run])[-1], flush=True)
+                    # Streams that take --give-up times their length are queueing, not streaming:
+                    # more of them would only take minutes to say so again.
+                    if run.errors or pct(run.latencies_ms, 50) > args.give_up * args.stream_seconds * 1e3:
+                        saturated.add(target.name)
 
         uvloop.run(measure())
     finally:
+        # Clean up whatever stopped the run: a second Ctrl-C must not leave servers running or the
+        # LLMs pointing at a fake upstream that is gone.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for process in processes.values():
             stop(process)
         if data is not None:
             restore(data)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     command = " ".join([".venv/bin/python benchmarks/gateway_load.py", *(argv if argv is not None else sys.argv[1:])])
     report = "\n".join(
@@ -907,8 +927,10 @@ def main(argv=None) -> None:
             "",
             "## Concurrent streams",
             "",
-            f"Each client opens {args.stream_rounds} streams one after the other; a stream counts as complete "
-            f"when it is answered 200 with all {args.chunks} chunks and `[DONE]`.",
+            f"Each client opens {args.stream_rounds} stream(s) one after the other; a stream counts as complete "
+            f"when it is answered 200 with all {args.chunks} chunks and `[DONE]`. A target is not stepped up "
+            f"after a step with errors or whose median stream took more than {args.give_up:g} × "
+            f"{args.stream_seconds:g} s.",
             "",
             *stream_table(streams),
             "",
