@@ -717,7 +717,7 @@ def stream_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def summary(runs: list[Run], streams: list[Run], concurrency: list[int]) -> list[str]:
+def summary(runs: list[Run], streams: list[Run], concurrency: list[int], stream_seconds: float) -> list[str]:
     lines = []
     for clients in concurrency:
         level = {r.target: r for r in runs if r.clients == clients}
@@ -735,16 +735,19 @@ def summary(runs: list[Run], streams: list[Run], concurrency: list[int]) -> list
             ll50, ll99 = over("litellm", 50), over("litellm", 99)
             ratio = rh50 / ll50 if ll50 and ll50 == ll50 and ll50 > 0 else float("nan")
             text += f"; LiteLLM adds {ll50:+.1f} ms p50, {ll99:+.1f} ms p99 (routerhub / LiteLLM at p50: {ratio:.2f})"
-        auto_fixed, auto_new = over("routerhub-auto (cached prompt)", 50), over("routerhub-auto (new prompt)", 50)
-        text += (
-            f"; routerhub-auto adds {auto_fixed:+.1f} ms p50 with a cached prompt, {auto_new:+.1f} ms with a new one."
-        )
-        lines.append(text)
+        if "routerhub-auto (cached prompt)" in level:
+            auto_fixed, auto_new = over("routerhub-auto (cached prompt)", 50), over("routerhub-auto (new prompt)", 50)
+            text += f"; routerhub-auto adds {auto_fixed:+.1f} ms p50 with a cached prompt, {auto_new:+.1f} ms with a new one"
+        lines.append(text + ".")
     for name in sorted({r.target for r in streams}):
-        clean = [r.clients for r in streams if r.target == name and not r.errors and r.answered]
-        failing = [r.clients for r in streams if r.target == name and r.errors]
+        runs = [r for r in streams if r.target == name]
+        clean = [r for r in runs if not r.errors and r.answered]
+        failing = [r.clients for r in runs if r.errors]
+        best = max(clean, key=lambda r: r.clients) if clean else None
+        held = f"{best.clients} (median stream {pct(best.latencies_ms, 50) / 1e3:.1f} s" if best else "none"
         lines.append(
-            f"- streams, {name}: most concurrent streams with no error: {max(clean) if clean else 'none'}"
+            f"- streams, {name}: most concurrent streams with no error: {held}"
+            + (f" for a {stream_seconds:g} s answer)" if best else "")
             + (f"; errors at {', '.join(map(str, failing))}" if failing else "")
             + "."
         )
@@ -912,7 +915,7 @@ def main(argv=None) -> None:
             "",
             "## Summary",
             "",
-            *summary(runs, streams, concurrency),
+            *summary(runs, streams, concurrency, args.stream_seconds),
             "",
             "## Overhead per request (non-streamed)",
             "",
