@@ -6,7 +6,7 @@
 
 It needs the dev database with real data and a fitted router (``manage.py import_routing_data
 data/mmlu-pro --name mmlu-pro`` then ``manage.py fit_router --dataset mmlu-pro``) and uses the
-real MiniLM embedder. It creates two throw-away tenants (deleted afterwards with their decisions),
+real MiniLM embedder. It creates throw-away tenants (deleted afterwards with their decisions),
 starts the web server (``scripts/web.sh``: uvicorn, or gunicorn) on a free port, warms every worker up, and measures, for short and long prompts,
 with a new prompt per request (embedding computed) and with one repeated prompt (embedding from the
 in-process LRU cache): requests/s and client-side p50/p99 latency, and the server's own split from
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--embedders",
         default="minilm,minilm-onnx-int8",
-        help="embedders to compare in the same run, one gunicorn start each (ROUTERHUB_EMBEDDER keys; default minilm,minilm-onnx-int8)",
+        help="embedders to compare in the same run, one server start each (ROUTERHUB_EMBEDDER keys; default minilm,minilm-onnx-int8)",
     )
     return parser.parse_args()
 
@@ -208,15 +208,17 @@ def server_timing(header: str) -> dict[str, tuple[float, str]]:
     return timings
 
 
-def load(port: int, key: str, body_of, *, name: str, clients: int, seconds: float) -> Run:
-    """``clients`` threads, each sending requests back to back on its own keep-alive connection."""
+def load(port: int, key: str | list[str], body_of, *, name: str, clients: int, seconds: float) -> Run:
+    """``clients`` threads, each sending requests back to back on its own keep-alive connection
+    (with several keys, client i uses key i mod their number)."""
     run = Run(name=name, clients=clients)
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    keys = [key] if isinstance(key, str) else key
     deadline = [0.0]
 
     def client(index: int) -> None:
+        headers = {"Authorization": f"Bearer {keys[index % len(keys)]}", "Content-Type": "application/json"}
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         start.wait()
         sent = 0
@@ -323,6 +325,9 @@ def main() -> None:
     open_tenant, open_key = tenant_with_key(f"bench-open-{tag}", "10000000")
     # λ = 0 picks the best (dearest) LLMs, ~0.001 USD a short request: 0.1 USD runs out within seconds.
     tight_tenant, tight_key = tenant_with_key(f"bench-tight-{tag}", "0.1")
+    # Every request of a tenant updates its budget row, whose lock is held until the commit reaches the
+    # disk: one tenant's requests commit one after another. Ten tenants show what that costs.
+    many = [tenant_with_key(f"bench-many-{tag}-{i}", "10000000") for i in range(10)]
     port = free_port()
     runs: list[Run] = []
     embedders = args.embedders.split(",")
@@ -344,10 +349,13 @@ def main() -> None:
                 ("short, repeated prompt", repeated(short[0]), args.clients),
                 ("long, new prompt", unique(long), args.clients),
             ]
+            plan += [
+                ("short, new prompt, 10 tenants", unique(short), args.clients),
+                ("short, repeated prompt, 10 tenants", repeated(short[0]), args.clients),
+            ]
             for name, body, clients in plan:
-                runs.append(
-                    load(port, open_key, body, name=f"`{embedder}`: {name}", clients=clients, seconds=args.seconds)
-                )
+                keys = [key for _, key in many] if name.endswith("10 tenants") else open_key
+                runs.append(load(port, keys, body, name=f"`{embedder}`: {name}", clients=clients, seconds=args.seconds))
                 print(row(runs[-1]), flush=True)
             if index == len(embedders) - 1:
 
@@ -382,7 +390,7 @@ def main() -> None:
         "other_errors": len(budget_run.errors) + len([s for s in budget_run.statuses if s not in (200, 402)]),
         "books_balance": reserved == period.spent_usd and period.requests == accepted,
     }
-    delete_tenants([open_tenant, tight_tenant])
+    delete_tenants([open_tenant, tight_tenant, *(tenant for tenant, _ in many)])
 
     command = " ".join([".venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
     if args.server == "uvicorn":
