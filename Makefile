@@ -1,4 +1,4 @@
-.PHONY: install install-dev install-browser run test lint bench
+.PHONY: install install-dev install-browser run test lint bench bench-gateway
 # Set-up commands of the README. Everything lands in .venv (Python packages), .pgdata (embedded
 # PostgreSQL), .redis (embedded Redis) and .run (logs, demo credentials) — all git-ignored.
 
@@ -25,3 +25,8 @@ lint: install-dev
 
 bench: install
 	scripts/bench.sh
+
+# The gateway against a fake upstream, and LiteLLM's proxy in the same run (benchmarks/gateway_load.py;
+# LiteLLM is installed into benchmarks/.venv-litellm on first use). Needs a fitted router for routerhub-auto.
+bench-gateway: install
+	nice -n 10 .venv/bin/python benchmarks/gateway_load.py --out benchmarks/results/gateway_load.md

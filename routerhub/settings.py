@@ -298,6 +298,12 @@ ROUTERHUB_GATEWAY_MAX_ATTEMPTS = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_ATTEM
 ROUTERHUB_GATEWAY_MAX_BODY_BYTES = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_BODY_BYTES", str(4 * 1024 * 1024)))
 # Threads per web process that run the gateway's database work and embeddings off the event loop.
 ROUTERHUB_GATEWAY_THREADS = int(os.environ.get("ROUTERHUB_GATEWAY_THREADS", "8"))
+# 1: gateway reservations wait for the disk at commit like /api/v1/route's (one fsync more per call;
+# 0, the default: a database crash may lose the last ~0.6 s of them — README, *Metering and the budget bound*).
+ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS = env_flag("ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS", default=False)
+# Seconds a web process keeps the gateway's lookups (API key → tenant, LLM name, preset) before reading
+# them again: the bound on how long another process may still accept a revoked key (0: no cache).
+ROUTERHUB_GATEWAY_CACHE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_CACHE_SECONDS", "5"))
 # Characters of request and response text kept per call for tenants that turned text logging on.
 ROUTERHUB_GATEWAY_LOG_TEXT_CHARS = int(os.environ.get("ROUTERHUB_GATEWAY_LOG_TEXT_CHARS", "20000"))
 

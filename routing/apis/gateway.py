@@ -22,7 +22,7 @@ from routing.gateway import calls
 from routing.gateway.errors import GatewayError, invalid
 from routing.gateway.threads import in_thread
 from routing.selectors.gateway import models_for
-from routing.selectors.tenancy import api_key_authenticate
+from routing.selectors.tenancy import api_key_authenticate_cached
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def chat_completions(request):
 
 
 def _models(secret: str | None) -> list[tuple[str, str]]:
-    api_key = api_key_authenticate(secret=secret) if secret else None
+    api_key = api_key_authenticate_cached(secret=secret) if secret else None
     if api_key is None:
         raise GatewayError(
             401, "Missing, unknown or revoked API key.", type="authentication_error", code="invalid_api_key"

@@ -32,7 +32,7 @@ from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
 from routing.models import Decision
 from routing.selectors.gateway import model_target
-from routing.selectors.tenancy import api_key_authenticate
+from routing.selectors.tenancy import api_key_authenticate_cached
 from routing.services.decisions import Candidate
 from routing.services.gateway import CallRecord, GatewayPlan, gateway_fall_back, gateway_finish, gateway_plan
 from routing.upstream.addresses import UpstreamRefused
@@ -49,6 +49,8 @@ from routing.upstream.http import (
 from routing.upstream.streams import DONE, EventRelay, answer_text, sse_event
 
 Status = Decision.CallStatus
+# Server-Timing's words for where a routed prompt's embedding came from (as /api/v1/route says them).
+_EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class Prepared:
     started: float  # perf_counter() when the request arrived
     attempts: list[dict] = field(default_factory=list)
     finishing: bool = False  # a finish was handed to the pool: it runs, whatever happens to the request
+    timings: dict[str, float] = field(default_factory=dict)  # Server-Timing: ms of each phase, in order
+    embedding_cached: str = ""  # "memory", "shared" or "" (computed); only for routed models
     secret: str | None = None  # the key sent to the current upstream: never passed on, stored or shown
 
     def scrub(self, data: bytes) -> bytes:
@@ -79,7 +83,25 @@ class Prepared:
         return (time.perf_counter() - self.started) * 1e3
 
     def headers(self, llm_name: str) -> dict[str, str]:
-        return {"X-Routerhub-Decision-Id": str(self.plan.decision_id), "X-Routerhub-Model": llm_name}
+        return {
+            "X-Routerhub-Decision-Id": str(self.plan.decision_id),
+            "X-Routerhub-Model": llm_name,
+            "Server-Timing": self.server_timing(),
+        }
+
+    def server_timing(self) -> str:
+        """Where the gateway's own time went (the benchmark reads it; so can anyone tuning a deployment):
+        queue (waiting for a pool thread), auth, embed (routed models; desc says whether it was cached:
+        the cache is per tenant, so this reveals nothing of other tenants), route, budget (reservation
+        and decision row), prepare (arrival to the upstream call), upstream and finish (metering; not
+        for streams, whose headers leave before either is known)."""
+        parts = []
+        for name, ms in self.timings.items():
+            if name == "embed":
+                parts.append(f'embed;dur={ms:.3f};desc="{_EMBED_SOURCES.get(self.embedding_cached, "computed")}"')
+            else:
+                parts.append(f"{name};dur={ms:.3f}")
+        return ", ".join(parts)
 
 
 def _throttled(wait: float, what: str) -> GatewayError:
@@ -97,6 +119,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
 
     The rate limits are /api/'s (``routing/apis/throttling.py``): per API key, and failed
     authentications per client ``address``."""
+    began = time.perf_counter()
     if not secret:
         raise GatewayError(
             401,
@@ -107,7 +130,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
     failures = failed_authentication_window()
     if address and (wait := failures.exceeded(address)) is not None:
         raise _throttled(wait, "with unknown API keys from this address")
-    api_key = api_key_authenticate(secret=secret)
+    api_key = api_key_authenticate_cached(secret=secret)
     if api_key is None:
         if address:
             failures.hit(address)
@@ -116,6 +139,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
         raise _throttled(wait, "with this API key")
     chat = chat_request(body)
     tenant = api_key.tenant
+    authenticated = time.perf_counter()
     try:
         target = model_target(tenant=tenant, name=chat.model)
         text, input_tokens = chat.route_input(routed=target.routed)
@@ -135,7 +159,16 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
         if error is None:
             raise
         raise error from None
-    return Prepared(chat=chat, plan=plan, upstreams=[_upstream(c) for c in plan.candidates], started=started)
+    prepared = Prepared(chat=chat, plan=plan, upstreams=[_upstream(c) for c in plan.candidates], started=started)
+    prepared.embedding_cached = plan.embedding_cached
+    prepared.timings = {
+        "queue": (began - started) * 1e3,
+        "auth": (authenticated - began) * 1e3,
+        **({"embed": plan.embed_ms, "route": plan.route_ms} if target.routed else {}),
+        "budget": plan.budget_ms,
+        "prepare": prepared.ms(),
+    }
+    return prepared
 
 
 def _upstream(candidate: Candidate) -> Upstream:
@@ -358,9 +391,12 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at:
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     else:  # not the JSON an OpenAI-compatible API sends: passed on as it is, its text counted
         text, usage = raw.decode("utf-8", "replace"), None
+    finishing = time.perf_counter()
     metered = await _finish(
         prepared, _record(prepared, status=Status.OK, billed=True, usage=usage, answer_text=text, ttft_ms=ttft)
     )
+    prepared.timings["upstream"] = (finishing - prepared.started) * 1e3 - prepared.timings.get("prepare", 0.0)
+    prepared.timings["finish"] = (time.perf_counter() - finishing) * 1e3
     response = HttpResponse(raw, content_type="application/json")
     for header, value in prepared.headers(name).items():
         response[header] = value

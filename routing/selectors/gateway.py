@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from registry.models import LLM
+from routing.caches import expiring_cache
 from routing.exceptions import UnknownModel
 from routing.models import Preset, Tenant
 from routing.models.gateway import AUTO_MODEL
@@ -33,6 +36,16 @@ class ModelTarget:
         return self.llm is None
 
 
+# What a model name resolves to, per process for ROUTERHUB_GATEWAY_CACHE_SECONDS (routing/caches.py,
+# ExpiringCache): an LLM's name → the callable LLM; (tenant id, preset name) → the preset's options.
+_llms_by_name = expiring_cache(
+    "gateway llms by name", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000
+)
+_presets = expiring_cache(
+    "gateway presets", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000
+)
+
+
 def _not_found(name: str) -> UnknownModel:
     return UnknownModel(f"The model {name!r} does not exist or you do not have access to it.")
 
@@ -42,23 +55,49 @@ def model_target(*, tenant: Tenant, name: str) -> ModelTarget:
     if name == AUTO_MODEL:
         return ModelTarget()
     if name.startswith(AUTO_MODEL + ":"):
-        preset = Preset.objects.filter(tenant=tenant, name=name[len(AUTO_MODEL) + 1 :]).first()
+        preset = _preset(tenant_id=tenant.id, name=name[len(AUTO_MODEL) + 1 :])
         if preset is None:
             raise _not_found(name)
-        return ModelTarget(
-            preset=PresetOptions(
-                name=preset.name,
-                lam=preset.lambda_value,
-                quality_target=preset.quality_target,
-                max_cost_usd=preset.max_cost_usd,
-                llm_ids=frozenset(preset.allowed_llms.values_list("id", flat=True)),
-            )
-        )
-    llm = LLM.objects.filter(name=name, is_active=True).exclude(api_base="").first()
+        return ModelTarget(preset=preset)
+    llm = _callable_llm(name)
     allowed = tenant_allowed_llm_ids(tenant=tenant)
     if llm is None or (allowed and llm.id not in allowed):
         raise _not_found(name)
-    return ModelTarget(llm=RoutableLLM.of(llm))
+    return ModelTarget(llm=llm)
+
+
+def _callable_llm(name: str) -> RoutableLLM | None:
+    """The active LLM called ``name`` that has an endpoint (cached; unknown names are not)."""
+    llm = _llms_by_name.get(name)
+    if llm is not None:
+        return llm
+    generation = _llms_by_name.generation
+    row = LLM.objects.filter(name=name, is_active=True).exclude(api_base="").first()
+    if row is None:
+        return None
+    llm = RoutableLLM.of(row)
+    _llms_by_name.set(name, llm, generation=generation)
+    return llm
+
+
+def _preset(*, tenant_id: int, name: str) -> PresetOptions | None:
+    """The tenant's preset called ``name`` (cached; unknown names are not)."""
+    preset = _presets.get((tenant_id, name))
+    if preset is not None:
+        return preset
+    generation = _presets.generation
+    row = Preset.objects.filter(tenant_id=tenant_id, name=name).first()
+    if row is None:
+        return None
+    preset = PresetOptions(
+        name=row.name,
+        lam=row.lambda_value,
+        quality_target=row.quality_target,
+        max_cost_usd=row.max_cost_usd,
+        llm_ids=frozenset(row.allowed_llms.values_list("id", flat=True)),
+    )
+    _presets.set((tenant_id, name), preset, generation=generation)
+    return preset
 
 
 def models_for(*, tenant: Tenant) -> list[tuple[str, str]]:

@@ -11,11 +11,12 @@ import hashlib
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db.models import OuterRef, Q
 from django.utils import timezone
 
-from routing.caches import process_cache
+from routing.caches import expiring_cache, process_cache
 from routing.models import ApiKey, Tenant, TenantMembership
 
 KEY_PREFIX = "rh_"
@@ -25,6 +26,10 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 # API key id → when this process last wrote its last_used_at (monotonic seconds)
 _last_used_written = process_cache("api key last use")
+# key hash → the live key with its tenant and allowed LLMs, for the gateway (api_key_authenticate_cached)
+_gateway_keys = expiring_cache(
+    "gateway api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000
+)
 
 
 def key_hash(secret: str) -> str:
@@ -50,6 +55,29 @@ def api_key_authenticate(*, secret: str) -> ApiKey | None:
     if api_key is not None:
         api_key.tenant.allowed_llm_ids = frozenset(api_key.allowed_llm_ids)
         _touch(api_key)
+    return api_key
+
+
+def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
+    """:func:`api_key_authenticate`, remembered for ``ROUTERHUB_GATEWAY_CACHE_SECONDS`` (the gateway's).
+
+    The lookup was one database round trip of every gateway call. A key revoked (or a tenant
+    deactivated or changed) through the admin or a service is forgotten at once by the process that
+    did it (``routing/signals.py``); the other web processes stop accepting it within the cache's
+    seconds — the documented bound. Unknown keys are never remembered (their rate limit must see
+    every try), and the tenant the key carries is shared: callers must not change it.
+    """
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    digest = key_hash(secret)
+    api_key = _gateway_keys.get(digest)
+    if api_key is not None:
+        _touch(api_key)
+        return api_key
+    generation = _gateway_keys.generation
+    api_key = api_key_authenticate(secret=secret)
+    if api_key is not None:
+        _gateway_keys.set(digest, api_key, generation=generation)
     return api_key
 
 

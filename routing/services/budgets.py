@@ -124,6 +124,68 @@ def move_reservation(*, decision: Decision, amount: Decimal) -> bool:
     return moved
 
 
+def commit_without_waiting_for_disk() -> None:
+    """The current transaction's commit does not wait for its WAL record to reach the disk: one fsync
+    less (a median commit took 7.8 ms against 0.19 ms without the wait, 200 commits each on the
+    embedded server of a busy 2-core development machine; 4–7 ms p50, 14–16 ms p99 again in the
+    gateway benchmark's session). Visibility and locking are unchanged — other transactions see the
+    commit at once; only a crash of the database server (not of a web process) can lose the last
+    ~3 × wal_writer_delay (0.6 s by default) of such commits. Callers say what that loss means."""
+    assert connection.in_atomic_block, "only the current transaction's commit is relaxed"
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+# Replace a decision's reservation by its actual cost in one statement (see reconcile_pending): the
+# decision and its period are locked, the split within the limit / overage computed and both rows
+# written by the database alone, so the budget period — one hot row per tenant — is locked for one
+# statement and its commit, never while Python code runs (a web process's threads share one GIL: a
+# thread holding the lock can wait milliseconds for its turn while every other request of the tenant
+# queues behind it). The arithmetic is reconcile()'s below.
+_RECONCILE_SQL = """
+WITH decision AS (
+    SELECT id, budget_period_id, reserved_usd, overage_usd, lambda_reason = %(exhausted)s AS exhausted
+    FROM routing_decision WHERE id = %(decision)s AND call_status = %(pending)s FOR UPDATE
+), period AS (
+    SELECT p.id, p.limit_usd - p.spent_usd AS headroom
+    FROM routing_budgetperiod p JOIN decision d ON p.id = d.budget_period_id FOR UPDATE OF p
+), split AS (
+    SELECT d.id, d.budget_period_id, d.reserved_usd, d.overage_usd,
+           CASE WHEN d.exhausted THEN LEAST(%(cost)s, d.reserved_usd)
+                ELSE LEAST(%(cost)s, d.reserved_usd + p.headroom) END AS within_limit
+    FROM decision d JOIN period p ON p.id = d.budget_period_id
+), moved AS (
+    UPDATE routing_budgetperiod p
+    SET spent_usd = p.spent_usd + (s.within_limit - s.reserved_usd),
+        overage_usd = p.overage_usd + ((%(cost)s - s.within_limit) - s.overage_usd)
+    FROM split s WHERE p.id = s.budget_period_id
+    RETURNING p.id
+)
+UPDATE routing_decision d
+SET reserved_usd = s.within_limit, overage_usd = %(cost)s - s.within_limit, {assignments}
+FROM split s WHERE d.id = s.id AND EXISTS (SELECT 1 FROM moved)
+RETURNING d.id
+"""
+
+
+def reconcile_pending(*, decision_id, cost_usd: Decimal, fields: dict) -> bool:
+    """:func:`reconcile` for a decision still pending (a gateway call that just ended), in one
+    statement, also setting ``fields`` (column → value) on it; False when it is no longer pending
+    (already finished: nothing changes). Must run inside a transaction."""
+    assert connection.in_atomic_block, "reconcile_pending() must run in a transaction"
+    assignments = ", ".join(f"{connection.ops.quote_name(column)} = %({column})s" for column in fields)
+    params = {
+        **fields,
+        "decision": decision_id,
+        "cost": cost_usd,
+        "pending": Decision.CallStatus.PENDING,
+        "exhausted": Decision.LambdaReason.BUDGET_EXHAUSTED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECONCILE_SQL.format(assignments=assignments), params)
+        return cursor.fetchone() is not None
+
+
 def add_overage(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus:
     """Count a request routed after the budget ran out (the "cheapest" policy) as overage."""
     with connection.cursor() as cursor:

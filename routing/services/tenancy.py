@@ -18,6 +18,7 @@ from registry.models import LLM
 from routing.models import ApiKey, BudgetPeriod, Tenant
 from routing.selectors.budgets import period_bounds
 from routing.selectors.tenancy import KEY_PREFIX, key_hash
+from routing.signals import forget_lookups
 
 VISIBLE_PREFIX_LENGTH = 11  # "rh_" + 8 characters: enough to tell keys apart in the admin
 
@@ -69,9 +70,11 @@ def tenants_deactivate(*, tenants) -> int:
 
     Tenants that have routed cannot be deleted (``Decision.tenant`` is PROTECT): this is how they end.
     """
-    return Tenant.objects.filter(id__in=[t.id for t in tenants], is_active=True).update(
+    changed = Tenant.objects.filter(id__in=[t.id for t in tenants], is_active=True).update(
         is_active=False, updated_at=timezone.now()
     )
+    forget_lookups()  # QuerySet.update() sends no signal: the gateway's cached keys must go now
+    return changed
 
 
 def api_key_fill(api_key: ApiKey) -> str:
@@ -96,12 +99,17 @@ def api_key_rotate(*, tenant: Tenant, name: str) -> tuple[IssuedKey, int]:
     live key with that label. Returns the new key and how many were revoked.
     """
     revoked = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    forget_lookups()
     return api_key_create(tenant=tenant, name=name), revoked
 
 
 def api_keys_revoke(*, keys) -> int:
     """Revoke keys (idempotent: an already revoked key keeps its first revocation time)."""
-    return ApiKey.objects.filter(id__in=[k.id for k in keys], revoked_at__isnull=True).update(revoked_at=timezone.now())
+    revoked = ApiKey.objects.filter(id__in=[k.id for k in keys], revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    forget_lookups()  # QuerySet.update() sends no signal: the gateway's cached keys must go now
+    return revoked
 
 
 @transaction.atomic

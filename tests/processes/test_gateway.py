@@ -480,7 +480,9 @@ def test_text_is_logged_only_for_tenants_that_turn_it_on(gateway, gateway_llms, 
     tenant, _ = tenant_and_key
     openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert not GatewayExchange.objects.exists()
-    Tenant.objects.filter(id=tenant.id).update(log_gateway_text=True)
+    tenant = Tenant.objects.get(id=tenant.id)
+    tenant.log_gateway_text = True
+    tenant.save()  # as the admin saves it: the gateway's cached tenant is forgotten at once
     completion = openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     exchange = GatewayExchange.objects.get()
     assert exchange.request["messages"] == QUESTION and exchange.response_text == completion.choices[0].message.content
@@ -585,7 +587,9 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
     assert "sk-upstream-secret-123" not in decision_json(gateway, key, str(failed.id)).__repr__()
     assert "sk-upstream-secret-123" not in LLM.objects.filter(name=CHEAP).values_list("api_key_encrypted", flat=True)[0]
     # an endpoint that echoes the key hands it neither to the client nor to the text log
-    Tenant.objects.filter(id=tenant_and_key[0].id).update(log_gateway_text=True)
+    tenant = Tenant.objects.get(id=tenant_and_key[0].id)
+    tenant.log_gateway_text = True
+    tenant.save()  # as the admin does (a bulk update would reach the gateway's cached tenant within seconds)
     upstream.set_behaviour(CHEAP, status=None, error_body=None)
     upstream.answer = lambda model, text: "your key is sk-upstream-secret-123"
     answer = openai_client.chat.completions.create(model=CHEAP, messages=QUESTION).choices[0].message.content
@@ -601,7 +605,7 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert "sk-upstream-secret-123" not in str(refused.value.body) and "[redacted]" in str(refused.value.body)
     monkeypatch.setenv("ROUTERHUB_LLM_KEY_FLASH", "sk-from-the-environment")
-    LLM.objects.filter(name=CHEAP).update(api_key_encrypted="", api_key_env="ROUTERHUB_LLM_KEY_FLASH")
+    llm_update(llm=LLM.objects.get(name=CHEAP), api_key=None, api_key_env="ROUTERHUB_LLM_KEY_FLASH")
     upstream.set_behaviour(CHEAP, status=None, error_body=None)
     openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert upstream.calls[-1].headers["authorization"] == "Bearer sk-from-the-environment"
@@ -664,3 +668,26 @@ def test_rate_limits_of_the_api_apply_to_the_gateway(gateway, gateway_llms, open
             stranger.chat.completions.create(model=CHEAP, messages=QUESTION)
     with pytest.raises(openai.RateLimitError):
         stranger.chat.completions.create(model=CHEAP, messages=QUESTION)
+
+
+def test_a_revoked_key_is_refused_at_once_here_and_within_the_cache_seconds_elsewhere(
+    gateway, gateway_llms, openai_client, tenant_and_key, settings
+):
+    from routing.models import ApiKey
+    from routing.services.tenancy import api_key_create, api_keys_revoke
+
+    settings.ROUTERHUB_GATEWAY_CACHE_SECONDS = 1
+    tenant, _ = tenant_and_key
+    openai_client.chat.completions.create(model=CHEAP, messages=QUESTION, max_tokens=5)  # the key is now cached
+    api_keys_revoke(keys=ApiKey.objects.filter(tenant=tenant))  # the admin's action, in the server's process
+    with pytest.raises(openai.AuthenticationError):
+        openai_client.chat.completions.create(model=CHEAP, messages=QUESTION, max_tokens=5)
+
+    other = api_key_create(tenant=tenant).secret
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=other, max_retries=0) as client:
+        client.chat.completions.create(model=CHEAP, messages=QUESTION, max_tokens=5)
+        # Revoked by another process: no signal reaches this one, its cached key expires instead.
+        ApiKey.objects.filter(tenant=tenant).update(revoked_at=timezone.now())
+        time.sleep(1.1)
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model=CHEAP, messages=QUESTION, max_tokens=5)

@@ -129,3 +129,54 @@ def test_a_rejection_is_counted_without_touching_spend(status):
     budgets.count_rejection(status=status)
     period = BudgetPeriod.objects.get(id=status.period_id)
     assert (period.rejected_requests, period.spent_usd, period.requests) == (1, 0, 0)
+
+
+# --- the gateway's one-statement reconciliation gives reconcile()'s figures ------------------------
+
+
+@pytest.mark.parametrize(
+    ("reserved", "overage", "reason", "cost", "other_spend"),
+    [
+        ("0.30", "0", Decision.LambdaReason.EXPLICIT, "0.10", "0"),  # cheaper: the difference comes back
+        ("0.30", "0", Decision.LambdaReason.EXPLICIT, "0.50", "0.40"),  # dearer: headroom first, then overage
+        ("0.30", "0", Decision.LambdaReason.EXPLICIT, "2.00", "0.60"),  # no headroom left at all
+        ("0", "0.20", Decision.LambdaReason.BUDGET_EXHAUSTED, "0.35", "0"),  # routed as overage: stays overage
+    ],
+)
+def test_reconciling_a_pending_call_in_one_statement_matches_reconcile(
+    tenant, reserved, overage, reason, cost, other_spend
+):
+    """Two tenants in the same situation: one reconciled by reconcile(), the other by the gateway's
+    reconcile_pending(); periods and decisions must end equal."""
+    twin = tenant_create(name="ledger-twin", budget_usd="1.00")
+    results = []
+    for owner, one_statement in ((tenant, False), (twin, True)):
+        status = budgets.budget_status_current(tenant=owner)
+        decision = decision_holding(status, reserved=reserved, overage=overage, reason=reason)
+        Decision.objects.filter(id=decision.id).update(source=Decision.Source.GATEWAY, call_status="pending")
+        if Decimal(other_spend):
+            with transaction.atomic():
+                assert budgets.reserve(status=status, amount=Decimal(other_spend)) is not None
+        if one_statement:
+            with transaction.atomic():
+                fields = {"call_status": "ok", "actual_cost_usd": Decimal(cost)}
+                assert budgets.reconcile_pending(decision_id=decision.id, cost_usd=Decimal(cost), fields=fields)
+        else:
+            reconcile(Decision.objects.get(id=decision.id), cost)
+        decision.refresh_from_db()
+        results.append((spend_of(status)[:2], decision.reserved_usd, decision.overage_usd))
+    assert results[0] == results[1]
+    period_spent, _ = results[1][0]
+    assert period_spent <= Decimal("1.00")
+
+
+def test_a_call_already_finished_is_not_reconciled_again(status):
+    decision = decision_holding(status, reserved="0.30")
+    Decision.objects.filter(id=decision.id).update(source=Decision.Source.GATEWAY, call_status="pending")
+    fields = {"call_status": "ok", "actual_cost_usd": Decimal("0.10")}
+    with transaction.atomic():
+        assert budgets.reconcile_pending(decision_id=decision.id, cost_usd=Decimal("0.10"), fields=fields)
+    before = spend_of(status)
+    with transaction.atomic():
+        assert not budgets.reconcile_pending(decision_id=decision.id, cost_usd=Decimal("0.90"), fields=fields)
+    assert spend_of(status) == before and Decision.objects.get(id=decision.id).actual_cost_usd == Decimal("0.10")

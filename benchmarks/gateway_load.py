@@ -1,0 +1,949 @@
+"""Load benchmark of the gateway (``/v1/chat/completions``): the overhead it adds to an LLM call, how
+many streams it holds, and the same workload through LiteLLM's proxy — all in one invocation.
+
+    make bench-gateway                                          # ~8 minutes, writes benchmarks/results/gateway_load.md
+    nice -n 10 .venv/bin/python benchmarks/gateway_load.py --out benchmarks/results/gateway_load.md
+    .venv/bin/python benchmarks/gateway_load.py --seconds 4 --concurrency 1,50 --stream-steps 100 --no-litellm
+
+Needs the dev database with the MMLU-Pro data set imported and a fitted, active router (what
+``make run`` leaves; or ``manage.py import_routing_data data/mmlu-pro --name mmlu-pro`` then
+``manage.py fit_router --dataset mmlu-pro --no-tuning``): ``routerhub-auto`` routes with it.
+
+What it starts, all on loopback and all stopped at the end:
+
+- a fake OpenAI-compatible upstream, in its own process (this file, ``--serve-upstream``): a plain
+  asyncio HTTP/1.1 server answering every chat completion after a fixed 1 s (``--latency``), or, for
+  ``stream: true``, 50 chunks spread over 2 s (``--chunks``, ``--stream-seconds``) followed by a
+  usage-only chunk and ``[DONE]``. It is deliberately minimal, so that it adds (almost) nothing of its
+  own to what is measured;
+- routerhub served as ``make run`` serves it (``scripts/web.sh``: uvicorn, ``--workers`` workers, the
+  database connection pool), with the per-key rate limit off (one key sends everything);
+- LiteLLM's proxy (``litellm[proxy]`` from PyPI, pinned, installed on first use into
+  ``benchmarks/.venv-litellm``, git-ignored) with the same fake upstream as its one model, no routing,
+  no database, a master key, one worker (``--litellm-workers``; its multi-worker mode did not start here).
+
+While it runs, every LLM of the database points at the fake upstream (``routerhub-auto`` may choose
+any of them); their endpoints are put back afterwards — do not run it against a database that serves
+real traffic. It creates a throw-away tenant with a large budget and deletes it, with its decisions,
+at the end.
+
+Measured (closed loop: each client sends its next request when the previous one is answered, each on
+its own keep-alive connection — a minimal asyncio HTTP/1.1 client, see :class:`Connection` for why
+not httpx):
+
+1. overhead: at 1, 50 and 200 concurrent clients, the latency of a non-streamed call made directly to
+   the fake upstream, through routerhub with an LLM's name, through routerhub with ``routerhub-auto``
+   (a repeated prompt, whose embedding comes from the cache, and a new prompt each time, which is
+   embedded), and through LiteLLM; the overhead at a percentile is that percentile of the latency
+   through the gateway minus the same percentile of the direct latency at the same concurrency. The
+   server's own split comes from routerhub's ``Server-Timing`` header (embed, route, budget, prepare);
+2. streams: 100, 250, 500, 750, 1000 concurrent streams (``--stream-steps``), directly, through
+   routerhub (an LLM's name) and through LiteLLM; a stream is an error unless it is answered 200 and
+   delivers all its chunks and ``[DONE]``. Time to the first chunk and the whole stream's duration are
+   reported too;
+3. the CPU time each side used (gateway processes, PostgreSQL, the fake upstream, this client), so a
+   figure can be told apart from the machine being busy. The machine is shared: the load average is
+   recorded with every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
+# Pinned, so two runs compare the same proxy. 1.107.0 was a compromised release (pulled from PyPI);
+# Newer ones pin litellm-proxy, litellm-proxy-extras or litellm-enterprise versions that the package index
+# here does not serve (their [proxy] extra cannot be installed): 1.106.12 is the newest whose extra installs
+# (checked 2026-12), and it was published before the compromised one;
+# any pin must be a version published cleanly — change it only after checking the project's advisories.
+LITELLM_VERSION = "1.106.12"
+LITELLM_MODEL = "bench-model"
+LITELLM_KEY = "sk-bench-master-key"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each overhead run (default 10)")
+    parser.add_argument(
+        "--min-requests", type=int, default=20, help="an overhead run goes on until it has at least this many answers"
+    )
+    parser.add_argument("--concurrency", default="1,50,200", help="concurrent clients of the overhead runs")
+    parser.add_argument("--stream-steps", default="100,250,500,750,1000", help="concurrent streams, stepped up")
+    parser.add_argument("--stream-rounds", type=int, default=1, help="streams each client opens, one after the other")
+    parser.add_argument(
+        "--give-up",
+        type=float,
+        default=5.0,
+        help="a target's streams are not stepped up further once their median took this many times the "
+        "stream's length, or had errors (default 5)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="routerhub's web workers (default 2, as make run)")
+    parser.add_argument("--latency", type=float, default=1.0, help="the fake upstream's latency, non-streamed (s)")
+    parser.add_argument("--chunks", type=int, default=50, help="chunks of a streamed answer")
+    parser.add_argument("--stream-seconds", type=float, default=2.0, help="how long a streamed answer takes (s)")
+    parser.add_argument(
+        "--litellm-workers",
+        type=int,
+        default=1,
+        help="LiteLLM's workers (default 1: with --num_workers 2 its uvicorn supervisor's workers never "
+        "answered within 300 s here, at LiteLLM 1.106.12 on Python 3.11)",
+    )
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's proxy out")
+    parser.add_argument("--targets", default="", help="only these targets (comma-separated names of the report)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
+    parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# --- the fake upstream (its own process) -----------------------------------------------------------
+
+
+class FakeUpstream:
+    """Just enough HTTP/1.1 for an OpenAI client: keep-alive, Content-Length bodies, chunked streams.
+
+    Written on bare asyncio streams rather than an ASGI server so that the upstream's own cost per
+    request and per chunk stays small next to what the gateways add (each chunk is one write)."""
+
+    def __init__(self, *, latency: float, chunks: int, stream_seconds: float) -> None:
+        self.latency, self.chunks, self.interval = latency, chunks, stream_seconds / chunks
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = request_line.split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                if method == "POST" and path.endswith("/chat/completions"):
+                    payload = json.loads(body or b"{}")
+                    if payload.get("stream"):
+                        await self._stream(writer, payload)
+                    else:
+                        await asyncio.sleep(self.latency)
+                        self._json(writer, 200, _completion(payload))
+                elif method == "GET" and path.endswith("/models"):
+                    self._json(writer, 200, {"object": "list", "data": [{"id": LITELLM_MODEL, "object": "model"}]})
+                else:
+                    self._json(writer, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    def _json(writer, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        writer.write(
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+
+    async def _stream(self, writer, payload: dict) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        model = payload.get("model", "")
+        for i in range(self.chunks):
+            # Absolute times, so the stream takes --stream-seconds however late each wake-up is.
+            await asyncio.sleep(max(0.0, started + i * self.interval - loop.time()))
+            delta = {"role": "assistant", "content": "word "} if i == 0 else {"content": "word "}
+            _chunk(writer, {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": model,
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})  # fmt: skip
+            await writer.drain()
+        usage = {"prompt_tokens": _prompt_tokens(payload), "completion_tokens": self.chunks}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        _chunk(writer, {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})  # fmt: skip
+        _chunk(writer, {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": model,
+                        "choices": [], "usage": usage})  # fmt: skip
+        data = b"data: [DONE]\n\n"
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+
+
+def _chunk(writer, payload: dict) -> None:
+    data = b"data: " + json.dumps(payload).encode() + b"\n\n"
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def _prompt_tokens(payload: dict) -> int:
+    text = " ".join(str(m.get("content", "")) for m in payload.get("messages") or [] if isinstance(m, dict))
+    return 3 + len(text) // 4
+
+
+def _completion(payload: dict) -> dict:
+    usage = {"prompt_tokens": _prompt_tokens(payload), "completion_tokens": 12}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": payload.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "A fixed answer of about twelve tokens, for the benchmark.",
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def serve_upstream(port: int, args: argparse.Namespace) -> None:
+    import uvloop
+
+    upstream = FakeUpstream(latency=args.latency, chunks=args.chunks, stream_seconds=args.stream_seconds)
+
+    async def main() -> None:
+        server = await asyncio.start_server(upstream.handle, "127.0.0.1", port, backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], *, env: dict, log: Path, ready_url: str, timeout: float = 180) -> subprocess.Popen:
+    import httpx
+
+    process = subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(ready_url, timeout=5).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop(process)
+    raise RuntimeError(f"{command[0]} did not answer {ready_url} in {timeout:.0f} s; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def ensure_litellm(version: str = LITELLM_VERSION) -> Path:
+    """LiteLLM's proxy in a venv of its own (its dependencies must not touch the project's .venv)."""
+    executable = LITELLM_VENV / "bin" / "litellm"
+    stamp = LITELLM_VENV / f".installed-litellm-{version}"
+    if stamp.exists() and executable.exists():
+        return executable
+    python = getattr(sys, "_base_executable", None) or shutil.which("python3")
+    print(f"Installing litellm[proxy]=={version} into {LITELLM_VENV.relative_to(PROJECT_DIR)} ...", flush=True)
+    if not (LITELLM_VENV / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(LITELLM_VENV)], check=True)
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"litellm[proxy]=={version}"], check=True)
+    stamp.touch()
+    return executable
+
+
+def litellm_config(path: Path, upstream_url: str) -> None:
+    # JSON is YAML: no YAML writer needed. One model at the fake upstream; no routing, retries,
+    # database or callbacks — the least LiteLLM does per request.
+    path.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": LITELLM_MODEL,
+                        "litellm_params": {
+                            "model": f"openai/{LITELLM_MODEL}",
+                            "api_base": upstream_url,
+                            "api_key": "sk-fake",
+                        },
+                    }
+                ],
+                "litellm_settings": {"num_retries": 0, "request_timeout": 120, "telemetry": False},
+                "general_settings": {"master_key": LITELLM_KEY},
+            },
+            indent=1,
+        )
+    )
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes (each with its children) between two readings."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.last = self.read()
+
+    @staticmethod
+    def _tree_seconds(pid: int) -> float:
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+    def read(self) -> dict[str, float]:
+        usage = os.times()
+        readings = {name: sum(self._tree_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+        readings["client"] = usage.user + usage.system
+        return readings
+
+    def since_last(self) -> dict[str, float]:
+        now = self.read()
+        spent = {name: now[name] - self.last.get(name, 0.0) for name in now}
+        self.last = now
+        return spent
+
+
+def postgres_pids() -> list[int]:
+    """The embedded PostgreSQL serving this checkout (its postmaster; backends are its children)."""
+    import psutil
+    from django.db import connection
+
+    data_dir = str(connection.settings_dict.get("DATA_DIR") or "")
+    pids = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if process.info["name"] == "postgres" and "-D" in cmdline and (not data_dir or data_dir in cmdline):
+            pids.append(process.pid)
+    return pids
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # …/chat/completions
+    key: str
+    model: str
+    prompt: str  # "fixed" (one prompt, again and again) or "new" (a new prompt every request)
+    gateway: str  # "direct", "routerhub" or "litellm": whose CPU counts
+
+
+@dataclass
+class Run:
+    target: str
+    clients: int
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    server: dict[str, list[float]] = field(default_factory=dict)
+    embed_sources: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    load: str = ""
+
+    @property
+    def answered(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+def server_timing(header: str) -> dict[str, tuple[float, str]]:
+    timings = {}
+    for metric in filter(None, (m.strip() for m in header.split(","))):
+        name, *params = [p.strip() for p in metric.split(";")]
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        try:
+            timings[name] = (float(values.get("dur", "nan")), values.get("desc", "").strip('"'))
+        except ValueError:
+            continue
+    return timings
+
+
+class Prompts:
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.sent = 0
+
+    def next(self, kind: str) -> str:
+        if kind == "fixed":
+            return self.texts[0]
+        # A nonce in front: every text (and so its embedding's cache key) is new.
+        self.sent += 1
+        return f"[{uuid.uuid4().hex[:8]}] {self.texts[self.sent % len(self.texts)]}"
+
+
+def _body(target: Target, prompts: Prompts, *, stream: bool) -> dict:
+    body = {"model": target.model, "messages": [{"role": "user", "content": prompts.next(target.prompt)}]}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a client of the benchmark.
+
+    Not httpx: on this 2-core machine a shared ``httpx.AsyncClient`` itself added ~0.26 s at the
+    median to 1 s calls at 50 clients, and held 500 two-second streams for ~19 s each, using more CPU
+    than the servers measured (its pool and h11 parser are pure Python; one client per connection
+    costs an SSL context each). This one reads a status line, headers and a Content-Length or chunked
+    body, and nothing else, so what it measures is the servers'."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, headers: dict[str, str], body: bytes, on_first_data=None) -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
+        try:
+            head = f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(status_line.split(" ", 2)[1])
+            response_headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)
+            }
+            if response_headers.get("transfer-encoding", "").lower() == "chunked":
+                parts = []
+                while True:
+                    size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    if size == 0:
+                        await self.reader.readuntil(b"\r\n")  # no trailers are sent: the last empty line
+                        break
+                    parts.append((await self.reader.readexactly(size + 2))[:-2])
+                    if on_first_data is not None and len(parts) == 1:
+                        on_first_data()
+                data = b"".join(parts)
+            elif "content-length" in response_headers:
+                data = await self.reader.readexactly(int(response_headers["content-length"]))
+            else:
+                data = await self.reader.read()
+                response_headers["connection"] = "close"
+        except BaseException:
+            self.close()
+            raise
+        if response_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, response_headers, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def overhead_run(target: Target, prompts: Prompts, *, clients: int, seconds: float, min_requests: int) -> Run:
+    """``clients`` concurrent clients, back to back, for ``seconds`` (and at least ``min_requests``)."""
+    run = Run(target=target.name, clients=clients)
+    headers = {"Authorization": f"Bearer {target.key}"}
+    began = time.perf_counter()
+    deadline = began + seconds
+
+    async def one_client() -> None:
+        connection = Connection(target.url)
+        while time.perf_counter() < deadline or run.answered + run.failed < min_requests:
+            body = json.dumps(_body(target, prompts, stream=False)).encode()
+            sent = time.perf_counter()
+            try:
+                status, response_headers, data = await connection.request(headers, body)
+            except Exception as exc:  # noqa: BLE001 — every failure is counted, whatever it is
+                run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            elapsed = (time.perf_counter() - sent) * 1e3
+            run.statuses[status] = run.statuses.get(status, 0) + 1
+            if status != 200:
+                run.errors.append(f"HTTP {status}: {data[:200]!r}")
+                continue
+            run.latencies_ms.append(elapsed)
+            for metric, (duration, description) in server_timing(response_headers.get("server-timing", "")).items():
+                run.server.setdefault(metric, []).append(duration)
+                if metric == "embed":
+                    run.embed_sources[description] = run.embed_sources.get(description, 0) + 1
+        connection.close()
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    run.seconds = time.perf_counter() - began
+    return run
+
+
+async def stream_run(target: Target, prompts: Prompts, *, clients: int, rounds: int, chunks: int) -> Run:
+    """``clients`` concurrent streams, ``rounds`` each one after the other."""
+    run = Run(target=target.name, clients=clients)
+    headers = {"Authorization": f"Bearer {target.key}"}
+    began = time.perf_counter()
+
+    async def one_stream(connection: Connection) -> None:
+        body = json.dumps(_body(target, prompts, stream=True)).encode()
+        sent = time.perf_counter()
+        first = []
+        try:
+            status, _, received = await connection.request(
+                headers, body, on_first_data=lambda: first.append(time.perf_counter())
+            )
+        except Exception as exc:  # noqa: BLE001
+            run.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            return
+        run.statuses[status] = run.statuses.get(status, 0) + 1
+        content_chunks = received.count(b'"content"')
+        if status != 200:
+            run.errors.append(f"HTTP {status}: {received[:200]!r}")
+        elif b"data: [DONE]" not in received or content_chunks < chunks or b'"error"' in received:
+            run.errors.append(f"incomplete stream: {content_chunks} chunks, tail {received[-120:]!r}")
+        else:
+            run.latencies_ms.append((time.perf_counter() - sent) * 1e3)
+            run.ttft_ms.append((first[0] - sent) * 1e3 if first else float("nan"))
+
+    async def one_client() -> None:
+        connection = Connection(target.url)
+        for _ in range(rounds):
+            await one_stream(connection)
+        connection.close()
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    run.seconds = time.perf_counter() - began
+    return run
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
+    # The benchmark's LLM lives at the loopback fake upstream, which LLM endpoints may reach only when listed.
+    os.environ["ROUTERHUB_UPSTREAM_ALLOWED_HOSTS"] = "127.0.0.1"
+    sys.path.insert(0, str(PROJECT_DIR))
+    import django
+
+    django.setup()
+
+
+SYNTHETIC_PROMPTS = [
+    "What is the derivative of x**3 + 2x with respect to x?",
+    "Name the process by which plants turn light into chemical energy.",
+    "Which treaty ended the Thirty Years' War?",
+]
+
+
+def routing_prompts() -> list[str] | None:
+    """Short MMLU-Pro questions (without their options) of the active state's test split; None
+    without an active routing state (then only the LLM-name targets run)."""
+    from registry.models import Prompt
+    from routing.exceptions import NoActiveRoutingState
+    from routing.selectors.state import routing_state_active
+
+    try:
+        state = routing_state_active()
+    except NoActiveRoutingState:
+        return None
+    texts = (
+        Prompt.objects.filter(prompt_set=state.prompt_set, split="test").order_by("id").values_list("text", flat=True)
+    )
+    return [t.split("\nA. ")[0][:400] for t in texts[:2000]] or None
+
+
+@dataclass
+class BenchData:
+    tenant: object
+    key: str
+    llm: object  # the LLM called by name: the benchmark's own, deleted afterwards
+    endpoints: list[tuple[int, str, str]]  # (llm id, api_base, api_model) of the others, before the run
+
+
+def bench_data(upstream_url: str, *, routed: bool) -> BenchData:
+    """A tenant with a budget no run can spend, an LLM of the benchmark's own at the fake upstream
+    (with a key, as a real one has: it is decrypted on every call), and — for ``routerhub-auto`` —
+    every other LLM answering at the fake upstream too."""
+    from django.db.models import F
+    from django.utils import timezone
+
+    from registry.models import LLM
+    from registry.services import llm_register
+    from routing.services.tenancy import api_key_create, tenant_create
+
+    tag = uuid.uuid4().hex[:6]
+    tenant = tenant_create(name=f"bench-gateway-{tag}", budget_usd="10000000")
+    key = api_key_create(tenant=tenant, name="gateway benchmark").secret
+    llm = llm_register(
+        name=f"bench-gateway-{tag}",
+        api_base=upstream_url,
+        api_model=LITELLM_MODEL,
+        api_key="sk-fake",
+        usd_per_mtok_in=1.0,
+        usd_per_mtok_out=2.0,
+    )
+    endpoints = []
+    if routed:
+        others = LLM.objects.exclude(id=llm.id)
+        endpoints = list(others.values_list("id", "api_base", "api_model"))
+        others.update(api_base=upstream_url, api_model=F("name"), updated_at=timezone.now())
+    return BenchData(tenant=tenant, key=key, llm=llm, endpoints=endpoints)
+
+
+def restore(data: BenchData) -> None:
+    from registry.models import LLM
+    from routing.models import BudgetPeriod, Decision
+
+    for llm_id, api_base, api_model in data.endpoints:
+        LLM.objects.filter(id=llm_id).update(api_base=api_base, api_model=api_model)
+    Decision.objects.filter(tenant=data.tenant).delete()
+    BudgetPeriod.objects.filter(tenant=data.tenant).delete()
+    data.tenant.delete()
+    data.llm.delete()
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def pct(values, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def loadavg() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def f1(value: float) -> str:
+    return "—" if value != value else f"{value:.1f}"
+
+
+def _gateway_of(run: Run) -> str:
+    """Whose processes' CPU is the gateway's in this run ("direct": none)."""
+    return "routerhub" if run.target.startswith("routerhub") else run.target if run.target == "litellm" else "none"
+
+
+def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
+    lines = [
+        "| clients | target | answered | errors | latency p50 / p99 ms | **overhead p50 / p99 ms** | "
+        "server split p50 (queue / auth / embed / route / budget / prepare / finish) ms | embeddings | CPU ms per request "
+        "(gateway / PostgreSQL / upstream / client) | load avg |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
+    ]
+    for clients in concurrency:
+        level = [r for r in runs if r.clients == clients]
+        direct = next((r for r in level if r.target == "direct"), None)
+        for run in level:
+            p50, p99 = pct(run.latencies_ms, 50), pct(run.latencies_ms, 99)
+            if direct is None or run is direct:
+                overhead = "—"
+            else:
+                overhead = f"**{p50 - pct(direct.latencies_ms, 50):+.1f} / {p99 - pct(direct.latencies_ms, 99):+.1f}**"
+            split = " / ".join(
+                f1(pct(run.server.get(m, []), 50))
+                for m in ("queue", "auth", "embed", "route", "budget", "prepare", "finish")
+            )
+            split = split if run.server else "—"
+            sources = ", ".join(f"{v} {k}" for k, v in sorted(run.embed_sources.items())) or "—"
+            n = max(run.answered, 1)
+            cpu = run.cpu
+            cpu_text = " / ".join(
+                f"{cpu.get(name, 0) / n * 1e3:.1f}" for name in (_gateway_of(run), "postgres", "upstream", "client")
+            )
+            lines.append(
+                f"| {clients} | {run.target} | {run.answered} | {run.failed} | {f1(p50)} / {f1(p99)} | {overhead} | "
+                f"{split} | {sources} | {cpu_text} | {run.load} |"
+            )
+    return lines
+
+
+def stream_table(runs: list[Run]) -> list[str]:
+    lines = [
+        "| streams | target | complete | errors | first chunk p50 / p99 ms | whole stream p50 / p99 ms | "
+        "CPU s (gateway / PostgreSQL / upstream / client) | load avg | first error |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    for run in runs:
+        cpu = run.cpu
+        first_error = run.errors[0].replace("|", "\\|")[:120] if run.errors else ""
+        lines.append(
+            f"| {run.clients} | {run.target} | {run.answered} | {run.failed} | {f1(pct(run.ttft_ms, 50))} / "
+            f"{f1(pct(run.ttft_ms, 99))} | {f1(pct(run.latencies_ms, 50))} / {f1(pct(run.latencies_ms, 99))} | "
+            + " / ".join(f"{cpu.get(name, 0):.1f}" for name in (_gateway_of(run), "postgres", "upstream", "client"))
+            + f" | {run.load} | {first_error} |"
+        )
+    return lines
+
+
+def summary(runs: list[Run], streams: list[Run], concurrency: list[int], stream_seconds: float) -> list[str]:
+    lines = []
+    for clients in concurrency:
+        level = {r.target: r for r in runs if r.clients == clients}
+        direct = level.get("direct")
+        if direct is None:
+            continue
+
+        def over(name: str, q: float, level=level, direct=direct) -> float:
+            run = level.get(name)
+            return pct(run.latencies_ms, q) - pct(direct.latencies_ms, q) if run and run.latencies_ms else float("nan")
+
+        rh50, rh99 = over("routerhub (LLM name)", 50), over("routerhub (LLM name)", 99)
+        text = f"- {clients} clients: routerhub with an LLM's name adds {rh50:+.1f} ms p50, {rh99:+.1f} ms p99"
+        if "litellm" in level:
+            ll50, ll99 = over("litellm", 50), over("litellm", 99)
+            ratio = rh50 / ll50 if ll50 and ll50 == ll50 and ll50 > 0 else float("nan")
+            text += f"; LiteLLM adds {ll50:+.1f} ms p50, {ll99:+.1f} ms p99 (routerhub / LiteLLM at p50: {ratio:.2f})"
+        if "routerhub-auto (cached prompt)" in level:
+            auto_fixed, auto_new = over("routerhub-auto (cached prompt)", 50), over("routerhub-auto (new prompt)", 50)
+            text += f"; routerhub-auto adds {auto_fixed:+.1f} ms p50 with a cached prompt, {auto_new:+.1f} ms with a new one"
+        lines.append(text + ".")
+    for name in sorted({r.target for r in streams}):
+        runs = [r for r in streams if r.target == name]
+        clean = [r for r in runs if not r.errors and r.answered]
+        failing = [r.clients for r in runs if r.errors]
+        best = max(clean, key=lambda r: r.clients) if clean else None
+        held = f"{best.clients} (median stream {pct(best.latencies_ms, 50) / 1e3:.1f} s" if best else "none"
+        lines.append(
+            f"- streams, {name}: most concurrent streams with no error: {held}"
+            + (f" for a {stream_seconds:g} s answer)" if best else "")
+            + (f"; errors at {', '.join(map(str, failing))}" if failing else "")
+            + "."
+        )
+    return lines
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream, args)
+        return
+    import uvloop
+
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # stopped either way, it cleans up
+    setup_django()
+    concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    steps = [int(s) for s in args.stream_steps.split(",") if s]
+    load_before = loadavg()
+    litellm = None if args.no_litellm else ensure_litellm()
+    texts = routing_prompts()
+    prompts = Prompts(texts or SYNTHETIC_PROMPTS)
+    logs = Path(tempfile.mkdtemp(prefix="routerhub-gateway-bench-"))
+    python = sys.executable
+    upstream_port, routerhub_port, litellm_port = free_port(), free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTERHUB_PORT", "ROUTERHUB_HOST"))}
+    processes: dict[str, subprocess.Popen] = {}
+    data = None
+    runs: list[Run] = []
+    streams: list[Run] = []
+    try:
+        processes["upstream"] = start(
+            [python, __file__, "--serve-upstream", str(upstream_port), "--latency", str(args.latency),
+             "--chunks", str(args.chunks), "--stream-seconds", str(args.stream_seconds)],
+            env=base_env, log=logs / "upstream.log", ready_url=f"{upstream_url}/models",
+        )  # fmt: skip
+        data = bench_data(upstream_url, routed=texts is not None)
+        routerhub_env = {
+            **base_env,
+            "ROUTERHUB_PORT": str(routerhub_port),
+            "WEB_CONCURRENCY": str(args.workers),
+            "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": "127.0.0.1",
+            # One key sends every request: the per-key limit (6,000/min) would cap what is measured.
+            "ROUTERHUB_THROTTLE_API_KEY": "",
+        }
+        processes["routerhub"] = start(
+            [str(PROJECT_DIR / "scripts" / "web.sh")], env=routerhub_env, log=logs / "routerhub.log",
+            ready_url=f"http://127.0.0.1:{routerhub_port}/v1/models",  # 401 once it serves
+        )  # fmt: skip
+        routerhub_url = f"http://127.0.0.1:{routerhub_port}/v1/chat/completions"
+        targets = [
+            Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct"),
+            Target("routerhub (LLM name)", routerhub_url, data.key, data.llm.name, "fixed", "routerhub"),
+        ]
+        if texts is not None:
+            targets += [
+                Target(
+                    "routerhub-auto (cached prompt)", routerhub_url, data.key, "routerhub-auto", "fixed", "routerhub"
+                ),
+                Target("routerhub-auto (new prompt)", routerhub_url, data.key, "routerhub-auto", "new", "routerhub"),
+            ]
+        else:
+            print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
+        if litellm:
+            config = logs / "litellm.yaml"
+            litellm_config(config, upstream_url)
+            litellm_env = {
+                **base_env,
+                # No fetch of the model price map from the internet at start (this machine has none).
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+                "DISABLE_ADMIN_UI": "True",
+            }
+            processes["litellm"] = start(
+                [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(litellm_port),
+                 "--num_workers", str(args.litellm_workers)],
+                env=litellm_env, log=logs / "litellm.log", ready_url=f"http://127.0.0.1:{litellm_port}/health/liveliness",
+            )  # fmt: skip
+            targets.append(
+                Target("litellm", f"http://127.0.0.1:{litellm_port}/v1/chat/completions", LITELLM_KEY, LITELLM_MODEL, "fixed", "litellm")
+            )  # fmt: skip
+        if args.targets:
+            wanted = set(args.targets.split(","))
+            targets = [t for t in targets if t.name in wanted or t.name == "direct"]
+        groups = {name: [p.pid] for name, p in processes.items()}
+        groups["postgres"] = postgres_pids()
+        meter = CpuMeter(groups)
+
+        async def measure() -> None:
+            # Warm-up: every worker loads the embedder and the router, connections open, caches fill.
+            for target in targets:
+                await overhead_run(target, prompts, clients=4 * args.workers, seconds=2, min_requests=8)
+            for clients in concurrency:
+                for target in targets:
+                    meter.since_last()
+                    run = await overhead_run(
+                        target, prompts, clients=clients, seconds=args.seconds, min_requests=args.min_requests
+                    )
+                    run.cpu, run.load = meter.since_last(), loadavg()
+                    runs.append(run)
+                    print(overhead_table([run], [clients])[-1], flush=True)
+            stream_targets = [t for t in targets if t.prompt == "fixed" and not t.name.startswith("routerhub-auto")]
+            saturated: set[str] = set()
+            for clients in steps:
+                for target in stream_targets:
+                    if target.name in saturated:
+                        continue
+                    meter.since_last()
+                    run = await stream_run(
+                        target, prompts, clients=clients, rounds=args.stream_rounds, chunks=args.chunks
+                    )
+                    run.cpu, run.load = meter.since_last(), loadavg()
+                    streams.append(run)
+                    print(stream_table([run])[-1], flush=True)
+                    # Streams that take --give-up times their length are queueing, not streaming:
+                    # more of them would only take minutes to say so again.
+                    if run.errors or pct(run.latencies_ms, 50) > args.give_up * args.stream_seconds * 1e3:
+                        saturated.add(target.name)
+
+        uvloop.run(measure())
+    finally:
+        # Clean up whatever stopped the run: a second Ctrl-C must not leave servers running or the
+        # LLMs pointing at a fake upstream that is gone.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for process in processes.values():
+            stop(process)
+        if data is not None:
+            restore(data)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    command = " ".join([".venv/bin/python benchmarks/gateway_load.py", *(argv if argv is not None else sys.argv[1:])])
+    report = "\n".join(
+        [
+            "# Gateway load benchmark",
+            "",
+            f"Command: `{command}`  ",
+            f"Machine: {machine()}; load average before the run {load_before}, after {loadavg()}.  ",
+            f"routerhub: `scripts/web.sh` (uvicorn, {args.workers} workers, database pool); "
+            + (
+                f"LiteLLM {LITELLM_VERSION} (`litellm --num_workers {args.litellm_workers}`, master key, no database); "
+                if litellm
+                else ""
+            )
+            + f"fake upstream: {args.latency:g} s per answer, streams of {args.chunks} chunks over "
+            f"{args.stream_seconds:g} s; client, servers, PostgreSQL and upstream share the machine's cores. "
+            "routerhub-auto: "
+            + ("routed by the active routing state" if texts else "left out (no active routing state)")
+            + ".",
+            "",
+            "## Summary",
+            "",
+            *summary(runs, streams, concurrency, args.stream_seconds),
+            "",
+            "## Overhead per request (non-streamed)",
+            "",
+            f"Each run: {args.seconds:g} s (at least {args.min_requests} answers) of closed-loop clients. "
+            "Overhead = the percentile's latency minus the same percentile of `direct` at the same concurrency. "
+            "Server split from routerhub's `Server-Timing`: queue (waiting for a thread of the gateway's pool), auth "
+            "(API key, rate limit), embed (the prompt's embedding or a cache hit), route (prediction, λ, selection), "
+            "budget (reservation and decision row), prepare (arrival to the upstream call, all of the above), "
+            "finish (metering after the answer).",
+            "",
+            *overhead_table(runs, concurrency),
+            "",
+            "## Concurrent streams",
+            "",
+            f"Each client opens {args.stream_rounds} stream(s) one after the other; a stream counts as complete "
+            f"when it is answered 200 with all {args.chunks} chunks and `[DONE]`. A target is not stepped up "
+            f"after a step with errors or whose median stream took more than {args.give_up:g} × "
+            f"{args.stream_seconds:g} s.",
+            "",
+            *stream_table(streams),
+            "",
+        ]
+    )
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
