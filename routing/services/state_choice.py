@@ -54,7 +54,9 @@ def routing_states_fit_and_choose(
             prompt_set=prompt_set,
             strategy=name,
             activate=False,
-            score_single=True,
+            # a cross-validated score is only needed to compare universal strategies (the others are
+            # never activated): routoo_predictor's would cost three more fits of it for nothing
+            score_single=STRATEGIES[name].universal,
             tuning_budget=tuning_budget,
             say=say,
         )

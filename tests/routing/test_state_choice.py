@@ -46,6 +46,7 @@ def test_setup_demo_fits_one_strategy_then_the_rest_and_activates_the_best_by_cr
     assert set(states) == set(STRATEGIES)
     scores = {name: state.state["tuning"]["score"] for name, state in states.items()}
     universal = {name: score for name, score in scores.items() if STRATEGIES[name].universal}
+    assert scores["routoo_predictor"] is None  # never activated: no cross-validation spent on its score
     active = RoutingState.objects.get(is_active=True)
     assert active.strategy == max(universal, key=universal.get)  # K-means, fitted first, competed too
     assert f"Active router: v{active.version} {active.strategy}" in output
