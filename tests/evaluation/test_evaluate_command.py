@@ -63,11 +63,14 @@ def test_evaluate_reports_tuned_choices_specialist_recall_and_gains_by_category(
         "2",
         "--strategies",
         "uniroute_kmeans,clairvoyant",
+        "--variants",
+        "uniroute_kmeans:prior_strength=500",
         "--json",
         str(out_json),
     )
     output = capsys.readouterr().out
-    assert "tuning on" in output
+    assert "tuning on, full budget" in output
+    assert "uniroute_kmeans[prior_strength=500]" in output  # a post-fit variant, scored as a method
     assert "chosen hyper-parameters (how many splits chose each value):" in output
     assert "uniroute_kmeans: n_clusters:" in output
     assert "specialist recall at λ = 0" in output

@@ -120,7 +120,7 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
-            f"Running {trials} {protocol} splits of {', '.join(names)} (seed {seed}, tuning {'off' if no_tuning else tuning_budget}) ..."
+            f"Running {trials} {protocol} splits of {', '.join(names)} (seed {seed}, tuning {'off' if no_tuning else f'on, {tuning_budget} budget'}) ..."
         )
         started = time.monotonic()
         try:
