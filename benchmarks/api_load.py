@@ -1,12 +1,13 @@
-"""Load benchmark of POST /api/v1/route: the service under gunicorn, a threaded client, loopback only.
+"""Load benchmark of POST /api/v1/route: the service as ``make run`` serves it, a threaded client, loopback only.
 
-    .venv/bin/python benchmarks/api_load.py                          # 2 sync workers, ~2 minutes
+    .venv/bin/python benchmarks/api_load.py                          # 2 uvicorn workers, ~3 minutes
     .venv/bin/python benchmarks/api_load.py --seconds 5 --out /tmp/api_bench.md
+    .venv/bin/python benchmarks/api_load.py --server gunicorn       # 2 sync WSGI workers instead
 
 It needs the dev database with real data and a fitted router (``manage.py import_routing_data
 data/mmlu-pro --name mmlu-pro`` then ``manage.py fit_router --dataset mmlu-pro``) and uses the
 real MiniLM embedder. It creates two throw-away tenants (deleted afterwards with their decisions),
-starts gunicorn on a free port, warms every worker up, and measures, for short and long prompts,
+starts the web server (``scripts/web.sh``: uvicorn, or gunicorn) on a free port, warms every worker up, and measures, for short and long prompts,
 with a new prompt per request (embedding computed) and with one repeated prompt (embedding from the
 in-process LRU cache): requests/s and client-side p50/p99 latency, and the server's own split from
 the ``Server-Timing`` header — embed, route (prediction, λ, selection), budget (reservation and
@@ -40,7 +41,13 @@ ROUTE = "/api/v1/route"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as scripts/run.sh)")
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "gunicorn"),
+        default="uvicorn",
+        help="uvicorn: scripts/web.sh, as make run serves (default); gunicorn: WSGI sync workers",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="web workers (default 2, as scripts/run.sh)")
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (>1 uses gunicorn's gthread worker)")
     parser.add_argument(
         "--torch-threads",
@@ -117,8 +124,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(
-    port: int, workers: int, threads: int, torch_threads: int, log: Path, embedder: str
+def start_server(
+    server_kind: str, port: int, workers: int, threads: int, torch_threads: int, log: Path, embedder: str
 ) -> subprocess.Popen:
     command = [
         str(PROJECT_DIR / ".venv" / "bin" / "gunicorn"),
@@ -136,8 +143,13 @@ def start_gunicorn(
     ]
     if threads > 1:
         command += ["--worker-class", "gthread"]
+    if server_kind == "uvicorn":
+        command = [str(PROJECT_DIR / "scripts" / "web.sh")]
     env = {
         **os.environ,
+        "ROUTERHUB_HOST": "127.0.0.1",
+        "ROUTERHUB_PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
         "ROUTERHUB_EMBEDDER": embedder,
         # One key sends every request: the per-key rate limit (6,000/min by default) would cap the
         # throughput measured here, which is routing's, not the limit's.
@@ -161,7 +173,7 @@ def start_gunicorn(
         except OSError:
             time.sleep(0.3)
     stop(server)
-    raise RuntimeError(f"gunicorn did not start; see {log}")
+    raise RuntimeError(f"{server_kind} did not start; see {log}")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -315,8 +327,8 @@ def main() -> None:
     runs: list[Run] = []
     embedders = args.embedders.split(",")
     for index, embedder in enumerate(embedders):
-        log = Path(tempfile.mkdtemp(prefix="routerhub-bench-")) / "gunicorn.log"
-        server = start_gunicorn(port, args.workers, args.threads, args.torch_threads, log, embedder)
+        log = Path(tempfile.mkdtemp(prefix="routerhub-bench-")) / f"{args.server}.log"
+        server = start_server(args.server, port, args.workers, args.threads, args.torch_threads, log, embedder)
         try:
             # Warm-up: every worker loads the embedder and the router, and the pacing λ is computed once.
             for _ in range(3):
@@ -373,7 +385,10 @@ def main() -> None:
     delete_tenants([open_tenant, tight_tenant])
 
     command = " ".join([".venv/bin/python benchmarks/api_load.py", *sys.argv[1:]])
-    worker = f"{args.workers} gunicorn {'gthread workers × ' + str(args.threads) + ' threads' if args.threads > 1 else 'sync workers'}"
+    if args.server == "uvicorn":
+        worker = f"{args.workers} uvicorn workers (scripts/web.sh)"
+    else:
+        worker = f"{args.workers} gunicorn {'gthread workers × ' + str(args.threads) + ' threads' if args.threads > 1 else 'sync workers'}"
     worker += f", {str(args.torch_threads) + ' embedding thread(s) per worker' if args.torch_threads else 'default embedding threads'}"
     report = "\n".join(
         [

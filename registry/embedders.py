@@ -11,6 +11,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -18,6 +19,12 @@ import numpy as np
 DIMENSIONS = 384
 #: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
 DEFAULT_EMBEDDER = "minilm-onnx-int8"
+
+
+def embed_threads(default: int) -> int:
+    """Compute threads of one embedding call: ROUTERHUB_EMBED_THREADS, else the embedder's default
+    (0 = the library's choice, one per core)."""
+    return int(os.environ.get("ROUTERHUB_EMBED_THREADS", str(default)))
 
 
 class Embedder(ABC):
@@ -152,6 +159,7 @@ class MiniLMOnnxEmbedder(_LazyModel):
     model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, float32)"
     max_tokens = 256
     build = "minilm-onnx"
+    default_threads = 0  # batches of texts: one call may use every core
 
     def _load_model(self):
         import onnxruntime
@@ -166,7 +174,7 @@ class MiniLMOnnxEmbedder(_LazyModel):
         options = onnxruntime.SessionOptions()
         # Threads per call: by default ONNX Runtime takes every core, which web workers embedding
         # at the same time would fight over (ROUTERHUB_EMBED_THREADS; 0 = ONNX Runtime's choice).
-        options.intra_op_num_threads = int(os.environ.get("ROUTERHUB_EMBED_THREADS", "0"))
+        options.intra_op_num_threads = embed_threads(self.default_threads)
         options.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return tokenizer, session
@@ -189,15 +197,24 @@ class MiniLMOnnxInt8Embedder(MiniLMOnnxEmbedder):
     """
 
     name = "all-MiniLM-L6-v2-onnx-int8@256"
-    model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, int8 dynamic quantisation)"
+    model = "sentence-transformers/all-MiniLM-L6-v2 (ONNX, int8 dynamic quantisation, 7-bit weights)"
     build = "minilm-onnx-int8"
+    # One text per call, so the cores go to several texts at once (``embed``) rather than to one
+    # small call, which ONNX Runtime's threads barely speed up.
+    default_threads = 1
 
     def embed(self, texts, *, batch_size: int = 64, progress=None) -> np.ndarray:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = l2_normalise(self._embed_batch([text]))[0]
-            if progress and ((i + 1) % batch_size == 0 or i + 1 == len(texts)):
-                progress(i + 1, len(texts))
+        if not texts:
+            return out
+        self._load()  # once, before the threads share it
+        # ONNX Runtime releases the GIL and a session may run calls from several threads at once.
+        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(texts)))) as pool:
+            vectors = pool.map(lambda text: self._embed_batch([text])[0], texts)
+            for i, vector in enumerate(vectors):
+                out[i] = l2_normalise(vector[None, :])[0]
+                if progress and ((i + 1) % batch_size == 0 or i + 1 == len(texts)):
+                    progress(i + 1, len(texts))
         return out
 
 

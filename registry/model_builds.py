@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # Bumped whenever a build recipe changes, so files of an older recipe are never mistaken for new.
-ONNX_RECIPE, STATIC_RECIPE = 2, 1
+ONNX_RECIPE, STATIC_RECIPE = 3, 1
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's own limit, kept by every variant
 
 
@@ -122,8 +122,18 @@ def _build_onnx(target: Path, *, quantise: bool) -> Path:
             logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint as a warning
             # Per-channel scales and MatMul weights only: per-tensor int8 moved MiniLM's vectors to a
             # mean cosine of 0.95 with the float ones, per-channel to 0.993 (200 MMLU-Pro questions).
+            # 7-bit weights (reduce_range): CPUs without VNNI (AVX2) multiply uint8 activations by
+            # int8 weights with an instruction that saturates 16-bit sums, so full-range weights gave
+            # other vectors there than on VNNI CPUs (cosine 0.99). With 7 bits no sum can saturate:
+            # the integer products, hence the vectors, are the same on every CPU, which shipped
+            # embeddings files and the shared cache rely on.
             quantize_dynamic(
-                str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+                str(fp32),
+                str(partial),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                op_types_to_quantize=["MatMul"],
             )
         else:
             partial = fp32

@@ -11,6 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
 os.environ.setdefault("ROUTERHUB_DB_POOL", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One compute thread per embedding call: a web process embeds several requests at once (the gateway's
+# thread pool), and each call spreading over every core would only make them fight.
+os.environ.setdefault("ROUTERHUB_EMBED_THREADS", os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1"))
 
 from django.core.asgi import get_asgi_application  # noqa: E402 (after the environment above)
 
@@ -19,12 +22,14 @@ application = get_asgi_application()
 
 def _warm_up() -> None:
     """Load the embedding model before the first request rather than during it (~5 s)."""
-    import torch
-
     from registry.embedders import get_embedder
 
-    torch.set_num_threads(int(os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1")))
-    get_embedder().embed_one("warm-up")
+    embedder = get_embedder()
+    if embedder.uses_torch:  # only PyTorch embedders import it: the ONNX default never loads torch
+        import torch
+
+        torch.set_num_threads(int(os.environ["ROUTERHUB_EMBED_THREADS"]))
+    embedder.embed_one("warm-up")
 
 
 if os.environ.get("ROUTERHUB_WARM_UP", "1") == "1":

@@ -41,10 +41,11 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit through atexit: th
 signal.pause()' &
 HOLDER=$!
 PIDS=("$HOLDER")
+BACKGROUND=()  # one-off jobs: stopped with the rest, but their end is not a failure
 cleanup() {
   trap - EXIT INT TERM
   echo "Stopping routerhub ..."
-  kill "${PIDS[@]}" 2>/dev/null || true
+  kill "${PIDS[@]}" "${BACKGROUND[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   if [ -f .redis/redis.pid ] && [ -z "${REDIS_URL:-}" ]; then kill "$(cat .redis/redis.pid)" 2>/dev/null || true; fi
 }
@@ -59,8 +60,9 @@ STATIC=$!
 $PY manage.py migrate --no-input
 $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
 # What set-up does is shown as it happens (a private copy goes to .run/demo.txt, mode 0600); the
-# login and key are printed once all is up.
-$PY manage.py setup_demo --dataset mmlu-pro --base-url "http://$HOST:$PORT" \
+# login and key are printed once all is up. Only UniRoute K-means is fitted before the service starts
+# (~10 s): the other strategies are fitted in the background once it answers (below).
+$PY manage.py setup_demo --dataset mmlu-pro --strategies uniroute_kmeans --base-url "http://$HOST:$PORT" \
   --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt | sed -u '/^--- /,$d'
 
 $PY -m routerhub.demo_upstream --data data/mmlu-pro --port "$UPSTREAM_PORT" \
@@ -84,8 +86,13 @@ echo "Starting the Celery worker and beat ..."
 PIDS+=("$!")
 .venv/bin/celery -A routerhub beat --loglevel INFO --pidfile= >.run/beat.log 2>&1 &
 PIDS+=("$!")
+# Every other strategy, tuned, so that a request may name any of them; when they are done, the best
+# by cross-validation becomes active (recorded as a Job, progress in .run/fit.log).
+$PY manage.py setup_demo --dataset mmlu-pro --fit-only >.run/fit.log 2>&1 &
+BACKGROUND+=("$!")
 echo
 echo "routerhub is running: dashboard at http://$HOST:$PORT/  (logs in .run/; Ctrl-C to stop)"
+echo "Fitting the other routing strategies in the background (.run/fit.log); the best by cross-validation becomes active when they are done."
 cat .run/demo.txt | sed -n '/^--- /,$p'
 wait -n "${PIDS[@]:1}"
 echo "A routerhub process exited; see .run/*.log" >&2

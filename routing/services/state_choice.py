@@ -30,12 +30,15 @@ def routing_states_fit_and_choose(
     prompt_set: PromptSet,
     strategies: list[str] | None = None,
     activate_best: bool = True,
+    compare_existing: bool = False,
     say: services.Say = lambda _: None,
 ) -> tuple[list[FittedChoice], RoutingState | None]:
     """Fit (tuned) every strategy in ``strategies`` (default: all) that has no state on ``prompt_set`` yet.
 
     Returns every state fitted here with its score, and the state activated (None when
-    ``activate_best`` is off or no fitted universal strategy has a score).
+    ``activate_best`` is off or no fitted universal strategy has a score). With ``compare_existing``
+    the choice also weighs the latest state of every other universal strategy already fitted on
+    ``prompt_set`` (by its stored score), and nothing is activated unless a strategy was fitted here.
     """
     names = list(strategies or STRATEGIES)
     unknown = [name for name in names if name not in STRATEGIES]
@@ -52,8 +55,25 @@ def routing_states_fit_and_choose(
         tuning = services.tuning_of(state) or {}
         fitted.append(FittedChoice(state, tuning.get("score"), STRATEGIES[name].universal))
     candidates = [choice for choice in fitted if choice.universal and choice.score is not None]
+    if compare_existing:
+        if not fitted:
+            return fitted, None  # nothing new: whatever is active stays so
+        candidates += _earlier_choices(prompt_set, exclude=[choice.state.id for choice in fitted])
     if not activate_best or not candidates:
         return fitted, None
     best = max(candidates, key=lambda choice: choice.score)  # the first of equal scores: the order given
     services.routing_state_activate(state=best.state)
     return fitted, best.state
+
+
+def _earlier_choices(prompt_set: PromptSet, *, exclude: list[int]) -> list[FittedChoice]:
+    """The latest tuned state of each universal strategy on ``prompt_set``, with its stored score."""
+    universal = [name for name, strategy in STRATEGIES.items() if strategy.universal]
+    latest = (
+        RoutingState.objects.filter(prompt_set=prompt_set, strategy__in=universal)
+        .exclude(id__in=exclude)
+        .order_by("strategy", "-version")
+        .distinct("strategy")
+    )
+    choices = [FittedChoice(state, (services.tuning_of(state) or {}).get("score"), True) for state in latest]
+    return [choice for choice in choices if choice.score is not None]

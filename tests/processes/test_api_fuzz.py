@@ -25,7 +25,7 @@ from tests.processes.workers import point_producer_at, restore_producer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-FUZZ_MAX_EXAMPLES = int(os.environ.get("ROUTERHUB_FUZZ_MAX_EXAMPLES", "20"))
+FUZZ_MAX_EXAMPLES = int(os.environ.get("ROUTERHUB_FUZZ_MAX_EXAMPLES", "10"))
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_headers_conformance,response_schema_conformance"

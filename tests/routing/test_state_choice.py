@@ -27,27 +27,35 @@ def prompt_set(slice_files):
     reset_all()
 
 
-def test_setup_demo_fits_every_strategy_and_activates_the_best_by_cross_validation(
+def test_setup_demo_fits_one_strategy_then_the_rest_and_activates_the_best_by_cross_validation(
     prompt_set, settings, tmp_path, capsys
 ):
+    """make run's order: UniRoute K-means before the service starts, every other strategy after it in
+    the background (--fit-only), whose end activates the best of all by cross-validation."""
     settings.BASE_DIR = tmp_path
-    call_command("setup_demo", "--dataset", "slice", "--base-url", "http://testserver")
+    call_command("setup_demo", "--dataset", "slice", "--strategies", "uniroute_kmeans", "--base-url", "http://x")
     output = capsys.readouterr().out
+    assert RoutingState.objects.get(is_active=True).strategy == "uniroute_kmeans"
+    assert set(RoutingState.objects.values_list("strategy", flat=True)) == {"uniroute_kmeans"}
+    key = output.split("new API key (shown once): ")[1].split()[0]
+
+    call_command("setup_demo", "--dataset", "slice", "--fit-only")
+    output = capsys.readouterr().out
+    assert "API key" not in output and "password" not in output  # secrets are printed by the first run only
     states = {state.strategy: state for state in RoutingState.objects.all()}
     assert set(states) == set(STRATEGIES)
     scores = {name: state.state["tuning"]["score"] for name, state in states.items()}
     universal = {name: score for name, score in scores.items() if STRATEGIES[name].universal}
     active = RoutingState.objects.get(is_active=True)
-    assert active.strategy == max(universal, key=universal.get)
+    assert active.strategy == max(universal, key=universal.get)  # K-means, fitted first, competed too
     assert f"Active router: v{active.version} {active.strategy}" in output
-    assert f"{active.strategy:<22}{scores[active.strategy]:>10.4f}" in output and "← active" in output
 
-    key = output.split("new API key (shown once): ")[1].split()[0]
     client = ApiClient(key)
     for name in STRATEGIES:  # every strategy answers, not only the active one
         body = client.route(strategy=name).json()
         assert body["strategy"] == name and body["strategy_params"] == states[name].params
 
-    call_command("setup_demo", "--dataset", "slice", "--base-url", "http://testserver")  # again: nothing refitted
+    call_command("setup_demo", "--dataset", "slice", "--fit-only")  # again: nothing refitted, nothing switched
     assert RoutingState.objects.count() == len(STRATEGIES)
+    assert RoutingState.objects.get(is_active=True).id == active.id
     assert "already fitted on slice, kept" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from registry.data_format import DataFormatError
 from registry.importing import dataset_embeddings_write, dataset_import
 from registry.models import PromptSet
+from routerhub.migration_check import require_migrated
 
 
 class Command(BaseCommand):
@@ -42,6 +43,7 @@ class Command(BaseCommand):
     def handle(
         self, *args, directory: Path, name: str, role: str, update_llms: bool, write_embeddings: str | None, **options
     ):
+        require_migrated()
         say = lambda message: self.stdout.write(message)  # noqa: E731
         try:
             summary = dataset_import(directory=directory, name=name, role=role, update_llms=update_llms, say=say)

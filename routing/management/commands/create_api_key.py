@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from routerhub.migration_check import require_migrated
 from routing.models import Tenant
 from routing.services.tenancy import tenant_with_key
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="a label for the key")
 
     def handle(self, *args, tenant, budget_usd, period, name, **options):
+        require_migrated()
         try:
             tenant_obj, created, issued = tenant_with_key(
                 name=tenant, budget_usd=budget_usd, budget_period=period, key_name=name

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
+from routerhub.migration_check import require_migrated
 from routing.exceptions import RoutingError
 from routing.models import Job
 from routing.services import jobs
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-activate", action="store_true", help="store the new state without activating it")
 
     def handle(self, *args, dataset, strategy, k, params, no_activate, no_tuning, **options):
+        require_migrated()
         try:
             prompt_set = prompt_set_get(name=dataset)
         except PromptSet.DoesNotExist as exc:

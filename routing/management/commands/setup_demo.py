@@ -56,6 +56,13 @@ class Command(BaseCommand):
             "set as their api_base, unless an LLM already has one of its own",
         )
         parser.add_argument(
+            "--fit-only",
+            action="store_true",
+            help="only fit the strategies not fitted yet and, if any was, activate the best by cross-validation "
+            "among every strategy fitted on the data set; no login, key or examples (make run runs this in the "
+            "background once the service answers)",
+        )
+        parser.add_argument(
             "--output",
             type=Path,
             default=None,
@@ -63,8 +70,22 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, dataset, strategies, base_url, admin_user, demo_budget_usd, upstream_url, output, **options
+        self,
+        *args,
+        dataset,
+        strategies,
+        base_url,
+        admin_user,
+        demo_budget_usd,
+        upstream_url,
+        output,
+        fit_only,
+        **options,
     ):
+        if fit_only:
+            chosen = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+            self._fit_strategies(dataset, chosen, choose_among_all=True)
+            return
         tee = None
         if output is not None:
             tee = _Tee(self.stdout._out)
@@ -89,7 +110,7 @@ class Command(BaseCommand):
         if tee is not None:
             write_private(output, tee.copy.getvalue())
 
-    def _fit_strategies(self, dataset: str, strategies: list[str] | None) -> None:
+    def _fit_strategies(self, dataset: str, strategies: list[str] | None, *, choose_among_all: bool = False) -> None:
         from registry.models import PromptSet
         from registry.selectors import prompt_set_get
         from routing.exceptions import RoutingError
@@ -107,7 +128,8 @@ class Command(BaseCommand):
             fitted, activated = routing_states_fit_and_choose(
                 prompt_set=prompt_set,
                 strategies=strategies,
-                activate_best=not RoutingState.objects.filter(is_active=True).exists(),
+                activate_best=choose_among_all or not RoutingState.objects.filter(is_active=True).exists(),
+                compare_existing=choose_among_all,
                 say=lambda message: self.stdout.write(message),
             )
             outcome.update(fitted=fitted, activated=activated)

@@ -215,6 +215,16 @@ def test_fit_router_is_recorded_as_a_job_like_a_workers_refit(prompt_set):
 def test_setup_demo_prints_the_dashboard_and_its_first_fit_is_a_job(prompt_set, monkeypatch):
     monkeypatch.setenv("ROUTERHUB_ADMIN_PASSWORD", "demo-pass-123")
     out = StringIO()
-    call_command("setup_demo", "--dataset", prompt_set.name, "--base-url", "http://127.0.0.1:9999", stdout=out)
+    # One strategy, as make run fits before serving (test_state_choice.py fits them all).
+    call_command(
+        "setup_demo",
+        "--dataset",
+        prompt_set.name,
+        "--strategies",
+        "uniroute_kmeans",
+        "--base-url",
+        "http://127.0.0.1:9999",
+        stdout=out,
+    )
     assert "Dashboard: http://127.0.0.1:9999/ " in out.getvalue()
     assert list(Job.objects.values_list("kind", "status")) == [("refit", "succeeded")]
