@@ -21,9 +21,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from harness import free_port, machine, publish, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 ROUTE = "/api/v1/route"
@@ -118,12 +116,6 @@ def delete_tenants(tenants) -> None:
 # --- the server -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(
     server_kind: str, port: int, workers: int, threads: int, torch_threads: int, log: Path, embedder: str
 ) -> subprocess.Popen:
@@ -174,14 +166,6 @@ def start_server(
             time.sleep(0.3)
     stop(server)
     raise RuntimeError(f"{server_kind} did not start; see {log}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -300,18 +284,6 @@ HEADER = (
 )
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
-
-
 def main() -> None:
     args = parse_args()
     setup_django()
@@ -426,10 +398,7 @@ def main() -> None:
             "",
         ]
     )
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +62,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from harness import free_port, machine, publish, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
@@ -229,12 +229,6 @@ def serve_upstream(port: int, args: argparse.Namespace) -> None:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(command: list[str], *, env: dict, log: Path, ready_url: str, timeout: float = 180) -> subprocess.Popen:
     import httpx
 
@@ -253,16 +247,6 @@ def start(command: list[str], *, env: dict, log: Path, ready_url: str, timeout: 
         time.sleep(0.3)
     stop(process)
     raise RuntimeError(f"{command[0]} did not answer {ready_url} in {timeout:.0f} s; see {log}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def ensure_litellm(version: str = LITELLM_VERSION) -> Path:
@@ -754,18 +738,6 @@ def summary(runs: list[Run], streams: list[Run], concurrency: list[int], stream_
     return lines
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
-
-
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -939,10 +911,7 @@ def main(argv=None) -> None:
             "",
         ]
     )
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

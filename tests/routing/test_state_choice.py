@@ -6,7 +6,7 @@ from django.core.management import call_command
 from registry.importing import dataset_import
 from registry.models import PromptSet
 from routing.caches import reset_all
-from routing.models import RoutingState
+from routing.models import Job, RoutingState
 from routing.strategies import STRATEGIES
 from tests.fixtures.api import ApiClient
 from tests.fixtures.slices import write_slice
@@ -60,7 +60,11 @@ def test_setup_demo_fits_one_strategy_then_the_rest_and_activates_the_best_by_cr
         body = client.route(strategy=name).json()
         assert body["strategy"] == name and body["strategy_params"] == states[name].params
 
-    call_command("setup_demo", "--dataset", "slice", "--fit-only")  # again: nothing refitted, nothing switched
+    # A background fit killed mid-way leaves its Job running; a later run with nothing to fit still
+    # starts (no Job), and nothing is refitted or switched.
+    Job.objects.create(kind=Job.Kind.REFIT, status=Job.Status.RUNNING, arguments={"prompt_set_id": prompt_set.id})
+    call_command("setup_demo", "--dataset", "slice", "--fit-only")
+    call_command("setup_demo", "--dataset", "slice", "--strategies", "uniroute_kmeans", "--base-url", "http://x")
     assert RoutingState.objects.count() == len(STRATEGIES)
     assert RoutingState.objects.get(is_active=True).id == active.id
-    assert "already fitted on slice, kept" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("Every strategy asked for is fitted on slice already") == 2

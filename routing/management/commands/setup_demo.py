@@ -1,6 +1,8 @@
 import io
 import os
 import secrets
+import signal
+import sys
 from pathlib import Path
 
 from django.conf import settings
@@ -92,6 +94,9 @@ class Command(BaseCommand):
         **options,
     ):
         if fit_only:
+            # make run stops this background fit with SIGTERM: exit through Python, so that its Job is
+            # recorded as failed rather than left running (which would refuse the next run's fits).
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             chosen = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
             self._fit_strategies(dataset, chosen, tuning_budget, choose_among_all=True)
             return
@@ -156,8 +161,13 @@ class Command(BaseCommand):
 
         try:
             prompt_set = prompt_set_get(name=dataset)
-            # Recorded as a refit Job (admin "Jobs", staff API), like a fit done by the worker.
-            jobs.job_run_inline(kind=Job.Kind.REFIT, arguments={"prompt_set_id": prompt_set.id}, work=fit)
+            if _all_fitted(prompt_set, strategies):
+                # No Job: a later make run starts even if an earlier background fit was killed mid-way.
+                self.stdout.write(f"Every strategy asked for is fitted on {dataset} already")
+                outcome.update(fitted=[], activated=None)
+            else:
+                # Recorded as a refit Job (admin "Jobs", staff API), like a fit done by the worker.
+                jobs.job_run_inline(kind=Job.Kind.REFIT, arguments={"prompt_set_id": prompt_set.id}, work=fit)
         except (PromptSet.DoesNotExist, RoutingError, jobs.JobBusy) as exc:
             raise CommandError(str(exc)) from None
         fitted, activated = outcome["fitted"], outcome["activated"]
@@ -267,3 +277,11 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
         return password
+
+
+def _all_fitted(prompt_set, strategies: list[str] | None) -> bool:
+    from routing.strategies import STRATEGIES
+
+    wanted = strategies or list(STRATEGIES)
+    fitted = set(RoutingState.objects.filter(prompt_set=prompt_set).values_list("strategy", flat=True))
+    return all(name in fitted for name in wanted)
