@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as message_middleware
+from django.contrib.sessions import middleware as session_middleware
+from django.middleware import clickjacking as clickjacking_middleware
+from django.middleware import common as common_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -39,3 +44,63 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve)(static_file, request)
         return await self.get_response(request)
+
+
+class _BrowserOnly:
+    """Runs a browser-facing Django middleware (sessions, login, messages, …) on every path except
+    the OpenAI-compatible gateway's (``/v1/``), whose callers authenticate with a bearer key and
+    read JSON only.
+
+    Under the ASGI server each of Django's own middleware hops to the process's one synchronous
+    thread for its ``process_request`` and again for its ``process_response``: a gateway call went
+    there and back 12 times, queueing behind every other request of the process each time. Only
+    middleware without ``process_view``/``process_exception`` hooks may be wrapped (a wrapper would
+    hide them): CSRF stays unwrapped. Each wrapper also subclasses the middleware it wraps, so that
+    Django's checks (the admin's need of sessions, authentication and messages) still find it.
+    """
+
+    sync_capable = True
+    async_capable = True
+    wrapped: type
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.inner = self.wrapped(get_response)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        if request.path_info.startswith(GATEWAY_PREFIX):
+            return self.get_response(request)
+        return self.inner(request)
+
+    async def __acall__(self, request):
+        if request.path_info.startswith(GATEWAY_PREFIX):
+            return await self.get_response(request)
+        return await self.inner(request)
+
+
+GATEWAY_PREFIX = "/v1/"
+
+
+class SessionMiddleware(_BrowserOnly, session_middleware.SessionMiddleware):
+    wrapped = session_middleware.SessionMiddleware
+
+
+class CommonMiddleware(_BrowserOnly, common_middleware.CommonMiddleware):
+    wrapped = common_middleware.CommonMiddleware
+
+
+class AuthenticationMiddleware(_BrowserOnly, auth_middleware.AuthenticationMiddleware):
+    wrapped = auth_middleware.AuthenticationMiddleware
+
+
+class MessageMiddleware(_BrowserOnly, message_middleware.MessageMiddleware):
+    wrapped = message_middleware.MessageMiddleware
+
+
+class XFrameOptionsMiddleware(_BrowserOnly, clickjacking_middleware.XFrameOptionsMiddleware):
+    wrapped = clickjacking_middleware.XFrameOptionsMiddleware

@@ -60,12 +60,14 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "routing.apis.middleware.ApiRequestGuardMiddleware",  # /api/: body size cap, errors always JSON
     "routerhub.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (the ASGI server)
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's own, skipped for the gateway (/v1/): bearer keys and JSON only, and each of them would
+    # cost a gateway call two hops to the process's one synchronous thread (routerhub/middleware.py).
+    "routerhub.middleware.SessionMiddleware",
+    "routerhub.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "routerhub.middleware.AuthenticationMiddleware",
+    "routerhub.middleware.MessageMiddleware",
+    "routerhub.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "routerhub.urls"
@@ -284,6 +286,8 @@ ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPS
 # The gateway's wait for an upstream's first byte, and between two streamed chunks.
 ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS", "120"))
 ROUTERHUB_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("ROUTERHUB_UPSTREAM_MAX_CONNECTIONS", "2000"))
+# Connection pools per event loop for the gateway's upstream calls, used in turn (routing/upstream/http.py).
+ROUTERHUB_UPSTREAM_POOLS = int(os.environ.get("ROUTERHUB_UPSTREAM_POOLS", "8"))
 # Characters of an upstream's (error) body kept when it is stored, logged or shown to staff.
 ROUTERHUB_UPSTREAM_BODY_CHARS = int(os.environ.get("ROUTERHUB_UPSTREAM_BODY_CHARS", "500"))
 # Fernet keys (comma-separated, newest first) that encrypt LLM API keys at rest; empty: one derived

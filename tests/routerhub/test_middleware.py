@@ -1,0 +1,21 @@
+"""Django's browser middleware runs for pages and the API, and is skipped for the gateway (/v1/)."""
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pages_keep_sessions_and_frame_protection():
+    response = Client().get("/admin/login/")
+    assert response.status_code == 200
+    assert response["X-Frame-Options"] == "DENY"
+    assert "csrftoken" in response.cookies  # the login form's CSRF cookie: the CSRF middleware still runs
+
+
+def test_the_gateway_answers_without_the_browser_middleware():
+    response = Client().get("/v1/models", headers={"Authorization": "Bearer rh_nope"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert "X-Frame-Options" not in response  # XFrameOptionsMiddleware skipped
+    assert "Cookie" not in response.get("Vary", "")  # no session was read
