@@ -6,7 +6,6 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.messages import middleware as message_middleware
 from django.contrib.sessions import middleware as session_middleware
-from django.middleware import clickjacking as clickjacking_middleware
 from django.middleware import common as common_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -100,7 +99,3 @@ class AuthenticationMiddleware(_BrowserOnly, auth_middleware.AuthenticationMiddl
 
 class MessageMiddleware(_BrowserOnly, message_middleware.MessageMiddleware):
     wrapped = message_middleware.MessageMiddleware
-
-
-class XFrameOptionsMiddleware(_BrowserOnly, clickjacking_middleware.XFrameOptionsMiddleware):
-    wrapped = clickjacking_middleware.XFrameOptionsMiddleware
