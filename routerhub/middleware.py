@@ -10,6 +10,34 @@ from django.middleware import common as common_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
+class SyncAndAsyncMiddleware:
+    """Middleware Django runs in the server's own mode, sync or async, with no thread hop between.
+
+    Under the ASGI server one synchronous middleware would send every request, the gateway's too,
+    through a thread and back. Subclasses write ``sync_call`` and ``__acall__``.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return self.sync_call(request)
+
+    def sync_call(self, request):
+        raise NotImplementedError
+
+    async def __acall__(self, request):
+        raise NotImplementedError
+
+
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
     """WhiteNoise (the admin's static files), usable by the ASGI server without a thread hop.
 
@@ -45,7 +73,7 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         return await self.get_response(request)
 
 
-class _BrowserOnly:
+class _BrowserOnly(SyncAndAsyncMiddleware):
     """Runs a browser-facing Django middleware (sessions, login, messages, …) on every path except
     the OpenAI-compatible gateway's (``/v1/``), whose callers authenticate with a bearer key and
     read JSON only.
@@ -58,20 +86,13 @@ class _BrowserOnly:
     Django's checks (the admin's need of sessions, authentication and messages) still find it.
     """
 
-    sync_capable = True
-    async_capable = True
     wrapped: type
 
     def __init__(self, get_response):
-        self.get_response = get_response
+        super().__init__(get_response)
         self.inner = self.wrapped(get_response)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
+    def sync_call(self, request):
         if request.path_info.startswith(GATEWAY_PREFIX):
             return self.get_response(request)
         return self.inner(request)

@@ -10,30 +10,17 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import JsonResponse
 
+from routerhub.middleware import SyncAndAsyncMiddleware
 from routing.apis.errors import DJANGO_ERRORS, error_body, json_error
 
 API_PREFIX = "/api/"
 
 
-class ApiRequestGuardMiddleware:
-    # Async-capable: under the ASGI server one synchronous middleware would send every request,
-    # the gateway's too, through a thread and back.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
+class ApiRequestGuardMiddleware(SyncAndAsyncMiddleware):
+    def sync_call(self, request):
         if request.path_info.startswith(API_PREFIX):
             refused = self._refuse(request)
             if refused is not None:
