@@ -15,9 +15,10 @@ install-browser:
 run: install
 	scripts/run.sh
 
-# Lint and format check first (seconds), then the whole suite against real PostgreSQL + pgvector.
+# Lint and format check first (seconds), then the whole suite against real PostgreSQL + pgvector,
+# one pytest worker per core (at most 4; each has its own test database), a test file per worker at a time.
 test: install-dev install-browser lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 lint: install-dev
 	.venv/bin/ruff check .

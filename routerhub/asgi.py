@@ -17,7 +17,18 @@ os.environ.setdefault("ROUTERHUB_EMBED_THREADS", os.environ.get("ROUTERHUB_WEB_T
 
 from django.core.asgi import get_asgi_application  # noqa: E402 (after the environment above)
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from routing.gateway.asgi import GatewayHandler, is_gateway_path  # noqa: E402 (needs Django set up)
+
+gateway_application = GatewayHandler()
+
+
+async def application(scope, receive, send):
+    """/v1/ (the gateway) to its own handler, which skips Django's per-request thread hops; the rest to Django's."""
+    if is_gateway_path(scope):
+        return await gateway_application(scope, receive, send)
+    return await django_application(scope, receive, send)
 
 
 def _warm_up() -> None:
