@@ -42,7 +42,9 @@ def _through_the_gateway_handler(method: str, path: str, **kwargs):
 
 def test_the_gateway_handler_sends_djangos_security_headers():
     response = _through_the_gateway_handler(
-        "POST", "/v1/chat/completions", json={"model": "routerhub-auto", "messages": [{"role": "user", "content": "hi"}]}
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "routerhub-auto", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
