@@ -10,14 +10,18 @@
    (``routing/upstream/streams.py``). After the first streamed byte there is no fallback: a failure
    becomes an error event in OpenAI's shape.
 4. :func:`~routing.services.gateway.gateway_finish` (a pool thread) replaces the reservation by the
-   measured cost. A client that disconnects cancels the upstream call; what it used is metered in the
-   background, since the cancelled request can no longer wait for anything.
+   measured cost. A JSON answer does not wait for it: its cost (usage × the answering LLM's prices,
+   ``X-Routerhub-Cost-Usd``) is computed here and the record is written while the answer is sent —
+   until then the decision keeps its reservation, so the budget is never under-counted. A stream's
+   record is written before its ``[DONE]``. A client that disconnects cancels the upstream call; what
+   it used is metered in the background, since the cancelled request can no longer wait for anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,9 +36,18 @@ from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
 from routing.models import Decision
 from routing.selectors.gateway import model_target
+from routing.selectors.routers import RoutableLLM
 from routing.selectors.tenancy import api_key_authenticate_cached
 from routing.services.decisions import Candidate
-from routing.services.gateway import CallRecord, GatewayPlan, gateway_fall_back, gateway_finish, gateway_plan
+from routing.services.gateway import (
+    CallRecord,
+    GatewayPlan,
+    MeteredCall,
+    gateway_fall_back,
+    gateway_finish,
+    gateway_plan,
+    metered_cost,
+)
 from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.credentials import CredentialError, upstream_api_key
 from routing.upstream.http import (
@@ -49,6 +62,7 @@ from routing.upstream.http import (
 from routing.upstream.streams import DONE, EventRelay, answer_text, sse_event
 
 Status = Decision.CallStatus
+logger = logging.getLogger(__name__)
 # Server-Timing's words for where a routed prompt's embedding came from (as /api/v1/route says them).
 _EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
 
@@ -72,6 +86,7 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)  # Server-Timing: ms of each phase, in order
     embedding_cached: str = ""  # "memory", "shared" or "" (computed); only for routed models
     secret: str | None = None  # the key sent to the current upstream: never passed on, stored or shown
+    llm: RoutableLLM | None = None  # the LLM of the current attempt: its prices meter the call
 
     def scrub(self, data: bytes) -> bytes:
         """``data`` without the upstream's key (an endpoint that echoes it must not hand it to the client)."""
@@ -93,8 +108,8 @@ class Prepared:
         """Where the gateway's own time went (the benchmark reads it; so can anyone tuning a deployment):
         queue (waiting for a pool thread), auth, embed (routed models; desc says whether it was cached:
         the cache is per tenant, so this reveals nothing of other tenants), route, budget (reservation
-        and decision row), prepare (arrival to the upstream call), upstream and finish (metering; not
-        for streams, whose headers leave before either is known)."""
+        and decision row), prepare (arrival to the upstream call) and, for JSON answers, upstream (from
+        there to the end of the answer; metering is written after the answer leaves)."""
         parts = []
         for name, ms in self.timings.items():
             if name == "embed":
@@ -199,22 +214,38 @@ def _release_if_prepared(task: asyncio.Future) -> None:
     )
 
 
-def _submit_finish(prepared: Prepared, record: CallRecord):
+def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall | None = None):
     """Hand the call's finish to the pool, once: the first record of a call is the one kept."""
     if prepared.finishing:
         return None
     prepared.finishing = True
-    return in_background(
-        gateway_finish,
+    future = in_background(
+        _meter_and_finish,
         decision_id=prepared.plan.decision_id,
         record=record,
+        llm=prepared.llm,
         input_tokens=prepared.plan.input_tokens,
+        metered=metered,
         log_text=prepared.plan.log_text,
     )
+    future.add_done_callback(_log_failure)
+    return future
 
 
-def _finish_in_background(prepared: Prepared, record: CallRecord) -> None:
-    _submit_finish(prepared, record)
+def _meter_and_finish(*, decision_id, record: CallRecord, llm, input_tokens: int, metered, log_text: bool):
+    if metered is None:  # counting an answer's tokens is CPU work: here, off the event loop
+        metered = metered_cost(record=record, llm=llm, input_tokens=input_tokens)
+    return gateway_finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # The decision keeps its reservation (the estimate) as what it counts.
+        logger.error("metering a gateway call failed", exc_info=future.exception())
+
+
+def _finish_in_background(prepared: Prepared, record: CallRecord, metered: MeteredCall | None = None) -> None:
+    _submit_finish(prepared, record, metered)
 
 
 async def _finish(prepared: Prepared, record: CallRecord):
@@ -259,6 +290,7 @@ async def respond(prepared: Prepared):
                 failed("credentials", upstream.problem)
                 continue
             prepared.secret = upstream.api_key
+            prepared.llm = llm
             body = {**prepared.chat.upstream_body, "model": llm.api_model or llm.name}
             request = client.build_request(
                 "POST", upstream.url, json=body, headers=auth_headers(upstream.api_key), timeout=timeouts
@@ -391,12 +423,10 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at:
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     else:  # not the JSON an OpenAI-compatible API sends: passed on as it is, its text counted
         text, usage = raw.decode("utf-8", "replace"), None
-    finishing = time.perf_counter()
-    metered = await _finish(
-        prepared, _record(prepared, status=Status.OK, billed=True, usage=usage, answer_text=text, ttft_ms=ttft)
-    )
-    prepared.timings["upstream"] = (finishing - prepared.started) * 1e3 - prepared.timings.get("prepare", 0.0)
-    prepared.timings["finish"] = (time.perf_counter() - finishing) * 1e3
+    record = _record(prepared, status=Status.OK, billed=True, usage=usage, answer_text=text, ttft_ms=ttft)
+    metered = metered_cost(record=record, llm=prepared.llm, input_tokens=prepared.plan.input_tokens)
+    _finish_in_background(prepared, record, metered)  # written while the answer goes out
+    prepared.timings["upstream"] = prepared.ms() - prepared.timings.get("prepare", 0.0)
     response = HttpResponse(raw, content_type="application/json")
     for header, value in prepared.headers(name).items():
         response[header] = value

@@ -31,11 +31,11 @@ from django.conf import settings
 from django.db import transaction
 from psycopg.types.json import Jsonb
 
-from registry.models import LLM
 from registry.tokens import count_tokens
 from routing.exceptions import InvalidRouteRequest
 from routing.models import Decision, GatewayExchange, Tenant
 from routing.selectors.gateway import ModelTarget
+from routing.selectors.routers import RoutableLLM
 from routing.services import budgets
 from routing.services.decisions import Candidate, direct_create, route_create
 from routing.services.scoring import RouteRequest
@@ -171,41 +171,39 @@ class MeteredCall:
     output_tokens: int | None
 
 
-def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, log_text: bool) -> MeteredCall:
-    """Replace the decision's reservation by what the call cost, and record the call. Only once: a
-    decision already finished is left as it is (what was recorded first stands)."""
-    metered = record.billed
-    used_in, used_out = usage_tokens(record.usage) if metered else (None, None)
-    if metered:
-        used_in = input_tokens if used_in is None else used_in
-        if used_out is None:
-            used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
-    cost = Decimal(0)
-    if metered:
-        # The prices of the LLM the decision names now (a fallback may have moved it), read without a
-        # lock; the cost is computed in Python, as everywhere else (LLM.expected_cost_usd).
-        prices = (
-            LLM.objects.filter(decisions__id=decision_id)
-            .values("usd_per_mtok_in", "usd_per_mtok_out", "usd_per_query")
-            .first()
-        )
-        price = LLM(**prices).expected_cost_usd(input_tokens=used_in, output_tokens=used_out) if prices else None
-        cost = budgets.usd(price or 0.0)
+def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, input_tokens: int) -> MeteredCall:
+    """What a call cost: the upstream's ``usage`` — or, where it sent none, routerhub's own count of the
+    prompt and of the answer's text — × the prices of ``llm``, the LLM that answered (a fallback's, when
+    the first choice failed). Nothing for a call no upstream took (``record.billed`` false)."""
+    if not record.billed or llm is None:
+        return MeteredCall(cost_usd=Decimal(0), input_tokens=None, output_tokens=None)
+    used_in, used_out = usage_tokens(record.usage)
+    used_in = input_tokens if used_in is None else used_in
+    if used_out is None:
+        used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
+    price = llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
+    return MeteredCall(cost_usd=budgets.usd(price or 0.0), input_tokens=used_in, output_tokens=used_out)
+
+
+def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCall, log_text: bool) -> MeteredCall:
+    """Replace the decision's reservation by what the call cost (``metered``, see :func:`metered_cost`),
+    and record the call. Only once: a decision already finished is left as it is (what was recorded
+    first stands)."""
     fields = {
         "call_status": record.status,
         "attempts": Jsonb(record.attempts),
         "latency_ms": round(record.latency_ms, 3),
         "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 3),
-        "input_tokens": used_in,
-        "output_tokens": used_out,
-        "actual_cost_usd": cost,
+        "input_tokens": metered.input_tokens,
+        "output_tokens": metered.output_tokens,
+        "actual_cost_usd": metered.cost_usd,
     }
     with transaction.atomic():
         # The metering record's commit does not wait for the disk: if the database crashes before it
         # is flushed, the decision keeps its reservation — the estimate, an upper bound when max_tokens
         # is set — as what it counts (README, *Metering and the budget bound*).
         budgets.commit_without_waiting_for_disk()
-        finished = budgets.reconcile_pending(decision_id=decision_id, cost_usd=cost, fields=fields)
+        finished = budgets.reconcile_pending(decision_id=decision_id, cost_usd=metered.cost_usd, fields=fields)
         if finished and log_text and record.request_body is not None:
             GatewayExchange.objects.create(
                 decision_id=decision_id,
@@ -217,7 +215,7 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, input_tokens: int, 
     if not finished:  # finished before (the client left and its clean-up ran first): that record stands
         decision = Decision.objects.get(id=decision_id)
         return MeteredCall(decision.actual_cost_usd or Decimal(0), decision.input_tokens, decision.output_tokens)
-    return MeteredCall(cost_usd=cost, input_tokens=used_in, output_tokens=used_out)
+    return metered
 
 
 def _bounded(body: dict) -> dict:

@@ -36,9 +36,21 @@ def price(name: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
 
 
 def decision_json(gateway, key: str, decision_id: str) -> dict:
-    response = httpx.get(f"{gateway.url}/api/v1/route/{decision_id}", headers={"Authorization": f"Bearer {key}"})
-    assert response.status_code == 200, response.text
-    return response.json()
+    """The decision as GET /api/v1/route/{id} shows it once its call is metered (a JSON answer's record
+    is written while the answer goes out, so a client asking at once may still see it pending)."""
+
+    def shown():
+        response = httpx.get(f"{gateway.url}/api/v1/route/{decision_id}", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text
+        record = response.json()
+        return record if record["call"]["status"] != "pending" else None
+
+    return wait_for(shown)
+
+
+def settled() -> None:
+    """Wait until no gateway call is still being metered (see decision_json)."""
+    wait_for(lambda: not Decision.objects.filter(call_status="pending").exists())
 
 
 def ranking(key: str, **options) -> list[str]:
@@ -89,6 +101,7 @@ def test_routerhub_auto_routes_calls_and_records_the_call(
     assert call["output_tokens"] == completion.usage.completion_tokens
     assert Decimal(str(call["cost_usd"])) == cost and record["counted_usd"] == float(cost)
     assert call["latency_ms"] > 0 and 0 < call["ttft_ms"] <= call["latency_ms"]
+    settled()
     assert BudgetPeriod.objects.get(tenant=tenant).spent_usd == cost
 
 
@@ -99,12 +112,41 @@ def test_a_registered_llm_name_is_called_directly_and_metered(
     raw = openai_client.chat.completions.with_raw_response.create(model=CHEAP, messages=QUESTION, max_tokens=50)
     completion = raw.parse()
     assert completion.model == CHEAP and upstream.calls[-1].model == CHEAP
+    settled()
     decision = Decision.objects.get(id=raw.headers["x-routerhub-decision-id"])
     assert decision.lambda_reason == "direct" and decision.predicted_quality is None and decision.alternatives == []
     # reserved before the call: the prompt as counted by routerhub plus max_tokens of output
     assert decision.estimated_cost_usd == price(CHEAP, decision.prompt_tokens, 50)
     assert decision.actual_cost_usd == price(CHEAP, completion.usage.prompt_tokens, completion.usage.completion_tokens)
     assert BudgetPeriod.objects.get(tenant=tenant).spent_usd == decision.actual_cost_usd
+
+
+def test_a_json_answer_does_not_wait_for_its_metering_and_survives_it_failing(
+    gateway, gateway_llms, openai_client, tenant_and_key, monkeypatch, caplog
+):
+    from routing.gateway import calls
+
+    tenant, _ = tenant_and_key
+
+    def database_fails(**kwargs):
+        time.sleep(3)
+        raise RuntimeError("the database went away")
+
+    openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)  # warm: router and connections loaded
+    settled()
+    spent_before = BudgetPeriod.objects.get(tenant=tenant).spent_usd
+    monkeypatch.setattr(calls, "gateway_finish", database_fails)
+    started = time.monotonic()
+    raw = openai_client.chat.completions.with_raw_response.create(model=CHEAP, messages=QUESTION, max_tokens=50)
+    assert time.monotonic() - started < 2  # answered before the (slow) metering ended
+    usage = raw.parse().usage
+    assert Decimal(raw.headers["x-routerhub-cost-usd"]) == price(CHEAP, usage.prompt_tokens, usage.completion_tokens)
+    wait_for(lambda: "metering a gateway call failed" in caplog.text)
+    decision = Decision.objects.get(id=raw.headers["x-routerhub-decision-id"])
+    # unmetered, the call counts its reservation: the prompt and max_tokens of output, at least its cost
+    assert decision.call_status == "pending" and decision.reserved_usd == price(CHEAP, decision.prompt_tokens, 50)
+    spent = BudgetPeriod.objects.get(tenant=tenant).spent_usd - spent_before
+    assert spent == decision.reserved_usd >= Decimal(raw.headers["x-routerhub-cost-usd"])
 
 
 def test_the_api_model_replaces_model_and_every_other_field_passes_through(
@@ -176,6 +218,7 @@ def test_presets_route_with_their_options_and_their_llms(
         ).model
         == ranking(key, **{"lambda": 0})[0]
     )
+    settled()
     recorded = Decision.objects.filter(tenant=tenant).order_by("created_at").values_list("request", flat=True)
     assert [r.get("preset") for r in recorded] == ["cheap", "best", "two", "cheap"]
     assert cheap.model_name == "routerhub-auto:cheap" and best.name == "best"
@@ -209,6 +252,7 @@ def test_fallbacks_follow_the_ranking_and_every_attempt_is_recorded(
         (third, "ok", 200),
     ]
     assert "fake failure 500" in call["attempts"][0]["error"]
+    settled()
     decision = Decision.objects.get(id=raw.headers["x-routerhub-decision-id"])
     assert decision.llm.name == third  # the decision, and its reservation, moved to the LLM that answered
 
@@ -233,6 +277,7 @@ def test_a_timeout_before_the_first_byte_falls_back_and_all_failing_is_a_502(
     assert failure.value.status_code == 502
     assert failure.value.body["code"] == "upstream_failed" and failure.value.body["type"] == "upstream_error"
     assert third not in [c.model for c in upstream.calls]  # at most ROUTERHUB_GATEWAY_MAX_ATTEMPTS LLMs
+    settled()
     decision = Decision.objects.order_by("created_at").last()
     assert decision.call_status == "failed" and decision.reserved_usd == 0 and decision.actual_cost_usd == 0
     assert [a["outcome"] for a in decision.attempts] == ["timeout", "http_503"]
@@ -256,6 +301,7 @@ def test_other_4xx_from_the_llm_are_returned_as_they_are_without_fallback(
             model="routerhub-auto", messages=QUESTION, extra_body={"routerhub": {"lambda": 0}}
         )
     assert [c.model for c in upstream.calls] == [first]
+    settled()
     decision = Decision.objects.get()
     assert decision.call_status == "client_error" and decision.actual_cost_usd == 0
     assert BudgetPeriod.objects.get(tenant=tenant).spent_usd == 0
@@ -267,6 +313,7 @@ def test_a_redirect_is_not_followed(gateway, gateway_llms, upstream, openai_clie
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert failure.value.status_code == 502
     assert [c.model for c in upstream.calls] == [CHEAP]
+    settled()
     assert Decision.objects.get().attempts[0]["outcome"] == "http_307"
 
 
@@ -290,6 +337,7 @@ def test_streams_are_relayed_chunk_by_chunk_with_usage_and_done(gateway, gateway
     # relayed as they came: the chunks arrived over the upstream's pace, not in one burst at the end
     assert arrivals[-1] - arrivals[0] > 0.15 * (len(arrivals) - 3)
     assert upstream.calls[-1].body["stream_options"] == {"include_usage": True}
+    settled()
     decision = Decision.objects.get()
     assert decision.call_status == "ok" and decision.output_tokens == usage.completion_tokens
     assert decision.actual_cost_usd == price(CHEAP, usage.prompt_tokens, usage.completion_tokens)
@@ -300,6 +348,7 @@ def test_a_stream_without_include_usage_gets_none_but_is_metered(gateway, gatewa
     chunks = list(openai_client.chat.completions.create(model=CHEAP, messages=QUESTION, stream=True))
     assert all(chunk.usage is None for chunk in chunks) and all(chunk.choices for chunk in chunks)
     assert upstream.calls[-1].body["stream_options"] == {"include_usage": True}  # asked upstream anyway
+    settled()
     decision = Decision.objects.get()
     prompt = openai_prompt_tokens(QUESTION)
     assert decision.input_tokens == prompt and decision.actual_cost_usd == price(CHEAP, prompt, decision.output_tokens)
@@ -317,6 +366,7 @@ def test_an_upstream_without_usage_is_metered_by_counting_tokens(gateway, gatewa
         if c.choices
     )
     assert streamed == completion.choices[0].message.content
+    settled()
     assert Decision.objects.count() == 2
     for decision in Decision.objects.all():
         assert decision.input_tokens == decision.prompt_tokens  # routerhub's own count of the prompt
@@ -335,6 +385,7 @@ def test_a_stream_dropped_after_its_first_byte_ends_with_an_openai_error_event(
             received.append(chunk)
     assert len(received) == 3 and upstream.calls[-1].ended == "dropped"
     assert len(upstream.calls) == 1  # no fallback once the client has bytes
+    settled()
     decision = Decision.objects.get()
     assert decision.call_status == "interrupted" and decision.attempts[0]["outcome"] == "interrupted"
     assert decision.output_tokens > 0 and decision.actual_cost_usd > 0  # what was produced is paid for
@@ -369,6 +420,7 @@ def test_a_client_that_disconnects_cancels_the_upstream_and_what_was_used_is_met
     assert count_tokens([received])[0] <= decision.output_tokens < count_tokens([upstream.answer(CHEAP, "")])[0]
     assert decision.input_tokens == decision.prompt_tokens
     assert decision.actual_cost_usd == price(CHEAP, decision.prompt_tokens, decision.output_tokens)
+    settled()
     assert BudgetPeriod.objects.get(tenant=tenant).spent_usd == decision.actual_cost_usd
 
 
@@ -394,6 +446,7 @@ def test_the_async_client_streams_concurrently(gateway, gateway_llms, upstream, 
     assert [text for text, _, _ in results] == [f"{CHEAP} heard: question {i}" for i in range(10)]
     # held at once, not one after the other: every stream had begun before the first one ended
     assert max(first for _, first, _ in results) < min(end for _, _, end in results)
+    settled()
     assert Decision.objects.filter(call_status="ok").count() == 10
 
 
@@ -436,6 +489,7 @@ def test_concurrent_streams_never_take_spend_past_the_budget_beyond_the_document
     results = asyncio.run(main())
     answered = [r for r in results if isinstance(r, str)]
     assert len(answered) + results.count(402) == 100 and 20 <= len(answered) <= 26
+    settled()
     period = BudgetPeriod.objects.get(tenant=tenant)
     decisions = Decision.objects.filter(tenant=tenant)
     assert decisions.count() == len(answered) and not decisions.exclude(call_status="ok").exists()
@@ -469,6 +523,7 @@ def test_gateway_spend_cannot_be_changed_by_feedback(gateway, gateway_llms, open
     refused = api.post(f"{ROUTE}/{decision_id}/feedback", {"actual_cost_usd": 0})
     assert refused.status_code == 400 and "actual_cost_usd" in refused.json()["error"]["fields"]
     assert api.post(f"{ROUTE}/{decision_id}/feedback", {"quality_score": 1}).status_code == 200
+    settled()
     decision = Decision.objects.get(id=decision_id)
     assert decision.actual_cost_usd == Decimal(raw.headers["x-routerhub-cost-usd"]) and decision.quality_score == 1
 
@@ -479,11 +534,13 @@ def test_gateway_spend_cannot_be_changed_by_feedback(gateway, gateway_llms, open
 def test_text_is_logged_only_for_tenants_that_turn_it_on(gateway, gateway_llms, openai_client, tenant_and_key):
     tenant, _ = tenant_and_key
     openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    settled()
     assert not GatewayExchange.objects.exists()
     tenant = Tenant.objects.get(id=tenant.id)
     tenant.log_gateway_text = True
     tenant.save()  # as the admin saves it: the gateway's cached tenant is forgotten at once
     completion = openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    settled()
     exchange = GatewayExchange.objects.get()
     assert exchange.request["messages"] == QUESTION and exchange.response_text == completion.choices[0].message.content
     assert Decision.objects.filter(input_tokens__isnull=False).count() == 2  # tokens and cost always kept
@@ -524,6 +581,7 @@ def test_bad_input_gets_an_openai_error_naming_the_field(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and text in error["message"]
+    settled()
     assert not Decision.objects.exists()
 
 
@@ -552,6 +610,7 @@ def test_bad_keys_bodies_and_sizes_get_openai_errors(gateway, gateway_llms, tena
     assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
     assert httpx.get(url, headers=headers).status_code == 405
     assert httpx.get(gateway.url + "/v1/embeddings", headers=headers).json()["error"]["code"] == "unknown_url"
+    settled()
     assert not Decision.objects.exists()
 
 
@@ -565,6 +624,7 @@ def test_an_llm_pointing_at_an_unlisted_private_address_is_never_called(
     with pytest.raises(openai.APIStatusError) as failure:
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert failure.value.status_code == 502 and upstream.calls == []
+    settled()
     attempt = Decision.objects.get().attempts[0]
     assert attempt["outcome"] == "refused" and "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS" in attempt["error"]
 
@@ -582,6 +642,7 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
     upstream.set_behaviour(CHEAP, status=500, error_body=echoed)
     with pytest.raises(openai.APIStatusError):
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
+    settled()
     failed = Decision.objects.get(call_status="failed")
     assert "sk-upstream-secret-123" not in json.dumps(failed.attempts) and "[redacted]" in failed.attempts[0]["error"]
     assert "sk-upstream-secret-123" not in decision_json(gateway, key, str(failed.id)).__repr__()
@@ -630,6 +691,7 @@ def test_many_concurrent_calls_all_answer(gateway, gateway_llms, upstream, tenan
             return await asyncio.gather(*(one(i) for i in range(150)))
 
     assert asyncio.run(main()) == [200] * 150
+    settled()
     assert Decision.objects.filter(tenant=tenant, call_status="ok").count() == 150
     assert (
         BudgetPeriod.objects.get(tenant=tenant).spent_usd == Decision.objects.aggregate(s=Sum("actual_cost_usd"))["s"]
@@ -660,6 +722,7 @@ def test_rate_limits_of_the_api_apply_to_the_gateway(gateway, gateway_llms, open
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     assert limited.value.body["code"] == "rate_limit_exceeded"
     assert 0 < int(limited.value.response.headers["retry-after"]) <= 60
+    settled()
     assert Decision.objects.count() == 3  # refused before anything was reserved
     settings.ROUTERHUB_THROTTLE_FAILED_AUTH = "2/min"
     stranger = openai.OpenAI(base_url=gateway.url + "/v1", api_key="rh_not-a-key", max_retries=0)
