@@ -19,15 +19,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402 (after the envir
 
 django_application = get_asgi_application()
 
-from routing.gateway.asgi import GatewayHandler, is_gateway_path  # noqa: E402 (needs Django set up)
+from routerhub.handlers import ApiKeyHandler, called_with_api_key  # noqa: E402 (needs Django set up)
 
-gateway_application = GatewayHandler()
+api_key_application = ApiKeyHandler()
 
 
 async def application(scope, receive, send):
-    """/v1/ (the gateway) to its own handler, which skips Django's per-request thread hops; the rest to Django's."""
-    if is_gateway_path(scope):
-        return await gateway_application(scope, receive, send)
+    """Calls made with a tenant's API key (the gateway /v1/, bearer calls under /api/) to the handler
+    without Django's per-request thread hops (``routerhub/handlers.py``); the rest to Django's own."""
+    if called_with_api_key(scope):
+        return await api_key_application(scope, receive, send)
     return await django_application(scope, receive, send)
 
 

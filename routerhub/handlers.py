@@ -1,0 +1,136 @@
+"""The ASGI handler for calls made with a tenant's API key: Django's own, without its thread hops.
+
+Django's ASGI handler runs every synchronous piece of a request in a thread and waits for it: the
+``request_started`` and ``request_finished`` signals (connection housekeeping), each hook of each
+middleware (``MiddlewareMixin`` sends ``process_request``, ``process_view`` and ``process_response``
+through ``sync_to_async``), a synchronous view, and then its rendering. A gateway call went through
+eight such hops besides its own two trips to the database threads, a route request fifteen — each a
+thread hand-over under the GIL, which with 50 calls in flight cost more than the work itself.
+
+Calls authenticated by a bearer API key — the gateway (``/v1/``) and tenants' calls under ``/api/``
+— need little of that:
+
+- of the middleware only the security headers and the API's guard apply (a bearer key, JSON
+  bodies: no session, cookie, CSRF token, login or messages). ``SecurityMiddleware`` and
+  ``XFrameOptionsMiddleware`` only read settings and set headers, so they are called here directly
+  on the event loop — the same code, the same headers; ``ApiRequestGuardMiddleware`` is async already;
+- a synchronous view (the REST API's) runs in one hop together with its rendering and the
+  connection housekeeping that ``request_finished`` would have done in that thread (a pooled
+  connection goes back to the pool there);
+- the gateway's async views do their database work in their own threads (``routing/gateway/threads.py``),
+  which look after their connections themselves.
+
+Everything else is Django's: the request object, URL resolution, the views, error responses.
+``routerhub/asgi.py`` sends such calls here and every other request (the admin, the dashboard, staff
+calls with a session) to Django's usual handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
+from django.db import close_old_connections
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import set_script_prefix
+
+from routing.apis.middleware import ApiRequestGuardMiddleware
+
+GATEWAY_PREFIX = "/v1/"
+API_PREFIX = "/api/"
+
+
+def called_with_api_key(scope) -> bool:
+    """Whether this handler serves the request: the gateway, or an API call sending a bearer key."""
+    if scope["type"] != "http":
+        return False
+    path = scope["path"]
+    if path.startswith(GATEWAY_PREFIX):
+        return True
+    return path.startswith(API_PREFIX) and any(
+        name == b"authorization" and value[:7].lower() == b"bearer " for name, value in scope["headers"]
+    )
+
+
+class ApiKeyHandler(ASGIHandler):
+    def load_middleware(self, is_async=False):
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        view = convert_exception_to_response(self._get_response_async)
+        self._security = SecurityMiddleware(view)
+        self._frame_options = XFrameOptionsMiddleware(view)
+        self._api_guard = ApiRequestGuardMiddleware(view)  # /api/ only: body cap, errors always JSON
+        self._middleware_chain = convert_exception_to_response(self._secured)
+
+    async def _secured(self, request):
+        response = self._security.process_request(request)  # the HTTPS redirect, when it is on
+        if response is None:
+            response = await self._api_guard(request)
+        response = self._security.process_response(request, response)
+        return self._frame_options.process_response(request, response)
+
+    async def _get_response_async(self, request):
+        callback, args, kwargs = self.resolve_request(request)
+        if iscoroutinefunction(callback):
+            response = await callback(request, *args, **kwargs)
+        else:
+            response = await sync_to_async(self._sync_view, thread_sensitive=True)(callback, request, args, kwargs)
+        self.check_response(response, callback)
+        return response
+
+    def _sync_view(self, callback, request, args, kwargs):
+        """A synchronous view, its rendering and its thread's connection housekeeping: one hop."""
+        try:
+            response = self.make_view_atomic(callback)(request, *args, **kwargs)
+            if callable(getattr(response, "render", None)):
+                response = response.render()
+            return response
+        finally:
+            close_old_connections()
+
+    async def handle(self, scope, receive, send):
+        """Django's ``ASGIHandler.handle`` without the request signals and their thread hops."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client left while the answer was being sent
+            return response
+
+        # A client that disconnects cancels the view (and so a gateway's upstream call), as in Django.
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        worker = asyncio.create_task(process_request())
+        await asyncio.wait([listener, worker], return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, worker):
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+            else:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if not worker.cancelled():
+            worker.result().close()  # the response's own closers; no request_finished receiver has work here
+        body_file.close()
