@@ -22,7 +22,7 @@ from django.utils import timezone
 from routing.caches import process_cache
 from routing.models import BudgetPeriod, Decision, Tenant
 from routing.selectors.budgets import BudgetStatus, period_bounds
-from routing.services import usage
+from routing.services import rows, usage
 
 USD_QUANTUM = Decimal("1e-10")  # BudgetPeriod's precision
 
@@ -107,6 +107,29 @@ def reserve(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus | None:
     return None if row is None else status.with_amounts(row)
 
 
+def reserve_with_decision(*, status: BudgetStatus, amount: Decimal, decision: Decision, wait_for_disk: bool):
+    """:func:`reserve` and the unsaved ``decision`` row together, as one statement committed in one round
+    trip (``rows.py``): the decision is written only if the reservation fits, and the budget period is
+    locked only while the database executes and commits it. The new status, or None (nothing written)."""
+    insert, row_params = rows.insert_from(decision, source="reserved")
+    found = rows.transaction_in_one_round_trip(
+        f"WITH reserved AS ({_RESERVE_SQL}), decision AS ({insert}) SELECT limit_usd, spent_usd, overage_usd "
+        "FROM reserved",
+        {
+            "amount": amount,
+            "period": status.period_id,
+            "now": timezone.now(),
+            "tau": status.smoothing_seconds,
+            **row_params,
+        },
+        wait_for_disk=wait_for_disk,
+    )
+    if not found:
+        return None
+    rows.saved(decision)
+    return status.with_amounts(found[0])
+
+
 def move_reservation(*, decision: Decision, amount: Decimal) -> bool:
     """Make ``decision`` hold ``amount`` instead of its reservation (the gateway falling back to another
     LLM), if the difference still fits under the limit; False (nothing changed) when it does not."""
@@ -173,6 +196,21 @@ def reconcile_pending(*, decision_id, cost_usd: Decimal, fields: dict) -> bool:
     statement, also setting ``fields`` (column → value) on it; False when it is no longer pending
     (already finished: nothing changes). Must run inside a transaction."""
     assert connection.in_atomic_block, "reconcile_pending() must run in a transaction"
+    with connection.cursor() as cursor:
+        cursor.execute(*_reconcile_statement(decision_id, cost_usd, fields))
+        return cursor.fetchone() is not None
+
+
+def reconcile_pending_committed(*, decision_id, cost_usd: Decimal, fields: dict) -> bool:
+    """:func:`reconcile_pending` as a transaction of its own, committed in one round trip without
+    waiting for the disk (``rows.py``; what that gives up: ``commit_without_waiting_for_disk``)."""
+    found = rows.transaction_in_one_round_trip(
+        *_reconcile_statement(decision_id, cost_usd, fields), wait_for_disk=False
+    )
+    return bool(found)
+
+
+def _reconcile_statement(decision_id, cost_usd: Decimal, fields: dict) -> tuple[str, dict]:
     assignments = ", ".join(f"{connection.ops.quote_name(column)} = %({column})s" for column in fields)
     params = {
         **fields,
@@ -181,9 +219,7 @@ def reconcile_pending(*, decision_id, cost_usd: Decimal, fields: dict) -> bool:
         "pending": Decision.CallStatus.PENDING,
         "exhausted": Decision.LambdaReason.BUDGET_EXHAUSTED,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_RECONCILE_SQL.format(assignments=assignments), params)
-        return cursor.fetchone() is not None
+    return _RECONCILE_SQL.format(assignments=assignments), params
 
 
 def add_overage(*, status: BudgetStatus, amount: Decimal) -> BudgetStatus:

@@ -134,36 +134,34 @@ def _reserve_and_record(
     attempts = settings.ROUTERHUB_RESERVATION_ATTEMPTS
     relaxed = _relaxed_durability(context["request"])
     for attempt in range(attempts):
-        try:
-            with transaction.atomic():
-                if relaxed:
-                    budgets.commit_without_waiting_for_disk()
-                if attempt == attempts - 1:
-                    status = budgets.locked(status)
-                    fitting = _choose_within_budget(scoring, status)
-                    if fitting is None:
-                        break
-                    choice, cap = fitting
-                amount = budgets.usd(scoring.costs[choice])
-                # The decision row first, the reservation last: the UPDATE locks the tenant's budget
-                # period (one row every request of the tenant writes) until the commit, so nothing
-                # else — building the row, its ranked alternatives — may run while it is held.
-                decision = _write_decision(scoring, choice, status, reserved=amount, cap=cap, **context)
-                reserved = budgets.reserve(status=status, amount=amount)
-                if reserved is None:
-                    raise _DoesNotFit  # rolls the decision row back with the transaction
-        except _DoesNotFit:
-            pass
+        amount = budgets.usd(scoring.costs[choice])
+        if attempt < attempts - 1:
+            # Optimistic: the reservation and the decision row in one statement, committed in one round
+            # trip, so the tenant's budget period (one row every request of the tenant writes) is locked
+            # only while the database runs it, never while this process's thread waits for the GIL.
+            decision = _decision_row(scoring, choice, status, reserved=amount, cap=cap, **context)
+            reserved = budgets.reserve_with_decision(
+                status=status, amount=amount, decision=decision, wait_for_disk=not relaxed
+            )
         else:
+            # The last attempt locks the period row before choosing, so it cannot lose the race.
+            decision, reserved, fitting = _reserve_locked(scoring, status, relaxed=relaxed, **context)
+            if decision is None:
+                status = reserved  # the period as read under the lock: nothing fits in it
+                break
+            choice, cap = fitting
+        if reserved is not None:
             notes = (
                 []
                 if choice == first_choice
                 else [
-                    f"Only {reserved.remaining_usd + amount:.10f} USD of the budget was left: candidates were "
-                    f"limited to LLMs that fit in it (first choice: {scoring.router.llms[first_choice].name})."
+                    f"Only {reserved.remaining_usd + budgets.usd(scoring.costs[choice]):.10f} USD of the budget was "
+                    f"left: candidates were limited to LLMs that fit in it (first choice: "
+                    f"{scoring.router.llms[first_choice].name})."
                 ]
             )
             return decision, choice, reserved, notes
+        # Other requests took budget meanwhile: choose again within what is left.
         status = refreshed(status)
         fitting = _choose_within_budget(scoring, status)
         if fitting is None:
@@ -172,8 +170,22 @@ def _reserve_and_record(
     return _route_when_spent(scoring, status, **context)
 
 
-class _DoesNotFit(Exception):
-    """The reservation did not fit (other requests took the budget meanwhile): undo the decision row."""
+def _reserve_locked(scoring: Scoring, status: BudgetStatus, *, relaxed: bool, **context):
+    """Lock the period, choose within what is left and reserve: (decision, the new status, (choice, cap)),
+    or (None, the period's status, None) when nothing fits."""
+    with transaction.atomic():
+        if relaxed:
+            budgets.commit_without_waiting_for_disk()
+        status = budgets.locked(status)
+        fitting = _choose_within_budget(scoring, status)
+        if fitting is None:
+            return None, status, None
+        choice, cap = fitting
+        amount = budgets.usd(scoring.costs[choice])
+        decision = _decision_row(scoring, choice, status, reserved=amount, cap=cap, **context)
+        decision.save(force_insert=True)
+        reserved = budgets.reserve(status=status, amount=amount)  # fits: the row is locked
+        return decision, reserved, fitting
 
 
 def _relaxed_durability(request: RouteRequest) -> bool:
@@ -217,11 +229,12 @@ def _route_when_spent(
         if _relaxed_durability(context["request"]):
             budgets.commit_without_waiting_for_disk()
         status = budgets.add_overage(status=status, amount=amount)
-        decision = _write_decision(scoring, choice, status, overage=amount, exhausted=True, **context)
+        decision = _decision_row(scoring, choice, status, overage=amount, exhausted=True, **context)
+        decision.save(force_insert=True)
     return decision, choice, status, ["The budget for this period is spent: routed to the cheapest allowed LLM."]
 
 
-def _write_decision(
+def _decision_row(
     scoring: Scoring,
     choice: int,
     status: BudgetStatus,
@@ -239,7 +252,7 @@ def _write_decision(
         (None, None, Reason.BUDGET_EXHAUSTED) if exhausted else (scoring.lam, scoring.quality_target, scoring.reason)
     )
     direct = isinstance(router, DirectCall)
-    return Decision.objects.create(
+    return Decision(
         tenant=tenant,
         api_key=api_key,
         routed_text=request.text,

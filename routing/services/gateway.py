@@ -198,20 +198,25 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCal
         "output_tokens": metered.output_tokens,
         "actual_cost_usd": metered.cost_usd,
     }
-    with transaction.atomic():
-        # The metering record's commit does not wait for the disk: if the database crashes before it
-        # is flushed, the decision keeps its reservation — the estimate, an upper bound when max_tokens
-        # is set — as what it counts (README, *Metering and the budget bound*).
-        budgets.commit_without_waiting_for_disk()
-        finished = budgets.reconcile_pending(decision_id=decision_id, cost_usd=metered.cost_usd, fields=fields)
-        if finished and log_text and record.request_body is not None:
-            GatewayExchange.objects.create(
-                decision_id=decision_id,
-                request=_bounded(record.request_body),
-                response_text=redact(
-                    record.answer_text, *record.secrets, limit=settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
-                ),
-            )
+    # The metering record's commit does not wait for the disk: if the database crashes before it is
+    # flushed, the decision keeps its reservation — the estimate, an upper bound when max_tokens is
+    # set — as what it counts (README, *Metering and the budget bound*).
+    if log_text and record.request_body is not None:
+        with transaction.atomic():
+            budgets.commit_without_waiting_for_disk()
+            finished = budgets.reconcile_pending(decision_id=decision_id, cost_usd=metered.cost_usd, fields=fields)
+            if finished:
+                GatewayExchange.objects.create(
+                    decision_id=decision_id,
+                    request=_bounded(record.request_body),
+                    response_text=redact(
+                        record.answer_text, *record.secrets, limit=settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
+                    ),
+                )
+    else:  # one statement, committed in one round trip: the budget row is locked only inside the database
+        finished = budgets.reconcile_pending_committed(
+            decision_id=decision_id, cost_usd=metered.cost_usd, fields=fields
+        )
     if not finished:  # finished before (the client left and its clean-up ran first): that record stands
         decision = Decision.objects.get(id=decision_id)
         return MeteredCall(decision.actual_cost_usd or Decimal(0), decision.input_tokens, decision.output_tokens)
