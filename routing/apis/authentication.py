@@ -12,7 +12,7 @@ from rest_framework import authentication, exceptions
 
 from routing.apis.throttling import client_address, failed_authentication_window
 from routing.models import ApiKey, Tenant
-from routing.selectors.tenancy import api_key_authenticate
+from routing.selectors.tenancy import api_key_authenticate_cached
 
 
 class TenantUser:
@@ -51,7 +51,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         except UnicodeDecodeError:
             failures.hit(address)
             raise exceptions.AuthenticationFailed("The API key contains invalid characters.") from None
-        api_key = api_key_authenticate(secret=secret)
+        api_key = api_key_authenticate_cached(secret=secret)  # a revocation elsewhere: seen within seconds
         if api_key is None:
             failures.hit(address)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")

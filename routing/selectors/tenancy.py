@@ -26,10 +26,8 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 # API key id → when this process last wrote its last_used_at (monotonic seconds)
 _last_used_written = process_cache("api key last use")
-# key hash → the live key with its tenant and allowed LLMs, for the gateway (api_key_authenticate_cached)
-_gateway_keys = expiring_cache(
-    "gateway api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000
-)
+# key hash → the live key with its tenant and allowed LLMs (api_key_authenticate_cached)
+_gateway_keys = expiring_cache("api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000)
 
 
 def key_hash(secret: str) -> str:
@@ -59,9 +57,11 @@ def api_key_authenticate(*, secret: str) -> ApiKey | None:
 
 
 def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
-    """:func:`api_key_authenticate`, remembered for ``ROUTERHUB_GATEWAY_CACHE_SECONDS`` (the gateway's).
+    """:func:`api_key_authenticate`, remembered for ``ROUTERHUB_GATEWAY_CACHE_SECONDS`` (the gateway and
+    the API's bearer keys).
 
-    The lookup was one database round trip of every gateway call. A key revoked (or a tenant
+    The lookup was one database round trip of every call (with the allowed LLMs' array subquery, the
+    largest single part of a route request whose prompt is cached). A key revoked (or a tenant
     deactivated or changed) through the admin or a service is forgotten at once by the process that
     did it (``routing/signals.py``); the other web processes stop accepting it within the cache's
     seconds — the documented bound. Unknown keys are never remembered (their rate limit must see

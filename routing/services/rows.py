@@ -10,6 +10,8 @@ the transaction is committed — and its locks released — by the database alon
 
 from __future__ import annotations
 
+import functools
+
 from django.db import connection, models
 from psycopg import pq
 
@@ -19,16 +21,22 @@ def insert_from(instance: models.Model, *, source: str) -> tuple[str, dict]:
     only if ``source`` (a CTE of the same statement) yields a row. Every value is cast to its column's
     type, so that PostgreSQL never has to guess the type of a NULL or a string. Fields filled on save
     (``auto_now_add``) are filled on ``instance`` too, as ``save()`` would."""
-    meta = instance._meta
-    columns, values, params = [], [], {}
-    for index, field in enumerate(meta.concrete_fields):
-        name = f"row_{index}"
-        value = field.get_db_prep_save(field.pre_save(instance, add=True), connection)
-        columns.append(connection.ops.quote_name(field.column))
-        values.append(f"%({name})s::{field.db_type(connection)}")
-        params[name] = value
-    table = connection.ops.quote_name(meta.db_table)
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {source}", params
+    statement, fields = _insert_template(type(instance))
+    params = {
+        f"row_{index}": field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for index, field in enumerate(fields)
+    }
+    return statement.replace("{source}", source), params
+
+
+@functools.cache
+def _insert_template(model: type[models.Model]) -> tuple[str, tuple]:
+    """The model's INSERT … SELECT with a placeholder per column, built once per model."""
+    fields = tuple(model._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = ", ".join(f"%(row_{index})s::{field.db_type(connection)}" for index, field in enumerate(fields))
+    table = connection.ops.quote_name(model._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) SELECT {values} FROM {{source}}", fields
 
 
 def saved(instance: models.Model) -> models.Model:
