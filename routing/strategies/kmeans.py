@@ -7,6 +7,10 @@ cosine-similar centroid, Ψ_k(h) is h's shrunk mean error on the validation prom
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from sklearn.cluster import KMeans
 
@@ -15,11 +19,36 @@ from routing.strategies.profiles import nearest_centroid, one_hot, shrunk_cluste
 
 
 def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int, random_state) -> np.ndarray:
-    """K-means centroids of unit vectors, re-normalised so nearest = most cosine-similar (as pgvector's cosine index)."""
+    """K-means centroids of unit vectors, re-normalised so nearest = most cosine-similar (as pgvector's cosine index).
+
+    The last few results are remembered: K-means with a fixed ``random_state`` is deterministic, and a
+    tuning grid fits the same prompts with the same K once for every value of another hyper-parameter
+    (LearnedMap's and ``relative_maps``' l2) — nearly half of ``relative_maps``' fit time was K-means
+    run again on identical input. The answer is the same array either way (a copy of it)."""
     n_clusters = min(int(n_clusters), len(embeddings))
+    key = None
+    if isinstance(random_state, (int, np.integer)):
+        data = np.ascontiguousarray(embeddings)
+        digest = hashlib.blake2b(data.tobytes(), digest_size=16).digest()
+        key = (digest, data.shape, data.dtype.str, n_clusters, int(n_init), int(random_state))
+        with _recent_lock:
+            if key in _recent:
+                _recent.move_to_end(key)
+                return _recent[key].copy()
     model = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=random_state).fit(embeddings)
     centroids = model.cluster_centers_
-    return (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    centroids = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    if key is not None:
+        with _recent_lock:
+            _recent[key] = centroids.copy()
+            while len(_recent) > _RECENT_MAX:
+                _recent.popitem(last=False)
+    return centroids
+
+
+_RECENT_MAX = 32  # a grid's cluster counts × folds; each entry is K × 384 floats
+_recent: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
 class UniRouteKMeans(RoutingStrategy):
