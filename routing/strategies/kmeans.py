@@ -8,12 +8,11 @@ cosine-similar centroid, Ψ_k(h) is h's shrunk mean error on the validation prom
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 
 import numpy as np
 from sklearn.cluster import KMeans
 
+from routing.caches import process_cache
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.profiles import nearest_centroid, one_hot, shrunk_cluster_errors
 
@@ -31,24 +30,19 @@ def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int,
         data = np.ascontiguousarray(embeddings)
         digest = hashlib.blake2b(data.tobytes(), digest_size=16).digest()
         key = (digest, data.shape, data.dtype.str, n_clusters, int(n_init), int(random_state))
-        with _recent_lock:
-            if key in _recent:
-                _recent.move_to_end(key)
-                return _recent[key].copy()
+        remembered = _recent.get(key)
+        if remembered is not None:
+            return remembered.copy()
     model = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=random_state).fit(embeddings)
     centroids = model.cluster_centers_
     centroids = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     if key is not None:
-        with _recent_lock:
-            _recent[key] = centroids.copy()
-            while len(_recent) > _RECENT_MAX:
-                _recent.popitem(last=False)
+        _recent.set(key, centroids.copy())
     return centroids
 
 
-_RECENT_MAX = 32  # a grid's cluster counts × folds; each entry is K × 384 floats
-_recent: OrderedDict[tuple, np.ndarray] = OrderedDict()
-_recent_lock = threading.Lock()
+# a grid's cluster counts × folds; each entry is K × 384 floats
+_recent = process_cache("k-means centroids", max_entries=32)
 
 
 class UniRouteKMeans(RoutingStrategy):
