@@ -38,10 +38,8 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
-from routing.apis.middleware import ApiRequestGuardMiddleware
-
-GATEWAY_PREFIX = "/v1/"
-API_PREFIX = "/api/"
+from routerhub.middleware import GATEWAY_PREFIX
+from routing.apis.middleware import API_PREFIX, ApiRequestGuardMiddleware
 
 
 def called_with_api_key(scope) -> bool:

@@ -21,6 +21,10 @@ class SyncAndAsyncMiddleware:
     async_capable = True
 
     def __init__(self, get_response):
+        self.serve_in_the_mode_of(get_response)
+
+    def serve_in_the_mode_of(self, get_response) -> None:
+        """Take ``get_response``'s mode: after an async one, this middleware is a coroutine function too."""
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
@@ -38,7 +42,7 @@ class SyncAndAsyncMiddleware:
         raise NotImplementedError
 
 
-class StaticFilesMiddleware(WhiteNoiseMiddleware):
+class StaticFilesMiddleware(SyncAndAsyncMiddleware, WhiteNoiseMiddleware):
     """WhiteNoise (the admin's static files), usable by the ASGI server without a thread hop.
 
     WhiteNoise's middleware is synchronous only: one sync middleware makes Django run every request
@@ -46,22 +50,15 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
     paths (a dictionary lookup) and hands everything else straight on, sync or async alike.
     """
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response=None, settings=None):
         if settings is None:
-            super().__init__(get_response)
+            WhiteNoiseMiddleware.__init__(self, get_response)
         else:
-            super().__init__(get_response, settings)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+            WhiteNoiseMiddleware.__init__(self, get_response, settings)
+        self.serve_in_the_mode_of(get_response)
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        return super().__call__(request)
+    def sync_call(self, request):
+        return WhiteNoiseMiddleware.__call__(self, request)
 
     async def __acall__(self, request):
         if self.autorefresh:  # DEBUG: looks at the file system
