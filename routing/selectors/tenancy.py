@@ -27,7 +27,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 # API key id → when this process last wrote its last_used_at (monotonic seconds)
 _last_used_written = process_cache("api key last use")
 # key hash → the live key with its tenant and allowed LLMs (api_key_authenticate_cached)
-_gateway_keys = expiring_cache("api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000)
+_api_keys = expiring_cache("api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000)
 
 
 def key_hash(secret: str) -> str:
@@ -70,14 +70,14 @@ def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
     if not secret.startswith(KEY_PREFIX):
         return None
     digest = key_hash(secret)
-    api_key = _gateway_keys.get(digest)
+    api_key = _api_keys.get(digest)
     if api_key is not None:
         _touch(api_key)
         return api_key
-    generation = _gateway_keys.generation
+    generation = _api_keys.generation
     api_key = api_key_authenticate(secret=secret)
     if api_key is not None:
-        _gateway_keys.set(digest, api_key, generation=generation)
+        _api_keys.set(digest, api_key, generation=generation)
     return api_key
 
 

@@ -134,22 +134,22 @@ def _reserve_and_record(
     attempts = settings.ROUTERHUB_RESERVATION_ATTEMPTS
     relaxed = _relaxed_durability(context["request"])
     for attempt in range(attempts):
-        amount = budgets.usd(scoring.costs[choice])
         if attempt < attempts - 1:
             # Optimistic: the reservation and the decision row in one statement, committed in one round
             # trip, so the tenant's budget period (one row every request of the tenant writes) is locked
             # only while the database runs it, never while this process's thread waits for the GIL.
+            amount = budgets.usd(scoring.costs[choice])
             decision = _decision_row(scoring, choice, status, reserved=amount, cap=cap, **context)
             reserved = budgets.reserve_with_decision(
                 status=status, amount=amount, decision=decision, wait_for_disk=not relaxed
             )
         else:
             # The last attempt locks the period row before choosing, so it cannot lose the race.
-            decision, reserved, fitting = _reserve_locked(scoring, status, relaxed=relaxed, **context)
+            decision, locked_status, fitting = _reserve_locked(scoring, status, relaxed=relaxed, **context)
             if decision is None:
-                status = reserved  # the period as read under the lock: nothing fits in it
+                status = locked_status  # nothing fits in what is left
                 break
-            choice, cap = fitting
+            reserved, (choice, cap) = locked_status, fitting
         if reserved is not None:
             notes = (
                 []
