@@ -181,7 +181,8 @@ class MiniLMOnnxEmbedder(_LazyModel):
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, session = self._load()
-        encodings = tokenizer.encode_batch(list(texts))
+        # One text (a request's prompt): encode() rather than through the tokenizer's thread pool.
+        encodings = [tokenizer.encode(texts[0])] if len(texts) == 1 else tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -216,6 +217,10 @@ class MiniLMOnnxInt8Embedder(MiniLMOnnxEmbedder):
                 if progress and ((i + 1) % batch_size == 0 or i + 1 == len(texts)):
                     progress(i + 1, len(texts))
         return out
+
+    def embed_one(self, text: str) -> np.ndarray:
+        # A request's prompt: in the calling thread (embed() would start a thread pool for it).
+        return l2_normalise(self._embed_batch([text]))[0]
 
 
 class MiniLMStaticEmbedder(_LazyModel):

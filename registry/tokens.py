@@ -29,4 +29,6 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
     if tokenizer is None:
         return [max(1, len(t) // 4) for t in texts]
     # minus [CLS] and [SEP], which the target LLM never sees
+    if len(texts) == 1:  # a request's one prompt: encode_batch would go through the Rust thread pool
+        return [max(1, len(tokenizer.encode(texts[0], add_special_tokens=True).ids) - 2)]
     return [max(1, len(encoding.ids) - 2) for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=True)]

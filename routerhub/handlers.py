@@ -14,9 +14,12 @@ Calls authenticated by a bearer API key — the gateway (``/v1/``) and tenants' 
   bodies: no session, cookie, CSRF token, login or messages). ``SecurityMiddleware`` and
   ``XFrameOptionsMiddleware`` only read settings and set headers, so they are called here directly
   on the event loop — the same code, the same headers; ``ApiRequestGuardMiddleware`` is async already;
-- a synchronous view (the REST API's) runs in one hop together with its rendering and the
-  connection housekeeping that ``request_finished`` would have done in that thread (a pooled
-  connection goes back to the pool there);
+- a synchronous view (the REST API's) runs in one hop together with its rendering, in the web
+  process's fixed pool of database threads (``routing/gateway/threads.py``), whose threads keep
+  their database connection between requests. Django's handler instead opens a
+  ``ThreadSensitiveContext`` per request — a new thread each time — and its view's connection goes
+  back to the pool afterwards, so the next request's check-out paid a health-check round trip: the
+  thread start and that check were a quarter of a cached route request's time;
 - the gateway's async views do their database work in their own threads (``routing/gateway/threads.py``),
   which look after their connections themselves.
 
@@ -29,17 +32,17 @@ from __future__ import annotations
 
 import asyncio
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.db import close_old_connections
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from routerhub.middleware import GATEWAY_PREFIX
 from routing.apis.middleware import API_PREFIX, ApiRequestGuardMiddleware
+from routing.gateway.threads import in_thread
 
 
 def called_with_api_key(scope) -> bool:
@@ -77,19 +80,23 @@ class ApiKeyHandler(ASGIHandler):
         if iscoroutinefunction(callback):
             response = await callback(request, *args, **kwargs)
         else:
-            response = await sync_to_async(self._sync_view, thread_sensitive=True)(callback, request, args, kwargs)
+            response = await in_thread(self._sync_view, callback, request, args, kwargs)
         self.check_response(response, callback)
         return response
 
     def _sync_view(self, callback, request, args, kwargs):
-        """A synchronous view, its rendering and its thread's connection housekeeping: one hop."""
-        try:
-            response = self.make_view_atomic(callback)(request, *args, **kwargs)
-            if callable(getattr(response, "render", None)):
-                response = response.render()
-            return response
-        finally:
-            close_old_connections()
+        """A synchronous view and its rendering: one hop (the pool's thread looks after its connection)."""
+        response = self.make_view_atomic(callback)(request, *args, **kwargs)
+        if callable(getattr(response, "render", None)):
+            response = response.render()
+        return response
+
+    async def __call__(self, scope, receive, send):
+        # Django's opens a ThreadSensitiveContext here (a new thread per request); nothing of this
+        # handler runs with thread_sensitive=True, so none is needed.
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send):
         """Django's ``ASGIHandler.handle`` without the request signals and their thread hops."""

@@ -25,6 +25,7 @@ from routing.apis.serializers import (
     StrictIntegerField,
     check_messages,
     check_text_size,
+    represent,
 )
 from routing.models import Decision
 from routing.prompt_text import route_input
@@ -141,7 +142,7 @@ class RouteCreateApi(ApiBase):
                 strategy=data.get("strategy"),
             ),
         )
-        response = Response(self.OutputSerializer(result).data)
+        response = Response(represent(self.OutputSerializer, result))
         response["X-Routerhub-Model"] = result.llm.name
         response["X-Routerhub-Decision"] = str(result.decision.id)
         # embed: the prompt's embedding (or a cache hit); route: prediction, λ and selection;

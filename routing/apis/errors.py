@@ -20,7 +20,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from routing.apis.serializers import BudgetStatusSerializer
+from routing.apis.serializers import BudgetStatusSerializer, represent
 from routing.exceptions import DecisionNotFound, InvalidRouteRequest, NoActiveRoutingState
 from routing.services.budget_policies import BudgetExhausted
 
@@ -37,7 +37,7 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, BudgetExhausted):
         response = Response(
-            error_body("budget_exhausted", str(exc), budget=BudgetStatusSerializer(exc.status).data),
+            error_body("budget_exhausted", str(exc), budget=represent(BudgetStatusSerializer, exc.status)),
             status=status.HTTP_402_PAYMENT_REQUIRED,
         )
         response["Retry-After"] = str(max(0, int((exc.status.ends_at - _now()).total_seconds())))

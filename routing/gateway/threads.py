@@ -1,4 +1,5 @@
-"""Database work and embeddings of the gateway run here, never on the event loop.
+"""Database work and embeddings of the gateway, and the synchronous views of calls made with an API
+key (``routerhub/handlers.py``), run here, never on the event loop.
 
 A fixed pool per process (``ROUTERHUB_GATEWAY_THREADS``): each thread keeps its own database
 connection between jobs (Django's connections are per thread), so a call pays no connection set-up.
@@ -13,6 +14,7 @@ that failed is checked and, if broken, closed: the next job takes a fresh one fr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,8 +55,10 @@ def _job(function: Callable[..., T], /, *args, **kwargs) -> T:
 
 
 async def in_thread(function: Callable[..., T], /, *args, **kwargs) -> T:
-    """``function(*args, **kwargs)`` in the gateway's pool, awaited."""
-    return await asyncio.get_running_loop().run_in_executor(executor(), partial(_job, function, *args, **kwargs))
+    """``function(*args, **kwargs)`` in the gateway's pool, awaited, in a copy of the caller's context
+    (as ``sync_to_async`` does: the script prefix and the active language are context variables)."""
+    job = partial(contextvars.copy_context().run, _job, function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(executor(), job)
 
 
 def in_background(function: Callable[..., object], /, *args, **kwargs) -> Future:

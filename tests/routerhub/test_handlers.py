@@ -105,3 +105,28 @@ def test_api_errors_stay_json_naming_the_field(live_database, fitted, tenant_and
     revoked = _through_the_handler("POST", ROUTE, json={"prompt": "hi"}, headers={"Authorization": "Bearer rh_no"})
     assert revoked.status_code == 401 and revoked.json()["error"]["code"]
     assert not Decision.objects.exists()
+
+
+def test_api_views_run_on_the_processes_fixed_threads_not_a_new_thread_per_call(
+    live_database, fitted, tenant_and_key, settings, monkeypatch
+):
+    import threading
+
+    import routing.apis.decisions as decisions_api
+
+    _, key = tenant_and_key
+    served_by = []
+    route_create = decisions_api.route_create
+
+    def recorded(**kwargs):
+        served_by.append(threading.current_thread().name)
+        return route_create(**kwargs)
+
+    monkeypatch.setattr(decisions_api, "route_create", recorded)
+    auth = {"Authorization": f"Bearer {key}"}
+    for i in range(12):
+        routed = _through_the_handler("POST", ROUTE, json={"prompt": f"Question {i}: what is 2 + {i}?"}, headers=auth)
+        assert routed.status_code == 200, routed.text
+    assert len(served_by) == 12
+    assert all(name.startswith("gateway") for name in served_by), served_by
+    assert len(set(served_by)) <= settings.ROUTERHUB_GATEWAY_THREADS
