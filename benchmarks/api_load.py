@@ -1,4 +1,4 @@
-"""Load benchmark of POST /api/v1/route: the service as ``make run`` serves it, a threaded client, loopback only.
+"""Load benchmark of POST /api/v1/route: the service as ``make run`` serves it, an asyncio client, loopback only.
 
     .venv/bin/python benchmarks/api_load.py                          # 2 uvicorn workers, ~3 minutes
     .venv/bin/python benchmarks/api_load.py --seconds 5 --out /tmp/api_bench.md
@@ -18,20 +18,20 @@ budget runs out, and checks that nothing failed and that recorded spend never pa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from harness import free_port, machine, publish, stop
+from harness import Connection, free_port, machine, publish, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 ROUTE = "/api/v1/route"
@@ -193,54 +193,40 @@ def server_timing(header: str) -> dict[str, tuple[float, str]]:
 
 
 def load(port: int, key: str | list[str], body_of, *, name: str, clients: int, seconds: float) -> Run:
-    """``clients`` threads, each sending requests back to back on its own keep-alive connection
-    (with several keys, client i uses key i mod their number)."""
+    """``clients`` concurrent clients, each sending requests back to back on its own keep-alive
+    connection (with several keys, client i uses key i mod their number). One asyncio process with
+    the minimal client of ``harness.py``: 50 threads of ``http.client`` spent a good part of a core
+    of their own, which the server measured here did not have."""
     run = Run(name=name, clients=clients)
-    lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
     keys = [key] if isinstance(key, str) else key
-    deadline = [0.0]
 
-    def client(index: int) -> None:
-        headers = {"Authorization": f"Bearer {keys[index % len(keys)]}", "Content-Type": "application/json"}
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        start.wait()
+    async def client(index: int, deadline: float) -> None:
+        headers = {"Authorization": f"Bearer {keys[index % len(keys)]}"}
+        connection = Connection(f"http://127.0.0.1:{port}{ROUTE}")
         sent = 0
-        while time.perf_counter() < deadline[0]:
-            body = json.dumps(body_of(index, sent))
+        while time.perf_counter() < deadline:
+            body = json.dumps(body_of(index, sent)).encode()
             sent += 1
             began = time.perf_counter()
             try:
-                connection.request("POST", ROUTE, body, headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                with lock:
-                    run.errors.append(f"{type(exc).__name__}: {exc}")
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                status, response_headers, _ = await connection.request(headers, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                run.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            elapsed = (time.perf_counter() - began) * 1e3
-            timing = server_timing(response.getheader("Server-Timing", "")) if response.status == 200 else {}
-            with lock:
-                run.latencies_ms.append(elapsed)
-                run.statuses.append(response.status)
-                for metric, (duration, description) in timing.items():
+            run.latencies_ms.append((time.perf_counter() - began) * 1e3)
+            run.statuses.append(status)
+            if status == 200:
+                for metric, (duration, description) in server_timing(response_headers.get("server-timing", "")).items():
                     run.server.setdefault(metric, []).append(duration)
                     run.cache_hits += metric == "embed" and description == "cached"
-            if response.getheader("Connection", "").lower() == "close":  # sync workers: no keep-alive
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         connection.close()
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
+    async def all_clients() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(client(i, deadline) for i in range(clients)))
+
     began = time.perf_counter()
-    deadline[0] = began + seconds
-    start.wait()
-    for thread in threads:
-        thread.join()
+    asyncio.run(all_clients())
     run.seconds = time.perf_counter() - began
     return run
 

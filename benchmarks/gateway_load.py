@@ -18,6 +18,9 @@ What it starts, all on loopback and all stopped at the end:
   own to what is measured;
 - routerhub served as ``make run`` serves it (``scripts/web.sh``: uvicorn, ``--workers`` workers, the
   database connection pool), with the per-key rate limit off (one key sends everything);
+- a bare Python proxy (``benchmarks/floor_proxy.py``, ``--no-floor`` leaves it out): uvicorn as routerhub
+  serves it, forwarding each body unchanged to the fake upstream, with no key, database or routing —
+  the floor: what any gateway written in Python adds on these cores before it does any work;
 - LiteLLM's proxy (``litellm[proxy]`` from PyPI, pinned, installed on first use into
   ``benchmarks/.venv-litellm``, git-ignored) with the same fake upstream as its one model, no routing,
   no database, a master key, one worker (``--litellm-workers``; its multi-worker mode did not start here).
@@ -61,9 +64,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from harness import free_port, machine, publish, stop
+from harness import Connection, free_port, machine, publish, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
@@ -75,6 +77,8 @@ LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
 LITELLM_VERSION = "1.106.12"
 LITELLM_MODEL = "bench-model"
 LITELLM_KEY = "sk-bench-master-key"
+# A proxy that only forwards (benchmarks/floor_proxy.py): what serving a call from Python costs at all.
+FLOOR = "bare proxy (floor)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,6 +109,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "answered within 300 s here, at LiteLLM 1.106.12 on Python 3.11)",
     )
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM's proxy out")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="leave out the bare Python proxy (benchmarks/floor_proxy.py)"
+    )
     parser.add_argument("--targets", default="", help="only these targets (comma-separated names of the report)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -412,62 +419,6 @@ def _body(target: Target, prompts: Prompts, *, stream: bool) -> dict:
     return body
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection: a client of the benchmark.
-
-    Not httpx: on this 2-core machine a shared ``httpx.AsyncClient`` itself added ~0.26 s at the
-    median to 1 s calls at 50 clients, and held 500 two-second streams for ~19 s each, using more CPU
-    than the servers measured (its pool and h11 parser are pure Python; one client per connection
-    costs an SSL context each). This one reads a status line, headers and a Content-Length or chunked
-    body, and nothing else, so what it measures is the servers'."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, headers: dict[str, str], body: bytes, on_first_data=None) -> tuple[int, dict, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
-        try:
-            head = f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-            self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(status_line.split(" ", 2)[1])
-            response_headers = {
-                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)
-            }
-            if response_headers.get("transfer-encoding", "").lower() == "chunked":
-                parts = []
-                while True:
-                    size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                    if size == 0:
-                        await self.reader.readuntil(b"\r\n")  # no trailers are sent: the last empty line
-                        break
-                    parts.append((await self.reader.readexactly(size + 2))[:-2])
-                    if on_first_data is not None and len(parts) == 1:
-                        on_first_data()
-                data = b"".join(parts)
-            elif "content-length" in response_headers:
-                data = await self.reader.readexactly(int(response_headers["content-length"]))
-            else:
-                data = await self.reader.read()
-                response_headers["connection"] = "close"
-        except BaseException:
-            self.close()
-            raise
-        if response_headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, response_headers, data
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 async def overhead_run(target: Target, prompts: Prompts, *, clients: int, seconds: float, min_requests: int) -> Run:
     """``clients`` concurrent clients, back to back, for ``seconds`` (and at least ``min_requests``)."""
     run = Run(target=target.name, clients=clients)
@@ -646,7 +597,9 @@ def f1(value: float) -> str:
 
 def _gateway_of(run: Run) -> str:
     """Whose processes' CPU is the gateway's in this run ("direct": none)."""
-    return "routerhub" if run.target.startswith("routerhub") else run.target if run.target == "litellm" else "none"
+    if run.target.startswith("routerhub"):
+        return "routerhub"
+    return {"litellm": "litellm", FLOOR: "floor"}.get(run.target, "none")
 
 
 def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
@@ -719,6 +672,10 @@ def summary(runs: list[Run], streams: list[Run], concurrency: list[int], stream_
             ll50, ll99 = over("litellm", 50), over("litellm", 99)
             ratio = rh50 / ll50 if ll50 and ll50 == ll50 and ll50 > 0 else float("nan")
             text += f"; LiteLLM adds {ll50:+.1f} ms p50, {ll99:+.1f} ms p99 (routerhub / LiteLLM at p50: {ratio:.2f})"
+        if FLOOR in level:
+            text += (
+                f"; a bare Python proxy (the floor) adds {over(FLOOR, 50):+.1f} ms p50, {over(FLOOR, 99):+.1f} ms p99"
+            )
         if "routerhub-auto (cached prompt)" in level:
             auto_fixed, auto_new = over("routerhub-auto (cached prompt)", 50), over("routerhub-auto (new prompt)", 50)
             text += f"; routerhub-auto adds {auto_fixed:+.1f} ms p50 with a cached prompt, {auto_new:+.1f} ms with a new one"
@@ -758,7 +715,7 @@ def main(argv=None) -> None:
     prompts = Prompts(texts or SYNTHETIC_PROMPTS)
     logs = Path(tempfile.mkdtemp(prefix="routerhub-gateway-bench-"))
     python = sys.executable
-    upstream_port, routerhub_port, litellm_port = free_port(), free_port(), free_port()
+    upstream_port, routerhub_port, litellm_port, floor_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTERHUB_PORT", "ROUTERHUB_HOST"))}
     processes: dict[str, subprocess.Popen] = {}
@@ -798,6 +755,17 @@ def main(argv=None) -> None:
             ]
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
+        if not args.no_floor:
+            processes["floor"] = start(
+                [str(PROJECT_DIR / ".venv" / "bin" / "uvicorn"), "floor_proxy:app", "--app-dir", str(PROJECT_DIR / "benchmarks"),
+                 "--host", "127.0.0.1", "--port", str(floor_port), "--workers", str(args.workers), "--loop", "uvloop",
+                 "--http", "httptools", "--lifespan", "off", "--no-access-log"],
+                env={**base_env, "FLOOR_UPSTREAM_URL": f"{upstream_url}/chat/completions"}, log=logs / "floor.log",
+                ready_url=f"http://127.0.0.1:{floor_port}/v1/chat/completions",
+            )  # fmt: skip
+            targets.append(
+                Target(FLOOR, f"http://127.0.0.1:{floor_port}/v1/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "floor")
+            )  # fmt: skip
         if litellm:
             config = logs / "litellm.yaml"
             litellm_config(config, upstream_url)
@@ -836,7 +804,11 @@ def main(argv=None) -> None:
                     run.cpu, run.load = meter.since_last(), loadavg()
                     runs.append(run)
                     print(overhead_table([run], [clients])[-1], flush=True)
-            stream_targets = [t for t in targets if t.prompt == "fixed" and not t.name.startswith("routerhub-auto")]
+            stream_targets = [
+                t
+                for t in targets
+                if t.prompt == "fixed" and not t.name.startswith("routerhub-auto") and t.name != FLOOR
+            ]
             saturated: set[str] = set()
             for clients in steps:
                 for target in stream_targets:
