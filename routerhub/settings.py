@@ -301,8 +301,11 @@ ROUTERHUB_ENCRYPTION_KEYS = _env_list("ROUTERHUB_ENCRYPTION_KEYS")
 ROUTERHUB_GATEWAY_MAX_ATTEMPTS = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_ATTEMPTS", "3"))
 # Largest request body accepted by /v1/chat/completions (413 beyond).
 ROUTERHUB_GATEWAY_MAX_BODY_BYTES = int(os.environ.get("ROUTERHUB_GATEWAY_MAX_BODY_BYTES", str(4 * 1024 * 1024)))
-# Threads per web process that run the gateway's database work and embeddings off the event loop.
-ROUTERHUB_GATEWAY_THREADS = int(os.environ.get("ROUTERHUB_GATEWAY_THREADS", "8"))
+# Threads per web process that run, off the event loop, the gateway's database work and embeddings and
+# the views of bearer /api/ calls. Few: they share one GIL, and more of them only fight over it (gateway
+# benchmark, 50 clients, three runs each: +25 to +44 ms p50 added with 2 threads, +66 to +139 ms with 8;
+# the route API's throughput did not change).
+ROUTERHUB_GATEWAY_THREADS = int(os.environ.get("ROUTERHUB_GATEWAY_THREADS", "2"))
 # 1: gateway reservations wait for the disk at commit like /api/v1/route's (one fsync more per call;
 # 0, the default: a database crash may lose the last ~0.6 s of them — README, *Metering and the budget bound*).
 ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS = env_flag("ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS", default=False)
