@@ -26,6 +26,7 @@ from routing.apis.serializers import (
     check_messages,
     check_text_size,
     represent,
+    validated,
 )
 from routing.models import Decision
 from routing.prompt_text import route_input
@@ -66,6 +67,10 @@ class RouteCreateApi(ApiBase):
             super().__init__(*args, **kwargs)
             # Counted before each message is validated: a body of 30,000 tiny messages is refused at once.
             self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES
+
+        def run_validation(self, data=serializers.empty):
+            self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES  # the instance is reused
+            return super().run_validation(data)
 
         def validate_prompt(self, value):
             if not value.strip():
@@ -124,9 +129,7 @@ class RouteCreateApi(ApiBase):
         responses={200: OutputSerializer, **errors(400, 401, 402, 403, 503)},
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         routed = route_input(prompt=data.get("prompt"), messages=data.get("messages"))
         result = route_create(
             tenant=tenant_of(request),
