@@ -16,6 +16,8 @@ from functools import cache
 
 import numpy as np
 
+from registry.tokens import encode_texts
+
 DIMENSIONS = 384
 #: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
 DEFAULT_EMBEDDER = "minilm-onnx-int8"
@@ -181,8 +183,7 @@ class MiniLMOnnxEmbedder(_LazyModel):
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         tokenizer, session = self._load()
-        # One text (a request's prompt): encode() rather than through the tokenizer's thread pool.
-        encodings = [tokenizer.encode(texts[0])] if len(texts) == 1 else tokenizer.encode_batch(list(texts))
+        encodings = encode_texts(tokenizer, texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -211,9 +212,8 @@ class MiniLMOnnxInt8Embedder(MiniLMOnnxEmbedder):
         self._load()  # once, before the threads share it
         # ONNX Runtime releases the GIL and a session may run calls from several threads at once.
         with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(texts)))) as pool:
-            vectors = pool.map(lambda text: self._embed_batch([text])[0], texts)
-            for i, vector in enumerate(vectors):
-                out[i] = l2_normalise(vector[None, :])[0]
+            for i, vector in enumerate(pool.map(self.embed_one, texts)):
+                out[i] = vector
                 if progress and ((i + 1) % batch_size == 0 or i + 1 == len(texts)):
                     progress(i + 1, len(texts))
         return out

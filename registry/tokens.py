@@ -24,11 +24,17 @@ def _tokenizer():
     return tokenizer
 
 
+def encode_texts(tokenizer, texts: Sequence[str], **options) -> list:
+    """``tokenizer.encode_batch(texts)``, except that one text — a request's prompt — is encoded in the
+    calling thread rather than through the tokenizer's Rust thread pool."""
+    if len(texts) == 1:
+        return [tokenizer.encode(texts[0], **options)]
+    return tokenizer.encode_batch(list(texts), **options)
+
+
 def count_tokens(texts: Sequence[str]) -> list[int]:
     tokenizer = _tokenizer()
     if tokenizer is None:
         return [max(1, len(t) // 4) for t in texts]
     # minus [CLS] and [SEP], which the target LLM never sees
-    if len(texts) == 1:  # a request's one prompt: encode_batch would go through the Rust thread pool
-        return [max(1, len(tokenizer.encode(texts[0], add_special_tokens=True).ids) - 2)]
-    return [max(1, len(encoding.ids) - 2) for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+    return [max(1, len(encoding.ids) - 2) for encoding in encode_texts(tokenizer, texts, add_special_tokens=True)]
