@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from harness import Connection, free_port, machine, publish, stop
+from harness import Connection, free_port, machine, publish, server_timing, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 ROUTE = "/api/v1/route"
@@ -181,15 +181,6 @@ class Run:
     server: dict[str, list[float]] = field(default_factory=lambda: {"embed": [], "route": [], "budget": [], "app": []})
     cache_hits: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def server_timing(header: str) -> dict[str, tuple[float, str]]:
-    timings = {}
-    for metric in header.split(","):
-        name, *params = [p.strip() for p in metric.split(";")]
-        values = dict(p.split("=", 1) for p in params)
-        timings[name] = (float(values.get("dur", "nan")), values.get("desc", "").strip('"'))
-    return timings
 
 
 def load(port: int, key: str | list[str], body_of, *, name: str, clients: int, seconds: float) -> Run:

@@ -65,7 +65,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import Connection, free_port, machine, publish, stop
+from harness import Connection, free_port, machine, publish, server_timing, stop
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 LITELLM_VENV = PROJECT_DIR / "benchmarks" / ".venv-litellm"
@@ -384,18 +384,6 @@ class Run:
     @property
     def failed(self) -> int:
         return len(self.errors)
-
-
-def server_timing(header: str) -> dict[str, tuple[float, str]]:
-    timings = {}
-    for metric in filter(None, (m.strip() for m in header.split(","))):
-        name, *params = [p.strip() for p in metric.split(";")]
-        values = dict(p.split("=", 1) for p in params if "=" in p)
-        try:
-            timings[name] = (float(values.get("dur", "nan")), values.get("desc", "").strip('"'))
-        except ValueError:
-            continue
-    return timings
 
 
 class Prompts:
@@ -756,15 +744,16 @@ def main(argv=None) -> None:
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
         if not args.no_floor:
+            floor_url = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
             processes["floor"] = start(
                 [str(PROJECT_DIR / ".venv" / "bin" / "uvicorn"), "floor_proxy:app", "--app-dir", str(PROJECT_DIR / "benchmarks"),
                  "--host", "127.0.0.1", "--port", str(floor_port), "--workers", str(args.workers), "--loop", "uvloop",
                  "--http", "httptools", "--lifespan", "off", "--no-access-log"],
                 env={**base_env, "FLOOR_UPSTREAM_URL": f"{upstream_url}/chat/completions"}, log=logs / "floor.log",
-                ready_url=f"http://127.0.0.1:{floor_port}/v1/chat/completions",
+                ready_url=floor_url,
             )  # fmt: skip
             targets.append(
-                Target(FLOOR, f"http://127.0.0.1:{floor_port}/v1/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "floor")
+                Target(FLOOR, floor_url, "sk-fake", LITELLM_MODEL, "fixed", "floor")
             )  # fmt: skip
         if litellm:
             config = logs / "litellm.yaml"

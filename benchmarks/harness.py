@@ -1,5 +1,5 @@
 """What the load benchmarks share: loopback ports, the processes they start, their HTTP client, the
-machine they ran on, and where their report goes. Imported by the scripts beside it (run as ``python benchmarks/X.py``)."""
+machine they ran on, the Server-Timing header they read, and where their report goes. Imported by the scripts beside it (run as ``python benchmarks/X.py``)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def publish(report: str, out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
+
+
+def server_timing(header: str) -> dict[str, tuple[float, str]]:
+    """A ``Server-Timing`` header as {metric: (dur in ms, desc)}; a malformed entry is skipped."""
+    timings = {}
+    for metric in filter(None, (m.strip() for m in header.split(","))):
+        name, *params = [p.strip() for p in metric.split(";")]
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        try:
+            timings[name] = (float(values.get("dur", "nan")), values.get("desc", "").strip('"'))
+        except ValueError:
+            continue
+    return timings
 
 
 class Connection:
