@@ -2,11 +2,13 @@
 and that they get what Django's usual handler gives them — headers, JSON errors, decisions."""
 
 import asyncio
+import threading
 
 import httpx
 import pytest
 from django.db import connections
 
+import routing.apis.decisions as decisions_api
 from routerhub.handlers import ApiKeyHandler, called_with_api_key
 from routing.models import Decision
 from tests.fixtures.api import ROUTE
@@ -110,10 +112,6 @@ def test_api_errors_stay_json_naming_the_field(live_database, fitted, tenant_and
 def test_api_views_run_on_the_processes_fixed_threads_not_a_new_thread_per_call(
     live_database, fitted, tenant_and_key, settings, monkeypatch
 ):
-    import threading
-
-    import routing.apis.decisions as decisions_api
-
     _, key = tenant_and_key
     served_by = []
     route_create = decisions_api.route_create
