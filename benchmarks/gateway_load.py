@@ -39,7 +39,9 @@ not httpx):
    (a repeated prompt, whose embedding comes from the cache, and a new prompt each time, which is
    embedded), and through LiteLLM; the overhead at a percentile is that percentile of the latency
    through the gateway minus the same percentile of the direct latency at the same concurrency. The
-   server's own split comes from routerhub's ``Server-Timing`` header (embed, route, budget, prepare);
+   server's own split comes from routerhub's ``Server-Timing`` header (embed, route, budget, prepare).
+   Each run's clients first call for ``--warm-up`` seconds unmeasured: their first wave, all at once,
+   opens every connection (client to gateway, gateway to upstream) and is not what a call in flow costs;
 2. streams: 100, 250, 500, 750, 1000 concurrent streams (``--stream-steps``), directly, through
    routerhub (an LLM's name) and through LiteLLM; a stream is an error unless it is answered 200 and
    delivers all its chunks and ``[DONE]``. Time to the first chunk and the whole stream's duration are
@@ -88,6 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--min-requests", type=int, default=20, help="an overhead run goes on until it has at least this many answers"
     )
     parser.add_argument("--concurrency", default="1,50,200", help="concurrent clients of the overhead runs")
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=3.0,
+        help="seconds of unmeasured calls by the same clients before each overhead run (default 3)",
+    )
     parser.add_argument("--stream-steps", default="100,250,500,750,1000", help="concurrent streams, stepped up")
     parser.add_argument("--stream-rounds", type=int, default=1, help="streams each client opens, one after the other")
     parser.add_argument(
@@ -786,6 +794,9 @@ def main(argv=None) -> None:
                 await overhead_run(target, prompts, clients=4 * args.workers, seconds=2, min_requests=8)
             for clients in concurrency:
                 for target in targets:
+                    # The same clients first, unmeasured: each run measures calls in flow, not the
+                    # connections (client to server, server to upstream) that its first wave opens.
+                    await overhead_run(target, prompts, clients=clients, seconds=args.warm_up, min_requests=0)
                     meter.since_last()
                     run = await overhead_run(
                         target, prompts, clients=clients, seconds=args.seconds, min_requests=args.min_requests
@@ -852,11 +863,12 @@ def main(argv=None) -> None:
             "",
             "## Overhead per request (non-streamed)",
             "",
-            f"Each run: {args.seconds:g} s (at least {args.min_requests} answers) of closed-loop clients. "
+            f"Each run: {args.seconds:g} s (at least {args.min_requests} answers) of closed-loop clients, after "
+            f"{args.warm_up:g} s of unmeasured calls by the same clients (their first wave opens the connections). "
             "Overhead = the percentile's latency minus the same percentile of `direct` at the same concurrency. "
             "Server split from routerhub's `Server-Timing`: queue (waiting for a thread of the gateway's pool), auth "
             "(API key, rate limit), embed (the prompt's embedding or a cache hit), route (prediction, λ, selection), "
-            "budget (reservation and decision row), prepare (arrival to the upstream call, all of the above), "
+            "budget (admission against the budget lease, or a reservation of its own), prepare (arrival to the upstream call, all of the above), "
             "finish (metering after the answer).",
             "",
             *overhead_table(runs, concurrency),

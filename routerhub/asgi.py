@@ -5,6 +5,7 @@ set here, before Django reads its settings: a database connection pool (``ROUTER
 single-threaded numerical libraries (each request is small; threads fighting over 2 cores were slower).
 """
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
@@ -29,7 +30,26 @@ async def application(scope, receive, send):
     without Django's per-request thread hops (``routerhub/handlers.py``); the rest to Django's own."""
     if called_with_api_key(scope):
         return await api_key_application(scope, receive, send)
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
     return await django_application(scope, receive, send)
+
+
+async def _lifespan(receive, send) -> None:
+    """On shutdown, write the gateway's queued decisions and give its budget leases back (a process
+    stopped without it leaves them to expire and be swept: counted, never lost)."""
+    import asyncio
+
+    from routing.gateway import settlement
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(settlement.shutdown)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _warm_up() -> None:
@@ -46,3 +66,7 @@ def _warm_up() -> None:
 
 if os.environ.get("ROUTERHUB_WARM_UP", "1") == "1":
     _warm_up()
+    # Everything loaded so far (Django, the embedder, their modules) lives as long as the process: out
+    # of the collector's sight, a full collection no longer walks it — those took 130–200 ms of a web
+    # process at 50 gateway clients (timed with gc.callbacks), holding up every call in flight.
+    gc.freeze()

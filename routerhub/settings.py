@@ -309,6 +309,15 @@ ROUTERHUB_GATEWAY_THREADS = int(os.environ.get("ROUTERHUB_GATEWAY_THREADS", "2")
 # 1: gateway reservations wait for the disk at commit like /api/v1/route's (one fsync more per call;
 # 0, the default: a database crash may lose the last ~0.6 s of them — README, *Metering and the budget bound*).
 ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS = env_flag("ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS", default=False)
+# Budget leases (routing/services/budget_leases.py): a web process takes this many calls' estimates of
+# a tenant's budget at once — at most 1/SHARE of what is left — admits gateway calls against it in
+# memory and writes their decisions in batches. 0: every call reserves on its own (one round trip).
+# A lease lives SECONDS after its last renewal (a killed process's is then swept) and goes back
+# after IDLE_SECONDS unused. Off with durable reservations (decisions are written after admission).
+ROUTERHUB_GATEWAY_LEASE_CALLS = int(os.environ.get("ROUTERHUB_GATEWAY_LEASE_CALLS", "20"))
+ROUTERHUB_GATEWAY_LEASE_SHARE = int(os.environ.get("ROUTERHUB_GATEWAY_LEASE_SHARE", "8"))
+ROUTERHUB_GATEWAY_LEASE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_LEASE_SECONDS", "60"))
+ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS", "10"))
 # Seconds a web process keeps the gateway's lookups (API key → tenant, LLM name, preset) before reading
 # them again: the bound on how long another process may still accept a revoked key (0: no cache).
 ROUTERHUB_GATEWAY_CACHE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_CACHE_SECONDS", "5"))

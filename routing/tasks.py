@@ -27,7 +27,7 @@ from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
 from routing.profiling.services import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.selectors.state import routing_state_active
-from routing.services import jobs
+from routing.services import budget_leases, jobs
 from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.state import routing_state_refit
 from routing.services.usage import usage_rollup_due
@@ -183,6 +183,16 @@ def resend_pending_jobs() -> dict:
     if result["sent"] or result["not_sent"]:
         logger.info("resent jobs %s; still not sent %s", result["sent"], result["not_sent"])
     return result
+
+
+@shared_task(name="routing.reclaim_budget_leases", acks_late=True, soft_time_limit=60, time_limit=90)
+def reclaim_budget_leases() -> dict:
+    """Periodic sweep (every minute, a default beat schedule): give back to their budgets the leases of
+    web processes that stopped renewing them — killed while holding one (``budget_leases.py``)."""
+    returned = budget_leases.reclaim_expired()
+    if returned:
+        logger.warning("returned %d expired budget lease(s) of stopped web processes", returned)
+    return {"returned": returned}
 
 
 @shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)

@@ -9,5 +9,5 @@ access_log=--no-access-log
 if [ "${ROUTERHUB_ACCESS_LOG:-0}" = "1" ]; then access_log=--access-log; fi
 exec "$UVICORN" routerhub.asgi:application \
   --host "${ROUTERHUB_HOST:-127.0.0.1}" --port "${ROUTERHUB_PORT:-8000}" \
-  --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --lifespan off \
+  --workers "${WEB_CONCURRENCY:-2}" --loop uvloop --http httptools --lifespan on \
   --backlog 2048 --timeout-keep-alive 30 --timeout-graceful-shutdown 30 "$access_log" "$@"

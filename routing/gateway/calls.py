@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import httpx
@@ -31,6 +32,7 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from routing.apis.throttling import FixedWindow, failed_authentication_window
+from routing.gateway import settlement
 from routing.gateway.errors import GatewayError, from_domain
 from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
@@ -86,6 +88,7 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)  # Server-Timing: ms of each phase, in order
     embedding_cached: str = ""  # "memory", "shared" or "" (computed); only for routed models
     secret: str | None = None  # the key sent to the current upstream: never passed on, stored or shown
+    written: Future | None = None  # admitted against a budget lease: done once its decision is written
     llm: RoutableLLM | None = None  # the LLM of the current attempt: its prices meter the call
 
     def scrub(self, data: bytes) -> bytes:
@@ -175,6 +178,9 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
             raise
         raise error from None
     prepared = Prepared(chat=chat, plan=plan, upstreams=[_upstream(c) for c in plan.candidates], started=started)
+    if plan.leased is not None:
+        prepared.written = settlement.write(plan.leased)  # while the LLM works on the call
+    settlement.give_back(plan.leases_to_return)
     prepared.embedding_cached = plan.embedding_cached
     prepared.timings = {
         "queue": (began - started) * 1e3,
@@ -281,6 +287,9 @@ async def respond(prepared: Prepared):
                     outcome=outcome, status=status, error=error, latency_ms=round((time.perf_counter() - _s) * 1e3, 3)
                 )
 
+            if index > 0 and not await _written(prepared):
+                failed("skipped", "its decision could not be written")
+                continue
             if index > 0 and not await in_thread(
                 gateway_fall_back, decision_id=prepared.plan.decision_id, candidate=upstream.candidate
             ):
@@ -364,6 +373,20 @@ async def respond(prepared: Prepared):
     ).response(**{"X-Routerhub-Decision-Id": str(prepared.plan.decision_id)})
 
 
+async def _written(prepared: Prepared) -> bool:
+    """Wait until the call's decision is written (admitted against a lease: it is written while the
+    LLM works, so this rarely waits); False if writing it failed (logged by the settlement)."""
+    if prepared.written is None:
+        return True
+    try:
+        await asyncio.shield(asyncio.wrap_future(prepared.written))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        return False
+    return True
+
+
 async def _read_error_body(response: httpx.Response, limit: int = 65536) -> bytes:
     """At most ``limit`` bytes of an error answer (an upstream cannot make the gateway hold a huge body)."""
     chunks, size = [], 0
@@ -426,6 +449,7 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at:
     record = _record(prepared, status=Status.OK, billed=True, usage=usage, answer_text=text, ttft_ms=ttft)
     metered = metered_cost(record=record, llm=prepared.llm, input_tokens=prepared.plan.input_tokens)
     _finish_in_background(prepared, record, metered)  # written while the answer goes out
+    await _written(prepared)  # the decision the answer names can be read once the client has it
     prepared.timings["upstream"] = prepared.ms() - prepared.timings.get("prepare", 0.0)
     response = HttpResponse(raw, content_type="application/json")
     for header, value in prepared.headers(name).items():

@@ -1,11 +1,12 @@
 """Database work and embeddings of the gateway, and the synchronous views of calls made with an API
 key (``routerhub/handlers.py``), run here, never on the event loop.
 
-A fixed pool per process (``ROUTERHUB_GATEWAY_THREADS``): each thread keeps its own database
+A fixed pool per process (``ROUTERHUB_GATEWAY_THREADS``) for what a call waits for, and one writer
+thread for what is written after it (:func:`in_background`). Each thread keeps its own database
 connection between jobs (Django's connections are per thread), so a call pays no connection set-up.
 That holds with the web processes' connection pool (``ROUTERHUB_DB_POOL``) too: a gateway thread takes
 a connection from the pool once and keeps it (the threads are few and fixed, so they hold at most
-``ROUTERHUB_GATEWAY_THREADS`` of the pool's connections per process). Handing it back after every job
+``ROUTERHUB_GATEWAY_THREADS`` + 1 of the pool's connections per process). Handing it back after every job
 cost two pool check-outs per call, each with the pool's health-check query — a round trip, and under
 load a wait of its own (the largest single item of the gateway's profile at 20 clients). A connection
 that failed is checked and, if broken, closed: the next job takes a fresh one from the pool.
@@ -27,6 +28,7 @@ from django.db import connections
 T = TypeVar("T")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+_writer: ThreadPoolExecutor | None = None
 
 
 def executor() -> ThreadPoolExecutor:
@@ -35,6 +37,15 @@ def executor() -> ThreadPoolExecutor:
         if _executor is None:
             _executor = ThreadPoolExecutor(settings.ROUTERHUB_GATEWAY_THREADS, thread_name_prefix="gateway")
         return _executor
+
+
+def writer() -> ThreadPoolExecutor:
+    """One thread: what is handed to it runs in that order, and never holds up the pool's calls."""
+    global _writer
+    with _lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(1, thread_name_prefix="gateway-writer")
+        return _writer
 
 
 def _job(function: Callable[..., T], /, *args, **kwargs) -> T:
@@ -62,5 +73,7 @@ async def in_thread(function: Callable[..., T], /, *args, **kwargs) -> T:
 
 
 def in_background(function: Callable[..., object], /, *args, **kwargs) -> Future:
-    """Run ``function`` in the pool without waiting (a cancelled request's clean-up must outlive it)."""
-    return executor().submit(_job, function, *args, **kwargs)
+    """Run ``function`` on the writer thread without waiting, after everything handed to it before:
+    writes that come after a call (its decision, its metering, a cancelled request's clean-up, which
+    must outlive the request) — in order, so a call's metering always finds its decision written."""
+    return writer().submit(_job, function, *args, **kwargs)

@@ -3,11 +3,12 @@ from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
-from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant, TenantMembership
+from routing.models.tenancy import ApiKey, BudgetLease, BudgetPeriod, Tenant, TenantMembership
 from routing.models.usage import RejectionDay, UsageDay, UsageRollup
 
 __all__ = [
     "ApiKey",
+    "BudgetLease",
     "BudgetPeriod",
     "Decision",
     "DecisionFeedback",

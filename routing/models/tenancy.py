@@ -107,6 +107,9 @@ class BudgetPeriod(models.Model):
     # Spend of requests routed to the cheapest LLM after the budget ran out ("cheapest" tenants);
     # kept apart so that spent_usd can never exceed limit_usd.
     overage_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
+    # Budget the web processes hold in leases (BudgetLease) for gateway calls not yet written as
+    # decisions: not spent, but not available either — every reservation checks spent + leased.
+    leased_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     requests = models.PositiveIntegerField(default=0, help_text="Accepted route requests.")
     rejected_requests = models.PositiveIntegerField(
         default=0, help_text="Route requests refused because the budget was spent."
@@ -129,10 +132,33 @@ class BudgetPeriod(models.Model):
                 name="%(app_label)s_%(class)s_spent_within_limit", condition=Q(spent_usd__lte=models.F("limit_usd"))
             ),
             models.CheckConstraint(name="%(app_label)s_%(class)s_spent_non_negative", condition=Q(spent_usd__gte=0)),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_leased_non_negative", condition=Q(leased_usd__gte=0)),
         ]
 
     def __str__(self) -> str:
         return f"{self.tenant} {self.period} {self.starts_at:%Y-%m-%d}: {self.spent_usd}/{self.limit_usd}"
+
+
+class BudgetLease(models.Model):
+    """A slice of a budget period held by one web process, which admits gateway calls against it in
+    memory (``routing/services/budget_leases.py``). Its amount is counted in the period's
+    ``leased_usd`` until the process writes the calls' decisions or returns the rest; a lease whose
+    process stopped renewing it is returned by the periodic sweep once it has expired."""
+
+    period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="leases")
+    holder = models.CharField(max_length=100, help_text="host:pid:lease of the process that holds it.")
+    amount_usd = models.DecimalField(max_digits=20, decimal_places=10)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "holder"], name="%(app_label)s_%(class)s_unique_holder"),
+            models.CheckConstraint(name="%(app_label)s_%(class)s_amount_non_negative", condition=Q(amount_usd__gte=0)),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="routing_budgetlease_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.holder}: {self.amount_usd} of {self.period}"
 
 
 class TenantMembership(models.Model):

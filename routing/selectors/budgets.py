@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import F
 
 from routing.models import BudgetPeriod, Tenant
 from routing.selectors.usage import usage_grouped
@@ -78,8 +79,13 @@ def status_of(period: BudgetPeriod, tenant: Tenant) -> BudgetStatus:
 
 
 def refreshed(status: BudgetStatus) -> BudgetStatus:
-    """``status`` with its period's current amounts."""
-    row = BudgetPeriod.objects.filter(id=status.period_id).values_list("limit_usd", "spent_usd", "overage_usd").get()
+    """``status`` with its period's current amounts; budget held in leases counts as spent (it is not
+    available to this request)."""
+    row = (
+        BudgetPeriod.objects.filter(id=status.period_id)
+        .values_list("limit_usd", F("spent_usd") + F("leased_usd"), "overage_usd")
+        .get()
+    )
     return status.with_amounts(row)
 
 

@@ -87,7 +87,8 @@ _RESERVE_SQL = (
     f"request_rate = {_SMOOTHED_ADD_SQL.format(rate='request_rate', amount='1')}, "
     f"spend_rate = {_SMOOTHED_ADD_SQL.format(rate='spend_rate', amount='%(amount)s::float8')}, "
     "rates_at = greatest(coalesce(rates_at, %(now)s), %(now)s) "
-    "WHERE id = %(period)s AND spent_usd + %(amount)s <= limit_usd RETURNING limit_usd, spent_usd, overage_usd"
+    "WHERE id = %(period)s AND spent_usd + leased_usd + %(amount)s <= limit_usd "
+    "RETURNING limit_usd, spent_usd + leased_usd AS spent_usd, overage_usd"
 )
 
 
@@ -138,7 +139,7 @@ def move_reservation(*, decision: Decision, amount: Decimal) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %s "
-            "WHERE id = %s AND spent_usd + %s <= limit_usd RETURNING id",
+            "WHERE id = %s AND spent_usd + leased_usd + %s <= limit_usd RETURNING id",
             [difference, decision.budget_period_id, difference],
         )
         moved = cursor.fetchone() is not None
@@ -170,7 +171,7 @@ WITH decision AS (
     SELECT id, budget_period_id, reserved_usd, overage_usd, lambda_reason = %(exhausted)s AS exhausted
     FROM routing_decision WHERE id = %(decision)s AND call_status = %(pending)s FOR UPDATE
 ), period AS (
-    SELECT p.id, p.limit_usd - p.spent_usd AS headroom
+    SELECT p.id, p.limit_usd - p.spent_usd - p.leased_usd AS headroom
     FROM routing_budgetperiod p JOIN decision d ON p.id = d.budget_period_id FOR UPDATE OF p
 ), split AS (
     SELECT d.id, d.budget_period_id, d.reserved_usd, d.overage_usd,
@@ -239,12 +240,13 @@ def count_rejection(*, status: BudgetStatus) -> None:
 
 
 def locked(status: BudgetStatus) -> BudgetStatus:
-    """The period's current amounts, its row locked until the transaction ends (SELECT … FOR UPDATE)."""
+    """The period's current amounts (budget held in leases counted as spent: it is not available), its
+    row locked until the transaction ends (SELECT … FOR UPDATE)."""
     assert connection.in_atomic_block
     row = (
         BudgetPeriod.objects.select_for_update()
         .filter(id=status.period_id)
-        .values_list("limit_usd", "spent_usd", "overage_usd")
+        .values_list("limit_usd", F("spent_usd") + F("leased_usd"), "overage_usd")
         .get()
     )
     return status.with_amounts(row)
@@ -260,7 +262,7 @@ def reconcile(*, decision: Decision, cost_usd: Decimal) -> None:
     """
     assert connection.in_atomic_block
     period = BudgetPeriod.objects.select_for_update().get(id=decision.budget_period_id)
-    headroom = period.limit_usd - period.spent_usd
+    headroom = period.limit_usd - period.spent_usd - period.leased_usd
     within_limit = min(cost_usd, decision.reserved_usd + headroom)
     if decision.lambda_reason == Decision.LambdaReason.BUDGET_EXHAUSTED:
         within_limit = min(cost_usd, decision.reserved_usd)  # routed as overage: stays overage

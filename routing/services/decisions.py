@@ -26,6 +26,7 @@ from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
+from routing.services.budget_leases import Lease, LeaseBook, LeasedCall
 from routing.services.scoring import (
     DirectCall,
     Reason,
@@ -60,6 +61,10 @@ class RouteResult:
     # The next-ranked candidates within the request's cost cap, best first (the gateway falls back to them).
     fallbacks: list[Candidate] = field(default_factory=list)
     strategy_params: dict = field(default_factory=dict)
+    # Admitted against this process's budget lease: the decision is not written yet — the caller
+    # hands it to budget_leases.settle (and the leases in ``leases_to_return`` to return_lease).
+    leased: LeasedCall | None = None
+    leases_to_return: list[Lease] = field(default_factory=list)
 
 
 def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
@@ -90,9 +95,17 @@ def direct_create(*, tenant: Tenant, api_key=None, llm: RoutableLLM, request: Ro
     )
 
 
+# This process's budget leases (gateway calls only; see budget_leases.py).
+leases = LeaseBook()
+
+
 def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> RouteResult:
     router = scoring.router
-    decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+    leased, to_return = _admit_leased(scoring, choice, status, **context)
+    if leased is not None:
+        decision, notes = leased.decision, []
+    else:
+        decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
     if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
         target_note = quality_target_note(scoring, choice)
         notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
@@ -117,7 +130,28 @@ def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> R
             for i in scoring.ranked(scoring.max_cost, exclude=choice)
         ]
     )
-    return RouteResult(decision=decision, llm=router.llms[choice], budget=status, notes=notes, fallbacks=fallbacks)
+    return RouteResult(
+        decision=decision,
+        llm=router.llms[choice],
+        budget=status,
+        notes=notes,
+        fallbacks=fallbacks,
+        leased=leased,
+        leases_to_return=to_return,
+    )
+
+
+def _admit_leased(scoring: Scoring, choice: int, status: BudgetStatus, **context):
+    """(the call admitted against this process's lease, leases to give back), or (None, …) when the
+    call must reserve on its own: not a relaxed gateway call, or no lease covers it."""
+    if not _relaxed_durability(context["request"]):
+        return None, []
+    amount = budgets.usd(scoring.costs[choice])
+    lease, to_return = leases.take(status=status, amount=amount)
+    if lease is None:
+        return None, to_return
+    decision = _decision_row(scoring, choice, status, reserved=amount, cap=scoring.max_cost, **context)
+    return LeasedCall(decision=decision, lease=lease), to_return
 
 
 def _reserve_and_record(

@@ -37,6 +37,7 @@ from routing.models import Decision, GatewayExchange, Tenant
 from routing.selectors.gateway import ModelTarget
 from routing.selectors.routers import RoutableLLM
 from routing.services import budgets
+from routing.services.budget_leases import Lease, LeasedCall
 from routing.services.decisions import Candidate, direct_create, route_create
 from routing.services.scoring import RouteRequest
 from routing.upstream.http import redact
@@ -70,6 +71,10 @@ class GatewayPlan:
     route_ms: float = 0.0
     budget_ms: float = 0.0
     embedding_cached: str = ""
+    # Admitted against this process's budget lease: the decision still has to be written
+    # (routing/gateway/settlement.py), and these leases given back.
+    leased: LeasedCall | None = None
+    leases_to_return: list[Lease] = field(default_factory=list)
 
 
 def gateway_plan(
@@ -131,6 +136,8 @@ def gateway_plan(
         route_ms=result.route_ms,
         budget_ms=result.budget_ms,
         embedding_cached=result.embedding_cached,
+        leased=result.leased,
+        leases_to_return=result.leases_to_return,
     )
 
 

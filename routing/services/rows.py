@@ -16,16 +16,19 @@ from django.db import connection, models
 from psycopg import Cursor, pq
 
 
-def insert_from(instance: models.Model, *, source: str) -> tuple[str, dict]:
+def insert_from(instance: models.Model, *, source: str, prefix: str = "row_") -> tuple[str, dict]:
     """``INSERT INTO <table> (…) SELECT <values> FROM <source>`` for the unsaved ``instance``: written
     only if ``source`` (a CTE of the same statement) yields a row. Every value is cast to its column's
     type, so that PostgreSQL never has to guess the type of a NULL or a string. Fields filled on save
-    (``auto_now_add``) are filled on ``instance`` too, as ``save()`` would."""
+    (``auto_now_add``) are filled on ``instance`` too, as ``save()`` would. Its parameters are named
+    ``prefix`` + column number: several rows can go into one statement, each with its own prefix."""
     statement, fields = _insert_template(type(instance))
     params = {
-        f"row_{index}": field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        f"{prefix}{index}": field.get_db_prep_save(field.pre_save(instance, add=True), connection)
         for index, field in enumerate(fields)
     }
+    if prefix != "row_":
+        statement = statement.replace("%(row_", f"%({prefix}")
     return statement.replace("{source}", source), params
 
 

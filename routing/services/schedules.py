@@ -32,6 +32,15 @@ DEFAULT_SCHEDULES = (
         ),
     ),
     DefaultSchedule(
+        name="routerhub: return expired budget leases",
+        task="routing.reclaim_budget_leases",
+        crontab={"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Every minute. Returns to their budget the leases of web processes that stopped renewing them "
+            "(a process killed while holding one) once they have expired (ROUTERHUB_GATEWAY_LEASE_SECONDS)."
+        ),
+    ),
+    DefaultSchedule(
         name="routerhub: re-profile all active LLMs",
         task="routing.reprofile_all_llms",
         crontab={"minute": "0", "hour": "3", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},

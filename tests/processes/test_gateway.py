@@ -17,7 +17,7 @@ from django.utils import timezone
 from registry.models import LLM
 from routerhub.demo_upstream import openai_prompt_tokens
 from routing.caches import reset_all
-from routing.models import BudgetPeriod, Decision, GatewayExchange, Preset, Tenant
+from routing.models import BudgetLease, BudgetPeriod, Decision, GatewayExchange, Preset, Tenant
 from tests.fixtures.api import ROUTE, ApiClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -119,6 +119,29 @@ def test_a_registered_llm_name_is_called_directly_and_metered(
     assert decision.estimated_cost_usd == price(CHEAP, decision.prompt_tokens, 50)
     assert decision.actual_cost_usd == price(CHEAP, completion.usage.prompt_tokens, completion.usage.completion_tokens)
     assert BudgetPeriod.objects.get(tenant=tenant).spent_usd == decision.actual_cost_usd
+
+
+def test_calls_are_admitted_from_a_budget_lease_that_goes_back_when_the_server_stops(
+    gateway, gateway_llms, openai_client, tenant_and_key
+):
+    tenant, _ = tenant_and_key
+    ids = [
+        openai_client.chat.completions.with_raw_response.create(model=CHEAP, messages=QUESTION, max_tokens=50).headers[
+            "x-routerhub-decision-id"
+        ]
+        for _ in range(3)
+    ]
+    settled()
+    period = BudgetPeriod.objects.get(tenant=tenant)
+    lease = BudgetLease.objects.get(period=period)  # one web process: one lease, taken by the first call
+    estimate = Decision.objects.get(id=ids[0]).estimated_cost_usd
+    assert lease.amount_usd == period.leased_usd == estimate * 17  # 20 calls' estimates, 3 used
+    assert Decision.objects.filter(id__in=ids, call_status="ok").count() == 3
+    gateway.stop()
+    period.refresh_from_db()
+    assert period.leased_usd == 0 and not BudgetLease.objects.exists()
+    assert period.spent_usd == Decision.objects.filter(id__in=ids).aggregate(s=Sum("actual_cost_usd"))["s"] > 0
+    assert period.requests == 3
 
 
 def test_a_json_answer_does_not_wait_for_its_metering_and_survives_it_failing(
@@ -488,7 +511,9 @@ def test_concurrent_streams_never_take_spend_past_the_budget_beyond_the_document
 
     results = asyncio.run(main())
     answered = [r for r in results if isinstance(r, str)]
-    assert len(answered) + results.count(402) == 100 and 20 <= len(answered) <= 26
+    # About 25 fit at once; a call admitted after others ended may use what their metering gave back
+    # (they cost less than max_tokens' estimate), so more than 25 can be answered — never more spend.
+    assert len(answered) + results.count(402) == 100 and len(answered) >= 20
     settled()
     period = BudgetPeriod.objects.get(tenant=tenant)
     decisions = Decision.objects.filter(tenant=tenant)

@@ -1,0 +1,167 @@
+"""Budget leases against real rows: grants, admission in memory, batched writes, return and sweep.
+
+The gateway's calls through leases (100 concurrent streams on a small budget, leases given back when
+the server stops) are in ``tests/processes/test_gateway.py``.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from registry.models import LLM
+from routing.models import BudgetLease, BudgetPeriod, Decision
+from routing.selectors.budgets import refreshed
+from routing.services import budget_leases, budgets
+from routing.services.budget_leases import LeaseBook, LeasedCall
+from routing.services.tenancy import tenant_create
+
+pytestmark = pytest.mark.django_db
+CALL = Decimal("0.01")
+
+
+@pytest.fixture
+def status(settings):
+    settings.ROUTERHUB_GATEWAY_LEASE_CALLS = 20
+    settings.ROUTERHUB_GATEWAY_LEASE_SHARE = 8
+    return budgets.budget_status_current(tenant=tenant_create(name="leases", budget_usd="4.00"))
+
+
+def period_of(status) -> BudgetPeriod:
+    return BudgetPeriod.objects.get(id=status.period_id)
+
+
+def decision(status, lease, amount=CALL) -> LeasedCall:
+    llm = LLM.objects.get_or_create(name="org/leased-llm:v1", defaults={"usd_per_mtok_in": 1, "usd_per_mtok_out": 1})[0]
+    row = Decision(
+        tenant_id=period_of(status).tenant_id,
+        routed_text="q",
+        prompt_tokens=10,
+        llm=llm,
+        state_version=1,
+        strategy="direct",
+        lambda_reason=Decision.LambdaReason.DIRECT,
+        estimated_cost_usd=amount,
+        budget_period_id=status.period_id,
+        reserved_usd=amount,
+        source=Decision.Source.GATEWAY,
+        call_status=Decision.CallStatus.PENDING,
+    )
+    return LeasedCall(decision=row, lease=lease)
+
+
+def test_a_lease_is_granted_once_and_calls_are_admitted_from_it_in_memory(status, django_assert_num_queries):
+    book = LeaseBook()
+    lease, dropped = book.take(status=status, amount=CALL)
+    # 20 calls' worth (0.20 USD), within an eighth of the 4.00 USD left (0.50 USD).
+    assert dropped == [] and lease.remaining == Decimal("0.19")
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd) == (0, Decimal("0.20"))
+    assert BudgetLease.objects.get(holder=lease.holder).amount_usd == Decimal("0.20")
+    with django_assert_num_queries(0):
+        for _ in range(19):
+            assert book.take(status=status, amount=CALL) == (lease, [])
+    assert lease.remaining == 0
+    topped_up, _ = book.take(status=status, amount=CALL)  # the 21st call tops the same lease up
+    assert topped_up is lease and period_of(status).leased_usd == Decimal("0.40")
+
+
+def test_a_grant_is_at_most_a_share_of_what_is_left(status):
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.60"))  # 0.40 left
+    lease, _ = LeaseBook().take(status=status, amount=CALL)
+    assert lease.remaining + CALL == Decimal("0.05")  # 0.40 / 8, not 20 × 0.01
+
+
+def test_when_little_is_left_there_is_no_lease_and_what_one_held_goes_back(status):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.75"))  # 0.05 left
+    for _ in range(19):
+        book.take(status=status, amount=CALL)
+    # 0.05 / 8 < 0.01: no grant; the caller reserves on its own and returns the spent-out lease.
+    assert book.take(status=status, amount=CALL) == (None, [lease])
+    assert book.take(status=status, amount=CALL) == (None, [])
+
+
+def test_settling_writes_the_decisions_and_moves_their_reservations_to_spend(status):
+    book = LeaseBook()
+    calls = [decision(status, book.take(status=status, amount=CALL)[0]) for _ in range(3)]
+    budget_leases.settle(calls)
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd, period.requests) == (Decimal("0.03"), Decimal("0.17"), 3)
+    assert period.request_rate > 0 and period.spend_rate > 0  # pacing sees the calls, as after reserve()
+    assert BudgetLease.objects.get().amount_usd == Decimal("0.17")
+    written = Decision.objects.filter(id__in=[c.decision.id for c in calls])
+    assert written.count() == 3 and {d.reserved_usd for d in written} == {CALL}
+
+
+def test_a_reservation_of_its_own_counts_the_leased_budget_as_taken(status):
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.00"), leased_usd=Decimal("0.995"))
+    llm = LLM.objects.create(name="model@host", usd_per_mtok_in=1, usd_per_mtok_out=1)
+    row = Decision(
+        tenant_id=period_of(status).tenant_id,
+        routed_text="q",
+        prompt_tokens=1,
+        llm=llm,
+        state_version=1,
+        strategy="direct",
+        lambda_reason=Decision.LambdaReason.DIRECT,
+        estimated_cost_usd=CALL,
+        budget_period_id=status.period_id,
+        reserved_usd=CALL,
+    )
+    assert budgets.reserve_with_decision(status=status, amount=CALL, decision=row, wait_for_disk=False) is None
+    assert refreshed(status).remaining_usd == Decimal("0.005")
+
+
+def test_returning_a_lease_gives_back_what_it_still_holds(status):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    budget_leases.settle([decision(status, lease)])
+    assert book.all() == [lease]
+    assert budget_leases.return_lease(lease) is True
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd) == (CALL, 0) and not BudgetLease.objects.exists()
+    assert budget_leases.return_lease(lease) is False  # nothing twice
+
+
+def test_a_call_written_after_its_lease_went_back_still_counts(status):
+    lease, _ = LeaseBook().take(status=status, amount=CALL)
+    budget_leases.return_lease(lease)  # its 0.20, the admitted call's 0.01 included, is available again
+    budget_leases.settle([decision(status, lease)])
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd) == (CALL, 0)
+
+
+def test_the_sweep_returns_only_expired_leases(status):
+    stopped, _ = LeaseBook().take(status=status, amount=CALL)
+    alive, _ = LeaseBook().take(status=status, amount=CALL)
+    BudgetLease.objects.filter(holder=stopped.holder).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert budget_leases.reclaim_expired() == 1
+    assert list(BudgetLease.objects.values_list("holder", flat=True)) == [alive.holder]
+    assert period_of(status).leased_usd == Decimal("0.20")
+
+
+def test_idle_and_stale_leases_are_dropped_from_the_book(status, settings):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    assert book.idle(idle_seconds=60) == []
+    assert book.idle(idle_seconds=0) == [lease]
+    again, _ = book.take(status=status, amount=CALL)
+    assert again is not lease  # a new lease, with a holder of its own
+    again.renewed_at -= settings.ROUTERHUB_GATEWAY_LEASE_SECONDS  # not renewed for a whole lifetime
+    newest, dropped = book.take(status=status, amount=CALL)
+    assert dropped == [again] and newest is not again
+
+
+def test_leases_are_off_at_zero_calls(status, settings):
+    settings.ROUTERHUB_GATEWAY_LEASE_CALLS = 0
+    assert LeaseBook().take(status=status, amount=CALL) == (None, [])
+    assert period_of(status).leased_usd == 0
+
+
+def test_leased_budget_can_never_be_negative(status):
+    with pytest.raises(IntegrityError):
+        BudgetPeriod.objects.filter(id=status.period_id).update(leased_usd=Decimal("-0.01"))
