@@ -196,7 +196,7 @@ def _embeddings_from_files(directory: Path, todo: list, embedder: Embedder, say:
 
     A file is used only if its fingerprint names this embedder's model, dimensions, normalisation
     and truncation and a sample of its prompts, embedded again here, agrees with it (cosine ≥
-    0.999); a prompt is taken from it only if its id and text hash match. Anything else is said and
+    ``MIN_SAMPLE_COSINE``); a prompt is taken from it only if its id and text hash match. Anything else is said and
     left to be embedded.
     """
     texts_by_id = {row.external_id: row.text for row in todo}

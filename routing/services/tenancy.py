@@ -55,13 +55,14 @@ def tenant_create(
 def tenant_budget_changed(*, tenant: Tenant) -> None:
     """Carry a changed budget into the open budget period of the tenant's (possibly new) kind.
 
-    The limit never drops below what is already spent (the row's CHECK), so lowering the budget
-    under the spend simply closes the budget for the rest of the period. A changed period kind
+    The limit never drops below what is already spent (the row's CHECK) plus what web processes hold
+    in leases (calls already admitted against them become spend when their decisions are written),
+    so lowering the budget under the spend simply closes the budget for the rest of the period. A changed period kind
     needs nothing here: the next request opens a period of the new kind (budget_period_current).
     """
     starts_at, _ = period_bounds(tenant.budget_period, timezone.now())
     BudgetPeriod.objects.filter(tenant=tenant, period=tenant.budget_period, starts_at=starts_at).update(
-        limit_usd=Greatest(tenant.budget_usd, F("spent_usd"))
+        limit_usd=Greatest(tenant.budget_usd, F("spent_usd") + F("leased_usd"))
     )
 
 

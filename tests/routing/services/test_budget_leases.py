@@ -16,7 +16,7 @@ from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import refreshed
 from routing.services import budget_leases, budgets
 from routing.services.budget_leases import LeaseBook, LeasedCall
-from routing.services.tenancy import tenant_create
+from routing.services.tenancy import tenant_budget_changed, tenant_create
 
 pytestmark = pytest.mark.django_db
 CALL = Decimal("0.01")
@@ -165,3 +165,15 @@ def test_leases_are_off_at_zero_calls(status, settings):
 def test_leased_budget_can_never_be_negative(status):
     with pytest.raises(IntegrityError):
         BudgetPeriod.objects.filter(id=status.period_id).update(leased_usd=Decimal("-0.01"))
+
+
+def test_a_budget_lowered_under_what_leases_hold_still_takes_their_calls(status):
+    lease, _ = LeaseBook().take(status=status, amount=CALL)
+    tenant = period_of(status).tenant
+    tenant.budget_usd = Decimal("0.05")
+    tenant.save()
+    tenant_budget_changed(tenant=tenant)
+    assert period_of(status).limit_usd == Decimal("0.20")  # not under the 0.20 leased
+    budget_leases.settle([decision(status, lease)])  # the admitted call still becomes spend
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd, period.limit_usd) == (CALL, Decimal("0.19"), Decimal("0.20"))
