@@ -5,7 +5,7 @@ unwritten decision to :func:`write`, which the writer thread (``threads.in_backg
 jobs run in the order given) writes together with the other decisions waiting at that moment — one
 statement per lease. A call's metering is handed to the same thread after its decision, so it always
 finds the row. Leases that are no longer used go back through the same thread, after the writes
-already queued against them.
+already queued against them, and a lease half used is topped up there too, ahead of need.
 """
 
 from __future__ import annotations
@@ -36,8 +36,17 @@ def write(call: LeasedCall) -> Future:
         first = len(_waiting) == 1
     if first:  # a flush already queued takes this call too
         in_background(_flush)
+    if leases.claim_refill(call.lease):
+        in_background(_refill, call.lease)
     _start_sweeper()
     return written
+
+
+def _refill(lease: Lease) -> None:
+    try:
+        leases.refill(lease)
+    except Exception:  # the next call that finds the lease short tops it up itself
+        logger.exception("refilling the budget lease %s failed", lease.holder)
 
 
 def _flush() -> None:

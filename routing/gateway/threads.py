@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -72,8 +73,21 @@ async def in_thread(function: Callable[..., T], /, *args, **kwargs) -> T:
     return await asyncio.get_running_loop().run_in_executor(executor(), job)
 
 
+# How long a write waits after it was handed over before the writer starts on it (no wait when it has
+# waited that long in the queue already). A write handed over just before the call goes upstream, or
+# before its answer goes out, would otherwise take the GIL from the event loop at that moment.
+WRITE_DELAY_SECONDS = 0.005
+
+
 def in_background(function: Callable[..., object], /, *args, **kwargs) -> Future:
     """Run ``function`` on the writer thread without waiting, after everything handed to it before:
     writes that come after a call (its decision, its metering, a cancelled request's clean-up, which
     must outlive the request) — in order, so a call's metering always finds its decision written."""
-    return writer().submit(_job, function, *args, **kwargs)
+    return writer().submit(_delayed_job, time.monotonic() + WRITE_DELAY_SECONDS, function, *args, **kwargs)
+
+
+def _delayed_job(not_before: float, function: Callable[..., T], /, *args, **kwargs) -> T:
+    wait = not_before - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)  # releases the GIL
+    return _job(function, *args, **kwargs)

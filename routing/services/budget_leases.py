@@ -130,6 +130,9 @@ class Lease:
     remaining: Decimal = Decimal(0)
     renewed_at: float = 0.0  # monotonic time of the last statement that renewed the row (sent before it)
     used_at: float = field(default_factory=time.monotonic)
+    granted: Decimal = Decimal(0)  # the last grant
+    call_usd: Decimal = Decimal(0)  # the last admitted call's estimate: what a refill must cover
+    refilling: bool = False  # a refill is on its way (claim_refill)
 
     def usable(self, now: float) -> bool:
         return now - self.renewed_at < settings.ROUTERHUB_GATEWAY_LEASE_SECONDS / 2
@@ -174,10 +177,42 @@ class LeaseBook:
                         dropped.append(self._leases.pop(status.period_id))
                     return None, dropped
                 lease.remaining += granted
+                lease.granted = granted
                 self._leases[status.period_id] = lease
             lease.remaining -= amount
-            lease.used_at = now
+            lease.used_at, lease.call_usd = now, amount
             return lease, dropped
+
+    def claim_refill(self, lease: Lease) -> bool:
+        """Whether the caller should :meth:`refill` ``lease`` now: half of its last grant is used and no
+        refill is on its way. Refilled ahead, a busy lease rarely makes a call wait for a grant."""
+        with self._lock:
+            if (
+                lease.refilling
+                or lease.remaining * 2 >= lease.granted
+                or self._leases.get(lease.period_id) is not lease
+            ):
+                return False
+            lease.refilling = True
+            return True
+
+    def refill(self, lease: Lease) -> None:
+        """Top ``lease`` up (after :meth:`claim_refill`), without holding up the calls admitted meanwhile.
+        A lease dropped in between gets the grant all the same: it goes back with the rest of it."""
+        try:
+            granted = _grant(
+                lease,
+                want=lease.call_usd * settings.ROUTERHUB_GATEWAY_LEASE_CALLS,
+                need=lease.call_usd,
+                now=time.monotonic(),
+            )
+        finally:
+            with self._lock:
+                lease.refilling = False
+        if granted is not None:
+            with self._lock:
+                lease.remaining += granted
+                lease.granted = granted
 
     def idle(self, *, idle_seconds: float) -> list[Lease]:
         """Drop (and return, for :func:`return_lease`) the leases unused for ``idle_seconds`` or too old."""

@@ -177,3 +177,16 @@ def test_a_budget_lowered_under_what_leases_hold_still_takes_their_calls(status)
     budget_leases.settle([decision(status, lease)])  # the admitted call still becomes spend
     period = period_of(status)
     assert (period.spent_usd, period.leased_usd, period.limit_usd) == (CALL, Decimal("0.19"), Decimal("0.20"))
+
+
+def test_a_lease_half_used_is_refilled_once_ahead_of_need(status):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    for _ in range(9):
+        book.take(status=status, amount=CALL)
+    assert lease.remaining == Decimal("0.10") and book.claim_refill(lease) is False  # half left: not yet
+    book.take(status=status, amount=CALL)
+    assert book.claim_refill(lease) is True and book.claim_refill(lease) is False  # one refill at a time
+    book.refill(lease)
+    assert lease.remaining == Decimal("0.29") and period_of(status).leased_usd == Decimal("0.40")
+    assert book.claim_refill(lease) is False
