@@ -4,6 +4,7 @@ The same tasks on a real broker and a real worker process are in ``tests/process
 """
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connections
@@ -13,10 +14,13 @@ from django_celery_beat.models import PeriodicTask
 from registry.models import LLM, Outcome
 from registry.services import llm_register
 from routing import tasks
-from routing.models import Job, LLMProfile, RoutingState, StateCentroid
+from routing.models import BudgetLease, BudgetPeriod, Job, LLMProfile, RoutingState, StateCentroid
 from routing.services import jobs
+from routing.services.budget_leases import LeaseBook
+from routing.services.budgets import budget_status_current
 from routing.services.schedules import DEFAULT_SCHEDULES, schedules_ensure
 from routing.services.state import routing_state_profiles_reconcile
+from routing.services.tenancy import tenant_create
 from tests.fakes.fake_openai import FakeOpenAI
 
 FAST = {"backoff_seconds": 0.0, "concurrency": 4}
@@ -233,6 +237,17 @@ def test_default_schedules_are_created_once_and_admin_edits_are_kept(db):
     assert PeriodicTask.objects.filter(name__in=[s.name for s in DEFAULT_SCHEDULES]).count() == len(DEFAULT_SCHEDULES)
     rollup = PeriodicTask.objects.get(task="routing.rollup_usage")
     assert (rollup.crontab.minute, rollup.crontab.hour) == ("5", "*")
+    sweep = PeriodicTask.objects.get(task="routing.reclaim_budget_leases")
+    assert (sweep.crontab.minute, sweep.crontab.hour, sweep.enabled) == ("*", "*", True)
+
+
+def test_the_lease_sweep_returns_what_a_killed_web_process_held(db):
+    status = budget_status_current(tenant=tenant_create(name="killed", budget_usd="8"))
+    LeaseBook().take(status=status, amount=Decimal("0.01"))  # a process that never returns its lease
+    assert tasks.reclaim_budget_leases.apply().get() == {"returned": 0}  # not expired yet: still its holder's
+    BudgetLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert tasks.reclaim_budget_leases.apply().get() == {"returned": 1}
+    assert BudgetPeriod.objects.get(id=status.period_id).leased_usd == 0 and not BudgetLease.objects.exists()
 
 
 def test_refit_can_fit_the_learned_map_and_the_next_nightly_refit_keeps_it(routing_data, sent):
