@@ -500,6 +500,22 @@ def setup_django() -> None:
     django.setup()
 
 
+# One run at a time per database: a run points the LLMs at its own fake upstream and puts back the
+# endpoints it found, so a second run would save the first one's and leave them behind.
+RUN_LOCK = 0x6777_6C6F  # pg_advisory_lock key, "gwlo"
+
+
+def hold_run_lock() -> None:
+    """Hold this database's benchmark lock for the whole run (the session's connection keeps it), or
+    exit saying that another run holds it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK])
+        if not cursor.fetchone()[0]:
+            sys.exit("Another gateway benchmark is running on this database; run one at a time.")
+
+
 SYNTHETIC_PROMPTS = [
     "What is the derivative of x**3 + 2x with respect to x?",
     "Name the process by which plants turn light into chemical energy.",
@@ -703,6 +719,7 @@ def main(argv=None) -> None:
 
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # stopped either way, it cleans up
     setup_django()
+    hold_run_lock()
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
     steps = [int(s) for s in args.stream_steps.split(",") if s]
     load_before = loadavg()
