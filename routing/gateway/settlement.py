@@ -19,8 +19,7 @@ from django.conf import settings
 
 from routing.gateway.threads import in_background
 from routing.services import budget_leases
-from routing.services.budget_leases import Lease, LeasedCall
-from routing.services.decisions import leases
+from routing.services.budget_leases import Lease, LeasedCall, leases
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()

@@ -232,6 +232,11 @@ class LeaseBook:
         return gone
 
 
+# This process's leases (gateway calls only): decisions.py admits against them, the gateway's
+# settlement writes, refills and returns them.
+leases = LeaseBook()
+
+
 def _grant(lease: Lease, *, want: Decimal, need: Decimal, now: float) -> Decimal | None:
     found = rows.transaction_in_one_round_trip(
         _GRANT_SQL,

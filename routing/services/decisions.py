@@ -26,7 +26,7 @@ from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
-from routing.services.budget_leases import Lease, LeaseBook, LeasedCall
+from routing.services.budget_leases import Lease, LeasedCall, leases
 from routing.services.scoring import (
     DirectCall,
     Reason,
@@ -93,10 +93,6 @@ def direct_create(*, tenant: Tenant, api_key=None, llm: RoutableLLM, request: Ro
     return _decide(
         scoring, 0, budgets.budget_status_current(tenant=tenant), tenant=tenant, api_key=api_key, request=request
     )
-
-
-# This process's budget leases (gateway calls only; see budget_leases.py).
-leases = LeaseBook()
 
 
 def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> RouteResult:
