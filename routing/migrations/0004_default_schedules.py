@@ -2,15 +2,7 @@
 
 from django.db import migrations
 
-
-def create_default_schedules(apps, schema_editor):
-    from routing.services.schedules import schedules_ensure
-
-    schedules_ensure(
-        crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),
-        periodic_task_model=apps.get_model("django_celery_beat", "PeriodicTask"),
-        changes_model=apps.get_model("django_celery_beat", "PeriodicTasks"),
-    )
+from routing.services.schedules import schedules_ensure_in_migration
 
 
 class Migration(migrations.Migration):
@@ -19,4 +11,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_default_schedules, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(schedules_ensure_in_migration, migrations.RunPython.noop)]

@@ -4,16 +4,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-
-def create_rollup_schedule(apps, schema_editor):
-    """The hourly usage roll-up joins the default schedules (existing rows are left as they are)."""
-    from routing.services.schedules import schedules_ensure
-
-    schedules_ensure(
-        crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),
-        periodic_task_model=apps.get_model("django_celery_beat", "PeriodicTask"),
-        changes_model=apps.get_model("django_celery_beat", "PeriodicTasks"),
-    )
+from routing.services.schedules import schedules_ensure_in_migration
 
 
 class Migration(migrations.Migration):
@@ -119,5 +110,5 @@ class Migration(migrations.Migration):
             model_name='usageday',
             constraint=models.UniqueConstraint(fields=('day', 'tenant', 'llm'), name='routing_usageday_unique_day_tenant_llm'),
         ),
-        migrations.RunPython(create_rollup_schedule, migrations.RunPython.noop),
+        migrations.RunPython(schedules_ensure_in_migration, migrations.RunPython.noop),
     ]

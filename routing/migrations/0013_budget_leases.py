@@ -3,22 +3,14 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-
-def create_missing_schedules(apps, schema_editor):
-    """The new default schedule: routing.reclaim_budget_leases every minute."""
-    from routing.services.schedules import schedules_ensure
-
-    schedules_ensure(
-        crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),
-        periodic_task_model=apps.get_model("django_celery_beat", "PeriodicTask"),
-        changes_model=apps.get_model("django_celery_beat", "PeriodicTasks"),
-    )
+from routing.services.schedules import schedules_ensure_in_migration
 
 
 class Migration(migrations.Migration):
 
     dependencies = [
         ('routing', '0012_decision_fk_indexes_covered'),
+        ('django_celery_beat', '0019_alter_periodictasks_options'),
     ]
 
     operations = [
@@ -57,5 +49,5 @@ class Migration(migrations.Migration):
             model_name='budgetlease',
             constraint=models.CheckConstraint(condition=models.Q(('amount_usd__gte', 0)), name='routing_budgetlease_amount_non_negative'),
         ),
-        migrations.RunPython(create_missing_schedules, migrations.RunPython.noop),
+        migrations.RunPython(schedules_ensure_in_migration, migrations.RunPython.noop),
     ]

@@ -102,3 +102,13 @@ def schedules_ensure(*, crontab_model=None, periodic_task_model=None, changes_mo
 
         changes_model.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
     return created
+
+
+def schedules_ensure_in_migration(apps, schema_editor) -> None:
+    """``RunPython`` target of the migrations that add default schedules: :func:`schedules_ensure` with
+    the migration's historical models."""
+    schedules_ensure(
+        crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),
+        periodic_task_model=apps.get_model("django_celery_beat", "PeriodicTask"),
+        changes_model=apps.get_model("django_celery_beat", "PeriodicTasks"),
+    )
