@@ -46,7 +46,7 @@ from django.utils import timezone
 from routing.models import Decision
 from routing.selectors.budgets import BudgetStatus
 from routing.services import rows
-from routing.services.budgets import _SMOOTHED_ADD_SQL
+from routing.services.budgets import counted_sql
 
 # Grant a slice of what is left, from the latest version of the period row (FOR UPDATE): at most
 # the wanted amount and a share of the remainder, truncated to the column's precision so that the
@@ -82,10 +82,7 @@ _SETTLE_SQL = (
     "), settled AS ("
     " UPDATE routing_budgetperiod SET spent_usd = spent_usd + %(amount)s,"
     " leased_usd = leased_usd - CASE WHEN EXISTS (SELECT 1 FROM lease) THEN %(amount)s ELSE 0 END,"
-    " requests = requests + %(calls)s, "
-    f"request_rate = {_SMOOTHED_ADD_SQL.format(rate='request_rate', amount='%(calls)s::float8')}, "
-    f"spend_rate = {_SMOOTHED_ADD_SQL.format(rate='spend_rate', amount='%(amount)s::float8')}, "
-    "rates_at = greatest(coalesce(rates_at, %(now)s), %(now)s)"
+    f" {counted_sql('%(calls)s')}"
     " WHERE id = %(period)s RETURNING 1"
     ")"
 )

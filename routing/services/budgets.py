@@ -82,11 +82,22 @@ _SMOOTHED_ADD_SQL = (
     " + {amount} * exp(-least(greatest(extract(epoch FROM coalesce(rates_at, %(now)s) - %(now)s), 0) / %(tau)s, 700))"
     " / %(tau)s"
 )
+
+
+def counted_sql(calls: str) -> str:
+    """The assignments of an UPDATE of ``routing_budgetperiod`` that count ``calls`` accepted requests
+    (an SQL expression) costing ``%(amount)s`` in its counter and smoothed rates (parameters ``now`` and
+    ``tau`` too): what a reservation, or a batch of calls admitted against a lease, adds."""
+    return (
+        f"requests = requests + {calls}, "
+        f"request_rate = {_SMOOTHED_ADD_SQL.format(rate='request_rate', amount=f'{calls}::float8')}, "
+        f"spend_rate = {_SMOOTHED_ADD_SQL.format(rate='spend_rate', amount='%(amount)s::float8')}, "
+        "rates_at = greatest(coalesce(rates_at, %(now)s), %(now)s)"
+    )
+
+
 _RESERVE_SQL = (
-    "UPDATE routing_budgetperiod SET spent_usd = spent_usd + %(amount)s, requests = requests + 1, "
-    f"request_rate = {_SMOOTHED_ADD_SQL.format(rate='request_rate', amount='1')}, "
-    f"spend_rate = {_SMOOTHED_ADD_SQL.format(rate='spend_rate', amount='%(amount)s::float8')}, "
-    "rates_at = greatest(coalesce(rates_at, %(now)s), %(now)s) "
+    f"UPDATE routing_budgetperiod SET spent_usd = spent_usd + %(amount)s, {counted_sql('1')} "
     "WHERE id = %(period)s AND spent_usd + leased_usd + %(amount)s <= limit_usd "
     "RETURNING limit_usd, spent_usd + leased_usd AS spent_usd, overage_usd"
 )
