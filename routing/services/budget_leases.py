@@ -195,7 +195,14 @@ class LeaseBook:
 
     def refill(self, lease: Lease) -> None:
         """Top ``lease`` up (after :meth:`claim_refill`), without holding up the calls admitted meanwhile.
-        A lease dropped in between gets the grant all the same: it goes back with the rest of it."""
+        Runs on the writer thread, after every return queued before it: a lease already dropped (and
+        perhaps returned) gets nothing — a grant to it would stay leased until the sweep. One dropped
+        while the grant is under way gets it, and gives it back with the rest (its return is queued
+        behind this)."""
+        with self._lock:
+            if self._leases.get(lease.period_id) is not lease:
+                lease.refilling = False
+                return
         try:
             granted = _grant(
                 lease,

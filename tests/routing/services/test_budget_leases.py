@@ -190,3 +190,15 @@ def test_a_lease_half_used_is_refilled_once_ahead_of_need(status):
     book.refill(lease)
     assert lease.remaining == Decimal("0.29") and period_of(status).leased_usd == Decimal("0.40")
     assert book.claim_refill(lease) is False
+
+
+def test_a_lease_dropped_before_its_refill_gets_no_grant(status):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    for _ in range(10):
+        book.take(status=status, amount=CALL)
+    assert book.claim_refill(lease) is True
+    assert book.all() == [lease]  # dropped (idle, or the process stops) before the refill ran
+    assert budget_leases.return_lease(lease) is True
+    book.refill(lease)
+    assert period_of(status).leased_usd == 0 and not BudgetLease.objects.exists()
