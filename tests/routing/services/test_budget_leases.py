@@ -33,9 +33,10 @@ def period_of(status) -> BudgetPeriod:
     return BudgetPeriod.objects.get(id=status.period_id)
 
 
-def decision(status, lease, amount=CALL) -> LeasedCall:
+def decision_row(status, amount=CALL) -> Decision:
+    """An unsaved gateway decision reserving ``amount`` of the period, as the gateway builds it."""
     llm = LLM.objects.get_or_create(name="org/leased-llm:v1", defaults={"usd_per_mtok_in": 1, "usd_per_mtok_out": 1})[0]
-    row = Decision(
+    return Decision(
         tenant_id=period_of(status).tenant_id,
         routed_text="q",
         prompt_tokens=10,
@@ -49,7 +50,10 @@ def decision(status, lease, amount=CALL) -> LeasedCall:
         source=Decision.Source.GATEWAY,
         call_status=Decision.CallStatus.PENDING,
     )
-    return LeasedCall(decision=row, lease=lease)
+
+
+def decision(status, lease) -> LeasedCall:
+    return LeasedCall(decision=decision_row(status), lease=lease)
 
 
 def test_a_lease_is_granted_once_and_calls_are_admitted_from_it_in_memory(status, django_assert_num_queries):
@@ -99,19 +103,7 @@ def test_settling_writes_the_decisions_and_moves_their_reservations_to_spend(sta
 
 def test_a_reservation_of_its_own_counts_the_leased_budget_as_taken(status):
     BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.00"), leased_usd=Decimal("0.995"))
-    llm = LLM.objects.create(name="model@host", usd_per_mtok_in=1, usd_per_mtok_out=1)
-    row = Decision(
-        tenant_id=period_of(status).tenant_id,
-        routed_text="q",
-        prompt_tokens=1,
-        llm=llm,
-        state_version=1,
-        strategy="direct",
-        lambda_reason=Decision.LambdaReason.DIRECT,
-        estimated_cost_usd=CALL,
-        budget_period_id=status.period_id,
-        reserved_usd=CALL,
-    )
+    row = decision_row(status)
     assert budgets.reserve_with_decision(status=status, amount=CALL, decision=row, wait_for_disk=False) is None
     assert refreshed(status).remaining_usd == Decimal("0.005")
 
