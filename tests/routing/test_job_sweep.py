@@ -80,11 +80,12 @@ def test_the_sweep_leaves_jobs_pending_while_the_broker_is_still_down(broker_dow
 
 def test_the_sweep_is_a_default_beat_schedule():
     # What the data migration leaves (its rows are gone after any test that flushes the database, so the
-    # migration's own function is run again here, on the current models).
+    # migration's own RunPython code is run again here, on the current models).
     from django.apps import apps
 
     migration = importlib.import_module("routing.migrations.0008_resend_pending_jobs_schedule")
     PeriodicTask.objects.filter(task="routing.resend_pending_jobs").delete()
-    migration.create_missing_schedules(apps, None)
+    (run_python,) = migration.Migration.operations
+    run_python.code(apps, None)
     task = PeriodicTask.objects.get(task="routing.resend_pending_jobs")
     assert task.enabled and task.crontab.minute == "*/5"
