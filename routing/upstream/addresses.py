@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from registry.endpoints import always_refused, is_public, literal_ip, normalised_ip
+from registry.endpoints import always_refused, carried_ipv4, is_public, literal_ip, normalised_ip
 from routing.caches import process_cache
 
 RESOLVE_CACHE_SECONDS = 30.0
@@ -50,22 +50,30 @@ class AllowedHosts:
         return cls(frozenset(names), tuple(networks))
 
     def allows(self, host: str, ip) -> bool:
+        """Listed by name, or by a network holding the address or the IPv4 address it carries (a
+        listed 10.0.0.0/8 also admits the NAT64 address of 10.1.2.3)."""
+        carried = carried_ipv4(ip)
         return host.lower() in self.names or any(
-            ip in network for network in self.networks if ip.version == network.version
+            ip in network or (carried is not None and carried in network) for network in self.networks
         )
 
 
 def check_address(host: str, address: str, allowed: AllowedHosts | None = None) -> str:
-    """``address`` (an IP ``host`` resolved to) if it may be called; raises :class:`UpstreamRefused`."""
+    """``address`` (an IP ``host`` resolved to) if it may be called; raises :class:`UpstreamRefused`.
+
+    An IPv6 address that carries an IPv4 address is judged by that address (``registry/endpoints.py``)
+    and connected to as it is."""
     ip = normalised_ip(address)
+    carried = carried_ipv4(ip)
+    shown = f"{ip} (which leads to {carried})" if carried is not None else str(ip)
     if always_refused(ip):
-        raise UpstreamRefused(f"{host} resolves to {ip}, a link-local or cloud-metadata address: never called")
+        raise UpstreamRefused(f"{host} resolves to {shown}, a link-local or cloud-metadata address: never called")
     if is_public(ip):
         return str(ip)
     if (allowed or AllowedHosts.from_settings()).allows(host, ip):
         return str(ip)
     raise UpstreamRefused(
-        f"{host} resolves to {ip}, a private, loopback or reserved address; list it in "
+        f"{host} resolves to {shown}, a private, loopback or reserved address; list it in "
         "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS to allow calls to it"
     )
 

@@ -40,6 +40,48 @@ def test_private_and_loopback_addresses_need_to_be_listed(settings, address):
     assert check_address("llm.internal", address) == address
 
 
+@pytest.mark.parametrize(
+    "address, carried",
+    [
+        ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64 (RFC 6052 well-known prefix)
+        ("64:ff9b::a01:203", "10.1.2.3"),
+        ("::7f00:1", "127.0.0.1"),  # IPv4-compatible (::127.0.0.1)
+        ("::a00:1", "10.0.0.1"),
+        ("2002:7f00:1::", "127.0.0.1"),  # 6to4
+        ("2002:c0a8:a::1", "192.168.0.10"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),  # Teredo, client 10.0.0.1 (obfuscated)
+    ],
+)
+def test_ipv6_addresses_are_judged_by_the_ipv4_address_they_lead_to(settings, address, carried):
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = []
+    with pytest.raises(UpstreamRefused, match=f"which leads to {carried}"):
+        check_address("llm.example.com", address)
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = [f"{carried}/32"]  # listing the IPv4 address admits it
+    assert check_address("llm.example.com", address) == address
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "::a9fe:a9fe", "2002:a9fe:a9fe::", "64:ff9b::0:1"])
+def test_metadata_and_this_host_behind_an_ipv6_prefix_are_never_called(settings, address):
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = ["0.0.0.0/0", "::/0"]
+    with pytest.raises(UpstreamRefused, match="link-local or cloud-metadata"):
+        check_address("llm.example.com", address)
+    with pytest.raises(ValidationError, match="link-local"):
+        validate_api_base(f"http://[{address}]/v1")
+
+
+@pytest.mark.parametrize("address", ["fec0::1", "feff::1", "64:ff9b:1::808:808", "64:ff9b:1:ff::a00:1"])
+def test_site_local_and_local_use_nat64_addresses_are_private(settings, address):
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = []
+    with pytest.raises(UpstreamRefused, match="ROUTERHUB_UPSTREAM_ALLOWED_HOSTS"):
+        check_address("llm.example.com", address)
+
+
+def test_ipv6_addresses_that_lead_to_public_ipv4_addresses_are_public(settings):
+    settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = []
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::808:808"):
+        assert check_address("llm.example.com", address) == address
+
+
 def test_public_addresses_are_allowed(settings):
     settings.ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = []
     assert check_address("api.example.com", "8.8.8.8") == "8.8.8.8"
