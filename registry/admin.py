@@ -8,14 +8,20 @@ from registry.models import LLM, Outcome, Prompt, PromptSet
 
 
 class LLMForm(forms.ModelForm):
-    """The API key is write-only: typed here, stored encrypted, never shown again (not even masked)."""
+    """The API key is write-only: typed here, stored encrypted, never shown again (not even masked).
+
+    The form sets no key itself: :meth:`api_key_change` says what was asked, and the admin hands it
+    to the registry's services, whose rule removes a stored key that the change would send elsewhere.
+    """
 
     api_key = forms.CharField(
         label="API key",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current key — unless you "
+        "change the base URL or name another environment variable: the stored key is then removed, so type "
+        "it again here if it belongs with the new endpoint.",
     )
     remove_api_key = forms.BooleanField(label="Remove the stored API key", required=False)
     # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
@@ -41,16 +47,13 @@ class LLMForm(forms.ModelForm):
             "metadata",
         ]
 
-    def save(self, commit=True):
-        llm = super().save(commit=False)
+    def api_key_change(self) -> dict:
+        """``{"api_key": …}`` for ``services.llm_update`` (None removes the key), or {} to leave it be."""
         if self.cleaned_data.get("remove_api_key"):
-            services.llm_set_api_key(llm=llm, api_key=None, save=False)
-        elif self.cleaned_data.get("api_key"):
-            services.llm_set_api_key(llm=llm, api_key=self.cleaned_data["api_key"], save=False)
-        if commit:
-            llm.save()
-            self.save_m2m()
-        return llm
+            return {"api_key": None}
+        if self.cleaned_data.get("api_key"):
+            return {"api_key": self.cleaned_data["api_key"]}
+        return {}
 
 
 def _number(value) -> str:
@@ -93,6 +96,23 @@ class LLMAdmin(admin.ModelAdmin):
         return (
             super().get_queryset(request).annotate(_outcome_count=Count("outcomes"), _accuracy=Avg("outcomes__score"))
         )
+
+    def save_model(self, request, obj, form, change):
+        key_change = form.api_key_change()
+        if not change:
+            if key_change.get("api_key"):
+                services.llm_set_api_key(llm=obj, api_key=key_change["api_key"], save=False)
+            super().save_model(request, obj, form, change)
+            return
+        had_key = bool(obj.api_key_encrypted)
+        services.llm_update(llm=obj, **key_change)
+        if had_key and not obj.api_key_encrypted and not key_change:
+            self.message_user(
+                request,
+                f"The stored API key of {obj} was removed: it was typed in for the previous endpoint or key "
+                "source. Type it again if it belongs with the new one.",
+                messages.WARNING,
+            )
 
     @admin.display(description="API key")
     def api_key_state(self, llm):

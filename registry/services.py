@@ -45,17 +45,33 @@ def llm_register(*, name: str, api_key: str | None = None, **fields) -> LLM:
 
 
 def llm_update(*, llm: LLM, api_key=_UNSET, **fields) -> LLM:
-    """Change the given fields; ``api_key``: a new key, ``""``/None removes the stored one, absent keeps it."""
+    """Change the given fields; ``api_key``: a new key, ``""``/None removes the stored one, absent keeps it
+    — unless the change moves the key (:func:`llm_key_is_moved`): then, absent, it is removed.
+
+    ``llm`` may already hold the new values (a model form sets them on the instance before saving);
+    the rule compares with the row as stored.
+    """
     unknown = set(fields) - set(LLM_FIELDS)
     if unknown:
         raise TypeError(f"unknown LLM field(s): {', '.join(sorted(unknown))}")
-    for key, value in fields.items():
-        setattr(llm, key, value)
-    if api_key is not _UNSET:
-        llm_set_api_key(llm=llm, api_key=api_key, save=False)
-    llm.full_clean()
-    llm.save()
+    with transaction.atomic():
+        stored = LLM.objects.select_for_update().filter(pk=llm.pk).values("api_base", "api_key_env").first()
+        for key, value in fields.items():
+            setattr(llm, key, value)
+        if api_key is _UNSET and stored is not None and llm_key_is_moved(llm=llm, stored=stored):
+            api_key = None
+        if api_key is not _UNSET:
+            llm_set_api_key(llm=llm, api_key=api_key, save=False)
+        llm.full_clean()
+        llm.save()
     return llm
+
+
+def llm_key_is_moved(*, llm: LLM, stored: dict) -> bool:
+    """Whether the stored key would go somewhere it was not typed in for: another ``api_base`` (anyone
+    allowed to change an LLM could otherwise point it at their own host and receive the key with the
+    next call), or another key source (a newly named environment variable)."""
+    return llm.api_base != stored["api_base"] or bool(llm.api_key_env and llm.api_key_env != stored["api_key_env"])
 
 
 def llm_set_api_key(*, llm: LLM, api_key: str | None, save: bool = True) -> None:

@@ -116,7 +116,8 @@ class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         allow_blank=True,
         write_only=True,
         max_length=2000,
-        help_text="The upstream API key: stored encrypted, never returned or logged. An empty string removes it.",
+        help_text="The upstream API key: stored encrypted, never returned or logged. An empty string removes it; "
+        "so does a change of api_base, or naming another api_key_env, that does not send it again.",
     )
     api_key_env = StrictCharField(
         required=False,

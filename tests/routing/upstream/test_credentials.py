@@ -120,3 +120,74 @@ def test_a_malformed_encryption_key_or_a_zero_limit_fails_the_system_checks(sett
     settings.ROUTERHUB_ENCRYPTION_KEYS = ["not-a-fernet-key"]
     settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS = 0
     assert {"routing.E025", "routing.E026"} <= {e.id for e in run_checks()}
+
+
+def test_a_new_api_base_removes_the_stored_key_unless_the_same_change_brings_one():
+    llm = llm_register(name="moved", api_base="https://models.example.com/v1", api_key="sk-moved-1")
+    llm_update(llm=llm, api_base="https://collector.attacker.example/v1")
+    assert LLM.objects.get(id=llm.id).api_key_encrypted == "" and llm_api_key(LLM.objects.get(id=llm.id)) is None
+    llm_update(llm=llm, api_base="https://models.example.com/v2", api_key="sk-moved-2")
+    assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-moved-2"  # a key typed with the change is kept
+    llm_update(llm=llm, api_base="https://models.example.com/v2", api_model="m")  # the same base: kept
+    assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-moved-2"
+    # a model form sets the new base on the instance before the service saves it: still caught
+    llm.api_base = "https://collector.attacker.example/v1"
+    llm_update(llm=llm)
+    assert LLM.objects.get(id=llm.id).api_key_encrypted == ""
+
+
+def test_naming_another_key_variable_removes_the_stored_key(monkeypatch):
+    monkeypatch.setenv("ROUTERHUB_LLM_KEY_OTHER", "sk-env-other")
+    llm = llm_register(name="sourced", api_base="https://models.example.com/v1", api_key="sk-stored-1")
+    llm_update(llm=llm, api_key_env="ROUTERHUB_LLM_KEY_OTHER")
+    assert LLM.objects.get(id=llm.id).api_key_encrypted == ""
+    assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-env-other"
+    llm_update(llm=llm, api_key="sk-stored-2")
+    llm_update(llm=llm, api_key_env="")  # no longer naming a variable moves nothing
+    assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-stored-2"
+
+
+def test_staff_who_point_an_llm_elsewhere_do_not_take_its_key_along(admin_client):
+    llm = llm_register(name="patched", api_base="https://models.example.com/v1", api_key="sk-patch-1")
+    moved = admin_client.patch(
+        "/api/v1/llms/patched", {"api_base": "https://collector.attacker.example/v1"}, content_type="application/json"
+    )
+    assert moved.status_code == 200 and moved.json()["has_api_key"] is False
+    assert llm_api_key(LLM.objects.get(id=llm.id)) is None
+    rekeyed = admin_client.patch(
+        "/api/v1/llms/patched",
+        {"api_base": "https://models.example.com/v2", "api_key": "sk-patch-2"},
+        content_type="application/json",
+    )
+    assert rekeyed.status_code == 200 and llm_api_key(LLM.objects.get(id=llm.id)) == "sk-patch-2"
+
+
+def admin_form(llm: LLM, **changes) -> dict:
+    return {
+        "name": llm.name,
+        "is_active": "on",
+        "api_base": llm.api_base,
+        "api_model": llm.api_model,
+        "api_key_env": llm.api_key_env,
+        "metadata": "{}",
+        "api_key": "",
+        **changes,
+    }
+
+
+def test_the_admin_removes_the_key_when_the_base_url_changes_and_says_so(admin_client):
+    llm = llm_register(name="admin-moved", api_base="https://models.example.com/v1", api_key="sk-admin-1")
+    response = admin_client.post(
+        f"/admin/registry/llm/{llm.id}/change/",
+        admin_form(llm, api_base="https://collector.attacker.example/v1"),
+        follow=True,
+    )
+    assert response.status_code == 200
+    stored = LLM.objects.get(id=llm.id)
+    assert stored.api_base == "https://collector.attacker.example/v1" and stored.api_key_encrypted == ""
+    assert "The stored API key of admin-moved was removed" in response.content.decode()
+    admin_client.post(
+        f"/admin/registry/llm/{llm.id}/change/",
+        admin_form(stored, api_base="https://models.example.com/v2", api_key="sk-admin-2"),
+    )
+    assert llm_api_key(LLM.objects.get(id=llm.id)) == "sk-admin-2"  # typed with the change: kept
