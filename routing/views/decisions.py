@@ -31,7 +31,7 @@ class DecisionFilters(forms.Form):
         return data
 
 
-@dashboard_page
+@dashboard_page("decisions")
 def decision_list(request):
     scope = request.viewer.scope(request)
     form = DecisionFilters(request.GET)
@@ -67,7 +67,7 @@ def _with(query, **values) -> str:
     return query.urlencode()
 
 
-@dashboard_page
+@dashboard_page("decisions")
 def decision_detail(request, decision_id):
     viewer = request.viewer
     try:

@@ -13,7 +13,7 @@ from routing.views.formatting import quality, signed
 REFERENCES = ("oracle", "random")
 
 
-@dashboard_page(staff_only=True)
+@dashboard_page("evaluations", staff_only=True)
 def evaluation_list(request):
     runs = evaluation_run_summaries()
     for run in runs:
@@ -26,7 +26,7 @@ def evaluation_list(request):
     )
 
 
-@dashboard_page(staff_only=True)
+@dashboard_page("evaluations", staff_only=True)
 def evaluation_detail(request, run_id: int):
     run = get_object_or_404(EvaluationRun.objects.select_related("prompt_set"), id=run_id)
     results = run.results or {}

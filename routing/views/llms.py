@@ -36,19 +36,20 @@ def _active_router_or_none():
         return None
 
 
-@dashboard_page
+@dashboard_page("llms")
 def llm_list(request):
     since, until = _window()
     loaded = _active_router_or_none()
     rows = llm_rows(
         state_id=loaded.state_id if loaded else None, tenant=request.viewer.scope(request), since=since, until=until
     )
-    return render(
-        request, "dashboard/llm_list.html", base_context(request, page="llms", title="LLMs", rows=rows, router=loaded)
+    context = base_context(
+        request, page="llms", title="LLMs", rows=rows, router=loaded, usage_shown=request.viewer.may_see("usage")
     )
+    return render(request, "dashboard/llm_list.html", context)
 
 
-@dashboard_page
+@dashboard_page("llms")
 def llm_detail(request, llm_id: int):
     llm = get_object_or_404(LLM, id=llm_id)
     since, until = _window()
@@ -56,8 +57,10 @@ def llm_detail(request, llm_id: int):
     scope = viewer.scope(request)
     loaded = _active_router_or_none()
     lam = page_lambda(request, [t.lam for t in tenants_current_lambda(tenant=scope or viewer.tenant)])
-    days = days_between(since, until)
-    daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope, llm_id=llm.id)
+    usage_shown = viewer.may_see("usage")
+    if usage_shown:
+        daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope, llm_id=llm.id)
+        traffic_charts = _traffic_charts(days_between(since, until), daily)
     context = base_context(
         request,
         page="llms",
@@ -65,9 +68,11 @@ def llm_detail(request, llm_id: int):
         llm=llm,
         lam=lam,
         router=loaded,
-        traffic_charts=_traffic_charts(days, daily),
-        jobs=llm_recent_jobs(llm=llm) if viewer.is_staff else None,
-        by_tenant=llm_usage_by_tenant(llm=llm, since=since, until=until) if viewer.is_staff and scope is None else None,
+        traffic_charts=traffic_charts if usage_shown else None,
+        jobs=llm_recent_jobs(llm=llm) if viewer.is_staff and viewer.may_see("jobs") else None,
+        by_tenant=llm_usage_by_tenant(llm=llm, since=since, until=until)
+        if viewer.is_staff and scope is None and usage_shown
+        else None,
         **(_profile_context(loaded, llm, lam) if loaded else {}),
     )
     return render(request, "dashboard/llm_detail.html", context)

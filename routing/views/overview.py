@@ -18,7 +18,7 @@ DAYS = 30
 TOP_LLMS = 10
 
 
-@dashboard_page
+@dashboard_page("overview")
 def overview(request):
     scope = request.viewer.scope(request)
     now = timezone.now()
@@ -29,7 +29,8 @@ def overview(request):
     rows = [daily.get((d,)) for d in days]
     rejected = rejections_by_day(since=since, until=until, tenant=scope)
     by_llm = usage_grouped(by=("llm_id",), since=since, until=until, tenant=scope)
-    paces = budget_paces(tenant=scope, now=now)
+    budgets_shown = request.viewer.may_see("budgets")
+    paces = budget_paces(tenant=scope, now=now) if budgets_shown else []
     totals = {
         "requests": sum(r.requests for r in rows if r),
         "spent_usd": sum((r.spent_usd for r in rows if r), start=0),
@@ -48,6 +49,7 @@ def overview(request):
         quality_chart=_quality_chart(days, rows),
         share_chart=_share_chart(by_llm),
         refusals_chart=_refusals_chart(days, rows, rejected),
+        budgets_shown=budgets_shown,
         budgets=[(pace, _pace_chart(pace, now)) for pace in paces],
     )
     return render(request, "dashboard/overview.html", context)

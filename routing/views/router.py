@@ -29,7 +29,7 @@ def page_lambda(request, lambdas: list[float]) -> float:
     return statistics.median(lambdas) if lambdas else 0.0
 
 
-@dashboard_page
+@dashboard_page("router")
 def router(request):
     try:
         loaded = active_router()

@@ -19,7 +19,7 @@ from routing.exceptions import NoActiveRoutingState
 from routing.models import Tenant
 from routing.selection import MAX_LAMBDA
 from routing.services.previews import RoutePreview, route_preview
-from routing.views.base import base_context, dashboard_page, viewer_of
+from routing.views.base import PAGE_PERMISSIONS, base_context, dashboard_page, viewer_of
 from routing.views.formatting import lam, quality, usd
 
 EXAMPLE = "What is the derivative of x**3 + 2x with respect to x?"
@@ -36,11 +36,14 @@ def _unrestricted_tenant() -> Tenant:
 
 
 def tenant_to_try(viewer, name: str | None) -> Tenant:
-    """The tenant a prompt is tried as: a tenant user's own; for staff the one named, or none."""
+    """The tenant a prompt is tried as: a tenant user's own; for staff the one named (with
+    ``routing.view_tenant``: it shows the tenant's allowed LLMs and defaults at work), or none."""
     if not viewer.is_staff:
         if name and name != viewer.tenant.name:
             raise PermissionDenied("Only staff may try prompts as another tenant.")
         return viewer.tenant
+    if name and not viewer.may_see("tenants"):
+        raise PermissionDenied("Trying prompts as a tenant needs the permission routing.view_tenant.")
     if name:
         tenant = Tenant.objects.filter(name=name).first()
         if tenant is None:
@@ -49,7 +52,7 @@ def tenant_to_try(viewer, name: str | None) -> Tenant:
     return _unrestricted_tenant()
 
 
-@dashboard_page
+@dashboard_page("try")
 def try_page(request):
     viewer = request.viewer
     prompt = (request.POST.get("prompt") if request.method == "POST" else None) or EXAMPLE
@@ -81,15 +84,24 @@ def try_page(request):
         preview=preview,
         error=error,
         tenant_name=tenant_name,
+        tenants_tryable=viewer.may_see("tenants"),
     )
     return render(request, "dashboard/try.html", context)
 
 
 class IsDashboardUser(BasePermission):
+    """Whoever may open the Try it page (``routing/views/base.PAGE_PERMISSIONS``)."""
+
     def has_permission(self, request, view):
         if not request.user or not request.user.is_authenticated:
             raise NotAuthenticated("Log in to the dashboard first.")
-        if viewer_of(request) is None:
+        if viewer_of(request, "try") is None:
+            if request.user.is_staff:
+                raise PermissionDenied(
+                    "Your staff account lacks the permission(s) Try it needs: "
+                    + ", ".join(PAGE_PERMISSIONS["try"])
+                    + "."
+                )
             raise PermissionDenied("This account is not linked to a tenant.")
         return True
 
@@ -114,7 +126,7 @@ class RoutePreviewApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        viewer = viewer_of(request)
+        viewer = viewer_of(request, "try")
         tenant = tenant_to_try(viewer, data.validated_data.get("tenant"))
         preview = route_preview(tenant=tenant, prompt=data.validated_data["prompt"], lam=data.validated_data["lambda"])
         return Response(preview_json(preview))

@@ -18,6 +18,7 @@ from routing.selectors.decisions import DecisionStatus, decision_page
 from routing.selectors.routers import active_router
 from routing.views.formatting import quality, usd
 from tests.fixtures.api import ApiClient
+from tests.fixtures.dashboard import staff_user
 
 pytestmark = pytest.mark.django_db
 
@@ -230,7 +231,6 @@ def test_budget_numbers_use_people_friendly_money():
 
 
 def test_a_strategy_without_clusters_gets_display_groups_on_the_cluster_map(prompt_set, make_tenant):
-    from django.contrib.auth import get_user_model
     from django.test import Client
 
     from routing.caches import reset_all
@@ -243,7 +243,7 @@ def test_a_strategy_without_clusters_gets_display_groups_on_the_cluster_map(prom
     assert clusters.errors.shape == (len(active_router().llms), len(clusters.clusters))
     assert all(c.label for c in clusters.clusters)
     client = Client()
-    client.force_login(get_user_model().objects.create_user("root", password="pw-123456", is_staff=True))
+    client.force_login(staff_user("root", "view_routingstate"))
     html = text_of(client.get("/router/"))
     assert "knn has no clusters of its own" in html
     assert html.count('class="cluster"') == len(clusters.clusters)

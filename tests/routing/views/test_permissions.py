@@ -1,4 +1,5 @@
-"""Who sees what: staff every tenant; a tenant user only their tenant; no one anonymous."""
+"""Who sees what: staff with the permissions of what a page shows, every tenant; a tenant user only
+their tenant; no one anonymous."""
 
 import json
 
@@ -6,6 +7,8 @@ import pytest
 
 from evaluation.models import EvaluationRun
 from registry.models import LLM
+from routing.models import Decision
+from tests.fixtures.dashboard import login, staff_user
 
 pytestmark = pytest.mark.django_db
 
@@ -53,12 +56,16 @@ EXPECTED = {
     "stranger": dict.fromkeys(
         ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try"], 403
     ),
+    # being staff alone opens nothing: each page asks for the model permissions of what it shows
+    "bare_staff": dict.fromkeys(
+        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try"], 403
+    ),
 }
 
 
 def test_every_page_answers_each_role_as_its_permissions_say(site):
     paths = pages(site)
-    for role in ("staff", "a", "b", "stranger"):
+    for role in ("staff", "bare_staff", "a", "b", "stranger"):
         answered = {name: site.clients[role].get(path).status_code for name, path in paths.items()}
         assert answered == EXPECTED[role], role
     for path in paths.values():  # anonymous visitors log in first, and come back
@@ -126,3 +133,64 @@ def test_the_try_it_endpoint_needs_a_dashboard_login_and_the_users_own_tenant(si
     assert response.status_code == 403
     assert response.json()["error"]["message"] == "Only staff may try prompts as another tenant."
     assert rank(site.clients["staff"], {"prompt": "What is 2 + 2?", "lambda": 0, "tenant": "beta"}).status_code == 200
+
+
+def test_staff_without_view_decision_read_no_decision_and_no_prompt(site):
+    """The API asks for routing.view_decision before it shows a decision; so do the pages."""
+    decision = Decision.objects.get(id=site.decisions_a[0])
+    prompt = decision.routed_text
+    assert prompt in site.clients["staff"].get(f"/decisions/{decision.id}/").content.decode()
+    client = login(staff_user("llm-viewer", "view_llm", "view_routingstate"))
+    for path in ("/decisions/", f"/decisions/{decision.id}/", "/"):
+        response = client.get(path)
+        page = response.content.decode()
+        assert response.status_code == 403, path
+        assert "lacks the permission(s) this page needs: routing.view_decision" in page
+        assert prompt not in page and str(decision.id) not in page
+    # the pages it may open are the ones it is offered
+    llms = client.get("/llms/").content.decode()
+    assert 'href="/llms/"' in llms and 'href="/router/"' in llms
+    assert 'href="/decisions/"' not in llms and "requests (30 days)" not in llms  # traffic is decisions' data
+    api = client.get(f"/api/v1/route/{decision.id}")
+    assert api.status_code == 403
+
+
+def test_each_staff_permission_opens_its_own_pages_only(site):
+    grants = {
+        "view_decision": {"overview", "decisions", "decision_a"},
+        "view_routingstate": {"router", "try"},
+        "view_llm": {"llms", "llm"},
+        "view_evaluationrun": {"evaluations", "evaluation"},
+    }
+    paths = pages(site)
+    for codename, opened in grants.items():
+        client = login(staff_user(f"only-{codename}", codename))
+        answered = {name: client.get(path).status_code for name, path in paths.items()}
+        assert {name for name, status in answered.items() if status == 200} == opened, codename
+        assert {status for name, status in answered.items() if name not in opened} == {403}, codename
+
+
+def test_sections_beyond_a_pages_permission_stay_hidden(site):
+    llm_path = pages(site)["llm"]
+    client = login(staff_user("llm-only", "view_llm", "view_decision"))
+    page = client.get(llm_path).content.decode()
+    assert "Traffic and spend" in page and "Recent jobs" not in page  # jobs need routing.view_job
+    overview = client.get("/").content.decode()
+    assert "Budgets this period" not in overview and "alpha has spent" not in overview  # view_budgetperiod
+    assert "Budgets this period" in site.clients["staff"].get("/").content.decode()
+    body = {"prompt": "What is 2 + 2?", "lambda": 0, "tenant": "beta"}
+    router_only = login(staff_user("router-only", "view_routingstate"))
+    assert rank(router_only, {"prompt": "What is 2 + 2?", "lambda": 0}).status_code == 200
+    named = rank(router_only, body)  # trying as a tenant shows its allowed LLMs and defaults at work
+    assert named.status_code == 403 and "routing.view_tenant" in named.json()["error"]["message"]
+    refused = rank(login(staff_user("decisions-only", "view_decision")), {"prompt": "What is 2 + 2?", "lambda": 0})
+    assert refused.status_code == 403 and "routing.view_routingstate" in refused.json()["error"]["message"]
+
+
+def test_a_staff_user_linked_to_a_tenant_sees_that_tenant_where_staff_permissions_are_missing(site):
+    from routing.models import TenantMembership
+
+    user = staff_user("staff-and-member")
+    TenantMembership.objects.create(user=user, tenant=site.tenant_a)
+    page = login(user).get("/decisions/").content.decode()
+    assert all(d in page for d in site.decisions_a) and not any(d in page for d in site.decisions_b)
