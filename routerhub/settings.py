@@ -158,14 +158,23 @@ ROUTERHUB_MAX_JSON_DEPTH = int(os.environ.get("ROUTERHUB_MAX_JSON_DEPTH", "32"))
 # client address (over it, every key from that address gets 429 until the window ends).
 ROUTERHUB_THROTTLE_API_KEY = os.environ.get("ROUTERHUB_THROTTLE_API_KEY", "6000/min")
 ROUTERHUB_THROTTLE_FAILED_AUTH = os.environ.get("ROUTERHUB_THROTTLE_FAILED_AUTH", "30/min")
+# Failed log-ins (/login/ and /admin/login/) per client address, and per user name from any address;
+# over either, that address or that user name gets 429 until the window ends (routing/views/login.py).
+ROUTERHUB_THROTTLE_FAILED_LOGIN = os.environ.get("ROUTERHUB_THROTTLE_FAILED_LOGIN", "20/h")
+ROUTERHUB_THROTTLE_FAILED_LOGIN_USER = os.environ.get("ROUTERHUB_THROTTLE_FAILED_LOGIN_USER", "50/h")
+# Proxies in front of the web processes (IP addresses or CIDR networks, comma-separated) whose
+# X-Forwarded-For is believed: the client address of a connection from one of them is the nearest
+# untrusted address in that header. Empty: every client is its connection's address and the header
+# is ignored (anyone could write it).
+ROUTERHUB_TRUSTED_PROXIES = env_list(os.environ.get("ROUTERHUB_TRUSTED_PROXIES", ""))
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # JSON only, read defensively: depth cap, no NUL or lone surrogates (routing/apis/parsers.py).
     "DEFAULT_PARSER_CLASSES": ["routing.apis.parsers.SafeJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["routing.apis.throttling.ApiKeyRateThrottle"],
-    # Proxies in front of the web processes that append to X-Forwarded-For; the client address (for
-    # the failed-authentication limit) is the one that many hops back. 0: REMOTE_ADDR.
-    "NUM_PROXIES": int(os.environ.get("ROUTERHUB_NUM_PROXIES", "0")),
+    # DRF's own reading of X-Forwarded-For stays off: client addresses come from
+    # routing.apis.throttling.client_address, which believes only ROUTERHUB_TRUSTED_PROXIES.
+    "NUM_PROXIES": 0,
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
     ],

@@ -1,7 +1,10 @@
-"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E026)."""
+"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E026, E030, W030)."""
+
+import ipaddress
+import os
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
 
 
@@ -56,7 +59,12 @@ def rate_limits_parse(app_configs, **kwargs):
     from routing.apis.throttling import parse_rate
 
     problems = []
-    for name in ("ROUTERHUB_THROTTLE_API_KEY", "ROUTERHUB_THROTTLE_FAILED_AUTH"):
+    for name in (
+        "ROUTERHUB_THROTTLE_API_KEY",
+        "ROUTERHUB_THROTTLE_FAILED_AUTH",
+        "ROUTERHUB_THROTTLE_FAILED_LOGIN",
+        "ROUTERHUB_THROTTLE_FAILED_LOGIN_USER",
+    ):
         try:
             parse_rate(getattr(settings, name))
         except ValueError as exc:
@@ -103,3 +111,29 @@ def gateway_settings_are_valid(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@register()
+def trusted_proxies_are_addresses(app_configs, **kwargs):
+    problems = []
+    for entry in settings.ROUTERHUB_TRUSTED_PROXIES:
+        try:
+            ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
+        except ValueError:
+            problems.append(
+                Error(
+                    f"ROUTERHUB_TRUSTED_PROXIES holds {entry!r}, which is not an IP address or network.",
+                    hint="e.g. 10.0.0.5 or 172.18.0.0/16 (host names are not resolved).",
+                    id="routing.E030",
+                )
+            )
+    if os.environ.get("ROUTERHUB_NUM_PROXIES", "0").strip() not in ("", "0"):
+        problems.append(
+            Warning(
+                "ROUTERHUB_NUM_PROXIES is set but not read: X-Forwarded-For is believed only from the "
+                "addresses in ROUTERHUB_TRUSTED_PROXIES.",
+                hint="Set ROUTERHUB_TRUSTED_PROXIES to the address(es) your proxy connects from.",
+                id="routing.W030",
+            )
+        )
+    return problems

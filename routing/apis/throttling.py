@@ -1,4 +1,5 @@
-"""Request rate limits (429 with ``Retry-After``): per API key, and per client address for failed authentication.
+"""Request rate limits (429 with ``Retry-After``): per API key, and per client address for failed
+authentication (API keys here; passwords in ``routing/views/login.py``).
 
 Counters are fixed windows in Django's cache (``CACHES["default"]``): one atomic ``incr`` per
 request, whatever the rate — DRF's own throttles keep a list of every request time in the window and
@@ -13,12 +14,16 @@ limit off.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
+
+from registry.endpoints import normalised_ip
 
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -85,6 +90,41 @@ def failed_authentication_window() -> FixedWindow:
 
 
 def client_address(request) -> str:
-    """The client's address: ``REMOTE_ADDR``, or the address ``ROUTERHUB_NUM_PROXIES`` proxies back in
-    ``X-Forwarded-For`` (DRF's NUM_PROXIES rule; with 0, the header a client could forge is ignored)."""
-    return BaseThrottle().get_ident(request)
+    """The client's address: ``REMOTE_ADDR``, unless the connection comes from one of
+    ``ROUTERHUB_TRUSTED_PROXIES``; then the nearest address in ``X-Forwarded-For`` that is not a
+    trusted proxy (each proxy appends the address it was connected from, so hops left of that one
+    are whatever the client wrote). Anyone else's ``X-Forwarded-For`` is ignored: a client that
+    reaches the web processes directly could write any address there and escape its lockout.
+    """
+    remote = request.META.get("REMOTE_ADDR") or ""
+    proxies = trusted_proxies()
+    if not proxies or not _is_proxy(_ip(remote), proxies):
+        return remote
+    hops = [_ip(hop) for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop is None:  # a proxy of ours wrote something that is no address: no client to tell apart
+            return remote
+        if not _is_proxy(hop, proxies):
+            return str(hop)
+    return str(hops[0]) if hops else remote
+
+
+def trusted_proxies() -> tuple:
+    """``ROUTERHUB_TRUSTED_PROXIES`` as networks (addresses are /32 or /128)."""
+    return _networks(tuple(settings.ROUTERHUB_TRUSTED_PROXIES))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(entry.strip().strip("[]"), strict=False) for entry in entries if entry.strip())
+
+
+def _ip(text: str):
+    try:
+        return normalised_ip(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _is_proxy(ip, proxies: tuple) -> bool:
+    return ip is not None and any(ip in network for network in proxies)

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from routing.views import decisions, evaluations, llms, overview, router, tryit
+from routing.views.login import throttled_login
 
 app_name = "dashboard"
 
@@ -18,6 +19,6 @@ urlpatterns = [
     path("decisions/<uuid:decision_id>/", decisions.decision_detail, name="decision"),
     path("try/", tryit.try_page, name="try"),
     path("try/rank", tryit.RoutePreviewApi.as_view(), name="try-rank"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", throttled_login(auth_views.LoginView.as_view(redirect_authenticated_user=True)), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -134,6 +134,18 @@ def test_compose_has_no_hard_coded_passwords_or_secrets():
     assert undocumented == set()
 
 
+def test_the_web_port_is_published_on_loopback_only_for_a_proxy_on_the_host():
+    published = {name: service.get("ports", []) for name, service in compose()["services"].items()}
+    assert published["web"] == ["127.0.0.1:8000:8000"]
+    assert all(port.startswith("127.0.0.1:") for ports in published.values() for port in ports), published
+    # the proxy's connections come from the network's gateway: the one address whose X-Forwarded-For counts
+    gateway = compose()["networks"]["default"]["ipam"]["config"][0]["gateway"]
+    assert env_example()["ROUTERHUB_TRUSTED_PROXIES"] == gateway
+    assert documented_environment()["ROUTERHUB_TRUSTED_PROXIES"] == gateway
+    web_sh = (PROJECT / "scripts" / "web.sh").read_text()
+    assert "--no-proxy-headers" in web_sh  # uvicorn itself believes no X-Forwarded-For
+
+
 def test_redis_needs_a_password_and_keeps_an_append_only_file():
     redis = compose()["services"]["redis"]
     command = " ".join(redis["command"])

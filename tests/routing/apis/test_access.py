@@ -60,6 +60,66 @@ def test_x_forwarded_for_counts_only_behind_the_configured_proxies(make_tenant, 
     assert guesser.post(ROUTE, {"prompt": "hi"}, HTTP_X_FORWARDED_FOR="198.51.100.99").status_code == 429
 
 
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(make_tenant, fitted, settings):
+    settings.ROUTERHUB_THROTTLE_FAILED_AUTH = "2/min"
+    settings.ROUTERHUB_TRUSTED_PROXIES = ["10.0.0.5"]
+    _, key = make_tenant()
+    # A client that reaches the web process directly: whatever it writes in the header, the lockout
+    # is its connection's address.
+    direct = ApiClient("rh_guess")
+    for i in range(2):
+        assert (
+            direct.post(
+                ROUTE, {"prompt": "hi"}, REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR=f"10.9.9.{i}"
+            ).status_code
+            == 401
+        )
+    forged = {"REMOTE_ADDR": "203.0.113.7", "HTTP_X_FORWARDED_FOR": "10.9.9.99"}
+    assert ApiClient(key).post(ROUTE, {"prompt": "hi"}, **forged).status_code == 429
+    assert ApiClient(key).post(ROUTE, {"prompt": "hi"}, REMOTE_ADDR="203.0.113.8").status_code == 200
+    # Through the proxy, clients are told apart by the address the proxy appended (the last one);
+    # what a client wrote to its left changes nothing.
+    for i in range(2):
+        via = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": f"10.9.9.{i}, 192.0.2.10"}
+        assert direct.post(ROUTE, {"prompt": "hi"}, **via).status_code == 401
+    guesser = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "10.9.9.77, 192.0.2.10"}
+    assert ApiClient(key).post(ROUTE, {"prompt": "hi"}, **guesser).status_code == 429
+    neighbour = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "192.0.2.20"}
+    assert ApiClient(key).post(ROUTE, {"prompt": "hi"}, **neighbour).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "remote, forwarded, client",
+    [
+        ("203.0.113.7", "192.0.2.1", "203.0.113.7"),  # not a proxy of ours: the header is ignored
+        ("10.0.0.5", "192.0.2.1", "192.0.2.1"),
+        ("10.0.0.5", "192.0.2.1, 10.0.0.6", "192.0.2.1"),  # two proxies of ours in a row
+        ("10.0.0.5", "2001:db8::1", "2001:db8::1"),
+        ("::ffff:10.0.0.5", "192.0.2.1", "192.0.2.1"),  # a dual-stack socket's IPv4-mapped peer
+        ("10.0.0.5", "192.0.2.1, not-an-address", "10.0.0.5"),  # our proxy wrote no address: itself
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("10.0.0.5", "10.0.0.7", "10.0.0.7"),  # only proxies: the first of them
+    ],
+)
+def test_the_client_address_is_the_nearest_hop_that_is_no_trusted_proxy(settings, remote, forwarded, client):
+    from django.test import RequestFactory
+
+    from routing.apis.throttling import client_address
+
+    settings.ROUTERHUB_TRUSTED_PROXIES = ["10.0.0.0/29"]
+    request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_address(request) == client
+
+
+def test_a_trusted_proxy_that_is_no_address_fails_the_system_checks(settings):
+    from django.core.checks import run_checks
+
+    assert "routing.E030" not in {e.id for e in run_checks()}
+    settings.ROUTERHUB_TRUSTED_PROXIES = ["10.0.0.5", "proxy.example.com"]
+    errors = [e for e in run_checks() if e.id == "routing.E030"]
+    assert len(errors) == 1 and "proxy.example.com" in errors[0].msg
+
+
 def test_anonymous_health_is_the_status_only_and_staff_see_the_details(fitted, client, admin_client):
     anonymous = client.get("/api/v1/health")
     assert anonymous.status_code == 200 and anonymous.json() == {"status": anonymous.json()["status"]}
