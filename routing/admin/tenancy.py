@@ -1,8 +1,16 @@
-"""Admin for tenants and their API keys: keys are issued by actions that show the secret once."""
+"""Admin for tenants and their API keys: keys are issued by actions that show the secret once.
+
+The secret is shown in the answer to the request that issued it, a page of its own: never in a
+message, whose cookie storage would send it back and forth in a ``Set-Cookie`` header (and keep it in
+the browser's cookie jar) until the next page is shown.
+"""
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from routing.admin.gateway import PresetInline
 from routing.models import ApiKey, BudgetPeriod, Tenant, TenantMembership
@@ -10,11 +18,21 @@ from routing.selectors.budgets import period_bounds
 from routing.services import tenancy
 
 
-def _show_key_once(request, issued) -> None:
-    messages.warning(
-        request,
-        f"New API key for {issued.api_key.tenant}: {issued.secret} — copy it now, it is not stored and will not be shown again.",
-    )
+def show_keys_once(request, model_admin, issued: list, *, what: str, back_url: str, back_label: str):
+    """The page that shows newly issued secrets: not cached anywhere, nothing of it in a cookie."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "New API key" if len(issued) == 1 else "New API keys",
+        "opts": model_admin.model._meta,
+        "issued": issued,
+        "what": what,
+        "back_url": back_url,
+        "back_label": back_label,
+    }
+    response = TemplateResponse(request, "admin/routing/new_api_keys.html", context)
+    add_never_cache_headers(response)
+    patch_cache_control(response, no_store=True)
+    return response
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -98,8 +116,15 @@ class TenantAdmin(admin.ModelAdmin):
             tenancy.tenant_budget_changed(tenant=obj)
 
     def response_add(self, request, obj, post_url_continue=None):
-        _show_key_once(request, tenancy.api_key_create(tenant=obj, name="created with the tenant"))
-        return super().response_add(request, obj, post_url_continue)
+        issued = tenancy.api_key_create(tenant=obj, name="created with the tenant")
+        return show_keys_once(
+            request,
+            self,
+            [issued],
+            what=f"The tenant {obj} was added, with its first API key.",
+            back_url=reverse("admin:routing_tenant_change", args=[obj.pk]),
+            back_label=f"Go on to {obj}",
+        )
 
     def has_issue_api_key_permission(self, request):
         return request.user.has_perm("routing.add_apikey")
@@ -113,10 +138,17 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Create a new API key (shown once)", permissions=["issue_api_key"])
     def issue_api_key(self, request, queryset):
-        for tenant in queryset:
-            _show_key_once(
-                request, tenancy.api_key_create(tenant=tenant, name=f"issued in the admin by {request.user}")
-            )
+        issued = [
+            tenancy.api_key_create(tenant=tenant, name=f"issued in the admin by {request.user}") for tenant in queryset
+        ]
+        return show_keys_once(
+            request,
+            self,
+            issued,
+            what=f"{len(issued)} API key{'' if len(issued) == 1 else 's'} issued.",
+            back_url=reverse("admin:routing_tenant_changelist"),
+            back_label="Back to the tenants",
+        )
 
 
 @admin.register(ApiKey)
@@ -141,7 +173,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
         secret = None if change else tenancy.api_key_fill(obj)
         super().save_model(request, obj, form, change)
         if secret:
-            _show_key_once(request, tenancy.IssuedKey(api_key=obj, secret=secret))
+            request.issued_api_key = tenancy.IssuedKey(api_key=obj, secret=secret)  # for response_add
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return show_keys_once(
+            request,
+            self,
+            [request.issued_api_key],
+            what=f"The API key {obj.prefix}… of {obj.tenant} was added.",
+            back_url=reverse("admin:routing_apikey_changelist"),
+            back_label="Back to the API keys",
+        )
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):

@@ -4,6 +4,8 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.http import HttpRequest
 from django.test import Client
 
 from routing.models import ApiKey, BudgetPeriod, Decision, Tenant
@@ -22,8 +24,34 @@ def admin_client_():
     return client
 
 
-def messages_of(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]] if response.context else []
+def shown_keys(response) -> list[str]:
+    return KEY.findall(response.content.decode())
+
+
+def cookie_texts(*jars) -> list[str]:
+    """Every cookie's value as sent, and — for Django's message cookie — the messages it carries."""
+    texts = []
+    for jar in jars:
+        for morsel in jar.values():
+            texts.append(morsel.OutputString())
+            if morsel.key == CookieStorage.cookie_name and morsel.value:
+                stored = CookieStorage(HttpRequest())._decode(morsel.value) or []
+                texts.extend(str(message) for message in stored)
+    return texts
+
+
+def assert_key_only_in_the_page(client, response) -> str:
+    """The secret is in the body of the answer to the request that issued it and nowhere else: no
+    header, no cookie set or kept (Django's message cookie would carry it to the next page)."""
+    found = {match for text in cookie_texts(response.cookies, client.cookies) for match in KEY.findall(text)}
+    found |= {match for name, value in response.items() for match in KEY.findall(f"{name}: {value}")}
+    assert found == set()
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    (key,) = shown_keys(response)
+    follow_up = client.get("/admin/")  # nothing carried over to the next page either
+    assert key not in follow_up.content.decode()
+    assert not any(key in text for text in cookie_texts(follow_up.cookies, client.cookies))
+    return key
 
 
 def test_adding_a_tenant_shows_its_first_key_once(admin_client_, fitted):
@@ -40,11 +68,8 @@ def test_adding_a_tenant_shows_its_first_key_once(admin_client_, fitted):
             "presets-TOTAL_FORMS": "0",
             "presets-INITIAL_FORMS": "0",
         },
-        follow=True,
     )
-    assert response.status_code == 200
-    shown = [KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m)]
-    assert len(shown) == 1
+    shown = [assert_key_only_in_the_page(admin_client_, response)]
     assert ApiClient(shown[0]).route().status_code == 200
     page = admin_client_.get(f"/admin/routing/tenant/{Tenant.objects.get(name='newco').id}/change/")
     assert shown[0] not in page.content.decode() and shown[0][:11] in page.content.decode()
@@ -55,9 +80,8 @@ def test_issue_key_action_and_revoke_action(admin_client_, make_tenant, fitted):
     response = admin_client_.post(
         "/admin/routing/tenant/",
         {"action": "issue_api_key", "_selected_action": [tenant.id]},
-        follow=True,
     )
-    new_key = next(KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m))
+    new_key = assert_key_only_in_the_page(admin_client_, response)
     assert ApiClient(new_key).route().status_code == 200
     old = ApiKey.objects.get(prefix=old_key[:11])
     admin_client_.post("/admin/routing/apikey/", {"action": "revoke", "_selected_action": [old.id]}, follow=True)
@@ -67,8 +91,8 @@ def test_issue_key_action_and_revoke_action(admin_client_, make_tenant, fitted):
 
 def test_adding_a_key_in_the_key_admin_shows_it_once(admin_client_, make_tenant, fitted):
     tenant, _ = make_tenant()
-    response = admin_client_.post("/admin/routing/apikey/add/", {"tenant": tenant.id, "name": "ci"}, follow=True)
-    key = next(KEY.search(m).group(0) for m in messages_of(response) if KEY.search(m))
+    response = admin_client_.post("/admin/routing/apikey/add/", {"tenant": tenant.id, "name": "ci"})
+    key = assert_key_only_in_the_page(admin_client_, response)
     assert ApiKey.objects.get(name="ci").key_hash != key
     assert ApiClient(key).route().status_code == 200
 
