@@ -46,7 +46,6 @@ from routing.services.gateway import (
     GatewayPlan,
     MeteredCall,
     gateway_fall_back,
-    gateway_finish,
     gateway_plan,
     metered_cost,
 )
@@ -241,7 +240,7 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
 def _meter_and_finish(*, decision_id, record: CallRecord, llm, input_tokens: int, metered, log_text: bool):
     if metered is None:  # counting an answer's tokens is CPU work: here, off the event loop
         metered = metered_cost(record=record, llm=llm, input_tokens=input_tokens)
-    return gateway_finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
+    return settlement.finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
 
 
 def _log_failure(future) -> None:

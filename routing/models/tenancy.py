@@ -110,6 +110,18 @@ class BudgetPeriod(models.Model):
     # Budget the web processes hold in leases (BudgetLease) for gateway calls not yet written as
     # decisions: not spent, but not available either — every reservation checks spent + leased.
     leased_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
+    # Spend (within spent_usd and overage_usd) of gateway calls admitted against a lease whose decision
+    # rows were never written: a row the database refused, or a lease swept after its process stopped
+    # (the database cannot tell which part of it the process had admitted, so all of it stays spent).
+    unwritten_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        db_default=0,
+        help_text="Spent on gateway calls whose decisions could not be written (included in spent and overage).",
+    )
+    unwritten_calls = models.PositiveIntegerField(
+        db_default=0, help_text="Gateway calls charged without a decision row (a swept lease's are not counted)."
+    )
     requests = models.PositiveIntegerField(default=0, help_text="Accepted route requests.")
     rejected_requests = models.PositiveIntegerField(
         default=0, help_text="Route requests refused because the budget was spent."
@@ -142,12 +154,21 @@ class BudgetPeriod(models.Model):
 class BudgetLease(models.Model):
     """A slice of a budget period held by one web process, which admits gateway calls against it in
     memory (``routing/services/budget_leases.py``). Its amount is counted in the period's
-    ``leased_usd`` until the process writes the calls' decisions or returns the rest; a lease whose
-    process stopped renewing it is returned by the periodic sweep once it has expired."""
+    ``leased_usd`` until the process writes the calls' decisions (or charges those it cannot write).
+    Returned, it keeps only what the process admitted and has not written yet; expired (its process
+    stopped renewing it), the sweep charges all it still holds as spent and keeps the row, so that a
+    late write of the same holder is not counted twice."""
 
     period = models.ForeignKey(BudgetPeriod, on_delete=models.CASCADE, related_name="leases")
     holder = models.CharField(max_length=100, help_text="host:pid:lease of the process that holds it.")
-    amount_usd = models.DecimalField(max_digits=20, decimal_places=10)
+    amount_usd = models.DecimalField(max_digits=20, decimal_places=10, help_text="Held: counted in leased_usd.")
+    unwritten_usd = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        db_default=0,  # also for the grant's INSERT, written in SQL
+        help_text="Charged as spent by the sweep and not yet matched by a write of its holder.",
+    )
+    returned_at = models.DateTimeField(null=True, blank=True, help_text="Given back: holds only admitted calls.")
     expires_at = models.DateTimeField()
 
     class Meta:

@@ -31,6 +31,7 @@ lost with the database; its spend was counted all the same (it stays leased unti
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -40,10 +41,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from routing.models import Decision
+from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import BudgetStatus
 from routing.services import rows
 from routing.services.budgets import counted_sql
@@ -69,52 +72,89 @@ WITH period AS (
 SELECT amount FROM granted
 """
 
-# Move a batch's reservations from the lease to the period's spend, count the calls in the period's
-# smoothed rates (as a reservation does) and renew the lease. If the lease was returned or swept
-# meanwhile (its amount, these calls' included, already given back), the spend is still counted —
-# only leased_usd is not reduced twice. The period row is locked first, as a grant locks it.
-_SETTLE_SQL = (
-    "WITH locked AS (SELECT id FROM routing_budgetperiod WHERE id = %(period)s FOR UPDATE), lease AS ("
-    " UPDATE routing_budgetlease SET amount_usd = amount_usd - %(amount)s,"
-    " expires_at = now() + make_interval(secs => %(ttl)s)"
-    " WHERE period_id = %(period)s AND holder = %(holder)s AND amount_usd >= %(amount)s"
-    " AND EXISTS (SELECT 1 FROM locked) RETURNING 1"
-    "), settled AS ("
-    " UPDATE routing_budgetperiod SET spent_usd = spent_usd + %(amount)s,"
-    " leased_usd = leased_usd - CASE WHEN EXISTS (SELECT 1 FROM lease) THEN %(amount)s ELSE 0 END,"
-    f" {counted_sql('%(calls)s')}"
-    " WHERE id = %(period)s RETURNING 1"
-    ")"
+# Move what a group of calls of one holder reserved to the period's spend, and count the calls in the
+# period's counter and smoothed rates (as a reservation does). What the calls reserved is taken first
+# from the holder's lease (``held``: it leaves leased_usd), then from what the sweep already charged
+# for the holder (``charged``: spent already — counted once), and whatever neither covers (``late``: a
+# grant the database lost) is counted all the same. New spend goes into spent_usd as far as the
+# limit allows, the rest into overage_usd — so no CHECK can refuse money already owed. Calls whose
+# decisions cannot be written (``written`` false) are charged alike and recorded as unwritten. A
+# returned lease whose last admitted calls are settled is deleted. The period row is locked first, as
+# a grant locks it.
+_SETTLE_SQL = """
+WITH period AS (
+    SELECT id, limit_usd - spent_usd - leased_usd AS headroom
+    FROM routing_budgetperiod WHERE id = %(period)s FOR UPDATE
+), lease AS (
+    SELECT id, amount_usd, unwritten_usd, returned_at IS NOT NULL AS returned FROM routing_budgetlease
+    WHERE period_id = %(period)s AND holder = %(holder)s AND EXISTS (SELECT 1 FROM period) FOR UPDATE
+), held AS (
+    SELECT p.id, p.headroom, l.id AS lease_id, l.returned, l.amount_usd AS lease_amount,
+           l.unwritten_usd AS lease_unwritten, LEAST(%(amount)s, coalesce(l.amount_usd, 0)) AS held
+    FROM period p LEFT JOIN lease l ON true
+), charged AS (
+    SELECT *, LEAST(%(amount)s - held, coalesce(lease_unwritten, 0)) AS charged FROM held
+), split AS (
+    SELECT *, %(amount)s - held - charged AS late, LEAST(%(amount)s - charged, GREATEST(headroom + held, 0)) AS to_spent
+    FROM charged
+), lease_kept AS (
+    UPDATE routing_budgetlease l
+    SET amount_usd = l.amount_usd - s.held, unwritten_usd = l.unwritten_usd - s.charged,
+        expires_at = now() + make_interval(secs => %(ttl)s)
+    FROM split s
+    WHERE l.id = s.lease_id AND NOT (s.returned AND s.lease_amount = s.held AND s.lease_unwritten = s.charged)
+    RETURNING 1
+), lease_done AS (
+    DELETE FROM routing_budgetlease l USING split s
+    WHERE l.id = s.lease_id AND s.returned AND s.lease_amount = s.held AND s.lease_unwritten = s.charged
+    RETURNING 1
+), settled AS (
+    UPDATE routing_budgetperiod b
+    SET spent_usd = b.spent_usd + s.to_spent,
+        overage_usd = b.overage_usd + (%(amount)s - s.charged - s.to_spent),
+        leased_usd = b.leased_usd - s.held,
+        unwritten_usd = b.unwritten_usd + CASE WHEN %(written)s THEN -s.charged ELSE s.held + s.late END,
+        unwritten_calls = b.unwritten_calls + CASE WHEN %(written)s THEN 0 ELSE %(calls)s END,
+        {counted}
+    FROM split s WHERE b.id = s.id
+    RETURNING s.late
 )
+""".format(counted=counted_sql("%(calls)s"))
 
-# Give back what a lease still holds (its holder no longer uses it): the row is deleted and its
-# amount leaves leased_usd — whatever the row holds then, so a lease swept meanwhile returns nothing.
+# Give back what the holder never admitted (``unadmitted``: the lease's ``remaining`` once the process
+# stopped admitting against it): from what the lease holds, then — a lease the sweep charged while its
+# holder was stalled — from what the sweep charged. What it holds for calls admitted and not yet
+# written stays held until they are written; a lease left with nothing is deleted.
 _RETURN_SQL = """
-WITH locked AS (
+WITH period AS (
     SELECT id FROM routing_budgetperiod WHERE id = %(period)s FOR UPDATE
 ), lease AS (
-    DELETE FROM routing_budgetlease
-    WHERE period_id = %(period)s AND holder = %(holder)s AND EXISTS (SELECT 1 FROM locked)
-    RETURNING amount_usd
+    SELECT id, amount_usd, unwritten_usd FROM routing_budgetlease
+    WHERE period_id = %(period)s AND holder = %(holder)s AND EXISTS (SELECT 1 FROM period) FOR UPDATE
+), released AS (
+    SELECT id, amount_usd, unwritten_usd, LEAST(%(unadmitted)s, amount_usd) AS released FROM lease
+), shares AS (
+    SELECT *, LEAST(%(unadmitted)s - released, unwritten_usd) AS uncharged FROM released
+), lease_kept AS (
+    UPDATE routing_budgetlease l
+    SET amount_usd = l.amount_usd - s.released, unwritten_usd = l.unwritten_usd - s.uncharged,
+        returned_at = now(), expires_at = now() + make_interval(secs => %(ttl)s)
+    FROM shares s WHERE l.id = s.id AND (s.amount_usd > s.released OR s.unwritten_usd > s.uncharged)
+    RETURNING 1
+), lease_done AS (
+    DELETE FROM routing_budgetlease l USING shares s
+    WHERE l.id = s.id AND s.amount_usd = s.released AND s.unwritten_usd = s.uncharged
+    RETURNING 1
 )
-UPDATE routing_budgetperiod SET leased_usd = leased_usd - (SELECT amount_usd FROM lease)
-WHERE id = %(period)s AND EXISTS (SELECT 1 FROM lease)
-RETURNING 1
-"""
-
-_RECLAIM_SQL = """
-WITH expired AS (
-    DELETE FROM routing_budgetlease WHERE expires_at < now() RETURNING period_id, amount_usd
-), totals AS (
-    SELECT period_id, sum(amount_usd) AS amount, count(*) AS leases FROM expired GROUP BY period_id
-), returned AS (
-    UPDATE routing_budgetperiod p SET leased_usd = p.leased_usd - t.amount FROM totals t WHERE p.id = t.period_id
-    RETURNING t.leases
-)
-SELECT coalesce(sum(leases), 0) FROM returned
+UPDATE routing_budgetperiod b
+SET leased_usd = b.leased_usd - s.released, spent_usd = b.spent_usd - s.uncharged,
+    unwritten_usd = b.unwritten_usd - s.uncharged
+FROM shares s WHERE b.id = %(period)s
+RETURNING s.amount_usd + s.unwritten_usd > 0
 """
 
 _PROCESS = f"{socket.gethostname()[:60]}:{os.getpid()}"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -268,47 +308,193 @@ class LeasedCall:
     lease: Lease
 
 
-def settle(calls: list[LeasedCall]) -> None:
-    """Write the decisions of calls admitted against leases, and move their reservations from the
-    leases to the periods' spend: one statement per lease, committed in one round trip each."""
+def settle(calls: list[LeasedCall]) -> list[LeasedCall]:
+    """Write the decisions of calls admitted against leases, and move their reservations from the leases
+    to the periods' spend: one statement per lease, committed in one round trip each. Returns the calls
+    whose decisions could not be written; their reservations are charged as spent all the same.
+
+    A statement that fails because of the database is tried again (``rows.retried``). One that fails
+    because of a row is split: each call on its own, then — a value PostgreSQL cannot store, such as a
+    NUL byte — with that value replaced, and a call still refused is charged without its decision. So
+    one call's row never keeps another's from being written, and no call is ever given back."""
     by_lease: dict[tuple[int, str], list[LeasedCall]] = {}
     for call in calls:
         by_lease.setdefault((call.lease.period_id, call.lease.holder), []).append(call)
-    for (period_id, holder), group in by_lease.items():
-        started = time.monotonic()
-        amount = sum((call.decision.reserved_usd for call in group), Decimal(0))
-        inserts, params = (
-            [],
-            {
-                "period": period_id,
-                "holder": holder,
-                "amount": amount,
-                "calls": len(group),
-                "now": timezone.now(),
-                "tau": group[0].lease.tau,
-                "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
-            },
-        )
-        for index, call in enumerate(group):
-            insert, row_params = rows.insert_from(call.decision, source="settled", prefix=f"d{index}_")
-            inserts.append(f"d{index} AS ({insert})")
-            params.update(row_params)
-        rows.transaction_in_one_round_trip(f"{_SETTLE_SQL}, {', '.join(inserts)} SELECT 1", params, wait_for_disk=False)
+    unwritten: list[LeasedCall] = []
+    for group in by_lease.values():
+        try:
+            rows.retried(lambda group=group: _settle(group, written=True))
+            continue
+        except Exception as error:
+            if rows.transient(error):  # the database stays unreachable: the rows are not at fault
+                unwritten += _charge(group, error)
+                continue
+            if len(group) > 1:
+                logger.warning(
+                    "writing %d gateway decisions of lease %s together failed (%s): writing them one at a time",
+                    len(group),
+                    group[0].lease.holder,
+                    error,
+                )
+            alone_error = error if len(group) == 1 else None
         for call in group:
+            if not _settle_alone(call, error=alone_error):
+                unwritten.append(call)
+    return unwritten
+
+
+def _settle_alone(call: LeasedCall, *, error: Exception | None) -> bool:
+    """Write one call's decision (``error``: the one its first try, alone, already met); whether it was
+    written. Not written, its reservation is charged."""
+    if error is None:
+        try:
+            rows.retried(lambda: _settle([call], written=True))
+            return True
+        except Exception as failed:
+            error = failed
+    if not rows.transient(error) and rows.make_storable(call.decision):
+        try:
+            rows.retried(lambda: _settle([call], written=True))
+            logger.warning("gateway decision %s was written with unstorable characters replaced", call.decision.id)
+            return True
+        except Exception as failed:
+            error = failed
+    _charge([call], error)
+    return False
+
+
+def _charge(calls: list[LeasedCall], error: Exception) -> list[LeasedCall]:
+    """Charge what ``calls`` (of one lease) reserved as spent, recorded as unwritten (their decisions could
+    not be written); ``calls``."""
+    for call in calls:
+        logger.error(
+            "gateway decision %s (tenant %s, budget period %s) could not be written (%s): its reservation of %s USD "
+            "is charged as spent and recorded as unwritten",
+            call.decision.id,
+            call.decision.tenant_id,
+            call.lease.period_id,
+            error,
+            call.decision.reserved_usd,
+        )
+    try:
+        rows.retried(lambda: _settle(calls, written=False))
+    except Exception as failed:
+        logger.error(
+            "charging %d unwritten gateway decision(s) failed too (%s): their reservations stay held in lease %s, "
+            "which the sweep charges as spent once it expires",
+            len(calls),
+            failed,
+            calls[0].lease.holder,
+        )
+    return calls
+
+
+def charge_unwritten(*, period_id: int, amount: Decimal) -> None:
+    """Charge ``amount`` to the period as the spend of a call without a decision row (what a call whose
+    decision could not be written cost beyond its reservation, once it was metered)."""
+    _statement(period_id=period_id, holder="", amount=amount, calls=0, tau=1.0, written=False, inserts=[])
+
+
+def _settle(calls: list[LeasedCall], *, written: bool) -> None:
+    started = time.monotonic()
+    lease = calls[0].lease
+    inserts = []
+    for index, call in enumerate(calls if written else []):
+        inserts.append(rows.insert_from(call.decision, source="settled", prefix=f"d{index}_"))
+    late = _statement(
+        period_id=lease.period_id,
+        holder=lease.holder,
+        amount=sum((call.decision.reserved_usd for call in calls), Decimal(0)),
+        calls=len(calls),
+        tau=lease.tau,
+        written=written,
+        inserts=inserts,
+    )
+    if written:
+        for call in calls:
             rows.saved(call.decision)
-        group[0].lease.renewed_at = max(group[0].lease.renewed_at, started)
+    lease.renewed_at = max(lease.renewed_at, started)
+    if late:
+        logger.warning(
+            "%s USD of gateway calls (decisions %s) settled against lease %s with nothing held for them: "
+            "counted all the same, beyond the limit as overage",
+            late,
+            ", ".join(str(call.decision.id) for call in calls),
+            lease.holder,
+        )
+
+
+def _statement(
+    *, period_id: int, holder: str, amount: Decimal, calls: int, tau: float, written: bool, inserts: list
+) -> Decimal:
+    """Run :data:`_SETTLE_SQL` with the decision ``inserts`` (``rows.insert_from``); the late amount."""
+    params = {
+        "period": period_id,
+        "holder": holder,
+        "amount": amount,
+        "calls": calls,
+        "written": written,
+        "now": timezone.now(),
+        "tau": tau,
+        "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
+    }
+    ctes = []
+    for index, (insert, row_params) in enumerate(inserts):
+        ctes.append(f", d{index} AS ({insert})")
+        params.update(row_params)
+    found = rows.transaction_in_one_round_trip(
+        f"{_SETTLE_SQL}{''.join(ctes)} SELECT late FROM settled", params, wait_for_disk=False
+    )
+    if not found:
+        raise LookupError(f"budget period {period_id} no longer exists")
+    return found[0][0]
 
 
 def return_lease(lease: Lease) -> bool:
-    """Give back what ``lease`` still holds; False when it held nothing any more (or was swept)."""
+    """Give back what ``lease`` holds that its process never admitted (it admits no more against it: the
+    lease was dropped from the book); False when there was nothing to give back or keep (given back
+    before, or settled and gone). Calls admitted and not yet written stay held until they are."""
     found = rows.transaction_in_one_round_trip(
-        _RETURN_SQL, {"period": lease.period_id, "holder": lease.holder}, wait_for_disk=False
+        _RETURN_SQL,
+        {
+            "period": lease.period_id,
+            "holder": lease.holder,
+            "unadmitted": lease.remaining,
+            "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
+        },
+        wait_for_disk=False,
     )
-    return bool(found)
+    return bool(found and found[0][0])
 
 
 def reclaim_expired() -> int:
-    """Return the expired leases (their processes stopped renewing them); how many there were."""
-    with connection.cursor() as cursor:
-        cursor.execute(_RECLAIM_SQL)
-        return int(cursor.fetchone()[0])
+    """Charge as spent what expired leases hold (their processes stopped renewing them: killed, or
+    stalled for a lease's lifetime); how many there were. A process admits calls in memory, so the
+    database cannot tell which part of a lease it had admitted: all of it stays spent, recorded as
+    unwritten, and the row stays, so that a late write or return of its holder finds what was charged
+    (a write is then not counted twice; a return takes back what was never admitted)."""
+    expired = BudgetLease.objects.filter(expires_at__lt=Now(), amount_usd__gt=0)
+    swept = 0
+    for period_id in sorted(set(expired.values_list("period_id", flat=True))):
+        with transaction.atomic():
+            period = BudgetPeriod.objects.select_for_update().get(id=period_id)  # locked first, as a settle does
+            leases = list(expired.select_for_update().filter(period_id=period_id))
+            total = sum((lease.amount_usd for lease in leases), Decimal(0))
+            for lease in leases:
+                logger.warning(
+                    "budget lease %s of %s expired holding %s USD: charged as spent, recorded as unwritten",
+                    lease.holder,
+                    period,
+                    lease.amount_usd,
+                )
+            BudgetLease.objects.filter(id__in=[lease.id for lease in leases]).update(
+                unwritten_usd=F("unwritten_usd") + F("amount_usd"), amount_usd=0
+            )
+            # spent + leased is unchanged, so the limit still holds
+            BudgetPeriod.objects.filter(id=period_id).update(
+                spent_usd=F("spent_usd") + total,
+                leased_usd=F("leased_usd") - total,
+                unwritten_usd=F("unwritten_usd") + total,
+            )
+            swept += len(leases)
+    return swept

@@ -11,9 +11,25 @@ the transaction is committed — and its locks released — by the database alon
 from __future__ import annotations
 
 import functools
+import re
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from django.db import connection, models
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from psycopg import Cursor, pq
+
+T = TypeVar("T")
+
+# A write that failed because of the database (connection lost, lock or statement timeout, deadlock,
+# serialization failure) is tried again this many times in all, after pauses growing from the first:
+# a database that restarts or fails over is usually back within a few seconds.
+WRITE_ATTEMPTS = 5
+RETRY_PAUSE_SECONDS = 0.1
+
+# What PostgreSQL's text and jsonb refuse in a string: NUL, and UTF-16 surrogates (Python strings can
+# hold them alone; UTF-8 cannot encode them).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def insert_from(instance: models.Model, *, source: str, prefix: str = "row_") -> tuple[str, dict]:
@@ -54,10 +70,10 @@ def transaction_in_one_round_trip(sql: str, params: dict, *, wait_for_disk: bool
     its rows. ``wait_for_disk=False`` commits without waiting for the WAL flush (see
     ``budgets.commit_without_waiting_for_disk`` for what that gives up).
 
-    Inside a transaction already open (an outer ``atomic()``, as in tests) the statement simply runs in
-    it: that transaction's commit is its caller's."""
+    Inside a transaction already open (an outer ``atomic()``, as in tests) the statement runs in it,
+    under a savepoint (a failure undoes the statement alone): that transaction's commit is its caller's."""
     if connection.in_atomic_block:
-        with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
             if not wait_for_disk:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(sql, params)
@@ -84,3 +100,58 @@ def transaction_in_one_round_trip(sql: str, params: dict, *, wait_for_disk: bool
                 connection.errors_occurred = True  # checked by Django before the connection is reused
             raise
         return cursor.fetchall()
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` came from the database rather than from the rows written: the same write may
+    succeed later. A refused value (NUL, a CHECK) is refused again; a lost connection may come back."""
+    return isinstance(error, OperationalError | InterfaceError)
+
+
+def retried(write: Callable[[], T]) -> T:
+    """``write()``, tried again after a pause (0.1 s, doubling) while the database fails, at most
+    :data:`WRITE_ATTEMPTS` times in all; an error of the rows themselves is raised at once, as is the
+    last one. A broken connection is closed between tries, so that the next one opens a new one."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return write()
+        except Exception as error:
+            if not transient(error) or attempt == WRITE_ATTEMPTS - 1:
+                raise
+            _recover_connection()
+            time.sleep(RETRY_PAUSE_SECONDS * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _recover_connection() -> None:
+    if connection.in_atomic_block or not connection.errors_occurred:
+        return
+    if connection.is_usable():
+        connection.errors_occurred = False
+    else:
+        connection.close()  # the next query connects again (or takes another from the pool)
+
+
+def storable(value):
+    """``value`` (a string, or lists and dicts of them) with what PostgreSQL cannot store in text or jsonb
+    — NUL and lone surrogates — replaced by U+FFFD, the character for one that could not be read."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(storable(item) for item in value)
+    return value
+
+
+def make_storable(instance: models.Model) -> bool:
+    """Replace, in every field of the unsaved ``instance``, what PostgreSQL cannot store (:func:`storable`);
+    whether anything changed."""
+    changed = False
+    for field in instance._meta.concrete_fields:
+        value = getattr(instance, field.attname)
+        cleaned = storable(value)
+        if cleaned != value:
+            setattr(instance, field.attname, cleaned)
+            changed = True
+    return changed

@@ -147,7 +147,7 @@ def test_calls_are_admitted_from_a_budget_lease_that_goes_back_when_the_server_s
 def test_a_json_answer_does_not_wait_for_its_metering_and_survives_it_failing(
     gateway, gateway_llms, openai_client, tenant_and_key, monkeypatch, caplog
 ):
-    from routing.gateway import calls
+    from routing.gateway import settlement
 
     tenant, _ = tenant_and_key
 
@@ -158,7 +158,7 @@ def test_a_json_answer_does_not_wait_for_its_metering_and_survives_it_failing(
     openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)  # warm: router and connections loaded
     settled()
     spent_before = BudgetPeriod.objects.get(tenant=tenant).spent_usd
-    monkeypatch.setattr(calls, "gateway_finish", database_fails)
+    monkeypatch.setattr(settlement, "gateway_finish", database_fails)
     started = time.monotonic()
     raw = openai_client.chat.completions.with_raw_response.create(model=CHEAP, messages=QUESTION, max_tokens=50)
     assert time.monotonic() - started < 2  # answered before the (slow) metering ended

@@ -1,9 +1,11 @@
 """Budget leases against real rows: grants, admission in memory, batched writes, return and sweep.
 
 The gateway's calls through leases (100 concurrent streams on a small budget, leases given back when
-the server stops) are in ``tests/processes/test_gateway.py``.
+the server stops) are in ``tests/processes/test_gateway.py``; writes retried after a database error,
+through the writer thread and outside any test transaction, in ``test_settlement.py``.
 """
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -127,13 +129,22 @@ def test_a_call_written_after_its_lease_went_back_still_counts(status):
     assert (period.spent_usd, period.leased_usd) == (CALL, 0)
 
 
-def test_the_sweep_returns_only_expired_leases(status):
+def expire(lease) -> None:
+    """The holder stopped renewing ``lease`` (its process was killed) a lifetime ago."""
+    BudgetLease.objects.filter(holder=lease.holder).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_the_sweep_charges_only_expired_leases(status):
     stopped, _ = LeaseBook().take(status=status, amount=CALL)
     alive, _ = LeaseBook().take(status=status, amount=CALL)
-    BudgetLease.objects.filter(holder=stopped.holder).update(expires_at=timezone.now() - timedelta(seconds=1))
+    expire(stopped)
     assert budget_leases.reclaim_expired() == 1
-    assert list(BudgetLease.objects.values_list("holder", flat=True)) == [alive.holder]
-    assert period_of(status).leased_usd == Decimal("0.20")
+    assert budget_leases.reclaim_expired() == 0  # charged once
+    period = period_of(status)
+    assert (period.leased_usd, period.spent_usd, period.unwritten_usd) == (Decimal("0.20"),) * 3
+    swept = BudgetLease.objects.get(holder=stopped.holder)  # kept: what was charged, for a late write to find
+    assert (swept.amount_usd, swept.unwritten_usd) == (0, Decimal("0.20"))
+    assert BudgetLease.objects.get(holder=alive.holder).amount_usd == Decimal("0.20")
 
 
 def test_idle_and_stale_leases_are_dropped_from_the_book(status, settings):
@@ -193,4 +204,141 @@ def test_a_lease_dropped_before_its_refill_gets_no_grant(status):
     assert book.all() == [lease]  # dropped (idle, or the process stops) before the refill ran
     assert budget_leases.return_lease(lease) is True
     book.refill(lease)
-    assert period_of(status).leased_usd == 0 and not BudgetLease.objects.exists()
+    # what the 11 admitted calls reserved stays held for their writes; nothing more was granted
+    assert period_of(status).leased_usd == BudgetLease.objects.get().amount_usd == Decimal("0.11")
+
+
+# --- settlement never loses or frees a call -----------------------------------------------------------
+
+
+@pytest.fixture
+def other(settings):
+    """A second tenant, whose calls share the writer's batches with the first one's."""
+    return budgets.budget_status_current(tenant=tenant_create(name="neighbour", budget_usd="4.00"))
+
+
+def test_one_unwritable_decision_is_charged_and_the_rest_of_its_batch_is_written(status, other, caplog):
+    mine, theirs = LeaseBook().take(status=status, amount=CALL)[0], LeaseBook().take(status=other, amount=CALL)[0]
+    good = LeasedCall(decision=decision_row(status), lease=mine)
+    bad = LeasedCall(decision=decision_row(other), lease=theirs)
+    bad.decision.prompt_tokens = -1  # a row the database refuses (a CHECK), whatever the retries
+    neighbour = LeasedCall(decision=decision_row(other), lease=theirs)
+    assert budget_leases.settle([good, bad, neighbour]) == [bad]
+    assert set(Decision.objects.values_list("id", flat=True)) == {good.decision.id, neighbour.decision.id}
+    mine_period, their_period = period_of(status), period_of(other)
+    assert (mine_period.spent_usd, mine_period.unwritten_usd, mine_period.requests) == (CALL, 0, 1)
+    # the refused call's reservation is spent, recorded as unwritten, never given back to the budget
+    assert (their_period.spent_usd, their_period.leased_usd) == (2 * CALL, Decimal("0.18"))
+    assert (their_period.unwritten_usd, their_period.unwritten_calls, their_period.requests) == (CALL, 1, 2)
+    assert str(bad.decision.id) in caplog.text
+    budget_leases.return_lease(theirs)
+    assert period_of(other).spent_usd == 2 * CALL and period_of(other).leased_usd == 0
+
+
+def test_a_nul_byte_in_the_prompt_does_not_keep_the_decision_from_being_written(status):
+    lease, _ = LeaseBook().take(status=status, amount=CALL)
+    calls = [decision(status, lease), decision(status, lease)]
+    calls[1].decision.routed_text = "hi\x00 tell me a long story"
+    calls[1].decision.alternatives = [{"llm": "org/odd\ud800-name"}]
+    assert budget_leases.settle(calls) == []
+    written = Decision.objects.get(id=calls[1].decision.id)
+    assert written.routed_text == "hi\ufffd tell me a long story"
+    assert written.alternatives == [{"llm": "org/odd\ufffd-name"}]
+    period = period_of(status)
+    assert (period.spent_usd, period.requests, period.unwritten_usd) == (2 * CALL, 2, 0)
+
+
+def test_a_lease_returned_before_its_calls_are_written_keeps_them_charged(status):
+    book = LeaseBook()
+    calls = [decision(status, book.take(status=status, amount=CALL)[0]) for _ in range(3)]
+    lease = calls[0].lease
+    assert book.all() == [lease]
+    assert budget_leases.return_lease(lease) is True  # gives back the 0.17 never admitted, not the 0.03
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd) == (0, 3 * CALL)
+    assert refreshed(status).remaining_usd == Decimal("4.00") - 3 * CALL  # not available to other calls
+    budget_leases.settle(calls)
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd, period.requests) == (3 * CALL, 0, 3)
+    assert Decision.objects.count() == 3 and not BudgetLease.objects.exists()
+
+
+def test_the_sweep_of_a_killed_process_lease_does_not_give_back_its_admitted_calls(status):
+    book = LeaseBook()
+    for _ in range(3):  # admitted, sent upstream, never written: the process was killed
+        book.take(status=status, amount=CALL)
+    lease = book.all()[0]
+    expire(lease)
+    assert budget_leases.reclaim_expired() == 1
+    # The database cannot know which part of a live lease was admitted: all of it stays spent.
+    assert refreshed(status).remaining_usd == Decimal("3.80")
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd, period.unwritten_usd) == (Decimal("0.20"), 0, Decimal("0.20"))
+
+
+def test_the_sweep_of_a_returned_lease_charges_exactly_its_admitted_calls(status):
+    book = LeaseBook()
+    for _ in range(3):
+        book.take(status=status, amount=CALL)
+    lease = book.all()[0]
+    budget_leases.return_lease(lease)  # the process stopped after returning it, before writing the calls
+    expire(lease)
+    assert budget_leases.reclaim_expired() == 1
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd, period.unwritten_usd) == (3 * CALL, 0, 3 * CALL)
+
+
+def test_a_write_after_the_sweep_counts_once_even_when_the_budget_is_spent_meanwhile(status):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    late = decision(status, lease)
+    expire(lease)  # the process stalled for a lease's lifetime
+    budget_leases.reclaim_expired()
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("4.00"))  # other calls spent the rest
+    assert budget_leases.settle([late]) == []
+    period = period_of(status)
+    assert Decision.objects.filter(id=late.decision.id).exists()
+    # charged by the sweep already: written now, not counted twice, not refused by the limit
+    assert (period.spent_usd, period.overage_usd, period.unwritten_usd, period.requests) == (
+        Decimal("4.00"),
+        0,
+        Decimal("0.19"),
+        1,
+    )
+    assert book.all() == [lease]
+    budget_leases.return_lease(lease)  # the holder is alive after all: what it never admitted comes back
+    period = period_of(status)
+    assert (period.spent_usd, period.unwritten_usd) == (Decimal("3.81"), 0) and not BudgetLease.objects.exists()
+
+
+def test_a_write_with_nothing_held_for_it_is_counted_beyond_the_limit_as_overage(status, caplog):
+    # A grant the database lost (a crash with relaxed commits), or any settle its lease cannot cover.
+    lost = budget_leases.Lease(period_id=status.period_id, holder="host:1:lost", tau=status.smoothing_seconds)
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.995"))
+    call = decision(status, lost)
+    assert budget_leases.settle([call]) == []
+    period = period_of(status)
+    assert Decision.objects.filter(id=call.decision.id).exists()
+    assert (period.spent_usd, period.overage_usd, period.requests) == (Decimal("4.00"), Decimal("0.005"), 1)
+    assert "host:1:lost" in caplog.text
+
+
+def test_the_admin_shows_what_was_charged_without_a_decision(status, other, client):
+    from django.contrib.auth import get_user_model
+
+    lease, _ = LeaseBook().take(status=other, amount=CALL)
+    bad = LeasedCall(decision=decision_row(other), lease=lease)
+    bad.decision.prompt_tokens = -1
+    budget_leases.settle([bad])
+    client.force_login(get_user_model().objects.create_superuser("staff", password="pw-123456"))
+    page = client.get("/admin/routing/budgetperiod/").content.decode()
+    cells = {  # tenant → {column: what the changelist shows}
+        re.search(r'/change/">([^<]+)</a>', row).group(1): dict(re.findall(r'class="field-(\w+)[^"]*">([^<]*)<', row))
+        for row in re.findall(r"<tr>(.*?)</tr>", page, re.S)
+        if "field-tenant" in row
+    }
+    assert (cells["neighbour"]["unwritten_usd"], cells["neighbour"]["unwritten_calls"]) == ("0.0100000000", "1")
+    assert cells["neighbour"]["spent_usd"] == "0.0100000000"  # charged, not given back
+    assert (cells["leases"]["unwritten_usd"], cells["leases"]["unwritten_calls"]) == ("0.0000000000", "0")
+    detail = client.get(f"/admin/routing/budgetperiod/{other.period_id}/change/").content.decode()
+    assert re.search(r"Unwritten usd:</label>\s*<div class=\"readonly\">0.0100000000</div>", detail)
