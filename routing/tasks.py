@@ -187,12 +187,13 @@ def resend_pending_jobs() -> dict:
 
 @shared_task(name="routing.reclaim_budget_leases", acks_late=True, soft_time_limit=60, time_limit=90)
 def reclaim_budget_leases() -> dict:
-    """Periodic sweep (every minute, a default beat schedule): give back to their budgets the leases of
-    web processes that stopped renewing them — killed while holding one (``budget_leases.py``)."""
-    returned = budget_leases.reclaim_expired()
-    if returned:
-        logger.warning("returned %d expired budget lease(s) of stopped web processes", returned)
-    return {"returned": returned}
+    """Periodic sweep (every minute, a default beat schedule): charge as spent what the leases of web
+    processes that stopped renewing them still hold — killed while holding one, their admitted calls
+    never written (``budget_leases.reclaim_expired``). Idempotent: a lease is charged once."""
+    swept = budget_leases.reclaim_expired()
+    if swept:
+        logger.warning("charged %d expired budget lease(s) of stopped web processes as spent", swept)
+    return {"swept": swept}
 
 
 @shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)

@@ -18,15 +18,26 @@ from ``leased_usd`` to ``spent_usd``. The guarantees stay those of a reservation
   again (the exact path, with its "budget spent" policy and 402). A call can be refused while other
   processes still hold up to about one call's estimate each in leases; an idle lease is returned
   after ``ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS``;
-- nothing is lost: a lease's row expires ``ROUTERHUB_GATEWAY_LEASE_SECONDS`` after it was last
-  renewed (every grant and every batch renews it). A process that died holding one leaves it
-  counted as leased — spend is over-counted, never under-counted — until the periodic sweep
-  (:func:`reclaim_expired`) returns it. A process uses a lease only within half its lifetime since
-  the last renewal, so a lease is never swept while its holder still admits calls against it.
+- no call is lost or freed: an admitted call's estimate stays in its lease (``leased_usd``) until the
+  call is settled — its decision written, or, when the database refuses the row whatever is tried
+  (:func:`settle`), charged as spent without it and recorded as unwritten. A lease given back
+  (:func:`return_lease`) returns only what its process never admitted; what it admitted stays held for
+  the writes still on their way;
+- a process that stops (killed, or stalled) stops renewing its lease: the row expires
+  ``ROUTERHUB_GATEWAY_LEASE_SECONDS`` after its last renewal (every grant and every settle renews it),
+  and the periodic sweep (:func:`reclaim_expired`) charges all it still holds as spent. Admission is
+  in memory, so the database cannot know which part of a live lease was admitted: what may have been
+  billed stays counted, at the cost of over-counting the part never admitted (at most the lease). The
+  swept row keeps what was charged: a late write of the same holder takes its share from there (counted
+  once), a late return of a stalled holder takes back what it never admitted. A process uses a lease
+  only within half its lifetime since the last renewal, so a lease is never swept while its holder
+  still admits calls against it;
+- a settle that finds nothing held for it (a grant lost by a database crash) still counts its calls:
+  into ``spent_usd`` as far as the limit allows, the rest into ``overage_usd``.
 
 Leases serve gateway calls with relaxed durability only (``decisions._relaxed_durability``): a
 decision written after its call was admitted may be lost with the process, as a relaxed commit may be
-lost with the database; its spend was counted all the same (it stays leased until swept).
+lost with the database; its spend was counted all the same (charged by the sweep).
 """
 
 from __future__ import annotations

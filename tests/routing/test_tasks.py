@@ -241,13 +241,17 @@ def test_default_schedules_are_created_once_and_admin_edits_are_kept(db):
     assert (sweep.crontab.minute, sweep.crontab.hour, sweep.enabled) == ("*", "*", True)
 
 
-def test_the_lease_sweep_returns_what_a_killed_web_process_held(db):
+def test_the_lease_sweep_charges_what_a_killed_web_process_held(db, settings):
+    settings.ROUTERHUB_GATEWAY_LEASE_CALLS, settings.ROUTERHUB_GATEWAY_LEASE_SHARE = 20, 8
     status = budget_status_current(tenant=tenant_create(name="killed", budget_usd="8"))
     LeaseBook().take(status=status, amount=Decimal("0.01"))  # a process that never returns its lease
-    assert tasks.reclaim_budget_leases.apply().get() == {"returned": 0}  # not expired yet: still its holder's
+    assert tasks.reclaim_budget_leases.apply().get() == {"swept": 0}  # not expired yet: still its holder's
     BudgetLease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert tasks.reclaim_budget_leases.apply().get() == {"returned": 1}
-    assert BudgetPeriod.objects.get(id=status.period_id).leased_usd == 0 and not BudgetLease.objects.exists()
+    assert tasks.reclaim_budget_leases.apply().get() == {"swept": 1}
+    assert tasks.reclaim_budget_leases.apply().get() == {"swept": 0}  # charged once
+    period = BudgetPeriod.objects.get(id=status.period_id)
+    # its admitted calls may have been billed: the 20 calls' estimates it held stay spent, not freed
+    assert (period.leased_usd, period.spent_usd, period.unwritten_usd) == (0, Decimal("0.20"), Decimal("0.20"))
 
 
 def test_refit_can_fit_the_learned_map_and_the_next_nightly_refit_keeps_it(routing_data, sent):
