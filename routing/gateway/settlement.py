@@ -104,7 +104,7 @@ def finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCall, log_t
     if unwritten is not None:
         beyond = metered.cost_usd - unwritten.decision.reserved_usd
         if beyond > 0:
-            rows.retried(lambda: budget_leases.charge_unwritten(period_id=unwritten.lease.period_id, amount=beyond))
+            rows.retried(lambda: budget_leases.charge_beyond_reservation(unwritten, beyond))
         return metered
     tries = [
         (record, metered, log_text),
@@ -122,8 +122,8 @@ def finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCall, log_t
                     decision_id=decision_id, record=r, metered=m, log_text=t
                 )
             )
-        except Exception as error:
-            if rows.transient(error) or number == len(tries) - 1 or not _is_database_error(error):
+        except (DatabaseError, UnicodeError, ValueError) as error:  # what was written, or the database
+            if rows.transient(error) or number == len(tries) - 1:
                 raise
             logger.warning("metering gateway decision %s failed (%s): trying again with less", decision_id, error)
             continue
@@ -131,10 +131,6 @@ def finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCall, log_t
             logger.warning("gateway decision %s was metered with part of its record left out or replaced", decision_id)
         return result
     raise AssertionError("unreachable")
-
-
-def _is_database_error(error: Exception) -> bool:
-    return isinstance(error, DatabaseError | UnicodeError | ValueError)
 
 
 def _storable(record: CallRecord) -> CallRecord:
@@ -153,8 +149,8 @@ def give_back(returned: list[Lease]) -> list[Future]:
 
 def _return(lease: Lease) -> None:
     try:
-        budget_leases.return_lease(lease)
-    except Exception:  # the sweep returns it once it expires
+        rows.retried(lambda: budget_leases.return_lease(lease))
+    except Exception:  # what it holds stays held; the sweep charges it once the lease expires
         logger.exception("returning the budget lease %s failed", lease.holder)
 
 

@@ -332,51 +332,53 @@ def settle(calls: list[LeasedCall]) -> list[LeasedCall]:
     for call in calls:
         by_lease.setdefault((call.lease.period_id, call.lease.holder), []).append(call)
     unwritten: list[LeasedCall] = []
+    attempts = rows.WRITE_ATTEMPTS
     for group in by_lease.values():
         try:
-            rows.retried(lambda group=group: _settle(group, written=True))
-            continue
+            rows.retried(lambda group=group: _settle(group, written=True), attempts=attempts)
         except Exception as error:
-            if rows.transient(error):  # the database stays unreachable: the rows are not at fault
-                unwritten += _charge(group, error)
-                continue
-            if len(group) > 1:
-                logger.warning(
-                    "writing %d gateway decisions of lease %s together failed (%s): writing them one at a time",
-                    len(group),
-                    group[0].lease.holder,
-                    error,
-                )
-            alone_error = error if len(group) == 1 else None
-        for call in group:
-            if not _settle_alone(call, error=alone_error):
-                unwritten.append(call)
+            if rows.transient(error):
+                # The database stayed unreachable through the retries: the rows are not at fault, and the
+                # rest of this batch is tried once each rather than holding up the writer again and again.
+                attempts = 1
+                unwritten += _charge(group, error, attempts=attempts)
+            else:
+                unwritten += _settle_one_by_one(group, error)
     return unwritten
 
 
-def _settle_alone(call: LeasedCall, *, error: Exception | None) -> bool:
-    """Write one call's decision (``error``: the one its first try, alone, already met); whether it was
-    written. Not written, its reservation is charged."""
-    if error is None:
-        try:
-            rows.retried(lambda: _settle([call], written=True))
-            return True
-        except Exception as failed:
-            error = failed
-    if not rows.transient(error) and rows.make_storable(call.decision):
-        try:
-            rows.retried(lambda: _settle([call], written=True))
-            logger.warning("gateway decision %s was written with unstorable characters replaced", call.decision.id)
-            return True
-        except Exception as failed:
-            error = failed
-    _charge([call], error)
-    return False
+def _settle_one_by_one(group: list[LeasedCall], error: Exception) -> list[LeasedCall]:
+    """Write each call of ``group`` (of one lease), whose statement failed with ``error``, on its own;
+    those that could not be written (charged)."""
+    if len(group) > 1:
+        logger.warning(
+            "writing %d gateway decisions of lease %s together failed (%s): writing them one at a time",
+            len(group),
+            group[0].lease.holder,
+            error,
+        )
+    unwritten = []
+    for call in group:
+        if len(group) > 1:
+            try:
+                rows.retried(lambda call=call: _settle([call], written=True))
+                continue
+            except Exception as failed:
+                error = failed
+        if not rows.transient(error) and rows.make_storable(call.decision):
+            try:
+                rows.retried(lambda call=call: _settle([call], written=True))
+                logger.warning("gateway decision %s was written with unstorable characters replaced", call.decision.id)
+                continue
+            except Exception as failed:
+                error = failed
+        unwritten += _charge([call], error)
+    return unwritten
 
 
-def _charge(calls: list[LeasedCall], error: Exception) -> list[LeasedCall]:
+def _charge(calls: list[LeasedCall], error: Exception, *, attempts: int = rows.WRITE_ATTEMPTS) -> list[LeasedCall]:
     """Charge what ``calls`` (of one lease) reserved as spent, recorded as unwritten (their decisions could
-    not be written); ``calls``."""
+    not be written: ``error``); ``calls``."""
     for call in calls:
         logger.error(
             "gateway decision %s (tenant %s, budget period %s) could not be written (%s): its reservation of %s USD "
@@ -388,7 +390,7 @@ def _charge(calls: list[LeasedCall], error: Exception) -> list[LeasedCall]:
             call.decision.reserved_usd,
         )
     try:
-        rows.retried(lambda: _settle(calls, written=False))
+        rows.retried(lambda: _settle(calls, written=False), attempts=attempts)
     except Exception as failed:
         logger.error(
             "charging %d unwritten gateway decision(s) failed too (%s): their reservations stay held in lease %s, "
@@ -400,10 +402,19 @@ def _charge(calls: list[LeasedCall], error: Exception) -> list[LeasedCall]:
     return calls
 
 
-def charge_unwritten(*, period_id: int, amount: Decimal) -> None:
-    """Charge ``amount`` to the period as the spend of a call without a decision row (what a call whose
-    decision could not be written cost beyond its reservation, once it was metered)."""
-    _statement(period_id=period_id, holder="", amount=amount, calls=0, tau=1.0, written=False, inserts=[])
+def charge_beyond_reservation(call: LeasedCall, amount: Decimal) -> None:
+    """Charge ``amount`` to the period of ``call``, whose decision could not be written, as unwritten
+    spend: what the call cost beyond its reservation (already charged), once it was metered. Nothing
+    of a lease pays for it: it goes into spent as far as the limit allows, the rest into overage."""
+    _statement(
+        period_id=call.lease.period_id,
+        holder="",
+        amount=amount,
+        calls=0,
+        tau=call.lease.tau,
+        written=False,
+        inserts=[],
+    )
 
 
 def _settle(calls: list[LeasedCall], *, written: bool) -> None:

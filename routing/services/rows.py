@@ -108,15 +108,15 @@ def transient(error: BaseException) -> bool:
     return isinstance(error, OperationalError | InterfaceError)
 
 
-def retried(write: Callable[[], T]) -> T:
+def retried(write: Callable[[], T], *, attempts: int = WRITE_ATTEMPTS) -> T:
     """``write()``, tried again after a pause (0.1 s, doubling) while the database fails, at most
-    :data:`WRITE_ATTEMPTS` times in all; an error of the rows themselves is raised at once, as is the
-    last one. A broken connection is closed between tries, so that the next one opens a new one."""
-    for attempt in range(WRITE_ATTEMPTS):
+    ``attempts`` times in all; an error of the rows themselves is raised at once, as is the last one.
+    A broken connection is closed between tries, so that the next one opens a new one."""
+    for attempt in range(attempts):
         try:
             return write()
         except Exception as error:
-            if not transient(error) or attempt == WRITE_ATTEMPTS - 1:
+            if not transient(error) or attempt == attempts - 1:
                 raise
             _recover_connection()
             time.sleep(RETRY_PAUSE_SECONDS * 2**attempt)

@@ -123,10 +123,11 @@ def test_returning_a_lease_gives_back_what_it_still_holds(status):
 
 def test_a_call_written_after_its_lease_went_back_still_counts(status):
     lease, _ = LeaseBook().take(status=status, amount=CALL)
-    budget_leases.return_lease(lease)  # its 0.20, the admitted call's 0.01 included, is available again
+    budget_leases.return_lease(lease)  # the 0.19 never admitted is available again; the call's 0.01 stays held
+    assert period_of(status).leased_usd == CALL
     budget_leases.settle([decision(status, lease)])
     period = period_of(status)
-    assert (period.spent_usd, period.leased_usd) == (CALL, 0)
+    assert (period.spent_usd, period.leased_usd) == (CALL, 0) and not BudgetLease.objects.exists()
 
 
 def expire(lease) -> None:

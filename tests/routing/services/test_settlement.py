@@ -88,8 +88,11 @@ def test_the_writer_thread_writes_each_call_of_a_batch_that_one_bad_row_failed(s
     metered = MeteredCall(cost_usd=Decimal("0.015"), input_tokens=10, output_tokens=5)
     record = CallRecord(status=Decision.CallStatus.OK, attempts=[], latency_ms=5.0, billed=True)
     settlement.finish(decision_id=bad.decision.id, record=record, metered=metered, log_text=False)
-    period = period_of(status)
+    before, period = period, period_of(status)
     assert (period.spent_usd, period.unwritten_usd) == (2 * CALL + Decimal("0.005"), Decimal("0.015"))
+    assert period.requests == 2  # the call was counted when it was charged
+    # pacing sees the extra spend as any other: smoothed over the period's own time constant
+    assert period.spend_rate == pytest.approx(before.spend_rate + 0.005 / status.smoothing_seconds, rel=1e-3)
 
 
 def test_metering_is_written_when_what_the_upstream_sent_holds_a_nul_byte(status):
