@@ -135,13 +135,15 @@ WITH period AS (
 # Give back what the holder never admitted (``unadmitted``: the lease's ``remaining`` once the process
 # stopped admitting against it): from what the lease holds, then — a lease the sweep charged while its
 # holder was stalled — from what the sweep charged. What it holds for calls admitted and not yet
-# written stays held until they are written; a lease left with nothing is deleted.
+# written stays held until they are written; a lease left with nothing is deleted. Only once: a second
+# return would give back again what the first left held for admitted calls.
 _RETURN_SQL = """
 WITH period AS (
     SELECT id FROM routing_budgetperiod WHERE id = %(period)s FOR UPDATE
 ), lease AS (
     SELECT id, amount_usd, unwritten_usd FROM routing_budgetlease
-    WHERE period_id = %(period)s AND holder = %(holder)s AND EXISTS (SELECT 1 FROM period) FOR UPDATE
+    WHERE period_id = %(period)s AND holder = %(holder)s AND returned_at IS NULL AND EXISTS (SELECT 1 FROM period)
+    FOR UPDATE
 ), released AS (
     SELECT id, amount_usd, unwritten_usd, LEAST(%(unadmitted)s, amount_usd) AS released FROM lease
 ), shares AS (

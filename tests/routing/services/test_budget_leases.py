@@ -258,6 +258,7 @@ def test_a_lease_returned_before_its_calls_are_written_keeps_them_charged(status
     period = period_of(status)
     assert (period.spent_usd, period.leased_usd) == (0, 3 * CALL)
     assert refreshed(status).remaining_usd == Decimal("4.00") - 3 * CALL  # not available to other calls
+    assert budget_leases.return_lease(lease) is False and period_of(status).leased_usd == 3 * CALL  # only once
     budget_leases.settle(calls)
     period = period_of(status)
     assert (period.spent_usd, period.leased_usd, period.requests) == (3 * CALL, 0, 3)
