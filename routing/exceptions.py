@@ -3,6 +3,8 @@ each into a JSON answer with its HTTP status, in one place."""
 
 from __future__ import annotations
 
+import re
+
 
 class RoutingError(ValueError):
     """A fit or profile cannot be done with the data at hand; the message says why."""
@@ -34,3 +36,13 @@ class InvalidFeedback(InvalidRouteRequest):
 
 class UnknownModel(LookupError):
     """A gateway request named a model the tenant cannot call (OpenAI answers 404 for both)."""
+
+
+class UnacceptableJSON(ValueError):
+    """A request body holds JSON the service cannot store or pass on (``routing/json_checks.py``);
+    ``path`` is where (``messages[0].content``), ``field`` its top-level field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.field = re.split(r"[.\[]", path, maxsplit=1)[0] or "non_field_errors"
+        super().__init__(message)

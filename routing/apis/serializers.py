@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import threading
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import LLM_NAME_MAX_LENGTH
+from routing.json_checks import UNSTORABLE
 from routing.prompt_text import message_text
 from routing.selection import MAX_LAMBDA
 from routing.strategies import STRATEGIES
@@ -118,20 +118,15 @@ class MessageContentField(serializers.Field):
             return data
         self.fail("invalid")
 
-
-# NUL, or a UTF-16 surrogate code point (only ever "lone" in a str: paired ones decode to one character).
-# PostgreSQL cannot store the first, UTF-8 cannot encode the second.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+    def to_representation(self, value):
+        return value
 
 
 def _check_storable(text: str | None) -> None:
-    """The JSON parser refuses these already (routing/apis/parsers.py); checked again here so the
+    """The JSON parser refuses these already (routing/json_checks.py); checked again here so the
     field is safe whatever parsed the request."""
     if isinstance(text, str) and UNSTORABLE.search(text):
         raise serializers.ValidationError("Text must not contain NUL characters or lone surrogates.")
-
-    def to_representation(self, value):
-        return value
 
 
 class MessageSerializer(serializers.Serializer):
