@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
 from registry.endpoints import API_KEY_ENV_PATTERN, validate_api_base
+from registry.gateway_fields import gateway_fields_problems
 from routerhub.model_constraints import valid_choice
 
 EMBEDDING_DIMENSIONS = 384
@@ -98,6 +100,12 @@ class LLM(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        problems = gateway_fields_problems(self.metadata)
+        if problems:
+            raise ValidationError({"metadata": problems})
 
     @property
     def has_api_key(self) -> bool:

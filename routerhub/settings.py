@@ -330,6 +330,14 @@ ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_L
 # Seconds a web process keeps the gateway's lookups (API key → tenant, LLM name, preset) before reading
 # them again: the bound on how long another process may still accept a revoked key (0: no cache).
 ROUTERHUB_GATEWAY_CACHE_SECONDS = float(os.environ.get("ROUTERHUB_GATEWAY_CACHE_SECONDS", "5"))
+# What a gateway call reserves for each image, audio and file part of its messages (their payload is
+# never counted as text): ceilings of the input tokens an LLM bills for one (routing/prompt_text.py).
+ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = int(os.environ.get("ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE", "5000"))
+ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO = int(os.environ.get("ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO", "10000"))
+ROUTERHUB_GATEWAY_TOKENS_PER_FILE = int(os.environ.get("ROUTERHUB_GATEWAY_TOKENS_PER_FILE", "50000"))
+# The max_tokens a gateway call is sent upstream with, and reserves for, when it sets no output limit
+# of its own (neither max_tokens nor max_completion_tokens): without one, nothing bounds the bill.
+ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS = int(os.environ.get("ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS", "4096"))
 # Characters of request and response text kept per call for tenants that turned text logging on.
 ROUTERHUB_GATEWAY_LOG_TEXT_CHARS = int(os.environ.get("ROUTERHUB_GATEWAY_LOG_TEXT_CHARS", "20000"))
 

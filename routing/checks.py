@@ -91,6 +91,10 @@ def gateway_settings_are_valid(app_configs, **kwargs):
         "ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS",
         "ROUTERHUB_UPSTREAM_MAX_CONNECTIONS",
         "ROUTERHUB_UPSTREAM_BODY_CHARS",
+        "ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE",
+        "ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO",
+        "ROUTERHUB_GATEWAY_TOKENS_PER_FILE",
+        "ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS",
     )
     errors = [
         Error(f"{name}={getattr(settings, name)!r} must be a positive number.", id="routing.E025")

@@ -22,6 +22,12 @@ class InvalidRouteRequest(ValueError):
         super().__init__(message)
 
 
+class FieldNotAccepted(InvalidRouteRequest):
+    """A gateway request sets a field (``field``, at the top level of the body) that changes what the
+    provider bills beyond the LLM's token prices, and no LLM it may go to accepts it
+    (``registry/gateway_fields.py``)."""
+
+
 class UnknownStrategy(InvalidRouteRequest):
     """A request named a strategy no routing state has been fitted with."""
 

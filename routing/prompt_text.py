@@ -16,6 +16,8 @@ question lands among greetings.
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,18 +81,98 @@ def embeddable(text: str) -> str:
 
 
 def estimated_tokens(text: str) -> int:
-    """Tokens of ``text``: counted exactly up to ``TOKEN_SAMPLE_CHARS``, extrapolated beyond.
+    """Tokens of ``text``: counted exactly up to ``TOKEN_SAMPLE_CHARS``; beyond, the length times the
+    densest (tokens per character) of ``SAMPLE_WINDOWS`` windows at random places, which together
+    are ``TOKEN_SAMPLE_CHARS`` long: tokenising a 200,000-character prompt in full would cost ~80 ms.
 
-    Only a cost estimate (the target LLM's tokenizer is unknown anyway, and feedback replaces the
-    estimate by the real count): tokenising a 200,000-character prompt in full would cost ~80 ms.
+    The estimate is reserved from a budget before the call, so it must not be low: the densest window
+    rather than the average, at random places rather than fixed ones, so that a long text cannot put
+    token-dense stretches (digits, symbols, CJK) where a fixed sample would not look. The target
+    LLM's tokenizer is unknown anyway; the gateway meters the provider's count after the call.
     """
     if len(text) <= TOKEN_SAMPLE_CHARS:
         return count_tokens([text])[0]
-    sample = count_tokens([text[:TOKEN_SAMPLE_CHARS]])[0]
-    return round(sample * len(text) / TOKEN_SAMPLE_CHARS)
+    width = TOKEN_SAMPLE_CHARS // SAMPLE_WINDOWS
+    starts = [_places.randrange(len(text) - width + 1) for _ in range(SAMPLE_WINDOWS)]
+    densest = max(count_tokens([text[start : start + width]])[0] for start in starts)  # each in this thread
+    return math.ceil(densest * len(text) / width)
 
 
 TOKEN_SAMPLE_CHARS = 4000
+SAMPLE_WINDOWS = 8
+_places = random.Random()
+
+
+# Content parts that are not text, by type: the ceiling they are counted at (a setting per kind) and
+# where their payload is (a URL or base64 data: never counted as text).
+MEDIA_PARTS = {
+    "image_url": ("image", ("image_url", "url")),
+    "input_audio": ("audio", ("input_audio", "data")),
+    "file": ("file", ("file", "file_data")),
+}
+
+
+def media_part_tokens() -> dict[str, int]:
+    return {
+        "image": settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE,
+        "audio": settings.ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO,
+        "file": settings.ROUTERHUB_GATEWAY_TOKENS_PER_FILE,
+    }
+
+
+def chat_input_tokens(messages: list[dict], others: dict) -> int:
+    """The most input tokens an LLM may bill for an OpenAI chat, as far as routerhub can tell: the
+    messages' text and ``TOKENS_PER_MESSAGE`` each, every other string sent with them (names, tool
+    calls and their arguments; in ``others``, the body's other fields: tool definitions, response
+    schemas, … — object keys below the top level too, since a schema's property names are read by
+    the LLM), and a ceiling per image, audio or file part (an assistant's earlier ``audio`` counts
+    as one; a part of a type routerhub does not know counts as a file, its strings as text)."""
+    ceilings = media_part_tokens()
+    texts = [message_text(m.get("content")) for m in messages]
+    media = 0
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type", "text")
+            if kind == "text":
+                continue  # in message_text
+            if kind in MEDIA_PARTS:
+                ceiling, (holder, payload) = MEDIA_PARTS[kind]
+                media += ceilings[ceiling]
+                part = {**part, holder: _without(part.get(holder), payload)}
+            elif kind != "refusal":
+                media += ceilings["file"]
+            strings_of(part, texts)
+        for key, value in message.items():
+            if key == "audio" and value is not None:
+                media += ceilings["audio"]
+            elif key not in ("role", "content"):
+                strings_of(value, texts)
+    for value in others.values():
+        if isinstance(value, (str, dict, list)):  # not the numbers and flags that set the call up
+            strings_of(value, texts)
+    return estimated_tokens("\n".join(texts)) + TOKENS_PER_MESSAGE * len(messages) + media
+
+
+def strings_of(value, out: list[str]) -> list[str]:
+    """Every string in ``value`` — object keys too — and every number written out, appended to ``out``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            out.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            out.append(str(item))
+    return out
+
+
+def _without(holder, payload: str):
+    return {k: v for k, v in holder.items() if k != payload} if isinstance(holder, dict) else None
 
 
 def route_input(*, prompt: str | None = None, messages: list[dict] | None = None) -> RoutedInput:

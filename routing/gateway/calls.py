@@ -168,6 +168,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
             input_tokens=input_tokens,
             output_tokens=chat.output_tokens,
             options=chat.options,
+            fields=chat.fields,
         )
     except GatewayError:
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from routing.exceptions import InvalidRouteRequest, NoActiveRoutingState, UnknownModel
+from routing.exceptions import FieldNotAccepted, InvalidRouteRequest, NoActiveRoutingState, UnknownModel
 from routing.services.budget_policies import BudgetExhausted
 
 
@@ -40,6 +40,8 @@ def invalid(message: str, param: str | None, code: str = "invalid_value") -> Gat
 
 def from_domain(exc: Exception) -> GatewayError | None:
     """The OpenAI-shaped answer to a domain error raised while planning a call (None: not one of ours)."""
+    if isinstance(exc, FieldNotAccepted):  # a field of the body itself, not a routing option
+        return invalid(str(exc), exc.field, "unsupported_parameter")
     if isinstance(exc, InvalidRouteRequest):
         param = exc.field if exc.field == "routerhub" else f"routerhub.{exc.field}"
         return invalid(str(exc), param)

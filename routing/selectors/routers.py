@@ -11,12 +11,14 @@ cache.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from registry.gateway_fields import FieldPrices, accepted_fields
 from registry.models import Prompt
 from registry.selectors import nearest_prompts, prompt_embeddings
 from registry.tokens import count_tokens
@@ -50,6 +52,10 @@ class RoutableLLM:
     # Where its API key comes from (routing/upstream/credentials.py); encrypted, never the key itself.
     api_key_encrypted: str = ""
     api_key_env: str = ""
+    # Request fields it accepts beyond what its token prices cover, with their prices
+    # (registry/gateway_fields.py); the fees per call of those a call sets, once priced (priced_for).
+    gateway_fields: tuple[tuple[str, FieldPrices], ...] = ()
+    usd_per_call: float = 0.0
 
     @classmethod
     def of(cls, llm, *, validation_error: float = float("nan"), n_validation_outcomes: int = 0, uses_fallback=False):
@@ -68,12 +74,37 @@ class RoutableLLM:
             uses_fallback=uses_fallback,
             api_key_encrypted=llm.api_key_encrypted,
             api_key_env=llm.api_key_env,
+            gateway_fields=tuple(sorted(accepted_fields(llm.metadata).items())),
         )
 
     def expected_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float:
         if self.usd_per_query is not None:
-            return self.usd_per_query
-        return ((self.usd_per_mtok_in or 0.0) * input_tokens + (self.usd_per_mtok_out or 0.0) * output_tokens) / 1e6
+            return self.usd_per_query + self.usd_per_call
+        tokens = (self.usd_per_mtok_in or 0.0) * input_tokens + (self.usd_per_mtok_out or 0.0) * output_tokens
+        return tokens / 1e6 + self.usd_per_call
+
+    def unaccepted(self, fields: Iterable[str]) -> list[str]:
+        """Those of ``fields`` this LLM is not given (its metadata does not list them)."""
+        accepted = {name for name, _ in self.gateway_fields}
+        return [name for name in fields if name not in accepted]
+
+    def priced_for(self, fields: Iterable[str]) -> RoutableLLM | None:
+        """This LLM as a call that sets ``fields`` is billed: each token price replaced by the highest
+        the fields' entries give, their fees per call added; None if it does not accept one of them."""
+        fields = list(fields)
+        if not fields:
+            return self
+        if self.unaccepted(fields):
+            return None
+        entries = [prices for name, prices in self.gateway_fields if name in fields]
+        given_in = [p.usd_per_mtok_in for p in entries if p.usd_per_mtok_in is not None]
+        given_out = [p.usd_per_mtok_out for p in entries if p.usd_per_mtok_out is not None]
+        return replace(
+            self,
+            usd_per_mtok_in=max(given_in) if given_in else self.usd_per_mtok_in,
+            usd_per_mtok_out=max(given_out) if given_out else self.usd_per_mtok_out,
+            usd_per_call=sum(p.usd_per_call for p in entries),
+        )
 
 
 @dataclass(frozen=True)

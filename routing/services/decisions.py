@@ -245,12 +245,18 @@ def _choose_within_budget(scoring: Scoring, status: BudgetStatus) -> tuple[int, 
 def _route_when_spent(
     scoring: Scoring, status: BudgetStatus, **context
 ) -> tuple[Decision, int, BudgetStatus, list[str]]:
-    """Nothing fits in what is left: the tenant's policy refuses (402) or picks the cheapest LLM."""
+    """Nothing fits in what is left: the tenant's policy refuses (402) or picks the cheapest LLM.
+
+    A call that named its LLM is refused whatever the policy: "the cheapest allowed LLM" of one
+    candidate would be that LLM, called on at any price after the budget is spent."""
     tenant = context["tenant"]
+    policy = (
+        budget_policies.RejectWhenSpent()
+        if isinstance(scoring.router, DirectCall)
+        else budget_policies.when_spent_policy(tenant)
+    )
     try:
-        choice = budget_policies.when_spent_policy(tenant).fallback(
-            costs=scoring.costs, allowed_mask=scoring.allowed, status=status
-        )
+        choice = policy.fallback(costs=scoring.costs, allowed_mask=scoring.allowed, status=status)
     except budget_policies.BudgetExhausted:
         budgets.count_rejection(status=status)
         raise

@@ -4,8 +4,9 @@ A gateway call is a decision like any other (``services/decisions.py`` makes it,
 reservation) whose spend routerhub measures itself:
 
 1. :func:`gateway_plan` — before the call: route (``routerhub-auto``, a preset) or take the named LLM,
-   reserve the estimated cost — the prompt's tokens plus ``max_tokens`` when the request sets it —
-   and list the candidates in the order they will be tried.
+   reserve the most the call can cost — every token sent (``routing/gateway/requests.py``) and the
+   output its ``max_tokens`` allows × ``n`` — at the prices of the fields it sets, and list the
+   candidates in the order they will be tried.
 2. :func:`gateway_fall_back` — the upstream failed before its first byte: move the decision, and its
    reservation, to the next candidate if that still fits the budget.
 3. :func:`gateway_finish` — after the call: replace the reservation by the upstream's ``usage`` × the
@@ -15,7 +16,7 @@ reservation) whose spend routerhub measures itself:
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
 budget ran out, of (actual cost − reservation) — with ``max_tokens`` set, only what the provider
-counts in the prompt beyond routerhub's own count (README, *Gateway*). A call whose process died
+counts in the prompt beyond routerhub's own estimate (README, *Gateway*). A call whose process died
 before it finished keeps its reservation (its estimated cost) as what it counts.
 """
 
@@ -32,7 +33,7 @@ from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from registry.tokens import count_tokens
-from routing.exceptions import InvalidRouteRequest
+from routing.exceptions import FieldNotAccepted, InvalidRouteRequest
 from routing.models import Decision, GatewayExchange, Tenant
 from routing.selectors.gateway import ModelTarget
 from routing.selectors.routers import RoutableLLM
@@ -86,8 +87,12 @@ def gateway_plan(
     input_tokens: int,
     output_tokens: int | None,
     options: RoutingOptions,
+    fields: tuple[str, ...] = (),
 ) -> GatewayPlan:
-    """Decide and reserve before the call; raises what ``route_create`` raises (400, 402, 503)."""
+    """Decide and reserve before the call; raises what ``route_create`` raises (400, 402, 503).
+
+    ``fields``: what the body sets that bills beyond token prices. Only LLMs that accept them are
+    candidates (a 400 naming the field when none does), reserved and metered at their prices."""
     if target.routed:
         preset = target.preset
         # The request's λ or quality target replaces the preset's (both: they are one choice).
@@ -106,6 +111,7 @@ def gateway_plan(
             preset=preset.name if preset else None,
             preset_llm_ids=preset.llm_ids if preset else None,
             source=Decision.Source.GATEWAY,
+            fields=fields,
         )
         result = route_create(tenant=tenant, api_key=api_key, request=request)
     else:
@@ -113,18 +119,32 @@ def gateway_plan(
             raise InvalidRouteRequest(
                 "routerhub", "Routing options apply to routerhub-auto models; this request names its LLM."
             )
+        llm = target.llm.priced_for(fields)
+        if llm is None:
+            refused = target.llm.unaccepted(fields)
+            raise FieldNotAccepted(
+                refused[0],
+                f"{target.llm.name} does not accept {', '.join(f'`{f}`' for f in refused)}: it changes what the "
+                "provider bills beyond the LLM's token prices, and the LLM's metadata must list it under "
+                "`gateway_fields`, with its prices, for routerhub to pass it on.",
+            )
         request = RouteRequest(
             text=text, input_tokens=input_tokens, output_tokens=output_tokens, source=Decision.Source.GATEWAY
         )
         started = time.perf_counter()
-        result = direct_create(tenant=tenant, api_key=api_key, llm=target.llm, request=request)
+        result = direct_create(tenant=tenant, api_key=api_key, llm=llm, request=request)
         result.budget_ms = (time.perf_counter() - started) * 1e3
+    # The LLMs as this call is billed (their prices for its fields): what metering multiplies usage by.
     chosen = Candidate(
-        llm=result.llm,
+        llm=result.llm.priced_for(fields),
         estimated_cost_usd=result.decision.estimated_cost_usd,
         predicted_quality=result.decision.predicted_quality,
     )
-    callable_fallbacks = [c for c in result.fallbacks if c.llm.api_base]
+    callable_fallbacks = [
+        Candidate(c.llm.priced_for(fields), c.estimated_cost_usd, c.predicted_quality)
+        for c in result.fallbacks
+        if c.llm.api_base
+    ]
     return GatewayPlan(
         decision_id=result.decision.id,
         tenant=tenant.name,

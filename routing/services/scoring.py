@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 
 from registry.models import LLM
-from routing.exceptions import InvalidRouteRequest
+from routing.exceptions import FieldNotAccepted, InvalidRouteRequest
 from routing.models import Decision, Tenant
 from routing.selection import select
 from routing.selectors.budgets import BudgetStatus
@@ -42,6 +42,9 @@ class RouteRequest:
     preset_llm_ids: frozenset[int] | None = None
     source: str = Decision.Source.ROUTE
     context: str = ""  # earlier turns and system prompts: they nudge the request's embedding (prompt_text.py)
+    # Fields the gateway passes on that bill beyond token prices: only LLMs that accept them are
+    # candidates, at the prices they give (registry/gateway_fields.py).
+    fields: tuple[str, ...] = ()
 
     @property
     def needs_api(self) -> bool:
@@ -132,6 +135,8 @@ def score(
         preset_llm_ids=request.preset_llm_ids,
         needs_api=request.needs_api,
     )
+    if request.fields:
+        costs, allowed = fields_priced(router.llms, request=request, costs=costs, allowed=allowed)
     max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
     if max_cost is not None and not (costs[allowed] <= max_cost).any():
         raise InvalidRouteRequest(
@@ -165,6 +170,35 @@ def score(
         cluster=router.cluster_of(embedding),
         notes=notes,
     )
+
+
+def fields_priced(
+    llms, *, request: RouteRequest, costs: np.ndarray, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The costs of a request that sets ``request.fields``, at the prices each LLM gives them, and its
+    candidates narrowed to the LLMs that accept them all; raises :class:`FieldNotAccepted` naming a
+    field when no candidate is left."""
+    priced = [llm.priced_for(request.fields) for llm in llms]
+    accepting = np.array([p is not None for p in priced], dtype=bool)
+    if not (allowed & accepting).any():
+        candidates = [llm for llm, ok in zip(llms, allowed) if ok]
+        refused = [f for f in request.fields if all(llm.unaccepted([f]) for llm in candidates)]
+        named = ", ".join(f"`{f}`" for f in (refused or request.fields))
+        raise FieldNotAccepted(
+            (refused or list(request.fields))[0],
+            f"No LLM this request may go to accepts {named}{'' if refused else ' together'}: "
+            "it changes what the provider bills beyond the LLM's token prices, and an LLM's metadata "
+            "must list it under `gateway_fields`, with its prices, for routerhub to pass it on.",
+        )
+    output_tokens = _first_set(request.output_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS)
+    costs = np.array(
+        [
+            cost if p is None else p.expected_cost_usd(input_tokens=request.input_tokens, output_tokens=output_tokens)
+            for cost, p in zip(costs, priced)
+        ],
+        dtype=np.float64,
+    )
+    return costs, allowed & accepting
 
 
 def quality_target_note(scoring: Scoring, choice: int) -> str | None:
