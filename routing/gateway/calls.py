@@ -167,6 +167,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
             text=text,
             input_tokens=input_tokens,
             output_tokens=chat.output_tokens,
+            expected_output_tokens=chat.expected_output_tokens,
             options=chat.options,
             fields=chat.fields,
         )

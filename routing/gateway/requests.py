@@ -97,6 +97,7 @@ class ChatRequest:
     client_wants_usage: bool
     input_tokens: int  # the most input the call can bill, as routerhub counts it
     output_tokens: int  # the most output it can bill: its output limit × n (+ a prediction's tokens)
+    expected_output_tokens: int  # what routing weighs: the expected output, within that limit, × n
     options: RoutingOptions
     upstream_body: dict  # without "model", which each attempt sets
     messages: list[dict]
@@ -252,6 +253,7 @@ def chat_request(body) -> ChatRequest:
             body["messages"], {key: value for key, value in body.items() if key not in READ}
         ),
         output_tokens=per_choice * choices + predicted_tokens,
+        expected_output_tokens=min(per_choice, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS) * choices,
         options=options,
         upstream_body=upstream,
         messages=body["messages"],

@@ -314,6 +314,7 @@ def _decision_row(
             lam=lam,
             quality_target=quality_target,
             exclude=choice,
+            weighed=scoring.ranking_costs,
         ),
         request={
             key: value

@@ -87,12 +87,15 @@ def gateway_plan(
     input_tokens: int,
     output_tokens: int | None,
     options: RoutingOptions,
+    expected_output_tokens: int | None = None,
     fields: tuple[str, ...] = (),
 ) -> GatewayPlan:
     """Decide and reserve before the call; raises what ``route_create`` raises (400, 402, 503).
 
-    ``fields``: what the body sets that bills beyond token prices. Only LLMs that accept them are
-    candidates (a 400 naming the field when none does), reserved and metered at their prices."""
+    ``output_tokens`` is reserved (the most the call can write); routing weighs the cost of
+    ``expected_output_tokens``. ``fields``: what the body sets that bills beyond token prices: only
+    LLMs that accept them are candidates (a 400 naming the field when none does), reserved and
+    metered at their prices."""
     if target.routed:
         preset = target.preset
         # The request's λ or quality target replaces the preset's (both: they are one choice).
@@ -108,6 +111,7 @@ def gateway_plan(
             else preset.max_cost_usd,
             strategy=options.strategy,
             output_tokens=output_tokens,
+            expected_output_tokens=expected_output_tokens,
             preset=preset.name if preset else None,
             preset_llm_ids=preset.llm_ids if preset else None,
             source=Decision.Source.GATEWAY,

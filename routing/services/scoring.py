@@ -35,9 +35,11 @@ class RouteRequest:
     quality_target: float | None = None
     max_cost_usd: float | None = None
     strategy: str | None = None
-    # The gateway's additions: the output length to reserve for (the request's max_tokens; None: the
-    # expected output), a preset's name and LLMs, and who calls the LLM.
+    # The gateway's additions: the output length to reserve for (the most the call can bill; None: the
+    # expected output), the output it is expected to write when that is less (what λ weighs: the
+    # expected cost, not the bound), a preset's name and LLMs, and who calls the LLM.
     output_tokens: int | None = None
+    expected_output_tokens: int | None = None
     preset: str | None = None
     preset_llm_ids: frozenset[int] | None = None
     source: str = Decision.Source.ROUTE
@@ -68,7 +70,7 @@ class Scoring:
 
     router: LoadedRouter | DirectCall
     losses: np.ndarray  # [llms] predicted loss
-    costs: np.ndarray  # [llms] estimated USD
+    costs: np.ndarray  # [llms] estimated USD: what a choice reserves, and what cost caps compare
     allowed: np.ndarray  # [llms] tenant's and request's candidates
     max_cost: float | None  # per-request cap
     lam: float | None
@@ -76,15 +78,25 @@ class Scoring:
     reason: str
     cluster: int | None
     notes: tuple[str, ...] = ()  # what the answer should tell about λ (budget pacing)
+    # [llms] the expected costs the choice weighs (λ·cost, cheapest meeting a quality target) when they
+    # are not ``costs``: a gateway call reserves the most it can cost, but is routed on what it should.
+    ranking_costs: np.ndarray | None = None
+
+    @property
+    def weighed(self) -> np.ndarray:
+        return self.costs if self.ranking_costs is None else self.ranking_costs
+
+    def within(self, max_cost: float | None) -> np.ndarray:
+        """The candidates whose reservation fits ``max_cost``."""
+        return self.allowed if max_cost is None else self.allowed & (self.costs <= max_cost)
 
     def select(self, max_cost: float | None) -> int:
         return int(
             select(
                 self.losses[None, :],
-                self.costs,
+                self.weighed,
                 lam=self.lam or 0.0,
-                allowed_mask=self.allowed,
-                max_cost=max_cost,
+                allowed_mask=self.within(max_cost),
                 quality_target=self.quality_target,
             )[0]
         )
@@ -99,6 +111,7 @@ class Scoring:
             lam=self.lam if lam is None else lam,
             quality_target=self.quality_target,
             exclude=exclude,
+            weighed=self.ranking_costs,
         )
 
 
@@ -127,7 +140,6 @@ def direct_scoring(llm: RoutableLLM, *, request: RouteRequest) -> Scoring:
 def score(
     router: LoadedRouter, *, tenant: Tenant, request: RouteRequest, embedding: np.ndarray, status: BudgetStatus
 ) -> Scoring:
-    costs = router.expected_costs(input_tokens=request.input_tokens, output_tokens=request.output_tokens)
     allowed = allowed_mask(
         router,
         tenant=tenant,
@@ -135,8 +147,13 @@ def score(
         preset_llm_ids=request.preset_llm_ids,
         needs_api=request.needs_api,
     )
+    llms = router.llms
     if request.fields:
-        costs, allowed = fields_priced(router.llms, request=request, costs=costs, allowed=allowed)
+        llms, allowed = fields_priced(router.llms, fields=request.fields, allowed=allowed)
+    costs = costs_of(llms, input_tokens=request.input_tokens, output_tokens=request.output_tokens)
+    ranking_costs = None
+    if request.expected_output_tokens not in (None, request.output_tokens):
+        ranking_costs = costs_of(llms, input_tokens=request.input_tokens, output_tokens=request.expected_output_tokens)
     max_cost = _first_set(request.max_cost_usd, tenant.default_max_cost_usd)
     if max_cost is not None and not (costs[allowed] <= max_cost).any():
         raise InvalidRouteRequest(
@@ -169,36 +186,36 @@ def score(
         reason=reason,
         cluster=router.cluster_of(embedding),
         notes=notes,
+        ranking_costs=ranking_costs,
     )
 
 
-def fields_priced(
-    llms, *, request: RouteRequest, costs: np.ndarray, allowed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The costs of a request that sets ``request.fields``, at the prices each LLM gives them, and its
-    candidates narrowed to the LLMs that accept them all; raises :class:`FieldNotAccepted` naming a
-    field when no candidate is left."""
-    priced = [llm.priced_for(request.fields) for llm in llms]
+def costs_of(llms, *, input_tokens: float, output_tokens: float | None) -> np.ndarray:
+    """Estimated USD per LLM (``LoadedRouter.expected_costs`` for LLMs priced for a call's fields)."""
+    output_tokens = _first_set(output_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS)
+    return np.array(
+        [llm.expected_cost_usd(input_tokens=input_tokens, output_tokens=output_tokens) for llm in llms],
+        dtype=np.float64,
+    )
+
+
+def fields_priced(llms, *, fields: tuple[str, ...], allowed: np.ndarray) -> tuple[list, np.ndarray]:
+    """The LLMs as a call that sets ``fields`` is billed (their prices for them), and the candidates
+    narrowed to those that accept them all; raises :class:`FieldNotAccepted` naming a field when no
+    candidate is left."""
+    priced = [llm.priced_for(fields) for llm in llms]
     accepting = np.array([p is not None for p in priced], dtype=bool)
     if not (allowed & accepting).any():
         candidates = [llm for llm, ok in zip(llms, allowed) if ok]
-        refused = [f for f in request.fields if all(llm.unaccepted([f]) for llm in candidates)]
-        named = ", ".join(f"`{f}`" for f in (refused or request.fields))
+        refused = [f for f in fields if all(llm.unaccepted([f]) for llm in candidates)]
+        named = ", ".join(f"`{f}`" for f in (refused or fields))
         raise FieldNotAccepted(
-            (refused or list(request.fields))[0],
+            (refused or list(fields))[0],
             f"No LLM this request may go to accepts {named}{'' if refused else ' together'}: "
             "it changes what the provider bills beyond the LLM's token prices, and an LLM's metadata "
             "must list it under `gateway_fields`, with its prices, for routerhub to pass it on.",
         )
-    output_tokens = _first_set(request.output_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS)
-    costs = np.array(
-        [
-            cost if p is None else p.expected_cost_usd(input_tokens=request.input_tokens, output_tokens=output_tokens)
-            for cost, p in zip(costs, priced)
-        ],
-        dtype=np.float64,
-    )
-    return costs, allowed & accepting
+    return [llm if p is None else p for llm, p in zip(llms, priced)], allowed & accepting
 
 
 def quality_target_note(scoring: Scoring, choice: int) -> str | None:
@@ -237,11 +254,13 @@ def lambda_and_target(*, tenant: Tenant, request: RouteRequest) -> tuple[float |
     return 0.0, None, Reason.BUDGET_PACING
 
 
-def ranked_indices(losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int) -> list[int]:
-    """Indices of the candidates (allowed, within the cost cap) other than ``exclude``, best first."""
+def ranked_indices(losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int, weighed=None) -> list[int]:
+    """Indices of the candidates (allowed, ``costs`` within the cost cap) other than ``exclude``, best
+    first by ``weighed`` costs (default: ``costs``)."""
     quality = 1.0 - losses
     if max_cost is not None:
         allowed = allowed & (costs <= max_cost)
+    costs = costs if weighed is None else weighed
     if quality_target is not None:
         # those that meet the target, cheapest first, then the rest by predicted quality
         keys = [(0, costs[i]) if quality[i] >= quality_target else (1, -quality[i]) for i in range(len(costs))]
@@ -251,12 +270,29 @@ def ranked_indices(losses, costs, *, allowed, max_cost, lam, quality_target, exc
 
 
 def ranked_alternatives(
-    router: LoadedRouter | DirectCall, losses, costs, *, allowed, max_cost, lam, quality_target, exclude: int
+    router: LoadedRouter | DirectCall,
+    losses,
+    costs,
+    *,
+    allowed,
+    max_cost,
+    lam,
+    quality_target,
+    exclude: int,
+    weighed=None,
 ) -> list[dict]:
-    """The next best candidates (allowed, within the cost cap), in the order the selector prefers them."""
+    """The next best candidates (allowed, within the cost cap), in the order the selector prefers them,
+    each with what it would reserve."""
     quality = 1.0 - losses
     order = ranked_indices(
-        losses, costs, allowed=allowed, max_cost=max_cost, lam=lam, quality_target=quality_target, exclude=exclude
+        losses,
+        costs,
+        allowed=allowed,
+        max_cost=max_cost,
+        lam=lam,
+        quality_target=quality_target,
+        exclude=exclude,
+        weighed=weighed,
     )
     return [
         {

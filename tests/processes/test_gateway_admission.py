@@ -351,3 +351,30 @@ def test_a_call_naming_its_llm_gets_402_when_the_budget_is_spent_whatever_the_po
     decision = Decision.objects.get(tenant=tenant)
     assert decision.lambda_reason == "budget_exhausted" and decision.overage_usd > 0
     assert BudgetPeriod.objects.get(tenant=tenant).rejected_requests == 1
+
+
+def test_routing_weighs_the_expected_cost_while_the_bound_is_reserved(
+    gateway, gateway_llms, upstream, tenant_and_key, settings
+):
+    """Without max_tokens a call reserves ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS of output, but λ weighs
+    what it is expected to cost, as /api/v1/route does: the same choice at every λ."""
+    _, key = tenant_and_key
+    settings.ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS = 4096
+    for lam in (30, 300, 3000, 30000, 300000):
+        expected = ranking(lam)
+        response = post(gateway, key, {"model": "routerhub-auto", "messages": QUESTION, "routerhub": {"lambda": lam}})
+        assert response.status_code == 200 and response.json()["model"] == expected, lam
+        settled()
+        decision = Decision.objects.get(id=response.headers["x-routerhub-decision-id"])
+        assert decision.estimated_cost_usd == price(expected, decision.prompt_tokens, 4096)
+
+
+def ranking(lam: float) -> str:
+    """The LLM /api/v1/route chooses for QUESTION at λ (for a tenant of its own, its decision deleted)."""
+    from routing.services.tenancy import api_key_create, tenant_create
+    from tests.fixtures.api import ROUTE, ApiClient
+
+    tenant = Tenant.objects.filter(name="ranking").first() or tenant_create(name="ranking", budget_usd="100")
+    answer = ApiClient(api_key_create(tenant=tenant).secret).post(ROUTE, {"messages": QUESTION, "lambda": lam}).json()
+    Decision.objects.filter(id=answer["decision_id"]).delete()
+    return answer["llm"]["name"]
