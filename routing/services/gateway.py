@@ -15,8 +15,8 @@ reservation) whose spend routerhub measures itself:
 
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
-budget ran out, of (actual cost − reservation) — with ``max_tokens`` set, only what the provider
-counts in the prompt beyond routerhub's own estimate (README, *Gateway*). A call whose process died
+budget ran out, of (actual cost − reservation): what the provider counts in the prompt beyond
+routerhub's own estimate (README, *Metering and the budget bound*). A call whose process died
 before it finished keeps its reservation (its estimated cost) as what it counts.
 """
 
