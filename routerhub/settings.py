@@ -295,6 +295,9 @@ ROUTERHUB_UPSTREAM_ALLOWED_HOSTS = _env_list("ROUTERHUB_UPSTREAM_ALLOWED_HOSTS")
 ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "5"))
 # The gateway's wait for an upstream's first byte, and between two streamed chunks.
 ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS", "120"))
+# The whole of one gateway call, from its arrival to the last streamed byte, fallbacks included: an
+# upstream that keeps a call open (keep-alive comments, a body sent a byte at a time) is cut off then.
+ROUTERHUB_UPSTREAM_DEADLINE_SECONDS = float(os.environ.get("ROUTERHUB_UPSTREAM_DEADLINE_SECONDS", "600"))
 ROUTERHUB_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("ROUTERHUB_UPSTREAM_MAX_CONNECTIONS", "2000"))
 # Connection pools per event loop for the gateway's upstream calls, used in turn (routing/upstream/http.py).
 ROUTERHUB_UPSTREAM_POOLS = int(os.environ.get("ROUTERHUB_UPSTREAM_POOLS", "8"))

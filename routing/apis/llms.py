@@ -26,7 +26,9 @@ class LlmListApi(ApiBase):
         class RoutableLlmSerializer(serializers.Serializer):
             name = serializers.CharField()
             provider = serializers.CharField()
-            api_base = serializers.CharField()
+            api_base = serializers.CharField(
+                required=False, help_text="Staff only: the endpoint routerhub calls (tenants call routerhub)."
+            )
             api_model = serializers.CharField()
             usd_per_mtok_in = serializers.FloatField(allow_null=True)
             usd_per_mtok_out = serializers.FloatField(allow_null=True)
@@ -42,6 +44,12 @@ class LlmListApi(ApiBase):
             def get_validation_accuracy(self, llm) -> float:
                 return round(1.0 - llm.validation_error, 6)
 
+            def to_representation(self, llm):
+                shown = super().to_representation(llm)
+                if not self.context.get("staff"):
+                    del shown["api_base"]  # where an LLM is served is the operator's business
+                return shown
+
         routing_state_version = serializers.IntegerField(source="version")
         strategy = serializers.CharField(source="strategy_name")
         llms = RoutableLlmSerializer(many=True)
@@ -49,6 +57,7 @@ class LlmListApi(ApiBase):
     @extend_schema(
         operation_id="llms_list",
         summary="The LLMs routed to, with prices and profiles",
+        description="Tenants see each LLM's name, prices and profile; staff also its endpoint (api_base).",
         responses={200: OutputSerializer, **errors(401, 503)},
     )
     def get(self, request):
@@ -60,7 +69,8 @@ class LlmListApi(ApiBase):
             llms = [llm for llm in llms if not allowed or llm.id in allowed]
         return Response(
             LlmListApi.OutputSerializer(
-                {"version": router.version, "strategy_name": router.strategy_name, "llms": llms}
+                {"version": router.version, "strategy_name": router.strategy_name, "llms": llms},
+                context={"staff": tenant is None},
             ).data
         )
 

@@ -5,16 +5,20 @@
 2. :func:`respond` (the event loop): try the candidates in order. A connection error, a timeout
    before the first byte, 408, 429 or 5xx (or a redirect, never followed) moves the decision and its
    reservation to the next candidate that still fits the budget; any other 4xx is the request's fault
-   and goes back to the client as the upstream sent it. Every attempt is recorded.
+   and goes back to the client with the upstream's status and message. Every attempt is recorded:
+   what failed for anyone who reads the decision, the upstream's words for staff only.
 3. The answer: a JSON body with ``model`` set to the LLM's name, or a stream relayed event by event
    (``routing/upstream/streams.py``). After the first streamed byte there is no fallback: a failure
-   becomes an error event in OpenAI's shape.
+   becomes an error event in OpenAI's shape. Answers are read within a size cap, and the whole call
+   ends by ``ROUTERHUB_UPSTREAM_DEADLINE_SECONDS``.
 4. :func:`~routing.services.gateway.gateway_finish` (a pool thread) replaces the reservation by the
    measured cost. A JSON answer does not wait for it: its cost (usage × the answering LLM's prices,
    ``X-Routerhub-Cost-Usd``) is computed here and the record is written while the answer is sent —
    until then the decision keeps its reservation, so the budget is never under-counted. A stream's
    record is written before its ``[DONE]``. A client that disconnects cancels the upstream call; what
    it used is metered in the background, since the cancelled request can no longer wait for anything.
+   What each attempt is charged — attempts cut off after the request was sent included — is
+   ``services/gateway.attempt_charge``'s rule.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import logging
 import math
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from functools import partial
 
 import httpx
 from django.conf import settings
@@ -42,9 +48,11 @@ from routing.selectors.routers import RoutableLLM
 from routing.selectors.tenancy import api_key_authenticate_cached
 from routing.services.decisions import Candidate
 from routing.services.gateway import (
+    Billing,
     CallRecord,
     GatewayPlan,
     MeteredCall,
+    attempt_charge,
     gateway_fall_back,
     gateway_plan,
     metered_cost,
@@ -52,20 +60,34 @@ from routing.services.gateway import (
 from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.credentials import CredentialError, upstream_api_key
 from routing.upstream.http import (
+    GATEWAY_TIMEOUT_STATUSES,
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_BYTES,
     REDACTED,
+    AnswerTooLarge,
+    BadAnswer,
     Timeouts,
+    aread_bounded,
     async_client,
     auth_headers,
     chat_completions_url,
     fallback_worthy,
+    plain,
+    public_text,
     redact,
 )
-from routing.upstream.streams import DONE, EventRelay, answer_text, sse_event
+from routing.upstream.streams import DONE, EventRelay, answer_text, scrub_json, sse_event
 
 Status = Decision.CallStatus
 logger = logging.getLogger(__name__)
 # Server-Timing's words for where a routed prompt's embedding came from (as /api/v1/route says them).
 _EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
+# After an upstream's [DONE], how long the end of its body is waited for (it normally came with it):
+# long enough to keep the connection for the next call, too short for an upstream to hold the client.
+AFTER_DONE_SECONDS = 1.0
+# A JSON answer's tokens are counted on the event loop up to this length, in a pool thread beyond
+# (counting is CPU work that holds up every call of the loop; the hop to a thread costs latency).
+COUNT_ON_THE_LOOP_CHARS = 16384
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,14 @@ class Prepared:
     secret: str | None = None  # the key sent to the current upstream: never passed on, stored or shown
     written: Future | None = None  # admitted against a budget lease: done once its decision is written
     llm: RoutableLLM | None = None  # the LLM of the current attempt: its prices meter the call
+    charges: list[MeteredCall] = field(default_factory=list)  # failed attempts an upstream may bill
+    deadline: float = math.inf  # the event loop's time by which the call ends, whatever the upstream does
+    sent: bool = False  # the current attempt's request reached the upstream whole (it may bill it)
+
+    async def trace(self, event: str, info: dict) -> None:
+        """httpx's trace hook: notes when the request has been sent in full."""
+        if event.endswith("send_request_body.complete"):
+            self.sent = True
 
     def scrub(self, data: bytes) -> bytes:
         """``data`` without the upstream's key (an endpoint that echoes it must not hand it to the client)."""
@@ -216,9 +246,7 @@ def _release_if_prepared(task: asyncio.Future) -> None:
     if task.cancelled() or task.exception() is not None:
         return
     prepared = task.result()
-    _finish_in_background(
-        prepared, CallRecord(status=Status.CANCELLED, attempts=[], latency_ms=prepared.ms(), billed=False)
-    )
+    _finish_in_background(prepared, CallRecord(status=Status.CANCELLED, attempts=[], latency_ms=prepared.ms()))
 
 
 def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall | None = None):
@@ -262,95 +290,205 @@ async def _finish(prepared: Prepared, record: CallRecord):
 
 
 def _record(prepared: Prepared, **fields) -> CallRecord:
+    allowed, reserved = _output_bounds(prepared.chat)
     return CallRecord(
         secrets=(prepared.secret,) if prepared.secret else (),
         attempts=prepared.attempts,
         latency_ms=prepared.ms(),
         request_body=prepared.chat.upstream_body if prepared.plan.log_text else None,
+        output_allowed=allowed,
+        output_reserved=reserved,
+        charges=list(prepared.charges),
         **fields,
     )
 
 
+def _output_bounds(chat: ChatRequest) -> tuple[int | None, int]:
+    """(the most output the upstream may bill — max_tokens × n as sent, None when the body sets no
+    bound —, the output tokens the reservation counted)."""
+    body = chat.upstream_body
+    limits = [body[name] for name in ("max_tokens", "max_completion_tokens") if _whole(body.get(name))]
+    choices = body["n"] if _whole(body.get("n")) else 1
+    allowed = max(limits) * choices if limits else None
+    reserved = chat.output_tokens if chat.output_tokens is not None else settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
+    return allowed, reserved
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _charge(prepared: Prepared, llm: RoutableLLM, attempt: dict, billing: str) -> None:
+    """Charge an attempt that failed after the upstream may have billed it (``Billing.UNSEEN``): the
+    prompt and the output the call reserved, at ``llm``'s prices. No text to count: cheap enough here."""
+    if billing == Billing.NONE:
+        return
+    allowed, reserved = _output_bounds(prepared.chat)
+    charge = attempt_charge(
+        llm=llm,
+        billing=billing,
+        input_tokens=prepared.plan.input_tokens,
+        output_reserved=reserved,
+        output_allowed=allowed,
+    )
+    prepared.charges.append(charge)
+    attempt["charged_usd"] = float(charge.cost_usd)
+
+
+def _with_charges(candidate: Candidate, charges: list[MeteredCall]) -> Candidate:
+    """``candidate`` with what earlier attempts are charged added to its estimate: the reservation a
+    fallback needs, since those charges stay."""
+    charged = sum((charge.cost_usd for charge in charges), Decimal(0))
+    return replace(candidate, estimated_cost_usd=candidate.estimated_cost_usd + charged) if charged else candidate
+
+
+def _deadline_passed(prepared: Prepared) -> str:
+    return (
+        f"no complete answer within the call's deadline of {settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS:g} s (timeout)"
+    )
+
+
 async def respond(prepared: Prepared):
-    """Try the candidates in order; the client's response (JSON, a stream, or an OpenAI-shaped error)."""
+    """Try the candidates in order; the client's response (JSON, a stream, or an OpenAI-shaped error).
+
+    Everything after the request's arrival happens before ``ROUTERHUB_UPSTREAM_DEADLINE_SECONDS``
+    (``prepared.deadline``): an attempt still waiting then is cut off and no other is started."""
     client = async_client()
+    read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
     timeouts = Timeouts.from_settings().httpx()
+    loop = asyncio.get_running_loop()
+    prepared.deadline = loop.time() + settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS - prepared.ms() / 1e3
     in_flight = False
     try:
         for index, upstream in enumerate(prepared.upstreams):
+            if loop.time() >= prepared.deadline:
+                break
             llm = upstream.candidate.llm
             attempt_started = time.perf_counter()
             attempt = {"llm": llm.name}
             prepared.attempts.append(attempt)
 
-            def failed(outcome: str, error: str, status: int | None = None, _a=attempt, _s=attempt_started) -> None:
+            def failed(
+                outcome: str,
+                error: str,
+                status: int | None = None,
+                *,
+                detail: str | None = None,
+                billing: str = Billing.NONE,
+                _a=attempt,
+                _s=attempt_started,
+                _llm=llm,
+            ) -> None:
+                """Record why the attempt failed: ``error`` for everyone who may read the decision (no
+                address, variable name or upstream body), ``detail`` for staff (the key removed)."""
                 _a.update(
                     outcome=outcome, status=status, error=error, latency_ms=round((time.perf_counter() - _s) * 1e3, 3)
                 )
+                if detail:
+                    _a["detail"] = detail
+                _charge(prepared, _llm, _a, billing)
 
             if index > 0 and not await _written(prepared):
                 failed("skipped", "its decision could not be written")
                 continue
             if index > 0 and not await in_thread(
-                gateway_fall_back, decision_id=prepared.plan.decision_id, candidate=upstream.candidate
+                gateway_fall_back,
+                decision_id=prepared.plan.decision_id,
+                candidate=_with_charges(upstream.candidate, prepared.charges),
             ):
                 failed("skipped", "its estimated cost no longer fits in the budget")
                 continue
             if upstream.problem:
-                failed("credentials", upstream.problem)
+                failed("credentials", "its API key is not configured", detail=upstream.problem)
                 continue
             prepared.secret = upstream.api_key
             prepared.llm = llm
+            prepared.sent = False
             body = {**prepared.chat.upstream_body, "model": llm.api_model or llm.name}
             request = client.build_request(
-                "POST", upstream.url, json=body, headers=auth_headers(upstream.api_key), timeout=timeouts
+                "POST",
+                upstream.url,
+                json=body,
+                headers=auth_headers(upstream.api_key),
+                timeout=timeouts,
+                extensions={"trace": prepared.trace},
             )
             in_flight = True
             try:
-                response = await client.send(request, stream=True)
+                async with asyncio.timeout_at(prepared.deadline):
+                    response = await client.send(request, stream=True)
             except UpstreamRefused as exc:
                 in_flight = False
-                failed("refused", str(exc))
+                failed("refused", "its endpoint's address may not be called", detail=str(exc))
                 continue
+            except TimeoutError:
+                in_flight = False
+                failed("timeout", _deadline_passed(prepared), billing=Billing.UNSEEN if prepared.sent else Billing.NONE)
+                break
             except httpx.TimeoutException:
                 in_flight = False
-                failed("timeout", "no answer before the timeout")
+                failed(
+                    "timeout",
+                    f"no answer within {read_timeout:g} s (timeout)",
+                    billing=Billing.UNSEEN if prepared.sent else Billing.NONE,
+                )
                 continue
             except (httpx.TransportError, ConnectionError) as exc:
                 in_flight = False
-                failed("connection_error", redact(f"{type(exc).__name__}: {exc}", upstream.api_key))
+                failed(
+                    "connection_error",
+                    "the connection failed",
+                    detail=redact(f"{type(exc).__name__}: {exc}", upstream.api_key),
+                )
                 continue
             status = response.status_code
             if not 200 <= status < 300:
-                raw = await _read_error_body(response)
+                raw = await _read_error_body(response, prepared.deadline)
                 in_flight = False
+                detail = redact(raw.decode("utf-8", "replace"), upstream.api_key)
                 if fallback_worthy(status) or 300 <= status < 400:
-                    what = "redirect (never followed)" if status < 400 else f"HTTP {status}"
-                    failed(
-                        f"http_{status}", f"{what}: {redact(raw.decode('utf-8', 'replace'), upstream.api_key)}", status
-                    )
+                    what = f"HTTP {status} (a redirect, never followed)" if status < 400 else f"HTTP {status}"
+                    # A proxy's gateway timeout: the LLM behind it may have worked on the request.
+                    billing = Billing.UNSEEN if status in GATEWAY_TIMEOUT_STATUSES else Billing.NONE
+                    failed(f"http_{status}", what, status, detail=detail, billing=billing)
                     continue
-                failed("client_error", redact(raw.decode("utf-8", "replace"), upstream.api_key), status)
-                await _finish(prepared, _record(prepared, status=Status.CLIENT_ERROR, billed=False))
-                return _passed_through(response, prepared.scrub(raw), prepared.headers(llm.name))
+                failed("client_error", f"HTTP {status}: the LLM refused the request", status, detail=detail)
+                await _finish(prepared, _record(prepared, status=Status.CLIENT_ERROR))
+                return _refused(prepared, upstream, status, raw)
             if prepared.chat.stream:
-                opened = await _first_chunk(response, failed)
+                opened = await _first_chunk(prepared, response, failed)
+                in_flight = False
                 if opened is None:
-                    in_flight = False
                     continue
                 attempt.update(outcome="ok", status=status)
-                in_flight = False  # the relay meters from here on
-                return _streaming_response(prepared, llm.name, response, *opened)
+                return _streaming_response(prepared, upstream, response, *opened)
             answered_at = time.perf_counter()  # the LLM's answer began: status line and headers
             try:
-                raw = await response.aread()
+                async with asyncio.timeout_at(prepared.deadline):
+                    raw = await aread_bounded(response, MAX_ANSWER_BYTES)
+            except TimeoutError:
+                in_flight = False
+                failed("timeout", _deadline_passed(prepared), status, billing=Billing.UNSEEN)
+                break
             except httpx.TimeoutException:
                 in_flight = False
-                failed("timeout", "the answer did not arrive before the timeout")
+                failed(
+                    "timeout", f"its answer stalled for {read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN
+                )
+                continue
+            except BadAnswer as exc:
+                in_flight = False
+                failed(exc.outcome, f"its answer was cut off: {exc}", status, billing=Billing.UNSEEN)
                 continue
             except httpx.TransportError as exc:
                 in_flight = False
-                failed("connection_error", f"{type(exc).__name__} while reading the answer")
+                failed(
+                    "connection_error",
+                    "the connection broke while its answer was read",
+                    status,
+                    detail=type(exc).__name__,
+                    billing=Billing.UNSEEN,
+                )
                 continue
             finally:
                 await response.aclose()
@@ -360,14 +498,22 @@ async def respond(prepared: Prepared):
             )
             return await _json_response(prepared, llm.name, raw, answered_at)
     except asyncio.CancelledError:
-        # The client left while an upstream was working on it: the prompt was sent, so it is paid for.
-        _finish_in_background(prepared, _record(prepared, status=Status.CANCELLED, billed=in_flight))
+        # The client left while an upstream was working on it: once the request was sent it is paid for —
+        # a JSON answer in full (the provider finishes it), a stream as far as it went (nothing: closing
+        # the connection stops the provider).
+        billing = Billing.NONE
+        if in_flight and prepared.sent:
+            billing = Billing.SEEN if prepared.chat.stream else Billing.UNSEEN
+        if in_flight and prepared.attempts:
+            prepared.attempts[-1].setdefault("outcome", Status.CANCELLED)
+        _finish_in_background(prepared, _record(prepared, status=Status.CANCELLED, billing=billing))
         raise
-    await _finish(prepared, _record(prepared, status=Status.FAILED, billed=False))
-    timed_out = all(a.get("outcome") == "timeout" for a in prepared.attempts if a.get("outcome") != "skipped")
-    summary = "; ".join(f"{a['llm']}: {a.get('outcome')}" for a in prepared.attempts)
+    await _finish(prepared, _record(prepared, status=Status.FAILED))
+    tried = [a for a in prepared.attempts if a.get("outcome") != "skipped"]
+    timed_out = bool(tried) and all(a.get("outcome") == "timeout" for a in tried)
+    summary = "; ".join(f"{a['llm']}: {a.get('error') or a.get('outcome')}" for a in prepared.attempts)
     return GatewayError(
-        504 if timed_out and prepared.attempts else 502,
+        504 if timed_out else 502,
         f"No LLM answered ({len(prepared.attempts)} attempt(s): {summary}).",
         type="upstream_error",
         code="upstream_timeout" if timed_out else "upstream_failed",
@@ -388,67 +534,118 @@ async def _written(prepared: Prepared) -> bool:
     return True
 
 
-async def _read_error_body(response: httpx.Response, limit: int = 65536) -> bytes:
-    """At most ``limit`` bytes of an error answer (an upstream cannot make the gateway hold a huge body)."""
+async def _read_error_body(response: httpx.Response, deadline: float) -> bytes:
+    """At most ``MAX_ERROR_BYTES`` of an error answer, read before ``deadline`` (an upstream cannot make
+    the gateway hold a huge body, or wait for one)."""
     chunks, size = [], 0
     try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-    except httpx.HTTPError:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in response.aiter_raw():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= MAX_ERROR_BYTES:
+                    break
+    except (httpx.HTTPError, TimeoutError):
         pass
     finally:
         await response.aclose()
-    return b"".join(chunks)[:limit]
+    return b"".join(chunks)[:MAX_ERROR_BYTES]
 
 
-def _passed_through(response: httpx.Response, raw: bytes, headers: dict) -> HttpResponse:
-    passed = HttpResponse(
-        raw, status=response.status_code, content_type=response.headers.get("content-type", "application/json")
-    )
-    for name, value in headers.items():
-        passed[name] = value
-    return passed
-
-
-async def _first_chunk(response: httpx.Response, failed):
-    """(first bytes, the rest of the stream), or None after recording why the stream never started."""
-    iterator = response.aiter_bytes()
+def _refused(prepared: Prepared, upstream: Upstream, status: int, raw: bytes) -> HttpResponse:
+    """A 4xx of the upstream as the client gets it: the same status, in OpenAI's shape, naming the LLM,
+    with the upstream's message (what the client may need to fix its request) stripped of secrets and
+    addresses — never the upstream's body as it came."""
+    name = upstream.candidate.llm.name
     try:
-        first = await anext(iterator)
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    error = error if isinstance(error, dict) else {}
+
+    def said(key: str, limit: int = 300) -> str | None:
+        value = error.get(key)
+        if not isinstance(value, str) or not value.strip():
+            return None
+        return public_text(value, upstream.api_key, hosts=_hosts(upstream), limit=limit)
+
+    message = said("message")
+    body = {
+        "error": {
+            "message": f"The LLM {name} refused the request (HTTP {status})" + (f": {message}" if message else "."),
+            "type": said("type", 60) or "invalid_request_error",
+            "param": said("param", 60),
+            "code": said("code", 60),
+        }
+    }
+    response = HttpResponse(
+        json.dumps(body, ensure_ascii=False).encode(), status=status, content_type="application/json"
+    )
+    for header, value in prepared.headers(name).items():
+        response[header] = value
+    return response
+
+
+def _hosts(upstream: Upstream) -> tuple[str, ...]:
+    """The upstream's host name: never shown to tenants (its endpoint is staff's business)."""
+    return (httpx.URL(upstream.url).host,)
+
+
+async def _first_chunk(prepared: Prepared, response: httpx.Response, failed):
+    """(first bytes, the rest of the stream), or None after recording why the stream never started."""
+    status = response.status_code
+    read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
+    if not plain(response):
+        await response.aclose()
+        failed("bad_answer", "its stream was compressed, which was not asked for", status, billing=Billing.UNSEEN)
+        return None
+    iterator = response.aiter_raw()
+    try:
+        async with asyncio.timeout_at(prepared.deadline):
+            first = await anext(iterator)
     except StopAsyncIteration:
         await response.aclose()
-        failed("empty_stream", "the stream ended before its first byte", response.status_code)
+        failed("empty_stream", "its stream ended before its first byte", status)
+        return None
+    except TimeoutError:
+        await response.aclose()
+        failed("timeout", _deadline_passed(prepared), status, billing=Billing.UNSEEN)
         return None
     except httpx.TimeoutException:
         await response.aclose()
-        failed("timeout", "no streamed byte before the timeout", response.status_code)
+        failed("timeout", f"no streamed byte within {read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN)
         return None
     except httpx.TransportError as exc:
         await response.aclose()
-        failed("connection_error", f"{type(exc).__name__} before the first streamed byte", response.status_code)
+        failed("connection_error", "its stream broke before its first byte", status, detail=type(exc).__name__)
         return None
     return first, iterator
 
 
 async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at: float) -> HttpResponse:
     ttft = (answered_at - prepared.started) * 1e3
-    raw = prepared.scrub(raw)
     try:
         payload = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict):
+        payload = scrub_json(payload, prepared.secret)
         payload["model"] = name
-        text = "".join(answer_text(c.get("message") or {}) for c in payload.get("choices") or [] if isinstance(c, dict))
+        choices = payload.get("choices")
+        text = "".join(
+            answer_text(c.get("message") or {})
+            for c in (choices if isinstance(choices, list) else [])
+            if isinstance(c, dict)
+        )
         usage = payload.get("usage")
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     else:  # not the JSON an OpenAI-compatible API sends: passed on as it is, its text counted
+        raw = prepared.scrub(raw)
         text, usage = raw.decode("utf-8", "replace"), None
-    record = _record(prepared, status=Status.OK, billed=True, usage=usage, answer_text=text, ttft_ms=ttft)
-    metered = metered_cost(record=record, llm=prepared.llm, input_tokens=prepared.plan.input_tokens)
+    record = _record(prepared, status=Status.OK, billing=Billing.SEEN, usage=usage, answer_text=text, ttft_ms=ttft)
+    meter = partial(metered_cost, record=record, llm=prepared.llm, input_tokens=prepared.plan.input_tokens)
+    # Counting a long answer's tokens would hold up every call of the event loop: a thread does it.
+    metered = await in_thread(meter) if len(text) > COUNT_ON_THE_LOOP_CHARS else meter()
     _finish_in_background(prepared, record, metered)  # written while the answer goes out
     await _written(prepared)  # the decision the answer names can be read once the client has it
     prepared.timings["upstream"] = prepared.ms() - prepared.timings.get("prepare", 0.0)
@@ -459,77 +656,105 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at:
     return response
 
 
-def _streaming_response(prepared: Prepared, name: str, upstream: httpx.Response, first: bytes, rest):
-    response = StreamingHttpResponse(
-        _relay(prepared, name, upstream, first, rest), content_type="text/event-stream; charset=utf-8"
+def _streaming_response(prepared: Prepared, upstream: Upstream, response: httpx.Response, first: bytes, rest):
+    name = upstream.candidate.llm.name
+    relay = EventRelay(
+        model=name, client_wants_usage=prepared.chat.client_wants_usage, secret=upstream.api_key, hosts=_hosts(upstream)
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # a proxy in front must not buffer the stream either
+    streamed = StreamingHttpResponse(
+        _relay(prepared, relay, response, first, rest), content_type="text/event-stream; charset=utf-8"
+    )
+    streamed["Cache-Control"] = "no-cache"
+    streamed["X-Accel-Buffering"] = "no"  # a proxy in front must not buffer the stream either
     for header, value in prepared.headers(name).items():
-        response[header] = value
-    return response
+        streamed[header] = value
+    return streamed
 
 
-async def _relay(prepared: Prepared, name: str, upstream: httpx.Response, first: bytes, rest):
-    """The client's stream: each upstream event as it arrives, rewritten; [DONE] once the call is metered."""
-    relay = EventRelay(model=name, client_wants_usage=prepared.chat.client_wants_usage)
+async def _relay(prepared: Prepared, relay: EventRelay, upstream: httpx.Response, first: bytes, rest):
+    """The client's stream: each upstream event as it arrives, rewritten; [DONE] once the call is metered.
+
+    A stream cut by its upstream (closed, an error event) is charged what was streamed; one cut by
+    routerhub — a stall past the read timeout, the call's deadline, an event or a stream over its
+    size cap — at least what the call reserved, since the provider may have gone on producing it."""
+    name = relay.model
     attempt = prepared.attempts[-1]
+    read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
     ttft = None
     ending = b""
     status = Status.OK
+    billing = Billing.SEEN
+    problem = None
     finished = False
     try:
         out = relay.feed(first)
         ttft = prepared.ms()
-        async for data in _chain(out, rest, relay):
-            yield prepared.scrub(data)
-        tail = relay.flush()
-        if tail and tail != DONE:
-            yield prepared.scrub(tail)
+        while True:
+            out = out.removesuffix(DONE)  # held back: sent once the call is metered
+            if out:
+                yield out
+            if relay.done:
+                await _drain(rest)
+                break
+            try:
+                async with asyncio.timeout_at(prepared.deadline):
+                    data = await anext(rest)
+            except StopAsyncIteration:
+                break
+            out = relay.feed(data)
+        tail = relay.flush().removesuffix(DONE)
+        if tail:
+            yield tail
         if relay.upstream_error is not None:
-            status = Status.INTERRUPTED
+            status, problem = Status.INTERRUPTED, "it reported an error mid-stream"
             ending = DONE
         elif not relay.done:
-            status = Status.INTERRUPTED
-            ending = sse_event(_stream_error("The LLM's stream ended before it was complete.")) + DONE
+            status, problem = Status.INTERRUPTED, "its stream ended before it was complete"
         else:
             ending = DONE
+    except TimeoutError:
+        status, billing, problem = Status.INTERRUPTED, Billing.UNSEEN, _deadline_passed(prepared)
     except httpx.TimeoutException:
-        status = Status.INTERRUPTED
-        ending = sse_event(_stream_error("The LLM stopped sending before the answer was complete (timeout).")) + DONE
+        status, billing, problem = (
+            Status.INTERRUPTED,
+            Billing.UNSEEN,
+            f"it sent nothing for {read_timeout:g} s (timeout)",
+        )
+    except AnswerTooLarge as exc:
+        status, billing, problem = Status.INTERRUPTED, Billing.UNSEEN, f"its answer was cut off: {exc}"
     except httpx.TransportError as exc:
-        status = Status.INTERRUPTED
-        ending = sse_event(_stream_error(f"The LLM's stream broke ({type(exc).__name__}).")) + DONE
+        status, problem = Status.INTERRUPTED, f"its stream broke ({type(exc).__name__})"
     except (asyncio.CancelledError, GeneratorExit):
         status = Status.CANCELLED
         attempt.update(outcome="cancelled")
         await upstream.aclose()  # cancels the upstream call: the provider stops generating
-        _finish_in_background(prepared, _stream_record(prepared, relay, status, ttft))
+        _finish_in_background(prepared, _stream_record(prepared, relay, status, ttft, billing))
         finished = True
         raise
     finally:
         if not finished:
             await upstream.aclose()
     if status != Status.OK:
-        attempt.update(outcome=status)
-    await _finish(prepared, _stream_record(prepared, relay, status, ttft))
+        attempt.update(outcome=status, error=problem)
+        if not ending:
+            ending = sse_event(_stream_error(f"The LLM {name} did not complete its answer: {problem}.")) + DONE
+    await _finish(prepared, _stream_record(prepared, relay, status, ttft, billing))
     yield ending
 
 
-async def _chain(first_out: bytes, rest, relay: EventRelay):
-    """Rewritten events of the first chunk and of every later one; [DONE] is held back by the caller."""
-    if first_out:
-        yield first_out.removesuffix(DONE)
-    async for data in rest:
-        out = relay.feed(data)
-        if out:
-            out = out.removesuffix(DONE)
-            if out:
-                yield out
+async def _drain(rest) -> None:
+    """Read what follows an upstream's [DONE] (normally just the end of the body, already received, so
+    the connection can be reused) — for a moment at most: an upstream that goes on is cut off."""
+    try:
+        async with asyncio.timeout(AFTER_DONE_SECONDS):
+            async for _ in rest:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
-def _stream_record(prepared: Prepared, relay: EventRelay, status: str, ttft: float | None) -> CallRecord:
-    return _record(prepared, status=status, billed=True, usage=relay.usage, answer_text=relay.text, ttft_ms=ttft)
+def _stream_record(prepared: Prepared, relay: EventRelay, status: str, ttft: float | None, billing: str) -> CallRecord:
+    return _record(prepared, status=status, billing=billing, usage=relay.usage, answer_text=relay.text, ttft_ms=ttft)
 
 
 def _stream_error(message: str) -> dict:

@@ -9,15 +9,16 @@ reservation) whose spend routerhub measures itself:
    candidates in the order they will be tried.
 2. :func:`gateway_fall_back` — the upstream failed before its first byte: move the decision, and its
    reservation, to the next candidate if that still fits the budget.
-3. :func:`gateway_finish` — after the call: replace the reservation by the upstream's ``usage`` × the
-   LLM's prices (tokens counted here when the upstream reports none), record attempts, latency, time
-   to first token and status, and keep the text if the tenant asked for it.
+3. :func:`gateway_finish` — after the call: replace the reservation by what the call is charged
+   (:func:`metered_cost`: each attempt the upstream may bill, its tokens × its LLM's prices), record
+   attempts, latency, time to first token and status, and keep the text if the tenant asked for it.
 
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
 budget ran out, of (actual cost − reservation): what the provider counts in the prompt beyond
-routerhub's own estimate (README, *Metering and the budget bound*). A call whose process died
-before it finished keeps its reservation (its estimated cost) as what it counts.
+routerhub's own estimate, itself at most that estimate again (:data:`REPORTED_PROMPT_TOKENS_BELIEVED`;
+README, *Metering and the budget bound*). A call whose process died before it finished keeps its
+reservation (its estimated cost) as what it counts.
 """
 
 from __future__ import annotations
@@ -180,19 +181,19 @@ def gateway_fall_back(*, decision_id: UUID, candidate: Candidate) -> bool:
     return True
 
 
-@dataclass
-class CallRecord:
-    """What the gateway saw of one call, from its first attempt to its last byte."""
+class Billing:
+    """What an attempt may be billed by its upstream — which decides what it is charged."""
 
-    status: str
-    attempts: list[dict]
-    latency_ms: float
-    billed: bool  # an upstream took the request (answered, or was cut off while at it): its tokens are paid for
-    ttft_ms: float | None = None
-    usage: dict | None = None  # the upstream's, when it sent one
-    answer_text: str = ""  # what the client received (counted when usage is missing)
-    request_body: dict | None = None  # kept only when the tenant logs text
-    secrets: tuple[str, ...] = ()  # the upstream's key: removed from any text that is kept
+    NONE = "none"  # no upstream took the request, or it refused it (4xx; 5xx but 504 and 524)
+    SEEN = "seen"  # its answer, whole or cut short by the upstream: the tokens routerhub received
+    # Sent, then cut off by routerhub (timeout, deadline, size cap; a proxy's 504/524) or left by the
+    # client before the answer came: the provider may have produced the whole answer.
+    UNSEEN = "unseen"
+
+
+# A provider counts the prompt with its own tokenizer and chat framing, so its count may exceed
+# routerhub's; beyond this many times routerhub's count, a reported prompt count is not believed.
+REPORTED_PROMPT_TOKENS_BELIEVED = 2
 
 
 @dataclass(frozen=True)
@@ -202,18 +203,90 @@ class MeteredCall:
     output_tokens: int | None
 
 
-def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, input_tokens: int) -> MeteredCall:
-    """What a call cost: the upstream's ``usage`` — or, where it sent none, routerhub's own count of the
-    prompt and of the answer's text — × the prices of ``llm``, the LLM that answered (a fallback's, when
-    the first choice failed). Nothing for a call no upstream took (``record.billed`` false)."""
-    if not record.billed or llm is None:
-        return MeteredCall(cost_usd=Decimal(0), input_tokens=None, output_tokens=None)
-    used_in, used_out = usage_tokens(record.usage)
-    used_in = input_tokens if used_in is None else used_in
-    if used_out is None:
-        used_out = count_tokens([record.answer_text])[0] if record.answer_text else 0
+NOT_CHARGED = MeteredCall(cost_usd=Decimal(0), input_tokens=None, output_tokens=None)
+
+
+@dataclass
+class CallRecord:
+    """What the gateway saw of one call, from its first attempt to its last byte."""
+
+    status: str
+    attempts: list[dict]
+    latency_ms: float
+    billing: str = Billing.NONE  # of the last attempt (see Billing)
+    ttft_ms: float | None = None
+    usage: dict | None = None  # the upstream's, when it sent one
+    answer_text: str = ""  # what the client received (counted when usage is missing)
+    request_body: dict | None = None  # kept only when the tenant logs text
+    secrets: tuple[str, ...] = ()  # the upstream's key: removed from any text that is kept
+    output_reserved: int = 0  # output tokens the reservation counted (max_tokens × n, or the expected length)
+    output_allowed: int | None = None  # the most output an upstream may bill: max_tokens × n as sent (None: unbounded)
+    charges: list[MeteredCall] = field(default_factory=list)  # earlier attempts an upstream may bill
+
+
+def attempt_charge(
+    *,
+    llm: RoutableLLM | None,
+    billing: str,
+    input_tokens: int,
+    output_reserved: int,
+    output_allowed: int | None,
+    usage: dict | None = None,
+    answer_text: str = "",
+) -> MeteredCall:
+    """What one attempt is charged, at the prices of its ``llm`` (README, *What a call is charged*):
+
+    - ``Billing.NONE``: nothing.
+    - the prompt: the upstream's ``prompt_tokens`` or routerhub's count (``input_tokens``), whichever is
+      larger, but at most :data:`REPORTED_PROMPT_TOKENS_BELIEVED` times routerhub's count;
+    - the answer: the upstream's ``completion_tokens`` or routerhub's count of the text received,
+      whichever is larger — and for ``Billing.UNSEEN`` at least ``output_reserved`` — but never more than
+      ``output_allowed``, the most the upstream was allowed to produce (max_tokens × n, as sent).
+
+    So an upstream reporting less than it sent does not make a call cheaper, one reporting absurd
+    usage does not make it dearer than the request allowed, and a call cut off before its answer was
+    seen is charged what the provider may have produced.
+    """
+    if billing == Billing.NONE or llm is None:
+        return NOT_CHARGED
+    reported_in, reported_out = usage_tokens(usage)
+    used_in = min(max(reported_in or 0, input_tokens), REPORTED_PROMPT_TOKENS_BELIEVED * input_tokens)
+    counted_out = count_tokens([answer_text])[0] if answer_text else 0
+    used_out = max(reported_out or 0, counted_out)
+    if billing == Billing.UNSEEN:
+        used_out = max(used_out, output_reserved)
+    if output_allowed is not None:
+        used_out = min(used_out, output_allowed)
     price = llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
     return MeteredCall(cost_usd=budgets.usd(price or 0.0), input_tokens=used_in, output_tokens=used_out)
+
+
+def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, input_tokens: int) -> MeteredCall:
+    """What a call cost: the charge of its last attempt (:func:`attempt_charge`, at the prices of
+    ``llm``, the LLM of that attempt — a fallback's, when the first choice failed) plus the charges
+    of earlier attempts an upstream may bill (``record.charges``)."""
+    last = attempt_charge(
+        llm=llm,
+        billing=record.billing,
+        input_tokens=input_tokens,
+        output_reserved=record.output_reserved,
+        output_allowed=record.output_allowed,
+        usage=record.usage,
+        answer_text=record.answer_text,
+    )
+    return total_charge([*record.charges, last])
+
+
+def total_charge(charges: list[MeteredCall]) -> MeteredCall:
+    """Charges added up (tokens too: each attempt's are billed); nothing charged stays nothing."""
+    charged = [charge for charge in charges if charge.input_tokens is not None]
+    if not charged:
+        return NOT_CHARGED
+    return MeteredCall(
+        cost_usd=sum((charge.cost_usd for charge in charged), Decimal(0)),
+        input_tokens=sum(charge.input_tokens for charge in charged),
+        output_tokens=sum(charge.output_tokens or 0 for charge in charged),
+    )
 
 
 def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCall, log_text: bool) -> MeteredCall:

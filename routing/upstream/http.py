@@ -11,14 +11,19 @@
   timeouts, connection errors), fix the configuration (401/403/404, refused address, missing key),
   or accept that this one request was refused (other 4xx).
 - What an upstream sends back is truncated and stripped of the request's credentials before it is
-  stored or shown (:func:`redact`): a hostile endpoint may echo the Authorization header.
+  stored or shown to staff (:func:`redact`): a hostile endpoint may echo the Authorization header.
+  What a tenant may see of it is less again (:func:`public_text`): no addresses, no variable names.
+- An upstream decides how much it sends and for how long; routerhub decides how much it reads
+  (:data:`MAX_ANSWER_BYTES`, :func:`aread_bounded`) and until when (``ROUTERHUB_UPSTREAM_DEADLINE_SECONDS``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -31,7 +36,33 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522
 CONFIGURATION_STATUSES = frozenset({401, 403, 404})
 # The gateway tries the next LLM on these (and on 5xx); any other 4xx is the request's own fault.
 FALLBACK_STATUSES = frozenset({408, 429})
+# A proxy in front of the LLM gave up waiting for it: the LLM may still have done the work.
+GATEWAY_TIMEOUT_STATUSES = frozenset({504, 524})
 REDACTED = "[redacted]"
+# The most of one answer routerhub reads: a JSON body, or all the events of a stream together. What
+# a provider bills is bounded by max_tokens; an answer this large is an upstream that does not stop.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024  # of an error answer: enough for any message, never a whole page
+
+
+# Answers are asked for uncompressed, so that what is read is what is counted (a small compressed
+# body can unpack to gigabytes); one compressed anyway is not read.
+PLAIN_ANSWERS = {"Accept-Encoding": "identity"}
+
+
+class BadAnswer(Exception):
+    """An upstream's answer routerhub does not read on: compressed though it was not asked to be."""
+
+    outcome = "bad_answer"  # the attempt's outcome, as recorded
+
+
+class AnswerTooLarge(BadAnswer):
+    """An upstream sent more than routerhub reads of one answer (or of one streamed event)."""
+
+    outcome = "too_large"
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} larger than {limit / 2**20:g} MiB")
 
 
 def fallback_worthy(status: int) -> bool:
@@ -75,6 +106,58 @@ def redact(text: str, *secrets: str | None, limit: int | None = None) -> str:
             text = text.replace(secret, REDACTED)
     limit = settings.ROUTERHUB_UPSTREAM_BODY_CHARS if limit is None else limit
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+_ADDRESS = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"  # IPv4, with a port
+    r"|\[?\b(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}\b\]?(?::\d+)?"  # IPv6
+)
+_VARIABLE = re.compile(r"\bROUTERHUB_[A-Z0-9_]*")
+
+
+def public_text(text: str, *secrets: str | None, hosts: tuple[str, ...] = (), limit: int = 300) -> str:
+    """What a tenant may read of an upstream's words (an error message): no secrets, no IP address,
+    none of ``hosts`` (the endpoint's own name), no ``ROUTERHUB_`` variable name, one line, short."""
+    text = redact(" ".join(text.split()), *secrets, limit=limit)
+    for host in hosts:
+        if host:
+            text = text.replace(host, "[host]")
+    return _VARIABLE.sub("[setting]", _ADDRESS.sub("[address]", text))
+
+
+def plain(response: httpx.Response) -> bool:
+    """The answer is not compressed (it was asked for as it is: :data:`PLAIN_ANSWERS`)."""
+    return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+
+
+async def aread_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed ``response``; :class:`AnswerTooLarge` as soon as it passes ``limit`` bytes
+    (nothing more is read: the caller closes the response), :class:`BadAnswer` if it is compressed."""
+    if not plain(response):
+        raise BadAnswer("it was compressed, which was not asked for")
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge("an answer", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(response: httpx.Response, limit: int, *, deadline: float | None = None) -> bytes:
+    """:func:`aread_bounded` for the blocking client; past ``deadline`` (``time.monotonic()``) the read
+    stops with ``httpx.ReadTimeout`` — checked at each chunk, so at most one read timeout late."""
+    if not plain(response):
+        raise BadAnswer("it was compressed, which was not asked for")
+    chunks, size = [], 0
+    for chunk in response.iter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge("an answer", limit)
+        if deadline is not None and time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the answer did not end before the call's deadline")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # --- transports: check the address, then connect to exactly that address ------------------------
@@ -132,6 +215,7 @@ def sync_client() -> httpx.Client:
                 transport=GuardedTransport(limits=_limits(), retries=0),
                 follow_redirects=False,
                 timeout=Timeouts.from_settings().httpx(),
+                headers=PLAIN_ANSWERS,
                 trust_env=False,  # no proxy or .netrc taken from the environment
             )
         return _sync_client
@@ -155,6 +239,7 @@ def async_client() -> httpx.AsyncClient:
                 transport=AsyncGuardedTransport(limits=limits, retries=0),
                 follow_redirects=False,
                 timeout=Timeouts.from_settings().httpx(),
+                headers=PLAIN_ANSWERS,
                 trust_env=False,
             )
             for _ in range(pools)

@@ -274,9 +274,10 @@ def test_fallbacks_follow_the_ranking_and_every_attempt_is_recorded(
         (second, "http_429", 429),
         (third, "ok", 200),
     ]
-    assert "fake failure 500" in call["attempts"][0]["error"]
+    assert call["attempts"][0]["error"] == "HTTP 500" and "fake failure" not in json.dumps(call)  # for tenants
     settled()
     decision = Decision.objects.get(id=raw.headers["x-routerhub-decision-id"])
+    assert "fake failure 500" in decision.attempts[0]["detail"]  # the upstream's words, for staff
     assert decision.llm.name == third  # the decision, and its reservation, moved to the LLM that answered
 
 
@@ -302,7 +303,10 @@ def test_a_timeout_before_the_first_byte_falls_back_and_all_failing_is_a_502(
     assert third not in [c.model for c in upstream.calls]  # at most ROUTERHUB_GATEWAY_MAX_ATTEMPTS LLMs
     settled()
     decision = Decision.objects.order_by("created_at").last()
-    assert decision.call_status == "failed" and decision.reserved_usd == 0 and decision.actual_cost_usd == 0
+    # the first timed out after the request was sent: charged the prompt and the output reserved (no
+    # max_tokens: the expected length); the 503 is not charged
+    charged = price(first, decision.prompt_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS)
+    assert decision.call_status == "failed" and decision.reserved_usd == decision.actual_cost_usd == charged
     assert [a["outcome"] for a in decision.attempts] == ["timeout", "http_503"]
     upstream.set_behaviour(second, status=None, latency_seconds=3)
     with pytest.raises(openai.APIStatusError) as timed_out:
@@ -651,7 +655,8 @@ def test_an_llm_pointing_at_an_unlisted_private_address_is_never_called(
     assert failure.value.status_code == 502 and upstream.calls == []
     settled()
     attempt = Decision.objects.get().attempts[0]
-    assert attempt["outcome"] == "refused" and "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS" in attempt["error"]
+    assert attempt["outcome"] == "refused" and attempt["error"] == "its endpoint's address may not be called"
+    assert "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS" in attempt["detail"]  # for staff
 
 
 def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
@@ -669,7 +674,7 @@ def test_the_llms_key_is_sent_upstream_and_never_stored_or_returned(
         openai_client.chat.completions.create(model=CHEAP, messages=QUESTION)
     settled()
     failed = Decision.objects.get(call_status="failed")
-    assert "sk-upstream-secret-123" not in json.dumps(failed.attempts) and "[redacted]" in failed.attempts[0]["error"]
+    assert "sk-upstream-secret-123" not in json.dumps(failed.attempts) and "[redacted]" in failed.attempts[0]["detail"]
     assert "sk-upstream-secret-123" not in decision_json(gateway, key, str(failed.id)).__repr__()
     assert "sk-upstream-secret-123" not in LLM.objects.filter(name=CHEAP).values_list("api_key_encrypted", flat=True)[0]
     # an endpoint that echoes the key hands it neither to the client nor to the text log
