@@ -14,7 +14,9 @@ separate connect and read timeouts, no redirects, the address rules of ``routing
 
 A 200 answer that is not the expected JSON is *not* an error: it is the LLM's (garbage) answer,
 graded like any other and recorded as incorrect. Upstream bodies quoted in errors are truncated and
-never contain the API key.
+never contain the API key. An answer is read within ``http.MAX_ANSWER_BYTES`` (more: a configuration
+error — the endpoint is not an LLM that stops) and before ``ROUTERHUB_UPSTREAM_DEADLINE_SECONDS``
+(a timeout, retried like any other).
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import httpx
+from django.conf import settings
 
 from routing.upstream.http import (
     CONFIGURATION_STATUSES,
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_BYTES,
     REDACTED,
+    BadAnswer,
     Timeouts,
     UpstreamRefused,
     auth_headers,
     chat_completions_url,
+    read_bounded,
     redact,
     sync_client,
     transient,
@@ -114,19 +121,27 @@ class ChatClient:
         body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
         timeouts = Timeouts(connect=min(10.0, self.timeout_seconds), read=self.timeout_seconds)
         started = time.monotonic()
+        deadline = started + settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS
         try:
-            response = sync_client().post(
-                self.url, json=body, headers=auth_headers(self.api_key), timeout=timeouts.httpx()
-            )
+            with sync_client().stream(
+                "POST", self.url, json=body, headers=auth_headers(self.api_key), timeout=timeouts.httpx()
+            ) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    raw = read_bounded(response, MAX_ANSWER_BYTES, deadline=deadline)
+                else:
+                    raw = _read_at_most(response, MAX_ERROR_BYTES, deadline)
         except UpstreamRefused as exc:
             raise ProviderConfigurationError(str(exc)) from None
         except httpx.TimeoutException as exc:
             raise TransientProviderError(f"timed out after {self.timeout_seconds:g} s: {exc!r}") from None
         except (httpx.TransportError, ConnectionError) as exc:
             raise TransientProviderError(f"cannot connect to {self.url}: {exc!r}") from None
+        except BadAnswer as exc:
+            raise ProviderConfigurationError(f"{self.url} sent {exc}: is it an OpenAI-compatible API?") from None
         latency_ms = (time.monotonic() - started) * 1000
-        status = response.status_code
-        quoted = redact(response.text, self.api_key, limit=300)
+        text = raw.decode("utf-8", "replace")
+        quoted = redact(text, self.api_key, limit=300)
         if transient(status):
             raise TransientProviderError(
                 f"HTTP {status} from {self.url}: {quoted}",
@@ -138,10 +153,21 @@ class ChatClient:
             raise ProviderConfigurationError(f"HTTP {status} from {self.url} ({what}): {quoted}", status=status)
         if status >= 400:
             raise PromptRejected(f"HTTP {status}: {quoted}", status=status)
-        completion = _parse_completion(response.text, latency_ms)
+        completion = _parse_completion(text, latency_ms)
         if self.api_key and self.api_key in completion.text:  # an endpoint echoing the key: never stored
             completion = replace(completion, text=completion.text.replace(self.api_key, REDACTED))
         return completion
+
+
+def _read_at_most(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    """The first ``limit`` bytes of an error answer (the rest is not read), before ``deadline``."""
+    chunks, size = [], 0
+    for chunk in response.iter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit or time.monotonic() > deadline:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -127,3 +127,34 @@ def test_complete_all_reports_idle_periods_while_calls_are_slow():
             )
         )
     assert [pid for pid, _ in results] == [1] and len(idle) >= 2
+
+
+def test_an_answer_larger_than_the_cap_stops_the_job_as_a_configuration_error(monkeypatch):
+    from routing.profiling import client
+
+    monkeypatch.setattr(client, "MAX_ANSWER_BYTES", 2**20)
+    with FakeOpenAI(policy=lambda text: RawReply(200, "x" * (5 * 2**20))) as server:
+        with pytest.raises(ProviderConfigurationError, match="an answer larger than 1 MiB"):
+            client_for(server).complete("q")
+        assert len(server.requests) == 1  # not retried: every answer would be the same
+
+
+def test_an_answer_that_never_ends_is_a_timeout_at_the_deadline(settings):
+    import time
+
+    from tests.fakes.hostile_upstream import HostileUpstream
+
+    settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS = 1
+
+    async def dribble(body, reply):
+        await reply.start(200, "application/json")
+        for _ in range(100):  # 10 s, then it ends (a client without a deadline waits that long)
+            if not await reply.write(b" ") or not await reply.wait(0.1):
+                return
+        await reply.write(b'{"choices": [{"message": {"content": "late"}}]}')
+
+    with HostileUpstream({"fake": dribble}) as server:
+        started = time.monotonic()
+        with pytest.raises(TransientProviderError, match="timed out"):
+            client_for(server, max_attempts=1, timeout_seconds=5).complete("q")
+        assert time.monotonic() - started < 3
