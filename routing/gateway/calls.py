@@ -342,7 +342,7 @@ def _with_charges(candidate: Candidate, charges: list[MeteredCall]) -> Candidate
     return replace(candidate, estimated_cost_usd=candidate.estimated_cost_usd + charged) if charged else candidate
 
 
-def _deadline_passed(prepared: Prepared) -> str:
+def _deadline_passed() -> str:
     return (
         f"no complete answer within the call's deadline of {settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS:g} s (timeout)"
     )
@@ -423,7 +423,7 @@ async def respond(prepared: Prepared):
                 continue
             except TimeoutError:
                 in_flight = False
-                failed("timeout", _deadline_passed(prepared), billing=Billing.UNSEEN if prepared.sent else Billing.NONE)
+                failed("timeout", _deadline_passed(), billing=Billing.UNSEEN if prepared.sent else Billing.NONE)
                 break
             except httpx.TimeoutException:
                 in_flight = False
@@ -468,7 +468,7 @@ async def respond(prepared: Prepared):
                     raw = await aread_bounded(response, MAX_ANSWER_BYTES)
             except TimeoutError:
                 in_flight = False
-                failed("timeout", _deadline_passed(prepared), status, billing=Billing.UNSEEN)
+                failed("timeout", _deadline_passed(), status, billing=Billing.UNSEEN)
                 break
             except httpx.TimeoutException:
                 in_flight = False
@@ -609,7 +609,7 @@ async def _first_chunk(prepared: Prepared, response: httpx.Response, failed):
         return None
     except TimeoutError:
         await response.aclose()
-        failed("timeout", _deadline_passed(prepared), status, billing=Billing.UNSEEN)
+        failed("timeout", _deadline_passed(), status, billing=Billing.UNSEEN)
         return None
     except httpx.TimeoutException:
         await response.aclose()
@@ -713,7 +713,7 @@ async def _relay(prepared: Prepared, relay: EventRelay, upstream: httpx.Response
         else:
             ending = DONE
     except TimeoutError:
-        status, billing, problem = Status.INTERRUPTED, Billing.UNSEEN, _deadline_passed(prepared)
+        status, billing, problem = Status.INTERRUPTED, Billing.UNSEEN, _deadline_passed()
     except httpx.TimeoutException:
         status, billing, problem = (
             Status.INTERRUPTED,

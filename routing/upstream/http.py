@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import re
 import threading
@@ -108,10 +109,8 @@ def redact(text: str, *secrets: str | None, limit: int | None = None) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-_ADDRESS = re.compile(
-    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"  # IPv4, with a port
-    r"|\[?\b(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}\b\]?(?::\d+)?"  # IPv6
-)
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b")
+_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d{1,5})?|(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
 _VARIABLE = re.compile(r"\bROUTERHUB_[A-Z0-9_]*")
 
 
@@ -122,7 +121,19 @@ def public_text(text: str, *secrets: str | None, hosts: tuple[str, ...] = (), li
     for host in hosts:
         if host:
             text = text.replace(host, "[host]")
-    return _VARIABLE.sub("[setting]", _ADDRESS.sub("[address]", text))
+    text = _IPV6.sub(_masked_ipv6, _IPV4.sub("[address]", text))
+    return _VARIABLE.sub("[setting]", text)
+
+
+def _masked_ipv6(match: re.Match) -> str:
+    """An IPv6 address (bracketed, with a port, or bare) as ``[address]``; anything else that looks
+    like one (a time of day) as it was."""
+    found = match.group(0)
+    try:
+        ipaddress.IPv6Address(found.lstrip("[").split("]")[0])
+    except ValueError:
+        return found
+    return "[address]"
 
 
 def plain(response: httpx.Response) -> bool:
