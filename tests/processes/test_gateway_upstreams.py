@@ -270,7 +270,11 @@ def test_failures_name_the_llm_and_status_never_addresses_variables_or_upstream_
         record = decision_json(gateway, key, response.headers["x-routerhub-decision-id"])
         shown = response.text + json.dumps(record["call"])  # (the decision's llm is the route API's LLM reference)
         for hidden in ("10.1.2.3", "10.9.8.7", "127.0.0.1", "ROUTERHUB_", "llm-7f9c"):
-            assert hidden not in shown, (name, hidden, shown[max(0, shown.find(hidden) - 200) : shown.find(hidden) + 60])
+            assert hidden not in shown, (
+                name,
+                hidden,
+                shown[max(0, shown.find(hidden) - 200) : shown.find(hidden) + 60],
+            )
     assert json.loads(post(gateway, key, model=refusing).text)["error"]["param"] == "messages"
     settled()
     # staff keep the detail (Decision.attempts, shown in the admin)

@@ -14,7 +14,7 @@ from routing.gateway import settlement
 from routing.models import BudgetPeriod, Decision, GatewayExchange
 from routing.services import budget_leases, budgets
 from routing.services.budget_leases import LeaseBook, LeasedCall
-from routing.services.gateway import CallRecord, MeteredCall
+from routing.services.gateway import Billing, CallRecord, MeteredCall
 from routing.services.tenancy import tenant_create
 from tests.routing.services.test_budget_leases import CALL, decision_row, period_of
 
@@ -86,7 +86,7 @@ def test_the_writer_thread_writes_each_call_of_a_batch_that_one_bad_row_failed(s
 
     # Its metering finds no row: the reservation was charged, and what the call cost beyond it is too.
     metered = MeteredCall(cost_usd=Decimal("0.015"), input_tokens=10, output_tokens=5)
-    record = CallRecord(status=Decision.CallStatus.OK, attempts=[], latency_ms=5.0, billed=True)
+    record = CallRecord(status=Decision.CallStatus.OK, attempts=[], latency_ms=5.0, billing=Billing.SEEN)
     settlement.finish(decision_id=bad.decision.id, record=record, metered=metered, log_text=False)
     before, period = period, period_of(status)
     assert (period.spent_usd, period.unwritten_usd) == (2 * CALL + Decimal("0.005"), Decimal("0.015"))
@@ -109,7 +109,7 @@ def test_metering_is_written_when_what_the_upstream_sent_holds_a_nul_byte(status
             {"llm": "org/leased-llm:v1", "outcome": "ok", "status": 200},
         ],
         latency_ms=12.5,
-        billed=True,
+        billing=Billing.SEEN,
         answer_text="here\x00 it is",
         request_body={"messages": [{"role": "user", "content": "q"}]},
     )
