@@ -145,7 +145,7 @@ async def aread_bounded(response: httpx.Response, limit: int) -> bytes:
     """The body of a streamed ``response``; :class:`AnswerTooLarge` as soon as it passes ``limit`` bytes
     (nothing more is read: the caller closes the response), :class:`BadAnswer` if it is compressed."""
     if not plain(response):
-        raise BadAnswer("it was compressed, which was not asked for")
+        raise BadAnswer("a compressed answer, which was not asked for")
     chunks, size = [], 0
     async for chunk in response.aiter_raw():
         size += len(chunk)
@@ -159,7 +159,7 @@ def read_bounded(response: httpx.Response, limit: int, *, deadline: float | None
     """:func:`aread_bounded` for the blocking client; past ``deadline`` (``time.monotonic()``) the read
     stops with ``httpx.ReadTimeout`` — checked at each chunk, so at most one read timeout late."""
     if not plain(response):
-        raise BadAnswer("it was compressed, which was not asked for")
+        raise BadAnswer("a compressed answer, which was not asked for")
     chunks, size = [], 0
     for chunk in response.iter_raw():
         size += len(chunk)

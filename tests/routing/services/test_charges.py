@@ -1,0 +1,92 @@
+"""What one gateway attempt is charged (services/gateway.attempt_charge): the rules of the README's
+*What a call is charged*, at one LLM's prices (no database)."""
+
+from decimal import Decimal
+
+import pytest
+
+from registry.tokens import count_tokens
+from routing.selectors.routers import RoutableLLM
+from routing.services.gateway import Billing, CallRecord, attempt_charge, metered_cost
+
+LLM = RoutableLLM(
+    id=1,
+    name="org/model",
+    provider="org",
+    api_base="",
+    api_model="",
+    usd_per_mtok_in=1.0,
+    usd_per_mtok_out=10.0,
+    usd_per_query=None,
+    validation_error=0.5,
+    n_validation_outcomes=0,
+    uses_fallback=False,
+)
+ANSWER = "Once upon a time there was a router that paid its bills."
+PROMPT = 30  # routerhub's count of the prompt
+
+
+def usd(input_tokens: int, output_tokens: int) -> Decimal:
+    return Decimal(input_tokens * 1 + output_tokens * 10) / Decimal(10**6)
+
+
+def charge(billing, usage=None, text="", reserved=50, allowed=50):
+    return attempt_charge(
+        llm=LLM,
+        billing=billing,
+        input_tokens=PROMPT,
+        output_reserved=reserved,
+        output_allowed=allowed,
+        usage=usage,
+        answer_text=text,
+    )
+
+
+def test_an_attempt_no_upstream_billed_costs_nothing():
+    nothing = charge(Billing.NONE, usage={"prompt_tokens": 9, "completion_tokens": 9}, text=ANSWER)
+    assert (nothing.cost_usd, nothing.input_tokens, nothing.output_tokens) == (0, None, None)
+
+
+def test_an_answer_is_charged_its_usage_when_that_is_at_least_what_routerhub_counts():
+    seen = charge(Billing.SEEN, usage={"prompt_tokens": 34, "completion_tokens": 40}, text=ANSWER)
+    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (34, 40, usd(34, 40))
+
+
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": 1, "completion_tokens": 1}, {"total_tokens": 3}, "junk"])
+def test_usage_missing_or_below_routerhubs_count_gives_way_to_that_count(usage):
+    counted = count_tokens([ANSWER])[0]
+    seen = charge(Billing.SEEN, usage=usage, text=ANSWER)
+    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (PROMPT, counted, usd(PROMPT, counted))
+
+
+def test_absurd_usage_is_capped_at_max_tokens_and_twice_routerhubs_prompt_count():
+    seen = charge(Billing.SEEN, usage={"prompt_tokens": 10**12, "completion_tokens": 10**12}, text=ANSWER)
+    assert (seen.input_tokens, seen.output_tokens) == (2 * PROMPT, 50)
+    unbounded = charge(Billing.SEEN, usage={"completion_tokens": 10**6}, allowed=None)
+    assert unbounded.output_tokens == 10**6  # no max_tokens sent: nothing routerhub can hold it to
+
+
+def test_an_attempt_cut_off_before_its_answer_was_seen_is_charged_the_output_it_reserved():
+    unseen = charge(Billing.UNSEEN, text="Once")
+    assert (unseen.input_tokens, unseen.output_tokens, unseen.cost_usd) == (PROMPT, 50, usd(PROMPT, 50))
+    no_max_tokens = charge(Billing.UNSEEN, reserved=256, allowed=None)
+    assert no_max_tokens.output_tokens == 256  # the expected length the reservation counted
+
+
+def test_a_call_is_charged_every_attempt_an_upstream_may_bill():
+    timed_out = charge(Billing.UNSEEN)
+    record = CallRecord(
+        status="ok",
+        attempts=[],
+        latency_ms=1.0,
+        billing=Billing.SEEN,
+        usage={"prompt_tokens": 34, "completion_tokens": 40},
+        output_reserved=50,
+        output_allowed=50,
+        charges=[timed_out],
+    )
+    total = metered_cost(record=record, llm=LLM, input_tokens=PROMPT)
+    assert total.cost_usd == usd(PROMPT, 50) + usd(34, 40)
+    assert (total.input_tokens, total.output_tokens) == (PROMPT + 34, 50 + 40)
+    failed = metered_cost(record=CallRecord(status="failed", attempts=[], latency_ms=1.0), llm=LLM, input_tokens=PROMPT)
+    assert failed.cost_usd == 0 and failed.input_tokens is None
