@@ -290,32 +290,15 @@ async def _finish(prepared: Prepared, record: CallRecord):
 
 
 def _record(prepared: Prepared, **fields) -> CallRecord:
-    allowed, reserved = _output_bounds(prepared.chat)
     return CallRecord(
         secrets=(prepared.secret,) if prepared.secret else (),
         attempts=prepared.attempts,
         latency_ms=prepared.ms(),
         request_body=prepared.chat.upstream_body if prepared.plan.log_text else None,
-        output_allowed=allowed,
-        output_reserved=reserved,
+        output_limit=prepared.chat.output_tokens,
         charges=list(prepared.charges),
         **fields,
     )
-
-
-def _output_bounds(chat: ChatRequest) -> tuple[int | None, int]:
-    """(the most output the upstream may bill — max_tokens × n as sent, None when the body sets no
-    bound —, the output tokens the reservation counted)."""
-    body = chat.upstream_body
-    limits = [body[name] for name in ("max_tokens", "max_completion_tokens") if _whole(body.get(name))]
-    choices = body["n"] if _whole(body.get("n")) else 1
-    allowed = max(limits) * choices if limits else None
-    reserved = chat.output_tokens if chat.output_tokens is not None else settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
-    return allowed, reserved
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _charge(prepared: Prepared, llm: RoutableLLM, attempt: dict, billing: str) -> None:
@@ -323,13 +306,8 @@ def _charge(prepared: Prepared, llm: RoutableLLM, attempt: dict, billing: str) -
     prompt and the output the call reserved, at ``llm``'s prices. No text to count: cheap enough here."""
     if billing == Billing.NONE:
         return
-    allowed, reserved = _output_bounds(prepared.chat)
     charge = attempt_charge(
-        llm=llm,
-        billing=billing,
-        input_tokens=prepared.plan.input_tokens,
-        output_reserved=reserved,
-        output_allowed=allowed,
+        llm=llm, billing=billing, input_tokens=prepared.plan.input_tokens, output_limit=prepared.chat.output_tokens
     )
     prepared.charges.append(charge)
     attempt["charged_usd"] = float(charge.cost_usd)

@@ -219,8 +219,9 @@ class CallRecord:
     answer_text: str = ""  # what the client received (counted when usage is missing)
     request_body: dict | None = None  # kept only when the tenant logs text
     secrets: tuple[str, ...] = ()  # the upstream's key: removed from any text that is kept
-    output_reserved: int = 0  # output tokens the reservation counted (max_tokens × n, or the expected length)
-    output_allowed: int | None = None  # the most output an upstream may bill: max_tokens × n as sent (None: unbounded)
+    # The output the call reserved, which is the most its upstream may bill: the max_tokens sent × n,
+    # and a prediction's tokens (None: no bound known).
+    output_limit: int | None = None
     charges: list[MeteredCall] = field(default_factory=list)  # earlier attempts an upstream may bill
 
 
@@ -229,8 +230,7 @@ def attempt_charge(
     llm: RoutableLLM | None,
     billing: str,
     input_tokens: int,
-    output_reserved: int,
-    output_allowed: int | None,
+    output_limit: int | None,
     usage: dict | None = None,
     answer_text: str = "",
 ) -> MeteredCall:
@@ -240,8 +240,8 @@ def attempt_charge(
     - the prompt: the upstream's ``prompt_tokens`` or routerhub's count (``input_tokens``), whichever is
       larger, but at most :data:`REPORTED_PROMPT_TOKENS_BELIEVED` times routerhub's count;
     - the answer: the upstream's ``completion_tokens`` or routerhub's count of the text received,
-      whichever is larger — and for ``Billing.UNSEEN`` at least ``output_reserved`` — but never more than
-      ``output_allowed``, the most the upstream was allowed to produce (max_tokens × n, as sent).
+      whichever is larger, but at most ``output_limit``, the output the call reserved — and for
+      ``Billing.UNSEEN`` all of it, since the provider may have produced it.
 
     So an upstream reporting less than it sent does not make a call cheaper, one reporting absurd
     usage does not make it dearer than the request allowed, and a call cut off before its answer was
@@ -253,10 +253,8 @@ def attempt_charge(
     used_in = min(max(reported_in or 0, input_tokens), REPORTED_PROMPT_TOKENS_BELIEVED * input_tokens)
     counted_out = count_tokens([answer_text])[0] if answer_text else 0
     used_out = max(reported_out or 0, counted_out)
-    if billing == Billing.UNSEEN:
-        used_out = max(used_out, output_reserved)
-    if output_allowed is not None:
-        used_out = min(used_out, output_allowed)
+    if output_limit is not None:
+        used_out = output_limit if billing == Billing.UNSEEN else min(used_out, output_limit)
     price = llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
     return MeteredCall(cost_usd=budgets.usd(price or 0.0), input_tokens=used_in, output_tokens=used_out)
 
@@ -269,8 +267,7 @@ def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, input_tokens: i
         llm=llm,
         billing=record.billing,
         input_tokens=input_tokens,
-        output_reserved=record.output_reserved,
-        output_allowed=record.output_allowed,
+        output_limit=record.output_limit,
         usage=record.usage,
         answer_text=record.answer_text,
     )

@@ -304,8 +304,8 @@ def test_a_timeout_before_the_first_byte_falls_back_and_all_failing_is_a_502(
     settled()
     decision = Decision.objects.order_by("created_at").last()
     # the first timed out after the request was sent: charged the prompt and the output reserved (no
-    # max_tokens: the expected length); the 503 is not charged
-    charged = price(first, decision.prompt_tokens, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS)
+    # max_tokens: the default one sent); the 503 is not charged
+    charged = price(first, decision.prompt_tokens, settings.ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS)
     assert decision.call_status == "failed" and decision.reserved_usd == decision.actual_cost_usd == charged
     assert [a["outcome"] for a in decision.attempts] == ["timeout", "http_503"]
     upstream.set_behaviour(second, status=None, latency_seconds=3)

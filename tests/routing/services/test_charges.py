@@ -30,15 +30,9 @@ def usd(input_tokens: int, output_tokens: int) -> Decimal:
     return Decimal(input_tokens * 1 + output_tokens * 10) / Decimal(10**6)
 
 
-def charge(billing, usage=None, text="", reserved=50, allowed=50):
+def charge(billing, usage=None, text="", limit=50):
     return attempt_charge(
-        llm=LLM,
-        billing=billing,
-        input_tokens=PROMPT,
-        output_reserved=reserved,
-        output_allowed=allowed,
-        usage=usage,
-        answer_text=text,
+        llm=LLM, billing=billing, input_tokens=PROMPT, output_limit=limit, usage=usage, answer_text=text
     )
 
 
@@ -62,15 +56,14 @@ def test_usage_missing_or_below_routerhubs_count_gives_way_to_that_count(usage):
 def test_absurd_usage_is_capped_at_max_tokens_and_twice_routerhubs_prompt_count():
     seen = charge(Billing.SEEN, usage={"prompt_tokens": 10**12, "completion_tokens": 10**12}, text=ANSWER)
     assert (seen.input_tokens, seen.output_tokens) == (2 * PROMPT, 50)
-    unbounded = charge(Billing.SEEN, usage={"completion_tokens": 10**6}, allowed=None)
-    assert unbounded.output_tokens == 10**6  # no max_tokens sent: nothing routerhub can hold it to
+    unbounded = charge(Billing.SEEN, usage={"completion_tokens": 10**6}, limit=None)
+    assert unbounded.output_tokens == 10**6  # no output limit known: nothing routerhub can hold it to
 
 
 def test_an_attempt_cut_off_before_its_answer_was_seen_is_charged_the_output_it_reserved():
     unseen = charge(Billing.UNSEEN, text="Once")
     assert (unseen.input_tokens, unseen.output_tokens, unseen.cost_usd) == (PROMPT, 50, usd(PROMPT, 50))
-    no_max_tokens = charge(Billing.UNSEEN, reserved=256, allowed=None)
-    assert no_max_tokens.output_tokens == 256  # the expected length the reservation counted
+    assert charge(Billing.UNSEEN, limit=4096).output_tokens == 4096  # however little was seen
 
 
 def test_a_call_is_charged_every_attempt_an_upstream_may_bill():
@@ -81,8 +74,7 @@ def test_a_call_is_charged_every_attempt_an_upstream_may_bill():
         latency_ms=1.0,
         billing=Billing.SEEN,
         usage={"prompt_tokens": 34, "completion_tokens": 40},
-        output_reserved=50,
-        output_allowed=50,
+        output_limit=50,
         charges=[timed_out],
     )
     total = metered_cost(record=record, llm=LLM, input_tokens=PROMPT)
