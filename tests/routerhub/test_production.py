@@ -1,18 +1,21 @@
-"""Production settings (DJANGO_DEBUG=0) and the docker-compose deployment: no fallback secrets, HTTPS
-settings from the environment, `check --deploy` clean with the documented environment, no passwords
-in the files, Redis with a password and an append-only file, a non-root image."""
+"""Production settings (DJANGO_DEBUG=0) and the docker-compose deployment: no fallback secrets (in
+development, a key of the checkout's own), HTTPS settings from the environment, `check --deploy` clean
+with the documented environment, no passwords in the files, Redis with a password and an append-only
+file, a non-root image."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 PROJECT = Path(__file__).resolve().parents[2]
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:[?-])(?P<arg>[^}]*))?\}")
@@ -53,6 +56,26 @@ def substitute(text: str, env: dict[str, str]) -> str:
     return VARIABLE.sub(replace, text)
 
 
+def generated(key: str) -> str:
+    """A value for an empty variable of .env.example, made as its comment says."""
+    if "PASSWORD" in key:
+        return secrets.token_hex(24)
+    if key == "ROUTERHUB_ENCRYPTION_KEYS":
+        return Fernet.generate_key().decode()
+    return secrets.token_urlsafe(48)
+
+
+def production_environment(**changes: str | None) -> dict[str, str]:
+    env = {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+        "DJANGO_ALLOWED_HOSTS": "a.example",
+        "ROUTERHUB_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    }
+    env.update(changes)
+    return {key: value for key, value in env.items() if value is not None}
+
+
 def compose() -> dict:
     return yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
 
@@ -60,27 +83,21 @@ def compose() -> dict:
 def documented_environment() -> dict[str, str]:
     """What the app containers get from docker-compose.yml with .env.example, its secrets generated
     the way its comments say."""
-    dotenv = {
-        key: value or (secrets.token_hex(24) if "PASSWORD" in key else secrets.token_urlsafe(48))
-        for key, value in env_example().items()
-    }
+    dotenv = {key: value or generated(key) for key, value in env_example().items()}
     dotenv["ROUTERHUB_ADMIN_PASSWORD"] = ""  # optional
     environment = compose()["x-app"]["environment"]
     return {key: substitute(str(value), dotenv) for key, value in environment.items()}
 
 
 # -- start-up ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"])
-def test_production_refuses_to_start_without_its_secret_key_or_hosts(missing):
-    env = {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(48), "DJANGO_ALLOWED_HOSTS": "a.example"}
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "ROUTERHUB_ENCRYPTION_KEYS"])
+def test_production_refuses_to_start_without_its_secret_key_hosts_or_encryption_keys(missing):
+    """Stored LLM API keys are never encrypted with a key derived from the secret key in production."""
     for value in (None, ""):
-        if value is None:
-            env.pop(missing)
-        else:
-            env[missing] = value
-        result = manage("check", env=env)
+        result = manage("check", env=production_environment(**{missing: value}))
         assert result.returncode != 0
         assert f"{missing} must be set when DJANGO_DEBUG=0 (production)" in result.stderr, result.stderr[-2000:]
+    assert manage("check", env=production_environment()).returncode == 0
 
 
 def test_development_defaults_apply_without_django_debug():
@@ -92,6 +109,22 @@ def test_development_defaults_apply_without_django_debug():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False ['localhost', '127.0.0.1', '[::1]'] False"
+
+
+def test_development_signs_with_the_checkouts_own_key_never_one_from_the_repository():
+    """`ROUTERHUB_HOST=0.0.0.0 make run` serves with development settings: their key is made for this
+    checkout on first use and kept private, so no copy of the repository holds it."""
+    result = manage(
+        "shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)", env={"ROUTERHUB_HOST": "0.0.0.0"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    key = result.stdout.strip().splitlines()[-1]
+    kept = PROJECT / ".run" / "secret-key"
+    assert kept.read_text().strip() == key and len(key) >= 64
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    tracked = subprocess.run(["git", "grep", "-F", "-l", key[:24]], cwd=PROJECT, capture_output=True, text=True)
+    assert tracked.returncode == 1 and tracked.stdout == ""  # in no file of the repository
+    assert "development-only-key" not in (PROJECT / "routerhub" / "settings.py").read_text()
 
 
 def test_check_deploy_passes_with_the_environment_docker_compose_documents():
