@@ -54,7 +54,7 @@ def setup_django(database: str) -> None:
 def _ensure_database(name: str) -> None:
     """Create the benchmark database next to the configured one (settings only create their own)."""
     from routerhub.embedded import _ensure_database as ensure
-    from routerhub.embedded import database_from_url, start_embedded_postgres
+    from routerhub.embedded import database_from_url, embedded_data_dir, start_embedded_postgres
 
     if os.environ.get("DATABASE_URL"):
         import psycopg
@@ -71,7 +71,7 @@ def _ensure_database(name: str) -> None:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{name}"')
     else:
-        settings = start_embedded_postgres(Path(os.environ.get("ROUTERHUB_PGDATA", PROJECT_DIR / ".pgdata")))
+        settings = start_embedded_postgres(embedded_data_dir())
         ensure(settings["HOST"], name)
 
 
