@@ -1,6 +1,7 @@
 .PHONY: install install-dev install-browser run test lint bench bench-gateway
 # Set-up commands of the README. Everything lands in .venv (Python packages), .pgdata (embedded
-# PostgreSQL), .redis (embedded Redis) and .run (logs, demo credentials) — all git-ignored.
+# PostgreSQL; as root /var/lib/routerhub-pg/), .redis (embedded Redis) and .run (logs, demo credentials,
+# the development secret key, the Redis password) — all git-ignored.
 
 install:
 	scripts/install.sh

@@ -46,16 +46,16 @@ def process_entry(pid: int | None = None) -> list:
     return [pid, psutil.Process(pid).create_time()]
 
 
+def same_process(entry, other) -> bool:
+    return bool(entry and other) and entry[0] == other[0] and abs(entry[1] - other[1]) < STARTED_TOLERANCE_SECONDS
+
+
 def is_alive(entry) -> bool:
     if not entry:
         return False
-    pid, started = entry
     try:
-        process = psutil.Process(pid)
-        return (
-            abs(process.create_time() - started) < STARTED_TOLERANCE_SECONDS
-            and process.status() != psutil.STATUS_ZOMBIE
-        )
+        process = psutil.Process(entry[0])
+        return same_process(entry, [process.pid, process.create_time()]) and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -88,11 +88,12 @@ def write_state(data_dir: Path, state: dict) -> None:
 
 
 def running_postmaster(data_dir: Path) -> psutil.Process | None:
-    """The server process named by ``postmaster.pid``, if it is running (not a zombie, not a reused pid)."""
+    """The server process named by ``postmaster.pid``, if it is running: not a zombie, and not another
+    process that got the pid of a server that crashed (PostgreSQL works in its data folder)."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
         process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and process.name() == "postgres":
+        if process.status() != psutil.STATUS_ZOMBIE and Path(process.cwd()).resolve() == data_dir.resolve():
             return process
     except (OSError, ValueError, IndexError, psutil.Error):
         pass
@@ -163,22 +164,23 @@ def keep(data_dir: Path, bin_dir: Path, socket_dir: Path, run_as: tuple[int, int
         signal.signal(sig, lambda *_: stopping.append(True))
     me = process_entry()
     with locked(data_dir):
-        if read_state(data_dir)["keeper"] != me:
-            return 0  # another keeper was started in the meantime
+        if not same_process(read_state(data_dir)["keeper"], me):
+            return 0  # another keeper is in charge
         server = start_server(data_dir, bin_dir, socket_dir, run_as)
     while True:
         time.sleep(POLL_SECONDS)
         with locked(data_dir):
             state = read_state(data_dir)
+            if not same_process(state["keeper"], me):
+                return 0
             users = [user for user in state["users"] if is_alive(user)]
-            if users and server.running() and not stopping and state["keeper"] == me:
+            if users and server.running() and not stopping:
                 if users != state["users"]:
                     write_state(data_dir, {**state, "users": users})
                 continue
-            # Nobody uses the server any more (or it ended, or the keeper was told to stop): the state
-            # says no keeper is running before the lock is released, so the next user starts a new one.
-            if state["keeper"] == me:
-                write_state(data_dir, {"keeper": None, "users": users})
+            # Nobody uses the server any more (or it ended, or the keeper was told to stop). The state
+            # says no keeper runs before the lock is released: the next user starts a new one.
+            write_state(data_dir, {"keeper": None, "users": users})
             server.stop()
             return 0
 

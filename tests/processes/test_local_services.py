@@ -164,7 +164,11 @@ def checkout(tmp_path_factory):
         ).stdout.split()[-1]
     )
     yield folder, data_dir
-    # As root the copy's cluster lives outside it, under /var/lib/routerhub-pg/clusters/.
+    # As root the copy's cluster lives outside it, under /var/lib/routerhub-pg/clusters/: removed once
+    # its server has stopped (after a failed test, the keeper may still be stopping it).
+    deadline = time.monotonic() + STOP_SECONDS
+    while processes_of(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if not processes_of(data_dir) and data_dir.exists() and not data_dir.is_relative_to(folder):
         shutil.rmtree(data_dir)
 
