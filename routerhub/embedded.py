@@ -14,7 +14,6 @@ elsewhere or load code.
 
     python -m routerhub.embedded redis DATA_DIR PORT     # runs redis-server (in the foreground)
     python -m routerhub.embedded redis-url PORT          # waits until it answers; prints its URL
-    python -m routerhub.embedded postgres-wait-stopped   # waits until the checkout's server has stopped
 """
 
 from __future__ import annotations
@@ -84,18 +83,6 @@ def _ensure_database(socket_dir: str, name: str) -> None:
                 conn.execute(f'CREATE DATABASE "{name}"')
             except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass  # another process starting at the same moment created it first
-
-
-def wait_postgres_stopped(data_dir: Path, timeout: float) -> bool:
-    """Whether the server of ``data_dir`` has stopped (or was not running) within ``timeout`` seconds."""
-    from routerhub.embedded_db import keeper
-
-    deadline = time.monotonic() + timeout
-    while keeper.running_postmaster(data_dir) or keeper.is_alive(keeper.read_state(data_dir)["keeper"]):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # --- Redis ------------------------------------------------------------------------------------------
@@ -224,12 +211,6 @@ def main(argv: list[str]) -> int:
             print(f"the embedded Redis does not answer on 127.0.0.1:{args[0]}", file=sys.stderr)
             return 1
         print(url)
-        return 0
-    if command == "postgres-wait-stopped" and len(args) <= 1:
-        data_dir = embedded_data_dir()
-        if not (data_dir / "PG_VERSION").exists() or wait_postgres_stopped(data_dir, float(args[0] if args else 10)):
-            return 0
-        print(f"The embedded PostgreSQL ({data_dir}) is still used by other processes; it stops after them.")
         return 0
     print(__doc__, file=sys.stderr)
     return 2
