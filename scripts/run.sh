@@ -48,15 +48,16 @@ cleanup() {
   # shellcheck disable=SC2086  # one word per pid
   kill -TERM $pids 2>/dev/null || true
   # A graceful stop first (the worker ends its task, uvicorn its requests), then no more waiting: the
-  # whole stop, the embedded PostgreSQL's included, stays within 15 s.
-  for _ in $(seq 1 40); do
+  # whole stop stays within 15 s, with time left for the embedded PostgreSQL's shutdown checkpoint
+  # (an unfinished task is delivered again later: tasks are acknowledged once done).
+  for _ in $(seq 1 30); do
     # shellcheck disable=SC2086
     left=$(running $pids)
     [ -z "$left" ] && break
     sleep 0.2
   done
   if [ -n "$left" ]; then
-    echo "Killing what did not stop within 8 s: $(echo $left)"
+    echo "Killing what did not stop within 6 s: $(ps -o pid=,comm= -p "$(echo $left | tr ' ' ,)" | tr -s ' \n' ' ')"
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null || true
   fi
