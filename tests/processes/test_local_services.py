@@ -33,7 +33,7 @@ from tests.processes.workers import PROJECT_DIR, free_port
 
 pytestmark = pytest.mark.slow
 STOP_SECONDS = 15
-START_TIMEOUT_SECONDS = 240  # a 2-core machine shared with other work; ~40 s when it is quiet
+START_TIMEOUT_SECONDS = 240  # Django processes start slowly on 2 cores shared with other work
 
 # Registers an LLM served by the fake OpenAI-compatible server (the three-subject data set loaded and
 # fitted on first use), queues its profiling and waits for the worker to finish it.
