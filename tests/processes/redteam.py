@@ -297,7 +297,13 @@ def tag_of(text: str) -> str | None:
 NEVER_SENT = {"skipped", "refused", "credentials"}  # attempt outcomes that never reached the LLM
 
 
-def audit(*, results: list[Result], ledger: list[dict], killed: int | None = None) -> Findings:
+def audit(
+    *,
+    results: list[Result],
+    ledger: list[dict],
+    killed: int | None = None,
+    leased_at_stop: dict[str, str] | None = None,
+) -> Findings:
     """Every promise a budget makes, checked against the upstream's ledger (module docstring)."""
     from registry.models import LLM
     from routing.models import BudgetLease, BudgetPeriod, Decision
@@ -501,10 +507,15 @@ def audit(*, results: list[Result], ledger: list[dict], killed: int | None = Non
             findings.add(
                 "the period counts every admitted call", f"{name}: requests {period.requests} ≠ {len(mine)} decisions"
             )
+        if leased_at_stop and name in leased_at_stop:
+            findings.add(
+                "a web process that stops gives back every lease it took",
+                f"{name}: {leased_at_stop[name]} USD still leased after both processes stopped",
+            )
         leases = BudgetLease.objects.filter(period=period, amount_usd__gt=0).count()  # rows may stay, emptied
         if period.leased_usd != 0 or leases:
             findings.add(
-                "no budget stays leased once the web processes stopped (and the sweep ran)",
+                "no budget stays leased once the web processes stopped and the sweep ran",
                 f"{name}: leased {period.leased_usd} in {leases} lease(s)",
             )
         pending = [d for d in mine if d.call_status == Decision.CallStatus.PENDING]

@@ -258,11 +258,26 @@ def run(calls: list[Call], servers: list[WebServer], keys: dict[str, str], **opt
     return asyncio.run(burst(calls, servers, keys, **options))
 
 
-def finish(servers: list[WebServer], upstream: UpstreamProcess) -> list[dict]:
-    """Stop the web processes as an operator does (SIGTERM), then read the upstream's ledger."""
+def finish(servers: list[WebServer], upstream: UpstreamProcess) -> tuple[list[dict], dict[str, str]]:
+    """Stop the web processes as an operator does (SIGTERM), note what each tenant still has leased,
+    run the lease sweep once anything left has expired, and read the upstream's ledger."""
     for server in servers:
         server.stop()
-    return upstream.settled_ledger()
+    return upstream.settled_ledger(), sweep()
+
+
+def sweep() -> dict[str, str]:
+    """The periodic lease sweep, run once every lease left has expired; what each tenant had leased before."""
+    from routing.models import BudgetLease, BudgetPeriod
+    from routing.tasks import reclaim_budget_leases
+
+    leased = {p.tenant.name: str(p.leased_usd) for p in BudgetPeriod.objects.select_related("tenant") if p.leased_usd}
+    left = BudgetLease.objects.filter(amount_usd__gt=0)
+    deadline = time.monotonic() + 20
+    while left.filter(expires_at__gte=timezone.now()).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    reclaim_budget_leases()
+    return leased
 
 
 def logs(servers: list[WebServer]) -> str:
@@ -303,6 +318,7 @@ def test_hostile_requests_never_take_a_budget_past_its_bound(web_processes, ledg
             "bulk": ("0.10", {}),
             "long": ("0.05", {}),
             "cheap": ("0.03", {"when_budget_spent": "cheapest", "allowed_llms": flash_and_priciest}),
+            "squeeze": ("0.05", {}),
         },
     )
 
@@ -359,9 +375,19 @@ def test_hostile_requests_never_take_a_budget_past_its_bound(web_processes, ledg
     for _ in range(40):
         cheap.add("the priciest LLM, named", chat(PRICIEST, max_tokens=300, directive="len=300"))
 
-    results = run(poison.calls + bulk.calls + long.calls + cheap.calls, web_processes, keys)
-    ledger = finish(web_processes, ledger_upstream)
-    findings = audit(results=results, ledger=ledger)
+    # One web process: an ordinary call takes a lease of the budget, then a call that cannot fit in
+    # what is left is refused (402) — the lease it found too small must still go back.
+    squeeze = Script("squeeze")
+    for _ in range(4):
+        squeeze.add("normal", chat(PRICIEST, max_tokens=40, directive="len=30"), server=0)
+        content = [{"type": "text", "text": "{directive:} What is in these pictures?"}, *[image] * 200]
+        body = {"model": PRICIEST, "max_tokens": 20, "messages": [{"role": "user", "content": content}]}
+        squeeze.add("more than is left", body, server=0, expect=Expect(status=(402,)))
+
+    calls = poison.calls + bulk.calls + long.calls + cheap.calls + squeeze.calls
+    results = run(calls, web_processes, keys)
+    ledger, leased = finish(web_processes, ledger_upstream)
+    findings = audit(results=results, ledger=ledger, leased_at_stop=leased)
     verdict(findings, web_processes, results, ledger, tmp_path)
 
 
@@ -429,8 +455,8 @@ def test_hostile_upstreams_are_charged_what_they_billed(web_processes, ledger_up
     leaver.normal(8)
 
     results = run(slow.calls + liar.calls + flood.calls + leaver.calls, web_processes, keys)
-    ledger = finish(web_processes, ledger_upstream)
-    findings = audit(results=results, ledger=ledger)
+    ledger, leased = finish(web_processes, ledger_upstream)
+    findings = audit(results=results, ledger=ledger, leased_at_stop=leased)
     verdict(findings, web_processes, results, ledger, tmp_path)
 
 
@@ -441,7 +467,6 @@ def test_a_web_process_killed_mid_burst_loses_no_spend(web_processes, ledger_ups
     process carries on and stops; once the killed process's leases expire the sweep runs. What the
     upstream billed for the killed process's calls must still be counted, and nothing stay leased."""
     from routing.models import BudgetLease
-    from routing.tasks import reclaim_budget_leases
 
     keys = tenants_with_keys(make_tenant, {"k1": ("0.05", {}), "k2": ("0.10", {}), "k3": ("0.05", {})})
     warm, calls = [], []
@@ -475,14 +500,11 @@ def test_a_web_process_killed_mid_burst_loses_no_spend(web_processes, ledger_ups
     actions = [At(0.8, lambda: hold_budget_rows(list(keys), seconds=3.0)), At(2.5, kill)]
     results += run(calls, web_processes, keys, per_tenant=6, actions=actions)
     web_processes[1].stop()
-    deadline = time.monotonic() + 20
-    while BudgetLease.objects.filter(expires_at__gte=timezone.now()).exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    swept = reclaim_budget_leases()
+    sweep()
     ledger = ledger_upstream.settled_ledger()
     assert held and held[0] > 0, "the killed web process held no lease: the run did not exercise the sweep"
     findings = audit(results=results, ledger=ledger, killed=0)
-    findings.notes.insert(0, f"the killed process held {held[0]} lease(s); the sweep: {swept}")
+    findings.notes.insert(0, f"the killed process held {held[0]} lease(s) when it was killed")
     verdict(findings, web_processes, results, ledger, tmp_path)
 
 
