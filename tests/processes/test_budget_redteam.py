@@ -345,6 +345,10 @@ def test_hostile_requests_never_take_a_budget_past_its_bound(web_processes, ledg
             "a prompt whose first 4,000 characters are one token",
             chat(PRICIEST, "x" * 4000 + " a" * 90_000, max_tokens=20),
         )
+    # 2 % of the text is where its tokens are: sampled windows usually miss it, sometimes land in it
+    sparse_then_dense = ("x" * 4000 + " ") * 47 + " a" * 1900
+    for _ in range(8):
+        bulk.add("a token-dense stretch in 2 % of a long prompt", chat(PRICIEST, sparse_then_dense, max_tokens=20))
     for _ in range(2):
         bulk.add("n: 5 without max_tokens, long answers", chat(PRICIEST, n=5, directive="len=1500"))
     bulk.normal(10)
