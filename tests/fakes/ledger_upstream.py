@@ -240,7 +240,7 @@ class LedgerUpstream:
         if size < COUNT_ELSEWHERE_BYTES:
             return billed_input_tokens(body)
         if self._counter is None:
-            self._counter = ProcessPoolExecutor(max_workers=1)
+            self._counter = ProcessPoolExecutor(max_workers=1, initializer=_die_with_parent)
         return await asyncio.get_running_loop().run_in_executor(self._counter, billed_input_tokens, body)
 
     async def _hold(self, call: Billed, answers: list[str], seconds: float, disconnected: asyncio.Event) -> bool:
@@ -366,6 +366,24 @@ class LedgerUpstream:
         else:
             call.ended = "complete"
 
+    def close(self) -> None:
+        if self._counter is not None:
+            self._counter.shutdown(wait=False, cancel_futures=True)
+
+
+def _die_with_parent() -> None:
+    """The counting process ends with the upstream, however the upstream ends (SIGKILL included): it
+    is forked from uvicorn, whose SIGTERM handler it would otherwise keep, ignoring SIGTERM."""
+    import ctypes
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the shutdown in main() still ends it
+        pass
+
 
 def _positive(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
@@ -414,8 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    app = LedgerUpstream()
     uvicorn.run(
-        LedgerUpstream(),
+        app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
@@ -423,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         backlog=2048,
         timeout_keep_alive=30,
     )
+    app.close()
 
 
 if __name__ == "__main__":
