@@ -21,6 +21,8 @@ def post_worker_init(worker):
     from registry.embedders import get_embedder
 
     embedder = get_embedder()
+    if embedder.remote:
+        return  # a service: nothing to load
     if embedder.uses_torch:
         import torch
 

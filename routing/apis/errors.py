@@ -20,6 +20,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from registry.remote_embeddings import EmbedderUnavailable
 from routing.apis.serializers import BudgetStatusSerializer, represent
 from routing.exceptions import DecisionNotFound, InvalidRouteRequest, NoActiveRoutingState
 from routing.services.budget_policies import BudgetExhausted
@@ -35,6 +36,12 @@ def exception_handler(exc, context):
             error_body("no_routing_state", f"Routing is not available yet: {exc}."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+    if isinstance(exc, EmbedderUnavailable):
+        response = Response(
+            error_body("embedder_unavailable", f"{exc} Try again shortly."), status=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+        response["Retry-After"] = str(exc.retry_after_seconds)
+        return response
     if isinstance(exc, BudgetExhausted):
         response = Response(
             error_body("budget_exhausted", str(exc), budget=represent(BudgetStatusSerializer, exc.status)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
+from registry.remote_embeddings import EmbedderUnavailable
 from routing.exceptions import FieldNotAccepted, InvalidRouteRequest, NoActiveRoutingState, UnknownModel
 from routing.services.budget_policies import BudgetExhausted
 
@@ -56,4 +57,13 @@ def from_domain(exc: Exception) -> GatewayError | None:
         )
     if isinstance(exc, NoActiveRoutingState):
         return GatewayError(503, f"Routing is not available yet: {exc}.", type="server_error", code="no_routing_state")
+    if isinstance(exc, EmbedderUnavailable):
+        # Only routed calls embed: a call that names an LLM never gets here.
+        return GatewayError(
+            503,
+            f"{exc} Try again shortly, or name an LLM as the model.",
+            type="server_error",
+            code="embedder_unavailable",
+            headers={"Retry-After": str(exc.retry_after_seconds)},
+        )
     return None

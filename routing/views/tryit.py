@@ -15,6 +15,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from registry.remote_embeddings import EmbedderUnavailable
 from routing.exceptions import NoActiveRoutingState
 from routing.models import Tenant
 from routing.selection import MAX_LAMBDA
@@ -71,6 +72,8 @@ def try_page(request):
         preview = route_preview(tenant=tenant_to_try(viewer, tenant_name), prompt=prompt, lam=cost_weight)
     except NoActiveRoutingState as exc:
         error = f"Routing is not available yet: {exc}."
+    except EmbedderUnavailable as exc:
+        error = f"{exc} Try again shortly."
     except PermissionDenied as exc:
         error = str(exc.detail)
     except serializers.ValidationError as exc:
