@@ -162,3 +162,25 @@ def test_in_process_embedders_are_not_asked(fitted, settings):
 def test_the_vectors_the_service_gave_at_import_are_what_is_stored(remote_state):
     prompt = Prompt.objects.filter(prompt_set=remote_state.prompt_set).order_by("id").first()
     np.testing.assert_allclose(prompt.embedding, HashingEmbedder().embed_one(prompt.text), atol=1e-6)
+
+
+def test_try_it_says_the_embedder_is_unavailable_instead_of_ranking(remote_state, remote):
+    import html
+    import json
+
+    from django.test import Client
+
+    from tests.fixtures.dashboard import staff_user
+
+    client = Client()
+    client.force_login(staff_user("root", "view_routingstate"))
+    remote.delay = 2.0
+    page = client.post("/try/", {"prompt": "Name a noble gas.", "lambda": "0"})
+    assert page.status_code == 200
+    assert f"The embedder remote:{MODEL} is unavailable: no answer within 0.5 s. Try again shortly." in html.unescape(
+        page.content.decode()
+    )
+    ranked = client.post(
+        "/try/rank", json.dumps({"prompt": "Name a metal.", "lambda": 0}), content_type="application/json"
+    )
+    assert ranked.status_code == 503 and ranked.json()["error"]["code"] == "embedder_unavailable"
