@@ -31,6 +31,7 @@ calls with a session) to Django's usual handler.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import RequestAborted
@@ -41,6 +42,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from routerhub.middleware import GATEWAY_PREFIX
+from routing import request_log
 from routing.apis.middleware import API_PREFIX, ApiRequestGuardMiddleware
 from routing.gateway.threads import in_thread
 
@@ -99,7 +101,9 @@ class ApiKeyHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send):
-        """Django's ``ASGIHandler.handle`` without the request signals and their thread hops."""
+        """Django's ``ASGIHandler.handle`` without the request signals and their thread hops; each request
+        gets an id (``X-Request-Id``), is counted and logged (``routing/request_log.py``)."""
+        started = time.perf_counter()
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -112,13 +116,20 @@ class ApiKeyHandler(ASGIHandler):
             error_response.close()
             return
 
+        notes = request_log.begin(request_log.request_id_from(request.headers))
+
         async def process_request():
-            response = await self.run_get_response(request)
+            response = None
             try:
-                await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client left while the answer was being sent
-            return response
+                response = await self.run_get_response(request)
+                response[request_log.HEADER] = notes.request_id
+                try:
+                    await self.send_response(response, send)
+                except asyncio.CancelledError:
+                    pass  # the client left while the answer was being sent
+                return response
+            finally:
+                request_log.finished(request, response, notes, (time.perf_counter() - started) * 1e3)
 
         # A client that disconnects cancels the view (and so a gateway's upstream call), as in Django.
         listener = asyncio.create_task(self.listen_for_disconnect(receive))

@@ -360,6 +360,10 @@ ROUTERHUB_GATEWAY_TOKENS_PER_FILE = int(os.environ.get("ROUTERHUB_GATEWAY_TOKENS
 # The max_tokens a gateway call is sent upstream with, and reserves for, when it sets no output limit
 # of its own (neither max_tokens nor max_completion_tokens): without one, nothing bounds the bill.
 ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS = int(os.environ.get("ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS", "4096"))
+# /metrics (Prometheus): the bearer token a scraper sends (unset: staff sessions only), and how many
+# tenants get a label of their own in it — the oldest ones; the rest are counted as "other".
+ROUTERHUB_METRICS_TOKEN = os.environ.get("ROUTERHUB_METRICS_TOKEN", "")
+ROUTERHUB_METRICS_TENANTS = int(os.environ.get("ROUTERHUB_METRICS_TENANTS", "20"))
 # Characters of request and response text kept per call for tenants that turned text logging on.
 ROUTERHUB_GATEWAY_LOG_TEXT_CHARS = int(os.environ.get("ROUTERHUB_GATEWAY_LOG_TEXT_CHARS", "20000"))
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from routing.apis.metrics import metrics_view
 from routing.views.login import throttled_login
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("routing.urls")),
     path("v1/", include("routing.gateway.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("routing.views.urls")),  # the dashboard: / is its overview
 ]
 

@@ -24,6 +24,11 @@ case "$HOST" in
   127.0.0.1|localhost|::1|0.0.0.0) ;;
   *) export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-localhost,127.0.0.1,[::1],$HOST}" ;;
 esac
+# One folder for the Prometheus metrics of the web workers and the Celery worker, emptied at each start
+# (/metrics adds up what is in it).
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/.run/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 UPSTREAM_PORT="${ROUTERHUB_DEMO_UPSTREAM_PORT:-8001}"
 # The demo upstream listens on loopback, which upstream calls may reach only when it is listed.
 export ROUTERHUB_UPSTREAM_ALLOWED_HOSTS="${ROUTERHUB_UPSTREAM_ALLOWED_HOSTS:+$ROUTERHUB_UPSTREAM_ALLOWED_HOSTS,}127.0.0.1"

@@ -17,6 +17,7 @@ from django.http import JsonResponse
 from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
+from routing import request_log
 from routing.apis.throttling import client_address
 from routing.gateway import calls
 from routing.gateway.errors import GatewayError, invalid
@@ -85,10 +86,20 @@ async def chat_completions(request):
         return error.response()
     except Exception:  # a bug or the database failing: still an answer in OpenAI's shape
         return _internal_error()
+    request_log.note(
+        tenant=prepared.plan.tenant,
+        model=_model_label(prepared.chat.model),
+        decision_id=str(prepared.plan.decision_id),
+    )
     try:
         return await calls.respond(prepared)
     except Exception:
         return _internal_error()
+
+
+def _model_label(model: str) -> str:
+    """The model asked for as metrics label it: a tenant's presets are its own, so one word for them all."""
+    return "routerhub-auto:<preset>" if model.startswith("routerhub-auto:") else model
 
 
 def _models(secret: str | None) -> list[tuple[str, str]]:

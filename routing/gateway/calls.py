@@ -37,6 +37,7 @@ import httpx
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
+from routing import metrics, request_log
 from routing.apis.throttling import FixedWindow, failed_authentication_window
 from routing.gateway import settlement
 from routing.gateway.errors import GatewayError, from_domain
@@ -45,7 +46,7 @@ from routing.gateway.threads import in_background, in_thread
 from routing.models import Decision
 from routing.selectors.gateway import model_target
 from routing.selectors.routers import RoutableLLM
-from routing.selectors.tenancy import api_key_authenticate_cached
+from routing.selectors.tenancy import api_key_authenticate_cached, tenant_metrics_label
 from routing.services.decisions import Candidate
 from routing.services.gateway import (
     Billing,
@@ -254,9 +255,11 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
     if prepared.finishing:
         return None
     prepared.finishing = True
+    _observe(prepared, record, metered)
     future = in_background(
         _meter_and_finish,
         decision_id=prepared.plan.decision_id,
+        tenant=prepared.plan.tenant,
         record=record,
         llm=prepared.llm,
         input_tokens=prepared.plan.input_tokens,
@@ -267,10 +270,31 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
     return future
 
 
-def _meter_and_finish(*, decision_id, record: CallRecord, llm, input_tokens: int, metered, log_text: bool):
+def _observe(prepared: Prepared, record: CallRecord, metered: MeteredCall | None) -> None:
+    """The call's upstream attempts and time to first token in the metrics; its LLM (and cost, when
+    known already) in the request's log line."""
+    metrics.observe_attempts(record.attempts)
+    if prepared.llm is not None:
+        if record.ttft_ms is not None:
+            metrics.time_to_first_token.labels(llm=prepared.llm.name).observe(record.ttft_ms / 1e3)
+        request_log.note(llm=prepared.llm.name)
+    if metered is not None:
+        request_log.note(cost_usd=format(metered.cost_usd.normalize(), "f"))
+
+
+def _meter_and_finish(*, decision_id, tenant: str, record: CallRecord, llm, input_tokens: int, metered, log_text: bool):
     if metered is None:  # counting an answer's tokens is CPU work: here, off the event loop
         metered = metered_cost(record=record, llm=llm, input_tokens=input_tokens)
-    return settlement.finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
+    written = settlement.finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
+    if llm is not None:  # tokens and spend as written (no LLM: no attempt was made, nothing spent)
+        metrics.observe_metered(
+            tenant=tenant_metrics_label(name=tenant),
+            llm=llm.name,
+            cost_usd=written.cost_usd,
+            input_tokens=written.input_tokens,
+            output_tokens=written.output_tokens,
+        )
+    return written
 
 
 def _log_failure(future) -> None:
@@ -286,7 +310,9 @@ def _finish_in_background(prepared: Prepared, record: CallRecord, metered: Meter
 async def _finish(prepared: Prepared, record: CallRecord):
     """The finish, awaited — shielded, so a client leaving meanwhile cannot stop it half-way."""
     future = _submit_finish(prepared, record)
-    return await asyncio.shield(asyncio.wrap_future(future))
+    written = await asyncio.shield(asyncio.wrap_future(future))
+    request_log.note(cost_usd=format(written.cost_usd.normalize(), "f"))
+    return written
 
 
 def _record(prepared: Prepared, **fields) -> CallRecord:
@@ -387,7 +413,7 @@ async def respond(prepared: Prepared):
                 "POST",
                 upstream.url,
                 json=body,
-                headers=auth_headers(upstream.api_key),
+                headers={**auth_headers(upstream.api_key), **request_log.upstream_headers()},
                 timeout=timeouts,
                 extensions={"trace": prepared.trace},
             )

@@ -28,6 +28,8 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 _last_used_written = process_cache("api key last use")
 # key hash → the live key with its tenant and allowed LLMs (api_key_authenticate_cached)
 _api_keys = expiring_cache("api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000)
+# "names" → the tenants labelled by name in the metrics (tenant_metrics_label)
+_metrics_tenants = expiring_cache("metrics tenants", seconds=lambda: 60.0)
 
 
 def key_hash(secret: str) -> str:
@@ -79,6 +81,18 @@ def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
     if api_key is not None:
         _api_keys.set(digest, api_key, generation=generation)
     return api_key
+
+
+def tenant_metrics_label(*, name: str) -> str:
+    """The tenant's label in the metrics: its name if it is one of the ``ROUTERHUB_METRICS_TENANTS``
+    oldest tenants, else "other" — the same in every process, and bounded however many tenants sign up."""
+    names = _metrics_tenants.get("names")
+    if names is None:
+        generation = _metrics_tenants.generation
+        oldest = Tenant.objects.order_by("id").values_list("name", flat=True)[: settings.ROUTERHUB_METRICS_TENANTS]
+        names = frozenset(oldest)
+        _metrics_tenants.set("names", names, generation=generation)
+    return name if name in names else "other"
 
 
 def _touch(api_key: ApiKey) -> None:

@@ -1,0 +1,153 @@
+"""/metrics: who may read it, the multiprocess exposition, Celery jobs, and the request log line with
+its X-Request-Id (through the handler the web processes use for API-key calls)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connections
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from routing import metrics
+from tests.fixtures.api import ROUTE
+from tests.fixtures.scrape import label_values, samples, total
+from tests.routerhub.test_handlers import _through_the_handler
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def live_database(transactional_db, monkeypatch):
+    """Views run in the handler's own threads, which must see committed rows and close their connections."""
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+
+
+def _families(response) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(response.content.decode())}
+
+
+def test_without_a_token_configured_metrics_are_for_staff_only(settings):
+    settings.ROUTERHUB_METRICS_TOKEN = ""
+    anonymous = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer anything")
+    assert anonymous.status_code == 404 and anonymous.json()["error"]["code"] == "not_found"
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_user("ops", password="pw-123456", is_staff=True))
+    answer = staff.get("/metrics")
+    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/plain")
+    assert {"routerhub_requests", "routerhub_stage_seconds", "routerhub_spend_usd"} <= _families(answer)
+    plain_user = Client()
+    plain_user.force_login(get_user_model().objects.create_user("viewer", password="pw-123456"))
+    assert plain_user.get("/metrics").status_code == 404
+
+
+def test_with_a_token_a_scraper_needs_exactly_that_token(settings):
+    settings.ROUTERHUB_METRICS_TOKEN = "s3cret-scrape-token"
+    missing = Client().get("/metrics")
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "not_authenticated"
+    assert missing["WWW-Authenticate"].startswith("Bearer")
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-tokeN").status_code == 401
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Basic s3cret-scrape-token").status_code == 401
+    assert Client().post("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token").status_code == 405
+    good = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
+    assert good.status_code == 200 and "routerhub_upstream_attempts" in _families(good)
+
+
+_WRITER = """
+import sys
+from routing import metrics
+for _ in range(int(sys.argv[1])):
+    metrics.observe_request(endpoint="gateway:chat-completions", status=200, model="routerhub-auto",
+                            stages={"auth": 2.0, "total": 10.0, "not-a-stage": 1.0})
+metrics.observe_metered(tenant="acme", llm="gpt-4o", cost_usd=0.25, input_tokens=10, output_tokens=5)
+"""
+
+
+def test_the_exposition_adds_up_every_process_sharing_the_folder(tmp_path, monkeypatch):
+    """Two processes (as two uvicorn workers would) write their values; a scrape sums both."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for count in (3, 4):
+        subprocess.run([sys.executable, "-c", _WRITER, str(count)], env=env, check=True, cwd=str(_project()))
+    assert len(list(tmp_path.glob("*.db"))) >= 2  # one file per process
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    scraped = samples(metrics.exposition().decode())
+    labels = {"endpoint": "gateway:chat-completions", "status": "200", "model": "routerhub-auto"}
+    assert total(scraped, "routerhub_requests_total", **labels) == 7
+    assert total(scraped, "routerhub_stage_seconds_count", stage="total") == 7
+    assert total(scraped, "routerhub_stage_seconds_sum", stage="auth") == pytest.approx(7 * 0.002)
+    assert label_values(scraped, "routerhub_stage_seconds_count", "stage") == {"auth", "total"}
+    assert total(scraped, "routerhub_spend_usd_total", tenant="acme", llm="gpt-4o") == pytest.approx(0.5)
+    assert total(scraped, "routerhub_tokens_total", kind="input") == 20
+    assert total(scraped, "routerhub_tokens_total", kind="output") == 10
+
+
+def _project():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
+
+
+def test_celery_tasks_are_counted_by_kind_and_outcome(transactional_db):
+    from routerhub.celery import app
+
+    @app.task(name="routing.tasks.metrics_probe")
+    def probe(fail: bool):
+        if fail:
+            raise ValueError("failed on purpose")
+        return "done"
+
+    def count(outcome):
+        return total(
+            samples(metrics.exposition().decode()), "routerhub_jobs_total", kind="metrics_probe", outcome=outcome
+        )
+
+    before_ok, before_failed = count("success"), count("failure")
+    probe.apply(kwargs={"fail": False})
+    probe.apply(kwargs={"fail": False})
+    probe.apply(kwargs={"fail": True})
+    assert count("success") - before_ok == 2
+    assert count("failure") - before_failed == 1
+
+
+def test_each_api_call_gets_a_request_id_and_one_json_log_line(live_database, tenant_and_key, fitted, caplog):
+    tenant, key = tenant_and_key
+    prompt = "A secret prompt about zebra migrations"
+    caplog.set_level(logging.INFO, logger="routerhub.requests")
+    response = _through_the_handler(
+        "POST",
+        ROUTE,
+        json={"prompt": prompt},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]
+    assert len(request_id) == 32
+    lines = [r.getMessage() for r in caplog.records if r.name == "routerhub.requests"]
+    assert len(lines) == 1 and prompt not in lines[0] and key not in lines[0]
+    line = json.loads(lines[0])
+    assert line["request_id"] == request_id and line["status"] == 200 and line["method"] == "POST"
+    assert line["route"] == "api:route" and line["tenant"] == tenant.name
+    assert line["llm"] == response.json()["llm"]["name"] == response.headers["x-routerhub-model"]
+    assert line["decision_id"] == response.json()["decision_id"]
+    assert {"embed", "route", "budget", "app", "total"} <= set(line["stages_ms"])
+    assert line["stages_ms"]["total"] >= line["stages_ms"]["app"] > 0
+
+
+def test_a_clients_request_id_is_kept_when_it_is_a_plain_token(live_database, tenant_and_key, fitted, caplog):
+    _, key = tenant_and_key
+    caplog.set_level(logging.INFO, logger="routerhub.requests")
+    kept = _through_the_handler(
+        "GET", "/v1/models", headers={"Authorization": f"Bearer {key}", "X-Request-Id": "trace-42.a"}
+    )
+    assert kept.status_code == 200 and kept.headers["x-request-id"] == "trace-42.a"
+    replaced = _through_the_handler(
+        "GET", "/v1/models", headers={"Authorization": f"Bearer {key}", "X-Request-Id": 'x" injected'}
+    )
+    assert replaced.headers["x-request-id"] != 'x" injected' and len(replaced.headers["x-request-id"]) == 32
+    ids = [json.loads(r.getMessage())["request_id"] for r in caplog.records if r.name == "routerhub.requests"]
+    assert ids == ["trace-42.a", replaced.headers["x-request-id"]]
