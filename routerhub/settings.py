@@ -372,5 +372,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-    "loggers": {"routerhub": {"level": "INFO"}, "registry": {"level": "INFO"}, "routing": {"level": "INFO"}},
+    "loggers": {
+        "routerhub": {"level": "INFO"},
+        "registry": {"level": "INFO"},
+        "routing": {"level": "INFO"},
+        # one JSON line per API-key call (routing/request_log.py); ROUTERHUB_REQUEST_LOG=0 silences it
+        "routerhub.requests": {"level": "INFO" if env_flag("ROUTERHUB_REQUEST_LOG", default=True) else "WARNING"},
+    },
 }
