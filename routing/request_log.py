@@ -89,7 +89,15 @@ CLIENT_CLOSED = 499
 
 
 def finished(request, response, notes: RequestNotes, total_ms: float) -> None:
-    """Count the request and write its line (``response`` None: the client left before the answer)."""
+    """Count the request and write its line (``response`` None: the client left before the answer).
+    A failure here is logged, never passed on: the answer has gone already."""
+    try:
+        _finished(request, response, notes, total_ms)
+    except Exception:
+        logger.exception("counting or logging request %s failed", notes.request_id)
+
+
+def _finished(request, response, notes: RequestNotes, total_ms: float) -> None:
     endpoint = endpoint_of(request)
     status = response.status_code if response is not None else CLIENT_CLOSED
     headers = response if response is not None else {}

@@ -16,7 +16,7 @@ from django.db.models import Sum
 from routing.caches import reset_all
 from routing.models import Decision
 from tests.fixtures.scrape import label_values, samples, total
-from tests.processes.test_gateway import QUESTION, settled, wait_for
+from tests.processes.test_gateway import QUESTION, ranking, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -119,6 +119,27 @@ def test_metrics_count_what_was_sent_and_what_it_cost(gateway, gateway_llms, ups
     sent_ids = [call.headers.get("x-request-id") for call in upstream.calls[-4:]]
     assert sent_ids == [line["request_id"] for line in chat_lines[:4]]
     assert all(QUESTION[0]["content"] not in r.getMessage() for r in caplog.records if r.name == "routerhub.requests")
+
+
+def test_failed_attempts_timeouts_and_fallbacks_are_counted_by_llm(
+    gateway, gateway_llms, upstream, tenant_and_key, scrape, settings
+):
+    _, key = tenant_and_key
+    settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS = 0.5
+    first, second, third = ranking(key, **{"lambda": 0})[:3]
+    upstream.set_behaviour(first, status=500)
+    upstream.set_behaviour(second, latency_seconds=3)
+    before = scrape()
+    answer = _chat(gateway, key, routerhub={"lambda": 0})
+    assert answer.status_code == 200 and answer.headers["x-routerhub-model"] == third
+    settled()
+    after = scrape()
+    for llm, outcome in ((first, "http_5xx"), (second, "timeout"), (third, "ok")):
+        assert _delta(before, after, "routerhub_upstream_attempts_total", llm=llm, outcome=outcome) == 1
+    assert _delta(before, after, "routerhub_upstream_attempts_total") == 3
+    assert _delta(before, after, "routerhub_upstream_fallbacks_total", llm=first) == 1
+    assert _delta(before, after, "routerhub_upstream_fallbacks_total", llm=second) == 1
+    assert _delta(before, after, "routerhub_upstream_fallbacks_total") == 2
 
 
 def test_tenant_labels_stay_bounded_however_many_tenants_call(gateway, gateway_llms, make_tenant, scrape, settings):

@@ -151,3 +151,21 @@ def test_a_clients_request_id_is_kept_when_it_is_a_plain_token(live_database, te
     assert replaced.headers["x-request-id"] != 'x" injected' and len(replaced.headers["x-request-id"]) == 32
     ids = [json.loads(r.getMessage())["request_id"] for r in caplog.records if r.name == "routerhub.requests"]
     assert ids == ["trace-42.a", replaced.headers["x-request-id"]]
+
+
+def test_rate_limit_refusals_are_counted(live_database, tenant_and_key, fitted, settings):
+    _, key = tenant_and_key
+    settings.ROUTERHUB_THROTTLE_API_KEY = "2/min"
+    before = samples(metrics.exposition().decode())
+    statuses = [
+        _through_the_handler(
+            "POST", ROUTE, json={"prompt": f"What is {i} + 1?"}, headers={"Authorization": f"Bearer {key}"}
+        ).status_code
+        for i in range(4)
+    ]
+    assert statuses == [200, 200, 429, 429]
+    after = samples(metrics.exposition().decode())
+    refused = total(after, "routerhub_rate_limited_total", endpoint="api:route")
+    assert refused - total(before, "routerhub_rate_limited_total", endpoint="api:route") == 2
+    answered = total(after, "routerhub_requests_total", endpoint="api:route", status="200")
+    assert answered - total(before, "routerhub_requests_total", endpoint="api:route", status="200") == 2
