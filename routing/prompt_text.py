@@ -16,17 +16,21 @@ question lands among greetings.
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 
-from registry.tokens import count_tokens
+from registry.tokens import text_tokens
 
-# OpenAI-style chats add a few tokens of framing per message (role markers, separators).
-TOKENS_PER_MESSAGE = 4
+# The framing an OpenAI-style chat adds to its messages' text, as OpenAI counts it: 3 tokens per
+# message (role markers, separators) and 3 that start the reply.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+
+
+def chat_framing_tokens(messages: list) -> int:
+    return TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_REPLY
 
 
 def message_text(content) -> str:
@@ -45,6 +49,19 @@ class RoutedInput:
     request: str  # the last user turn (or the prompt): what is routed on, and recorded with the decision
     context: str  # earlier turns and system prompts, newest first, bounded; "" for none
     input_tokens: int  # what the chosen LLM will be sent (a whole chat, not only the routed turn)
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    """The input tokens of an OpenAI chat, as routerhub counts them (:func:`chat_input_tokens`)."""
+
+    text: int  # every string sent, counted exactly by routerhub's tokenizer, and the chat's framing
+    media: int  # the ceilings of its image, audio and file parts
+
+    @property
+    def most(self) -> int:
+        """The most input an LLM may bill for the chat: what a call reserves."""
+        return self.text + self.media
 
 
 def request_and_context(messages: list[dict]) -> tuple[str, str]:
@@ -80,29 +97,6 @@ def embeddable(text: str) -> str:
     return text[: settings.ROUTERHUB_EMBED_MAX_CHARS]
 
 
-def estimated_tokens(text: str) -> int:
-    """Tokens of ``text``: counted exactly up to ``TOKEN_SAMPLE_CHARS``; beyond, the length times the
-    densest (tokens per character) of ``SAMPLE_WINDOWS`` windows at random places, which together
-    are ``TOKEN_SAMPLE_CHARS`` long: tokenising a 200,000-character prompt in full would cost ~80 ms.
-
-    The estimate is reserved from a budget before the call, so it must not be low: the densest window
-    rather than the average, at random places rather than fixed ones, so that a long text cannot put
-    token-dense stretches (digits, symbols, CJK) where a fixed sample would not look. The target
-    LLM's tokenizer is unknown anyway; the gateway meters the provider's count after the call.
-    """
-    if len(text) <= TOKEN_SAMPLE_CHARS:
-        return count_tokens([text])[0]
-    width = TOKEN_SAMPLE_CHARS // SAMPLE_WINDOWS
-    starts = [_places.randrange(len(text) - width + 1) for _ in range(SAMPLE_WINDOWS)]
-    densest = max(count_tokens([text[start : start + width]])[0] for start in starts)  # each in this thread
-    return math.ceil(densest * len(text) / width)
-
-
-TOKEN_SAMPLE_CHARS = 4000
-SAMPLE_WINDOWS = 8
-_places = random.Random()
-
-
 # Content parts that are not text, by type: the ceiling they are counted at (a setting per kind) and
 # where their payload is (a URL or base64 data: never counted as text).
 MEDIA_PARTS = {
@@ -120,13 +114,14 @@ def media_part_tokens() -> dict[str, int]:
     }
 
 
-def chat_input_tokens(messages: list[dict], others: dict) -> int:
-    """The most input tokens an LLM may bill for an OpenAI chat, as far as routerhub can tell: the
-    messages' text and ``TOKENS_PER_MESSAGE`` each, every other string sent with them (names, tool
+def chat_input_tokens(messages: list[dict], others: dict) -> ChatInput:
+    """The input tokens of an OpenAI chat, as far as routerhub can tell: the messages' text and the
+    chat's framing (:func:`chat_framing_tokens`), every other string sent with them (names, tool
     calls and their arguments; in ``others``, the body's other fields: tool definitions, response
     schemas, … — object keys below the top level too, since a schema's property names are read by
-    the LLM), and a ceiling per image, audio or file part (an assistant's earlier ``audio`` counts
-    as one; a part of a type routerhub does not know counts as a file, its strings as text)."""
+    the LLM), counted exactly; and a ceiling per image, audio or file part (an assistant's earlier
+    ``audio`` counts as one; a part of a type routerhub does not know counts as a file, its strings
+    as text)."""
     ceilings = media_part_tokens()
     texts = [message_text(m.get("content")) for m in messages]
     media = 0
@@ -151,7 +146,9 @@ def chat_input_tokens(messages: list[dict], others: dict) -> int:
     for value in others.values():
         if isinstance(value, (str, dict, list)):  # not the numbers and flags that set the call up
             strings_of(value, texts)
-    return estimated_tokens("\n".join(texts)) + TOKENS_PER_MESSAGE * len(messages) + media
+    # One count: the texts joined by line breaks are exactly the sum of their counts (whitespace
+    # separates words), and a long text is counted off the GIL (registry/tokens.py).
+    return ChatInput(text=text_tokens("\n".join(texts)) + chat_framing_tokens(messages), media=media)
 
 
 def strings_of(value, out: list[str]) -> list[str]:
@@ -180,7 +177,5 @@ def route_input(*, prompt: str | None = None, messages: list[dict] | None = None
     if messages is not None:
         sent = "\n".join(message_text(m.get("content")) for m in messages)
         request, context = request_and_context(messages)
-        return RoutedInput(
-            embeddable(request), embeddable(context), estimated_tokens(sent) + TOKENS_PER_MESSAGE * len(messages)
-        )
-    return RoutedInput(embeddable(prompt), "", estimated_tokens(prompt))
+        return RoutedInput(embeddable(request), embeddable(context), text_tokens(sent) + chat_framing_tokens(messages))
+    return RoutedInput(embeddable(prompt), "", text_tokens(prompt))

@@ -44,6 +44,7 @@ from routing.gateway.errors import GatewayError, from_domain
 from routing.gateway.requests import ChatRequest, chat_request
 from routing.gateway.threads import in_background, in_thread
 from routing.models import Decision
+from routing.prompt_text import ChatInput
 from routing.selectors.gateway import model_target
 from routing.selectors.routers import RoutableLLM
 from routing.selectors.tenancy import api_key_authenticate_cached, tenant_metrics_label
@@ -201,6 +202,7 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
             expected_output_tokens=chat.expected_output_tokens,
             options=chat.options,
             fields=chat.fields,
+            give_back=settlement.give_back,  # on the writer thread, after what is queued against them
         )
     except GatewayError:
         raise
@@ -212,7 +214,6 @@ def prepare(*, secret: str | None, body, started: float, address: str | None = N
     prepared = Prepared(chat=chat, plan=plan, upstreams=[_upstream(c) for c in plan.candidates], started=started)
     if plan.leased is not None:
         prepared.written = settlement.write(plan.leased)  # while the LLM works on the call
-    settlement.give_back(plan.leases_to_return)
     prepared.embedding_cached = plan.embedding_cached
     prepared.timings = {
         "queue": (began - started) * 1e3,
@@ -262,7 +263,7 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
         tenant=prepared.plan.tenant,
         record=record,
         llm=prepared.llm,
-        input_tokens=prepared.plan.input_tokens,
+        prompt=prepared.chat.prompt,
         metered=metered,
         log_text=prepared.plan.log_text,
     )
@@ -282,9 +283,9 @@ def _observe(prepared: Prepared, record: CallRecord, metered: MeteredCall | None
         request_log.note(cost_usd=format(metered.cost_usd.normalize(), "f"))
 
 
-def _meter_and_finish(*, decision_id, tenant: str, record: CallRecord, llm, input_tokens: int, metered, log_text: bool):
+def _meter_and_finish(*, decision_id, tenant: str, record: CallRecord, llm, prompt: ChatInput, metered, log_text: bool):
     if metered is None:  # counting an answer's tokens is CPU work: here, off the event loop
-        metered = metered_cost(record=record, llm=llm, input_tokens=input_tokens)
+        metered = metered_cost(record=record, llm=llm, prompt=prompt)
     written = settlement.finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
     if llm is not None:  # tokens and spend as written (no LLM: no attempt was made, nothing spent)
         metrics.observe_metered(
@@ -333,7 +334,7 @@ def _charge(prepared: Prepared, llm: RoutableLLM, attempt: dict, billing: str) -
     if billing == Billing.NONE:
         return
     charge = attempt_charge(
-        llm=llm, billing=billing, input_tokens=prepared.plan.input_tokens, output_limit=prepared.chat.output_tokens
+        llm=llm, billing=billing, prompt=prepared.chat.prompt, output_limit=prepared.chat.output_tokens
     )
     prepared.charges.append(charge)
     attempt["charged_usd"] = float(charge.cost_usd)
@@ -647,7 +648,7 @@ async def _json_response(prepared: Prepared, name: str, raw: bytes, answered_at:
         raw = prepared.scrub(raw)
         text, usage = raw.decode("utf-8", "replace"), None
     record = _record(prepared, status=Status.OK, billing=Billing.SEEN, usage=usage, answer_text=text, ttft_ms=ttft)
-    meter = partial(metered_cost, record=record, llm=prepared.llm, input_tokens=prepared.plan.input_tokens)
+    meter = partial(metered_cost, record=record, llm=prepared.llm, prompt=prepared.chat.prompt)
     # Counting a long answer's tokens would hold up every call of the event loop: a thread does it.
     metered = await in_thread(meter) if len(text) > COUNT_ON_THE_LOOP_CHARS else meter()
     _finish_in_background(prepared, record, metered)  # written while the answer goes out

@@ -25,14 +25,15 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from registry.tokens import text_tokens
 from routing.apis.serializers import RouteOptionsSerializer
 from routing.exceptions import UnacceptableJSON
 from routing.gateway.errors import invalid
 from routing.json_checks import check_json
 from routing.prompt_text import (
+    ChatInput,
     chat_input_tokens,
     embeddable,
-    estimated_tokens,
     message_text,
     request_and_context,
     strings_of,
@@ -95,13 +96,18 @@ class ChatRequest:
     model: str
     stream: bool
     client_wants_usage: bool
-    input_tokens: int  # the most input the call can bill, as routerhub counts it
+    prompt: ChatInput  # its input tokens, as routerhub counts them: what metering holds usage to
     output_tokens: int  # the most output it can bill: its output limit × n (+ a prediction's tokens)
     expected_output_tokens: int  # what routing weighs: the expected output, within that limit, × n
     options: RoutingOptions
     upstream_body: dict  # without "model", which each attempt sets
     messages: list[dict]
     fields: tuple[str, ...] = ()  # fields that bill beyond token prices: only LLMs that accept them
+
+    @property
+    def input_tokens(self) -> int:
+        """The most input the call can bill, as routerhub counts it: what it reserves."""
+        return self.prompt.most
 
     def route_input(self, *, routed: bool) -> tuple[str, int]:
         """(text recorded — and routed on, for routed models; tokens sent to the LLM)."""
@@ -244,14 +250,12 @@ def chat_request(body) -> ChatRequest:
         upstream["stream_options"] = {**(stream_options or {}), "include_usage": True}  # for metering
     # A predicted output's tokens that the answer does not use are billed as output too.
     predicted = body.get("prediction")
-    predicted_tokens = estimated_tokens("\n".join(strings_of(predicted, []))) if predicted is not None else 0
+    predicted_tokens = text_tokens("\n".join(strings_of(predicted, []))) if predicted is not None else 0
     return ChatRequest(
         model=model,
         stream=bool(stream),
         client_wants_usage=client_wants_usage,
-        input_tokens=chat_input_tokens(
-            body["messages"], {key: value for key, value in body.items() if key not in READ}
-        ),
+        prompt=chat_input_tokens(body["messages"], {key: value for key, value in body.items() if key not in READ}),
         output_tokens=per_choice * choices + predicted_tokens,
         expected_output_tokens=min(per_choice, settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS) * choices,
         options=options,

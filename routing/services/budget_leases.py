@@ -220,7 +220,12 @@ class LeaseBook:
             if lease.remaining < amount:
                 # One round trip while holding the lock: the process's other calls of this period would
                 # otherwise all top up at once. Once per ROUTERHUB_GATEWAY_LEASE_CALLS calls.
-                granted = _grant(lease, want=amount * calls, need=amount - lease.remaining, now=now)
+                try:
+                    granted = _grant(lease, want=amount * calls, need=amount - lease.remaining, now=now)
+                except BaseException:
+                    for old in dropped:  # back in the book, which returns it when idle or at shutdown
+                        self._leases.setdefault(old.period_id, old)
+                    raise
                 if granted is None:
                     if self._leases.get(status.period_id) is lease:
                         # Too little left for leases: what this one still holds goes back for others.
@@ -489,6 +494,13 @@ def return_lease(lease: Lease) -> bool:
         wait_for_disk=False,
     )
     return bool(found and found[0][0])
+
+
+def return_leases(returned: list[Lease]) -> None:
+    """:func:`return_lease` each of ``returned``, in the calling thread. (The gateway gives leases back
+    on its writer thread instead, after the writes and refills queued against them.)"""
+    for lease in returned:
+        return_lease(lease)
 
 
 def reclaim_expired() -> int:

@@ -12,6 +12,7 @@ exactly one decision and its cost is counted exactly once. ``/api/v1/route`` and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -26,7 +27,7 @@ from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
-from routing.services.budget_leases import Lease, LeasedCall, leases
+from routing.services.budget_leases import Lease, LeasedCall, leases, return_leases
 from routing.services.scoring import (
     DirectCall,
     Reason,
@@ -62,12 +63,18 @@ class RouteResult:
     fallbacks: list[Candidate] = field(default_factory=list)
     strategy_params: dict = field(default_factory=dict)
     # Admitted against this process's budget lease: the decision is not written yet — the caller
-    # hands it to budget_leases.settle (and the leases in ``leases_to_return`` to return_lease).
+    # hands it to budget_leases.settle.
     leased: LeasedCall | None = None
-    leases_to_return: list[Lease] = field(default_factory=list)
 
 
-def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> RouteResult:
+# What is done with the leases a call took out of this process's book to give back (too old, or too
+# small for it): ``return_leases`` in the calling thread, or the gateway's writer thread.
+GiveBack = Callable[[list[Lease]], object]
+
+
+def route_create(
+    *, tenant: Tenant, api_key=None, request: RouteRequest, give_back: GiveBack = return_leases
+) -> RouteResult:
     router = router_for(strategy=request.strategy)
     started = time.perf_counter()
     embedding, cached = embed_cached(request.text, tenant_id=tenant.id)
@@ -79,7 +86,7 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
     choice = scoring.select(scoring.max_cost)
     routed = time.perf_counter()
-    result = _decide(scoring, choice, status, tenant=tenant, api_key=api_key, request=request)
+    result = _decide(scoring, choice, status, give_back=give_back, tenant=tenant, api_key=api_key, request=request)
     result.embed_ms, result.route_ms = (embedded - started) * 1e3, (routed - embedded) * 1e3
     result.budget_ms = (time.perf_counter() - routed) * 1e3
     result.embedding_cached = cached
@@ -87,21 +94,30 @@ def route_create(*, tenant: Tenant, api_key=None, request: RouteRequest) -> Rout
     return result
 
 
-def direct_create(*, tenant: Tenant, api_key=None, llm: RoutableLLM, request: RouteRequest) -> RouteResult:
+def direct_create(
+    *, tenant: Tenant, api_key=None, llm: RoutableLLM, request: RouteRequest, give_back: GiveBack = return_leases
+) -> RouteResult:
     """Reserve and record a call to the LLM the client named (the gateway's direct model names)."""
     scoring = direct_scoring(llm, request=request)
-    return _decide(
-        scoring, 0, budgets.budget_status_current(tenant=tenant), tenant=tenant, api_key=api_key, request=request
-    )
+    status = budgets.budget_status_current(tenant=tenant)
+    return _decide(scoring, 0, status, give_back=give_back, tenant=tenant, api_key=api_key, request=request)
 
 
-def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> RouteResult:
+def _decide(scoring: Scoring, choice: int, status: BudgetStatus, *, give_back: GiveBack, **context) -> RouteResult:
+    """Admit the call (against this process's lease, or with a reservation of its own) and record it.
+    The leases taken out of the book on the way go to ``give_back`` whatever happens — a 402 too: out
+    of the book, neither the idle sweep nor shutdown would return them, and once expired the lease
+    sweep would charge what they hold as spent."""
     router = scoring.router
     leased, to_return = _admit_leased(scoring, choice, status, **context)
-    if leased is not None:
-        decision, notes = leased.decision, []
-    else:
-        decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+    try:
+        if leased is not None:
+            decision, notes = leased.decision, []
+        else:
+            decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+    finally:
+        if to_return:
+            give_back(to_return)
     if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
         target_note = quality_target_note(scoring, choice)
         notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
@@ -133,13 +149,13 @@ def _decide(scoring: Scoring, choice: int, status: BudgetStatus, **context) -> R
         notes=notes,
         fallbacks=fallbacks,
         leased=leased,
-        leases_to_return=to_return,
     )
 
 
 def _admit_leased(scoring: Scoring, choice: int, status: BudgetStatus, **context):
-    """(the call admitted against this process's lease, leases to give back), or (None, …) when the
-    call must reserve on its own: not a relaxed gateway call, or no lease covers it."""
+    """(the call admitted against this process's lease, leases taken out of the book to give back),
+    or (None, …) when the call must reserve on its own: not a relaxed gateway call, or no lease
+    covers it."""
     if not _relaxed_durability(context["request"]):
         return None, []
     amount = budgets.usd(scoring.costs[choice])

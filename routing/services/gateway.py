@@ -15,10 +15,10 @@ reservation) whose spend routerhub measures itself:
 
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
-budget ran out, of (actual cost − reservation): what the provider counts in the prompt beyond
-routerhub's own estimate, itself at most that estimate again (:data:`REPORTED_PROMPT_TOKENS_BELIEVED`;
-README, *Metering and the budget bound*). A call whose process died before it finished keeps its
-reservation (its estimated cost) as what it counts.
+budget ran out, of (actual cost − reservation) — nothing from metering, which holds each attempt's
+prompt and answer to what the call reserved (:func:`attempt_charge`; README, *Metering and the
+budget bound*). A call whose process died before it finished keeps its reservation (its estimated
+cost) as what it counts.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from psycopg.types.json import Jsonb
 from registry.tokens import count_tokens
 from routing.exceptions import FieldNotAccepted, InvalidRouteRequest
 from routing.models import Decision, GatewayExchange, Tenant
+from routing.prompt_text import ChatInput
 from routing.selectors.gateway import ModelTarget
 from routing.selectors.routers import RoutableLLM
 from routing.services import budgets
-from routing.services.budget_leases import Lease, LeasedCall
-from routing.services.decisions import Candidate, direct_create, route_create
+from routing.services.budget_leases import LeasedCall, return_leases
+from routing.services.decisions import Candidate, GiveBack, direct_create, route_create
 from routing.services.scoring import RouteRequest
 from routing.upstream.http import redact
 from routing.upstream.streams import usage_tokens
@@ -66,7 +67,6 @@ class GatewayPlan:
     tenant: str
     log_text: bool
     candidates: list[Candidate]  # the chosen LLM first, then the fallbacks, at most the attempts allowed
-    input_tokens: int  # routerhub's count of what is sent (used when the upstream reports no usage)
     notes: list[str] = field(default_factory=list)
     # How long each part took (ms), for the answer's Server-Timing; embed and route only when routed.
     embed_ms: float = 0.0
@@ -74,9 +74,8 @@ class GatewayPlan:
     budget_ms: float = 0.0
     embedding_cached: str = ""
     # Admitted against this process's budget lease: the decision still has to be written
-    # (routing/gateway/settlement.py), and these leases given back.
+    # (routing/gateway/settlement.py).
     leased: LeasedCall | None = None
-    leases_to_return: list[Lease] = field(default_factory=list)
 
 
 def gateway_plan(
@@ -90,13 +89,15 @@ def gateway_plan(
     options: RoutingOptions,
     expected_output_tokens: int | None = None,
     fields: tuple[str, ...] = (),
+    give_back: GiveBack = return_leases,
 ) -> GatewayPlan:
     """Decide and reserve before the call; raises what ``route_create`` raises (400, 402, 503).
 
     ``output_tokens`` is reserved (the most the call can write); routing weighs the cost of
     ``expected_output_tokens``. ``fields``: what the body sets that bills beyond token prices: only
     LLMs that accept them are candidates (a 400 naming the field when none does), reserved and
-    metered at their prices."""
+    metered at their prices. ``give_back``: what to do with the budget leases the call took out of
+    this process's book (``decisions._decide``)."""
     if target.routed:
         preset = target.preset
         # The request's λ or quality target replaces the preset's (both: they are one choice).
@@ -118,7 +119,7 @@ def gateway_plan(
             source=Decision.Source.GATEWAY,
             fields=fields,
         )
-        result = route_create(tenant=tenant, api_key=api_key, request=request)
+        result = route_create(tenant=tenant, api_key=api_key, request=request, give_back=give_back)
     else:
         if options.given():
             raise InvalidRouteRequest(
@@ -137,7 +138,7 @@ def gateway_plan(
             text=text, input_tokens=input_tokens, output_tokens=output_tokens, source=Decision.Source.GATEWAY
         )
         started = time.perf_counter()
-        result = direct_create(tenant=tenant, api_key=api_key, llm=llm, request=request)
+        result = direct_create(tenant=tenant, api_key=api_key, llm=llm, request=request, give_back=give_back)
         result.budget_ms = (time.perf_counter() - started) * 1e3
     # The LLMs as this call is billed (their prices for its fields): what metering multiplies usage by.
     chosen = Candidate(
@@ -155,14 +156,12 @@ def gateway_plan(
         tenant=tenant.name,
         log_text=tenant.log_gateway_text,
         candidates=[chosen, *callable_fallbacks][: settings.ROUTERHUB_GATEWAY_MAX_ATTEMPTS],
-        input_tokens=input_tokens,
         notes=result.notes,
         embed_ms=result.embed_ms,
         route_ms=result.route_ms,
         budget_ms=result.budget_ms,
         embedding_cached=result.embedding_cached,
         leased=result.leased,
-        leases_to_return=result.leases_to_return,
     )
 
 
@@ -189,11 +188,6 @@ class Billing:
     # Sent, then cut off by routerhub (timeout, deadline, size cap; a proxy's 504/524) or left by the
     # client before the answer came: the provider may have produced the whole answer.
     UNSEEN = "unseen"
-
-
-# A provider counts the prompt with its own tokenizer and chat framing, so its count may exceed
-# routerhub's; beyond this many times routerhub's count, a reported prompt count is not believed.
-REPORTED_PROMPT_TOKENS_BELIEVED = 2
 
 
 @dataclass(frozen=True)
@@ -229,7 +223,7 @@ def attempt_charge(
     *,
     llm: RoutableLLM | None,
     billing: str,
-    input_tokens: int,
+    prompt: ChatInput,
     output_limit: int | None,
     usage: dict | None = None,
     answer_text: str = "",
@@ -237,20 +231,22 @@ def attempt_charge(
     """What one attempt is charged, at the prices of its ``llm`` (README, *What a call is charged*):
 
     - ``Billing.NONE``: nothing.
-    - the prompt: the upstream's ``prompt_tokens`` or routerhub's count (``input_tokens``), whichever is
-      larger, but at most :data:`REPORTED_PROMPT_TOKENS_BELIEVED` times routerhub's count;
+    - the prompt: the upstream's ``prompt_tokens``, but at least routerhub's exact count of the text
+      sent and its framing (``prompt.text``) and at most the input the call reserved (``prompt.most``:
+      that and the ceilings of its media parts, which the provider bills at its own rates); without
+      a count from the upstream, all the input reserved;
     - the answer: the upstream's ``completion_tokens`` or routerhub's count of the text received,
       whichever is larger, but at most ``output_limit``, the output the call reserved — and for
       ``Billing.UNSEEN`` all of it, since the provider may have produced it.
 
-    So an upstream reporting less than it sent does not make a call cheaper, one reporting absurd
-    usage does not make it dearer than the request allowed, and a call cut off before its answer was
-    seen is charged what the provider may have produced.
+    So an upstream reporting less than it was sent does not make a call cheaper, one reporting absurd
+    usage does not make it dearer than its reservation, and a call cut off before its answer was seen
+    is charged what the provider may have produced.
     """
     if billing == Billing.NONE or llm is None:
         return NOT_CHARGED
     reported_in, reported_out = usage_tokens(usage)
-    used_in = min(max(reported_in or 0, input_tokens), REPORTED_PROMPT_TOKENS_BELIEVED * input_tokens)
+    used_in = prompt.most if reported_in is None else min(max(reported_in, prompt.text), prompt.most)
     counted_out = count_tokens([answer_text])[0] if answer_text else 0
     used_out = max(reported_out or 0, counted_out)
     if output_limit is not None:
@@ -259,14 +255,14 @@ def attempt_charge(
     return MeteredCall(cost_usd=budgets.usd(price or 0.0), input_tokens=used_in, output_tokens=used_out)
 
 
-def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, input_tokens: int) -> MeteredCall:
+def metered_cost(*, record: CallRecord, llm: RoutableLLM | None, prompt: ChatInput) -> MeteredCall:
     """What a call cost: the charge of its last attempt (:func:`attempt_charge`, at the prices of
     ``llm``, the LLM of that attempt — a fallback's, when the first choice failed) plus the charges
     of earlier attempts an upstream may bill (``record.charges``)."""
     last = attempt_charge(
         llm=llm,
         billing=record.billing,
-        input_tokens=input_tokens,
+        prompt=prompt,
         output_limit=record.output_limit,
         usage=record.usage,
         answer_text=record.answer_text,

@@ -7,9 +7,8 @@ processes as an operator would (SIGTERM: queued decisions written, leases return
 the sweep), and then audits (``tests/processes/redteam.py``):
 
 - every tenant: recorded spend (spent + overage) and the upstream's bill both stay within the limit
-  plus the README's bound (the provider's prompt framing beyond routerhub's count, 2 tokens per
-  call, and output that was on its way when a caller left); recorded spend is never less than the
-  bill; the period counts exactly its decisions; nothing stays leased or pending;
+  plus the README's bound (output that was on its way when a caller left); recorded spend is never
+  less than the bill; the period counts exactly its decisions; nothing stays leased or pending;
 - every call: answered ⇒ a decision, charged exactly usage × prices when the upstream billed in full
   and honestly, never less than the bill otherwise; the reservation bounds the bill; hostile input is
   a 400 naming its field before any upstream call or write; a 5xx bills nothing.

@@ -1,9 +1,20 @@
-"""What a chat is routed on: the user's request, with system prompts and earlier turns as a bounded nudge."""
+"""What a chat is routed on (the user's request, with system prompts and earlier turns as a bounded
+nudge), and how many tokens it is sent: counted exactly, however long."""
+
+import random
 
 import numpy as np
 import pytest
 
-from routing.prompt_text import request_and_context, route_input, routed_embedding
+from registry.tokens import PIECE_CHARS, _tokenizer, count_tokens, text_pieces, text_tokens
+from routing.prompt_text import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    chat_input_tokens,
+    request_and_context,
+    route_input,
+    routed_embedding,
+)
 
 # System prompts people really send, from a bare one-liner to a paragraph that dwarfs a short question.
 COMMON_SYSTEM_PROMPTS = [
@@ -89,3 +100,67 @@ def test_with_minilm_a_system_prompt_leaves_a_question_nearest_itself_not_a_gree
             vector = routed_embedding(embedder.embed_one(routed.request), embedder.embed_one(routed.context))
             assert vector @ alone > 0.96, (question, system)
             assert vector @ alone > vector @ greeting + 0.3, (question, system)
+
+
+# --- token counts ---------------------------------------------------------------------------------------
+
+
+def whole_count(text: str) -> int:
+    """The tokenizer's count of ``text`` in one piece."""
+    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+# 191,847 characters whose tokens are all in their last 2 %: 47 words too long for WordPiece (one token
+# each), then 1,900 one-token words.
+SPARSE_THEN_DENSE = ("x" * 4000 + " ") * 47 + " a" * 1900
+
+
+def test_a_long_prompt_is_counted_exactly_wherever_its_dense_stretch_is():
+    assert text_tokens(SPARSE_THEN_DENSE) == whole_count(SPARSE_THEN_DENSE) == 1947
+    sparse, dense = ("x" * 4000 + " ") * 47, " a" * 1900
+    half = len(sparse) // 2 - 2000
+    for text in (dense + " " + sparse, sparse[:half] + dense + " " + sparse[half:], sparse + dense):
+        assert text_tokens(text) == whole_count(text) == 1947
+    messages = [{"role": "user", "content": SPARSE_THEN_DENSE}]
+    framing = TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+    assert chat_input_tokens(messages, {}).text == 1947 + framing
+    assert route_input(messages=messages).input_tokens == 1947 + framing
+
+
+def test_counted_in_pieces_a_long_text_counts_what_it_counts_whole():
+    """Cut at spaces and line breaks only: text Python calls whitespace that the tokenizer drops as a
+    control character (\\x1c, \\x85) or joins to a word would be counted differently cut there."""
+    rng = random.Random(11)
+    alphabet = list("abcdefghij ABCD\n\t0123456789.,;:!?-_/()'\"") + [
+        "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u3000", "\x00", "\ufffd", "é", "e\u0301", "ß",
+        "中", "文", "😀", "\u200b", "\U0001f1eb\U0001f1f7",
+    ]  # fmt: skip
+    texts = [
+        "".join(rng.choice(alphabet) for _ in range(60_000)),
+        " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300))) for _ in range(800)),
+        "x" * (3 * PIECE_CHARS) + " tail words",  # no place to cut for three pieces' length
+        "river stone " * 20_000,
+        "\n".join("0123456789" * 90 for _ in range(300)),
+    ]
+    for text in texts:
+        pieces = list(text_pieces(text))
+        assert "".join(pieces) == text and len(pieces) > 1
+        assert all(piece[0] in " \n" for piece in pieces[1:])  # each cut just before a space or a line break
+        assert text_tokens(text) == whole_count(text) == count_tokens([text])[0]
+
+
+def test_short_texts_are_counted_exactly():
+    text = "What is the derivative of x**3 + 2x with respect to x?"
+    assert text_tokens(text) == count_tokens([text])[0] == whole_count(text)
+    assert text_tokens("") == 0
+
+
+def test_media_parts_count_their_ceilings_apart_from_the_text(settings):
+    settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = 5000
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "iVBORw0KGgo" * 1000}}
+    with_images = [{"role": "user", "content": [{"type": "text", "text": "Which is bigger?"}, image, image]}]
+    without = [{"role": "user", "content": [{"type": "text", "text": "Which is bigger?"}]}]
+    counted = chat_input_tokens(with_images, {})
+    assert counted.media == 2 * 5000 and counted.most == counted.text + 10_000
+    # the payload is never counted as text; the parts' keys are (a few tokens each)
+    assert chat_input_tokens(without, {}).text < counted.text < chat_input_tokens(without, {}).text + 20

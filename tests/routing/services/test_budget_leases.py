@@ -10,14 +10,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, OperationalError
 from django.utils import timezone
 
 from registry.models import LLM
 from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import refreshed
-from routing.services import budget_leases, budgets
+from routing.selectors.routers import RoutableLLM
+from routing.services import budget_leases, budgets, decisions
 from routing.services.budget_leases import LeaseBook, LeasedCall
+from routing.services.budget_policies import BudgetExhausted
+from routing.services.scoring import RouteRequest
 from routing.services.tenancy import tenant_budget_changed, tenant_create
 
 pytestmark = pytest.mark.django_db
@@ -207,6 +210,50 @@ def test_a_lease_dropped_before_its_refill_gets_no_grant(status):
     book.refill(lease)
     # what the 11 admitted calls reserved stays held for their writes; nothing more was granted
     assert period_of(status).leased_usd == BudgetLease.objects.get().amount_usd == Decimal("0.11")
+
+
+# --- leases taken out of the book always go back ------------------------------------------------------
+
+
+def gateway_call(tenant, llm: RoutableLLM, input_tokens: int):
+    """A gateway call naming ``llm`` (admitted against this process's lease when one covers it)."""
+    request = RouteRequest(text="q", input_tokens=input_tokens, output_tokens=0, source=Decision.Source.GATEWAY)
+    return decisions.direct_create(tenant=tenant, llm=llm, request=request)
+
+
+def test_a_call_refused_with_402_gives_back_the_lease_it_found_too_small(status, monkeypatch):
+    book = LeaseBook()
+    monkeypatch.setattr(decisions, "leases", book)
+    tenant = period_of(status).tenant
+    row = LLM.objects.create(name="org/per-token-llm", usd_per_mtok_in=10_000, usd_per_mtok_out=0)
+    llm = RoutableLLM.of(row)
+    first = gateway_call(tenant, llm, 1)  # 0.01 USD, admitted against a new lease of 0.20
+    assert first.leased is not None and period_of(status).leased_usd == Decimal("0.20")
+    BudgetPeriod.objects.filter(id=status.period_id).update(spent_usd=Decimal("3.50"))  # 0.30 left
+    with pytest.raises(BudgetExhausted):
+        gateway_call(tenant, llm, 100)  # 1.00 USD: the lease is too small, and nothing tops it up
+    # Given back: only the admitted call stays held, until its decision is written.
+    period = period_of(status)
+    assert period.leased_usd == CALL and period.rejected_requests == 1
+    assert BudgetLease.objects.get().returned_at is not None
+    budget_leases.settle([first.leased])
+    period = period_of(status)
+    assert (period.spent_usd, period.leased_usd) == (Decimal("3.51"), 0) and not BudgetLease.objects.exists()
+    assert budget_leases.reclaim_expired() == 0  # nothing left for the sweep to charge
+
+
+def test_a_stale_lease_stays_in_the_book_when_the_grant_replacing_it_fails(status, settings, monkeypatch):
+    book = LeaseBook()
+    lease, _ = book.take(status=status, amount=CALL)
+    lease.renewed_at -= settings.ROUTERHUB_GATEWAY_LEASE_SECONDS  # too old to admit against
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(budget_leases, "_grant", unreachable)
+    with pytest.raises(OperationalError):
+        book.take(status=status, amount=CALL)
+    assert book.all() == [lease]  # still there for the idle sweep or shutdown to give back
 
 
 # --- settlement never loses or frees a call -----------------------------------------------------------

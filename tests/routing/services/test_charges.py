@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from registry.tokens import count_tokens
+from routing.prompt_text import ChatInput
 from routing.selectors.routers import RoutableLLM
 from routing.services.gateway import Billing, CallRecord, attempt_charge, metered_cost
 
@@ -23,17 +24,17 @@ LLM = RoutableLLM(
     uses_fallback=False,
 )
 ANSWER = "Once upon a time there was a router that paid its bills."
-PROMPT = 30  # routerhub's count of the prompt
+PROMPT = ChatInput(text=30, media=0)  # routerhub's count of a text prompt
+TEXT, IMAGES = 30, 2 * 5000  # a prompt with two images, at a ceiling of 5,000 tokens each
+WITH_IMAGES = ChatInput(text=TEXT, media=IMAGES)
 
 
 def usd(input_tokens: int, output_tokens: int) -> Decimal:
     return Decimal(input_tokens * 1 + output_tokens * 10) / Decimal(10**6)
 
 
-def charge(billing, usage=None, text="", limit=50):
-    return attempt_charge(
-        llm=LLM, billing=billing, input_tokens=PROMPT, output_limit=limit, usage=usage, answer_text=text
-    )
+def charge(billing, usage=None, text="", limit=50, prompt=PROMPT):
+    return attempt_charge(llm=LLM, billing=billing, prompt=prompt, output_limit=limit, usage=usage, answer_text=text)
 
 
 def test_an_attempt_no_upstream_billed_costs_nothing():
@@ -41,28 +42,46 @@ def test_an_attempt_no_upstream_billed_costs_nothing():
     assert (nothing.cost_usd, nothing.input_tokens, nothing.output_tokens) == (0, None, None)
 
 
-def test_an_answer_is_charged_its_usage_when_that_is_at_least_what_routerhub_counts():
-    seen = charge(Billing.SEEN, usage={"prompt_tokens": 34, "completion_tokens": 40}, text=ANSWER)
-    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (34, 40, usd(34, 40))
+def test_an_answer_is_charged_its_usage_within_what_routerhub_counted_and_reserved():
+    seen = charge(Billing.SEEN, usage={"prompt_tokens": 30, "completion_tokens": 40}, text=ANSWER)
+    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (30, 40, usd(30, 40))
 
 
 @pytest.mark.parametrize("usage", [None, {"prompt_tokens": 1, "completion_tokens": 1}, {"total_tokens": 3}, "junk"])
 def test_usage_missing_or_below_routerhubs_count_gives_way_to_that_count(usage):
     counted = count_tokens([ANSWER])[0]
     seen = charge(Billing.SEEN, usage=usage, text=ANSWER)
-    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (PROMPT, counted, usd(PROMPT, counted))
+    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (30, counted, usd(30, counted))
 
 
-def test_absurd_usage_is_capped_at_max_tokens_and_twice_routerhubs_prompt_count():
+def test_absurd_usage_is_capped_at_what_the_call_reserved():
     seen = charge(Billing.SEEN, usage={"prompt_tokens": 10**12, "completion_tokens": 10**12}, text=ANSWER)
-    assert (seen.input_tokens, seen.output_tokens) == (2 * PROMPT, 50)
+    assert (seen.input_tokens, seen.output_tokens) == (30, 50)  # the prompt reserved, and max_tokens
     unbounded = charge(Billing.SEEN, usage={"completion_tokens": 10**6}, limit=None)
     assert unbounded.output_tokens == 10**6  # no output limit known: nothing routerhub can hold it to
 
 
+@pytest.mark.parametrize(
+    ("reported", "charged"),
+    [
+        (TEXT + 2 * 85, TEXT + 2 * 85),  # the provider's count of two small images: believed
+        (TEXT + IMAGES, TEXT + IMAGES),  # at their ceilings: still believed
+        (10**9, TEXT + IMAGES),  # beyond the ceilings: not believed
+        (5, TEXT),  # below the text sent: not believed
+        (None, TEXT + IMAGES),  # no count: all the input reserved
+    ],
+)
+def test_media_parts_are_charged_at_the_providers_count_within_their_ceilings(reported, charged):
+    usage = {"completion_tokens": 40} if reported is None else {"prompt_tokens": reported, "completion_tokens": 40}
+    seen = charge(Billing.SEEN, usage=usage, prompt=WITH_IMAGES)
+    assert (seen.input_tokens, seen.output_tokens, seen.cost_usd) == (charged, 40, usd(charged, 40))
+
+
 def test_an_attempt_cut_off_before_its_answer_was_seen_is_charged_the_output_it_reserved():
     unseen = charge(Billing.UNSEEN, text="Once")
-    assert (unseen.input_tokens, unseen.output_tokens, unseen.cost_usd) == (PROMPT, 50, usd(PROMPT, 50))
+    assert (unseen.input_tokens, unseen.output_tokens, unseen.cost_usd) == (30, 50, usd(30, 50))
+    unseen = charge(Billing.UNSEEN, prompt=WITH_IMAGES)  # no count from the provider: all the input reserved
+    assert (unseen.input_tokens, unseen.output_tokens) == (TEXT + IMAGES, 50)
     assert charge(Billing.UNSEEN, limit=4096).output_tokens == 4096  # however little was seen
 
 
@@ -73,12 +92,12 @@ def test_a_call_is_charged_every_attempt_an_upstream_may_bill():
         attempts=[],
         latency_ms=1.0,
         billing=Billing.SEEN,
-        usage={"prompt_tokens": 34, "completion_tokens": 40},
+        usage={"prompt_tokens": 30, "completion_tokens": 40},
         output_limit=50,
         charges=[timed_out],
     )
-    total = metered_cost(record=record, llm=LLM, input_tokens=PROMPT)
-    assert total.cost_usd == usd(PROMPT, 50) + usd(34, 40)
-    assert (total.input_tokens, total.output_tokens) == (PROMPT + 34, 50 + 40)
-    failed = metered_cost(record=CallRecord(status="failed", attempts=[], latency_ms=1.0), llm=LLM, input_tokens=PROMPT)
+    total = metered_cost(record=record, llm=LLM, prompt=PROMPT)
+    assert total.cost_usd == usd(30, 50) + usd(30, 40)
+    assert (total.input_tokens, total.output_tokens) == (30 + 30, 50 + 40)
+    failed = metered_cost(record=CallRecord(status="failed", attempts=[], latency_ms=1.0), llm=LLM, prompt=PROMPT)
     assert failed.cost_usd == 0 and failed.input_tokens is None
