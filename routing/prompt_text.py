@@ -55,13 +55,14 @@ class RoutedInput:
 class ChatInput:
     """The input tokens of an OpenAI chat, as routerhub counts them (:func:`chat_input_tokens`)."""
 
-    text: int  # every string sent, counted exactly by routerhub's tokenizer, and the chat's framing
-    media: int  # the ceilings of its image, audio and file parts
+    text: int  # the messages' text and the chat's framing: what any provider bills at least
+    other: int  # every other string sent (names, tool calls, tool definitions, schemas, …): as it renders them
+    media: int  # the ceilings of its image, audio and file parts: at its own rates
 
     @property
     def most(self) -> int:
         """The most input an LLM may bill for the chat: what a call reserves."""
-        return self.text + self.media
+        return self.text + self.other + self.media
 
 
 def request_and_context(messages: list[dict]) -> tuple[str, str]:
@@ -115,15 +116,16 @@ def media_part_tokens() -> dict[str, int]:
 
 
 def chat_input_tokens(messages: list[dict], others: dict) -> ChatInput:
-    """The input tokens of an OpenAI chat, as far as routerhub can tell: the messages' text and the
-    chat's framing (:func:`chat_framing_tokens`), every other string sent with them (names, tool
-    calls and their arguments; in ``others``, the body's other fields: tool definitions, response
-    schemas, … — object keys below the top level too, since a schema's property names are read by
-    the LLM), counted exactly; and a ceiling per image, audio or file part (an assistant's earlier
+    """The input tokens of an OpenAI chat, as far as routerhub can tell, each string counted exactly:
+    the messages' text and the chat's framing (:func:`chat_framing_tokens`); every other string sent
+    with them (names, tool calls and their arguments; in ``others``, the body's other fields: tool
+    definitions, response schemas, … — object keys below the top level too, since a schema's property
+    names are read by the LLM); and a ceiling per image, audio or file part (an assistant's earlier
     ``audio`` counts as one; a part of a type routerhub does not know counts as a file, its strings
-    as text)."""
+    as other strings)."""
     ceilings = media_part_tokens()
     texts = [message_text(m.get("content")) for m in messages]
+    strings: list[str] = []
     media = 0
     for message in messages:
         content = message.get("content")
@@ -137,18 +139,22 @@ def chat_input_tokens(messages: list[dict], others: dict) -> ChatInput:
                 part = {**part, holder: _without(part.get(holder), payload)}
             elif kind != "refusal":
                 media += ceilings["file"]
-            strings_of(part, texts)
+            strings_of(part, strings)
         for key, value in message.items():
             if key == "audio" and value is not None:
                 media += ceilings["audio"]
             elif key not in ("role", "content"):
-                strings_of(value, texts)
+                strings_of(value, strings)
     for value in others.values():
         if isinstance(value, (str, dict, list)):  # not the numbers and flags that set the call up
-            strings_of(value, texts)
-    # One count: the texts joined by line breaks are exactly the sum of their counts (whitespace
-    # separates words), and a long text is counted off the GIL (registry/tokens.py).
-    return ChatInput(text=text_tokens("\n".join(texts)) + chat_framing_tokens(messages), media=media)
+            strings_of(value, strings)
+    # Texts joined by line breaks count exactly the sum of their counts (whitespace separates words);
+    # a long text is counted off the GIL (registry/tokens.py).
+    return ChatInput(
+        text=text_tokens("\n".join(texts)) + chat_framing_tokens(messages),
+        other=text_tokens("\n".join(strings)),
+        media=media,
+    )
 
 
 def strings_of(value, out: list[str]) -> list[str]:

@@ -231,10 +231,11 @@ def attempt_charge(
     """What one attempt is charged, at the prices of its ``llm`` (README, *What a call is charged*):
 
     - ``Billing.NONE``: nothing.
-    - the prompt: the upstream's ``prompt_tokens``, but at least routerhub's exact count of the text
-      sent and its framing (``prompt.text``) and at most the input the call reserved (``prompt.most``:
-      that and the ceilings of its media parts, which the provider bills at its own rates); without
-      a count from the upstream, all the input reserved;
+    - the prompt: the upstream's ``prompt_tokens``, but at least routerhub's exact count of the
+      messages' text and the chat framing (``prompt.text``), and at most the input the call reserved
+      (``prompt.most``: that, every other string sent — tool definitions, schemas, … which a provider
+      renders its own way — and the ceilings of the media parts, which it bills at its own rates);
+      without a count from the upstream, all the input reserved;
     - the answer: the upstream's ``completion_tokens`` or routerhub's count of the text received,
       whichever is larger, but at most ``output_limit``, the output the call reserved — and for
       ``Billing.UNSEEN`` all of it, since the provider may have produced it.

@@ -155,12 +155,14 @@ def test_short_texts_are_counted_exactly():
     assert text_tokens("") == 0
 
 
-def test_media_parts_count_their_ceilings_apart_from_the_text(settings):
+def test_the_messages_text_is_counted_apart_from_other_strings_and_media_ceilings(settings):
     settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = 5000
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "iVBORw0KGgo" * 1000}}
-    with_images = [{"role": "user", "content": [{"type": "text", "text": "Which is bigger?"}, image, image]}]
-    without = [{"role": "user", "content": [{"type": "text", "text": "Which is bigger?"}]}]
-    counted = chat_input_tokens(with_images, {})
-    assert counted.media == 2 * 5000 and counted.most == counted.text + 10_000
-    # the payload is never counted as text; the parts' keys are (a few tokens each)
-    assert chat_input_tokens(without, {}).text < counted.text < chat_input_tokens(without, {}).text + 20
+    question = {"type": "text", "text": "Which is bigger?"}
+    plain = chat_input_tokens([{"role": "user", "content": [question]}], {})
+    tools = [{"type": "function", "function": {"name": "measure", "description": "Measure a picture's size."}}]
+    counted = chat_input_tokens([{"role": "user", "content": [question, image, image]}], {"tools": tools})
+    assert counted.text == plain.text == text_tokens("Which is bigger?") + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+    assert counted.media == 2 * 5000 and counted.most == counted.text + counted.other + 10_000
+    # the tools' strings and the parts' keys count as other strings; the images' payload never counts
+    assert text_tokens("Measure a picture's size.") < counted.other < 40

@@ -24,9 +24,9 @@ LLM = RoutableLLM(
     uses_fallback=False,
 )
 ANSWER = "Once upon a time there was a router that paid its bills."
-PROMPT = ChatInput(text=30, media=0)  # routerhub's count of a text prompt
+PROMPT = ChatInput(text=30, other=0, media=0)  # routerhub's count of a text prompt
 TEXT, IMAGES = 30, 2 * 5000  # a prompt with two images, at a ceiling of 5,000 tokens each
-WITH_IMAGES = ChatInput(text=TEXT, media=IMAGES)
+WITH_IMAGES = ChatInput(text=TEXT, other=0, media=IMAGES)
 
 
 def usd(input_tokens: int, output_tokens: int) -> Decimal:
