@@ -3,6 +3,7 @@
 import pytest
 
 from registry.models import LLM
+from registry.tokens import count_tokens
 from routing.models import Decision
 from tests.fixtures.api import ROUTE, ApiClient, cheapest_llm, sample_prompts
 from tests.routing.test_prompt_text import COMMON_SYSTEM_PROMPTS
@@ -207,10 +208,10 @@ def test_health_is_unavailable_without_a_routing_state(db, admin_client):
     assert anonymous.status_code == 503 and anonymous.json() == {"status": "unavailable"}
 
 
-def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_estimated_in_proportion(api, fitted, settings):
+def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_counted_exactly(api, fitted, settings):
     settings.ROUTERHUB_EMBED_MAX_CHARS = 1000
     sentence = "The mitochondria is the powerhouse of the cell. "
-    short = api.route(sentence * 50).json()  # ~2,400 characters: counted exactly
-    long = api.route(sentence * 500).json()  # ~24,000 characters: counted on a sample, extrapolated
-    assert long["input_tokens"] == pytest.approx(10 * short["input_tokens"], rel=0.02)
+    short = api.route(sentence * 50).json()  # ~2,400 characters: counted in one piece
+    long = api.route(sentence * 500).json()  # ~24,000 characters: counted in pieces, as exactly
+    assert long["input_tokens"] == 10 * short["input_tokens"] == 10 * count_tokens([sentence * 50])[0]
     assert len(Decision.objects.get(id=long["decision_id"]).routed_text) == 1000
