@@ -55,9 +55,13 @@ class RoutedInput:
 class ChatInput:
     """The input tokens of an OpenAI chat, as routerhub counts them (:func:`chat_input_tokens`)."""
 
-    text: int  # the messages' text and the chat's framing: what any provider bills at least
-    other: int  # every other string sent (names, tool calls, tool definitions, schemas, …): as it renders them
-    media: int  # the ceilings of its image, audio and file parts: at its own rates
+    # The messages' text and the chat's framing: what any provider bills at least.
+    text: int
+    # Every other string sent (names, tool calls, tool definitions, schemas, …): each provider renders
+    # them its own way.
+    other: int
+    # The ceilings of its image, audio and file parts: each provider bills them at its own rates.
+    media: int
 
     @property
     def most(self) -> int:
