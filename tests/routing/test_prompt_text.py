@@ -89,3 +89,14 @@ def test_with_minilm_a_system_prompt_leaves_a_question_nearest_itself_not_a_gree
             vector = routed_embedding(embedder.embed_one(routed.request), embedder.embed_one(routed.context))
             assert vector @ alone > 0.96, (question, system)
             assert vector @ alone > vector @ greeting + 0.3, (question, system)
+
+
+def test_a_last_user_turn_without_text_leaves_the_request_to_the_turn_before_it(settings):
+    """An image or audio alone gives nothing to route on: the last user turn with text is the request."""
+    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 1000
+    messages = [
+        {"role": "user", "content": "What is in this picture?"},
+        {"role": "assistant", "content": "Send it."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+    ]
+    assert request_and_context(messages) == ("What is in this picture?", "")
