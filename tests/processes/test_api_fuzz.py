@@ -4,10 +4,11 @@ has: no 5xx, every answer as the schema describes it (status codes, content type
 schema-valid requests accepted and schema-invalid ones refused, authentication enforced, the
 stateful checks on what one operation's answer links to.
 
-Two things the schema cannot state are told to schemathesis instead: no string may hold NUL
-(refused in any JSON string, documented in each 400 answer; OpenAPI 3.0 cannot say it of free-form
-objects), and a valid request may be refused for what the database holds (no such LLM, prompt set
-or fitted state; no LLM that cheap: tests/processes/schemathesis_hooks.py).
+What the schema cannot state is told to schemathesis instead: the JSON reader's rules for every
+value of a body (no NUL, no integer beyond 64 bits; documented in each 400 answer, but OpenAPI 3.0
+cannot say them of free-form objects) are not generated; a 413 answers a body over the size cap,
+valid or not (schemathesis.toml); and a valid request may be refused for what the database holds
+(no such LLM, prompt set or fitted state; no LLM that cheap: schemathesis_hooks.py).
 
 Bounded: ``FUZZ_MAX_EXAMPLES`` cases per operation and phase, a fixed seed, one worker. The figures
 of each run (operations, test cases, failures) are printed and written to the JSON report.
