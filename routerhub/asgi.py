@@ -21,11 +21,12 @@ from django.core.asgi import get_asgi_application  # noqa: E402 (after the envir
 django_application = get_asgi_application()
 
 from routerhub.handlers import ApiKeyHandler, called_with_api_key  # noqa: E402 (needs Django set up)
+from routerhub.request_bodies import capped_bodies  # noqa: E402 (needs Django set up)
 
 api_key_application = ApiKeyHandler()
 
 
-async def application(scope, receive, send):
+async def _handler_of_the_call(scope, receive, send):
     """Calls made with a tenant's API key (the gateway /v1/, bearer calls under /api/) to the handler
     without Django's per-request thread hops (``routerhub/handlers.py``); the rest to Django's own."""
     if called_with_api_key(scope):
@@ -33,6 +34,10 @@ async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)
     return await django_application(scope, receive, send)
+
+
+# Every request body is capped while it is read, whichever handler reads it (routerhub/request_bodies.py).
+application = capped_bodies(_handler_of_the_call)
 
 
 async def _lifespan(receive, send) -> None:

@@ -1,7 +1,7 @@
 """What a route request is routed on, and how many tokens the chosen LLM will be sent.
 
-A chat is routed on its last user turn — the request. The system prompt and earlier turns (newest
-first, up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``) are its *context*: they are embedded on their own
+A chat is routed on its last user turn with text — the request. The system prompt and earlier turns
+(newest first, up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``) are its *context*: they are embedded on their own
 and nudge the request's embedding with a fixed weight w (``ROUTERHUB_ROUTING_CONTEXT_WEIGHT``),
 
     φ = normalise(φ(request) + w · φ(context)),
@@ -70,8 +70,10 @@ class ChatInput:
 
 
 def request_and_context(messages: list[dict]) -> tuple[str, str]:
-    """The last user turn, and the turns before it (newest first) up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``."""
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    """The last user turn with text (an image or audio alone gives nothing to route on), and the turns
+    before it (newest first) up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    last_user = ([i for i in users if message_text(messages[i]["content"]).strip()] or users)[-1]
     request = message_text(messages[last_user]["content"]).strip()
     budget = settings.ROUTERHUB_ROUTING_CONTEXT_CHARS
     context = []

@@ -1,4 +1,5 @@
-"""``Authorization: Bearer <key>`` for tenants; staff use the admin's session (no HTTP Basic).
+"""``Authorization: Bearer <key>`` for tenants; staff use the admin's session (no HTTP Basic). A
+request sending any other ``Authorization`` is refused (401), session or not.
 
 An address that sends too many unknown or revoked keys (``ROUTERHUB_THROTTLE_FAILED_AUTH``) gets
 429 with ``Retry-After`` for every key it sends until the window ends, valid ones included: a
@@ -35,9 +36,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
+        if "HTTP_AUTHORIZATION" not in request.META:
+            return None  # no credentials sent this way: a staff session may follow
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
-            return None  # not ours: let session / basic authentication try
+            # Credentials that are not ours are refused, not passed over for a session cookie that
+            # came along: a caller whose key is wrong hears so whatever else it sends.
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <API key>'.")
         address = client_address(request)
         failures = failed_authentication_window()
         wait = failures.exceeded(address)

@@ -16,14 +16,13 @@ from routing.apis.base import ApiBase, IsTenant, errors
 from routing.apis.serializers import (
     AlternativeSerializer,
     BudgetStatusSerializer,
+    ChatField,
     LlmRefSerializer,
-    MessageSerializer,
     RejectUnknownFieldsMixin,
     RouteOptionsSerializer,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
-    check_messages,
     check_text_size,
     represent,
     validated,
@@ -54,32 +53,21 @@ class RouteCreateApi(ApiBase):
     @extend_schema_serializer(component_name="Route")
     class InputSerializer(RouteOptionsSerializer):
         prompt = StrictCharField(
-            required=False, trim_whitespace=False, help_text="The prompt to route. Give this or `messages`."
-        )
-        messages = MessageSerializer(
-            many=True,
             required=False,
-            allow_empty=False,
-            help_text="An OpenAI-format chat: routed on its last user turn plus a bounded amount of the turns before it.",
+            trim_whitespace=False,
+            help_text="The prompt to route, at most ROUTERHUB_MAX_PROMPT_CHARS characters. Give this or `messages`.",
+        )
+        messages = ChatField(
+            required=False,
+            help_text="An OpenAI-format chat, with at least one user message with text: routed on the last such "
+            "message plus a bounded amount of the turns before it. At most ROUTERHUB_MAX_MESSAGES messages, whose "
+            "text together is at most ROUTERHUB_MAX_PROMPT_CHARS characters.",
         )
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            # Counted before each message is validated: a body of 30,000 tiny messages is refused at once.
-            self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES
-
-        def run_validation(self, data=serializers.empty):
-            self.fields["messages"].max_length = settings.ROUTERHUB_MAX_MESSAGES  # the instance is reused
-            return super().run_validation(data)
+        schema_constraints = {"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}
 
         def validate_prompt(self, value):
-            if not value.strip():
-                raise serializers.ValidationError("The prompt is empty.")
-            check_text_size(value)
-            return value
-
-        def validate_messages(self, value):
-            check_messages(value)
+            check_text_size(value)  # blank: refused by the field (its schema's pattern)
             return value
 
         def validate(self, data):
@@ -274,6 +262,8 @@ class DecisionFeedbackApi(ApiBase):
 
     @extend_schema_serializer(component_name="Feedback")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        """What the client learnt of its call: at least one of these fields."""
+
         actual_cost_usd = StrictFloatField(
             required=False,
             min_value=0,
@@ -302,6 +292,8 @@ class DecisionFeedbackApi(ApiBase):
             self.fields["actual_cost_usd"].validators.append(
                 MaxValueValidator(settings.ROUTERHUB_FEEDBACK_MAX_COST_USD)
             )
+
+        schema_constraints = {"minProperties": 1}
 
         def validate(self, data):
             if not data:

@@ -39,21 +39,26 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 
 
 def _read_body(request) -> bytes:
+    """The body, at most ``ROUTERHUB_GATEWAY_MAX_BODY_BYTES``. The web processes stop reading a body at
+    that cap already (``routerhub/request_bodies.py``); checked again for any other way in (the test client)."""
     limit = settings.ROUTERHUB_GATEWAY_MAX_BODY_BYTES
-    too_big = GatewayError(413, f"The request body is larger than {limit:,} bytes.", code="request_too_large")
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         raise invalid("Bad Content-Length header.", None) from None
     if declared > limit:
-        raise too_big
+        raise _too_large(f"{declared:,} bytes", limit)
     try:
         raw = request.read(limit + 1)  # also bounds a chunked body, which declares no length
     except RawPostDataException:
         raw = request.body
     if len(raw) > limit:
-        raise too_big
+        raise _too_large(f"over {limit:,} bytes", limit)
     return raw
+
+
+def _too_large(size: str, limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is {size}; at most {limit:,} are accepted.", code="request_too_large")
 
 
 def _parse(raw: bytes):

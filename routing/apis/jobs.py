@@ -14,8 +14,9 @@ from rest_framework.response import Response
 
 from registry.models import LLM, PromptSet
 from routing.apis.base import StaffApi
-from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField
+from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
+from routing.profiling.graders import GRADERS
 from routing.profiling.services import ProfilingOptions
 from routing.services import jobs
 from routing.strategies import STRATEGIES
@@ -52,7 +53,7 @@ class JobListApi(StaffApi):
     class FilterSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.choices, required=False)
         status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
-        llm = serializers.CharField(required=False)
+        llm = StrictCharField(required=False)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
 
     @extend_schema(
@@ -62,7 +63,8 @@ class JobListApi(StaffApi):
         responses={200: JobSerializer(many=True)},
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict: from the QueryDict, DRF takes `?kind=` for "not given" instead of refusing it.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
         queryset = Job.objects.select_related("llm", "state").order_by("-created_at", "-id")
@@ -74,23 +76,56 @@ class JobListApi(StaffApi):
         return Response(JobSerializer(queryset[: data["limit"]], many=True).data)
 
 
+class ProfilingArgumentsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """profile_llm / reprofile_all: how to profile; each option left out takes its ROUTERHUB_PROFILING_* setting."""
+
+    concurrency = StrictIntegerField(required=False, min_value=1, max_value=256)
+    timeout_seconds = StrictFloatField(required=False, min_value=0.001, max_value=3600)
+    max_attempts = StrictIntegerField(required=False, min_value=1, max_value=100)
+    backoff_seconds = StrictFloatField(required=False, min_value=0, max_value=600)
+    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_cost_usd = StrictFloatField(required=False, allow_null=True, min_value=0)
+    grader = serializers.ChoiceField(choices=[], required=False, allow_null=True)
+    refresh_older_than_days = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=36500)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["grader"].choices = sorted(GRADERS)  # registered at start-up, after this module's import
+
+
 class JobCreateApi(StaffApi):
     staff_permissions = {"POST": ("routing.add_job",)}
 
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         kind = serializers.ChoiceField(choices=Job.Kind.choices)
         llm = StrictCharField(required=False, help_text="profile_llm: the LLM's name.")
-        arguments = serializers.DictField(
-            required=False,
-            default=dict,
-            help_text="profile_llm / reprofile_all: profiling options (concurrency, timeout_seconds, max_attempts, "
-            "backoff_seconds, max_tokens, max_cost_usd, grader, refresh_older_than_days).",
-        )
+        arguments = ProfilingArgumentsSerializer(required=False)
         prompt_set = StrictCharField(required=False, help_text="refit: the prompt set (default: the active state's).")
         strategy = serializers.ChoiceField(
             choices=sorted(STRATEGIES), required=False, help_text="refit: the strategy (default: the active state's)."
         )
         params = serializers.DictField(required=False, help_text="refit: the strategy's hyper-parameters.")
+
+        # Which fields go with which kind. ("pattern", not "enum": the schema's enum post-processing would
+        # take each one-value enum for a choice set of its own.)
+        _REFIT_ONLY = [{"required": [name]} for name in ("prompt_set", "strategy", "params")]
+        schema_constraints = {
+            "oneOf": [
+                {
+                    "properties": {"kind": {"pattern": f"^{Job.Kind.PROFILE_LLM}$"}},
+                    "required": ["llm"],
+                    "not": {"anyOf": _REFIT_ONLY},
+                },
+                {
+                    "properties": {"kind": {"pattern": f"^{Job.Kind.REPROFILE_ALL}$"}},
+                    "not": {"anyOf": [{"required": ["llm"]}, *_REFIT_ONLY]},
+                },
+                {
+                    "properties": {"kind": {"pattern": f"^{Job.Kind.REFIT}$"}, "arguments": {"maxProperties": 0}},
+                    "not": {"required": ["llm"]},
+                },
+            ]
+        }
 
         def validate(self, data):
             kind = data["kind"]
@@ -145,7 +180,7 @@ class JobCreateApi(StaffApi):
                 params=data.get("params"),
             )
         else:
-            job, created = jobs.job_enqueue(kind=data["kind"], llm=data.get("llm"), arguments=data.get("arguments"))
+            job, created = jobs.job_enqueue(kind=data["kind"], llm=data.get("llm"), arguments=data.get("arguments", {}))
         return Response(self.OutputSerializer({"created": created, "job": job}).data, status=status.HTTP_202_ACCEPTED)
 
 

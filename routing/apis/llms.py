@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator, URLValidator
 from django.db import transaction
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 
-from registry.models import LLM, LLM_NAME_MAX_LENGTH
+from registry.endpoints import API_KEY_ENV_PATTERN
+from registry.models import LLM, LLM_NAME_MAX_LENGTH, llm_name_validator
 from registry.services import llm_register, llm_update
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, HasStaffPermissions, errors
-from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
+from routing.apis.serializers import (
+    ErrorSerializer,
+    RejectUnknownFieldsMixin,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+)
 from routing.models import Job
 from routing.selectors.routers import active_router
 from routing.services.jobs import job_enqueue
@@ -106,19 +114,33 @@ class LlmSerializer(serializers.ModelSerializer):
         return llm.has_api_key
 
 
+# What the registry's api_base rule asks of the URL's text (registry/endpoints.py), as a pattern the schema can show.
+HTTP_URL_WITHOUT_USER = RegexValidator(
+    r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@]+(?:[/?#].*)?$", "An http:// or https:// URL, with no user:password in it."
+)
+
+
 class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    # Validation of values (the LLM name rule, non-negative prices, unique name) is the model's, run by
-    # the registry services; here only the JSON types are checked.
-    name = StrictCharField(max_length=LLM_NAME_MAX_LENGTH, trim_whitespace=False)
+    # The model's rules on each value (the LLM name rule, non-negative prices, an http(s) URL), stated
+    # here too so that the schema shows them; what no schema can say (a free name, an endpoint the
+    # address rules let through) is the registry services' to check.
+    name = StrictCharField(max_length=LLM_NAME_MAX_LENGTH, trim_whitespace=False, validators=[llm_name_validator])
     provider = StrictCharField(required=False, allow_blank=True, max_length=100)
-    api_base = StrictCharField(required=False, allow_blank=True, max_length=200)
+    api_base = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        validators=[URLValidator(schemes=["http", "https"]), HTTP_URL_WITHOUT_USER],
+        help_text="OpenAI-compatible base URL (http or https, no user:password); link-local and cloud-metadata "
+        "addresses are refused.",
+    )
     api_model = StrictCharField(required=False, allow_blank=True, max_length=200)
-    usd_per_mtok_in = StrictFloatField(required=False, allow_null=True)
-    usd_per_mtok_out = StrictFloatField(required=False, allow_null=True)
-    usd_per_query = StrictFloatField(required=False, allow_null=True)
-    params_total_b = StrictFloatField(required=False, allow_null=True)
-    params_active_b = StrictFloatField(required=False, allow_null=True)
-    context_window = StrictIntegerField(required=False, allow_null=True)
+    usd_per_mtok_in = StrictFloatField(required=False, allow_null=True, min_value=0)
+    usd_per_mtok_out = StrictFloatField(required=False, allow_null=True, min_value=0)
+    usd_per_query = StrictFloatField(required=False, allow_null=True, min_value=0)
+    params_total_b = StrictFloatField(required=False, allow_null=True, min_value=0)
+    params_active_b = StrictFloatField(required=False, allow_null=True, min_value=0)
+    context_window = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
     metadata = serializers.DictField(required=False)
     is_active = serializers.BooleanField(required=False)
     api_key = StrictCharField(
@@ -133,8 +155,14 @@ class LlmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=120,
+        validators=[RegexValidator(API_KEY_ENV_PATTERN)],
         help_text="Or: the environment variable holding the key; its name must start with ROUTERHUB_LLM_KEY_.",
     )
+
+
+class NameTaken(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
 
 
 class LlmCreateApi(ApiBase):
@@ -169,12 +197,20 @@ class LlmCreateApi(ApiBase):
         "it becomes routable once profiled. 201: the profiling job is with the workers; 202: the LLM is registered "
         "but the broker could not be reached, so its profiling job is pending and a periodic sweep sends it later.",
         request=LlmInputSerializer,
-        responses={201: OutputSerializer, 202: OutputSerializer, **errors(400, 401, 403)},
+        responses={
+            201: OutputSerializer,
+            202: OutputSerializer,
+            **errors(400, 401, 403),
+            409: OpenApiResponse(ErrorSerializer, description="An LLM of this name is registered already."),
+        },
     )
     def post(self, request):
         # LlmCreateApi.… rather than self.…: LlmCollectionApi inherits from two use-cases
         serializer = LlmCreateApi.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        name = serializer.validated_data["name"]
+        if LLM.objects.filter(name=name).exists():
+            raise NameTaken(f"An LLM named {name!r} is registered already; change it with PATCH /api/v1/llms/{{name}}.")
         with transaction.atomic():
             llm = llm_register(**serializer.validated_data)
             job, _ = job_enqueue(kind=Job.Kind.PROFILE_LLM, llm=llm)  # sent to the broker after commit

@@ -1,8 +1,11 @@
 """Guards around the API views (settings ``MIDDLEWARE``), for every path under ``/api/``:
 
-- a body size cap with a JSON 413: Django itself would refuse an oversized body only when a view
-  reads it, with an HTML 400; here a request announcing a body over ``ROUTERHUB_MAX_REQUEST_BYTES``
-  is answered before anything reads it (``DATA_UPLOAD_MAX_MEMORY_SIZE`` is the same cap elsewhere);
+- a body size cap with a JSON 413. Under the ASGI server bodies are capped while they are read
+  (``routerhub/request_bodies.py``), before any handler or middleware; a request that did not come
+  that way (a WSGI server, Django's test client) announcing a body over ``ROUTERHUB_MAX_REQUEST_BYTES``
+  is answered here before anything reads it;
+- a chunked body (no ``Content-Length``) is given its length once read: DRF's parsers read a body only
+  when ``Content-Length`` announces one, and would take such a request for one without a body;
 - errors are JSON: an error answer in any other format (a renderer chosen by the Accept header,
   Django's debug pages) is replaced by the JSON error of its status, headers such as
   ``Retry-After`` and ``Allow`` kept.
@@ -38,6 +41,9 @@ class ApiRequestGuardMiddleware(SyncAndAsyncMiddleware):
 
     @staticmethod
     def _refuse(request):
+        if "CONTENT_LENGTH" not in request.META and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Read whole (and capped) by the ASGI handler already; a WSGI server's chunked body reads as empty.
+            request.META["CONTENT_LENGTH"] = str(len(request.body))
         announced = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(announced)

@@ -1,5 +1,6 @@
 """OpenAPI post-processing (settings ``SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]``): the error
-answers every operation can give, documented once rather than on each view.
+answers every operation can give, documented once rather than on each view, and a request body
+marked required wherever its schema asks for at least one field.
 
 Which errors can happen follows from how an operation is reached: any authenticated operation can
 answer 401, 403 and 429 (rate limits); one with a JSON body 400, 413 and 415; one with a path
@@ -10,7 +11,10 @@ parameter 404 (no such object, or a path that matches no route). All have the sh
 from __future__ import annotations
 
 DESCRIPTIONS = {
-    "400": "Invalid input; `error.fields` names each bad field.",
+    "400": "Invalid input; `error.fields` names each bad field. Besides what each field's schema says, anywhere in "
+    "a JSON body: no string or key may hold a NUL character (U+0000) or a lone UTF-16 surrogate, no number may be "
+    "non-finite or an integer beyond 64 bits, no array or object may hold more than 10,000 items, and arrays and "
+    "objects nest at most ROUTERHUB_MAX_JSON_DEPTH levels deep (routing/json_checks.py).",
     "401": "Missing, unknown or revoked API key, or no staff session.",
     "403": "Not allowed for this caller (a tenant key on a staff operation, a staff user without the permission).",
     "404": "No such object (or no route for this path).",
@@ -55,6 +59,8 @@ def add_error_responses(result, generator, request, public):
                 codes += ["400", "413", "415"]
             if "{" in path:
                 codes += ["404"]
+            if "requestBody" in operation and _asks_for_a_field(operation["requestBody"], result):
+                operation["requestBody"]["required"] = True  # an absent body is an empty one: refused
             responses = operation.setdefault("responses", {})
             for (operation_id, code), links in LINKS.items():
                 if operation.get("operationId") == operation_id and code in responses:
@@ -65,3 +71,10 @@ def add_error_responses(result, generator, request, public):
             if any(p.get("in") == "query" for p in operation.get("parameters", [])):
                 responses.setdefault("400", {"content": ERROR, "description": DESCRIPTIONS["400"]})
     return result
+
+
+def _asks_for_a_field(body: dict, result: dict) -> bool:
+    schema = body["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = result["components"]["schemas"][schema["$ref"].rpartition("/")[2]]
+    return bool(schema.get("required") or schema.get("minProperties") or schema.get("oneOf"))

@@ -2,6 +2,11 @@
 
 Input fields are *strict*: JSON numbers must be numbers and strings strings. DRF would otherwise
 read ``"lambda": "0.5"`` or ``"prompt": 42`` happily, and a client bug would route silently.
+
+The OpenAPI schema (``/api/schema/``) states what these fields accept, and the fields refuse what it
+refuses: a schema extension below maps each rule the schema generator would not see — unknown fields
+refused, a string that may not be blank, a chat that needs a user turn with text, a rule over several
+fields (``schema_constraints``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import math
 import threading
 
 from django.conf import settings
+from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -52,7 +59,27 @@ def validated(serializer_class: type[serializers.Serializer], data) -> dict:
     return serializer.run_validation(data)
 
 
+# A string with a character that is not whitespace: what DRF's blank check and ``str.strip()`` leave
+# non-empty. The whitespace is spelled out (the code points ``str.isspace()`` counts) so that every
+# regular expression engine reading the schema agrees with Python: ``\s`` differs between them.
+WHITESPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"[^{WHITESPACE}]"
+not_blank = RegexValidator(NOT_BLANK, "This field may not be blank.")
+
+
+def has_text(text: str) -> bool:
+    return bool(text.strip())
+
+
 class StrictCharField(serializers.CharField):
+    """A JSON string; unless ``allow_blank``, one with a character that is not whitespace (which the
+    schema states as a pattern)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not self.allow_blank:
+            self.validators.append(not_blank)
+
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
@@ -79,7 +106,12 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class RejectUnknownFieldsMixin:
-    """A misspelt option ("lamda") is an error, not silently ignored."""
+    # A misspelt option ("lamda") is an error, not silently ignored. (Comments, not a docstring: the
+    # schema would show a docstring as the description of every serializer using this.)
+
+    # What the serializer's ``validate`` requires of several fields together, in JSON Schema (e.g.
+    # ``{"minProperties": 1}``), added to its schema.
+    schema_constraints: dict = {}
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -89,14 +121,21 @@ class RejectUnknownFieldsMixin:
         return super().to_internal_value(data)
 
 
+# A content part: a text part (``type`` "text" or absent) with its string ``text``, or a part of any
+# other type (images, audio, files), whose fields are the provider's business.
+TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    "required": ["text"],
+}
+OTHER_PART = {"type": "object", "properties": {"type": {"not": {"enum": ["text"]}}}, "required": ["type"]}
+
+
 @extend_schema_field(
     {
         "oneOf": [
             {"type": "string"},
-            {
-                "type": "array",
-                "items": {"type": "object", "properties": {"type": {"type": "string"}, "text": {"type": "string"}}},
-            },
+            {"type": "array", "items": {"anyOf": [TEXT_PART, OTHER_PART]}},
         ],
         "nullable": True,
     }
@@ -149,12 +188,55 @@ def check_text_size(text: str) -> None:
 
 def check_messages(messages: list[dict]) -> None:
     check_text_size("".join(message_text(m.get("content")) for m in messages))
-    users = [m for m in messages if m["role"] == "user"]
-    if not users:
-        raise serializers.ValidationError("The chat has no user message to route on.")
-    last_user = users[-1]
-    if not message_text(last_user.get("content")).strip():
-        raise serializers.ValidationError("The last user message is empty.")
+    if not any(is_user_turn_with_text(m) for m in messages):
+        raise serializers.ValidationError("The chat has no user message with text to route on.")
+
+
+def is_user_turn_with_text(message: dict) -> bool:
+    return message["role"] == "user" and has_text(message_text(message.get("content")))
+
+
+# The same in JSON Schema: a user message whose content is a string with text, or parts of which a
+# text part has text (the parts' texts are joined: one with text is enough). OpenAPI 3.0 has no
+# "contains"; "not every item is without" says it.
+TEXT_PART_WITH_TEXT = {
+    **TEXT_PART,
+    "properties": {**TEXT_PART["properties"], "text": {"type": "string", "pattern": NOT_BLANK}},
+}
+USER_TURN_WITH_TEXT = {
+    "type": "object",
+    "properties": {
+        "role": {"enum": ["user"]},
+        "content": {
+            "anyOf": [
+                {"type": "string", "pattern": NOT_BLANK},
+                {"type": "array", "not": {"items": {"not": TEXT_PART_WITH_TEXT}}},
+            ]
+        },
+    },
+    "required": ["role", "content"],
+}
+
+
+class ChatField(serializers.ListField):
+    """An OpenAI-format chat: 1 to ``ROUTERHUB_MAX_MESSAGES`` messages, at least one of them a user
+    turn with text (routed on the last such turn), all their text within ``ROUTERHUB_MAX_PROMPT_CHARS``."""
+
+    child = MessageSerializer()
+
+    def __init__(self, **kwargs):
+        # No max_length: its validator would keep the setting's value when the field was built (one
+        # instance serves a thread's requests); the limit is read on every call below.
+        super().__init__(allow_empty=False, min_length=1, **kwargs)
+
+    def to_internal_value(self, data):
+        # Counted before each message is validated: a body of 30,000 tiny messages is refused at once.
+        limit = settings.ROUTERHUB_MAX_MESSAGES
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(f"Ensure this field has no more than {limit} elements.")
+        messages = super().to_internal_value(data)
+        check_messages(messages)
+        return messages
 
 
 class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -164,6 +246,7 @@ class RouteOptionsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         child=StrictCharField(max_length=LLM_NAME_MAX_LENGTH),
         required=False,
         allow_empty=False,
+        min_length=1,
         max_length=500,
         help_text="Only consider these LLMs.",
     )
@@ -235,9 +318,35 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+# --- what the schema generator does not see ------------------------------------------------------
+
+
+class StrictInputSchema(OpenApiSerializerExtension):
+    """A serializer that refuses unknown fields says so (``additionalProperties: false``), with the
+    rules it states over several fields (``schema_constraints``)."""
+
+    target_class = RejectUnknownFieldsMixin
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False, **self.target.schema_constraints}
+
+
+class ChatFieldSchema(OpenApiSerializerFieldExtension):
+    """A chat's length limit (a setting, read when the schema is made) and its user turn with text."""
+
+    target_class = ChatField
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "maxItems": settings.ROUTERHUB_MAX_MESSAGES, "not": {"items": {"not": USER_TURN_WITH_TEXT}}}
+
+
 __all__ = [
     "AlternativeSerializer",
     "BudgetStatusSerializer",
+    "ChatField",
     "ErrorSerializer",
     "LlmRefSerializer",
     "MessageSerializer",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, errors
-from routing.apis.serializers import BudgetStatusSerializer
+from routing.apis.serializers import BudgetStatusSerializer, ErrorSerializer, StrictCharField
 from routing.models import Tenant
 from routing.selectors.budgets import status_of
 from routing.selectors.usage import usage_summary
@@ -47,17 +47,12 @@ class UsageSummaryApi(ApiBase):
 
     class FilterSerializer(serializers.Serializer):
         since = serializers.DateField(
-            required=False, help_text="First UTC day (default: the start of the current budget period)."
+            required=False,
+            help_text="First UTC day (default: the start of the current budget period). A day after `until` makes "
+            "an empty range.",
         )
         until = serializers.DateField(required=False, help_text="Last UTC day, inclusive (default: today).")
-        tenant = serializers.CharField(
-            required=False, help_text="Staff only: one tenant's usage (default: every tenant's)."
-        )
-
-        def validate(self, data):
-            if data.get("since") and data.get("until") and data["since"] > data["until"]:
-                raise serializers.ValidationError({"since": ["Must not be after `until`."]})
-            return data
+        tenant = StrictCharField(required=False, help_text="Staff only: one tenant's usage (default: every tenant's).")
 
     @extend_schema_serializer(component_name="Usage")
     class OutputSerializer(serializers.Serializer):
@@ -73,18 +68,25 @@ class UsageSummaryApi(ApiBase):
         operation_id="usage_retrieve",
         summary="Spend by day and by LLM",
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer, **errors(400, 401, 403)},
+        responses={
+            200: OutputSerializer,
+            **errors(400, 401, 403),
+            404: OpenApiResponse(ErrorSerializer, description="No tenant with this name."),
+        },
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF takes a form's empty value for "not given", and
+        # `?until=` would answer for today instead of being refused as no date.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         tenant = tenant_of(request)
         if "tenant" in filters.validated_data:
             if tenant is not None:
                 raise PermissionDenied("Only staff may ask for another tenant's usage.")
-            tenant = Tenant.objects.filter(name=filters.validated_data["tenant"]).first()
+            name = filters.validated_data["tenant"]
+            tenant = Tenant.objects.filter(name=name).first()
             if tenant is None:
-                raise serializers.ValidationError({"tenant": ["No tenant with this name."]})
+                raise NotFound(f"No tenant named {name!r}.")
         status_ = None
         if tenant is not None:
             status_ = status_of(budget_period_current(tenant=tenant), tenant)

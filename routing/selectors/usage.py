@@ -32,8 +32,8 @@ def usage_summary(*, tenant: Tenant | None, since: date, until: date) -> Usage:
     cost, including overage). ``spent_usd`` is the recorded spend, under its earlier name.
     """
     start = datetime.combine(since, time.min, tzinfo=UTC)
-    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
-    decisions = Decision.objects.filter(created_at__gte=start, created_at__lt=end)
+    end = datetime.combine(until, time.max, tzinfo=UTC)  # not the next midnight: there is none after 9999-12-31
+    decisions = Decision.objects.filter(created_at__gte=start, created_at__lte=end)
     if tenant is not None:
         decisions = decisions.filter(tenant=tenant)
     spend = F("reserved_usd") + F("overage_usd")

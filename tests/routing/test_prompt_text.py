@@ -166,3 +166,14 @@ def test_the_messages_text_is_counted_apart_from_other_strings_and_media_ceiling
     assert counted.media == 2 * 5000 and counted.most == counted.text + counted.other + 10_000
     # the tools' strings and the parts' keys count as other strings; the images' payload never counts
     assert text_tokens("Measure a picture's size.") < counted.other < 40
+
+
+def test_a_last_user_turn_without_text_leaves_the_request_to_the_turn_before_it(settings):
+    """An image or audio alone gives nothing to route on: the last user turn with text is the request."""
+    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 1000
+    messages = [
+        {"role": "user", "content": "What is in this picture?"},
+        {"role": "assistant", "content": "Send it."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+    ]
+    assert request_and_context(messages) == ("What is in this picture?", "")

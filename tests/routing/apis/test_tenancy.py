@@ -65,7 +65,7 @@ def test_a_tenant_cannot_ask_for_another_tenants_usage(two_tenants):
 def test_usage_rejects_bad_dates(two_tenants):
     alpha, _ = two_tenants
     assert "since" in alpha.get("/api/v1/usage", {"since": "yesterday"}).json()["error"]["fields"]
-    assert alpha.get("/api/v1/usage", {"since": "2026-03-02", "until": "2026-03-01"}).status_code == 400
+    assert "until" in alpha.get("/api/v1/usage", {"until": ""}).json()["error"]["fields"]
 
 
 def test_staff_see_every_tenants_decisions_and_usage(two_tenants, staff):
@@ -76,7 +76,7 @@ def test_staff_see_every_tenants_decisions_and_usage(two_tenants, staff):
     assert staff.get("/api/v1/usage").json()["totals"]["requests"] == 2
     per_tenant = staff.get("/api/v1/usage", {"tenant": "beta"}).json()
     assert per_tenant["tenant"] == "beta" and per_tenant["totals"]["requests"] == 1
-    assert staff.get("/api/v1/usage", {"tenant": "nobody"}).status_code == 400
+    assert staff.get("/api/v1/usage", {"tenant": "nobody"}).status_code == 404
 
 
 def test_staff_cannot_route_without_a_tenant_key(fitted, staff):
@@ -114,7 +114,9 @@ def test_registering_and_updating_llms_is_staff_only(
     assert created.status_code == 202 and created.json()["profiling_job_status"] == "pending", created.content
     job = Job.objects.get(id=created.json()["profiling_job"])
     assert (job.kind, job.llm.name, sent) == (Job.Kind.PROFILE_LLM, "tiny-1b", [job.id])
-    assert staff.post("/api/v1/llms", new).json()["error"]["fields"]["name"]  # already exists
+    taken = staff.post("/api/v1/llms", new)
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "conflict"
+    assert "'tiny-1b' is registered already" in taken.json()["error"]["message"]
     bad = staff.post("/api/v1/llms", {**new, "name": "bad\tname", "usd_per_mtok_in": -1}).json()["error"]["fields"]
     assert {"name", "usd_per_mtok_in"} <= set(bad)
 
