@@ -112,13 +112,19 @@ def read_answer(sock: socket.socket) -> Answer:
 
 
 def send_until_answered(sock: socket.socket, pieces, *, pause: float = 0.01) -> tuple[int, bool]:
-    """Send ``pieces`` one by one, looking for an answer before each: (bytes sent, answered before the end)."""
+    """Send ``pieces`` one by one, looking for an answer before each: (bytes sent, answered before the end).
+
+    A send the server refuses (it answered and closed the connection between two looks) counts as
+    answered: the answer is already on its way, ahead of the reset."""
     sent = 0
     for piece in pieces:
         readable, _, _ = select.select([sock], [], [], pause)
         if readable:
             return sent, True
-        sock.sendall(piece)
+        try:
+            sock.sendall(piece)
+        except (ConnectionResetError, BrokenPipeError):
+            return sent, True
         sent += len(piece)
     return sent, False
 
