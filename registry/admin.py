@@ -24,7 +24,7 @@ class LLMForm(forms.ModelForm):
         "it again here if it belongs with the new endpoint.",
     )
     remove_api_key = forms.BooleanField(label="Remove the stored API key", required=False)
-    # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
+    # A base URL typed without a scheme means https (Django 6's default, stated explicitly).
     api_base = forms.URLField(
         required=False, assume_scheme="https", max_length=200, help_text=LLM._meta.get_field("api_base").help_text
     )
@@ -77,7 +77,7 @@ class LLMAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_active", "provider")
     search_fields = ("name", "provider", "api_model")
-    # A base URL typed without a scheme means https (Django 6's default, chosen now explicitly).
+    # A base URL typed without a scheme means https (Django 6's default, stated explicitly).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("created_at", "updated_at", "api_key_state")
     actions = ("activate", "deactivate")

@@ -20,7 +20,7 @@ from registry.remote_embeddings import MAX_TEXTS_PER_CALL, EmbeddingsClient
 from registry.tokens import encode_texts
 
 DIMENSIONS = 384
-#: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in README "Embedder".
+#: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in docs/embedders.md.
 DEFAULT_EMBEDDER = "minilm-onnx-int8"
 
 
@@ -251,7 +251,7 @@ class MiniLMStaticEmbedder(_LazyModel):
     look-up per word piece and a mean — no neural network at run time."""
 
     name = "all-MiniLM-L6-v2-static@256"
-    worth_sharing = False  # ~0.1 ms a prompt: faster than the database round trip
+    worth_sharing = False  # a table look-up per word piece costs less than the database round trip
     model = "model2vec static embedder distilled from sentence-transformers/all-MiniLM-L6-v2 (PCA 384)"
     max_tokens = 256
     needs = ("model2vec",)
@@ -270,7 +270,7 @@ class MiniLMStaticEmbedder(_LazyModel):
 
 class RemoteEmbedder(Embedder):
     """An embedder service on other machines: an OpenAI-compatible ``/v1/embeddings`` endpoint
-    (``ROUTERHUB_EMBEDDER_URL``, ``…_MODEL``, ``…_API_KEY``, ``…_TIMEOUT_SECONDS``; README "Embedder service").
+    (``ROUTERHUB_EMBEDDER_URL``, ``…_MODEL``, ``…_API_KEY``, ``…_TIMEOUT_SECONDS``; docs/embedders.md, "Embedder service").
 
     Its name carries the model's, so vectors of another model are never taken for its own; the web
     processes also compare it with the active routing state at start (``routing/selectors/embeddings.py``).

@@ -330,7 +330,8 @@ def _write_prompts(to_create: list, to_update: list, embeddings: dict, say: Say)
 
 def _copy_update_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -> None:
     """Update prompts with new vectors through COPY into a temporary table and one UPDATE … FROM:
-    bulk_update's CASE expressions took 208 s for 12,032 re-embedded MMLU-Pro prompts."""
+    bulk_update's CASE expressions grow with the batch and dominate a re-import after a change of
+    embedder (benchmarks/results/measurements.md, *Importer*)."""
     if not prompts:
         return
     table = Prompt._meta.db_table
@@ -371,8 +372,8 @@ def _vector_text(vector) -> str | None:
 
 
 # Below this many new vectors the HNSW index is updated row by row; above it, and when they are a
-# good part of the table, the index is dropped and built again once: inserting 12,032 MiniLM
-# vectors one by one took 71 s, building the index over them 7.8 s (pgvector 0.8, 2 cores).
+# good part of the table, the index is dropped and built again once: one build is much cheaper than
+# as many single inserts into the graph (benchmarks/results/measurements.md, *Importer*).
 INDEX_REBUILD_MIN_VECTORS = 2000
 INDEX_REBUILD_MIN_SHARE = 0.25
 
@@ -402,9 +403,8 @@ def _hnsw_index_rebuilt_if_cheaper(*, new_vectors: int, new_rows: int, say: Say)
 
 
 def _copy_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -> None:
-    """Insert new prompts with COPY: bulk_create spent ~2 s per 1,000 MMLU-Pro prompts, most of it
-    formatting vectors and parsing one huge INSERT; COPY with the vectors in pgvector's text form is
-    several times faster."""
+    """Insert new prompts with COPY, the vectors in pgvector's text form: bulk_create's time goes to
+    formatting vectors and parsing one huge INSERT (benchmarks/results/measurements.md, *Importer*)."""
     now = timezone.now()
     columns = "prompt_set_id, external_id, text, category, answer, split, metadata, text_sha256, embedding, embedder, created_at, updated_at"
     with connection.cursor() as cursor:
@@ -519,7 +519,8 @@ def _upsert_outcomes(
 
 
 def _copy_outcomes(rows: list[tuple], progress: Callable[[int, int], None]) -> None:
-    """Bulk insert with COPY: ~20× faster than INSERT for the 347k outcomes of MMLU-Pro."""
+    """Bulk insert with COPY, which PostgreSQL loads far faster than INSERT statements for the
+    hundreds of thousands of outcomes a data set holds (benchmarks/results/measurements.md, *Importer*)."""
     now = timezone.now()
     columns = "llm_id, prompt_id, score, cost_usd, source, response_text, created_at, updated_at"
     with connection.cursor() as cursor:

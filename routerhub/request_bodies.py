@@ -2,8 +2,8 @@
 
 Django's ASGI handler reads a request's whole body into a temporary file (spilling to disk past
 ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before anything looks at its size, and a chunked body announces no
-size at all: the size checks further in (``routing/apis/middleware.py``, the gateway's view) came
-after the server had taken in all of it, however large. This wraps the application's ``receive``:
+size at all: the size checks further in (``routing/apis/middleware.py``, the gateway's view) come
+after the server has taken in all of it, however large. This wraps the application's ``receive``:
 
 - a ``Content-Length`` over the cap is answered 413 before the body is asked for (so a client that
   sent ``Expect: 100-continue`` is never told to go on);

@@ -62,8 +62,8 @@ def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
     """:func:`api_key_authenticate`, remembered for ``ROUTERHUB_GATEWAY_CACHE_SECONDS`` (the gateway and
     the API's bearer keys).
 
-    The lookup was one database round trip of every call (with the allowed LLMs' array subquery, the
-    largest single part of a route request whose prompt is cached). A key revoked (or a tenant
+    Uncached, the lookup is one database round trip per call (with the allowed LLMs' array subquery,
+    the largest single part of a route request whose prompt is cached). A key revoked (or a tenant
     deactivated or changed) through the admin or a service is forgotten at once by the process that
     did it (``routing/signals.py``); the other web processes stop accepting it within the cache's
     seconds — the documented bound. Unknown keys are never remembered (their rate limit must see

@@ -29,7 +29,7 @@ def usage_summary(*, tenant: Tenant | None, since: date, until: date) -> Usage:
     Three views of spend: *estimated* (what routing reserved for each decision), *reported* (the cost
     feedback stated, for the decisions whose feedback stated one) and *recorded* (what each decision
     counts in its budget now: the estimate, or the reported cost but never below its prompt tokens'
-    cost, including overage). ``spent_usd`` is the recorded spend, under its earlier name.
+    cost, including overage). ``spent_usd`` repeats the recorded spend for clients that read that name.
     """
     start = datetime.combine(since, time.min, tzinfo=UTC)
     end = datetime.combine(until, time.max, tzinfo=UTC)  # not the next midnight: there is none after 9999-12-31

@@ -2,7 +2,8 @@
 
 A reservation per call (``budgets.reserve_with_decision``) is a round trip to PostgreSQL that updates
 the tenant's budget period — one row that every call of the tenant writes — before the LLM is
-called. Under load, that row's lock and the round trip were most of what the gateway added to a call.
+called. Under load, that row's lock and the round trip would be most of what the gateway adds to a
+call (benchmarks/results/measurements.md, *Gateway overhead*).
 
 A web process instead takes a *lease*: a slice of the period's budget, moved from what is left to the
 period's ``leased_usd`` by one conditional statement (:meth:`LeaseBook.take` tops it up), and

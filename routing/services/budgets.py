@@ -161,9 +161,8 @@ def move_reservation(*, decision: Decision, amount: Decimal) -> bool:
 
 def commit_without_waiting_for_disk() -> None:
     """The current transaction's commit does not wait for its WAL record to reach the disk: one fsync
-    less (a median commit took 7.8 ms against 0.19 ms without the wait, 200 commits each on the
-    embedded server of a busy 2-core development machine; 4–7 ms p50, 14–16 ms p99 again in the
-    gateway benchmark). Visibility and locking are unchanged — other transactions see the
+    less (what it costs: benchmarks/results/measurements.md, *Commits without the disk wait*).
+    Visibility and locking are unchanged — other transactions see the
     commit at once; only a crash of the database server (not of a web process) can lose the last
     ~3 × wal_writer_delay (0.6 s by default) of such commits. Callers say what that loss means."""
     assert connection.in_atomic_block, "only the current transaction's commit is relaxed"

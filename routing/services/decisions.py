@@ -237,13 +237,13 @@ def _reserve_locked(scoring: Scoring, status: BudgetStatus, *, relaxed: bool, **
 def _relaxed_durability(request: RouteRequest) -> bool:
     """Whether this decision's reservation commits without waiting for the disk.
 
-    Gateway calls, unless ``ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS`` is set: the fsync was most of the
-    gateway's own latency (4–7 ms at the median on this project's 2-core machines), held the tenant's
-    budget row locked while it lasted, and every other request of the tenant queued behind it. What
-    is given up: if the database server crashes, reservations committed in the last ~0.6 s
-    (3 × wal_writer_delay) may be lost with their decision rows — those calls then count nothing
-    (README, *Metering and the budget bound*). /api/v1/route keeps durable reservations: its client
-    is told a decision id to report feedback against, which must survive."""
+    Gateway calls, unless ``ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS`` is set: the fsync is most of the
+    gateway's own latency (benchmarks/results/measurements.md), holds the tenant's budget row locked
+    while it lasts, and every other request of the tenant queues behind it. What is given up: if the
+    database server crashes, reservations committed in the last ~0.6 s (3 × wal_writer_delay) may be
+    lost with their decision rows — those calls then count nothing (docs/gateway-and-budgets.md,
+    *Metering and the budget bound*). /api/v1/route keeps durable reservations: its client is told a
+    decision id to report feedback against, which must survive."""
     return request.source == Decision.Source.GATEWAY and not settings.ROUTERHUB_GATEWAY_DURABLE_RESERVATIONS
 
 

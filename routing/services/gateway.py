@@ -16,7 +16,7 @@ reservation) whose spend routerhub measures itself:
 How far concurrent calls can take spend past a budget is bounded: every admitted call held its
 reservation within the limit, so the overshoot is at most the sum, over the calls in flight when the
 budget ran out, of (actual cost − reservation) — nothing from metering, which holds each attempt's
-prompt and answer to what the call reserved (:func:`attempt_charge`; README, *Metering and the
+prompt and answer to what the call reserved (:func:`attempt_charge`; docs/gateway-and-budgets.md, *Metering and the
 budget bound*). A call whose process died before it finished keeps its reservation (its estimated
 cost) as what it counts.
 """
@@ -228,7 +228,7 @@ def attempt_charge(
     usage: dict | None = None,
     answer_text: str = "",
 ) -> MeteredCall:
-    """What one attempt is charged, at the prices of its ``llm`` (README, *What a call is charged*):
+    """What one attempt is charged, at the prices of its ``llm`` (docs/gateway-and-budgets.md, *What a call is charged*):
 
     - ``Billing.NONE``: nothing.
     - the prompt: the upstream's ``prompt_tokens``, but at least routerhub's exact count of the
@@ -298,7 +298,7 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCal
     }
     # The metering record's commit does not wait for the disk: if the database crashes before it is
     # flushed, the decision keeps its reservation — the estimate, an upper bound when max_tokens is
-    # set — as what it counts (README, *Metering and the budget bound*).
+    # set — as what it counts (docs/gateway-and-budgets.md, *Metering and the budget bound*).
     if log_text and record.request_body is not None:
         with transaction.atomic():
             budgets.commit_without_waiting_for_disk()

@@ -22,8 +22,8 @@ def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int,
 
     The last few results are remembered: K-means with a fixed ``random_state`` is deterministic, and a
     tuning grid fits the same prompts with the same K once for every value of another hyper-parameter
-    (LearnedMap's and ``relative_maps``' l2) — nearly half of ``relative_maps``' fit time was K-means
-    run again on identical input. The answer is the same array either way (a copy of it)."""
+    (LearnedMap's and ``relative_maps``' l2), so without the cache K-means on identical input is a
+    large part of ``relative_maps``' fit (benchmarks/results/measurements.md). The answer is the same array either way (a copy of it)."""
     n_clusters = min(int(n_clusters), len(embeddings))
     key = None
     if isinstance(random_state, (int, np.integer)):

@@ -1,6 +1,6 @@
 """routerhub's own strategy: an ensemble of LearnedMaps trained on the *relative* loss.
 
-Why it beats UniRoute on unseen LLMs (figures in the README):
+Why it beats UniRoute on unseen LLMs (figures in docs/routing-and-evaluation.md):
 - UniRoute's LearnedMap is trained by log-loss, which is dominated by how hard a prompt is for
   every LLM. Routing only needs how LLMs *differ* on a prompt (METHODS.md: the rule compares
   γ(x, h) + λ·c(h) across h). The ``"relative"`` loss of ``learned_map.py`` — squared error of γ
