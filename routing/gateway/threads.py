@@ -7,8 +7,8 @@ connection between jobs (Django's connections are per thread), so a call pays no
 That holds with the web processes' connection pool (``ROUTERHUB_DB_POOL``) too: a gateway thread takes
 a connection from the pool once and keeps it (the threads are few and fixed, so they hold at most
 ``ROUTERHUB_GATEWAY_THREADS`` + 1 of the pool's connections per process). Handing it back after every job
-cost two pool check-outs per call, each with the pool's health-check query — a round trip, and under
-load a wait of its own (the largest single item of the gateway's profile at 20 clients). A connection
+would cost two pool check-outs per call, each with the pool's health-check query — a round trip, and
+under load a wait of its own (benchmarks/results/measurements.md, *Gateway overhead*). A connection
 that failed is checked and, if broken, closed: the next job takes a fresh one from the pool.
 """
 
