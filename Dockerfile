@@ -1,7 +1,7 @@
 # Production image: web (uvicorn, scripts/web.sh), worker and beat all run from it (see docker-compose.yml).
 FROM python:3.11-slim
 # DJANGO_DEBUG=0: production settings — the container refuses to start without DJANGO_SECRET_KEY,
-# DJANGO_ALLOWED_HOSTS and ROUTERHUB_ENCRYPTION_KEYS (README "Production").
+# DJANGO_ALLOWED_HOSTS and ROUTERHUB_ENCRYPTION_KEYS (docs/operations.md, "Production").
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DJANGO_DEBUG=0 MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /app
 COPY requirements.txt requirements-model.txt ./

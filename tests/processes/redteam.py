@@ -25,8 +25,8 @@ import httpx
 from tests.fakes.ledger_upstream import AUDIO_OUTPUT_MULTIPLIER, TAG
 from tests.processes.workers import stop_process
 
-# What the README's budget bound allows past the limit per call that reached the LLM for the prompt's
-# framing as the provider counts it beyond routerhub's own count: none (both count OpenAI's 3 per
+# What the budget bound (docs/gateway-and-budgets.md) allows past the limit per call that reached the
+# LLM for the prompt's framing as the provider counts it beyond routerhub's own count: none (both count OpenAI's 3 per
 # message and 3 for the reply).
 FRAMING_TOKENS = 0
 QUANTUM = Decimal("1e-10")  # the budget's precision; routerhub rounds each call's cost up to it

@@ -7,7 +7,7 @@ processes as an operator would (SIGTERM: queued decisions written, leases return
 the sweep), and then audits (``tests/processes/redteam.py``):
 
 - every tenant: recorded spend (spent + overage) and the upstream's bill both stay within the limit
-  plus the README's bound (output that was on its way when a caller left); recorded spend is never
+  plus the bound of docs/gateway-and-budgets.md (output that was on its way when a caller left); recorded spend is never
   less than the bill; the period counts exactly its decisions; nothing stays leased or pending;
 - every call: answered ⇒ a decision, charged exactly usage × prices when the upstream billed in full
   and honestly, never less than the bill otherwise; the reservation bounds the bill; hostile input is

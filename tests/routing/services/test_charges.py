@@ -1,5 +1,5 @@
-"""What one gateway attempt is charged (services/gateway.attempt_charge): the rules of the README's
-*What a call is charged*, at one LLM's prices (no database)."""
+"""What one gateway attempt is charged (services/gateway.attempt_charge): the rules of
+docs/gateway-and-budgets.md, *What a call is charged*, at one LLM's prices (no database)."""
 
 from decimal import Decimal
 
