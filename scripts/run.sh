@@ -98,7 +98,7 @@ connection.ensure_connection()  # starts the embedded server when DATABASE_URL i
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 signal.pause()' &
 
-# Static files (compressed once, ~20 s on a busy machine the first time) are needed only by the
+# Static files (compressed once, which takes a while the first time) are needed only by the
 # web process: collect them while the database is set up and the data imported.
 $PY manage.py collectstatic --no-input -v 0 >.run/collectstatic.log 2>&1 &
 STATIC=$!
@@ -108,7 +108,7 @@ if [ "$DEMO" = 1 ]; then
   $PY manage.py import_routing_data data/mmlu-pro --name mmlu-pro
   # What set-up does is shown as it happens (a private copy goes to .run/demo.txt, mode 0600); the
   # login and key are printed once all is up. Only UniRoute K-means is fitted before the service starts
-  # (~10 s): the other strategies are fitted in the background once it answers (below).
+  # (a quick fit): the other strategies are fitted in the background once it answers (below).
   $PY manage.py setup_demo --dataset mmlu-pro --strategies uniroute_kmeans --base-url "http://$HOST:$PORT" \
     --upstream-url "http://127.0.0.1:$UPSTREAM_PORT/v1" --output .run/demo.txt | sed -u '/^--- /,$d'
 
