@@ -114,7 +114,8 @@ def minilm_graph(weights: dict[str, np.ndarray]):
     # then cannot tell the joined heads' width when it optimises the graph, and leaves the attention
     # output's residual sum and LayerNorm unfused, as in the exporter's graph. Fused
     # (SkipLayerNormalization) they round differently, which int8 quantisation of the next layer
-    # carries on (cosine 0.997 with the exporter's vectors instead of bit-identical ones).
+    # carries on: the vectors would differ from the exporter's instead of being bit-identical
+    # (benchmarks/results/measurements.md, *Embeddings files across CPUs*).
     join_heads = g.op(
         "Concat", [g.op("Shape", [ids], "batch_tokens", start=0, end=2), axes("minus_one", -1)], "join_heads", axis=0
     )
