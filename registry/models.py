@@ -10,7 +10,7 @@ from pgvector.django import HnswIndex, VectorField
 
 from registry.endpoints import API_KEY_ENV_PATTERN, validate_api_base
 from registry.gateway_fields import gateway_fields_problems
-from routerhub.model_constraints import valid_choice
+from registry.constraints import valid_choice
 
 EMBEDDING_DIMENSIONS = 384
 

@@ -76,7 +76,7 @@ def llm_key_is_moved(*, llm: LLM, stored: dict) -> bool:
 
 def llm_set_api_key(*, llm: LLM, api_key: str | None, save: bool = True) -> None:
     """Store ``api_key`` encrypted (None or "" removes it)."""
-    from routerhub.secrets import encrypt
+    from registry.secrets import encrypt
 
     api_key = (api_key or "").strip()
     llm.api_key_encrypted = encrypt(api_key) if api_key else ""

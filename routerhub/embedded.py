@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from routerhub.private_files import private_token, write_private
+from registry.private_files import private_token, write_private
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 RUN_DIR = CHECKOUT / ".run"

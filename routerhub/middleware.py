@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.messages import middleware as message_middleware
 from django.contrib.sessions import middleware as session_middleware
 from django.middleware import common as common_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-
-class SyncAndAsyncMiddleware:
-    """Middleware Django runs in the server's own mode, sync or async, with no thread hop between.
-
-    Under the ASGI server one synchronous middleware would send every request, the gateway's too,
-    through a thread and back. Subclasses write ``sync_call`` and ``__acall__``.
-    """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.serve_in_the_mode_of(get_response)
-
-    def serve_in_the_mode_of(self, get_response) -> None:
-        """Take ``get_response``'s mode: after an async one, this middleware is a coroutine function too."""
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        return self.sync_call(request)
-
-    def sync_call(self, request):
-        raise NotImplementedError
-
-    async def __acall__(self, request):
-        raise NotImplementedError
+from routing.apis.middleware import SyncAndAsyncMiddleware
 
 
 class StaticFilesMiddleware(SyncAndAsyncMiddleware, WhiteNoiseMiddleware):

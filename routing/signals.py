@@ -4,20 +4,14 @@ A saved or deleted API key, tenant, LLM or preset â€” or a changed allow-list â€
 process at once, and again when the transaction commits (a request that read the old row in between
 must not keep it). Other processes see the change when their entries expire
 (``ROUTERHUB_GATEWAY_CACHE_SECONDS``). Services that change these rows with ``QuerySet.update()``,
-which sends no signal, call :func:`~routing.caches.lookups_forget` themselves.
+which sends no signal, call :func:`~routing.services.tenancy.forget_lookups` themselves.
 """
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from routing.caches import lookups_forget
-
-
-def forget_lookups(**_) -> None:
-    lookups_forget()
-    transaction.on_commit(lookups_forget)
+from routing.services.tenancy import forget_lookups
 
 
 def connect() -> None:

@@ -3,6 +3,7 @@ details for staff only — error texts name hosts, users and versions an outside
 
 from __future__ import annotations
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
@@ -75,10 +76,8 @@ def _check_routing_state() -> dict:
 
 
 def _check_broker() -> dict:
-    from routerhub.celery import app
-
     try:
-        with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
+        with current_app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.ROUTERHUB_HEALTH_BROKER_TIMEOUT_SECONDS)
         return {"ok": True}
     except Exception as exc:

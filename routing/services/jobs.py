@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 
+from celery import current_app
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from registry.models import LLM
-from routerhub.celery import app as celery_app
 from routing.models import Job, RoutingState
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _send(job_id: int) -> bool:
     job = Job.objects.filter(id=job_id).first()
     if job is None or job.status in FINISHED:
         return False
-    task = celery_app.tasks[TASK_NAME_OF_KIND[job.kind]]
+    task = current_app.tasks[TASK_NAME_OF_KIND[job.kind]]
     kwargs = {"job_id": job.id}
     if job.kind == Job.Kind.PROFILE_LLM:
         kwargs["llm_id"] = job.llm_id

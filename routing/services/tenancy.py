@@ -15,12 +15,19 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from registry.models import LLM
+from routing.caches import lookups_forget
 from routing.models import ApiKey, BudgetPeriod, Tenant
 from routing.selectors.budgets import period_bounds
 from routing.selectors.tenancy import KEY_PREFIX, key_hash
-from routing.signals import forget_lookups
 
 VISIBLE_PREFIX_LENGTH = 11  # "rh_" + 8 characters: enough to tell keys apart in the admin
+
+
+def forget_lookups(**_) -> None:
+    """Forget this process's cached lookups now, and again when the transaction commits: a request
+    that read the old row in between must not keep it. Also the receiver of ``routing/signals.py``."""
+    lookups_forget()
+    transaction.on_commit(lookups_forget)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 import re
 
 from registry.endpoints import API_KEY_ENV_PATTERN
-from routerhub.secrets import SecretUnreadable, decrypt
+from registry.secrets import SecretUnreadable, decrypt
 
 
 class CredentialError(Exception):

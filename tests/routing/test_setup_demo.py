@@ -10,7 +10,7 @@ import stat
 import pytest
 from django.core.management import call_command
 
-from routerhub.private_files import write_private
+from registry.private_files import write_private
 from routing.models import ApiKey
 from tests.fixtures.api import ApiClient
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from routerhub.migration_check import require_migrated
+from registry.migration_check import require_migrated
 from routing.models import Tenant
 from routing.services.tenancy import tenant_with_key
 

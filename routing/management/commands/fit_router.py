@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
-from routerhub.migration_check import require_migrated
+from registry.migration_check import require_migrated
 from routing.exceptions import RoutingError
 from routing.models import Job
 from routing.services import jobs

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import transaction
 
-from routerhub.private_files import write_private
+from registry.private_files import write_private
 from routing.models import RoutingState, Tenant
 
 DEMO_TENANT = "demo"

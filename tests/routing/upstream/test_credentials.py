@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 
 from registry.models import LLM
 from registry.services import llm_register, llm_update
-from routerhub.secrets import SecretUnreadable, decrypt, encrypt
+from registry.secrets import SecretUnreadable, decrypt, encrypt
 from routing.upstream.credentials import CredentialError, llm_api_key
 
 pytestmark = pytest.mark.django_db
