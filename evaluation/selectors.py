@@ -114,6 +114,11 @@ def evaluation_run_summaries(*, limit: int = 100) -> list[dict]:
     )
 
 
+def evaluation_run(*, run_id: int) -> EvaluationRun | None:
+    """One run with its prompt set, or None."""
+    return EvaluationRun.objects.select_related("prompt_set").filter(id=run_id).first()
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     first: str

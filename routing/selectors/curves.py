@@ -2,7 +2,7 @@
 
 The held-out prompts are the test split of the prompt set the routing state was fitted on: neither
 the fit (train) nor the profiles (validation) saw them. The curve is the exact λ-sweep of
-``evaluation.metrics`` with true correctness, in USD per query (each LLM's price at the prompts'
+``routing.strategies.curves`` with true correctness, in USD per query (each LLM's price at the prompts'
 mean length). Computing it loads embeddings and outcomes, so it is kept per process and state
 revision; a refit or a new profile makes the next page view compute it again.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from evaluation.metrics import DeferralCurve, deferral_curve, qnc
+from routing.strategies.curves import DeferralCurve, deferral_curve, qnc
 from registry.models import Prompt, PromptSet
 from registry.selectors import outcome_matrix, prompt_embeddings
 from registry.tokens import count_tokens

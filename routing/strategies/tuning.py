@@ -10,7 +10,7 @@ recreates that situation inside the training data, never looking at any other LL
   profiled from their validation outcomes alone, and routing among them is scored on the scoring
   prompts (only those every LLM of the fold answered);
 - **score**: the area under the deferral curve of that routing, the benchmark's own figure
-  (``evaluation.metrics``, costs normalised by the fold's most expensive LLM); without costs, every
+  (``routing.strategies.curves``, costs normalised by the fold's most expensive LLM); without costs, every
   LLM costs the same and the area is the accuracy of the routed choice;
 - **candidates**: every combination of the fit-time grid and the post-fit grid (hyper-parameters
   that ``profile`` / ``predict_loss`` read, tried on a fitted strategy without refitting); a
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 # The criterion is the benchmark's figure, computed by the benchmark's own (pure numpy) code.
-from evaluation.metrics import area, deferral_curve
+from routing.strategies.curves import area, deferral_curve
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.learned_map import loss_and_gradient

@@ -1,20 +1,17 @@
-"""The dashboard's pages, at the site root (``/`` is the overview; login first)."""
+"""The dashboard's pages, at the site root (``/`` is the overview; login first). ``routerhub/urls.py``
+serves them, with evaluation's (``evaluation/urls.py``), in the namespace "dashboard"."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from routing.views import decisions, evaluations, llms, overview, router, tryit
+from routing.views import decisions, llms, overview, router, tryit
 from routing.views.login import throttled_login
-
-app_name = "dashboard"
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("router/", router.router, name="router"),
     path("llms/", llms.llm_list, name="llms"),
     path("llms/<int:llm_id>/", llms.llm_detail, name="llm"),
-    path("evaluations/", evaluations.evaluation_list, name="evaluations"),
-    path("evaluations/<int:run_id>/", evaluations.evaluation_detail, name="evaluation"),
     path("decisions/", decisions.decision_list, name="decisions"),
     path("decisions/<uuid:decision_id>/", decisions.decision_detail, name="decision"),
     path("try/", tryit.try_page, name="try"),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evaluation.metrics import DeferralCurve, area, area50, deferral_curve, oracle_curve, qnc, random_curve
+from routing.strategies.curves import DeferralCurve, area, area50, deferral_curve, oracle_curve, qnc, random_curve
 from routing.selection import select
 
 

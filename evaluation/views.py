@@ -1,11 +1,12 @@
-"""Evaluation runs (staff): the table of runs; one run's deferral curves and paired differences."""
+"""The dashboard's evaluation pages (staff): the table of runs; one run's deferral curves and paired
+differences. Served under the dashboard's namespace (``evaluation/urls.py``, joined in ``routerhub/urls.py``)."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404
+from django.shortcuts import render
 
-from evaluation.models import EvaluationRun
-from evaluation.selectors import evaluation_run_summaries, paired_differences
+from evaluation.selectors import evaluation_run, evaluation_run_summaries, paired_differences
 from routing.views import charts
 from routing.views.base import base_context, dashboard_page
 from routing.views.formatting import quality, signed
@@ -28,7 +29,9 @@ def evaluation_list(request):
 
 @dashboard_page("evaluations", staff_only=True)
 def evaluation_detail(request, run_id: int):
-    run = get_object_or_404(EvaluationRun.objects.select_related("prompt_set"), id=run_id)
+    run = evaluation_run(run_id=run_id)
+    if run is None:
+        raise Http404("no such evaluation run")
     results = run.results or {}
     methods = results.get("methods", {})
     pairs = paired_differences(per_trial_area=results.get("per_trial_area", {}))
