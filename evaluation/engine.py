@@ -21,10 +21,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from evaluation.clairvoyant import CLAIRVOYANT, clairvoyant_losses
-from routing.strategies.curves import area, area50, deferral_curve, oracle_curve, qnc, random_curve, single_llm_points
 from evaluation.protocol import Split, make_domain_shift_splits, make_splits
 from evaluation.specialists import specialist_figures, specialists_of
 from routing.strategies import get_strategy
+from routing.strategies.curves import area, area50, deferral_curve, oracle_curve, qnc, random_curve, single_llm_points
 from routing.strategies.tuning import tuned_fit
 
 ORACLE, RANDOM, ZERO = "oracle", "random", "zero"

@@ -8,9 +8,9 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from registry.constraints import valid_choice
 from registry.endpoints import API_KEY_ENV_PATTERN, validate_api_base
 from registry.gateway_fields import gateway_fields_problems
-from registry.constraints import valid_choice
 
 EMBEDDING_DIMENSIONS = 384
 

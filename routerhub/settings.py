@@ -186,7 +186,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["routing.apis.parsers.SafeJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["routing.apis.throttling.ApiKeyRateThrottle"],
     # DRF's own reading of X-Forwarded-For stays off: client addresses come from
-    # routing.apis.throttling.client_address, which believes only ROUTERHUB_TRUSTED_PROXIES.
+    # routing.throttling.client_address, which believes only ROUTERHUB_TRUSTED_PROXIES.
     "NUM_PROXIES": 0,
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",

@@ -56,7 +56,7 @@ def route_api_limits_are_positive(app_configs, **kwargs):
 
 @register()
 def rate_limits_parse(app_configs, **kwargs):
-    from routing.apis.throttling import parse_rate
+    from routing.throttling import parse_rate
 
     problems = []
     for name in (

@@ -5,7 +5,7 @@
 # the application writes its own JSON line per API call, routing/request_log.py).
 # --no-proxy-headers: uvicorn would otherwise take the client address from X-Forwarded-For on any
 # connection from 127.0.0.1, which every local user can open; the application believes the header
-# from ROUTERHUB_TRUSTED_PROXIES only (routing/apis/throttling.py).
+# from ROUTERHUB_TRUSTED_PROXIES only (routing/throttling.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/uvicorn ]; then UVICORN=.venv/bin/uvicorn; else UVICORN=uvicorn; fi

@@ -59,7 +59,7 @@ def fresh_caches(settings):
     settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
 
     reset_all()
-    cache.clear()  # rate-limit counters (routing/apis/throttling.py) live in Django's cache
+    cache.clear()  # rate-limit counters (routing/throttling.py) live in Django's cache
     yield
     reset_all()
     cache.clear()

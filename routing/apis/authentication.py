@@ -11,9 +11,9 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from routing.apis.throttling import client_address, failed_authentication_window
 from routing.models import ApiKey, Tenant
 from routing.selectors.tenancy import api_key_authenticate_cached
+from routing.throttling import client_address, failed_authentication_window
 
 
 class TenantUser:

@@ -38,7 +38,6 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from routing import metrics, request_log
-from routing.apis.throttling import FixedWindow, failed_authentication_window
 from routing.gateway import settlement
 from routing.gateway.errors import GatewayError, from_domain
 from routing.gateway.requests import ChatRequest, chat_request
@@ -59,6 +58,7 @@ from routing.services.gateway import (
     gateway_plan,
     metered_cost,
 )
+from routing.throttling import FixedWindow, failed_authentication_window
 from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.credentials import CredentialError, upstream_api_key
 from routing.upstream.http import (
@@ -166,7 +166,7 @@ def _throttled(wait: float, what: str) -> GatewayError:
 def prepare(*, secret: str | None, body, started: float, address: str | None = None) -> Prepared:
     """Everything before the first upstream byte that needs the database (runs in a pool thread).
 
-    The rate limits are /api/'s (``routing/apis/throttling.py``): per API key, and failed
+    The rate limits are /api/'s (``routing/throttling.py``): per API key, and failed
     authentications per client ``address``."""
     began = time.perf_counter()
     if not secret:

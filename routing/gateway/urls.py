@@ -2,12 +2,12 @@
 
 from django.urls import path, re_path
 
-from routing.apis import gateway
+from routing.gateway import views
 
 app_name = "gateway"
 
 urlpatterns = [
-    path("chat/completions", gateway.chat_completions, name="chat-completions"),
-    path("models", gateway.models, name="models"),
-    re_path(r"^(?P<path>.*)$", gateway.not_found),
+    path("chat/completions", views.chat_completions, name="chat-completions"),
+    path("models", views.models, name="models"),
+    re_path(r"^(?P<path>.*)$", views.not_found),
 ]

@@ -7,8 +7,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from registry.models import LLM, Outcome
 from registry.constraints import valid_choice
+from registry.models import LLM, Outcome
 from routing.models.state import RoutingState
 from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
 

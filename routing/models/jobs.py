@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from registry.models import LLM
 from registry.constraints import valid_choice
+from registry.models import LLM
 from routing.models.state import RoutingState
 
 

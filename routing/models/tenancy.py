@@ -7,8 +7,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from registry.models import LLM
 from registry.constraints import valid_choice
+from registry.models import LLM
 from routing.selection import MAX_LAMBDA
 
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from routing.strategies.curves import DeferralCurve, deferral_curve, qnc
 from registry.models import Prompt, PromptSet
 from registry.selectors import outcome_matrix, prompt_embeddings
 from registry.tokens import count_tokens
 from routing.caches import process_cache
 from routing.selection import select
 from routing.selectors.routers import LoadedRouter
+from routing.strategies.curves import DeferralCurve, deferral_curve, qnc
 
 # An even sample of at most this many held-out prompts: enough for curves that are stable to the
 # third decimal, and bounded work (embeddings + outcomes) on the first view after a refit.

@@ -35,10 +35,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# The criterion is the benchmark's figure, computed by the benchmark's own (pure numpy) code.
-from routing.strategies.curves import area, deferral_curve
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.base import RoutingStrategy
+
+# The criterion is the benchmark's figure, computed by the benchmark's own (pure numpy) code.
+from routing.strategies.curves import area, deferral_curve
 from routing.strategies.learned_map import loss_and_gradient
 
 MAX_FIT_PROMPTS = 4000

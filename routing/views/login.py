@@ -5,7 +5,7 @@ against the user name tried, from any address (``ROUTERHUB_THROTTLE_FAILED_LOGIN
 one account from many addresses). Over either, the log-in is answered 429 with ``Retry-After``
 before the password is checked — the right password included, so the answer tells a guesser
 nothing — until the window ends. The counters are the API's fixed windows in Django's cache
-(``routing/apis/throttling.py``); the address is ``client_address``, which believes
+(``routing/throttling.py``); the address is ``client_address``, which believes
 ``X-Forwarded-For`` from ``ROUTERHUB_TRUSTED_PROXIES`` only.
 """
 
@@ -19,7 +19,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from routing.apis.throttling import FixedWindow, client_address
+from routing.throttling import FixedWindow, client_address
 
 
 def _address_window() -> FixedWindow:

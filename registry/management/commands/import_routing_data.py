@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.data_format import DataFormatError
 from registry.importing import dataset_embeddings_write, dataset_import
-from registry.models import PromptSet
 from registry.migration_check import require_migrated
+from registry.models import PromptSet
 
 
 class Command(BaseCommand):

@@ -2,9 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from registry.migration_check import require_migrated
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
-from registry.migration_check import require_migrated
 from routing.exceptions import RoutingError
 from routing.models import Job
 from routing.services import jobs

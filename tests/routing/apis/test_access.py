@@ -104,7 +104,7 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(make_tenant, fitt
 def test_the_client_address_is_the_nearest_hop_that_is_no_trusted_proxy(settings, remote, forwarded, client):
     from django.test import RequestFactory
 
-    from routing.apis.throttling import client_address
+    from routing.throttling import client_address
 
     settings.ROUTERHUB_TRUSTED_PROXIES = ["10.0.0.0/29"]
     request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)

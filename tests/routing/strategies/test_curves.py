@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from routing.strategies.curves import DeferralCurve, area, area50, deferral_curve, oracle_curve, qnc, random_curve
 from routing.selection import select
+from routing.strategies.curves import DeferralCurve, area, area50, deferral_curve, oracle_curve, qnc, random_curve
 
 
 def curve(*points):

@@ -5,8 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from registry.models import LLM
-from registry.services import llm_register, llm_update
 from registry.secrets import SecretUnreadable, decrypt, encrypt
+from registry.services import llm_register, llm_update
 from routing.upstream.credentials import CredentialError, llm_api_key
 
 pytestmark = pytest.mark.django_db

@@ -18,12 +18,12 @@ from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
 from routing import request_log
-from routing.apis.throttling import client_address
 from routing.gateway import calls
 from routing.gateway.errors import GatewayError, invalid
 from routing.gateway.threads import in_thread
 from routing.selectors.gateway import models_for
 from routing.selectors.tenancy import api_key_authenticate_cached
+from routing.throttling import client_address
 
 logger = logging.getLogger(__name__)
 
