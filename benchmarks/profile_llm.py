@@ -106,7 +106,7 @@ def main() -> None:
     from registry.services import llm_register
     from routing.caches import reset_all
     from routing.models import Job
-    from routing.profiling.services import ProfilingOptions, llm_profile_run
+    from routing.services.profiling import ProfilingOptions, llm_profile_run
     from routing.selectors.routers import active_router
     from routing.selectors.state import routing_state_active
     from routing.services import jobs

@@ -2,7 +2,7 @@
 
 Every task is safe to deliver twice (``acks_late``: a worker killed mid-task gets its message back).
 Job bookkeeping — one runner at a time, finished jobs never rerun, bounded deliveries — is in
-``routing/services/jobs.py``; the work is in ``routing/profiling/services.py`` and
+``routing/services/jobs.py``; the work is in ``routing/services/profiling.py`` and
 ``routing/services/state.py``.
 
 Transient failures (the provider unreachable after the client's own retries, the database gone,
@@ -25,7 +25,7 @@ from registry.models import LLM, PromptSet
 from routing.exceptions import NoActiveRoutingState, RoutingError
 from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
-from routing.profiling.services import ProfilingOptions, llm_profile_run, llms_to_reprofile
+from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.selectors.state import routing_state_active
 from routing.services import budget_leases, jobs
 from routing.services.jobs import TASK_NAME_OF_KIND

@@ -17,7 +17,7 @@ from routing.apis.base import StaffApi
 from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
 from routing.profiling.graders import GRADERS
-from routing.profiling.services import ProfilingOptions
+from routing.services.profiling import ProfilingOptions
 from routing.services import jobs
 from routing.strategies import STRATEGIES
 

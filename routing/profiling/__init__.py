@@ -2,5 +2,7 @@
 
 - ``client.py``   an OpenAI-compatible chat client: timeouts, retries with backoff, bounded concurrency
 - ``graders.py``  answer graders (multiple-choice letter, exact match) behind one small interface
-- ``services.py`` ``llm_profile_run``: collect the missing outcomes, then compute Ψ — no refit
+
+The writes — ``llm_profile_run``: collect the missing outcomes, then compute Ψ, no refit — are
+``routing/services/profiling.py``.
 """

@@ -9,7 +9,7 @@ from registry.services import llm_register
 from routing.exceptions import RoutingError
 from routing.models import LLMProfile, RoutingState
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
-from routing.profiling.services import ProfilingOptions, llm_profile_run, llms_to_reprofile
+from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.selectors import routers
 from tests.fakes.fake_openai import FakeOpenAI, RawReply
 from tests.fixtures.subjects import GOOD_CATEGORY
