@@ -106,10 +106,10 @@ def main() -> None:
     from registry.services import llm_register
     from routing.caches import reset_all
     from routing.models import Job
-    from routing.services.profiling import ProfilingOptions, llm_profile_run
     from routing.selectors.routers import active_router
     from routing.selectors.state import routing_state_active
     from routing.services import jobs
+    from routing.services.profiling import ProfilingOptions, llm_profile_run
     from tests.fakes.fake_openai import FakeOpenAI, category_expert
 
     state = routing_state_active()

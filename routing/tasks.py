@@ -25,10 +25,10 @@ from registry.models import LLM, PromptSet
 from routing.exceptions import NoActiveRoutingState, RoutingError
 from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
-from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.selectors.state import routing_state_active
 from routing.services import budget_leases, jobs
 from routing.services.jobs import TASK_NAME_OF_KIND
+from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.services.state import routing_state_refit
 from routing.services.usage import usage_rollup_due
 

@@ -17,8 +17,8 @@ from routing.apis.base import StaffApi
 from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
 from routing.profiling.graders import GRADERS
-from routing.services.profiling import ProfilingOptions
 from routing.services import jobs
+from routing.services.profiling import ProfilingOptions
 from routing.strategies import STRATEGIES
 
 

@@ -1,9 +1,10 @@
+from routing.models.budgets import BudgetLease, BudgetPeriod
 from routing.models.decisions import Decision
 from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
-from routing.models.tenancy import ApiKey, BudgetLease, BudgetPeriod, Tenant, TenantMembership
+from routing.models.tenancy import ApiKey, Tenant, TenantMembership
 from routing.models.usage import RejectionDay, UsageDay, UsageRollup
 
 __all__ = [

@@ -9,8 +9,9 @@ from django.db.models import Q
 
 from registry.constraints import valid_choice
 from registry.models import LLM, Outcome
+from routing.models.budgets import BudgetPeriod
 from routing.models.state import RoutingState
-from routing.models.tenancy import ApiKey, BudgetPeriod, Tenant
+from routing.models.tenancy import ApiKey, Tenant
 
 
 class DecisionLambdaReason(models.TextChoices):

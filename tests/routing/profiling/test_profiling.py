@@ -9,8 +9,8 @@ from registry.services import llm_register
 from routing.exceptions import RoutingError
 from routing.models import LLMProfile, RoutingState
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
-from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.selectors import routers
+from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from tests.fakes.fake_openai import FakeOpenAI, RawReply
 from tests.fixtures.subjects import GOOD_CATEGORY
 
