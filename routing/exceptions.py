@@ -1,5 +1,6 @@
-"""Domain errors of routing. Services and selectors raise them; ``routing/apis/errors.py`` turns
-each into a JSON answer with its HTTP status, in one place."""
+"""Domain errors of routing, all of them. Services and selectors raise them; each API style turns
+them into its answers in one place: ``routing/apis/errors.py`` for /api/, ``routing/gateway/errors.py``
+for the OpenAI-compatible /v1/."""
 
 from __future__ import annotations
 
@@ -52,3 +53,26 @@ class UnacceptableJSON(ValueError):
         self.path = path
         self.field = re.split(r"[.\[]", path, maxsplit=1)[0] or "non_field_errors"
         super().__init__(message)
+
+
+class BudgetExhausted(Exception):
+    """The tenant's budget for the period is spent (policy "reject"). ``status`` is the period's
+    ``BudgetStatus`` (``routing/selectors/budgets.py``)."""
+
+    def __init__(self, status, cheapest_cost_usd: float | None = None) -> None:
+        self.status = status
+        self.cheapest_cost_usd = cheapest_cost_usd
+        super().__init__(
+            f"The {status.adjective} budget of tenant {status.tenant!r} is spent "
+            f"({status.spent_usd.normalize():f} of {status.limit_usd.normalize():f} USD used"
+            + (
+                f"; the cheapest allowed LLM would cost {cheapest_cost_usd:.8f} USD"
+                if cheapest_cost_usd is not None
+                else ""
+            )
+            + f"). It resets at {status.ends_at.isoformat()}."
+        )
+
+
+class JobBusy(RuntimeError):
+    """Another worker is running this job right now."""

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from registry.models import LLM, PromptSet
-from routing.exceptions import NoActiveRoutingState, RoutingError
+from routing.exceptions import JobBusy, NoActiveRoutingState, RoutingError
 from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
 from routing.selectors.state import routing_state_active
@@ -71,7 +71,7 @@ def _run(task, job: Job | None, work) -> dict | None:
             result, state = work(running)
             jobs.job_succeed(job=running, result=result, state=state)
             return result
-    except jobs.JobBusy as exc:
+    except JobBusy as exc:
         # The other runner records the job's outcome; this delivery only checks back later.
         if task.request.retries >= task.max_retries:
             return None

@@ -22,8 +22,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from registry.remote_embeddings import EmbedderUnavailable
 from routing.apis.serializers import BudgetStatusSerializer, represent
-from routing.exceptions import DecisionNotFound, InvalidRouteRequest, NoActiveRoutingState
-from routing.services.budget_policies import BudgetExhausted
+from routing.exceptions import BudgetExhausted, DecisionNotFound, InvalidRouteRequest, NoActiveRoutingState
 
 
 def error_body(code: str, message: str, **extra) -> dict:

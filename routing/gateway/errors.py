@@ -6,8 +6,13 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 from registry.remote_embeddings import EmbedderUnavailable
-from routing.exceptions import FieldNotAccepted, InvalidRouteRequest, NoActiveRoutingState, UnknownModel
-from routing.services.budget_policies import BudgetExhausted
+from routing.exceptions import (
+    BudgetExhausted,
+    FieldNotAccepted,
+    InvalidRouteRequest,
+    NoActiveRoutingState,
+    UnknownModel,
+)
 
 
 class GatewayError(Exception):

@@ -48,6 +48,11 @@ class BudgetStatus:
         return max(self.limit_usd - self.spent_usd, Decimal(0))
 
     @property
+    def adjective(self) -> str:
+        """ "daily", "weekly" or "monthly": the period in a sentence."""
+        return ADJECTIVE[self.period]
+
+    @property
     def seconds(self) -> float:
         return (self.ends_at - self.starts_at).total_seconds()
 

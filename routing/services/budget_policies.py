@@ -20,30 +20,13 @@ from django.utils.module_loading import import_string
 
 from routing import pacing
 from routing.caches import process_cache
+from routing.exceptions import BudgetExhausted
 from routing.models import Tenant
 from routing.selection import lambda_for_budget, mean_cost
-from routing.selectors.budgets import ADJECTIVE, BudgetStatus, PeriodRates, pacing_state
+from routing.selectors.budgets import BudgetStatus, PeriodRates, pacing_state
 from routing.selectors.routers import ReferenceSample
 
 # --- what happens when the budget is spent --------------------------------------------------------
-
-
-class BudgetExhausted(Exception):
-    """The tenant's budget for the period is spent (policy "reject")."""
-
-    def __init__(self, status: BudgetStatus, cheapest_cost_usd: float | None = None) -> None:
-        self.status = status
-        self.cheapest_cost_usd = cheapest_cost_usd
-        super().__init__(
-            f"The {ADJECTIVE[status.period]} budget of tenant {status.tenant!r} is spent "
-            f"({status.spent_usd.normalize():f} of {status.limit_usd.normalize():f} USD used"
-            + (
-                f"; the cheapest allowed LLM would cost {cheapest_cost_usd:.8f} USD"
-                if cheapest_cost_usd is not None
-                else ""
-            )
-            + f"). It resets at {status.ends_at.isoformat()}."
-        )
 
 
 class WhenBudgetSpent(ABC):
@@ -141,7 +124,7 @@ class SmoothedRatePacing(BudgetPacing):
 
 def pacing_note(*, status: BudgetStatus, state: pacing.Pace, lam: float, target: float, unpaced: float) -> str:
     """Why pacing raised λ (or did not need to), in words a tenant can check against its usage."""
-    budget = f"the {ADJECTIVE[status.period]} budget ({state.spent_usd:.6g} of {state.limit_usd:.6g} USD)"
+    budget = f"the {status.adjective} budget ({state.spent_usd:.6g} of {state.limit_usd:.6g} USD)"
     where = (
         f"{state.spent_share:.1%} of {budget} is spent with {state.elapsed_share:.1%} of the period gone "
         f"(on track up to {state.allowance_share:.1%})"

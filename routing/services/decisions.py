@@ -19,7 +19,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
-from routing.exceptions import InvalidRouteRequest, UnknownStrategy  # noqa: F401  (raised by what route_create calls)
+from routing.exceptions import BudgetExhausted, InvalidRouteRequest, UnknownStrategy  # noqa: F401  (raised by what route_create calls)
 from routing.models import Decision, Tenant
 from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
@@ -273,7 +273,7 @@ def _route_when_spent(
     )
     try:
         choice = policy.fallback(costs=scoring.costs, allowed_mask=scoring.allowed, status=status)
-    except budget_policies.BudgetExhausted:
+    except BudgetExhausted:
         budgets.count_rejection(status=status)
         raise
     amount = budgets.usd(scoring.costs[choice])

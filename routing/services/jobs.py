@@ -29,6 +29,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from registry.models import LLM
+from routing.exceptions import JobBusy
 from routing.models import Job, RoutingState
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,6 @@ TASK_NAME_OF_KIND = {
     Job.Kind.REFIT: "routing.refit_routing_state",
     Job.Kind.REPROFILE_ALL: "routing.reprofile_all_llms",
 }
-
-
-class JobBusy(RuntimeError):
-    """Another worker is running this job right now."""
 
 
 def job_enqueue(*, kind: str, llm: LLM | None = None, arguments: dict | None = None) -> tuple[Job, bool]:

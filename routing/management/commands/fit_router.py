@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from registry.migration_check import require_migrated
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
-from routing.exceptions import RoutingError
+from routing.exceptions import JobBusy, RoutingError
 from routing.models import Job
 from routing.services import jobs
 from routing.services.state import DEFAULT_STRATEGY, params_of, routing_state_fit
@@ -76,7 +76,7 @@ class Command(BaseCommand):
         arguments = {"prompt_set_id": prompt_set.id, "strategy": strategy, "params": extra}
         try:
             job = jobs.job_run_inline(kind=Job.Kind.REFIT, arguments=arguments, work=fit)
-        except (RoutingError, TypeError, ValueError, jobs.JobBusy) as exc:
+        except (RoutingError, TypeError, ValueError, JobBusy) as exc:
             raise CommandError(str(exc)) from None
         state = job.state
         self.stdout.write(

@@ -131,7 +131,7 @@ class Command(BaseCommand):
     ) -> None:
         from registry.models import PromptSet
         from registry.selectors import prompt_set_get
-        from routing.exceptions import RoutingError
+        from routing.exceptions import JobBusy, RoutingError
         from routing.models import Job
         from routing.services import jobs
         from routing.services.state import params_of
@@ -168,7 +168,7 @@ class Command(BaseCommand):
             else:
                 # Recorded as a refit Job (admin "Jobs", staff API), like a fit done by the worker.
                 jobs.job_run_inline(kind=Job.Kind.REFIT, arguments={"prompt_set_id": prompt_set.id}, work=fit)
-        except (PromptSet.DoesNotExist, RoutingError, jobs.JobBusy) as exc:
+        except (PromptSet.DoesNotExist, RoutingError, JobBusy) as exc:
             raise CommandError(str(exc)) from None
         fitted, activated = outcome["fitted"], outcome["activated"]
         if fitted:

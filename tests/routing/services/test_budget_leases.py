@@ -14,12 +14,12 @@ from django.db import IntegrityError, OperationalError
 from django.utils import timezone
 
 from registry.models import LLM
+from routing.exceptions import BudgetExhausted
 from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import refreshed
 from routing.selectors.routers import RoutableLLM
 from routing.services import budget_leases, budgets, decisions
 from routing.services.budget_leases import LeaseBook, LeasedCall
-from routing.services.budget_policies import BudgetExhausted
 from routing.services.scoring import RouteRequest
 from routing.services.tenancy import tenant_budget_changed, tenant_create
 
