@@ -1,7 +1,7 @@
 """One embedding cache for every process of a deployment, in PostgreSQL (``SharedEmbedding``).
 
 Each web or worker process keeps a small in-memory cache in front of it
-(``routing/selectors/embeddings.py``); on a miss there it asks this table, and only on a miss here does
+(``routing/services/embeddings.py``); on a miss there it asks this table, and only on a miss here does
 it run the embedder — so a prompt is embedded once per deployment, not once per process. Rows are
 keyed by a hash of the embedder's name and the text (another embedder never reads them), bounded by
 ``ROUTERHUB_SHARED_EMBEDDING_CACHE_SIZE`` (least recently used deleted first) and counted: every

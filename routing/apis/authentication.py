@@ -12,7 +12,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from routing.models import ApiKey, Tenant
-from routing.selectors.tenancy import api_key_authenticate_cached
+from routing.services.tenancy import api_key_authenticate_cached
 from routing.throttling import client_address, failed_authentication_window
 
 

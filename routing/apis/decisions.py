@@ -39,7 +39,7 @@ MAX_FEEDBACK_TOKENS = 1_000_000_000
 MAX_FEEDBACK_LATENCY_MS = 86_400_000.0  # one day
 
 
-# Server-Timing's word for where a route's embedding came from (routing/selectors/embeddings.py).
+# Server-Timing's word for where a route's embedding came from (routing/services/embeddings.py).
 _EMBED_SOURCES = {"memory": "cached", "shared": "shared-cache"}
 
 

@@ -46,7 +46,7 @@ from routing.models import Decision
 from routing.prompt_text import ChatInput
 from routing.selectors.gateway import model_target
 from routing.selectors.routers import RoutableLLM
-from routing.selectors.tenancy import api_key_authenticate_cached, tenant_metrics_label
+from routing.selectors.tenancy import tenant_metrics_label
 from routing.services.decisions import Candidate
 from routing.services.gateway import (
     Billing,
@@ -58,6 +58,7 @@ from routing.services.gateway import (
     gateway_plan,
     metered_cost,
 )
+from routing.services.tenancy import api_key_authenticate_cached
 from routing.throttling import FixedWindow, failed_authentication_window
 from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.credentials import CredentialError, upstream_api_key

@@ -22,7 +22,7 @@ from routing.gateway import calls
 from routing.gateway.errors import GatewayError, invalid
 from routing.gateway.threads import in_thread
 from routing.selectors.gateway import models_for
-from routing.selectors.tenancy import api_key_authenticate_cached
+from routing.services.tenancy import api_key_authenticate_cached
 from routing.throttling import client_address
 
 logger = logging.getLogger(__name__)

@@ -1,22 +1,9 @@
-"""Route-time prompt embeddings, cached at two levels, each kept apart per tenant.
-
-First a small in-process LRU cache keyed by a hash of the text (clients often route the same
-prompt again: retries, templated prompts, evaluation loops); then the deployment's shared cache
-(``registry/embedding_store.py``), so a prompt embedded by one web or worker process is not
-embedded again by another. The embedding is most of a route request's time; the rest is well under
-a millisecond.
-
-Both levels are scoped by tenant: a hit is much faster than a miss (and the route answer's
-Server-Timing says which it was), so an entry shared across tenants would tell one tenant what
-text another had just routed.
-"""
+"""Reads about the route-time embedder: its health and whether a remote one may be served.
+Embedding a prompt, with its caches, is ``routing/services/embeddings.py``."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-from django.conf import settings
 from django.db import DatabaseError
 
 from registry import embedding_store
@@ -24,45 +11,10 @@ from registry.embedders import get_embedder
 from registry.embedding_files import MIN_SAMPLE_COSINE
 from registry.models import Prompt
 from registry.remote_embeddings import EmbedderUnavailable
-from routing.caches import process_cache
 from routing.models import RoutingState
 
 #: Prompts of the active state that a remote embedder embeds again at start.
 START_SAMPLE_PROMPTS = 8
-
-# (tenant id, embedder name, hash of the text) → embedding, least recently used dropped first
-_cache = process_cache("prompt embeddings", max_entries=lambda: settings.ROUTERHUB_EMBEDDING_CACHE_SIZE)
-
-
-def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
-    """(embedding, where it came from: ``"memory"``, ``"shared"`` or ``""`` when computed)."""
-    embedder = get_embedder()
-    key = (tenant_id, embedder.name, hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest())
-    vector = _cache.get(key)
-    if vector is not None:
-        embedding_store.count("memory")
-        return vector, "memory"
-    scope = f"tenant:{tenant_id}"
-    shared = embedding_store.enabled(embedder)
-    vector = embedding_store.lookup(embedder, text, scope) if shared else None
-    source = "shared" if vector is not None else ""
-    if vector is None:
-        vector = embedder.embed_one(text)
-        if shared:
-            embedding_store.store(embedder, text, vector, scope)
-    embedding_store.count(source or "computed")
-    vector.setflags(write=False)  # shared between requests
-    _cache.set(key, vector)
-    return vector, source
-
-
-async def aembed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
-    """``embed_cached`` for async views: the embedding runs in a worker thread, so the event loop
-    keeps serving other requests of the process meanwhile (ONNX Runtime and PyTorch release the GIL
-    while they compute)."""
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(embed_cached, thread_sensitive=False)(text, tenant_id=tenant_id)
 
 
 def embedding_health() -> dict:

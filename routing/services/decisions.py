@@ -24,10 +24,10 @@ from routing.models import Decision, Tenant
 from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
 from routing.selectors.budgets import BudgetStatus, refreshed
-from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import RoutableLLM, router_for
 from routing.services import budget_policies, budgets
 from routing.services.budget_leases import Lease, LeasedCall, leases, return_leases
+from routing.services.embeddings import embed_cached
 from routing.services.scoring import (
     DirectCall,
     Reason,
@@ -58,7 +58,7 @@ class RouteResult:
     embed_ms: float = 0.0
     route_ms: float = 0.0
     budget_ms: float = 0.0
-    embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/selectors/embeddings.py
+    embedding_cached: str = ""  # "memory", "shared" or "" (computed): routing/services/embeddings.py
     # The next-ranked candidates within the request's cost cap, best first (the gateway falls back to them).
     fallbacks: list[Candidate] = field(default_factory=list)
     strategy_params: dict = field(default_factory=dict)

@@ -27,8 +27,8 @@ from registry.services import prompt_record
 from routing.exceptions import InvalidFeedback
 from routing.models import Decision, DecisionFeedback
 from routing.prompt_text import embeddable
-from routing.selectors.embeddings import embed_cached
 from routing.services import budgets
+from routing.services.embeddings import embed_cached
 
 
 @dataclass(frozen=True)

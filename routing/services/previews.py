@@ -13,8 +13,8 @@ import numpy as np
 
 from routing.models import Tenant
 from routing.prompt_text import route_input
-from routing.selectors.embeddings import embed_cached
 from routing.selectors.routers import router_for
+from routing.services.embeddings import embed_cached
 from routing.services.scoring import RouteRequest, score
 
 # The slider's λ range spans cost weights where quality decides (low end) to where price decides

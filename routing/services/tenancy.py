@@ -1,4 +1,5 @@
-"""Writes of tenants and their API keys: create, change budgets, issue and revoke keys.
+"""Writes of tenants and their API keys: create, change budgets, issue and revoke keys; authenticate
+a key, which records when it was last used.
 
 Keys are shown once and stored only as a hash (``routing/selectors/tenancy.py`` says why).
 """
@@ -6,21 +7,96 @@ Keys are shown once and stored only as a hash (``routing/selectors/tenancy.py`` 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from registry.models import LLM
-from routing.caches import lookups_forget
+from routing.caches import expiring_cache, lookups_forget, process_cache
 from routing.models import ApiKey, BudgetPeriod, Tenant
 from routing.selectors.budgets import period_bounds
 from routing.selectors.tenancy import KEY_PREFIX, key_hash
 
 VISIBLE_PREFIX_LENGTH = 11  # "rh_" + 8 characters: enough to tell keys apart in the admin
+
+
+# last_used_at is written at most this often per key, so busy keys do not turn every route
+# request into a write on one hot row.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+# API key id → when this process last wrote its last_used_at (monotonic seconds)
+_last_used_written = process_cache("api key last use")
+# key hash → the live key with its tenant and allowed LLMs (api_key_authenticate_cached)
+_api_keys = expiring_cache("api keys", seconds=lambda: settings.ROUTERHUB_GATEWAY_CACHE_SECONDS, max_entries=10_000)
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey | None:
+    """The live key (with its tenant) for ``secret``; None if unknown, revoked or the tenant is inactive.
+
+    The tenant's allowed LLMs come in the same query (an array subquery): route requests need them,
+    and a round trip to the database is a good part of a route request's time.
+    """
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    allowed = Tenant.allowed_llms.through.objects.filter(tenant_id=OuterRef("tenant_id")).values("llm_id")
+    api_key = (
+        ApiKey.objects.select_related("tenant")
+        .annotate(allowed_llm_ids=ArraySubquery(allowed))
+        .filter(key_hash=key_hash(secret), revoked_at__isnull=True, tenant__is_active=True)
+        .order_by()
+        .first()
+    )
+    if api_key is not None:
+        api_key.tenant.allowed_llm_ids = frozenset(api_key.allowed_llm_ids)
+        _touch(api_key)
+    return api_key
+
+
+def api_key_authenticate_cached(*, secret: str) -> ApiKey | None:
+    """:func:`api_key_authenticate`, remembered for ``ROUTERHUB_GATEWAY_CACHE_SECONDS`` (the gateway and
+    the API's bearer keys).
+
+    Uncached, the lookup is one database round trip per call (with the allowed LLMs' array subquery,
+    the largest single part of a route request whose prompt is cached). A key revoked (or a tenant
+    deactivated or changed) through the admin or a service is forgotten at once by the process that
+    did it (``routing/signals.py``); the other web processes stop accepting it within the cache's
+    seconds — the documented bound. Unknown keys are never remembered (their rate limit must see
+    every try), and the tenant the key carries is shared: callers must not change it.
+    """
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    digest = key_hash(secret)
+    api_key = _api_keys.get(digest)
+    if api_key is not None:
+        _touch(api_key)
+        return api_key
+    generation = _api_keys.generation
+    api_key = api_key_authenticate(secret=secret)
+    if api_key is not None:
+        _api_keys.set(digest, api_key, generation=generation)
+    return api_key
+
+
+def _touch(api_key: ApiKey) -> None:
+    now_monotonic = time.monotonic()
+    with _last_used_written.lock:
+        if now_monotonic - _last_used_written.get(api_key.id, -1e9) < LAST_USED_RESOLUTION.total_seconds():
+            return
+        _last_used_written.set(api_key.id, now_monotonic)
+    now = timezone.now()
+    # Conditional, so several processes touching the same key write it once per resolution.
+    ApiKey.objects.filter(id=api_key.id).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
+    api_key.last_used_at = now
 
 
 def forget_lookups(**_) -> None:

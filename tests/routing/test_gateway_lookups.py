@@ -13,8 +13,13 @@ from routing.caches import lookups_forget
 from routing.exceptions import UnknownModel
 from routing.models import ApiKey, Preset
 from routing.selectors.gateway import model_target
-from routing.selectors.tenancy import api_key_authenticate_cached
-from routing.services.tenancy import api_key_create, api_keys_revoke, tenant_create, tenants_deactivate
+from routing.services.tenancy import (
+    api_key_authenticate_cached,
+    api_key_create,
+    api_keys_revoke,
+    tenant_create,
+    tenants_deactivate,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from registry.embedders import HashingEmbedder
 from routing.caches import reset_all
-from routing.selectors import embeddings as embedding_cache
+from routing.services import embeddings as embedding_cache
 
 
 class SlowEmbedder(HashingEmbedder):
@@ -21,7 +21,7 @@ class SlowEmbedder(HashingEmbedder):
 def test_the_event_loop_keeps_running_while_a_prompt_is_embedded(monkeypatch, settings):
     settings.ROUTERHUB_SHARED_EMBEDDING_CACHE = "off"
     settings.ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS = 3600  # no hit counts written to the database here
-    monkeypatch.setattr("routing.selectors.embeddings.get_embedder", lambda: SlowEmbedder())
+    monkeypatch.setattr("routing.services.embeddings.get_embedder", lambda: SlowEmbedder())
     reset_all()
 
     async def scenario():

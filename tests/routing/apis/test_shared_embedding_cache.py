@@ -17,7 +17,7 @@ from registry import embedding_store
 from registry.embedders import HashingEmbedder, get_embedder
 from registry.models import SharedEmbedding, SharedEmbeddingStats
 from routing.caches import reset_all
-from routing.selectors.embeddings import embed_cached
+from routing.services.embeddings import embed_cached
 from tests.fixtures.api import ApiClient
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
@@ -41,7 +41,7 @@ class Counting(HashingEmbedder):
 @pytest.mark.django_db
 def test_a_text_embedded_in_one_process_is_read_from_the_shared_cache_in_another(shared_cache_on, monkeypatch):
     embedder = Counting()
-    monkeypatch.setattr("routing.selectors.embeddings.get_embedder", lambda: embedder)
+    monkeypatch.setattr("routing.services.embeddings.get_embedder", lambda: embedder)
     first, source = embed_cached("What is the boiling point of water at sea level?", tenant_id=1)
     assert (source, embedder.calls) == ("", 1)
     assert embed_cached("What is the boiling point of water at sea level?", tenant_id=1)[1] == "memory"
@@ -129,7 +129,7 @@ def test_a_second_real_process_reads_what_the_first_embedded(shared_cache_on):
     assert source == ""
     child = (
         "import json, django; django.setup()\n"
-        "from routing.selectors.embeddings import embed_cached\n"
+        "from routing.services.embeddings import embed_cached\n"
         f"vector, source = embed_cached({text!r}, tenant_id=1)\n"
         "other, other_source = embed_cached('a text no process has seen', tenant_id=1)\n"
         "print(json.dumps({'source': source, 'other': other_source, 'vector': vector.tolist()}))\n"
