@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.db import connections
 
-from registry.models import Outcome, Prompt, PromptSet
+from registry.models import LLM, Outcome, Prompt, PromptSet
 
 
 def database_missing_vector_extension(alias: str = "default") -> str | None:
@@ -23,6 +23,24 @@ def database_missing_vector_extension(alias: str = "default") -> str | None:
             "'vector' extension (pgvector) available; routerhub stores prompt embeddings with it."
         )
     return None
+
+
+def llm_by_name(*, name: str) -> LLM | None:
+    return LLM.objects.filter(name=name).first()
+
+
+def llm_names(*, ids) -> dict[int, str]:
+    """LLM id → name, for the ids given."""
+    return dict(LLM.objects.filter(id__in=list(ids)).values_list("id", "name"))
+
+
+def llm_choices():
+    """Every LLM, with only what a choice field shows (a lazy queryset)."""
+    return LLM.objects.only("id", "name")
+
+
+def prompt_set_by_name(*, name: str) -> PromptSet | None:
+    return PromptSet.objects.filter(name=name).first()
 
 
 def prompt_set_get(*, name: str) -> PromptSet:

@@ -12,11 +12,12 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from registry.models import LLM, PromptSet
+from registry.selectors import llm_by_name, prompt_set_by_name
 from routing.apis.base import StaffApi
 from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
 from routing.profiling.graders import GRADERS
+from routing.selectors.jobs import job_get, job_list
 from routing.services import jobs
 from routing.services.profiling import ProfilingOptions
 from routing.strategies import STRATEGIES
@@ -67,13 +68,10 @@ class JobListApi(StaffApi):
         filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
-        queryset = Job.objects.select_related("llm", "state").order_by("-created_at", "-id")
-        for field in ("kind", "status"):
-            if field in data:
-                queryset = queryset.filter(**{field: data[field]})
-        if "llm" in data:
-            queryset = queryset.filter(llm__name=data["llm"])
-        return Response(JobSerializer(queryset[: data["limit"]], many=True).data)
+        found = job_list(
+            kind=data.get("kind"), status=data.get("status"), llm_name=data.get("llm"), limit=data["limit"]
+        )
+        return Response(JobSerializer(found, many=True).data)
 
 
 class ProfilingArgumentsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -132,9 +130,7 @@ class JobCreateApi(StaffApi):
             if kind == Job.Kind.PROFILE_LLM:
                 if "llm" not in data:
                     raise serializers.ValidationError({"llm": ["Name the LLM to profile."]})
-                data["llm"] = LLM.objects.filter(name=data["llm"]).first() or _fail(
-                    "llm", f"No LLM named {data['llm']!r}."
-                )
+                data["llm"] = llm_by_name(name=data["llm"]) or _fail("llm", f"No LLM named {data['llm']!r}.")
             elif "llm" in data:
                 raise serializers.ValidationError({"llm": ["Only profile_llm jobs take an LLM."]})
             if kind == Job.Kind.REFIT:
@@ -143,7 +139,7 @@ class JobCreateApi(StaffApi):
                         {"arguments": ["A refit takes prompt_set, strategy and params instead."]}
                     )
                 if "prompt_set" in data:
-                    data["prompt_set"] = PromptSet.objects.filter(name=data["prompt_set"]).first() or _fail(
+                    data["prompt_set"] = prompt_set_by_name(name=data["prompt_set"]) or _fail(
                         "prompt_set", f"No prompt set named {data['prompt_set']!r}."
                     )
             else:
@@ -200,7 +196,7 @@ class JobDetailApi(StaffApi):
         responses={200: JobSerializer},
     )
     def get(self, request, job_id: int):
-        job = Job.objects.select_related("llm", "state").filter(id=job_id).first()
+        job = job_get(job_id=job_id)
         if job is None:
             raise NotFound(f"No job {job_id}.")
         return Response(JobSerializer(job).data)

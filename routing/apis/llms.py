@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from registry.endpoints import API_KEY_ENV_PATTERN
 from registry.models import LLM, LLM_NAME_MAX_LENGTH, llm_name_validator
+from registry.selectors import llm_by_name
 from registry.services import llm_register, llm_update
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, HasStaffPermissions, errors
@@ -209,7 +210,7 @@ class LlmCreateApi(ApiBase):
         serializer = LlmCreateApi.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         name = serializer.validated_data["name"]
-        if LLM.objects.filter(name=name).exists():
+        if llm_by_name(name=name) is not None:
             raise NameTaken(f"An LLM named {name!r} is registered already; change it with PATCH /api/v1/llms/{{name}}.")
         with transaction.atomic():
             llm = llm_register(**serializer.validated_data)
@@ -246,7 +247,7 @@ class LlmUpdateApi(ApiBase):
         responses={200: LlmSerializer, **errors(400, 401, 403, 404)},
     )
     def patch(self, request, name):
-        llm = LLM.objects.filter(name=name).first()
+        llm = llm_by_name(name=name)
         if llm is None:
             raise NotFound(f"No LLM named {name!r}.")
         serializer = self.InputSerializer(data=request.data, partial=True)

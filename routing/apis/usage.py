@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from routing.apis.authentication import tenant_of
 from routing.apis.base import ApiBase, errors
 from routing.apis.serializers import BudgetStatusSerializer, ErrorSerializer, StrictCharField
-from routing.models import Tenant
 from routing.selectors.budgets import status_of
+from routing.selectors.tenancy import tenant_by_name
 from routing.selectors.usage import usage_summary
 from routing.services.budgets import budget_period_current
 
@@ -84,7 +84,7 @@ class UsageSummaryApi(ApiBase):
             if tenant is not None:
                 raise PermissionDenied("Only staff may ask for another tenant's usage.")
             name = filters.validated_data["tenant"]
-            tenant = Tenant.objects.filter(name=name).first()
+            tenant = tenant_by_name(name=name)
             if tenant is None:
                 raise NotFound(f"No tenant named {name!r}.")
         status_ = None

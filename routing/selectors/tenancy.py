@@ -49,3 +49,12 @@ def tenant_of_user(*, user) -> Tenant | None:
         return None
     membership = TenantMembership.objects.select_related("tenant").filter(user_id=user.pk).first()
     return membership.tenant if membership else None
+
+
+def tenant_by_name(*, name: str) -> Tenant | None:
+    return Tenant.objects.filter(name=name).first()
+
+
+def tenant_names() -> list[str]:
+    """Every tenant's name, in order."""
+    return list(Tenant.objects.order_by("name").values_list("name", flat=True))

@@ -19,7 +19,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
 
 from routing.models import Tenant
-from routing.selectors.tenancy import tenant_of_user
+from routing.selectors.tenancy import tenant_by_name, tenant_names, tenant_of_user
 
 # What staff need to open each page: the permissions of the API that serves the same data
 # (decisions and usage: routing.view_decision, as /api/v1/route/{id} and /api/v1/usage ask).
@@ -51,7 +51,7 @@ class Viewer:
         if not self.is_staff:
             return self.tenant
         name = request.GET.get("tenant")
-        return Tenant.objects.filter(name=name).first() if name else None
+        return tenant_by_name(name=name) if name else None
 
     def may_see(self, section: str) -> bool:
         """Whether a section of a page (``SECTION_PERMISSIONS``) is shown: to a tenant user always (it
@@ -121,7 +121,7 @@ def _refusal(user, page: str, *, staff_only: bool) -> str:
 
 def base_context(request, *, page: str, title: str, **extra) -> dict:
     viewer: Viewer = request.viewer
-    tenants = list(Tenant.objects.order_by("name").values_list("name", flat=True)) if viewer.is_staff else []
+    tenants = tenant_names() if viewer.is_staff else []
     return {
         "page": page,
         "title": title,

@@ -7,7 +7,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
-from registry.models import LLM
+from registry.selectors import llm_choices
 from routing.exceptions import DecisionNotFound, NoActiveRoutingState
 from routing.models import Decision
 from routing.selectors.clusters import cluster_map
@@ -18,7 +18,7 @@ from routing.views.formatting import lam as format_lam
 
 
 class DecisionFilters(forms.Form):
-    llm = forms.ModelChoiceField(queryset=LLM.objects.only("id", "name"), required=False, empty_label="every LLM")
+    llm = forms.ModelChoiceField(queryset=llm_choices(), required=False, empty_label="every LLM")
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     status = forms.ChoiceField(choices=[("", "any status"), *DecisionStatus.CHOICES], required=False)

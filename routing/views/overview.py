@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.shortcuts import render
 from django.utils import timezone
 
-from registry.models import LLM
+from registry.selectors import llm_names
 from routing.selectors.budgets import BudgetPace, budget_paces
 from routing.selectors.usage import days_between, rejections_by_day, usage_grouped
 from routing.views import charts
@@ -117,7 +117,7 @@ def _quality_chart(days, rows) -> charts.Chart:
 
 
 def _share_chart(by_llm: dict) -> charts.Chart:
-    names = dict(LLM.objects.filter(id__in=[key[0] for key in by_llm]).values_list("id", "name"))
+    names = llm_names(ids=[key[0] for key in by_llm])
     total_requests = sum(r.requests for r in by_llm.values()) or 1
     total_spend = float(sum((r.spent_usd for r in by_llm.values()), start=0)) or 1.0
     ranked = sorted(by_llm.items(), key=lambda item: (-item[1].requests, names.get(item[0][0], "")))

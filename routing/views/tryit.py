@@ -19,6 +19,7 @@ from registry.remote_embeddings import EmbedderUnavailable
 from routing.exceptions import NoActiveRoutingState
 from routing.models import Tenant
 from routing.selection import MAX_LAMBDA
+from routing.selectors.tenancy import tenant_by_name
 from routing.services.previews import RoutePreview, route_preview
 from routing.views.base import PAGE_PERMISSIONS, base_context, dashboard_page, viewer_of
 from routing.views.formatting import lam, quality, usd
@@ -46,7 +47,7 @@ def tenant_to_try(viewer, name: str | None) -> Tenant:
     if name and not viewer.may_see("tenants"):
         raise PermissionDenied("Trying prompts as a tenant needs the permission routing.view_tenant.")
     if name:
-        tenant = Tenant.objects.filter(name=name).first()
+        tenant = tenant_by_name(name=name)
         if tenant is None:
             raise serializers.ValidationError({"tenant": ["No tenant with this name."]})
         return tenant
