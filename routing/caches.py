@@ -1,7 +1,8 @@
 """Process-local caches: the one module that owns them, and the one reset that tests use.
 
 Each web or worker process keeps a few small caches of things that are slow to compute and cheap
-to re-check: loaded routers, pacing λs, prompt embeddings, open budget periods. They are created
+to re-check: loaded routers, pacing λs, prompt embeddings, open budget periods — and the budget
+leases the process holds (``services/budget_leases.py``). They are created
 here with :func:`process_cache`, so that :func:`reset_all` forgets every one of them at once.
 Values must never be mutated in place by callers: a cache hands the same object to every thread.
 """
@@ -48,9 +49,14 @@ class ProcessCache:
             while capacity is not None and len(self._entries) > capacity:
                 self._entries.popitem(last=False)
 
-    def pop(self, key: Hashable) -> None:
+    def pop(self, key: Hashable) -> Any:
+        """Remove ``key``; its value, or None."""
         with self.lock:
-            self._entries.pop(key, None)
+            return self._entries.pop(key, None)
+
+    def values(self) -> list:
+        with self.lock:
+            return list(self._entries.values())
 
     def clear(self) -> None:
         with self.lock:

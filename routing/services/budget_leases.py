@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from routing.caches import ProcessCache, process_cache
 from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import BudgetStatus
 from routing.services import rows
@@ -190,11 +190,13 @@ class Lease:
 
 
 class LeaseBook:
-    """The leases of this process, one per budget period in use."""
+    """Leases, one per budget period in use, kept in ``leases`` (a :class:`~routing.caches.ProcessCache`
+    of its own unless given: this process's book, :data:`leases`, keeps them in the named one that
+    :func:`~routing.caches.reset_all` clears)."""
 
-    def __init__(self) -> None:
-        self._leases: dict[int, Lease] = {}
-        self._lock = threading.Lock()
+    def __init__(self, leases: ProcessCache | None = None) -> None:
+        self._leases = leases if leases is not None else ProcessCache("budget leases")
+        self._lock = self._leases.lock
 
     def take(self, *, status: BudgetStatus, amount: Decimal) -> tuple[Lease | None, list[Lease]]:
         """Admit a call of estimated cost ``amount`` against this process's lease of the period, topping
@@ -225,7 +227,8 @@ class LeaseBook:
                     granted = _grant(lease, want=amount * calls, need=amount - lease.remaining, now=now)
                 except BaseException:
                     for old in dropped:  # back in the book, which returns it when idle or at shutdown
-                        self._leases.setdefault(old.period_id, old)
+                        if self._leases.get(old.period_id) is None:
+                            self._leases.set(old.period_id, old)
                     raise
                 if granted is None:
                     if self._leases.get(status.period_id) is lease:
@@ -234,7 +237,7 @@ class LeaseBook:
                     return None, dropped
                 lease.remaining += granted
                 lease.granted = granted
-                self._leases[status.period_id] = lease
+                self._leases.set(status.period_id, lease)
             lease.remaining -= amount
             lease.used_at, lease.call_usd = now, amount
             return lease, dropped
@@ -285,19 +288,20 @@ class LeaseBook:
                 lease for lease in self._leases.values() if now - lease.used_at >= idle_seconds or not lease.usable(now)
             ]
             for lease in gone:
-                del self._leases[lease.period_id]
+                self._leases.pop(lease.period_id)
         return gone
 
     def all(self) -> list[Lease]:
         """Drop every lease (the process stops)."""
         with self._lock:
-            gone, self._leases = list(self._leases.values()), {}
+            gone = self._leases.values()
+            self._leases.clear()
         return gone
 
 
 # This process's leases (gateway calls only): decisions.py admits against them, the gateway's
 # settlement writes, refills and returns them.
-leases = LeaseBook()
+leases = LeaseBook(process_cache("budget leases"))
 
 
 def _grant(lease: Lease, *, want: Decimal, need: Decimal, now: float) -> Decimal | None:
