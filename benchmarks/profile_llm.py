@@ -71,7 +71,7 @@ def _ensure_database(name: str) -> None:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{name}"')
     else:
-        settings = start_embedded_postgres(embedded_data_dir())
+        settings = start_embedded_postgres(embedded_data_dir(os.environ.get("ROUTERHUB_PGDATA", "")))
         ensure(settings["HOST"], name)
 
 

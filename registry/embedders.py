@@ -20,14 +20,15 @@ from registry.remote_embeddings import MAX_TEXTS_PER_CALL, EmbeddingsClient
 from registry.tokens import encode_texts
 
 DIMENSIONS = 384
-#: The embedder of ``ROUTERHUB_EMBEDDER``'s default; chosen by the measurements in docs/embedders.md.
-DEFAULT_EMBEDDER = "minilm-onnx-int8"
 
 
 def embed_threads(default: int) -> int:
-    """Compute threads of one embedding call: ROUTERHUB_EMBED_THREADS, else the embedder's default
-    (0 = the library's choice, one per core)."""
-    return int(os.environ.get("ROUTERHUB_EMBED_THREADS", str(default)))
+    """Compute threads of one embedding call: ``settings.ROUTERHUB_EMBED_THREADS``, else the embedder's
+    default (0 = the library's choice, one per core)."""
+    from django.conf import settings
+
+    configured = settings.ROUTERHUB_EMBED_THREADS
+    return default if configured is None else configured
 
 
 class Embedder(ABC):

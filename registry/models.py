@@ -239,7 +239,7 @@ class SharedEmbedding(models.Model):
     embedder = models.CharField(max_length=100)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Refreshed on a hit at most once per ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS: eviction is
+    # Refreshed on a hit at most once per embedding_store.TOUCH_SECONDS: eviction is
     # least-recently-used at that granularity, without a write on every hit.
     used_at = models.DateTimeField(db_index=True)
 

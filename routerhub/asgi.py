@@ -8,13 +8,15 @@ single-threaded numerical libraries (each request is small; threads fighting ove
 import gc
 import os
 
+from routerhub import config
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
 os.environ.setdefault("ROUTERHUB_DB_POOL", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # One compute thread per embedding call: a web process embeds several requests at once (the gateway's
 # thread pool), and each call spreading over every core would only make them fight.
-os.environ.setdefault("ROUTERHUB_EMBED_THREADS", os.environ.get("ROUTERHUB_WEB_TORCH_THREADS", "1"))
+os.environ.setdefault("ROUTERHUB_EMBED_THREADS", "1")
 
 from django.core.asgi import get_asgi_application  # noqa: E402 (after the environment above)
 
@@ -82,12 +84,13 @@ def _warm_up() -> None:
         return  # nothing to load; the lifespan start-up asks it
     if embedder.uses_torch:  # only PyTorch embedders import it: the ONNX default never loads torch
         import torch
+        from django.conf import settings
 
-        torch.set_num_threads(int(os.environ["ROUTERHUB_EMBED_THREADS"]))
+        torch.set_num_threads(settings.ROUTERHUB_EMBED_THREADS)
     embedder.embed_one("warm-up")
 
 
-if os.environ.get("ROUTERHUB_WARM_UP", "1") == "1":
+if config.get("ROUTERHUB_WARM_UP"):
     _warm_up()
     # Everything loaded so far (Django, the embedder, their modules) lives as long as the process: out
     # of the collector's sight, a full collection no longer walks it — those took 130–200 ms of a web

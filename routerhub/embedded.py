@@ -33,12 +33,12 @@ REDIS_DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
-def embedded_data_dir() -> Path:
-    """``ROUTERHUB_PGDATA``, else this checkout's default (``.pgdata/``; another folder as root)."""
+def embedded_data_dir(pgdata: str = "") -> Path:
+    """``pgdata`` (``ROUTERHUB_PGDATA``), else this checkout's default (``.pgdata/``; another folder as root)."""
     from routerhub.embedded_db.server import default_data_dir
 
-    if os.environ.get("ROUTERHUB_PGDATA"):
-        return Path(os.environ["ROUTERHUB_PGDATA"]).absolute()
+    if pgdata:
+        return Path(pgdata).absolute()
     return default_data_dir(CHECKOUT)
 
 
@@ -176,27 +176,6 @@ def database_from_url(url: str) -> dict:
         "PORT": str(parsed.port or ""),
         "OPTIONS": {key: values[0] for key, values in query.items()},
     }
-
-
-def env_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def required_env(name: str, what: str) -> str:
-    """The variable's value; stops the process, naming the variable, when it is unset or empty."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG=0 (production): {what}.")
-    return value
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def main(argv: list[str]) -> int:

@@ -1,51 +1,18 @@
-"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E020–E026, E030, W030)."""
+"""Start-up checks of routing's settings: a typo fails loudly (ids routing.E022, E023, E025, E026, E030)."""
 
 import ipaddress
-import os
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
-from django.utils.module_loading import import_string
-
-
-@register()
-def pacing_policy_is_importable(app_configs, **kwargs):
-    from routing.services.budget_policies import BudgetPacing
-
-    path = settings.ROUTERHUB_PACING_POLICY
-    try:
-        policy = import_string(path)
-    except ImportError as exc:
-        return [
-            Error(
-                f"ROUTERHUB_PACING_POLICY={path!r} cannot be imported: {exc}",
-                hint="Default: routing.services.budget_policies.SmoothedRatePacing.",
-                id="routing.E020",
-            )
-        ]
-    if not (isinstance(policy, type) and issubclass(policy, BudgetPacing)):
-        return [
-            Error(
-                f"ROUTERHUB_PACING_POLICY={path!r} is not a routing.services.budget_policies.BudgetPacing subclass.",
-                id="routing.E021",
-            )
-        ]
-    return []
+from django.core.checks import Error, register
 
 
 @register()
 def route_api_limits_are_positive(app_configs, **kwargs):
     names = (
         "ROUTERHUB_MAX_PROMPT_CHARS",
-        "ROUTERHUB_EMBED_MAX_CHARS",
-        "ROUTERHUB_PACING_SMOOTHING",
-        "ROUTERHUB_FEEDBACK_MAX_COST_USD",
-        "ROUTERHUB_PACING_REFERENCE_PROMPTS",
-        "ROUTERHUB_RESERVATION_ATTEMPTS",
         "ROUTERHUB_EXPECTED_OUTPUT_TOKENS",
         "ROUTERHUB_MAX_MESSAGES",
         "ROUTERHUB_MAX_REQUEST_BYTES",
-        "ROUTERHUB_MAX_JSON_DEPTH",
     )
     return [
         Error(f"{name}={getattr(settings, name)!r} must be a positive number.", id="routing.E022")
@@ -62,22 +29,12 @@ def rate_limits_parse(app_configs, **kwargs):
     for name in (
         "ROUTERHUB_THROTTLE_API_KEY",
         "ROUTERHUB_THROTTLE_FAILED_AUTH",
-        "ROUTERHUB_THROTTLE_FAILED_LOGIN",
-        "ROUTERHUB_THROTTLE_FAILED_LOGIN_USER",
     ):
         try:
             parse_rate(getattr(settings, name))
         except ValueError as exc:
             problems.append(Error(f"{name}: {exc}", hint='e.g. "6000/min", or empty for no limit.', id="routing.E023"))
     return problems
-
-
-@register()
-def pacing_margin_is_a_share(app_configs, **kwargs):
-    margin = settings.ROUTERHUB_PACING_MARGIN
-    if isinstance(margin, (int, float)) and 0 <= margin <= 1:
-        return []
-    return [Error(f"ROUTERHUB_PACING_MARGIN={margin!r} must be a share of the budget, from 0 to 1.", id="routing.E024")]
 
 
 @register()
@@ -91,10 +48,6 @@ def gateway_settings_are_valid(app_configs, **kwargs):
         "ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS",
         "ROUTERHUB_UPSTREAM_DEADLINE_SECONDS",
         "ROUTERHUB_UPSTREAM_MAX_CONNECTIONS",
-        "ROUTERHUB_UPSTREAM_BODY_CHARS",
-        "ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE",
-        "ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO",
-        "ROUTERHUB_GATEWAY_TOKENS_PER_FILE",
         "ROUTERHUB_GATEWAY_DEFAULT_MAX_TOKENS",
     )
     errors = [
@@ -132,13 +85,4 @@ def trusted_proxies_are_addresses(app_configs, **kwargs):
                     id="routing.E030",
                 )
             )
-    if os.environ.get("ROUTERHUB_NUM_PROXIES", "0").strip() not in ("", "0"):
-        problems.append(
-            Warning(
-                "ROUTERHUB_NUM_PROXIES is set but not read: X-Forwarded-For is believed only from the "
-                "addresses in ROUTERHUB_TRUSTED_PROXIES.",
-                hint="Set ROUTERHUB_TRUSTED_PROXIES to the address(es) your proxy connects from.",
-                id="routing.W030",
-            )
-        )
     return problems

@@ -27,6 +27,9 @@ from routing.exceptions import UnacceptableJSON
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Items of any one array or object, unless the caller gives a field its own limit (a chat's messages).
 MAX_ITEMS = 10_000
+# Deepest nesting of arrays and objects accepted in a JSON body, /api/ and /v1/ (Python's parser
+# recurses per level; no real request comes near it).
+MAX_DEPTH = 32
 # A signed 64-bit integer: what PostgreSQL's bigint and most JSON readers of other languages hold.
 MAX_INTEGER = 2**63 - 1
 

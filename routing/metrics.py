@@ -9,8 +9,6 @@ answer or key ever becomes a label.
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 # Seconds: the gateway's own stages are milliseconds, an upstream's answer up to minutes.
@@ -47,14 +45,16 @@ jobs = Counter("routerhub_jobs", "Celery tasks run, by kind and outcome.", ["kin
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    from django.conf import settings
+
+    return settings.PROMETHEUS_MULTIPROC_DIR or None
 
 
 def exposition() -> bytes:
     """The text every scrape gets: all processes' values when they share a folder, else this one's."""
-    if multiprocess_dir():
+    if folder := multiprocess_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=folder)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

@@ -21,6 +21,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: How far (a share of the budget) spend may run ahead of the period's elapsed share before λ rises.
+MARGIN = 0.05
+#: Time constant of the smoothed request and spend rates, a share of the period (1 hour of a day).
+SMOOTHING = 1 / 24
+#: The least request rate assumed for the rest of the period (a quiet tenant's).
+MIN_REQUESTS_PER_HOUR = 1.0
+#: Validation prompts that stand in for the tenant's future traffic when λ is solved for.
+REFERENCE_PROMPTS = 500
+
 # PostgreSQL's exp() raises on underflow, and so the SQL twin of smoothed() caps its exponent here too.
 MAX_DECAY_EXPONENT = 700.0
 

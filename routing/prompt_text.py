@@ -1,8 +1,8 @@
 """What a route request is routed on, and how many tokens the chosen LLM will be sent.
 
 A chat is routed on its last user turn with text — the request. The system prompt and earlier turns
-(newest first, up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``) are its *context*: they are embedded on their own
-and nudge the request's embedding with a fixed weight w (``ROUTERHUB_ROUTING_CONTEXT_WEIGHT``),
+(newest first, up to :data:`CONTEXT_CHARS`) are its *context*: they are embedded on their own
+and nudge the request's embedding with a fixed weight w (:data:`CONTEXT_WEIGHT`),
 
     φ = normalise(φ(request) + w · φ(context)),
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from django.conf import settings
 
 from registry.tokens import text_tokens
 
@@ -27,6 +26,13 @@ from registry.tokens import text_tokens
 # message (role markers, separators) and 3 that start the reply.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
+#: Characters of earlier turns and system prompts that inform the route of the last user turn.
+CONTEXT_CHARS = 1000
+#: The weight w of the context's embedding next to the turn's own (module docstring).
+CONTEXT_WEIGHT = 0.25
+#: Characters embedded at most: MiniLM reads 256 word pieces (~1,500 characters), so cutting here
+#: leaves embeddings unchanged and keeps long prompts from being tokenised in full.
+EMBED_MAX_CHARS = 4000
 
 
 def chat_framing_tokens(messages: list) -> int:
@@ -71,11 +77,11 @@ class ChatInput:
 
 def request_and_context(messages: list[dict]) -> tuple[str, str]:
     """The last user turn with text (an image or audio alone gives nothing to route on), and the turns
-    before it (newest first) up to ``ROUTERHUB_ROUTING_CONTEXT_CHARS``."""
+    before it (newest first) up to :data:`CONTEXT_CHARS`."""
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     last_user = ([i for i in users if message_text(messages[i]["content"]).strip()] or users)[-1]
     request = message_text(messages[last_user]["content"]).strip()
-    budget = settings.ROUTERHUB_ROUTING_CONTEXT_CHARS
+    budget = CONTEXT_CHARS
     context = []
     for message in reversed(messages[:last_user]):
         if budget <= 0:
@@ -88,23 +94,21 @@ def request_and_context(messages: list[dict]) -> tuple[str, str]:
 
 
 def routed_embedding(request_vector: np.ndarray, context_vector: np.ndarray | None) -> np.ndarray:
-    """φ(request) nudged towards φ(context) by ``ROUTERHUB_ROUTING_CONTEXT_WEIGHT``, unit length (module docstring)."""
+    """φ(request) nudged towards φ(context) by :data:`CONTEXT_WEIGHT`, unit length (module docstring)."""
     if context_vector is None:
         return request_vector
-    mixed = np.asarray(request_vector, dtype=np.float32) + settings.ROUTERHUB_ROUTING_CONTEXT_WEIGHT * np.asarray(
-        context_vector, dtype=np.float32
-    )
+    mixed = np.asarray(request_vector, dtype=np.float32) + CONTEXT_WEIGHT * np.asarray(context_vector, dtype=np.float32)
     norm = float(np.linalg.norm(mixed))
     return mixed / norm if norm > 0 else np.asarray(request_vector, dtype=np.float32)
 
 
 def embeddable(text: str) -> str:
-    """``text`` cut to ``ROUTERHUB_EMBED_MAX_CHARS``: well past what the embedder reads, so the
+    """``text`` cut to :data:`EMBED_MAX_CHARS`: well past what the embedder reads, so the
     embedding is unchanged, but a 100k-character prompt is not tokenised in full on every request."""
-    return text[: settings.ROUTERHUB_EMBED_MAX_CHARS]
+    return text[:EMBED_MAX_CHARS]
 
 
-# Content parts that are not text, by type: the ceiling they are counted at (a setting per kind) and
+# Content parts that are not text, by type: the ceiling they are counted at (MEDIA_PART_TOKENS) and
 # where their payload is (a URL or base64 data: never counted as text).
 MEDIA_PARTS = {
     "image_url": ("image", ("image_url", "url")),
@@ -113,12 +117,9 @@ MEDIA_PARTS = {
 }
 
 
-def media_part_tokens() -> dict[str, int]:
-    return {
-        "image": settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE,
-        "audio": settings.ROUTERHUB_GATEWAY_TOKENS_PER_AUDIO,
-        "file": settings.ROUTERHUB_GATEWAY_TOKENS_PER_FILE,
-    }
+# What a gateway call reserves for each image, audio and file part: ceilings of the input tokens an
+# LLM bills for one, each provider at its own rates.
+MEDIA_PART_TOKENS = {"image": 5000, "audio": 10_000, "file": 50_000}
 
 
 def chat_input_tokens(messages: list[dict], others: dict) -> ChatInput:
@@ -129,7 +130,7 @@ def chat_input_tokens(messages: list[dict], others: dict) -> ChatInput:
     names are read by the LLM); and a ceiling per image, audio or file part (an assistant's earlier
     ``audio`` counts as one; a part of a type routerhub does not know counts as a file, its strings
     as other strings)."""
-    ceilings = media_part_tokens()
+    ceilings = MEDIA_PART_TOKENS
     texts = [message_text(m.get("content")) for m in messages]
     strings: list[str] = []
     media = 0

@@ -52,11 +52,13 @@ def loopback_upstreams_allowed(settings):
 
 
 @pytest.fixture(autouse=True)
-def fresh_caches(settings):
+def fresh_caches(monkeypatch):
     """Per-process caches must not carry one test's router, periods, λ or rate counts into the next."""
     from django.core.cache import cache
 
-    settings.ROUTERHUB_PACING_REFRESH_SECONDS = 0
+    from routing.services import budget_policies
+
+    monkeypatch.setattr(budget_policies, "PACING_REFRESH_SECONDS", 0)
 
     reset_all()
     cache.clear()  # rate-limit counters (routing/throttling.py) live in Django's cache

@@ -75,7 +75,7 @@ class JobListApi(StaffApi):
 
 
 class ProfilingArgumentsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    """profile_llm / reprofile_all: how to profile; each option left out takes its ROUTERHUB_PROFILING_* setting."""
+    """profile_llm / reprofile_all: how to profile; each option left out takes its default (routing/profiling/services.py)."""
 
     concurrency = StrictIntegerField(required=False, min_value=1, max_value=256)
     timeout_seconds = StrictFloatField(required=False, min_value=0.001, max_value=3600)

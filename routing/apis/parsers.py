@@ -2,24 +2,23 @@
 
 What the parsed body may hold is checked by ``routing/json_checks.py``, as the gateway checks its own
 bodies: no NUL or lone surrogate in any string or key, no nesting deeper than
-``ROUTERHUB_MAX_JSON_DEPTH``, no non-finite number or integer beyond 64 bits. Each would surface far
+``MAX_DEPTH`` (routing/json_checks.py), no non-finite number or integer beyond 64 bits. Each would surface far
 from the request as a 500; here it is a 400 naming the field, before any view code runs.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from routing.exceptions import UnacceptableJSON
-from routing.json_checks import check_json
+from routing.json_checks import MAX_DEPTH, check_json
 
 
 class SafeJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.ROUTERHUB_MAX_JSON_DEPTH
+        limit = MAX_DEPTH
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:

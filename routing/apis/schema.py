@@ -10,11 +10,13 @@ parameter 404 (no such object, or a path that matches no route). All have the sh
 
 from __future__ import annotations
 
+from routing.json_checks import MAX_DEPTH
+
 DESCRIPTIONS = {
     "400": "Invalid input; `error.fields` names each bad field. Besides what each field's schema says, anywhere in "
     "a JSON body: no string or key may hold a NUL character (U+0000) or a lone UTF-16 surrogate, no number may be "
     "non-finite or an integer beyond 64 bits, no array or object may hold more than 10,000 items, and arrays and "
-    "objects nest at most ROUTERHUB_MAX_JSON_DEPTH levels deep (routing/json_checks.py).",
+    f"objects nest at most {MAX_DEPTH} levels deep (routing/json_checks.py).",
     "401": "Missing, unknown or revoked API key, or no staff session.",
     "403": "Not allowed for this caller (a tenant key on a staff operation, a staff user without the permission).",
     "404": "No such object (or no route for this path).",

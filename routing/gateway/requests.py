@@ -29,7 +29,7 @@ from registry.tokens import text_tokens
 from routing.apis.serializers import RouteOptionsSerializer
 from routing.exceptions import UnacceptableJSON
 from routing.gateway.errors import invalid
-from routing.json_checks import check_json
+from routing.json_checks import MAX_DEPTH, check_json
 from routing.prompt_text import (
     ChatInput,
     chat_input_tokens,
@@ -220,7 +220,7 @@ def chat_request(body) -> ChatRequest:
     try:
         check_json(
             body,
-            max_depth=settings.ROUTERHUB_MAX_JSON_DEPTH,
+            max_depth=MAX_DEPTH,
             max_items={"messages": settings.ROUTERHUB_MAX_MESSAGES},
         )
     except UnacceptableJSON as error:

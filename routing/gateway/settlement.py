@@ -19,7 +19,6 @@ import time
 from concurrent.futures import Future
 from uuid import UUID
 
-from django.conf import settings
 from django.db import DatabaseError
 
 from routing.gateway.threads import in_background
@@ -165,10 +164,10 @@ def _start_sweeper() -> None:
 
 
 def _sweep_idle() -> None:
-    """Give back the leases left unused for ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS (a tenant's traffic
+    """Give back the leases left unused for LEASE_IDLE_SECONDS (a tenant's traffic
     moved to other processes, or stopped), so that their budget is available to every process."""
-    idle = settings.ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS
-    every = max(min(idle, settings.ROUTERHUB_GATEWAY_LEASE_SECONDS / 4) / 2, 0.05)
+    idle = budget_leases.LEASE_IDLE_SECONDS
+    every = max(min(idle, budget_leases.LEASE_SECONDS / 4) / 2, 0.05)
     while True:
         time.sleep(every)
         give_back(leases.idle(idle_seconds=idle))

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.db.models import F
 
+from routing import pacing
 from routing.models import BudgetPeriod, Tenant
 from routing.selectors.usage import usage_grouped
 
@@ -59,7 +59,7 @@ class BudgetStatus:
     @property
     def smoothing_seconds(self) -> float:
         """τ of the period's smoothed request and spend rates (routing/pacing.py)."""
-        return self.seconds * settings.ROUTERHUB_PACING_SMOOTHING
+        return self.seconds * pacing.SMOOTHING
 
     def with_amounts(self, row) -> BudgetStatus:
         """This status with the amounts of a ``(limit_usd, spent_usd, overage_usd)`` row."""

@@ -22,6 +22,7 @@ from registry.gateway_fields import FieldPrices, accepted_fields
 from registry.models import Prompt
 from registry.selectors import nearest_prompts, prompt_embeddings
 from registry.tokens import count_tokens
+from routing import pacing
 from routing.caches import process_cache
 from routing.exceptions import NoActiveRoutingState, UnknownStrategy
 from routing.models import LLMProfile, RoutingState
@@ -29,6 +30,9 @@ from routing.selectors.state import strategy_of
 from routing.strategies.base import RoutingStrategy
 
 RECHECK_SECONDS = 1.0
+# K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the path for
+# large validation sets); off, an exact numpy search over the stored embeddings.
+KNN_LIVE_INDEX = True
 
 # "active" → _Active; ("strategy", name) → ((state id, revision), LoadedRouter)
 _routers = process_cache("routers")
@@ -124,12 +128,12 @@ class LoadedRouter:
         """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
 
         A strategy that reads a prompt's loss off its validation neighbours (K-NN) finds one live
-        prompt's neighbours with pgvector's HNSW index (``ROUTERHUB_KNN_LIVE_INDEX``); batches, and
+        prompt's neighbours with pgvector's HNSW index (:data:`KNN_LIVE_INDEX`); batches, and
         every other strategy, run in numpy.
         """
         embeddings = np.atleast_2d(embeddings)
         k = self.strategy.live_neighbour_count()
-        if len(embeddings) == 1 and k is not None and settings.ROUTERHUB_KNN_LIVE_INDEX:
+        if len(embeddings) == 1 and k is not None and KNN_LIVE_INDEX:
             return self._loss_from_indexed_neighbours(embeddings[0], k)
         return self.strategy.predict_loss(embeddings, self.profiles)
 
@@ -273,7 +277,7 @@ def reference_sample(router: LoadedRouter) -> ReferenceSample:
     if sample is not None:
         return sample
     prompt_ids = list(RoutingState.objects.values_list("validation_prompt_ids", flat=True).get(id=router.state_id))
-    size = settings.ROUTERHUB_PACING_REFERENCE_PROMPTS
+    size = pacing.REFERENCE_PROMPTS
     if len(prompt_ids) > size:
         prompt_ids = [prompt_ids[i] for i in np.linspace(0, len(prompt_ids) - 1, size).astype(int)]
     texts = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "text"))

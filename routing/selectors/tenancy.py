@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 
-from django.conf import settings
-
 from routing.caches import expiring_cache
 from routing.models import Tenant, TenantMembership
 
 KEY_PREFIX = "rh_"
+# Tenants with a label of their own in the metrics (the oldest ones); the rest are counted as "other".
+METRICS_TENANTS = 20
 # "names" → the tenants labelled by name in the metrics (tenant_metrics_label)
 _metrics_tenants = expiring_cache("metrics tenants", seconds=lambda: 60.0)
 
@@ -24,12 +24,12 @@ def key_hash(secret: str) -> str:
 
 
 def tenant_metrics_label(*, name: str) -> str:
-    """The tenant's label in the metrics: its name if it is one of the ``ROUTERHUB_METRICS_TENANTS``
+    """The tenant's label in the metrics: its name if it is one of the :data:`METRICS_TENANTS`
     oldest tenants, else "other" — the same in every process, and bounded however many tenants sign up."""
     names = _metrics_tenants.get("names")
     if names is None:
         generation = _metrics_tenants.generation
-        oldest = Tenant.objects.order_by("id").values_list("name", flat=True)[: settings.ROUTERHUB_METRICS_TENANTS]
+        oldest = Tenant.objects.order_by("id").values_list("name", flat=True)[:METRICS_TENANTS]
         names = frozenset(oldest)
         _metrics_tenants.set("names", names, generation=generation)
     return name if name in names else "other"

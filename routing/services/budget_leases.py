@@ -14,18 +14,18 @@ from ``leased_usd`` to ``spent_usd``. The guarantees stay those of a reservation
 - never overspent: a lease is granted only from what is left (``spent + leased + grant <= limit``,
   checked by the statement that grants it), and a call is admitted only if its estimate fits in the
   lease — so at any moment ``spent + leased`` counts every admitted call;
-- fair to the other processes: a grant is at most ``1 / ROUTERHUB_GATEWAY_LEASE_SHARE`` of what is
+- fair to the other processes: a grant is at most ``1 / LEASE_SHARE`` of what is
   left, so when the budget runs low grants shrink below a call and every call reserves on its own
   again (the exact path, with its "budget spent" policy and 402). A call can be refused while other
   processes still hold up to about one call's estimate each in leases; an idle lease is returned
-  after ``ROUTERHUB_GATEWAY_LEASE_IDLE_SECONDS``;
+  after ``LEASE_IDLE_SECONDS``;
 - no call is lost or freed: an admitted call's estimate stays in its lease (``leased_usd``) until the
   call is settled — its decision written, or, when the database refuses the row whatever is tried
   (:func:`settle`), charged as spent without it and recorded as unwritten. A lease given back
   (:func:`return_lease`) returns only what its process never admitted; what it admitted stays held for
   the writes still on their way;
 - a process that stops (killed, or stalled) stops renewing its lease: the row expires
-  ``ROUTERHUB_GATEWAY_LEASE_SECONDS`` after its last renewal (every grant and every settle renews it),
+  ``LEASE_SECONDS`` after its last renewal (every grant and every settle renews it),
   and the periodic sweep (:func:`reclaim_expired`) charges all it still holds as spent. Admission is
   in memory, so the database cannot know which part of a live lease was admitted: what may have been
   billed stays counted, at the cost of over-counting the part never admitted (at most the lease). The
@@ -51,7 +51,6 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Now
@@ -62,6 +61,15 @@ from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import BudgetStatus
 from routing.services import rows
 from routing.services.budgets import counted_sql
+
+#: Calls' estimates a web process takes of a tenant's budget at once (0: every call reserves on its own).
+LEASE_CALLS = 20
+#: A grant is at most 1/LEASE_SHARE of what is left of the budget.
+LEASE_SHARE = 8
+#: A lease expires this long after its last renewal; the sweep then charges what it holds.
+LEASE_SECONDS = 60.0
+#: An unused lease goes back after this long.
+LEASE_IDLE_SECONDS = 10.0
 
 # Grant a slice of what is left, from the latest version of the period row (FOR UPDATE): at most
 # the wanted amount and a share of the remainder, truncated to the column's precision so that the
@@ -186,7 +194,7 @@ class Lease:
     refilling: bool = False  # a refill is on its way (claim_refill)
 
     def usable(self, now: float) -> bool:
-        return now - self.renewed_at < settings.ROUTERHUB_GATEWAY_LEASE_SECONDS / 2
+        return now - self.renewed_at < LEASE_SECONDS / 2
 
 
 class LeaseBook:
@@ -204,7 +212,7 @@ class LeaseBook:
         covers the call (leases off, or too little left: the caller reserves on its own) — and the
         leases to give back (too old to use, or no longer topped up), which the caller hands to
         :func:`return_lease` after any write already queued against them."""
-        calls = settings.ROUTERHUB_GATEWAY_LEASE_CALLS
+        calls = LEASE_CALLS
         if calls <= 0:
             return None, []
         dropped: list[Lease] = []
@@ -222,7 +230,7 @@ class LeaseBook:
                 )
             if lease.remaining < amount:
                 # One round trip while holding the lock: the process's other calls of this period would
-                # otherwise all top up at once. Once per ROUTERHUB_GATEWAY_LEASE_CALLS calls.
+                # otherwise all top up at once. Once per LEASE_CALLS calls.
                 try:
                     granted = _grant(lease, want=amount * calls, need=amount - lease.remaining, now=now)
                 except BaseException:
@@ -268,7 +276,7 @@ class LeaseBook:
         try:
             granted = _grant(
                 lease,
-                want=lease.call_usd * settings.ROUTERHUB_GATEWAY_LEASE_CALLS,
+                want=lease.call_usd * LEASE_CALLS,
                 need=lease.call_usd,
                 now=time.monotonic(),
             )
@@ -312,8 +320,8 @@ def _grant(lease: Lease, *, want: Decimal, need: Decimal, now: float) -> Decimal
             "holder": lease.holder,
             "want": want,
             "need": need,
-            "share": settings.ROUTERHUB_GATEWAY_LEASE_SHARE,
-            "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
+            "share": LEASE_SHARE,
+            "ttl": LEASE_SECONDS,
         },
         wait_for_disk=False,
     )
@@ -470,7 +478,7 @@ def _statement(
         "written": written,
         "now": timezone.now(),
         "tau": tau,
-        "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
+        "ttl": LEASE_SECONDS,
     }
     ctes = []
     for index, (insert, row_params) in enumerate(inserts):
@@ -494,7 +502,7 @@ def return_lease(lease: Lease) -> bool:
             "period": lease.period_id,
             "holder": lease.holder,
             "unadmitted": lease.remaining,
-            "ttl": settings.ROUTERHUB_GATEWAY_LEASE_SECONDS,
+            "ttl": LEASE_SECONDS,
         },
         wait_for_disk=False,
     )

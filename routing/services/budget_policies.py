@@ -1,8 +1,8 @@
 """Per-tenant budget policies: small classes with one method, like DRF's throttles.
 
 - what happens when the budget is spent (:class:`RejectWhenSpent`, :class:`CheapestWhenSpent`);
-- how λ is paced when a request gives none (:class:`SmoothedRatePacing`, chosen by
-  ``ROUTERHUB_PACING_POLICY``; the arithmetic is ``routing/pacing.py``).
+- how λ is paced when a request gives none (:class:`SmoothedRatePacing`; the arithmetic is
+  ``routing/pacing.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.conf import settings
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from routing import pacing
 from routing.caches import process_cache
@@ -117,8 +115,8 @@ class SmoothedRatePacing(BudgetPacing):
             elapsed_seconds=elapsed,
             request_rate=rate_now(rates.request_rate),
             spend_rate=rate_now(rates.spend_rate),
-            margin=settings.ROUTERHUB_PACING_MARGIN,
-            min_request_rate=settings.ROUTERHUB_PACING_MIN_REQUESTS_PER_HOUR / 3600.0,
+            margin=pacing.MARGIN,
+            min_request_rate=pacing.MIN_REQUESTS_PER_HOUR / 3600.0,
         )
 
 
@@ -160,10 +158,9 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min" if minutes else f"{int(seconds)} s"
 
 
-def pacing_policy() -> BudgetPacing:
-    return import_string(settings.ROUTERHUB_PACING_POLICY)()
-
-
+# How often each process recomputes a tenant's λ: it reads the period and solves over the reference
+# sample, and the spend rate it tracks does not change within seconds.
+PACING_REFRESH_SECONDS = 5.0
 # (tenant id, reference key, candidates) → (computed at, PacedLambda)
 _paced = process_cache("pacing lambdas", max_entries=10_000)
 
@@ -177,16 +174,15 @@ def paced_lambda(
     candidates: np.ndarray,
 ) -> PacedLambda:
     """The pacing λ of ``tenant`` for a request with these candidates (its allowed LLMs within its cost
-    cap), recomputed at most every ``ROUTERHUB_PACING_REFRESH_SECONDS`` (per process) rather than on
-    every request: it reads the period and solves over the reference sample, and the spend rate it
-    tracks does not change within seconds."""
+    cap), recomputed at most every :data:`PACING_REFRESH_SECONDS` (per process) rather than on
+    every request."""
     key = (tenant.id, status.period_id, reference_key, candidates.tobytes())
     now_monotonic = time.monotonic()
     cached = _paced.get(key)
-    if cached and now_monotonic - cached[0] < settings.ROUTERHUB_PACING_REFRESH_SECONDS:
+    if cached and now_monotonic - cached[0] < PACING_REFRESH_SECONDS:
         return cached[1]
     current, rates = pacing_state(status)
-    paced = pacing_policy().lambda_for(
+    paced = SmoothedRatePacing().lambda_for(
         status=current, rates=rates, reference=reference(), candidates=candidates, now=timezone.now()
     )
     _paced.set(key, (now_monotonic, paced))

@@ -39,6 +39,9 @@ from routing.services.scoring import (
     score,
 )
 
+# Attempts to reserve budget before the tenant's "budget spent" policy applies.
+RESERVATION_ATTEMPTS = 4
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -177,7 +180,7 @@ def _reserve_and_record(
     a request is refused only when nothing fits, never because of contention.
     """
     first_choice, cap = choice, scoring.max_cost
-    attempts = settings.ROUTERHUB_RESERVATION_ATTEMPTS
+    attempts = RESERVATION_ATTEMPTS
     relaxed = _relaxed_durability(context["request"])
     for attempt in range(attempts):
         if attempt < attempts - 1:

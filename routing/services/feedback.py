@@ -2,7 +2,7 @@
 
 Feedback reconciles the decision's budget entry with the reported cost, and a quality score becomes
 an Outcome on the routed prompt, so refits can learn from real traffic. The routed text is stored as
-a Prompt of one prompt set (``ROUTERHUB_FEEDBACK_PROMPT_SET``), keyed by a hash of its text so
+a Prompt of one prompt set (:data:`PROMPT_SET`), keyed by a hash of its text so
 repeated prompts share a row.
 
 Feedback is the tenant's word, so it is bounded: a reported cost may raise what a decision counts,
@@ -29,6 +29,9 @@ from routing.models import Decision, DecisionFeedback
 from routing.prompt_text import embeddable
 from routing.services import budgets
 from routing.services.embeddings import embed_cached
+
+# The prompt set that holds routed prompts with quality feedback (outcomes of source "feedback").
+PROMPT_SET = "feedback"
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _score_change_note(decision: Decision, changed: dict) -> list[str]:
 
 def _feedback_prompt(decision: Decision) -> Prompt:
     return prompt_record(
-        prompt_set_name=settings.ROUTERHUB_FEEDBACK_PROMPT_SET,
+        prompt_set_name=PROMPT_SET,
         prompt_set_description="Routed prompts with quality feedback from API clients.",
         source="POST /api/v1/route/{id}/feedback",
         text=decision.routed_text,

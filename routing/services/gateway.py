@@ -46,6 +46,9 @@ from routing.services.scoring import RouteRequest
 from routing.upstream.http import redact
 from routing.upstream.streams import usage_tokens
 
+# Characters of request and response text kept per call for tenants that turned text logging on.
+LOG_TEXT_CHARS = 20_000
+
 
 @dataclass(frozen=True)
 class RoutingOptions:
@@ -307,9 +310,7 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCal
                 GatewayExchange.objects.create(
                     decision_id=decision_id,
                     request=_bounded(record.request_body),
-                    response_text=redact(
-                        record.answer_text, *record.secrets, limit=settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
-                    ),
+                    response_text=redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS),
                 )
     else:  # one statement, committed in one round trip: the budget row is locked only inside the database
         finished = budgets.reconcile_pending_committed(
@@ -323,7 +324,7 @@ def gateway_finish(*, decision_id: UUID, record: CallRecord, metered: MeteredCal
 
 def _bounded(body: dict) -> dict:
     """The request as sent, or — when its JSON is longer than the log keeps — its first characters."""
-    limit = settings.ROUTERHUB_GATEWAY_LOG_TEXT_CHARS
+    limit = LOG_TEXT_CHARS
     text = json.dumps(body, ensure_ascii=False)
     return body if len(text) <= limit else {"truncated": text[:limit]}
 

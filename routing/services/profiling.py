@@ -35,6 +35,11 @@ Progress = Callable[[int, int], None]
 # Answers are written at least this often (and every FLUSH_EVERY answers): what a killed job loses.
 FLUSH_EVERY, FLUSH_SECONDS = 25, 2.0
 RESPONSE_TEXT_LIMIT = 4000
+# A profiling job's defaults, each overridden by the job's own arguments: calls in flight, per-call
+# timeout and answer length (its cost cap is the setting ROUTERHUB_PROFILING_MAX_COST_USD).
+CONCURRENCY = 8
+TIMEOUT_SECONDS = 60.0
+MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,9 @@ class ProfilingOptions:
     @classmethod
     def from_arguments(cls, arguments: dict | None) -> ProfilingOptions:
         defaults = {
-            "concurrency": settings.ROUTERHUB_PROFILING_CONCURRENCY,
-            "timeout_seconds": settings.ROUTERHUB_PROFILING_TIMEOUT_SECONDS,
-            "max_tokens": settings.ROUTERHUB_PROFILING_MAX_TOKENS,
+            "concurrency": CONCURRENCY,
+            "timeout_seconds": TIMEOUT_SECONDS,
+            "max_tokens": MAX_TOKENS,
             "max_cost_usd": settings.ROUTERHUB_PROFILING_MAX_COST_USD,
         }
         known = {f.name for f in fields(cls)}

@@ -49,6 +49,10 @@ MAX_ERROR_BYTES = 64 * 1024  # of an error answer: enough for any message, never
 # Answers are asked for uncompressed, so that what is read is what is counted (a small compressed
 # body can unpack to gigabytes); one compressed anyway is not read.
 PLAIN_ANSWERS = {"Accept-Encoding": "identity"}
+#: Characters of an upstream's (error) body kept when it is stored, logged or shown to staff.
+BODY_CHARS = 500
+#: Connection pools per event loop for the gateway's upstream calls, used in turn (``async_client``).
+POOLS = 8
 
 
 class BadAnswer(Exception):
@@ -101,11 +105,11 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 def redact(text: str, *secrets: str | None, limit: int | None = None) -> str:
     """``text`` without any of ``secrets`` and cut to ``limit`` characters (default
-    ``ROUTERHUB_UPSTREAM_BODY_CHARS``): what may be logged, stored or shown to staff."""
+    :data:`BODY_CHARS`): what may be logged, stored or shown to staff."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
-    limit = settings.ROUTERHUB_UPSTREAM_BODY_CHARS if limit is None else limit
+    limit = BODY_CHARS if limit is None else limit
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -238,12 +242,12 @@ def async_client() -> httpx.AsyncClient:
     Several small pools rather than one large one: httpcore checks every connection of a pool for
     expiry on each request and each release, so with one pool the gateway's CPU per call grew with
     the number of calls in flight (a profile at 50 concurrent calls found half of the web process's
-    CPU in that scan). ``ROUTERHUB_UPSTREAM_POOLS`` pools share ``ROUTERHUB_UPSTREAM_MAX_CONNECTIONS``.
+    CPU in that scan). :data:`POOLS` pools share ``ROUTERHUB_UPSTREAM_MAX_CONNECTIONS``.
     """
     loop = asyncio.get_running_loop()
     ring = _async_clients.get(loop)
     if ring is None:
-        pools = max(1, settings.ROUTERHUB_UPSTREAM_POOLS)
+        pools = POOLS
         limits = _limits(pools)
         clients = [
             httpx.AsyncClient(

@@ -1,7 +1,7 @@
 """Log-in pages that stop password guessing: ``/login/`` (the dashboard's) and ``/admin/login/``.
 
-A failed log-in counts against the client's address (``ROUTERHUB_THROTTLE_FAILED_LOGIN``) and
-against the user name tried, from any address (``ROUTERHUB_THROTTLE_FAILED_LOGIN_USER``: guessing
+A failed log-in counts against the client's address (``FAILED_LOGIN_RATE``) and
+against the user name tried, from any address (``FAILED_LOGIN_USER_RATE``: guessing
 one account from many addresses). Over either, the log-in is answered 429 with ``Retry-After``
 before the password is checked — the right password included, so the answer tells a guesser
 nothing — until the window ends. The counters are the API's fixed windows in Django's cache
@@ -15,19 +15,22 @@ import functools
 import hashlib
 import math
 
-from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 
 from routing.throttling import FixedWindow, client_address
 
+# Failed log-ins per client address, and per user name from any address (module docstring).
+FAILED_LOGIN_RATE = "20/h"
+FAILED_LOGIN_USER_RATE = "50/h"
+
 
 def _address_window() -> FixedWindow:
-    return FixedWindow("failed_login_address", settings.ROUTERHUB_THROTTLE_FAILED_LOGIN)
+    return FixedWindow("failed_login_address", FAILED_LOGIN_RATE)
 
 
 def _user_window() -> FixedWindow:
-    return FixedWindow("failed_login_user", settings.ROUTERHUB_THROTTLE_FAILED_LOGIN_USER)
+    return FixedWindow("failed_login_user", FAILED_LOGIN_USER_RATE)
 
 
 def _user_ident(username: str) -> str:

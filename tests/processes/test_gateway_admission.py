@@ -16,6 +16,7 @@ from registry.services import llm_update
 from registry.tokens import count_tokens
 from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, Tenant
+from routing.prompt_text import MEDIA_PART_TOKENS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -168,10 +169,10 @@ def test_numbers_out_of_range_are_a_400_naming_the_field(
 
 
 def test_tools_schemas_tool_calls_and_media_parts_are_reserved_for(
-    gateway, gateway_llms, upstream, tenant_and_key, settings
+    gateway, gateway_llms, upstream, tenant_and_key, monkeypatch
 ):
     _, key = tenant_and_key
-    settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = 3000
+    monkeypatch.setitem(MEDIA_PART_TOKENS, "image", 3000)
     description = "Find the population of a city in a given year, from the census tables of its country. " * 15
     schema_text = "The answer as a number, with the census year it comes from and the table that was used. " * 5
     arguments = json.dumps({"city": "Lyon", "year": 1990, "note": "metropolitan area, not the commune " * 3})
@@ -215,9 +216,9 @@ def tool_call(arguments: str) -> dict:
 
 
 def test_a_budget_that_holds_a_text_call_refuses_one_with_many_images(
-    gateway, gateway_llms, upstream, make_tenant, settings
+    gateway, gateway_llms, upstream, make_tenant, monkeypatch
 ):
-    settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = 2000
+    monkeypatch.setitem(MEDIA_PART_TOKENS, "image", 2000)
     text_call = price(CHEAP, 100, 50)
     tenant, key = make_tenant(name="small", budget_usd=str((text_call * 3).quantize(Decimal("1e-6"))))
     plain = {"model": CHEAP, "messages": QUESTION, "max_tokens": 50}

@@ -142,8 +142,8 @@ def test_failed_attempts_timeouts_and_fallbacks_are_counted_by_llm(
     assert _delta(before, after, "routerhub_upstream_fallbacks_total") == 2
 
 
-def test_tenant_labels_stay_bounded_however_many_tenants_call(gateway, gateway_llms, make_tenant, scrape, settings):
-    settings.ROUTERHUB_METRICS_TENANTS = 2
+def test_tenant_labels_stay_bounded_however_many_tenants_call(gateway, gateway_llms, make_tenant, scrape, monkeypatch):
+    monkeypatch.setattr("routing.selectors.tenancy.METRICS_TENANTS", 2)
     reset_all()
     tenants = [make_tenant(name=f"tenant-{i:02d}") for i in range(7)]
     before = scrape()

@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 
@@ -71,12 +69,11 @@ SENTENCES = [
 ]
 
 
-def test_the_default_embedder_is_the_settings_default_and_is_known():
-    from registry.embedders import DEFAULT_EMBEDDER, EMBEDDERS
-    from routerhub import settings as project_settings
+def test_the_default_embedder_is_known():
+    from registry.embedders import EMBEDDERS
+    from routerhub.config import BY_NAME
 
-    assert DEFAULT_EMBEDDER in EMBEDDERS
-    assert project_settings.ROUTERHUB_EMBEDDER == os.environ.get("ROUTERHUB_EMBEDDER", DEFAULT_EMBEDDER)
+    assert BY_NAME["ROUTERHUB_EMBEDDER"].default in EMBEDDERS
 
 
 def test_fingerprints_name_model_dimensions_normalisation_and_truncation():

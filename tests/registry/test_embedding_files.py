@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from registry.embedders import DEFAULT_EMBEDDER, EMBEDDERS, HashingEmbedder
+from registry.embedders import EMBEDDERS, HashingEmbedder
 from registry.embedding_files import (
     file_name,
     read_embedding_file,
@@ -16,6 +16,7 @@ from registry.embedding_files import (
 )
 from registry.importing import dataset_import
 from registry.models import Prompt
+from routerhub.config import BY_NAME
 from tests.fixtures.slices import DEMO_DATA
 
 pytestmark = pytest.mark.django_db
@@ -148,7 +149,7 @@ def test_a_corrupt_file_is_reported_and_ignored(slice_dir):
 def test_the_demo_set_ships_embeddings_of_the_default_embedder_for_every_question():
     from registry.data_format import read_prompts
 
-    embedder = EMBEDDERS[DEFAULT_EMBEDDER]()
+    embedder = EMBEDDERS[BY_NAME["ROUTERHUB_EMBEDDER"].default]()
     file = read_embedding_file(DEMO_DATA / file_name(embedder))
     assert {k: file.fingerprint[k] for k in ("model", "dimensions", "normalisation", "max_tokens")} == {
         k: embedder.fingerprint[k] for k in ("model", "dimensions", "normalisation", "max_tokens")
@@ -164,7 +165,7 @@ def test_the_demo_embeddings_agree_with_the_default_embedder_run_here():
     from registry.data_format import read_prompts
     from registry.embedding_files import MIN_SAMPLE_COSINE, sample_cosines
 
-    embedder = EMBEDDERS[DEFAULT_EMBEDDER]()
+    embedder = EMBEDDERS[BY_NAME["ROUTERHUB_EMBEDDER"].default]()
     file = read_embedding_file(DEMO_DATA / file_name(embedder))
     texts = {p.external_id: p.text for p in read_prompts(DEMO_DATA / "prompts.jsonl.gz")}
     cosines = sample_cosines(file, embedder, texts, size=16)

@@ -51,8 +51,8 @@ def built_without_torch(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def model_dir(built_without_torch, monkeypatch) -> Path:
-    monkeypatch.setenv("ROUTERHUB_MODEL_DIR", str(built_without_torch))
+def model_dir(built_without_torch, settings) -> Path:
+    settings.ROUTERHUB_MODEL_DIR = str(built_without_torch)
     return built_without_torch
 
 
@@ -75,7 +75,7 @@ def test_the_shipped_demo_embeddings_pass_the_importers_check_against_it(model_d
     assert cosines.min() >= MIN_SAMPLE_COSINE and np.median(cosines) > 0.999
 
 
-def test_its_vectors_are_those_of_pytorchs_export_bit_for_bit(model_dir, tmp_path, monkeypatch):
+def test_its_vectors_are_those_of_pytorchs_export_bit_for_bit(model_dir, tmp_path, settings):
     """The graph written here and the one PyTorch's exporter writes, each quantised the same way."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -91,7 +91,7 @@ def test_its_vectors_are_those_of_pytorchs_export_bit_for_bit(model_dir, tmp_pat
     )
     texts = SENTENCES + [row.text for row in read_prompts(find_file(DEMO, "prompts.jsonl"))[:40]]
     ours = MiniLMOnnxInt8Embedder().embed(texts), MiniLMOnnxEmbedder().embed(texts)
-    monkeypatch.setenv("ROUTERHUB_MODEL_DIR", str(tmp_path))
+    settings.ROUTERHUB_MODEL_DIR = str(tmp_path)
     theirs = MiniLMOnnxInt8Embedder().embed(texts), MiniLMOnnxEmbedder().embed(texts)
     np.testing.assert_array_equal(ours[0], theirs[0])
     np.testing.assert_allclose(ours[1], theirs[1], atol=2e-6)

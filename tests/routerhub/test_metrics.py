@@ -68,13 +68,13 @@ metrics.observe_metered(tenant="acme", llm="gpt-4o", cost_usd=0.25, input_tokens
 """
 
 
-def test_the_exposition_adds_up_every_process_sharing_the_folder(tmp_path, monkeypatch):
+def test_the_exposition_adds_up_every_process_sharing_the_folder(tmp_path, settings):
     """Two processes (as two uvicorn workers would) write their values; a scrape sums both."""
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     for count in (3, 4):
         subprocess.run([sys.executable, "-c", _WRITER, str(count)], env=env, check=True, cwd=str(_project()))
     assert len(list(tmp_path.glob("*.db"))) >= 2  # one file per process
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path)
     scraped = samples(metrics.exposition().decode())
     labels = {"endpoint": "gateway:chat-completions", "status": "200", "model": "routerhub-auto"}
     assert total(scraped, "routerhub_requests_total", **labels) == 7

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from registry.tokens import PIECE_CHARS, _tokenizer, count_tokens, text_pieces, text_tokens
+from routing import prompt_text
 from routing.prompt_text import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REPLY,
@@ -36,8 +37,7 @@ QUESTIONS = [
 ]
 
 
-def test_the_request_is_the_last_user_turn_and_the_context_the_turns_before_newest_first(settings):
-    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 1000
+def test_the_request_is_the_last_user_turn_and_the_context_the_turns_before_newest_first():
     messages = [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Tell me about tides."},
@@ -50,8 +50,8 @@ def test_the_request_is_the_last_user_turn_and_the_context_the_turns_before_newe
     )
 
 
-def test_the_context_is_bounded_and_keeps_the_end_of_a_long_turn(settings):
-    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 100
+def test_the_context_is_bounded_and_keeps_the_end_of_a_long_turn(monkeypatch):
+    monkeypatch.setattr(prompt_text, "CONTEXT_CHARS", 100)
     messages = [
         {"role": "user", "content": "old " * 500},
         {"role": "assistant", "content": "a " * 499 + "END"},
@@ -67,8 +67,7 @@ def test_a_plain_prompt_has_no_context():
     assert routed.input_tokens > 0
 
 
-def test_no_context_however_long_turns_the_routed_vector_more_than_the_weight_allows(settings):
-    settings.ROUTERHUB_ROUTING_CONTEXT_WEIGHT = 0.25
+def test_no_context_however_long_turns_the_routed_vector_more_than_the_weight_allows():
     rng = np.random.default_rng(0)
     request = rng.normal(size=384)
     request /= np.linalg.norm(request)
@@ -85,10 +84,9 @@ def test_no_context_however_long_turns_the_routed_vector_more_than_the_weight_al
 
 
 @pytest.mark.slow
-def test_with_minilm_a_system_prompt_leaves_a_question_nearest_itself_not_a_greeting(settings):
+def test_with_minilm_a_system_prompt_leaves_a_question_nearest_itself_not_a_greeting():
     from registry.embedders import MiniLMEmbedder
 
-    settings.ROUTERHUB_ROUTING_CONTEXT_WEIGHT = 0.25
     embedder = MiniLMEmbedder()
     greeting = embedder.embed_one("hi")
     for question in QUESTIONS:
@@ -155,8 +153,7 @@ def test_short_texts_are_counted_exactly():
     assert text_tokens("") == 0
 
 
-def test_the_messages_text_is_counted_apart_from_other_strings_and_media_ceilings(settings):
-    settings.ROUTERHUB_GATEWAY_TOKENS_PER_IMAGE = 5000
+def test_the_messages_text_is_counted_apart_from_other_strings_and_media_ceilings():
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "iVBORw0KGgo" * 1000}}
     question = {"type": "text", "text": "Which is bigger?"}
     plain = chat_input_tokens([{"role": "user", "content": [question]}], {})
@@ -168,9 +165,8 @@ def test_the_messages_text_is_counted_apart_from_other_strings_and_media_ceiling
     assert text_tokens("Measure a picture's size.") < counted.other < 40
 
 
-def test_a_last_user_turn_without_text_leaves_the_request_to_the_turn_before_it(settings):
+def test_a_last_user_turn_without_text_leaves_the_request_to_the_turn_before_it():
     """An image or audio alone gives nothing to route on: the last user turn with text is the request."""
-    settings.ROUTERHUB_ROUTING_CONTEXT_CHARS = 1000
     messages = [
         {"role": "user", "content": "What is in this picture?"},
         {"role": "assistant", "content": "Send it."},

@@ -26,9 +26,9 @@ def wide_umask():
 
 
 @pytest.fixture
-def project_dir(tmp_path, settings, monkeypatch):
+def project_dir(tmp_path, settings):
     settings.BASE_DIR = tmp_path
-    monkeypatch.delenv("ROUTERHUB_ADMIN_PASSWORD", raising=False)
+    settings.ROUTERHUB_ADMIN_PASSWORD = ""
     return tmp_path
 
 

@@ -241,8 +241,7 @@ def test_default_schedules_are_created_once_and_admin_edits_are_kept(db):
     assert (sweep.crontab.minute, sweep.crontab.hour, sweep.enabled) == ("*", "*", True)
 
 
-def test_the_lease_sweep_charges_what_a_killed_web_process_held(db, settings):
-    settings.ROUTERHUB_GATEWAY_LEASE_CALLS, settings.ROUTERHUB_GATEWAY_LEASE_SHARE = 20, 8
+def test_the_lease_sweep_charges_what_a_killed_web_process_held(db):
     status = budget_status_current(tenant=tenant_create(name="killed", budget_usd="8"))
     LeaseBook().take(status=status, amount=Decimal("0.01"))  # a process that never returns its lease
     assert tasks.reclaim_budget_leases.apply().get() == {"swept": 0}  # not expired yet: still its holder's

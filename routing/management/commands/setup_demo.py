@@ -1,5 +1,4 @@
 import io
-import os
 import secrets
 import signal
 import sys
@@ -55,7 +54,7 @@ class Command(BaseCommand):
             default="http://127.0.0.1:8000",
             help="where the service will listen (for the printed examples)",
         )
-        parser.add_argument("--admin-user", default=os.environ.get("ROUTERHUB_ADMIN_USER", "admin"))
+        parser.add_argument("--admin-user", default=settings.ROUTERHUB_ADMIN_USER)
         parser.add_argument(
             "--demo-budget-usd", default="10", help="monthly budget of the 'demo' tenant when it is first created"
         )
@@ -257,7 +256,7 @@ class Command(BaseCommand):
         """Create the superuser once. Its password comes from ROUTERHUB_ADMIN_PASSWORD, or is generated
         once and kept in .run/admin-password (mode 0600, git-ignored) so that every run prints the same login."""
         password_file = Path(settings.BASE_DIR) / ".run" / "admin-password"
-        password = os.environ.get("ROUTERHUB_ADMIN_PASSWORD")
+        password = settings.ROUTERHUB_ADMIN_PASSWORD
         if not password and password_file.exists():
             password_file.chmod(0o600)  # a file left by an older version may be wider
             password = password_file.read_text().strip()

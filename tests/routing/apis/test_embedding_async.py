@@ -20,7 +20,7 @@ class SlowEmbedder(HashingEmbedder):
 
 def test_the_event_loop_keeps_running_while_a_prompt_is_embedded(monkeypatch, settings):
     settings.ROUTERHUB_SHARED_EMBEDDING_CACHE = "off"
-    settings.ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS = 3600  # no hit counts written to the database here
+    monkeypatch.setattr("registry.embedding_store.FLUSH_SECONDS", 3600)  # no hit counts written to the database here
     monkeypatch.setattr("routing.services.embeddings.get_embedder", lambda: SlowEmbedder())
     reset_all()
 

@@ -154,10 +154,11 @@ def test_pacing_solves_over_the_requests_own_models_and_cost_cap(make_tenant, fi
     assert by_models["lambda_used"] == 0.0 and by_models["llm"]["name"] in cheap
 
 
-def test_pacing_is_recomputed_at_most_every_few_seconds_per_tenant(make_tenant, fitted, settings, monkeypatch):
+def test_pacing_is_recomputed_at_most_every_few_seconds_per_tenant(make_tenant, fitted, monkeypatch):
+    from routing.services import budget_policies
     from routing.services.budget_policies import SmoothedRatePacing
 
-    settings.ROUTERHUB_PACING_REFRESH_SECONDS = 60
+    monkeypatch.setattr(budget_policies, "PACING_REFRESH_SECONDS", 60)
     calls = []
     original = SmoothedRatePacing.lambda_for
     monkeypatch.setattr(SmoothedRatePacing, "lambda_for", lambda self, **kw: calls.append(1) or original(self, **kw))

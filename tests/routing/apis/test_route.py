@@ -208,8 +208,8 @@ def test_health_is_unavailable_without_a_routing_state(db, admin_client):
     assert anonymous.status_code == 503 and anonymous.json() == {"status": "unavailable"}
 
 
-def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_counted_exactly(api, fitted, settings):
-    settings.ROUTERHUB_EMBED_MAX_CHARS = 1000
+def test_a_long_prompt_is_stored_as_routed_and_its_tokens_are_counted_exactly(api, fitted, monkeypatch):
+    monkeypatch.setattr("routing.prompt_text.EMBED_MAX_CHARS", 1000)
     sentence = "The mitochondria is the powerhouse of the cell. "
     short = api.route(sentence * 50).json()  # ~2,400 characters: counted in one piece
     long = api.route(sentence * 500).json()  # ~24,000 characters: counted in pieces, as exactly

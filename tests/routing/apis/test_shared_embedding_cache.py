@@ -24,9 +24,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def shared_cache_on(settings):
+def shared_cache_on(settings, monkeypatch):
     settings.ROUTERHUB_SHARED_EMBEDDING_CACHE = "on"
-    settings.ROUTERHUB_SHARED_EMBEDDING_FLUSH_SECONDS = 3600  # flushed by the tests themselves
+    monkeypatch.setattr(embedding_store, "FLUSH_SECONDS", 3600)  # flushed by the tests themselves
 
 
 class Counting(HashingEmbedder):
@@ -63,7 +63,7 @@ def test_another_embedder_never_reads_the_rows_of_the_first(shared_cache_on):
 
 
 @pytest.mark.django_db
-def test_the_cache_is_bounded_and_drops_the_least_recently_used_first(shared_cache_on, settings):
+def test_the_cache_is_bounded_and_drops_the_least_recently_used_first(shared_cache_on, monkeypatch):
     embedder = HashingEmbedder()
     now = timezone.now()
     for i in range(5):
@@ -72,7 +72,7 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used_first(shared_cac
             used_at=now - timedelta(hours=10 - i)
         )
     # A hit on an entry last used long ago refreshes it, so it outlives younger unused ones.
-    settings.ROUTERHUB_SHARED_EMBEDDING_TOUCH_SECONDS = 60
+    monkeypatch.setattr(embedding_store, "TOUCH_SECONDS", 60)
     assert embedding_store.lookup(embedder, "text 0") is not None
     assert embedding_store.trim(capacity=3) == 2
     kept = sorted(t for t in (f"text {i}" for i in range(5)) if embedding_store.lookup(embedder, t) is not None)

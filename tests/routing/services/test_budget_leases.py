@@ -28,9 +28,7 @@ CALL = Decimal("0.01")
 
 
 @pytest.fixture
-def status(settings):
-    settings.ROUTERHUB_GATEWAY_LEASE_CALLS = 20
-    settings.ROUTERHUB_GATEWAY_LEASE_SHARE = 8
+def status():
     return budgets.budget_status_current(tenant=tenant_create(name="leases", budget_usd="4.00"))
 
 
@@ -151,20 +149,20 @@ def test_the_sweep_charges_only_expired_leases(status):
     assert BudgetLease.objects.get(holder=alive.holder).amount_usd == Decimal("0.20")
 
 
-def test_idle_and_stale_leases_are_dropped_from_the_book(status, settings):
+def test_idle_and_stale_leases_are_dropped_from_the_book(status):
     book = LeaseBook()
     lease, _ = book.take(status=status, amount=CALL)
     assert book.idle(idle_seconds=60) == []
     assert book.idle(idle_seconds=0) == [lease]
     again, _ = book.take(status=status, amount=CALL)
     assert again is not lease  # a new lease, with a holder of its own
-    again.renewed_at -= settings.ROUTERHUB_GATEWAY_LEASE_SECONDS  # not renewed for a whole lifetime
+    again.renewed_at -= budget_leases.LEASE_SECONDS  # not renewed for a whole lifetime
     newest, dropped = book.take(status=status, amount=CALL)
     assert dropped == [again] and newest is not again
 
 
-def test_leases_are_off_at_zero_calls(status, settings):
-    settings.ROUTERHUB_GATEWAY_LEASE_CALLS = 0
+def test_leases_are_off_at_zero_calls(status, monkeypatch):
+    monkeypatch.setattr(budget_leases, "LEASE_CALLS", 0)
     assert LeaseBook().take(status=status, amount=CALL) == (None, [])
     assert period_of(status).leased_usd == 0
 
@@ -242,10 +240,10 @@ def test_a_call_refused_with_402_gives_back_the_lease_it_found_too_small(status,
     assert budget_leases.reclaim_expired() == 0  # nothing left for the sweep to charge
 
 
-def test_a_stale_lease_stays_in_the_book_when_the_grant_replacing_it_fails(status, settings, monkeypatch):
+def test_a_stale_lease_stays_in_the_book_when_the_grant_replacing_it_fails(status, monkeypatch):
     book = LeaseBook()
     lease, _ = book.take(status=status, amount=CALL)
-    lease.renewed_at -= settings.ROUTERHUB_GATEWAY_LEASE_SECONDS  # too old to admit against
+    lease.renewed_at -= budget_leases.LEASE_SECONDS  # too old to admit against
 
     def unreachable(*args, **kwargs):
         raise OperationalError("the database went away")
@@ -260,7 +258,7 @@ def test_a_stale_lease_stays_in_the_book_when_the_grant_replacing_it_fails(statu
 
 
 @pytest.fixture
-def other(settings):
+def other():
     """A second tenant, whose calls share the writer's batches with the first one's."""
     return budgets.budget_status_current(tenant=tenant_create(name="neighbour", budget_usd="4.00"))
 

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def status(settings, monkeypatch):
-    settings.ROUTERHUB_GATEWAY_LEASE_CALLS = 20
-    settings.ROUTERHUB_GATEWAY_LEASE_SHARE = 8
+def status(monkeypatch):
     # The writer thread's connection closes after each job, as in the gateway's tests: none stays open
     # on the test database when the test ends.
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)

@@ -182,7 +182,7 @@ def test_fit_router_command_errors_are_clear(prompt_set, arguments, message):
 
 
 def test_knn_routes_one_live_prompt_through_the_hnsw_index_like_the_exact_search(
-    prompt_set, settings, fresh_hnsw_index
+    prompt_set, monkeypatch, fresh_hnsw_index
 ):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -193,11 +193,11 @@ def test_knn_routes_one_live_prompt_through_the_hnsw_index_like_the_exact_search
     prompts = Prompt.objects.filter(prompt_set=prompt_set, split="test")[:10]
     for prompt in prompts:
         embedding = np.asarray(prompt.embedding, dtype=np.float32)
-        settings.ROUTERHUB_KNN_LIVE_INDEX = True
+        monkeypatch.setattr(routers, "KNN_LIVE_INDEX", True)
         with CaptureQueriesContext(connection) as queries:
             from_index = router.predict_loss(embedding)
         assert any("<=>" in q["sql"] for q in queries.captured_queries)  # pgvector's cosine distance
-        settings.ROUTERHUB_KNN_LIVE_INDEX = False
+        monkeypatch.setattr(routers, "KNN_LIVE_INDEX", False)
         exact = router.predict_loss(embedding)
         np.testing.assert_allclose(from_index, exact, atol=1e-6)
 
@@ -212,8 +212,8 @@ def test_fit_router_is_recorded_as_a_job_like_a_workers_refit(prompt_set):
     assert f"(job #{job.id})" in out.getvalue()
 
 
-def test_setup_demo_prints_the_dashboard_and_its_first_fit_is_a_job(prompt_set, monkeypatch):
-    monkeypatch.setenv("ROUTERHUB_ADMIN_PASSWORD", "demo-pass-123")
+def test_setup_demo_prints_the_dashboard_and_its_first_fit_is_a_job(prompt_set, settings):
+    settings.ROUTERHUB_ADMIN_PASSWORD = "demo-pass-123"
     out = StringIO()
     # One strategy, as make run fits before serving (test_state_choice.py fits them all).
     call_command(

@@ -5,6 +5,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from routing.views import login
+
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "the-right-password-1"
@@ -20,11 +22,9 @@ def log_in(client, path, password, username="ops", **extra):
 
 
 @pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
-def test_an_address_with_too_many_failed_log_ins_waits_while_the_user_logs_in_elsewhere(
-    ops, settings, monkeypatch, path
-):
-    settings.ROUTERHUB_THROTTLE_FAILED_LOGIN = "3/h"
-    settings.ROUTERHUB_THROTTLE_FAILED_LOGIN_USER = "50/h"
+def test_an_address_with_too_many_failed_log_ins_waits_while_the_user_logs_in_elsewhere(ops, monkeypatch, path):
+    monkeypatch.setattr(login, "FAILED_LOGIN_RATE", "3/h")
+    monkeypatch.setattr(login, "FAILED_LOGIN_USER_RATE", "50/h")
     guesser = Client(REMOTE_ADDR="198.51.100.7")
     assert [log_in(guesser, path, f"guess-{i}").status_code for i in range(3)] == [200, 200, 200]
     checked = []
@@ -44,9 +44,9 @@ def test_an_address_with_too_many_failed_log_ins_waits_while_the_user_logs_in_el
     assert response.status_code == 302 and int(elsewhere.session["_auth_user_id"]) == ops.id
 
 
-def test_one_user_name_guessed_from_many_addresses_is_refused_everywhere(ops, settings):
-    settings.ROUTERHUB_THROTTLE_FAILED_LOGIN = "20/h"
-    settings.ROUTERHUB_THROTTLE_FAILED_LOGIN_USER = "4/h"
+def test_one_user_name_guessed_from_many_addresses_is_refused_everywhere(ops, monkeypatch):
+    monkeypatch.setattr(login, "FAILED_LOGIN_RATE", "20/h")
+    monkeypatch.setattr(login, "FAILED_LOGIN_USER_RATE", "4/h")
     for i in range(4):
         assert log_in(Client(REMOTE_ADDR=f"198.51.100.{i}"), "/login/", "guess").status_code == 200
     fresh = Client(REMOTE_ADDR="203.0.113.50")
@@ -56,8 +56,8 @@ def test_one_user_name_guessed_from_many_addresses_is_refused_everywhere(ops, se
     assert log_in(fresh, "/login/", PASSWORD, username="someone-else").status_code == 302
 
 
-def test_successful_log_ins_do_not_count(ops, settings):
-    settings.ROUTERHUB_THROTTLE_FAILED_LOGIN = "2/h"
+def test_successful_log_ins_do_not_count(ops, monkeypatch):
+    monkeypatch.setattr(login, "FAILED_LOGIN_RATE", "2/h")
     for _ in range(4):
         client = Client(REMOTE_ADDR="198.51.100.7")
         assert log_in(client, "/login/", PASSWORD).status_code == 302
