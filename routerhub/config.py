@@ -110,11 +110,14 @@ VARIABLES: tuple[Variable, ...] = (
     V("DJANGO_SECURE_PROXY_SSL_HEADER", str, "", "header and value a TLS proxy sets, e.g. "
       "`HTTP_X_FORWARDED_PROTO,https`", read_by="settings.py"),
     V("ROUTERHUB_ENCRYPTION_KEYS", list, [], "Fernet keys (comma-separated, newest first) encrypting stored LLM "
-      "API keys; required in production", shown_default="development: derived from the secret key"),
+      "API keys; put a new key first to rotate; required in production",
+      shown_default="development: derived from the secret key"),
     V("ROUTERHUB_TRUSTED_PROXIES", list, [], "IP addresses or networks of the proxies whose `X-Forwarded-For` is "
       "believed; empty: every client is its connection's address"),
     # --- database, cache, broker ---------------------------------------------------------------------
-    V("DATABASE_URL", str, "", "PostgreSQL (with pgvector) to use; empty: an embedded server in `.pgdata/`",
+    V("DATABASE_URL", str, "", "`postgresql://user:pass@host:port/name`, offering the `vector` extension; behind "
+      "PgBouncer in transaction mode, PgBouncer ≥ 1.21 with `max_prepared_statements` set",
+      shown_default="an embedded server in `.pgdata/`",
       read_by="settings.py"),
     V("DATABASE_NAME", str, "", "another database on the same server (a worker started by the tests)",
       read_by="settings.py"),
@@ -240,6 +243,9 @@ def markdown() -> str:
     """docs/configuration.md."""
     lines = [
         "# Configuration",
+        "",
+        "`make run` and the tests need none of these; production needs `DJANGO_DEBUG=0` with `DJANGO_SECRET_KEY`,",
+        "`DJANGO_ALLOWED_HOSTS` and `ROUTERHUB_ENCRYPTION_KEYS` ([operations.md](operations.md)).",
         "",
         "Every environment variable routerhub reads, generated from `routerhub/config.py` by",
         "`python -m routerhub.config --markdown > docs/configuration.md`. A value of the wrong type or out of",
