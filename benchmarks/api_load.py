@@ -360,7 +360,7 @@ def main() -> None:
             "`Server-Timing`: embed (embedding, or a cache hit), route (prediction, λ, selection), "
             "budget (atomic reservation + decision row, one transaction), app (the whole view incl. authentication). "
             "Short prompt: an MMLU-Pro question without its options (≤ 400 characters); long: ~8,000 characters "
-            '(embedded up to ROUTERHUB_EMBED_MAX_CHARS = 4,000). "New prompt" puts a nonce in front of every '
+            '(embedded up to routing.prompt_text.EMBED_MAX_CHARS = 4,000). "New prompt" puts a nonce in front of every '
             'prompt, so each embedding is computed (and stored in the shared cache); "repeated" sends one prompt again and again '
             "(a hit in the worker's in-memory cache).",
             "",

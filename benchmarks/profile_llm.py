@@ -31,7 +31,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="the fake server's answer time per call")
     parser.add_argument(
-        "--concurrency", type=int, default=None, help="calls in flight (default: ROUTERHUB_PROFILING_CONCURRENCY, 8)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="calls in flight (default: routing.profiling.services.CONCURRENCY, 8)",
     )
     parser.add_argument(
         "--in-process", action="store_true", help="run the profiling service here instead of through a Celery worker"

@@ -37,7 +37,7 @@ DEFAULT_SCHEDULES = (
         crontab={"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
         description=(
             "Every minute. Returns to their budget the leases of web processes that stopped renewing them "
-            "(a process killed while holding one) once they have expired (ROUTERHUB_GATEWAY_LEASE_SECONDS)."
+            "(a process killed while holding one) once they have expired, a minute after their last renewal."
         ),
     ),
     DefaultSchedule(
