@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
-API_KEY_ENV_PREFIX = "ROUTERHUB_LLM_KEY_"
 API_KEY_ENV_PATTERN = r"^ROUTERHUB_LLM_KEY_[A-Z0-9_]{1,100}$"
 
 # Never reachable, whatever the settings say: instance metadata services live here and hand out

@@ -31,7 +31,6 @@ from pathlib import Path
 
 # Bumped whenever a build recipe changes, so files of an older recipe are never mistaken for new.
 ONNX_RECIPE, STATIC_RECIPE = 3, 1
-MAX_TOKENS = 256  # all-MiniLM-L6-v2's own limit, kept by every variant
 
 
 def model_dir() -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from registry.embedders import Embedder, get_embedder, text_sha256
+from registry.embedders import get_embedder, text_sha256
 from registry.importing import split_of
 from registry.models import LLM, Prompt, PromptSet
 
@@ -88,36 +88,6 @@ def llms_set_active(*, llms: Iterable[LLM], active: bool) -> int:
     ids = [llm.id for llm in llms]
     # updated_at is set explicitly (update() skips auto_now): routers reload when it moves.
     return LLM.objects.filter(id__in=ids).exclude(is_active=active).update(is_active=active, updated_at=timezone.now())
-
-
-def prompts_embed(
-    *,
-    prompts: Iterable[Prompt],
-    embedder: Embedder | None = None,
-    batch_size: int = 64,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """(Re-)embed the prompts whose text or embedder changed since their embedding was computed.
-
-    Returns how many were embedded. Saved in batches so a long run that is interrupted keeps
-    what it finished.
-    """
-    embedder = embedder or get_embedder()
-    stale = [
-        p for p in prompts if p.embedding is None or p.embedder != embedder.name or p.text_sha256 != text_sha256(p.text)
-    ]
-    for start in range(0, len(stale), batch_size * 8):
-        chunk = stale[start : start + batch_size * 8]
-        vectors = embedder.embed([p.text for p in chunk], batch_size=batch_size)
-        for prompt, vector in zip(chunk, vectors):
-            prompt.embedding = vector
-            prompt.embedder = embedder.name
-            prompt.text_sha256 = text_sha256(prompt.text)
-        with transaction.atomic():
-            Prompt.objects.bulk_update(chunk, ["embedding", "embedder", "text_sha256"])
-        if progress:
-            progress(start + len(chunk), len(stale))
-    return len(stale)
 
 
 def prompt_record(

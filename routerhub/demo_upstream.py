@@ -146,9 +146,6 @@ class FakeUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def calls_to(self, model: str) -> list[Call]:
-        return [call for call in self.calls if call.model == model]
-
     # --- ASGI -----------------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import httpx
 from django.conf import settings
 
+from routing.upstream.addresses import UpstreamRefused
 from routing.upstream.http import (
     CONFIGURATION_STATUSES,
     MAX_ANSWER_BYTES,
@@ -38,7 +39,6 @@ from routing.upstream.http import (
     REDACTED,
     BadAnswer,
     Timeouts,
-    UpstreamRefused,
     auth_headers,
     chat_completions_url,
     read_bounded,

@@ -79,12 +79,6 @@ GRADERS: dict[str, type[Grader]] = {
 }
 
 
-def register_grader(grader: type[Grader]) -> type[Grader]:
-    """Make a grader available by name (usable as a class decorator)."""
-    GRADERS[grader.name] = grader
-    return grader
-
-
 def get_grader(name: str) -> Grader:
     try:
         return GRADERS[name]()

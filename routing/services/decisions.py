@@ -19,7 +19,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
-from routing.exceptions import BudgetExhausted, InvalidRouteRequest, UnknownStrategy  # noqa: F401  (raised by what route_create calls)
+from routing.exceptions import BudgetExhausted
 from routing.models import Decision, Tenant
 from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError

@@ -47,12 +47,3 @@ def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
     vector.setflags(write=False)  # shared between requests
     _cache.set(key, vector)
     return vector, source
-
-
-async def aembed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
-    """``embed_cached`` for async views: the embedding runs in a worker thread, so the event loop
-    keeps serving other requests of the process meanwhile (ONNX Runtime and PyTorch release the GIL
-    while they compute)."""
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(embed_cached, thread_sensitive=False)(text, tenant_id=tenant_id)

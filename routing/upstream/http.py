@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from routing.upstream.addresses import UpstreamRefused, aresolve_checked, check_scheme, resolve_checked  # noqa: F401 (re-exported)
+from routing.upstream.addresses import aresolve_checked, check_scheme, resolve_checked
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 CONFIGURATION_STATUSES = frozenset({401, 403, 404})
