@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Avg, Count
 
 from registry import services
-from registry.models import LLM, Outcome, Prompt, PromptSet
+from registry.models import LLM, LLM_FIELDS, Outcome, Prompt, PromptSet
 
 
 class LLMForm(forms.ModelForm):
@@ -31,21 +31,7 @@ class LLMForm(forms.ModelForm):
 
     class Meta:
         model = LLM
-        fields = [
-            "name",
-            "provider",
-            "is_active",
-            "api_base",
-            "api_model",
-            "api_key_env",
-            "usd_per_mtok_in",
-            "usd_per_mtok_out",
-            "usd_per_query",
-            "params_total_b",
-            "params_active_b",
-            "context_window",
-            "metadata",
-        ]
+        fields = ["name", *LLM_FIELDS]
 
     def api_key_change(self) -> dict:
         """``{"api_key": …}`` for ``services.llm_update`` (None removes the key), or {} to leave it be."""

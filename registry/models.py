@@ -34,6 +34,23 @@ url_safe_name = RegexValidator(
 )
 non_negative = MinValueValidator(0)
 
+# What a caller sets on an LLM besides its name and key: the registry's services accept these, the API
+# and the admin's form show them.
+LLM_FIELDS = (
+    "provider",
+    "api_base",
+    "api_model",
+    "usd_per_mtok_in",
+    "usd_per_mtok_out",
+    "usd_per_query",
+    "params_total_b",
+    "params_active_b",
+    "context_window",
+    "metadata",
+    "is_active",
+    "api_key_env",
+)
+
 
 class LLM(models.Model):
     name = models.CharField(max_length=LLM_NAME_MAX_LENGTH, unique=True, validators=[llm_name_validator])

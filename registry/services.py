@@ -10,22 +10,8 @@ from django.utils import timezone
 
 from registry.embedders import get_embedder, text_sha256
 from registry.importing import split_of
-from registry.models import LLM, Prompt, PromptSet
+from registry.models import LLM, LLM_FIELDS, Prompt, PromptSet
 
-LLM_FIELDS = (
-    "provider",
-    "api_base",
-    "api_model",
-    "usd_per_mtok_in",
-    "usd_per_mtok_out",
-    "usd_per_query",
-    "params_total_b",
-    "params_active_b",
-    "context_window",
-    "metadata",
-    "is_active",
-    "api_key_env",
-)
 _UNSET = object()
 
 

@@ -10,7 +10,7 @@ from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 
 from registry.endpoints import API_KEY_ENV_PATTERN
-from registry.models import LLM, LLM_NAME_MAX_LENGTH, llm_name_validator
+from registry.models import LLM, LLM_FIELDS, LLM_NAME_MAX_LENGTH, llm_name_validator
 from registry.selectors import llm_by_name
 from registry.services import llm_register, llm_update
 from routing.apis.authentication import tenant_of
@@ -87,24 +87,7 @@ class LlmListApi(ApiBase):
 class LlmSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLM
-        fields = [
-            "name",
-            "provider",
-            "api_base",
-            "api_model",
-            "usd_per_mtok_in",
-            "usd_per_mtok_out",
-            "usd_per_query",
-            "params_total_b",
-            "params_active_b",
-            "context_window",
-            "metadata",
-            "is_active",
-            "api_key_env",
-            "has_api_key",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["name", *LLM_FIELDS, "has_api_key", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     has_api_key = serializers.SerializerMethodField(
