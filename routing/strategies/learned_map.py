@@ -162,7 +162,47 @@ def fit_soft_map(
     return SoftMap(theta.astype(np.float32), bias.astype(np.float32), best["iterations"], float(best["loss"]))
 
 
-class UniRouteLearnedMap(RoutingStrategy):
+@dataclass(kw_only=True, eq=False, repr=False)
+class SoftMapStrategy(RoutingStrategy):
+    """A strategy built on soft maps Φ(x; θ): how θ is trained (:func:`fit_soft_map`; ``training_prior_strength``
+    is the pseudo-count of the training LLMs' profiles while θ is learned) and the pseudo-count
+    ``prior_strength`` of the profiles it makes. Hyper-parameters are dataclass fields, so they are
+    constructor arguments stored as-is; these are keyword-only, after a subclass's own.
+    """
+
+    prior_strength: float = 5.0
+    training_prior_strength: float = 5.0
+    init_scale: float = 20.0
+    l2: float = 1e-7
+    max_iter: int = 200
+    early_stopping_fraction: float = 0.1
+    patience: int = 10
+    n_init: int = 3
+    random_state: int | None = 0
+
+    def _fit_soft_map(
+        self, train_embeddings, train_errors, validation_embeddings, validation_errors, *, n_clusters: int, loss: str
+    ) -> SoftMap:
+        return fit_soft_map(
+            train_embeddings,
+            train_errors,
+            validation_embeddings,
+            validation_errors,
+            n_clusters=n_clusters,
+            prior_strength=self.training_prior_strength,
+            init_scale=self.init_scale,
+            l2=self.l2,
+            loss=loss,
+            max_iter=self.max_iter,
+            early_stopping_fraction=self.early_stopping_fraction,
+            patience=self.patience,
+            n_init=self.n_init,
+            random_state=self.random_state,
+        )
+
+
+@dataclass(eq=False, repr=False)
+class UniRouteLearnedMap(SoftMapStrategy):
     """UniRoute with a learned soft cluster map θ ∈ R^{K×D} (+ bias), initialised from K-means.
 
     θ starts at ``init_scale`` × the unit K-means centroids (a near-hard assignment, i.e. UniRoute
@@ -179,48 +219,17 @@ class UniRouteLearnedMap(RoutingStrategy):
     size_parameter = "n_clusters"
     post_fit_params = ("prior_strength",)
 
-    def __init__(
-        self,
-        n_clusters: int = 20,
-        prior_strength: float = 5.0,
-        training_prior_strength: float = 5.0,
-        init_scale: float = 20.0,
-        l2: float = 1e-7,
-        loss: str = "log_loss",
-        max_iter: int = 200,
-        early_stopping_fraction: float = 0.1,
-        patience: int = 10,
-        n_init: int = 3,
-        random_state: int | None = 0,
-    ):
-        self.n_clusters = n_clusters
-        self.prior_strength = prior_strength
-        self.training_prior_strength = training_prior_strength
-        self.init_scale = init_scale
-        self.l2 = l2
-        self.loss = loss
-        self.max_iter = max_iter
-        self.early_stopping_fraction = early_stopping_fraction
-        self.patience = patience
-        self.n_init = n_init
-        self.random_state = random_state
+    n_clusters: int = 20
+    loss: str = "log_loss"
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
-        soft_map = fit_soft_map(
+        soft_map = self._fit_soft_map(
             train_embeddings,
             train_errors,
             validation_embeddings,
             validation_errors,
             n_clusters=self.n_clusters,
-            prior_strength=self.training_prior_strength,
-            init_scale=self.init_scale,
-            l2=self.l2,
             loss=self.loss,
-            max_iter=self.max_iter,
-            early_stopping_fraction=self.early_stopping_fraction,
-            patience=self.patience,
-            n_init=self.n_init,
-            random_state=self.random_state,
         )
         self.theta_, self.bias_ = soft_map.theta, soft_map.bias
         self.n_iter_, self.held_out_loss_ = soft_map.n_iter, soft_map.held_out_loss

@@ -26,54 +26,33 @@ and γ_maps(x, h) = (1/R) Σ_r Φ^(r)(x)ᵀ Ψ^(r)(h) (nested profiles: Φ^(R)(x
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from routing.strategies.base import RoutingStrategy
-from routing.strategies.learned_map import fit_soft_map, softmax_rows
+from routing.strategies.learned_map import SoftMapStrategy, softmax_rows
 from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
 
 PROFILE_PRIORS = ("overall", "nested")
 
 
-class RelativeMapEnsemble(RoutingStrategy):
+@dataclass(eq=False, repr=False)
+class RelativeMapEnsemble(SoftMapStrategy):
     """Average of LearnedMaps with K in ``cluster_grid``, each trained on the relative loss.
 
     The profile concatenates the members' Ψ (length Σ K); ``theta_`` stacks the members' θ row-wise and
     ``cluster_sizes_`` says where each member's rows start. Members are fitted independently (same
     seed), so ``with_params(cluster_grid=...)`` on a subset of the fitted grid equals a fresh fit with
-    that subset. Hyper-parameters other than the grid are those of
-    ``UniRouteLearnedMap`` and apply to every member.
+    that subset. The other hyper-parameters, but for ``profile_prior``, are ``SoftMapStrategy``'s and
+    apply to every member.
     """
 
     name = "relative_maps"
     learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
     post_fit_params = ("cluster_grid", "prior_strength", "profile_prior")
 
-    def __init__(
-        self,
-        cluster_grid: tuple[int, ...] = (10, 20, 40, 80),
-        prior_strength: float = 5.0,
-        profile_prior: str = "overall",
-        training_prior_strength: float = 5.0,
-        init_scale: float = 20.0,
-        l2: float = 1e-7,
-        max_iter: int = 200,
-        early_stopping_fraction: float = 0.1,
-        patience: int = 10,
-        n_init: int = 3,
-        random_state: int | None = 0,
-    ):
-        self.cluster_grid = cluster_grid
-        self.prior_strength = prior_strength
-        self.profile_prior = profile_prior
-        self.training_prior_strength = training_prior_strength
-        self.init_scale = init_scale
-        self.l2 = l2
-        self.max_iter = max_iter
-        self.early_stopping_fraction = early_stopping_fraction
-        self.patience = patience
-        self.n_init = n_init
-        self.random_state = random_state
+    cluster_grid: tuple[int, ...] = (10, 20, 40, 80)
+    profile_prior: str = "overall"
 
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
         if not list(self.cluster_grid):
@@ -81,21 +60,13 @@ class RelativeMapEnsemble(RoutingStrategy):
         if self.profile_prior not in PROFILE_PRIORS:
             raise ValueError(f"profile_prior must be one of {', '.join(PROFILE_PRIORS)}, got {self.profile_prior!r}")
         maps = [
-            fit_soft_map(
+            self._fit_soft_map(
                 train_embeddings,
                 train_errors,
                 validation_embeddings,
                 validation_errors,
                 n_clusters=int(n_clusters),
-                prior_strength=self.training_prior_strength,
-                init_scale=self.init_scale,
-                l2=self.l2,
                 loss="relative",
-                max_iter=self.max_iter,
-                early_stopping_fraction=self.early_stopping_fraction,
-                patience=self.patience,
-                n_init=self.n_init,
-                random_state=self.random_state,
             )
             for n_clusters in self.cluster_grid
         ]
