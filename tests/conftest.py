@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.clock",
     "tests.fixtures.dashboard",
+    "tests.fixtures.embedder_service",
     "tests.fixtures.gateway",
     "tests.fixtures.subjects",
 ]

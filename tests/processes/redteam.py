@@ -92,13 +92,9 @@ class Result:
 class WebServer:
     """One web process (scripts/web.sh, one uvicorn worker) on the test database."""
 
-    def __init__(self, *, index: int, port: int, process: subprocess.Popen, log_path) -> None:
-        self.index, self.port, self.process, self.log_path = index, port, process, log_path
+    def __init__(self, *, index: int, url: str, process: subprocess.Popen, log_path) -> None:
+        self.index, self.url, self.process, self.log_path = index, url, process, log_path
         self.killed = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def alive(self) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,8 +33,9 @@ from django.utils import timezone
 
 from registry.models import LLM
 from routing.caches import reset_all
+from tests.fixtures.web import start_web, wait_until_answering
 from tests.processes.redteam import At, Call, Expect, WebServer, audit, burst
-from tests.processes.workers import PROJECT_DIR, TEST_UPSTREAM_HOSTS, free_port, stop_process
+from tests.processes.workers import PROJECT_DIR, free_port, stop_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -43,11 +43,8 @@ FLASH = "gemini-1.5-flash-002"  # 0.075 / 0.30 USD per million tokens in and out
 PRO = "gemini-1.5-pro-002"  # 1.25 / 5.00
 PRICIEST = "jamba-1.5-large"  # 2.00 / 8.00: the slice's priciest LLM
 BIG = 8 * 1024 * 1024  # far below the upstream's 50 MB, far above any real answer
-WEB_ENV = {
-    "ROUTERHUB_EMBEDDER": "hashing",
-    "ROUTERHUB_WARM_UP": "0",
-    "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": ",".join(TEST_UPSTREAM_HOSTS),
-    "WEB_CONCURRENCY": "1",
+# The web processes' settings here, over tests/fixtures/web.py's WEB_ENV.
+REDTEAM_ENV = {
     "ROUTERHUB_DB_POOL_MAX_SIZE": "6",
     "ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS": "5",
     "ROUTERHUB_UPSTREAM_DEADLINE_SECONDS": "15",  # a stream that never ends is cut then
@@ -87,7 +84,7 @@ def ledger_upstream(tmp_path):
             stderr=subprocess.STDOUT,
         )
     upstream = UpstreamProcess(port, process, log_path)
-    _wait_until_it_answers(upstream.url + "/ledger", process, log_path)
+    wait_until_answering(upstream.url + "/ledger", process, log_path)
     yield upstream
     stop_process(process)
 
@@ -96,43 +93,21 @@ def ledger_upstream(tmp_path):
 def web_processes(transactional_db, ledger_upstream, tmp_path, request):
     """Two web processes (scripts/web.sh) serving the slice's LLMs at the hostile upstream. They boot
     while the router is fitted; the first call each makes reads the LLMs as they are by then."""
-    env = {
-        **os.environ,
-        **WEB_ENV,
-        "DJANGO_SETTINGS_MODULE": "routerhub.settings",
-        "DATABASE_NAME": connection.settings_dict["NAME"],
-    }
     servers = []
     for index in range(2):
-        port, log_path = free_port(), tmp_path / f"web{index}.log"
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                ["scripts/web.sh", "--port", str(port)], cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        servers.append(WebServer(index=index, port=port, process=process, log_path=log_path))
+        log_path = tmp_path / f"web{index}.log"
+        process, url = start_web(database=connection.settings_dict["NAME"], log_path=log_path, **REDTEAM_ENV)
+        servers.append(WebServer(index=index, url=url, process=process, log_path=log_path))
     try:
         request.getfixturevalue("fitted")
         LLM.objects.update(api_base=ledger_upstream.url, api_model=F("name"), updated_at=timezone.now())
         reset_all()
         for server in servers:
-            _wait_until_it_answers(server.url + "/api/v1/health", server.process, server.log_path)
+            wait_until_answering(server.url + "/api/v1/health", server.process, server.log_path)
         yield servers
     finally:
         for server in servers:
             server.stop()  # their pooled connections close before the test database is flushed
-
-
-def _wait_until_it_answers(url: str, process: subprocess.Popen, log_path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(log_path.read_text()[-4000:]) from None
-            time.sleep(0.2)
 
 
 # --- what the tenants send ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import httpx
 import openai
@@ -19,60 +19,9 @@ from routerhub.demo_upstream import openai_prompt_tokens
 from routing.caches import reset_all
 from routing.models import BudgetLease, BudgetPeriod, Decision, GatewayExchange, Preset, Tenant
 from tests.fixtures.api import ROUTE, ApiClient
+from tests.fixtures.gateway import CHEAP, QUESTION, decision_json, price, ranking, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-QUESTION = [{"role": "user", "content": "What is the derivative of x**3 + 2x with respect to x?"}]
-CHEAP = "gemini-1.5-flash-002"  # 0.075 / 0.30 USD per million tokens in and out
-
-
-def usd(value) -> Decimal:
-    return Decimal(str(value)).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
-
-
-def price(name: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    llm = LLM.objects.get(name=name)
-    return usd(llm.expected_cost_usd(input_tokens=prompt_tokens, output_tokens=completion_tokens))
-
-
-def decision_json(gateway, key: str, decision_id: str) -> dict:
-    """The decision as GET /api/v1/route/{id} shows it once its call is metered (a JSON answer's record
-    is written while the answer goes out, so a client asking at once may still see it pending)."""
-
-    def shown():
-        response = httpx.get(f"{gateway.url}/api/v1/route/{decision_id}", headers={"Authorization": f"Bearer {key}"})
-        assert response.status_code == 200, response.text
-        record = response.json()
-        return record if record["call"]["status"] != "pending" else None
-
-    return wait_for(shown)
-
-
-def settled() -> None:
-    """Wait until no gateway call is still being metered (see decision_json)."""
-    wait_for(lambda: not Decision.objects.filter(call_status="pending").exists())
-
-
-def ranking(key: str, **options) -> list[str]:
-    """The LLMs routing ranks first for QUESTION with these options (the /api/v1/route answer of a
-    tenant of its own, so that the test's tenant spends nothing on it)."""
-    from routing.services.tenancy import api_key_create, tenant_create
-
-    tenant = Tenant.objects.filter(name="ranking").first() or tenant_create(name="ranking", budget_usd="100")
-    answer = ApiClient(api_key_create(tenant=tenant).secret).post(ROUTE, {"messages": QUESTION, **options}).json()
-    Decision.objects.filter(id=answer["decision_id"]).delete()  # the test counts only its own decisions
-    return [answer["llm"]["name"], *(a["name"] for a in answer["alternatives"])]
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
 
 # --- routing, direct names, headers and records --------------------------------------------------
 

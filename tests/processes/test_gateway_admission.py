@@ -5,8 +5,7 @@ and fields billed beyond token prices go only to LLMs that accept and price them
 from __future__ import annotations
 
 import json
-import time
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -17,20 +16,9 @@ from registry.tokens import count_tokens
 from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, Tenant
 from routing.prompt_text import MEDIA_PART_TOKENS
+from tests.fixtures.gateway import CHEAP, QUESTION, price, settled, usd
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-QUESTION = [{"role": "user", "content": "What is the derivative of x**3 + 2x with respect to x?"}]
-CHEAP = "gemini-1.5-flash-002"  # 0.075 / 0.30 USD per million tokens in and out
-
-
-def usd(value) -> Decimal:
-    return Decimal(str(value)).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
-
-
-def price(name: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    llm = LLM.objects.get(name=name)
-    return usd(llm.expected_cost_usd(input_tokens=prompt_tokens, output_tokens=completion_tokens))
 
 
 def post(gateway, key: str, body) -> httpx.Response:
@@ -42,13 +30,6 @@ def post(gateway, key: str, body) -> httpx.Response:
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         timeout=30,
     )
-
-
-def settled() -> None:
-    deadline = time.monotonic() + 10
-    while Decision.objects.filter(call_status="pending").exists():
-        assert time.monotonic() < deadline, "a gateway call was never metered"
-        time.sleep(0.05)
 
 
 def refused(response: httpx.Response, param: str, code: str | None = None) -> dict:

@@ -15,8 +15,8 @@ from django.db.models import Sum
 
 from routing.caches import reset_all
 from routing.models import Decision
+from tests.fixtures.gateway import QUESTION, ranking, settled, wait_for
 from tests.fixtures.scrape import label_values, samples, total
-from tests.processes.test_gateway import QUESTION, ranking, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

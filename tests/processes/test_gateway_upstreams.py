@@ -20,7 +20,7 @@ from registry.tokens import count_tokens
 from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision
 from tests.fakes.hostile_upstream import HostileUpstream, chunk, sse
-from tests.processes.test_gateway import CHEAP, QUESTION, decision_json, price, settled, wait_for
+from tests.fixtures.gateway import CHEAP, QUESTION, decision_json, price, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -311,7 +311,7 @@ def test_a_timeout_after_the_request_was_sent_is_charged_its_output_share(
 def test_a_timed_out_first_choice_is_charged_and_its_fallbacks_answer_added(
     gateway, gateway_llms, upstream, openai_client, tenant_and_key, settings
 ):
-    from tests.processes.test_gateway import ranking
+    from tests.fixtures.gateway import ranking
 
     tenant, key = tenant_and_key
     settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS = 0.5

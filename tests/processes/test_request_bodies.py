@@ -6,10 +6,8 @@ and closes the connection rather than taking in the rest."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -17,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.processes.workers import PROJECT_DIR, free_port, stop_process
+from tests.fixtures.web import serving_web
 
 pytestmark = [pytest.mark.slow]
 
@@ -45,34 +43,9 @@ def web_server(django_db_setup, django_db_blocker, tmp_path_factory):
 
     with django_db_blocker.unblock():
         database = connection.settings_dict["NAME"]
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "routerhub.settings",
-        "DATABASE_NAME": database,
-        "ROUTERHUB_EMBEDDER": "hashing",
-        "ROUTERHUB_WARM_UP": "0",
-        "WEB_CONCURRENCY": "1",
-        "ROUTERHUB_DB_POOL_MAX_SIZE": "2",
-    }
-    log = tmp_path_factory.mktemp("web") / "web.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            ["scripts/web.sh", "--port", str(port)], cwd=PROJECT_DIR, env=env, stdout=handle, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "/admin/login/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(log.read_text()[-4000:]) from None
-            time.sleep(0.2)
-    yield url
-    stop_process(process)
+    log_path = tmp_path_factory.mktemp("web") / "web.log"
+    with serving_web(database=database, log_path=log_path, ROUTERHUB_DB_POOL_MAX_SIZE="2") as url:
+        yield url
 
 
 @dataclass

@@ -4,50 +4,22 @@ database connection pool) serving the gateway, the route API and the admin with 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 
 import httpx
 import pytest
 from django.db import connection
 
-from tests.processes.workers import PROJECT_DIR, TEST_UPSTREAM_HOSTS, free_port, stop_process
+from tests.fixtures.web import serving_web
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
 def web_server(transactional_db, tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "routerhub.settings",
-        "DATABASE_NAME": connection.settings_dict["NAME"],
-        "ROUTERHUB_EMBEDDER": "hashing",
-        "ROUTERHUB_WARM_UP": "0",
-        "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": ",".join(TEST_UPSTREAM_HOSTS),
-        "WEB_CONCURRENCY": "1",
-        "ROUTERHUB_DB_POOL_MAX_SIZE": "4",
-    }
-    log = tmp_path / "web.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            ["scripts/web.sh", "--port", str(port)], cwd=PROJECT_DIR, env=env, stdout=handle, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "/admin/login/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(log.read_text()[-4000:]) from None
-            time.sleep(0.2)
-    yield url
-    stop_process(process)  # its pooled connections close before the test database is flushed
+    with serving_web(
+        database=connection.settings_dict["NAME"], log_path=tmp_path / "web.log", ROUTERHUB_DB_POOL_MAX_SIZE="4"
+    ) as url:
+        yield url
 
 
 def test_the_web_command_serves_gateway_api_and_admin(web_server, gateway_llms, upstream, tenant_and_key):

@@ -12,42 +12,41 @@ import pytest
 from registry import remote_embeddings
 from registry.embedders import HashingEmbedder, RemoteEmbedder
 from registry.remote_embeddings import EmbedderUnavailable
-from tests.fakes.fake_embeddings import FakeEmbeddings
+from tests.fixtures.embedder_service import EMBEDDER_MODEL
 
 TEXTS = ["What is the derivative of x squared?", "Which court decided Marbury v. Madison?", ""]
 
 
-@pytest.fixture
-def fake():
-    with FakeEmbeddings(model="fake-minilm") as server:
-        yield server
+def remote(embedder_service, **options) -> RemoteEmbedder:
+    return RemoteEmbedder(
+        **{"url": embedder_service.url, "model": EMBEDDER_MODEL, "api_key": "", "timeout": 5.0, **options}
+    )
 
 
-def remote(fake, **options) -> RemoteEmbedder:
-    return RemoteEmbedder(**{"url": fake.url, "model": "fake-minilm", "api_key": "", "timeout": 5.0, **options})
-
-
-def test_it_sends_the_model_and_texts_and_returns_the_services_vectors_normalised(fake):
-    vectors = remote(fake, api_key="sk-embed-123").embed(TEXTS)
+def test_it_sends_the_model_and_texts_and_returns_the_services_vectors_normalised(embedder_service):
+    vectors = remote(embedder_service, api_key="sk-embed-123").embed(TEXTS)
     np.testing.assert_allclose(vectors, HashingEmbedder().embed(TEXTS), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    (request,) = fake.requests
+    (request,) = embedder_service.requests
     assert request["path"] == "/v1/embeddings"
     assert request["body"]["model"] == "fake-minilm" and request["body"]["encoding_format"] == "float"
     assert sorted(request["body"]["input"]) == sorted(TEXTS)
     assert request["authorization"] == "Bearer sk-embed-123"
 
 
-def test_no_key_sends_no_authorization_and_a_full_endpoint_url_is_taken_as_it_is(fake):
-    remote(fake, url=fake.url + "/embeddings/").embed_one("hello")
-    assert fake.requests[0]["authorization"] is None and fake.requests[0]["path"] == "/v1/embeddings"
+def test_no_key_sends_no_authorization_and_a_full_endpoint_url_is_taken_as_it_is(embedder_service):
+    remote(embedder_service, url=embedder_service.url + "/embeddings/").embed_one("hello")
+    assert (
+        embedder_service.requests[0]["authorization"] is None
+        and embedder_service.requests[0]["path"] == "/v1/embeddings"
+    )
 
 
-def test_many_texts_go_in_calls_of_at_most_32_and_each_vector_stays_with_its_text(fake):
+def test_many_texts_go_in_calls_of_at_most_32_and_each_vector_stays_with_its_text(embedder_service):
     texts = [f"question number {i} about topic {i % 7}" for i in range(70)]
-    fake.shuffle = True  # answers in reverse order, each with its index
-    vectors = remote(fake).embed(texts)
-    assert [len(r["body"]["input"]) for r in fake.requests] == [32, 32, 6]
+    embedder_service.shuffle = True  # answers in reverse order, each with its index
+    vectors = remote(embedder_service).embed(texts)
+    assert [len(r["body"]["input"]) for r in embedder_service.requests] == [32, 32, 6]
     np.testing.assert_allclose(vectors, HashingEmbedder().embed(texts), atol=1e-6)
 
 
@@ -61,10 +60,10 @@ def test_fingerprint_names_the_service_model_and_the_stored_width():
     }
 
 
-def test_a_service_that_answers_too_late_is_unavailable_and_not_waited_for_again_at_once(fake, monkeypatch):
+def test_a_service_that_answers_too_late_is_unavailable_and_not_waited_for_again_at_once(embedder_service, monkeypatch):
     monkeypatch.setattr(remote_embeddings, "PAUSE_AFTER_FAILURE_SECONDS", 0.5)
-    embedder = remote(fake, timeout=0.2)
-    fake.delay = 1.0
+    embedder = remote(embedder_service, timeout=0.2)
+    embedder_service.delay = 1.0
     started = time.monotonic()
     with pytest.raises(EmbedderUnavailable) as failure:
         embedder.embed_one("slow")
@@ -74,8 +73,8 @@ def test_a_service_that_answers_too_late_is_unavailable_and_not_waited_for_again
     started = time.monotonic()
     with pytest.raises(EmbedderUnavailable, match=r"no answer within 0.2 s \(not tried again for 0.5 s"):
         embedder.embed_one("again")
-    assert time.monotonic() - started < 0.1 and len(fake.requests) == 1
-    fake.delay = 0.0
+    assert time.monotonic() - started < 0.1 and len(embedder_service.requests) == 1
+    embedder_service.delay = 0.0
     time.sleep(0.5)
     np.testing.assert_allclose(embedder.embed_one("back"), HashingEmbedder().embed_one("back"), atol=1e-6)
 
@@ -90,17 +89,17 @@ def test_a_service_that_cannot_be_reached_is_unavailable():
     assert failure.value.reason == "cannot connect" and f"127.0.0.1:{port}/v1/embeddings" in failure.value.detail
 
 
-def test_vectors_of_another_width_are_refused(fake):
-    fake.dimensions = 768
+def test_vectors_of_another_width_are_refused(embedder_service):
+    embedder_service.dimensions = 768
     with pytest.raises(EmbedderUnavailable) as failure:
-        remote(fake).embed(TEXTS)
+        remote(embedder_service).embed(TEXTS)
     assert failure.value.reason == "its answer is unusable: 768-dimensional vectors; routerhub stores 384"
 
 
-def test_vectors_of_another_model_are_refused(fake):
-    fake.answer_model = "BAAI/bge-small-en-v1.5"
+def test_vectors_of_another_model_are_refused(embedder_service):
+    embedder_service.answer_model = "BAAI/bge-small-en-v1.5"
     with pytest.raises(EmbedderUnavailable) as failure:
-        remote(fake).embed_one("hello")
+        remote(embedder_service).embed_one("hello")
     assert failure.value.reason == (
         "its answer is unusable: it was made by model 'BAAI/bge-small-en-v1.5', not 'fake-minilm'"
     )
@@ -123,28 +122,30 @@ def test_vectors_of_another_model_are_refused(fake):
         ),
     ],
 )
-def test_answers_that_are_not_one_vector_per_text_are_refused(fake, body, what):
-    fake.body = body
+def test_answers_that_are_not_one_vector_per_text_are_refused(embedder_service, body, what):
+    embedder_service.body = body
     with pytest.raises(EmbedderUnavailable) as failure:
-        remote(fake).embed(TEXTS)
+        remote(embedder_service).embed(TEXTS)
     assert failure.value.reason == f"its answer is unusable: {what}"
 
 
-def test_zero_or_non_finite_vectors_are_refused(fake):
-    fake.embed = lambda texts: np.where(np.arange(384) == 0, np.nan, 0.1) * np.ones((len(texts), 1))
+def test_zero_or_non_finite_vectors_are_refused(embedder_service):
+    embedder_service.embed = lambda texts: np.where(np.arange(384) == 0, np.nan, 0.1) * np.ones((len(texts), 1))
     with pytest.raises(EmbedderUnavailable, match="a vector is zero or not finite"):
-        remote(fake).embed_one("hello")
-    fake.embed = lambda texts: np.zeros((len(texts), 384))
+        remote(embedder_service).embed_one("hello")
+    embedder_service.embed = lambda texts: np.zeros((len(texts), 384))
     with pytest.raises(EmbedderUnavailable, match="a vector is zero or not finite"):
-        remote(fake).embed_one("hello")
+        remote(embedder_service).embed_one("hello")
 
 
-def test_an_error_status_is_reported_without_the_address_to_clients_and_without_the_key_anywhere(fake):
-    fake.status, fake.body = 401, '{"error": "bad key sk-embed-secret"}'
+def test_an_error_status_is_reported_without_the_address_to_clients_and_without_the_key_anywhere(embedder_service):
+    embedder_service.status, embedder_service.body = 401, '{"error": "bad key sk-embed-secret"}'
     with pytest.raises(EmbedderUnavailable) as failure:
-        remote(fake, api_key="sk-embed-secret").embed_one("hello")
+        remote(embedder_service, api_key="sk-embed-secret").embed_one("hello")
     assert str(failure.value) == "The embedder remote:fake-minilm is unavailable: it answered HTTP 401."
-    assert failure.value.detail == f"{fake.url}/embeddings answered HTTP 401: " + '{"error": "bad key [key]"}'
+    assert (
+        failure.value.detail == f"{embedder_service.url}/embeddings answered HTTP 401: " + '{"error": "bad key [key]"}'
+    )
 
 
 def test_an_address_with_credentials_is_shown_without_them():
@@ -154,10 +155,10 @@ def test_an_address_with_credentials_is_shown_without_them():
     )
 
 
-def test_an_oversized_answer_is_not_read_to_its_end(fake, monkeypatch):
+def test_an_oversized_answer_is_not_read_to_its_end(embedder_service, monkeypatch):
     monkeypatch.setattr(remote_embeddings, "MAX_ANSWER_BYTES", 1_000)
     with pytest.raises(EmbedderUnavailable, match="its answer is too large"):
-        remote(fake).embed(TEXTS)
+        remote(embedder_service).embed(TEXTS)
 
 
 # --- start-up checks of the settings ---------------------------------------------------------------
