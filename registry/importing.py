@@ -343,28 +343,30 @@ def _copy_update_prompts(prompts: list[Prompt], progress: Callable[[int, int], N
         cursor.execute(
             f"CREATE TEMPORARY TABLE prompt_updates ON COMMIT DROP AS SELECT id, {', '.join(columns)} FROM {table} WITH NO DATA"
         )
-        with cursor.cursor.copy(f"COPY prompt_updates (id, {', '.join(columns)}) FROM STDIN") as copy:
-            for done, p in enumerate(prompts, start=1):
-                copy.write_row(
-                    (
-                        p.id,
-                        p.text,
-                        p.category,
-                        p.answer,
-                        p.split,
-                        json.dumps(p.metadata),
-                        p.text_sha256,
-                        _vector_text(p.embedding),
-                        p.embedder,
-                        p.updated_at,
-                    )
-                )
-                if done % 1000 == 0 or done == len(prompts):
-                    progress(done, len(prompts))
+        _copy(cursor, "prompt_updates", ["id", *columns], prompts, progress)
         cursor.execute(
             f"UPDATE {table} AS p SET {', '.join(f'{c} = u.{c}' for c in columns)} FROM prompt_updates AS u WHERE p.id = u.id"
         )
         cursor.execute("DROP TABLE prompt_updates")
+
+
+def _copy(cursor, table: str, columns: list[str], prompts: list[Prompt], progress: Callable[[int, int], None]) -> None:
+    """COPY the prompts' ``columns`` into ``table``, saying progress every 1,000 rows and at the end."""
+    with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for done, prompt in enumerate(prompts, start=1):
+            copy.write_row([_copy_value(prompt, column) for column in columns])
+            if done % 1000 == 0 or done == len(prompts):
+                progress(done, len(prompts))
+
+
+def _copy_value(prompt: Prompt, column: str):
+    """A prompt's value for COPY: JSON and vectors in PostgreSQL's text forms, the rest as psycopg adapts it."""
+    value = getattr(prompt, column)
+    if column == "metadata":
+        return json.dumps(value)
+    if column == "embedding":
+        return _vector_text(value)
+    return value
 
 
 def _vector_text(vector) -> str | None:
@@ -409,28 +411,12 @@ def _copy_prompts(prompts: list[Prompt], progress: Callable[[int, int], None]) -
     """Insert new prompts with COPY, the vectors in pgvector's text form: bulk_create's time goes to
     formatting vectors and parsing one huge INSERT (benchmarks/results/measurements.md, *Importer*)."""
     now = timezone.now()
-    columns = "prompt_set_id, external_id, text, category, answer, split, metadata, text_sha256, embedding, embedder, created_at, updated_at"
+    for prompt in prompts:
+        prompt.created_at = prompt.updated_at = now
+    columns = ["prompt_set_id", "external_id", "text", "category", "answer", "split", "metadata", "text_sha256"]
+    columns += ["embedding", "embedder", "created_at", "updated_at"]
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {Prompt._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for done, p in enumerate(prompts, start=1):
-                copy.write_row(
-                    (
-                        p.prompt_set_id,
-                        p.external_id,
-                        p.text,
-                        p.category,
-                        p.answer,
-                        p.split,
-                        json.dumps(p.metadata),
-                        p.text_sha256,
-                        _vector_text(p.embedding),
-                        p.embedder,
-                        now,
-                        now,
-                    )
-                )
-                if done % 1000 == 0 or done == len(prompts):
-                    progress(done, len(prompts))
+        _copy(cursor, Prompt._meta.db_table, columns, prompts, progress)
 
 
 def _upsert_llms(data: RoutingData, summary: ImportSummary, *, update_llms: bool) -> dict[str, int]:

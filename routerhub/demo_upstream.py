@@ -119,6 +119,46 @@ def demo_answers(directory: Path) -> Answer:
     return answer
 
 
+class ServedInThread:
+    """An ASGI application served by uvicorn on 127.0.0.1 (``port``, or a free one) in a daemon thread of
+    this process; ``options`` go to ``uvicorn.Config`` (no lifespan unless they say so)."""
+
+    def __init__(self, app, *, name: str, port: int = 0, **options) -> None:
+        import uvicorn
+
+        if not port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        self.name, self.port = name, port
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{"lifespan": "off", **options}))
+        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
+
+    def start(self, *, timeout: float = 10) -> ServedInThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"{self.name} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, *, force: bool = False, timeout: float = 10) -> None:
+        """Stop serving; ``force``: without waiting for connections still open."""
+        self.server.should_exit = True
+        self.server.force_exit = force
+        self.thread.join(timeout=timeout)
+
+
+async def _left_within(disconnected: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the client leaves meanwhile: whether it left."""
+    try:
+        await asyncio.wait_for(disconnected.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 class FakeUpstream:
     """An ASGI app (run by uvicorn in a thread, or by ``python -m routerhub.demo_upstream``)."""
 
@@ -138,8 +178,7 @@ class FakeUpstream:
         self.models = models or []
         self.calls: list[Call] = []
         self._counts: dict[str, int] = {}
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._served: ServedInThread | None = None
         self.port: int | None = None
 
     @property
@@ -149,11 +188,6 @@ class FakeUpstream:
     # --- ASGI -----------------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         path, method = scope["path"], scope["method"]
         if method == "GET" and path.rstrip("/").endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "demo"} for m in self.models]
@@ -185,13 +219,9 @@ class FakeUpstream:
             watcher.cancel()
 
     async def _answer(self, send, body, model, behaviour, number, call, disconnected):
-        if behaviour.latency_seconds:
-            try:
-                await asyncio.wait_for(disconnected.wait(), behaviour.latency_seconds)
-                call.ended = "disconnected"
-                return
-            except TimeoutError:
-                pass
+        if behaviour.latency_seconds and await _left_within(disconnected, behaviour.latency_seconds):
+            call.ended = "disconnected"
+            return
         if behaviour.redirect_to:
             call.status = 307
             return await _json(send, 307, {"moved": behaviour.redirect_to}, {"location": behaviour.redirect_to})
@@ -247,13 +277,9 @@ class FakeUpstream:
             if behaviour.drop_after_chunks is not None and i >= behaviour.drop_after_chunks:
                 call.ended = "dropped"
                 raise ConnectionAbortedError("the fake drops this stream")  # uvicorn closes the connection
-            if i and behaviour.chunk_delay_seconds:
-                try:
-                    await asyncio.wait_for(disconnected.wait(), behaviour.chunk_delay_seconds)
-                    call.ended = "disconnected"
-                    return
-                except TimeoutError:
-                    pass
+            if i and behaviour.chunk_delay_seconds and await _left_within(disconnected, behaviour.chunk_delay_seconds):
+                call.ended = "disconnected"
+                return
             await send(
                 {
                     "type": "http.response.body",
@@ -268,28 +294,13 @@ class FakeUpstream:
     # --- running it -----------------------------------------------------------------------------
 
     def start(self, port: int = 0) -> FakeUpstream:
-        import uvicorn
-
-        if not port:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-        self.port = port
-        config = uvicorn.Config(self, host="127.0.0.1", port=port, log_level="error", lifespan="off", backlog=2048)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-upstream", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake upstream did not start")
-            time.sleep(0.01)
+        self._served = ServedInThread(self, name="fake-upstream", port=port, log_level="error", backlog=2048).start()
+        self.port = self._served.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._served is not None:
+            self._served.stop()
 
     def __enter__(self) -> FakeUpstream:
         return self.start()

@@ -92,42 +92,43 @@ def _pick(host: str, addresses: list[str]) -> str:
     return checked[0]
 
 
-def _cached(host: str, port: int) -> str | None:
+def _known(host: str, port: int) -> str | None:
+    """The IP for ``host`` without a DNS lookup — a literal address, or one resolved lately — or None."""
+    ip = literal_ip(host)
+    if ip is not None:
+        return _pick(host, [str(ip)])
     hit = _resolved.get((host, port))
     if hit is not None and hit[1] > time.monotonic():
         return hit[0]
     return None
 
 
+def _chosen(host: str, port: int, infos: list) -> str:
+    """The IP picked from a DNS lookup's answers (``getaddrinfo``), remembered for a while."""
+    chosen = _pick(host, [info[4][0] for info in infos])
+    _resolved.set((host, port), (chosen, time.monotonic() + RESOLVE_CACHE_SECONDS))
+    return chosen
+
+
 def resolve_checked(host: str, port: int) -> str:
     """The IP to connect to for ``host`` (blocking DNS lookup; see :func:`aresolve_checked`)."""
-    ip = literal_ip(host)
-    if ip is not None:
-        return _pick(host, [str(ip)])
-    hit = _cached(host, port)
-    if hit is not None:
-        return hit
+    known = _known(host, port)
+    if known is not None:
+        return known
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectionError(f"cannot resolve {host}: {exc}") from exc
-    chosen = _pick(host, [info[4][0] for info in infos])
-    _resolved.set((host, port), (chosen, time.monotonic() + RESOLVE_CACHE_SECONDS))
-    return chosen
+    return _chosen(host, port, infos)
 
 
 async def aresolve_checked(host: str, port: int) -> str:
     """:func:`resolve_checked` without blocking the event loop."""
-    ip = literal_ip(host)
-    if ip is not None:
-        return _pick(host, [str(ip)])
-    hit = _cached(host, port)
-    if hit is not None:
-        return hit
+    known = _known(host, port)
+    if known is not None:
+        return known
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectionError(f"cannot resolve {host}: {exc}") from exc
-    chosen = _pick(host, [info[4][0] for info in infos])
-    _resolved.set((host, port), (chosen, time.monotonic() + RESOLVE_CACHE_SECONDS))
-    return chosen
+    return _chosen(host, port, infos)

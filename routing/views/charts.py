@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
@@ -263,6 +264,27 @@ def _legend(frame: _Frame, entries: list[tuple[str, str, str]]) -> None:
             mark = f'<line x1="{x}" x2="{x + 14}" y1="{y - 4}" y2="{y - 4}" stroke="{stroke}" stroke-width="2"{dash}/>'
         frame.parts.append(f'{mark}<text x="{x + 18}" y="{y}" fill="#333">{escape(name)}</text>')
         x += 26 + 6.5 * len(name)
+
+
+def day_label(day: date) -> str:
+    return day.strftime("%d %b")
+
+
+def daily_chart(
+    days: Sequence[date], name: str, values: Sequence[float], *, title: str, summary: str, shown: Format, axis: Format
+) -> Chart:
+    """One bar a day for one series, with the data table giving each day's value as ``shown`` writes it."""
+    labels = [day_label(d) for d in days]
+    return bar_chart(
+        labels,
+        [(name, values)],
+        title=title,
+        summary=summary,
+        y_format=axis,
+        label_every=5,
+        table_head=("day", name),
+        table_rows=tuple(zip(labels, map(shown, values))),
+    )
 
 
 def bar_chart(

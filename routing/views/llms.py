@@ -124,26 +124,23 @@ def _profile_context(loaded, llm: LLM, lam: float) -> dict:
 def _traffic_charts(days, daily: dict) -> tuple[charts.Chart, charts.Chart]:
     requests = [daily[(d,)].requests if (d,) in daily else 0 for d in days]
     spend = [float(daily[(d,)].spent_usd) if (d,) in daily else 0.0 for d in days]
-    labels = [d.strftime("%d %b") for d in days]
     return (
-        charts.bar_chart(
-            labels,
-            [("requests", requests)],
+        charts.daily_chart(
+            days,
+            "requests",
+            requests,
             title="Requests per day",
             summary=f"{count(sum(requests))} requests routed here in the last {len(days)} days.",
-            y_format=count,
-            label_every=5,
-            table_head=("day", "requests"),
-            table_rows=tuple(zip(labels, map(count, requests))),
+            shown=count,
+            axis=count,
         ),
-        charts.bar_chart(
-            labels,
-            [("spend", spend)],
+        charts.daily_chart(
+            days,
+            "spend",
+            spend,
             title="Spend per day (USD)",
             summary=f"{usd(sum(spend))} spent here in the last {len(days)} days.",
-            y_format=usd_axis,
-            label_every=5,
-            table_head=("day", "spend"),
-            table_rows=tuple(zip(labels, map(usd, spend))),
+            shown=usd,
+            axis=usd_axis,
         ),
     )

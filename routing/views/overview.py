@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.shortcuts import render
 from django.utils import timezone
@@ -55,41 +55,35 @@ def overview(request):
     return render(request, "dashboard/overview.html", context)
 
 
-def _label(d: date) -> str:
-    return d.strftime("%d %b")
-
-
 def _requests_chart(days, rows) -> charts.Chart:
     values = [r.requests if r else 0 for r in rows]
     busiest = max(range(len(days)), key=lambda i: values[i])
-    return charts.bar_chart(
-        [_label(d) for d in days],
-        [("requests", values)],
+    return charts.daily_chart(
+        days,
+        "requests",
+        values,
         title="Requests per day",
         summary=(
             f"{count(sum(values))} requests in the last {len(days)} days; the busiest day was "
-            f"{_label(days[busiest])} with {count(values[busiest])}."
+            f"{charts.day_label(days[busiest])} with {count(values[busiest])}."
             if sum(values)
             else f"No requests in the last {len(days)} days."
         ),
-        y_format=lambda v: count(v),
-        label_every=5,
-        table_head=("day", "requests"),
-        table_rows=tuple((_label(d), count(v)) for d, v in zip(days, values)),
+        shown=count,
+        axis=count,
     )
 
 
 def _spend_chart(days, rows) -> charts.Chart:
     values = [float(r.spent_usd) if r else 0.0 for r in rows]
-    return charts.bar_chart(
-        [_label(d) for d in days],
-        [("spend", values)],
+    return charts.daily_chart(
+        days,
+        "spend",
+        values,
         title="Spend per day (USD)",
         summary=f"{usd(sum(values))} spent in the last {len(days)} days, {usd(sum(values) / len(days))} a day on average.",
-        y_format=usd_axis,
-        label_every=5,
-        table_head=("day", "spend"),
-        table_rows=tuple((_label(d), usd(v)) for d, v in zip(days, values)),
+        shown=usd,
+        axis=usd_axis,
     )
 
 
@@ -104,7 +98,7 @@ def _quality_chart(days, rows) -> charts.Chart:
             if points
             else "No requests, so no predicted quality, in the last 30 days."
         ),
-        x_format=lambda v: _label(days[min(max(int(round(v)), 0), len(days) - 1)]),
+        x_format=lambda v: charts.day_label(days[min(max(int(round(v)), 0), len(days) - 1)]),
         x_ticks=list(range(0, len(days), 5)),
         x_range=(0, len(days) - 1),
         y_range=(0.0, 1.0),
@@ -112,7 +106,7 @@ def _quality_chart(days, rows) -> charts.Chart:
         legend=False,
         height=220,
         table_head=("day", "mean predicted quality"),
-        table_rows=tuple((_label(days[i]), quality(q)) for i, q in points),
+        table_rows=tuple((charts.day_label(days[i]), quality(q)) for i, q in points),
     )
 
 
@@ -153,7 +147,7 @@ def _refusals_chart(days, rows, rejected: dict) -> charts.Chart:
     refused = [rejected.get(d, 0) for d in days]
     fallbacks = [r.fallbacks if r else 0 for r in rows]
     return charts.bar_chart(
-        [_label(d) for d in days],
+        [charts.day_label(d) for d in days],
         [("refused (402)", refused), ("routed to the cheapest LLM (budget spent)", fallbacks)],
         title="Requests refused with 402, and budget fallbacks, per day",
         summary=(
@@ -164,7 +158,7 @@ def _refusals_chart(days, rows, rejected: dict) -> charts.Chart:
         label_every=5,
         height=200,
         table_head=("day", "refused (402)", "budget fallbacks"),
-        table_rows=tuple((_label(d), count(a), count(b)) for d, a, b in zip(days, refused, fallbacks)),
+        table_rows=tuple((charts.day_label(d), count(a), count(b)) for d, a, b in zip(days, refused, fallbacks)),
     )
 
 
@@ -195,13 +189,13 @@ def _pace_chart(pace: BudgetPace, now: datetime) -> charts.Chart:
         series,
         title=f"Budget of {pace.tenant}",
         summary=pace_sentence(pace),
-        x_format=lambda v: _label((start + timedelta(days=v)).date()),
+        x_format=lambda v: charts.day_label((start + timedelta(days=v)).date()),
         y_format=usd_axis,
         y_from_zero=True,
         width=420,
         height=190,
         table_head=("day", "spent by the end of the day"),
-        table_rows=tuple((_label(d), usd(v)) for d, v in pace.cumulative),
+        table_rows=tuple((charts.day_label(d), usd(v)) for d, v in pace.cumulative),
     )
 
 

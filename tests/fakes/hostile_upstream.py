@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from routerhub.demo_upstream import ServedInThread
 
 
 @dataclass
@@ -101,8 +100,7 @@ class HostileUpstream:
         self.scripts = dict(scripts or {})
         self.calls: list[Call] = []
         self.port: int | None = None
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._served: ServedInThread | None = None
 
     @property
     def url(self) -> str:
@@ -139,27 +137,13 @@ class HostileUpstream:
             watcher.cancel()
 
     def start(self) -> HostileUpstream:
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="hostile-upstream", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the hostile upstream did not start")
-            time.sleep(0.01)
+        self._served = ServedInThread(self, name="hostile-upstream", log_level="critical").start()
+        self.port = self._served.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-            self._thread.join(timeout=10)
+        if self._served is not None:
+            self._served.stop(force=True)
 
     def __enter__(self) -> HostileUpstream:
         return self.start()

@@ -161,11 +161,6 @@ class LedgerUpstream:
         self._counter: ProcessPoolExecutor | None = None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         if scope["method"] == "GET" and scope["path"].rstrip("/").endswith("/ledger"):
             calls = [asdict(call) for call in self.calls]
             return await _send_json(send, 200, {"in_progress": self.in_progress, "calls": calls})

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.models import EvaluationRun
-from registry.models import LLM
 from tests.fixtures.api import ApiClient
+from tests.fixtures.dashboard import dashboard_pages, evaluation_run
 
 SCREENSHOTS = Path(os.environ.get("ROUTERHUB_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 CHROMIUM = os.environ.get("ROUTERHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,41 +49,8 @@ def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     _, tiny_key = make_tenant(name="tiny", budget_usd="0.000001")
     assert ApiClient(tiny_key).route("What is 2 + 2?").status_code == 402
-    run = EvaluationRun.objects.create(
-        prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id,
-        strategies=["zero", "knn"],
-        trials=2,
-        seed=0,
-        cost="price",
-        embedder="hashing",
-        results={
-            "methods": {
-                "zero": {"area": 0.55, "gain_vs_zero": 0.0, "gain_vs_zero_se": 0.0},
-                "knn": {"area": 0.57, "gain_vs_zero": 0.02, "gain_vs_zero_se": 0.005},
-            },
-            "per_trial_area": {"zero": [0.5, 0.6], "knn": [0.52, 0.63]},
-            "curves": {
-                "trial": 0,
-                "methods": {
-                    "zero": {"cost": [0.1, 1.0], "quality": [0.4, 0.6]},
-                    "knn": {"cost": [0.1, 0.5], "quality": [0.45, 0.62]},
-                },
-                "single_llms": {"a": {"cost": 0.1, "quality": 0.4}, "b": {"cost": 1.0, "quality": 0.6}},
-            },
-        },
-    )
-    llm = LLM.objects.get(id=site.tenant_a.decisions.first().llm_id)
-    pages = {
-        "overview": "/",
-        "router": "/router/",
-        "llms": "/llms/",
-        "llm": f"/llms/{llm.id}/",
-        "evaluations": "/evaluations/",
-        "evaluation": f"/evaluations/{run.id}/",
-        "decisions": "/decisions/",
-        "decision": f"/decisions/{site.decisions_a[0]}/",
-        "try": "/try/",
-    }
+    run = evaluation_run(prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id)
+    pages = dashboard_pages(site, llm_id=site.tenant_a.decisions.first().llm_id, run=run)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -3,13 +3,11 @@
 import pytest
 from django.core.management import call_command
 
-from registry.importing import dataset_import
-from registry.models import PromptSet
 from routing.caches import reset_all
 from routing.models import Job, RoutingState
 from routing.strategies import STRATEGIES
 from tests.fixtures.api import ApiClient
-from tests.fixtures.slices import write_slice
+from tests.fixtures.slices import imported_slice, write_slice
 
 pytestmark = pytest.mark.django_db
 
@@ -21,9 +19,7 @@ def slice_files(tmp_path_factory):
 
 @pytest.fixture
 def prompt_set(slice_files):
-    dataset_import(directory=slice_files, name="slice", say=lambda _: None)
-    reset_all()
-    yield PromptSet.objects.get(name="slice")
+    yield imported_slice(slice_files)
     reset_all()
 
 

@@ -7,14 +7,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 
-from registry.importing import dataset_import
-from registry.models import LLM, Outcome, Prompt, PromptSet
+from registry.models import LLM, Outcome, Prompt
 from registry.services import llm_register, llms_set_active
 from routing.caches import reset_all
 from routing.models import Job, LLMProfile, RoutingState, StateCentroid
 from routing.selectors import routers
 from routing.services.state import llm_profile, routing_state_activate, routing_state_fit
-from tests.fixtures.slices import write_slice
+from tests.fixtures.slices import imported_slice, write_slice
 
 pytestmark = pytest.mark.django_db
 
@@ -26,9 +25,7 @@ def slice_files(tmp_path_factory):
 
 @pytest.fixture
 def prompt_set(slice_files):
-    dataset_import(directory=slice_files, name="slice", say=lambda _: None)
-    reset_all()
-    yield PromptSet.objects.get(name="slice")
+    yield imported_slice(slice_files)
     reset_all()
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from django.db.models import Sum
 
-from evaluation.models import EvaluationRun
 from registry.models import LLM
 from routing.models import BudgetPeriod, Decision
 from routing.selectors.clusters import cluster_map
@@ -18,7 +17,7 @@ from routing.selectors.decisions import DecisionStatus, decision_page
 from routing.selectors.routers import active_router
 from routing.views.formatting import quality, usd
 from tests.fixtures.api import ApiClient
-from tests.fixtures.dashboard import staff_user
+from tests.fixtures.dashboard import evaluation_run, staff_user
 
 pytestmark = pytest.mark.django_db
 
@@ -102,29 +101,7 @@ def test_llm_list_shows_each_llm_with_its_profile_and_traffic(site):
 
 
 def test_evaluation_run_page_shows_curves_and_paired_differences(site):
-    run = EvaluationRun.objects.create(
-        prompt_set_id=active_router().prompt_set_id,
-        strategies=["zero", "knn"],
-        trials=3,
-        seed=0,
-        cost="price",
-        embedder="hashing",
-        results={
-            "methods": {
-                "zero": {"area": 0.55, "area_se": 0.03, "gain_vs_zero": 0.0, "gain_vs_zero_se": 0.0},
-                "knn": {"area": 0.57, "area_se": 0.03, "gain_vs_zero": 0.02, "gain_vs_zero_se": 0.0058},
-            },
-            "per_trial_area": {"zero": [0.5, 0.6, 0.55], "knn": [0.52, 0.63, 0.56]},
-            "curves": {
-                "trial": 0,
-                "methods": {
-                    "zero": {"cost": [0.1, 1.0], "quality": [0.4, 0.6]},
-                    "knn": {"cost": [0.1, 0.5], "quality": [0.45, 0.62]},
-                },
-                "single_llms": {"a": {"cost": 0.1, "quality": 0.4}, "b": {"cost": 1.0, "quality": 0.6}},
-            },
-        },
-    )
+    run = evaluation_run(prompt_set_id=active_router().prompt_set_id)
     listing = text_of(site.clients["staff"].get("/evaluations/"))
     assert f'href="/evaluations/{run.id}/"' in listing and "knn (0.570)" in listing
     html = text_of(site.clients["staff"].get(f"/evaluations/{run.id}/"))

@@ -5,36 +5,16 @@ import json
 
 import pytest
 
-from evaluation.models import EvaluationRun
 from registry.models import LLM
 from routing.models import Decision
-from tests.fixtures.dashboard import login, staff_user
+from tests.fixtures.dashboard import dashboard_pages, evaluation_run, login, staff_user
 
 pytestmark = pytest.mark.django_db
 
 
 def pages(site) -> dict[str, str]:
-    llm = LLM.objects.get(name="gemini-1.5-flash-002")
-    run = EvaluationRun.objects.create(
-        prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id,
-        strategies=["zero"],
-        trials=1,
-        seed=0,
-        cost="price",
-        embedder="hashing",
-        results={"methods": {"zero": {"area": 0.5}}},
-    )
-    return {
-        "overview": "/",
-        "router": "/router/",
-        "llms": "/llms/",
-        "llm": f"/llms/{llm.id}/",
-        "evaluations": "/evaluations/",
-        "evaluation": f"/evaluations/{run.id}/",
-        "decisions": "/decisions/",
-        "decision_a": f"/decisions/{site.decisions_a[0]}/",
-        "try": "/try/",
-    }
+    run = evaluation_run(prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id)
+    return dashboard_pages(site, llm_id=LLM.objects.get(name="gemini-1.5-flash-002").id, run=run)
 
 
 # What each role gets on each page: an HTTP status.
