@@ -146,6 +146,8 @@ def start_server(
         # One key sends every request: the per-key rate limit (6,000/min by default) would cap the
         # throughput measured here, which is routing's, not the limit's.
         "ROUTERHUB_THROTTLE_API_KEY": os.environ.get("ROUTERHUB_THROTTLE_API_KEY", ""),
+        # What routerhub/asgi.py sets for uvicorn's workers, for gunicorn's too: single-threaded BLAS.
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
     }
     if torch_threads:
         env["ROUTERHUB_EMBED_THREADS"] = str(torch_threads)

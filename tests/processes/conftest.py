@@ -11,8 +11,8 @@ from django.core.servers.basehttp import ThreadedWSGIServer
 from routing.caches import reset_all
 
 # The live server (Django's ThreadedWSGIServer) listens with socketserver's backlog of 5: a burst of
-# 60 simultaneous connections overflows it and the kernel resets some. Production runs gunicorn
-# (backlog 2048); give the test server a real backlog too. Set at import, before any live server
+# 60 simultaneous connections overflows it and the kernel resets some. The web server of
+# scripts/web.sh listens with a backlog of 2048; give the test server a real backlog too. Set at import, before any live server
 # of the session starts.
 ThreadedWSGIServer.request_queue_size = 256
 
