@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 
 from routing.exceptions import BudgetExhausted
-from routing.models import Decision, Tenant
+from routing.models import ApiKey, Decision, Tenant
 from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
 from routing.selectors.budgets import BudgetStatus, refreshed
@@ -70,6 +70,15 @@ class RouteResult:
     leased: LeasedCall | None = None
 
 
+@dataclass(frozen=True)
+class DecisionContext:
+    """Who asked and what: everything a decision row records besides the scoring and the budget."""
+
+    tenant: Tenant
+    api_key: ApiKey | None
+    request: RouteRequest
+
+
 # What is done with the leases a call took out of this process's book to give back (too old, or too
 # small for it): ``return_leases`` in the calling thread, or the gateway's writer thread.
 GiveBack = Callable[[list[Lease]], object]
@@ -89,7 +98,8 @@ def route_create(
     scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
     choice = scoring.select(scoring.max_cost)
     routed = time.perf_counter()
-    result = _decide(scoring, choice, status, give_back=give_back, tenant=tenant, api_key=api_key, request=request)
+    context = DecisionContext(tenant=tenant, api_key=api_key, request=request)
+    result = _decide(scoring, choice, status, context, give_back=give_back)
     result.embed_ms, result.route_ms = (embedded - started) * 1e3, (routed - embedded) * 1e3
     result.budget_ms = (time.perf_counter() - routed) * 1e3
     result.embedding_cached = cached
@@ -103,21 +113,24 @@ def direct_create(
     """Reserve and record a call to the LLM the client named (the gateway's direct model names)."""
     scoring = direct_scoring(llm, request=request)
     status = budgets.budget_status_current(tenant=tenant)
-    return _decide(scoring, 0, status, give_back=give_back, tenant=tenant, api_key=api_key, request=request)
+    context = DecisionContext(tenant=tenant, api_key=api_key, request=request)
+    return _decide(scoring, 0, status, context, give_back=give_back)
 
 
-def _decide(scoring: Scoring, choice: int, status: BudgetStatus, *, give_back: GiveBack, **context) -> RouteResult:
+def _decide(
+    scoring: Scoring, choice: int, status: BudgetStatus, context: DecisionContext, *, give_back: GiveBack
+) -> RouteResult:
     """Admit the call (against this process's lease, or with a reservation of its own) and record it.
     The leases taken out of the book on the way go to ``give_back`` whatever happens — a 402 too: out
     of the book, neither the idle sweep nor shutdown would return them, and once expired the lease
     sweep would charge what they hold as spent."""
     router = scoring.router
-    leased, to_return = _admit_leased(scoring, choice, status, **context)
+    leased, to_return = _admit_leased(scoring, choice, status, context)
     try:
         if leased is not None:
             decision, notes = leased.decision, []
         else:
-            decision, choice, status, notes = _reserve_and_record(scoring, choice, status, **context)
+            decision, choice, status, notes = _reserve_and_record(scoring, choice, status, context)
     finally:
         if to_return:
             give_back(to_return)
@@ -134,7 +147,7 @@ def _decide(scoring: Scoring, choice: int, status: BudgetStatus, *, give_back: G
     # Only the gateway falls back; a decision routed after the budget ran out has nowhere else to go.
     fallbacks = (
         []
-        if context["request"].source != Decision.Source.GATEWAY
+        if context.request.source != Decision.Source.GATEWAY
         or decision.lambda_reason in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT)
         else [
             Candidate(
@@ -155,22 +168,22 @@ def _decide(scoring: Scoring, choice: int, status: BudgetStatus, *, give_back: G
     )
 
 
-def _admit_leased(scoring: Scoring, choice: int, status: BudgetStatus, **context):
+def _admit_leased(scoring: Scoring, choice: int, status: BudgetStatus, context: DecisionContext):
     """(the call admitted against this process's lease, leases taken out of the book to give back),
     or (None, …) when the call must reserve on its own: not a relaxed gateway call, or no lease
     covers it."""
-    if not _relaxed_durability(context["request"]):
+    if not _relaxed_durability(context.request):
         return None, []
     amount = budgets.usd(scoring.costs[choice])
     lease, to_return = leases.take(status=status, amount=amount)
     if lease is None:
         return None, to_return
-    decision = _decision_row(scoring, choice, status, reserved=amount, cap=scoring.max_cost, **context)
+    decision = _decision_row(scoring, choice, status, context, reserved=amount, cap=scoring.max_cost)
     return LeasedCall(decision=decision, lease=lease), to_return
 
 
 def _reserve_and_record(
-    scoring: Scoring, choice: int, status: BudgetStatus, **context
+    scoring: Scoring, choice: int, status: BudgetStatus, context: DecisionContext
 ) -> tuple[Decision, int, BudgetStatus, list[str]]:
     """Reserve the choice's cost and write the decision; when it no longer fits, choose again among
     the LLMs that fit what is left; when nothing fits, apply the tenant's "budget spent" policy.
@@ -181,20 +194,20 @@ def _reserve_and_record(
     """
     first_choice, cap = choice, scoring.max_cost
     attempts = RESERVATION_ATTEMPTS
-    relaxed = _relaxed_durability(context["request"])
+    relaxed = _relaxed_durability(context.request)
     for attempt in range(attempts):
         if attempt < attempts - 1:
             # Optimistic: the reservation and the decision row in one statement, committed in one round
             # trip, so the tenant's budget period (one row every request of the tenant writes) is locked
             # only while the database runs it, never while this process's thread waits for the GIL.
             amount = budgets.usd(scoring.costs[choice])
-            decision = _decision_row(scoring, choice, status, reserved=amount, cap=cap, **context)
+            decision = _decision_row(scoring, choice, status, context, reserved=amount, cap=cap)
             reserved = budgets.reserve_with_decision(
                 status=status, amount=amount, decision=decision, wait_for_disk=not relaxed
             )
         else:
             # The last attempt locks the period row before choosing, so it cannot lose the race.
-            decision, locked_status, fitting = _reserve_locked(scoring, status, relaxed=relaxed, **context)
+            decision, locked_status, fitting = _reserve_locked(scoring, status, context, relaxed=relaxed)
             if decision is None:
                 status = locked_status  # nothing fits in what is left
                 break
@@ -216,10 +229,10 @@ def _reserve_and_record(
         if fitting is None:
             break
         choice, cap = fitting
-    return _route_when_spent(scoring, status, **context)
+    return _route_when_spent(scoring, status, context)
 
 
-def _reserve_locked(scoring: Scoring, status: BudgetStatus, *, relaxed: bool, **context):
+def _reserve_locked(scoring: Scoring, status: BudgetStatus, context: DecisionContext, *, relaxed: bool):
     """Lock the period, choose within what is left and reserve: (decision, the new status, (choice, cap)),
     or (None, the period's status, None) when nothing fits."""
     with transaction.atomic():
@@ -231,7 +244,7 @@ def _reserve_locked(scoring: Scoring, status: BudgetStatus, *, relaxed: bool, **
             return None, status, None
         choice, cap = fitting
         amount = budgets.usd(scoring.costs[choice])
-        decision = _decision_row(scoring, choice, status, reserved=amount, cap=cap, **context)
+        decision = _decision_row(scoring, choice, status, context, reserved=amount, cap=cap)
         decision.save(force_insert=True)
         reserved = budgets.reserve(status=status, amount=amount)  # fits: the row is locked
         return decision, reserved, fitting
@@ -262,13 +275,13 @@ def _choose_within_budget(scoring: Scoring, status: BudgetStatus) -> tuple[int, 
 
 
 def _route_when_spent(
-    scoring: Scoring, status: BudgetStatus, **context
+    scoring: Scoring, status: BudgetStatus, context: DecisionContext
 ) -> tuple[Decision, int, BudgetStatus, list[str]]:
     """Nothing fits in what is left: the tenant's policy refuses (402) or picks the cheapest LLM.
 
     A call that named its LLM is refused whatever the policy: "the cheapest allowed LLM" of one
     candidate would be that LLM, called on at any price after the budget is spent."""
-    tenant = context["tenant"]
+    tenant = context.tenant
     policy = (
         budget_policies.RejectWhenSpent()
         if isinstance(scoring.router, DirectCall)
@@ -281,10 +294,10 @@ def _route_when_spent(
         raise
     amount = budgets.usd(scoring.costs[choice])
     with transaction.atomic():
-        if _relaxed_durability(context["request"]):
+        if _relaxed_durability(context.request):
             budgets.commit_without_waiting_for_disk()
         status = budgets.add_overage(status=status, amount=amount)
-        decision = _decision_row(scoring, choice, status, overage=amount, exhausted=True, **context)
+        decision = _decision_row(scoring, choice, status, context, overage=amount, exhausted=True)
         decision.save(force_insert=True)
     return decision, choice, status, ["The budget for this period is spent: routed to the cheapest allowed LLM."]
 
@@ -293,10 +306,8 @@ def _decision_row(
     scoring: Scoring,
     choice: int,
     status: BudgetStatus,
+    context: DecisionContext,
     *,
-    tenant: Tenant,
-    api_key,
-    request: RouteRequest,
     reserved: Decimal = Decimal(0),
     overage: Decimal = Decimal(0),
     cap: float | None = None,
@@ -307,9 +318,10 @@ def _decision_row(
         (None, None, Reason.BUDGET_EXHAUSTED) if exhausted else (scoring.lam, scoring.quality_target, scoring.reason)
     )
     direct = isinstance(router, DirectCall)
+    request = context.request
     return Decision(
-        tenant=tenant,
-        api_key=api_key,
+        tenant=context.tenant,
+        api_key=context.api_key,
         routed_text=request.text,
         prompt_tokens=request.input_tokens,
         llm_id=router.llms[choice].id,
