@@ -354,176 +354,242 @@ def _deadline_passed() -> str:
     )
 
 
+@dataclass
+class Attempt:
+    """One candidate tried: its entry in the call's ``attempts``, and how it ended."""
+
+    prepared: Prepared
+    llm: RoutableLLM
+    entry: dict
+    started: float
+    out_of_time: bool = False  # it ended at the call's deadline: no other candidate is tried
+
+    @classmethod
+    def begin(cls, prepared: Prepared, llm: RoutableLLM) -> Attempt:
+        started = time.perf_counter()
+        entry = {"llm": llm.name}
+        prepared.attempts.append(entry)
+        return cls(prepared=prepared, llm=llm, entry=entry, started=started)
+
+    def ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1e3, 3)
+
+    def failed(
+        self, outcome: str, error: str, status: int | None = None, *, detail: str | None = None, billing=Billing.NONE
+    ) -> None:
+        """Record why the attempt failed: ``error`` for everyone who may read the decision (no
+        address, variable name or upstream body), ``detail`` for staff (the key removed)."""
+        self.entry.update(outcome=outcome, status=status, error=error, latency_ms=self.ms())
+        if detail:
+            self.entry["detail"] = detail
+        _charge(self.prepared, self.llm, self.entry, billing)
+
+    def past_deadline(self, status: int | None = None, *, billing: str) -> None:
+        """The call's deadline passed while this attempt waited: it fails, and no other is started."""
+        self.failed("timeout", _deadline_passed(), status, billing=billing)
+        self.out_of_time = True
+
+
 async def respond(prepared: Prepared):
-    """Try the candidates in order; the client's response (JSON, a stream, or an OpenAI-shaped error).
+    """Try the candidates in order; the client's response (JSON, a stream, or an OpenAI-shaped error)."""
+    return await Responder(prepared).respond()
+
+
+class Responder:
+    """One gateway call's candidates tried in order, and the client's response: one method per way
+    the call can end — an upstream's answer as JSON (:meth:`answered`) or as a stream
+    (:meth:`streamed`), the request refused by an upstream (:meth:`refused`), no upstream answering
+    (:meth:`unanswered`), the client leaving (:meth:`cancelled`).
 
     Everything after the request's arrival happens before ``ROUTERHUB_UPSTREAM_DEADLINE_SECONDS``
     (``prepared.deadline``): an attempt still waiting then is cut off and no other is started."""
-    client = async_client()
-    read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
-    timeouts = Timeouts.from_settings().httpx()
-    loop = asyncio.get_running_loop()
-    prepared.deadline = loop.time() + settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS - prepared.ms() / 1e3
-    in_flight = False
-    try:
-        for index, upstream in enumerate(prepared.upstreams):
-            if loop.time() >= prepared.deadline:
-                break
-            llm = upstream.candidate.llm
-            attempt_started = time.perf_counter()
-            attempt = {"llm": llm.name}
-            prepared.attempts.append(attempt)
 
-            def failed(
-                outcome: str,
-                error: str,
-                status: int | None = None,
-                *,
-                detail: str | None = None,
-                billing: str = Billing.NONE,
-                _a=attempt,
-                _s=attempt_started,
-                _llm=llm,
-            ) -> None:
-                """Record why the attempt failed: ``error`` for everyone who may read the decision (no
-                address, variable name or upstream body), ``detail`` for staff (the key removed)."""
-                _a.update(
-                    outcome=outcome, status=status, error=error, latency_ms=round((time.perf_counter() - _s) * 1e3, 3)
-                )
-                if detail:
-                    _a["detail"] = detail
-                _charge(prepared, _llm, _a, billing)
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
+        self.client = async_client()
+        self.read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
+        self.timeouts = Timeouts.from_settings().httpx()
+        self.in_flight = False  # an upstream is working on the current attempt's request
 
-            if index > 0 and not await _written(prepared):
-                failed("skipped", "its decision could not be written")
-                continue
-            if index > 0 and not await in_thread(
-                gateway_fall_back,
-                decision_id=prepared.plan.decision_id,
-                candidate=_with_charges(upstream.candidate, prepared.charges),
-            ):
-                failed("skipped", "its estimated cost no longer fits in the budget")
-                continue
-            if upstream.problem:
-                failed("credentials", "its API key is not configured", detail=upstream.problem)
-                continue
-            prepared.secret = upstream.api_key
-            prepared.llm = llm
-            prepared.sent = False
-            body = {**prepared.chat.upstream_body, "model": llm.api_model or llm.name}
-            request = client.build_request(
-                "POST",
-                upstream.url,
-                json=body,
-                headers={**auth_headers(upstream.api_key), **request_log.upstream_headers()},
-                timeout=timeouts,
-                extensions={"trace": prepared.trace},
+    async def respond(self):
+        prepared = self.prepared
+        loop = asyncio.get_running_loop()
+        prepared.deadline = loop.time() + settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS - prepared.ms() / 1e3
+        try:
+            for index, upstream in enumerate(prepared.upstreams):
+                if loop.time() >= prepared.deadline:
+                    break
+                attempt = Attempt.begin(prepared, upstream.candidate.llm)
+                response = await self._try(index, upstream, attempt)
+                if response is not None:
+                    return response
+                if attempt.out_of_time:
+                    break
+        except asyncio.CancelledError:
+            self.cancelled()
+            raise
+        return await self.unanswered()
+
+    async def _try(self, index: int, upstream: Upstream, attempt: Attempt):
+        """One candidate: the client's response when this attempt ends the call, None to go on."""
+        prepared = self.prepared
+        if index > 0 and not await _written(prepared):
+            attempt.failed("skipped", "its decision could not be written")
+            return None
+        if index > 0 and not await in_thread(
+            gateway_fall_back,
+            decision_id=prepared.plan.decision_id,
+            candidate=_with_charges(upstream.candidate, prepared.charges),
+        ):
+            attempt.failed("skipped", "its estimated cost no longer fits in the budget")
+            return None
+        if upstream.problem:
+            attempt.failed("credentials", "its API key is not configured", detail=upstream.problem)
+            return None
+        response = await self._send(upstream, attempt)
+        if response is None:
+            return None
+        status = response.status_code
+        if not 200 <= status < 300:
+            return await self._not_ok(upstream, attempt, response)
+        if prepared.chat.stream:
+            opened = await _first_chunk(prepared, response, attempt)
+            self.in_flight = False
+            if opened is None:
+                return None
+            attempt.entry.update(outcome="ok", status=status)
+            return self.streamed(upstream, response, *opened)
+        return await self._read(attempt, response)
+
+    async def _send(self, upstream: Upstream, attempt: Attempt) -> httpx.Response | None:
+        """The upstream's response, its body not read yet; None after recording why there is none."""
+        prepared = self.prepared
+        prepared.secret = upstream.api_key
+        prepared.llm = attempt.llm
+        prepared.sent = False
+        body = {**prepared.chat.upstream_body, "model": attempt.llm.api_model or attempt.llm.name}
+        request = self.client.build_request(
+            "POST",
+            upstream.url,
+            json=body,
+            headers={**auth_headers(upstream.api_key), **request_log.upstream_headers()},
+            timeout=self.timeouts,
+            extensions={"trace": prepared.trace},
+        )
+        self.in_flight = True
+        try:
+            async with asyncio.timeout_at(prepared.deadline):
+                return await self.client.send(request, stream=True)
+        except UpstreamRefused as exc:
+            self.in_flight = False
+            attempt.failed("refused", "its endpoint's address may not be called", detail=str(exc))
+        except TimeoutError:
+            self.in_flight = False
+            attempt.past_deadline(billing=Billing.UNSEEN if prepared.sent else Billing.NONE)
+        except httpx.TimeoutException:
+            self.in_flight = False
+            attempt.failed(
+                "timeout",
+                f"no answer within {self.read_timeout:g} s (timeout)",
+                billing=Billing.UNSEEN if prepared.sent else Billing.NONE,
             )
-            in_flight = True
-            try:
-                async with asyncio.timeout_at(prepared.deadline):
-                    response = await client.send(request, stream=True)
-            except UpstreamRefused as exc:
-                in_flight = False
-                failed("refused", "its endpoint's address may not be called", detail=str(exc))
-                continue
-            except TimeoutError:
-                in_flight = False
-                failed("timeout", _deadline_passed(), billing=Billing.UNSEEN if prepared.sent else Billing.NONE)
-                break
-            except httpx.TimeoutException:
-                in_flight = False
-                failed(
-                    "timeout",
-                    f"no answer within {read_timeout:g} s (timeout)",
-                    billing=Billing.UNSEEN if prepared.sent else Billing.NONE,
-                )
-                continue
-            except (httpx.TransportError, ConnectionError) as exc:
-                in_flight = False
-                failed(
-                    "connection_error",
-                    "the connection failed",
-                    detail=redact(f"{type(exc).__name__}: {exc}", upstream.api_key),
-                )
-                continue
-            status = response.status_code
-            if not 200 <= status < 300:
-                raw = await _read_error_body(response, prepared.deadline)
-                in_flight = False
-                detail = redact(raw.decode("utf-8", "replace"), upstream.api_key)
-                if fallback_worthy(status) or 300 <= status < 400:
-                    what = f"HTTP {status} (a redirect, never followed)" if status < 400 else f"HTTP {status}"
-                    # A proxy's gateway timeout: the LLM behind it may have worked on the request.
-                    billing = Billing.UNSEEN if status in GATEWAY_TIMEOUT_STATUSES else Billing.NONE
-                    failed(f"http_{status}", what, status, detail=detail, billing=billing)
-                    continue
-                failed("client_error", f"HTTP {status}: the LLM refused the request", status, detail=detail)
-                await _finish(prepared, _record(prepared, status=Status.CLIENT_ERROR))
-                return _refused(prepared, upstream, status, raw)
-            if prepared.chat.stream:
-                opened = await _first_chunk(prepared, response, failed)
-                in_flight = False
-                if opened is None:
-                    continue
-                attempt.update(outcome="ok", status=status)
-                return _streaming_response(prepared, upstream, response, *opened)
-            answered_at = time.perf_counter()  # the LLM's answer began: status line and headers
-            try:
-                async with asyncio.timeout_at(prepared.deadline):
-                    raw = await aread_bounded(response, MAX_ANSWER_BYTES)
-            except TimeoutError:
-                in_flight = False
-                failed("timeout", _deadline_passed(), status, billing=Billing.UNSEEN)
-                break
-            except httpx.TimeoutException:
-                in_flight = False
-                failed(
-                    "timeout", f"its answer stalled for {read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN
-                )
-                continue
-            except BadAnswer as exc:
-                in_flight = False
-                failed(exc.outcome, f"its answer was cut off: {exc}", status, billing=Billing.UNSEEN)
-                continue
-            except httpx.TransportError as exc:
-                in_flight = False
-                failed(
-                    "connection_error",
-                    "the connection broke while its answer was read",
-                    status,
-                    detail=type(exc).__name__,
-                    billing=Billing.UNSEEN,
-                )
-                continue
-            finally:
-                await response.aclose()
-            in_flight = False
-            attempt.update(
-                outcome="ok", status=status, latency_ms=round((time.perf_counter() - attempt_started) * 1e3, 3)
+        except (httpx.TransportError, ConnectionError) as exc:
+            self.in_flight = False
+            attempt.failed(
+                "connection_error",
+                "the connection failed",
+                detail=redact(f"{type(exc).__name__}: {exc}", upstream.api_key),
             )
-            return await _json_response(prepared, llm.name, raw, answered_at)
-    except asyncio.CancelledError:
-        # The client left while an upstream was working on it: once the request was sent it is paid for —
-        # a JSON answer in full (the provider finishes it), a stream as far as it went (nothing: closing
-        # the connection stops the provider).
+        return None
+
+    async def _not_ok(self, upstream: Upstream, attempt: Attempt, response: httpx.Response):
+        """An answer other than 2xx: the next candidate's turn (None), or the request refused."""
+        status = response.status_code
+        raw = await _read_error_body(response, self.prepared.deadline)
+        self.in_flight = False
+        detail = redact(raw.decode("utf-8", "replace"), upstream.api_key)
+        if fallback_worthy(status) or 300 <= status < 400:
+            what = f"HTTP {status} (a redirect, never followed)" if status < 400 else f"HTTP {status}"
+            # A proxy's gateway timeout: the LLM behind it may have worked on the request.
+            billing = Billing.UNSEEN if status in GATEWAY_TIMEOUT_STATUSES else Billing.NONE
+            attempt.failed(f"http_{status}", what, status, detail=detail, billing=billing)
+            return None
+        attempt.failed("client_error", f"HTTP {status}: the LLM refused the request", status, detail=detail)
+        return await self.refused(upstream, status, raw)
+
+    async def _read(self, attempt: Attempt, response: httpx.Response):
+        """A JSON answer read whole: the client's response, or None after recording why it could not be."""
+        status = response.status_code
+        answered_at = time.perf_counter()  # the LLM's answer began: status line and headers
+        try:
+            async with asyncio.timeout_at(self.prepared.deadline):
+                raw = await aread_bounded(response, MAX_ANSWER_BYTES)
+        except TimeoutError:
+            self.in_flight = False
+            attempt.past_deadline(status, billing=Billing.UNSEEN)
+            return None
+        except httpx.TimeoutException:
+            self.in_flight = False
+            attempt.failed(
+                "timeout", f"its answer stalled for {self.read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN
+            )
+            return None
+        except BadAnswer as exc:
+            self.in_flight = False
+            attempt.failed(exc.outcome, f"its answer was cut off: {exc}", status, billing=Billing.UNSEEN)
+            return None
+        except httpx.TransportError as exc:
+            self.in_flight = False
+            attempt.failed(
+                "connection_error",
+                "the connection broke while its answer was read",
+                status,
+                detail=type(exc).__name__,
+                billing=Billing.UNSEEN,
+            )
+            return None
+        finally:
+            await response.aclose()
+        self.in_flight = False
+        attempt.entry.update(outcome="ok", status=status, latency_ms=attempt.ms())
+        return await self.answered(attempt.llm.name, raw, answered_at)
+
+    # --- how the call ends ------------------------------------------------------------------------
+
+    async def answered(self, name: str, raw: bytes, answered_at: float) -> HttpResponse:
+        return await _json_response(self.prepared, name, raw, answered_at)
+
+    def streamed(self, upstream: Upstream, response: httpx.Response, first: bytes, rest) -> StreamingHttpResponse:
+        return _streaming_response(self.prepared, upstream, response, first, rest)
+
+    async def refused(self, upstream: Upstream, status: int, raw: bytes) -> HttpResponse:
+        await _finish(self.prepared, _record(self.prepared, status=Status.CLIENT_ERROR))
+        return _refused(self.prepared, upstream, status, raw)
+
+    def cancelled(self) -> None:
+        """The client left while an upstream was working on it: once the request was sent it is paid
+        for — a JSON answer in full (the provider finishes it), a stream as far as it went (nothing:
+        closing the connection stops the provider)."""
+        prepared = self.prepared
         billing = Billing.NONE
-        if in_flight and prepared.sent:
+        if self.in_flight and prepared.sent:
             billing = Billing.SEEN if prepared.chat.stream else Billing.UNSEEN
-        if in_flight and prepared.attempts:
+        if self.in_flight and prepared.attempts:
             prepared.attempts[-1].setdefault("outcome", Status.CANCELLED)
         _finish_in_background(prepared, _record(prepared, status=Status.CANCELLED, billing=billing))
-        raise
-    await _finish(prepared, _record(prepared, status=Status.FAILED))
-    tried = [a for a in prepared.attempts if a.get("outcome") != "skipped"]
-    timed_out = bool(tried) and all(a.get("outcome") == "timeout" for a in tried)
-    summary = "; ".join(f"{a['llm']}: {a.get('error') or a.get('outcome')}" for a in prepared.attempts)
-    return GatewayError(
-        504 if timed_out else 502,
-        f"No LLM answered ({len(prepared.attempts)} attempt(s): {summary}).",
-        type="upstream_error",
-        code="upstream_timeout" if timed_out else "upstream_failed",
-    ).response(**{"X-Routerhub-Decision-Id": str(prepared.plan.decision_id)})
+
+    async def unanswered(self) -> HttpResponse:
+        prepared = self.prepared
+        await _finish(prepared, _record(prepared, status=Status.FAILED))
+        tried = [a for a in prepared.attempts if a.get("outcome") != "skipped"]
+        timed_out = bool(tried) and all(a.get("outcome") == "timeout" for a in tried)
+        summary = "; ".join(f"{a['llm']}: {a.get('error') or a.get('outcome')}" for a in prepared.attempts)
+        return GatewayError(
+            504 if timed_out else 502,
+            f"No LLM answered ({len(prepared.attempts)} attempt(s): {summary}).",
+            type="upstream_error",
+            code="upstream_timeout" if timed_out else "upstream_failed",
+        ).response(**{"X-Routerhub-Decision-Id": str(prepared.plan.decision_id)})
 
 
 async def _written(prepared: Prepared) -> bool:
@@ -597,13 +663,15 @@ def _hosts(upstream: Upstream) -> tuple[str, ...]:
     return (httpx.URL(upstream.url).host,)
 
 
-async def _first_chunk(prepared: Prepared, response: httpx.Response, failed):
+async def _first_chunk(prepared: Prepared, response: httpx.Response, attempt: Attempt):
     """(first bytes, the rest of the stream), or None after recording why the stream never started."""
     status = response.status_code
     read_timeout = settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS
     if not plain(response):
         await response.aclose()
-        failed("bad_answer", "its stream was compressed, which was not asked for", status, billing=Billing.UNSEEN)
+        attempt.failed(
+            "bad_answer", "its stream was compressed, which was not asked for", status, billing=Billing.UNSEEN
+        )
         return None
     iterator = response.aiter_raw()
     try:
@@ -611,19 +679,21 @@ async def _first_chunk(prepared: Prepared, response: httpx.Response, failed):
             first = await anext(iterator)
     except StopAsyncIteration:
         await response.aclose()
-        failed("empty_stream", "its stream ended before its first byte", status)
+        attempt.failed("empty_stream", "its stream ended before its first byte", status)
         return None
     except TimeoutError:
         await response.aclose()
-        failed("timeout", _deadline_passed(), status, billing=Billing.UNSEEN)
+        attempt.failed("timeout", _deadline_passed(), status, billing=Billing.UNSEEN)
         return None
     except httpx.TimeoutException:
         await response.aclose()
-        failed("timeout", f"no streamed byte within {read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN)
+        attempt.failed(
+            "timeout", f"no streamed byte within {read_timeout:g} s (timeout)", status, billing=Billing.UNSEEN
+        )
         return None
     except httpx.TransportError as exc:
         await response.aclose()
-        failed("connection_error", "its stream broke before its first byte", status, detail=type(exc).__name__)
+        attempt.failed("connection_error", "its stream broke before its first byte", status, detail=type(exc).__name__)
         return None
     return first, iterator
 
