@@ -117,10 +117,19 @@ def delete_tenants(tenants) -> None:
 
 
 def start_server(
-    server_kind: str, port: int, workers: int, threads: int, torch_threads: int, log: Path, embedder: str
+    server_kind: str,
+    port: int,
+    workers: int,
+    threads: int,
+    torch_threads: int,
+    log: Path,
+    embedder: str,
+    *,
+    project_dir: Path = PROJECT_DIR,
 ) -> subprocess.Popen:
+    """The web server of the checkout ``project_dir`` (this one unless told), answering on ``port``."""
     command = [
-        str(PROJECT_DIR / ".venv" / "bin" / "gunicorn"),
+        str(project_dir / ".venv" / "bin" / "gunicorn"),
         "routerhub.wsgi",
         "--bind",
         f"127.0.0.1:{port}",
@@ -136,7 +145,7 @@ def start_server(
     if threads > 1:
         command += ["--worker-class", "gthread"]
     if server_kind == "uvicorn":
-        command = [str(PROJECT_DIR / "scripts" / "web.sh")]
+        command = [str(project_dir / "scripts" / "web.sh")]
     env = {
         **os.environ,
         "ROUTERHUB_HOST": "127.0.0.1",
@@ -155,7 +164,7 @@ def start_server(
         # over the cores (on a busy 2-core machine MiniLM took ~500 ms a prompt with 2, ~12 ms with 1).
         env["OMP_NUM_THREADS"] = str(torch_threads)
     server = subprocess.Popen(
-        command, cwd=PROJECT_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        command, cwd=project_dir, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

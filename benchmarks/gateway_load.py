@@ -64,7 +64,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import Connection, free_port, machine, publish, server_timing, stop
@@ -121,6 +121,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-floor", action="store_true", help="leave out the bare Python proxy (benchmarks/floor_proxy.py)"
     )
     parser.add_argument("--targets", default="", help="only these targets (comma-separated names of the report)")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also serve the checkout PATH (its scripts/web.sh, same database) and measure each routerhub target "
+        "through it right after this checkout's, named '<target> [NAME]' (set DJANGO_SECRET_KEY: every checkout "
+        "must decrypt the benchmark LLM's key)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -610,7 +619,7 @@ def f1(value: float) -> str:
 def _gateway_of(run: Run) -> str:
     """Whose processes' CPU is the gateway's in this run ("direct": none)."""
     if run.target.startswith("routerhub"):
-        return "routerhub"
+        return f"routerhub {run.target[:-1].rsplit(' [', 1)[1]}" if run.target.endswith("]") else "routerhub"
     return {"litellm": "litellm", FLOOR: "floor"}.get(run.target, "none")
 
 
@@ -755,12 +764,11 @@ def main(argv=None) -> None:
             ready_url=f"http://127.0.0.1:{routerhub_port}/v1/models",  # 401 once it serves
         )  # fmt: skip
         routerhub_url = f"http://127.0.0.1:{routerhub_port}/v1/chat/completions"
-        targets = [
-            Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct"),
-            Target("routerhub (LLM name)", routerhub_url, data.key, data.llm.name, "fixed", "routerhub"),
+        routerhub_targets = [
+            Target("routerhub (LLM name)", routerhub_url, data.key, data.llm.name, "fixed", "routerhub")
         ]
         if texts is not None:
-            targets += [
+            routerhub_targets += [
                 Target(
                     "routerhub-auto (cached prompt)", routerhub_url, data.key, "routerhub-auto", "fixed", "routerhub"
                 ),
@@ -768,6 +776,20 @@ def main(argv=None) -> None:
             ]
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
+        targets = [Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct")]
+        also = {name: Path(path).resolve() for name, path in (entry.partition("=")[::2] for entry in args.also)}
+        also_ports = {name: free_port() for name in also}
+        for name, path in also.items():
+            port = also_ports[name]
+            processes[f"routerhub {name}"] = start(
+                [str(path / "scripts" / "web.sh")], env={**routerhub_env, "ROUTERHUB_PORT": str(port)},
+                log=logs / f"routerhub-{name}.log", ready_url=f"http://127.0.0.1:{port}/v1/models",
+            )  # fmt: skip
+        for target in routerhub_targets:
+            targets.append(target)
+            for name, port in also_ports.items():
+                url = target.url.replace(f":{routerhub_port}/", f":{port}/")
+                targets.append(replace(target, name=f"{target.name} [{name}]", url=url, gateway=f"routerhub {name}"))
         if not args.no_floor:
             floor_url = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
             processes["floor"] = start(
@@ -800,7 +822,7 @@ def main(argv=None) -> None:
             )  # fmt: skip
         if args.targets:
             wanted = set(args.targets.split(","))
-            targets = [t for t in targets if t.name in wanted or t.name == "direct"]
+            targets = [t for t in targets if t.name.split(" [")[0] in wanted or t.name == "direct"]
         groups = {name: [p.pid] for name, p in processes.items()}
         groups["postgres"] = postgres_pids()
         meter = CpuMeter(groups)
