@@ -11,7 +11,6 @@ fields (``schema_constraints``).
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 
@@ -23,39 +22,42 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import LLM_NAME_MAX_LENGTH
+from routing.caches import process_cache
 from routing.json_checks import UNSTORABLE
 from routing.prompt_text import message_text
 from routing.selection import MAX_LAMBDA
 from routing.strategies import STRATEGIES
 
+# DRF deep-copies every declared field (and every nested serializer's) for each serializer it creates,
+# on every request; the route API renders and validates with instances made once instead. What that
+# saves is measured against DRF's own way in benchmarks/results/plain_code.md.
+_representers = process_cache("apis.serializers.representers")
+# Keyed by (class, thread): a new thread (Django's handler starts one per request) takes a new entry.
+_validators = process_cache("apis.serializers.validators", max_entries=256)
+
 
 def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
     """``serializer_class(instance).data``, for an output serializer that needs no context, without
-    building its fields again. DRF deep-copies every declared field (and every nested serializer's)
-    for each serializer it creates: for a route answer that was ~1 ms of the request's CPU, more
-    than choosing the LLM. Rendering only reads the fields, so one instance per class serves every
+    building its fields again. Rendering only reads the fields, so one instance per class serves every
     request and thread of the process."""
-    return _representer(serializer_class).to_representation(instance)
-
-
-@functools.cache
-def _representer(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
-    return serializer_class()
-
-
-_validators = threading.local()
+    serializer = _representers.get(serializer_class)
+    if serializer is None:
+        serializer = serializer_class()
+        _representers.set(serializer_class, serializer)
+    return serializer.to_representation(instance)
 
 
 def validated(serializer_class: type[serializers.Serializer], data) -> dict:
     """What ``serializer_class(data=data).is_valid(raise_exception=True)`` validates, raising the same
-    ``ValidationError``, without building the serializer's fields for every request (see
-    :func:`represent`; a route request's input serializer cost ~0.5 ms that way). One instance per
+    ``ValidationError``, without building the serializer's fields for every request. One instance per
     class and thread: validation keeps nothing on the serializer, and a thread's own instance needs
-    no proof of that. A serializer whose checks read settings refreshes them in ``run_validation``."""
-    instances = _validators.__dict__.setdefault("instances", {})
-    serializer = instances.get(serializer_class)
+    no proof of that. A field whose checks read settings reads them in ``to_internal_value``, on
+    every call (:class:`ChatField`), never when it is built."""
+    key = (serializer_class, threading.get_ident())
+    serializer = _validators.get(key)
     if serializer is None:
-        serializer = instances[serializer_class] = serializer_class()
+        serializer = serializer_class()
+        _validators.set(key, serializer)
     return serializer.run_validation(data)
 
 
