@@ -5,12 +5,12 @@ row (a tenant's budget period, written by every request of the tenant) and then 
 process to send ``COMMIT`` keeps the row locked while that thread waits for the GIL — under load,
 for milliseconds, with every other request of the tenant queued behind it. Sent in one round trip
 (psycopg's pipeline mode: ``BEGIN``, the statements, ``COMMIT``, then one wait for all the answers),
-the transaction is committed — and its locks released — by the database alone.
+the transaction is committed — and its locks released — by the database alone. What that saves
+against Django's ``transaction.atomic()`` with ``save()`` is measured in benchmarks/results/plain_code.md.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Callable
@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connection, models, transaction
 from psycopg import Cursor, pq
+
+from routing.caches import process_cache
 
 T = TypeVar("T")
 
@@ -48,9 +50,19 @@ def insert_from(instance: models.Model, *, source: str, prefix: str = "row_") ->
     return statement.replace("{source}", source), params
 
 
-@functools.cache
 def _insert_template(model: type[models.Model]) -> tuple[str, tuple]:
     """The model's INSERT … SELECT with a placeholder per column, built once per model."""
+    template = _insert_templates.get(model)
+    if template is None:
+        template = _build_insert_template(model)
+        _insert_templates.set(model, template)
+    return template
+
+
+_insert_templates = process_cache("services.rows.insert_templates")
+
+
+def _build_insert_template(model: type[models.Model]) -> tuple[str, tuple]:
     fields = tuple(model._meta.concrete_fields)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     values = ", ".join(f"%(row_{index})s::{field.db_type(connection)}" for index, field in enumerate(fields))
@@ -88,7 +100,7 @@ def transaction_in_one_round_trip(sql: str, params: dict, *, wait_for_disk: bool
                     control.execute("SET LOCAL synchronous_commit TO OFF")
                 # Bound by the server and prepared once per connection (the web's threads keep theirs):
                 # Django's cursors bind on the client — every value quoted in Python, the statement
-                # parsed and planned again on every call. 0.5 ms of the web's CPU less per reservation.
+                # parsed and planned again on every call.
                 cursor.execute(sql, params, prepare=True)
                 control.execute("COMMIT")
         except Exception:
