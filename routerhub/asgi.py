@@ -76,7 +76,7 @@ def _embedder_refusal() -> str | None:
 
 
 def _warm_up() -> None:
-    """Load the embedding model before the first request rather than during it (~5 s)."""
+    """Load the embedding model before the first request rather than during it (it takes seconds)."""
     from registry.embedders import get_embedder
 
     embedder = get_embedder()
@@ -93,6 +93,6 @@ def _warm_up() -> None:
 if config.get("ROUTERHUB_WARM_UP"):
     _warm_up()
     # Everything loaded so far (Django, the embedder, their modules) lives as long as the process: out
-    # of the collector's sight, a full collection no longer walks it — those took 130–200 ms of a web
-    # process at 50 gateway clients (timed with gc.callbacks), holding up every call in flight.
+    # of the collector's sight, a full collection no longer walks it: one that did held up every call
+    # in flight of the process for as long as it took.
     gc.freeze()
