@@ -28,6 +28,9 @@ class RoutingStrategy(ABC):
     name: ClassVar[str]
     universal: ClassVar[bool] = True  # False: scores only the LLMs it was trained on (Routoo)
     learned_attributes: ClassVar[tuple[str, ...]] = ()
+    # Learned attributes a state stored before they existed may lack: ``from_state`` leaves them unset and
+    # the strategy works without them (per-LLM smoothing then keeps the tuned prior for every LLM).
+    optional_attributes: ClassVar[tuple[str, ...]] = ()
     # The hyper-parameter that sets the model's size (clusters or neighbours), for `fit_router --k`.
     size_parameter: ClassVar[str | None] = None
     # Hyper-parameters that only ``profile`` / ``predict_loss`` read: a fitted strategy can try other
@@ -99,6 +102,18 @@ class RoutingStrategy(ABC):
             raise ValueError("predict_loss needs embeddings [n_prompts, D] and profiles [n_llms, P]")
         return np.clip(self._predict_loss(embeddings, profiles), 0.0, 1.0)
 
+    def profile_choice(
+        self, validation_embeddings: np.ndarray, validation_correctness_of_one_llm: np.ndarray
+    ) -> dict | None:
+        """What the profile of this LLM chose for it alone (``smoothing.Smoothing.as_json``), or None when the
+        strategy smooths every LLM alike. Same inputs as :meth:`profile`."""
+        self._check_fitted()
+        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
+        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
+        if np.isnan(correctness).all():
+            return None
+        return self._profile_choice(embeddings, 1.0 - correctness)
+
     def with_params(self, **params) -> Self:
         """A copy of this fitted strategy with other values of its post-fit hyper-parameters (no refit)."""
         self._check_fitted()
@@ -150,6 +165,8 @@ class RoutingStrategy(ABC):
         self._check_fitted()
         state = {"strategy": self.name, **{k: _plain(v) for k, v in self.get_params().items()}}
         for name in self.learned_attributes:
+            if name in self.optional_attributes and not hasattr(self, name):
+                continue
             value = getattr(self, name)
             if isinstance(value, RoutingStrategy):  # a nested strategy is stored flat, under a prefix
                 state.update({_nested_prefix(name) + key: item for key, item in value.get_state().items()})
@@ -171,7 +188,7 @@ class RoutingStrategy(ABC):
                 setattr(strategy, name, STRATEGIES[nested["strategy"]].from_state(nested))
             elif name in state:
                 setattr(strategy, name, state[name])
-            else:
+            elif name not in cls.optional_attributes:
                 raise ValueError(f"{cls.name} state lacks {name}")
         return strategy
 
@@ -191,8 +208,12 @@ class RoutingStrategy(ABC):
     @abstractmethod
     def _predict_loss(self, prompt_embeddings, profiles) -> np.ndarray: ...
 
+    def _profile_choice(self, validation_embeddings, validation_errors) -> dict | None:
+        return None
+
     def _check_fitted(self) -> None:
-        if not self.learned_attributes or any(not hasattr(self, a) for a in self.learned_attributes):
+        required = [a for a in self.learned_attributes if a not in self.optional_attributes]
+        if not required or any(not hasattr(self, a) for a in required):
             raise StrategyNotFitted(f"{type(self).__name__} is not fitted yet: call fit() or from_state() first")
 
 

@@ -15,6 +15,7 @@ from sklearn.cluster import KMeans
 from routing.caches import process_cache
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.profiles import nearest_centroid, one_hot, shrunk_cluster_errors
+from routing.strategies.smoothing import PerLLMProfiles
 
 
 def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int, random_state) -> np.ndarray:
@@ -45,26 +46,38 @@ def spherical_centroids(embeddings: np.ndarray, n_clusters: int, *, n_init: int,
 _recent = process_cache("k-means centroids", max_entries=32)
 
 
-class UniRouteKMeans(RoutingStrategy):
+class UniRouteKMeans(PerLLMProfiles, RoutingStrategy):
     """UniRoute with K-means clusters.
 
     Ψ_k(h) = (Σ_{x∈S_val, cluster k} err(x, h) + a · ē(h)) / (n_k(h) + a), with a = ``prior_strength``
     and ē(h) h's overall validation error: a Beta prior worth ``a`` prompts pulls small clusters
     towards the LLM's average instead of trusting a handful of answers. K and a are chosen per data
-    set by ``tuning.py`` unless given.
+    set by ``tuning.py`` unless given. With ``smoothing="per_llm"`` an LLM whose own answers reject a
+    (a specialist) is profiled on finer clusters with its own empirical-Bayes strength
+    (``smoothing.py``): its profile is Ψ [K] followed by that tail.
     """
 
     name = "uniroute_kmeans"
-    learned_attributes = ("centroids_",)
+    learned_attributes = ("centroids_", *PerLLMProfiles.fine_attributes)
+    optional_attributes = PerLLMProfiles.fine_attributes
     size_parameter = "n_clusters"
-    post_fit_params = ("prior_strength",)
-    fit_uses_outcomes = False  # K-means sees only the train prompts' embeddings
+    post_fit_params = ("prior_strength", "smoothing")
+    # K-means sees only the train prompts' embeddings. The tuner therefore fits once on every training
+    # LLM, so a held-out fold's LLMs help set the smoothing threshold and keep the tuned strength: a is
+    # tuned for LLMs like the training ones, as before the per-LLM choice existed.
+    fit_uses_outcomes = False
 
     def __init__(
-        self, n_clusters: int = 10, prior_strength: float = 5.0, n_init: int = 3, random_state: int | None = 0
+        self,
+        n_clusters: int = 10,
+        prior_strength: float = 5.0,
+        smoothing: str = "per_llm",
+        n_init: int = 3,
+        random_state: int | None = 0,
     ):
         self.n_clusters = n_clusters
         self.prior_strength = prior_strength
+        self.smoothing = smoothing
         self.n_init = n_init
         self.random_state = random_state
 
@@ -74,13 +87,30 @@ class UniRouteKMeans(RoutingStrategy):
         self.centroids_ = spherical_centroids(
             train_embeddings, self.n_clusters, n_init=self.n_init, random_state=self.random_state
         )
+        self._fit_fine_maps(train_embeddings, validation_embeddings, validation_errors, len(self.centroids_))
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
+    def _own_psi(self, validation_embeddings, validation_errors):
         memberships = one_hot(nearest_centroid(validation_embeddings, self.centroids_), len(self.centroids_))
         return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
 
-    def _predict_loss(self, prompt_embeddings, profiles):
+    def _profile(self, validation_embeddings, validation_errors, llm_key):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.centroids_))[0]
+
+    def _profile_choice(self, validation_embeddings, validation_errors):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.centroids_))[
+            1
+        ].as_json()
+
+    def _own_width(self):
+        return len(self.centroids_)
+
+    def _own_losses(self, prompt_embeddings, profiles):
         return profiles[:, nearest_centroid(prompt_embeddings, self.centroids_)].T
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        return self._personal_losses(prompt_embeddings, profiles)
 
     def cluster_of(self, prompt_embeddings):
         self._check_fitted()

@@ -28,6 +28,7 @@ from scipy.optimize import minimize
 from routing.strategies.base import RoutingStrategy
 from routing.strategies.kmeans import spherical_centroids
 from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
+from routing.strategies.smoothing import PerLLMProfiles
 
 TRAINING_LOSSES = ("log_loss", "relative")
 
@@ -163,14 +164,15 @@ def fit_soft_map(
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class SoftMapStrategy(RoutingStrategy):
+class SoftMapStrategy(PerLLMProfiles, RoutingStrategy):
     """A strategy built on soft maps Φ(x; θ): how θ is trained (:func:`fit_soft_map`; ``training_prior_strength``
     is the pseudo-count of the training LLMs' profiles while θ is learned) and the pseudo-count
-    ``prior_strength`` of the profiles it makes. Hyper-parameters are dataclass fields, so they are
+    ``prior_strength`` of the profiles it makes (per LLM with ``smoothing="per_llm"``: ``smoothing.py``). Hyper-parameters are dataclass fields, so they are
     constructor arguments stored as-is; these are keyword-only, after a subclass's own.
     """
 
     prior_strength: float = 5.0
+    smoothing: str = "per_llm"
     training_prior_strength: float = 5.0
     init_scale: float = 20.0
     l2: float = 1e-7
@@ -211,13 +213,16 @@ class UniRouteLearnedMap(SoftMapStrategy):
     has not improved for ``patience`` iterations, keeping the best θ. ``prior_strength`` is the
     pseudo-count a of the profiles; ``training_prior_strength`` the one the training LLMs' profiles
     use while θ is learned, kept apart so that a can be tuned on a fitted θ (``tuning.py``).
-    (A stronger ``l2`` such as 1e-5 shrinks θ until several clusters go unused.)
+    (A stronger ``l2`` such as 1e-5 shrinks θ until several clusters go unused.) With
+    ``smoothing="per_llm"`` an LLM whose own answers reject a is profiled on finer clusters with its own
+    strength (``smoothing.py``): its profile is Ψ [K] followed by that tail.
     """
 
     name = "uniroute_learnedmap"
-    learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_loss_")
+    learned_attributes = ("theta_", "bias_", "n_iter_", "held_out_loss_", *PerLLMProfiles.fine_attributes)
+    optional_attributes = PerLLMProfiles.fine_attributes
     size_parameter = "n_clusters"
-    post_fit_params = ("prior_strength",)
+    post_fit_params = ("prior_strength", "smoothing")
 
     n_clusters: int = 20
     loss: str = "log_loss"
@@ -233,13 +238,28 @@ class UniRouteLearnedMap(SoftMapStrategy):
         )
         self.theta_, self.bias_ = soft_map.theta, soft_map.bias
         self.n_iter_, self.held_out_loss_ = soft_map.n_iter, soft_map.held_out_loss
+        self._fit_fine_maps(train_embeddings, validation_embeddings, validation_errors, len(self.bias_))
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
+    def _own_psi(self, validation_embeddings, validation_errors):
         memberships = soft_assignments(validation_embeddings, self.theta_, self.bias_)
         return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
 
-    def _predict_loss(self, prompt_embeddings, profiles):
+    def _profile(self, validation_embeddings, validation_errors, llm_key):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.bias_))[0]
+
+    def _profile_choice(self, validation_embeddings, validation_errors):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.bias_))[1].as_json()
+
+    def _own_width(self):
+        return len(self.bias_)
+
+    def _own_losses(self, prompt_embeddings, profiles):
         return soft_assignments(prompt_embeddings, self.theta_, self.bias_) @ profiles.T
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        return self._personal_losses(prompt_embeddings, profiles)
 
     def cluster_of(self, prompt_embeddings):
         self._check_fitted()

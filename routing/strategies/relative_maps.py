@@ -32,6 +32,7 @@ import numpy as np
 
 from routing.strategies.learned_map import SoftMapStrategy, softmax_rows
 from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
+from routing.strategies.smoothing import PerLLMProfiles
 
 PROFILE_PRIORS = ("overall", "nested")
 
@@ -44,12 +45,16 @@ class RelativeMapEnsemble(SoftMapStrategy):
     ``cluster_sizes_`` says where each member's rows start. Members are fitted independently (same
     seed), so ``with_params(cluster_grid=...)`` on a subset of the fitted grid equals a fresh fit with
     that subset. The other hyper-parameters, but for ``profile_prior``, are ``SoftMapStrategy``'s and
-    apply to every member.
+    apply to every member. With ``smoothing="per_llm"`` an LLM whose own
+    answers reject the prior strength is profiled on finer clusters with its own strength
+    (``smoothing.py``): its profile is the members' Ψ followed by that tail. The fine maps are
+    fitted beside the members, finer than the finest member of the fitted grid.
     """
 
     name = "relative_maps"
-    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_")
-    post_fit_params = ("cluster_grid", "prior_strength", "profile_prior")
+    learned_attributes = ("theta_", "bias_", "cluster_sizes_", "n_iter_", *PerLLMProfiles.fine_attributes)
+    optional_attributes = PerLLMProfiles.fine_attributes
+    post_fit_params = ("cluster_grid", "prior_strength", "profile_prior", "smoothing")
 
     cluster_grid: tuple[int, ...] = (10, 20, 40, 80)
     profile_prior: str = "overall"
@@ -74,6 +79,7 @@ class RelativeMapEnsemble(SoftMapStrategy):
         self.bias_ = np.concatenate([m.bias for m in maps])
         self.cluster_sizes_ = [len(m.bias) for m in maps]
         self.n_iter_ = [m.n_iter for m in maps]
+        self._fit_fine_maps(train_embeddings, validation_embeddings, validation_errors, min(self.cluster_sizes_))
 
     def with_params(self, **params):
         clone = super().with_params(**params)
@@ -97,6 +103,21 @@ class RelativeMapEnsemble(SoftMapStrategy):
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _profile(self, validation_embeddings, validation_errors, llm_key):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        return self._personal_profile(own_psi, validation_embeddings, validation_errors, max(self.cluster_sizes_))[0]
+
+    def _profile_choice(self, validation_embeddings, validation_errors):
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        choice = self._personal_profile(own_psi, validation_embeddings, validation_errors, max(self.cluster_sizes_))
+        return choice[1].as_json()
+
+    def _own_width(self):
+        return int(sum(self.cluster_sizes_))
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        return self._personal_losses(prompt_embeddings, profiles)
+
+    def _own_psi(self, validation_embeddings, validation_errors):
         members = self._memberships(validation_embeddings)
         if self.profile_prior == "overall":
             return np.concatenate([shrunk_cluster_errors(m, validation_errors, self.prior_strength) for m in members])
@@ -118,7 +139,7 @@ class RelativeMapEnsemble(SoftMapStrategy):
             coarser_estimate = memberships @ psi[r]
         return np.concatenate(psi)
 
-    def _predict_loss(self, prompt_embeddings, profiles):
+    def _own_losses(self, prompt_embeddings, profiles):
         bounds = np.cumsum([0, *self.cluster_sizes_])
         members = self._memberships(prompt_embeddings)
         if self.profile_prior == "nested":

@@ -1,0 +1,352 @@
+"""Per-LLM smoothing: keep the tuned prior strength unless an LLM's own answers reject it.
+
+The profiles of ``profiles.py`` shrink each cluster's error towards the LLM's overall error ē(h) with a
+prior worth ``a`` prompts, and ``a`` is tuned by cross-validation over the *training* LLMs
+(``tuning.py``). That is right for LLMs like them and wrong for one that is not: a specialist right on
+one subject and wrong on the rest has cluster errors far from ē(h), and a strong prior pulls them back.
+
+Each LLM's own per-cluster counts say how far its clusters spread around ē(h). Under a Beta prior of
+mean ē(h) and strength a, the error count s_k of a cluster holding n_k answers is beta-binomial:
+
+    log p(s | n, a) = Σ_k  log B(s_k + a·ē, n_k − s_k + a·(1 − ē)) − log B(a·ē, a·(1 − ē))    (+ terms free of a)
+
+(soft memberships and fractional scores give real-valued n_k and s_k; the same expression is used as a
+quasi-likelihood). Its maximiser â over a grid is the LLM's empirical-Bayes prior strength, and
+
+    departure(h) = max_a log p(s | n, a) − log p(s | n, a_tuned)  ≥ 0
+
+how strongly its answers reject the tuned strength. A generalist's â is noisy — using it for every
+LLM costs routing accuracy — so an LLM keeps ``a_tuned`` unless its departure exceeds what the training
+LLMs themselves show on their validation answers: the level an exponential fitted to their departures
+exceeds with probability ``FALSE_DEPARTURE_RATE``, and at least the largest of them (computed from
+their counts, stored at fit time, for whatever ``a_tuned`` the profile uses). A new LLM like the
+training ones thus rarely departs by chance. An LLM that departs is profiled with its own â.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from scipy.special import gammaln
+
+from routing.strategies.profiles import one_hot, overall_error, shrunk_cluster_errors
+
+# A strategy's ``smoothing``: "per_llm" lets an LLM whose answers depart use its own strength; "tuned"
+# smooths every LLM with the tuned one.
+SMOOTHING_MODES = ("per_llm", "tuned")
+# Candidate prior strengths for the empirical-Bayes fit: from "trust each cluster" to "one average".
+PRIOR_STRENGTH_GRID = np.geomspace(0.25, 4096.0, 29)
+# The share of LLMs like the training ones that may depart by chance. Departures of the training LLMs
+# have a long right tail (more clusters, more of it); an exponential tail is the simplest fit to it.
+FALSE_DEPARTURE_RATE = 0.01
+# The Beta prior needs a mean strictly inside (0, 1); an all-right or all-wrong LLM sits at an edge.
+CENTRE_BOUND = 1e-3
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """How one LLM's profile was smoothed; ``as_json`` is what the profile row stores."""
+
+    prior_strength: float  # the strength its profile uses
+    tuned_prior_strength: float
+    own_prior_strength: float  # â: the empirical-Bayes strength of its own counts
+    departure: float  # nats by which â's likelihood beats the tuned strength's
+    threshold: float  # the departure above which an LLM is profiled with its own strength
+    departs: bool
+    clusters: int  # the clusters whose counts were read
+
+    def as_json(self) -> dict:
+        """Plain JSON values; an infinite threshold (nothing may depart) is None."""
+        return {
+            key: (round(value, 4) if np.isfinite(value) else None) if isinstance(value, float) else value
+            for key, value in asdict(self).items()
+        }
+
+
+def cluster_counts(memberships: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """[2, K] (or [2, K, m] for errors [n, m]): answered weight n_k and error sum s_k per cluster."""
+    answered = ~np.isnan(errors)
+    weights = memberships.T @ answered.astype(np.float64)
+    weighted_errors = memberships.T @ np.where(answered, errors, 0.0)
+    return np.stack([weights, weighted_errors])
+
+
+def log_marginal_likelihood(counts: np.ndarray, centre, prior_strengths: np.ndarray) -> np.ndarray:
+    """log p(s | n, a) for each a in ``prior_strengths`` (module docstring), from counts [2, K].
+
+    ``centre`` is the prior mean: one value, or one per cluster [K].
+    """
+    weights, weighted_errors = counts
+    weighted_errors = np.clip(weighted_errors, 0.0, weights)
+    centre = np.clip(
+        np.broadcast_to(np.asarray(centre, dtype=np.float64), weights.shape), CENTRE_BOUND, 1 - CENTRE_BOUND
+    )
+    a = np.asarray(prior_strengths, dtype=np.float64)[:, None]
+    alpha, beta = a * centre, a * (1 - centre)
+    terms = (
+        gammaln(weighted_errors + alpha)
+        + gammaln(weights - weighted_errors + beta)
+        - gammaln(weights + a)
+        - gammaln(alpha)
+        - gammaln(beta)
+        + gammaln(a)
+    )
+    return terms.sum(axis=1)
+
+
+def own_prior_strength(counts: np.ndarray, centre, tuned_prior_strength: float) -> tuple[float, float]:
+    """(â, departure): the grid's most likely strength (the tuned one among the candidates) and by how
+    many nats it beats the tuned strength."""
+    grid = np.append(PRIOR_STRENGTH_GRID, float(tuned_prior_strength))
+    likelihood = log_marginal_likelihood(counts, centre, grid)
+    best = int(np.argmax(likelihood))
+    return float(grid[best]), float(likelihood[best] - likelihood[-1])
+
+
+def departure_threshold(
+    training_counts: np.ndarray, training_centres: np.ndarray, tuned_prior_strength: float
+) -> float:
+    """The departure a new LLM must exceed (module docstring), from the training LLMs' counts [2, K, m]
+    and centres [m]; infinite without training LLMs (nothing departs)."""
+    departures = [
+        own_prior_strength(training_counts[:, :, j], training_centres[j], tuned_prior_strength)[1]
+        for j in range(training_counts.shape[2])
+    ]
+    if not departures:
+        return float("inf")
+    return max(max(departures), float(np.mean(departures)) * np.log(1 / FALSE_DEPARTURE_RATE))
+
+
+def check_mode(mode: str) -> None:
+    if mode not in SMOOTHING_MODES:
+        raise ValueError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {mode!r}")
+
+
+def training_evidence(memberships: np.ndarray, validation_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a fit keeps of its training LLMs for the threshold: counts [2, K, m] and overall errors [m]."""
+    return cluster_counts(memberships, validation_errors), overall_error(validation_errors)
+
+
+def smoothing_of(
+    memberships: np.ndarray,
+    errors: np.ndarray,
+    *,
+    mode: str,
+    tuned_prior_strength: float,
+    training_counts: np.ndarray | None,
+    training_centres: np.ndarray | None,
+) -> Smoothing:
+    """The tuned strength, or the LLM's own if its errors [n] on memberships [n, K] depart more than the
+    training LLMs' do (module docstring). Without training counts (``mode="tuned"``, or a state stored
+    without them) nothing departs."""
+    check_mode(mode)
+    counts, centre = cluster_counts(memberships, errors), float(overall_error(errors))
+    own, departure = own_prior_strength(counts, centre, tuned_prior_strength)
+    threshold = float("inf")
+    if mode == "per_llm" and training_counts is not None:
+        threshold = departure_threshold(training_counts, training_centres, tuned_prior_strength)
+    departs = departure > threshold
+    return Smoothing(
+        prior_strength=own if departs else float(tuned_prior_strength),
+        tuned_prior_strength=float(tuned_prior_strength),
+        own_prior_strength=own,
+        departure=departure,
+        threshold=threshold,
+        departs=bool(departs),
+        clusters=int(counts.shape[1]),
+    )
+
+
+# -- resolution: an LLM that departs may be profiled on finer clusters --------------------------------
+# A strategy's clusters are tuned for LLMs like the training ones, and are coarse: a cluster may mix
+# subjects (one of MMLU-Pro's is 78 % maths), so even an unsmoothed estimate there blurs a specialist's
+# subject with its neighbours'. Each strategy therefore also keeps nested K-means maps at finer
+# resolutions (``FINE_GRID``); an LLM that departs gets, at each, its errors shrunk with its own
+# empirical-Bayes strength towards the strategy's own estimate over the fine cluster, and uses the
+# resolution whose leave-one-out likelihood of its own validation answers is highest.
+FINE_GRID = (20, 40, 80, 160)
+# On average per cluster: finer maps would be profiled from a handful of answers. Which map an LLM
+# uses is its own leave-one-out likelihood's choice, so a map too fine for it is simply not chosen.
+MIN_ANSWERS_PER_FINE_CLUSTER = 5
+
+
+@dataclass(frozen=True)
+class FineMaps:
+    """K-means maps at finer resolutions (centroids stacked [ΣK, D]) and the training LLMs' counts on
+    the finest one (the departure test's threshold)."""
+
+    centroids: np.ndarray
+    sizes: list[int]
+    training_counts: np.ndarray  # [2, K_finest, m]
+    training_centres: np.ndarray  # [m]
+
+
+def fine_sizes(n_validation: int, base_clusters: int) -> list[int]:
+    """The ``FINE_GRID`` resolutions finer than the strategy's own and with enough validation answers."""
+    return [k for k in FINE_GRID if base_clusters < k <= n_validation // MIN_ANSWERS_PER_FINE_CLUSTER]
+
+
+def fit_fine_maps(
+    train_embeddings, validation_embeddings, validation_errors, *, base_clusters: int, n_init: int, random_state
+) -> FineMaps | None:
+    """None when no finer resolution has enough validation prompts; the per-LLM strength then applies alone."""
+    from routing.strategies.kmeans import spherical_centroids  # kmeans imports this module
+
+    sizes = fine_sizes(len(validation_embeddings), base_clusters)
+    if not sizes:
+        return None
+    centroids = [spherical_centroids(train_embeddings, k, n_init=n_init, random_state=random_state) for k in sizes]
+    sizes = [len(c) for c in centroids]
+    finest = fine_memberships(validation_embeddings, np.vstack(centroids), sizes)[-1]
+    counts, centres = training_evidence(finest, validation_errors)
+    return FineMaps(np.vstack(centroids), sizes, counts, centres)
+
+
+def fine_memberships(embeddings: np.ndarray, centroids: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """One-hot memberships [n, K_r] per fine map, coarse to fine."""
+    bounds = np.cumsum([0, *sizes])
+    similarity = embeddings @ centroids.T
+    return [one_hot(np.argmax(similarity[:, a:b], axis=1), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def leave_one_out_log_likelihood(
+    memberships: np.ndarray, errors: np.ndarray, prior: np.ndarray, strength: float
+) -> float:
+    """Mean log-likelihood of each answered prompt's error under its cluster's shrunk estimate without it
+    (hard memberships [n, K], prior [K])."""
+    answered = ~np.isnan(errors)
+    cluster = np.argmax(memberships[answered], axis=1)
+    e = errors[answered]
+    weights, weighted_errors = cluster_counts(memberships, errors)
+    predicted = (weighted_errors[cluster] - e + strength * prior[cluster]) / np.maximum(
+        weights[cluster] - 1 + strength, 1e-9
+    )
+    predicted = np.clip(predicted, 1e-3, 1 - 1e-3)
+    return float(np.mean(e * np.log(predicted) + (1 - e) * np.log(1 - predicted)))
+
+
+def personal_tail(
+    fine: FineMaps | None,
+    validation_embeddings: np.ndarray,
+    errors: np.ndarray,
+    own_estimate: np.ndarray,
+    *,
+    mode: str,
+    tuned_prior_strength: float,
+    base_clusters: int,
+) -> tuple[np.ndarray, Smoothing]:
+    """The part of a profile past the strategy's own Ψ: [Ψ at every fine map (ΣK_r), resolution index]
+    (0: the strategy's own clusters, r: the r-th fine map), and the choice made.
+
+    ``own_estimate`` [n_validation] is the strategy's own predicted error on the validation prompts; it
+    is each fine cluster's prior. Without fine maps the tail is empty and nothing departs.
+    """
+    if fine is None:
+        return np.zeros(0), Smoothing(
+            float(tuned_prior_strength),
+            float(tuned_prior_strength),
+            float(tuned_prior_strength),
+            0.0,
+            float("inf"),
+            False,
+            base_clusters,
+        )
+    members = fine_memberships(validation_embeddings, fine.centroids, fine.sizes)
+    choice = smoothing_of(
+        members[-1],
+        errors,
+        mode=mode,
+        tuned_prior_strength=tuned_prior_strength,
+        training_counts=fine.training_counts,
+        training_centres=fine.training_centres,
+    )
+    answered = (~np.isnan(errors)).astype(np.float64)
+    psi, scores, strengths = [], [], []
+    for memberships in members:
+        weights = memberships.T @ answered
+        prior = (memberships.T @ (answered * own_estimate)) / np.maximum(weights, 1e-9)
+        prior = np.where(weights > 0, prior, float(overall_error(errors)))
+        if choice.departs:
+            strength, _ = own_prior_strength(cluster_counts(memberships, errors), prior, tuned_prior_strength)
+        else:
+            strength = float(tuned_prior_strength)
+        psi.append(shrunk_cluster_errors(memberships, errors, strength, prior=prior))
+        scores.append(leave_one_out_log_likelihood(memberships, errors, prior, strength))
+        strengths.append(strength)
+    resolution = int(np.argmax(scores)) + 1 if choice.departs else 0
+    if resolution:
+        choice = replace(choice, prior_strength=strengths[resolution - 1], clusters=fine.sizes[resolution - 1])
+    else:
+        choice = replace(choice, clusters=base_clusters)
+    return np.append(np.concatenate(psi), float(resolution)), choice
+
+
+def personal_losses(
+    losses: np.ndarray, prompt_embeddings: np.ndarray, tails: np.ndarray, fine: FineMaps | None
+) -> np.ndarray:
+    """The strategy's losses [n, m] with the columns of LLMs profiled at a fine resolution replaced."""
+    if fine is None or tails.shape[1] == 0:
+        return losses
+    resolution = np.rint(tails[:, -1]).astype(int)
+    if not resolution.any():
+        return losses
+    members = fine_memberships(prompt_embeddings, fine.centroids, fine.sizes)
+    bounds = np.cumsum([0, *fine.sizes])
+    losses = np.array(losses, dtype=np.float64)
+    for j in np.flatnonzero(resolution):
+        r = resolution[j] - 1
+        losses[:, j] = members[r] @ tails[j, bounds[r] : bounds[r + 1]]
+    return losses
+
+
+class PerLLMProfiles:
+    """What a clustered strategy adds for per-LLM profiles: fine maps fitted beside its own, a profile
+    that is its own Ψ followed by ``personal_tail``'s, and losses that read the tail where chosen.
+
+    The strategy provides ``smoothing``, ``prior_strength``, ``n_init`` and ``random_state``, and
+    ``_own_width()`` (the length of its own Ψ) and ``_own_losses(embeddings, own_profiles)``. The fine
+    attributes are optional learned attributes: a state stored without them profiles as before.
+    """
+
+    fine_attributes = ("fine_centroids_", "fine_sizes_", "smoothing_counts_", "smoothing_centres_")
+
+    def _fit_fine_maps(self, train_embeddings, validation_embeddings, validation_errors, base_clusters: int) -> None:
+        check_mode(self.smoothing)
+        fine = fit_fine_maps(
+            train_embeddings,
+            validation_embeddings,
+            validation_errors,
+            base_clusters=base_clusters,
+            n_init=self.n_init,
+            random_state=self.random_state,
+        )
+        if fine is None:
+            dim, m = train_embeddings.shape[1], validation_errors.shape[1]
+            fine = FineMaps(np.zeros((0, dim), np.float32), [], np.zeros((2, 0, m)), np.zeros(m))
+        self.fine_centroids_, self.fine_sizes_ = fine.centroids, [int(k) for k in fine.sizes]
+        self.smoothing_counts_, self.smoothing_centres_ = fine.training_counts, fine.training_centres
+
+    def _fine_maps(self) -> FineMaps | None:
+        if not list(getattr(self, "fine_sizes_", None) or []):
+            return None
+        return FineMaps(self.fine_centroids_, list(self.fine_sizes_), self.smoothing_counts_, self.smoothing_centres_)
+
+    def _personal_profile(self, own_psi, validation_embeddings, validation_errors, base_clusters: int):
+        """(profile, Smoothing) for one LLM whose own Ψ is ``own_psi``."""
+        own_estimate = self._own_losses(validation_embeddings, own_psi[None, :])[:, 0]
+        tail, choice = personal_tail(
+            self._fine_maps(),
+            validation_embeddings,
+            validation_errors,
+            own_estimate,
+            mode=self.smoothing,
+            tuned_prior_strength=self.prior_strength,
+            base_clusters=base_clusters,
+        )
+        return np.concatenate([own_psi, tail]), choice
+
+    def _personal_losses(self, prompt_embeddings, profiles):
+        width = self._own_width()
+        losses = self._own_losses(prompt_embeddings, profiles[:, :width])
+        return personal_losses(losses, prompt_embeddings, profiles[:, width:], self._fine_maps())
