@@ -17,9 +17,11 @@ quasi-likelihood). Its maximiser â over a grid is the LLM's empirical-Bayes pri
 
 how strongly its answers reject the tuned strength. A generalist's â is noisy — using it for every
 LLM costs routing accuracy — so an LLM keeps ``a_tuned`` unless its departure exceeds what the training
-LLMs themselves show on their validation answers: the level an exponential fitted to their departures
-exceeds with probability ``FALSE_DEPARTURE_RATE``, and at least the largest of them (computed from
-their counts, stored at fit time, for whatever ``a_tuned`` the profile uses). A new LLM like the
+LLMs themselves show on their validation answers: the level a new LLM like them exceeds with
+probability ``FALSE_DEPARTURE_RATE`` when departures are exponential with a mean estimated from the m
+training LLMs' (the predictive, Lomax, quantile m·μ̂·(p^(−1/m) − 1), which grows as m shrinks), and at
+least the largest of them (computed from their counts, stored at fit time, for whatever ``a_tuned``
+the profile uses). A new LLM like the
 training ones thus rarely departs by chance. An LLM that departs is profiled with its own â.
 """
 
@@ -59,7 +61,7 @@ class Smoothing:
     def as_json(self) -> dict:
         """Plain JSON values; an infinite threshold (nothing may depart) is None."""
         return {
-            key: (round(value, 4) if np.isfinite(value) else None) if isinstance(value, float) else value
+            key: (round(float(value), 4) if np.isfinite(value) else None) if isinstance(value, float) else value
             for key, value in asdict(self).items()
         }
 
@@ -115,7 +117,9 @@ def departure_threshold(
     ]
     if not departures:
         return float("inf")
-    return max(max(departures), float(np.mean(departures)) * np.log(1 / FALSE_DEPARTURE_RATE))
+    m = len(departures)
+    predictive_quantile = m * float(np.mean(departures)) * (FALSE_DEPARTURE_RATE ** (-1 / m) - 1)
+    return float(max(max(departures), predictive_quantile))
 
 
 def check_mode(mode: str) -> None:

@@ -1,0 +1,151 @@
+"""Per-LLM profiles (``smoothing.py``): a specialist keeps what its answers show, a generalist is smoothed
+as before, and LLMs at the edges (every answer right, or every answer wrong) are profiled."""
+
+import numpy as np
+import pytest
+
+from routing.strategies import get_strategy
+from routing.strategies.smoothing import PRIOR_STRENGTH_GRID, cluster_counts, own_prior_strength
+
+N_TOPICS = 8
+# Two clusters of their own: each mixes four topics, as a tuned coarse map mixes subjects.
+PARAMS = {
+    "uniroute_kmeans": {"n_clusters": 2, "prior_strength": 50.0},
+    "uniroute_learnedmap": {"n_clusters": 2, "prior_strength": 50.0, "max_iter": 20},
+    "relative_maps": {"cluster_grid": (2, 3), "prior_strength": 50.0, "max_iter": 20},
+}
+
+
+def topics(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    topic = np.arange(n) % N_TOPICS
+    rng.shuffle(topic)
+    embeddings = np.eye(16)[topic] + 0.15 * rng.normal(size=(n, 16))
+    return (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32), topic
+
+
+def generalists(topic: np.ndarray, rng, n_llms: int) -> np.ndarray:
+    """LLMs right 45–75 % of the time on every topic (a little better on some)."""
+    accuracy = rng.uniform(0.45, 0.75, size=(N_TOPICS, n_llms))
+    return (rng.random((len(topic), n_llms)) < accuracy[topic]).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    train_embeddings, train_topic = topics(400, rng)
+    validation_embeddings, validation_topic = topics(400, rng)
+    test_embeddings, test_topic = topics(200, rng)
+    return {
+        "train": (train_embeddings, generalists(train_topic, rng, 6)),
+        "validation": (validation_embeddings, validation_topic, generalists(validation_topic, rng, 6)),
+        "unseen_generalist": generalists(validation_topic, rng, 1)[:, 0],
+        "test": (test_embeddings, test_topic),
+    }
+
+
+def fitted(name, data, **params):
+    train_embeddings, train_correctness = data["train"]
+    validation_embeddings, _, validation_correctness = data["validation"]
+    return get_strategy(name, **PARAMS[name], **params).fit(
+        train_embeddings,
+        train_correctness,
+        validation_embeddings=validation_embeddings,
+        validation_correctness=validation_correctness,
+    )
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_a_specialists_estimate_on_its_subject_stays_near_its_observed_error(name, data):
+    strategy = fitted(name, data)
+    validation_embeddings, validation_topic, _ = data["validation"]
+    specialist = (validation_topic == 0).astype(np.float64)  # observed error 0 on topic 0, 1 elsewhere
+    test_embeddings, test_topic = data["test"]
+
+    predicted = strategy.predict_loss(test_embeddings, strategy.profile(validation_embeddings, specialist)[None, :])
+    as_before = strategy.with_params(smoothing="tuned")
+    predicted_as_before = as_before.predict_loss(
+        test_embeddings, as_before.profile(validation_embeddings, specialist)[None, :]
+    )
+
+    assert predicted[test_topic == 0].mean() < 0.1
+    assert predicted[test_topic != 0].mean() > 0.9
+    assert predicted_as_before[test_topic == 0].mean() > 0.5  # the tuned prior pulls it to its average
+    choice = strategy.profile_choice(validation_embeddings, specialist)
+    assert choice["departs"] is True
+    assert choice["departure"] > choice["threshold"]
+    assert choice["prior_strength"] < 50.0
+    assert choice["clusters"] > 3
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_a_generalist_is_smoothed_exactly_as_with_the_tuned_prior(name, data):
+    strategy = fitted(name, data)
+    validation_embeddings, _, _ = data["validation"]
+    generalist = data["unseen_generalist"]
+    test_embeddings, _ = data["test"]
+    as_before = strategy.with_params(smoothing="tuned")
+
+    profile = strategy.profile(validation_embeddings, generalist)
+    profile_as_before = as_before.profile(validation_embeddings, generalist)
+
+    np.testing.assert_array_equal(
+        strategy.predict_loss(test_embeddings, profile[None, :]),
+        as_before.predict_loss(test_embeddings, profile_as_before[None, :]),
+    )
+    width = strategy._own_width()
+    np.testing.assert_array_equal(profile[:width], profile_as_before[:width])  # the same Ψ
+    choice = strategy.profile_choice(validation_embeddings, generalist)
+    assert choice["departs"] is False
+    assert choice["prior_strength"] == 50.0
+
+
+@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("answer", [0.0, 1.0])
+def test_an_llm_with_every_answer_wrong_or_every_answer_right_is_profiled(name, answer, data):
+    strategy = fitted(name, data)
+    validation_embeddings, _, _ = data["validation"]
+    test_embeddings, _ = data["test"]
+    correctness = np.full(len(validation_embeddings), answer)
+    correctness[::9] = np.nan  # some prompts unanswered
+
+    predicted = strategy.predict_loss(test_embeddings, strategy.profile(validation_embeddings, correctness)[None, :])
+    choice = strategy.profile_choice(validation_embeddings, correctness)
+
+    np.testing.assert_allclose(predicted, 1.0 - answer, atol=1e-6)
+    assert choice["departs"] is False
+    assert all(value is None or np.isfinite(value) for value in choice.values() if not isinstance(value, bool))
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_a_state_stored_without_fine_maps_profiles_every_llm_with_the_tuned_prior(name, data):
+    strategy = fitted(name, data)
+    validation_embeddings, validation_topic, _ = data["validation"]
+    test_embeddings, _ = data["test"]
+    state = strategy.get_state()
+    for attribute in strategy.fine_attributes:
+        state.pop(attribute)
+    restored = type(strategy).from_state(state)
+    as_before = strategy.with_params(smoothing="tuned")
+    specialist = (validation_topic == 0).astype(np.float64)
+
+    profile = restored.profile(validation_embeddings, specialist)
+
+    assert len(profile) == strategy._own_width()
+    np.testing.assert_allclose(
+        restored.predict_loss(test_embeddings, profile[None, :]),
+        as_before.predict_loss(test_embeddings, as_before.profile(validation_embeddings, specialist)[None, :]),
+    )
+    assert restored.profile_choice(validation_embeddings, specialist)["departs"] is False
+
+
+def test_the_empirical_bayes_strength_is_weak_for_spread_clusters_and_strong_for_alike_ones():
+    memberships = np.repeat(np.eye(10), 30, axis=0)  # 10 clusters of 30 answers
+    alike = np.tile([0.0, 1.0], 150)  # every cluster at 50 % error
+    spread = np.repeat([0.0, 1.0], 150)  # five clusters all right, five all wrong
+
+    strength_alike, departure_alike = own_prior_strength(cluster_counts(memberships, alike), 0.5, 20.0)
+    strength_spread, departure_spread = own_prior_strength(cluster_counts(memberships, spread), 0.5, 20.0)
+
+    assert strength_alike == PRIOR_STRENGTH_GRID.max()
+    assert strength_spread == PRIOR_STRENGTH_GRID.min()
+    assert departure_spread > 50 > departure_alike >= 0
