@@ -142,12 +142,26 @@ class RoutingStateAdmin(ReadOnlyAdmin):
 @admin.register(LLMProfile)
 class LLMProfileAdmin(ReadOnlyAdmin):
     deletable = True
-    list_display = ("llm", "state", "n_validation_outcomes", "validation_error", "updated_at")
+    list_display = ("llm", "state", "n_validation_outcomes", "validation_error", "smoothing_choice", "updated_at")
     list_filter = ("state",)
     search_fields = ("llm__name",)
     list_select_related = ("llm", "state")
-    fields = ("llm", "state", "n_validation_outcomes", "validation_error", "vector_preview", "created_at", "updated_at")
+    fields = (
+        "llm",
+        "state",
+        "n_validation_outcomes",
+        "validation_error",
+        "smoothing_choice",
+        "smoothing",
+        "vector_preview",
+        "created_at",
+        "updated_at",
+    )
     readonly_fields = fields
+
+    @admin.display(description="smoothing")
+    def smoothing_choice(self, profile):
+        return profile.smoothing_summary
 
     @admin.display(description="Ψ (profile vector)")
     def vector_preview(self, profile):

@@ -71,6 +71,13 @@ class LLMProfile(models.Model):
     vector = ArrayField(models.FloatField())
     n_validation_outcomes = models.PositiveIntegerField()
     validation_error = models.FloatField(help_text="Mean error on the validation prompts it answered.")
+    smoothing = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the strategy chose for this LLM alone (routing/strategies/smoothing.py): the prior "
+        "strength and clusters its profile uses, and whether its answers departed from the tuned prior. "
+        "Empty for strategies that profile every LLM alike.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,3 +89,27 @@ class LLMProfile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.llm} @ {self.state}"
+
+    @property
+    def smoothing_summary(self) -> str:
+        """One line on how this profile was smoothed, for the admin and the dashboard."""
+        return smoothing_summary(self.smoothing)
+
+
+def smoothing_summary(smoothing: dict) -> str:
+    if not smoothing:
+        return "as every LLM (this strategy makes no per-LLM choice)"
+    strength, clusters = smoothing.get("prior_strength"), smoothing.get("clusters")
+    departure, threshold = smoothing.get("departure"), smoothing.get("threshold")
+    if smoothing.get("departs"):
+        return (
+            f"its own: prior strength {strength:g} on {clusters} clusters — its answers depart from the tuned "
+            f"prior ({smoothing.get('tuned_prior_strength'):g}) by a log-likelihood ratio of {departure:.1f}, "
+            f"above the {threshold:.1f} the training LLMs allow"
+        )
+    if threshold is None:
+        return f"as the training LLMs: tuned prior strength {strength:g} on {clusters} clusters"
+    return (
+        f"as the training LLMs: tuned prior strength {strength:g} on {clusters} clusters "
+        f"(log-likelihood ratio {departure:.1f}, within the {threshold:.1f} the training LLMs allow)"
+    )

@@ -52,3 +52,10 @@ def llm_usage_by_tenant(*, llm: LLM, since: date, until: date) -> list[tuple[str
     grouped = usage_grouped(by=("tenant_id",), since=since, until=until, llm_id=llm.id)
     names = dict(Tenant.objects.filter(id__in=[key[0] for key in grouped]).values_list("id", "name"))
     return sorted(((names.get(key[0], "?"), row) for key, row in grouped.items()), key=lambda item: -item[1].requests)
+
+
+def llm_profile_smoothing(*, state_id: int, llm: LLM) -> str | None:
+    """How ``llm``'s profile in the state was smoothed, in words (``LLMProfile.smoothing_summary``); None
+    without a profile there."""
+    profile = LLMProfile.objects.filter(state_id=state_id, llm=llm).only("smoothing").first()
+    return profile.smoothing_summary if profile else None

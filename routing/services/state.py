@@ -198,6 +198,7 @@ def _store_profile(
             "vector": [float(x) for x in np.asarray(vector, dtype=np.float64)],
             "n_validation_outcomes": int(answered.sum()),
             "validation_error": float(1.0 - np.nanmean(correctness)),
+            "smoothing": strategy.profile_choice(validation_embeddings, correctness) or {},
         },
     )
     return profile

@@ -13,7 +13,7 @@ from routing.exceptions import NoActiveRoutingState
 from routing.selectors.clusters import cluster_map
 from routing.selectors.curves import held_out
 from routing.selectors.decisions import tenants_current_lambda
-from routing.selectors.llms import llm_recent_jobs, llm_rows, llm_usage_by_tenant
+from routing.selectors.llms import llm_profile_smoothing, llm_recent_jobs, llm_rows, llm_usage_by_tenant
 from routing.selectors.routers import active_router
 from routing.selectors.usage import days_between, usage_grouped
 from routing.views import charts
@@ -83,7 +83,11 @@ def _profile_context(loaded, llm: LLM, lam: float) -> dict:
     if llm.name not in names:
         return {"routable": False}
     row = names.index(llm.name)
-    result = {"routable": True, "routable_llm": loaded.llms[row]}
+    result = {
+        "routable": True,
+        "routable_llm": loaded.llms[row],
+        "smoothing": llm_profile_smoothing(state_id=loaded.state_id, llm=llm),
+    }
     clusters = cluster_map(loaded)
     if clusters is not None:
         mine, fleet = clusters.errors[row], clusters.fleet_mean

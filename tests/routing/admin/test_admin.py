@@ -8,7 +8,7 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from django.http import HttpRequest
 from django.test import Client
 
-from routing.models import ApiKey, BudgetPeriod, Decision, Tenant
+from routing.models import ApiKey, BudgetPeriod, Decision, LLMProfile, Tenant
 from tests.fixtures.api import ApiClient
 
 pytestmark = pytest.mark.django_db
@@ -197,3 +197,14 @@ def test_linking_a_user_to_a_tenant_in_the_admin_opens_that_tenants_dashboard(ad
     response = admin_client_.post("/admin/routing/tenantmembership/add/", {"user": user.id, "tenant": tenant.id})
     assert response.status_code == 302 and TenantMembership.objects.get(user=user).tenant == tenant
     assert "Tenant <strong>linked</strong>" in viewer.get("/").content.decode()
+
+
+def test_the_profile_admin_shows_each_llms_smoothing(admin_client_, fitted):
+    profile = LLMProfile.objects.filter(state=fitted).select_related("llm").order_by("llm__name").first()
+
+    listing = admin_client_.get("/admin/routing/llmprofile/").content.decode()
+    page = admin_client_.get(f"/admin/routing/llmprofile/{profile.id}/change/").content.decode()
+
+    assert "as the training LLMs: tuned prior strength 5 on 4 clusters" in listing
+    assert "as the training LLMs: tuned prior strength 5 on 4 clusters" in page
+    assert "&quot;departs&quot;: false" in page  # the stored choice itself

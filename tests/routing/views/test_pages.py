@@ -10,7 +10,7 @@ import pytest
 from django.db.models import Sum
 
 from registry.models import LLM
-from routing.models import BudgetPeriod, Decision
+from routing.models import BudgetPeriod, Decision, LLMProfile
 from routing.selectors.clusters import cluster_map
 from routing.selectors.curves import held_out
 from routing.selectors.decisions import DecisionStatus, decision_page
@@ -237,3 +237,30 @@ def test_bad_query_parameters_get_a_page_not_an_error(site):
     tried = text_of(staff.post("/try/", {"prompt": "hello", "lambda": "lots"}))
     assert "λ must be a number from 0 to 1e+10." in tried
     assert staff.get("/router/?lambda=1e300").status_code == 200
+
+
+SPECIALIST_CHOICE = {  # what profile_choice returns for an LLM right on one subject only
+    "prior_strength": 1.4142,
+    "tuned_prior_strength": 50.0,
+    "own_prior_strength": 1.4142,
+    "departure": 110.98,
+    "threshold": 27.72,
+    "departs": True,
+    "clusters": 160,
+}
+
+
+def test_an_llm_page_says_how_its_profile_was_smoothed(site):
+    profile = LLMProfile.objects.filter(state__is_active=True).select_related("llm").order_by("llm__name").first()
+    staff = site.clients["staff"]
+
+    generalist_page = text_of(staff.get(f"/llms/{profile.llm_id}/"))
+    LLMProfile.objects.filter(id=profile.id).update(smoothing=SPECIALIST_CHOICE)
+    specialist_page = text_of(staff.get(f"/llms/{profile.llm_id}/"))
+
+    # The slice's fit has 4 clusters and too few validation prompts for finer ones: every LLM as the fleet.
+    assert "smoothed as the training LLMs: tuned prior strength 5 on 4 clusters" in generalist_page
+    assert (
+        "smoothed its own: prior strength 1.4142 on 160 clusters — its answers depart from the tuned prior (50) "
+        "by a log-likelihood ratio of 111.0, above the 27.7 the training LLMs allow"
+    ) in specialist_page
