@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from routing.strategies.base import RoutingStrategy
-from routing.strategies.kmeans import spherical_centroids
+from routing.strategies.centroids import spherical_centroids
 from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
 from routing.strategies.smoothing import PerLLMProfiles
 

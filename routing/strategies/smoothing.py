@@ -13,15 +13,18 @@ mean ē(h) and strength a, the error count s_k of a cluster holding n_k answers 
 (soft memberships and fractional scores give real-valued n_k and s_k; the same expression is used as a
 quasi-likelihood). Its maximiser â over a grid is the LLM's empirical-Bayes prior strength, and
 
-    departure(h) = max_a log p(s | n, a) − log p(s | n, a_tuned)  ≥ 0
+    departure(h) = max_{a ≤ a_tuned} log p(s | n, a) − log p(s | n, a_tuned)  ≥ 0
 
-how strongly its answers reject the tuned strength. A generalist's â is noisy — using it for every
+how strongly its answers reject the tuned strength in favour of a weaker one. (One-sided: an LLM whose
+clusters differ *less* than the tuned prior allows loses little by it, and the training LLMs, which
+set the threshold, often do.) A generalist's â is noisy — using it for every
 LLM costs routing accuracy — so an LLM keeps ``a_tuned`` unless its departure exceeds what the training
 LLMs themselves show on their validation answers: the level a new LLM like them exceeds with
 probability ``FALSE_DEPARTURE_RATE`` when departures are exponential with a mean estimated from the m
-training LLMs' (the predictive, Lomax, quantile m·μ̂·(p^(−1/m) − 1), which grows as m shrinks), and at
+training LLMs' (the predictive, Lomax, quantile m·μ̂·(p^(−1/m) − 1), which grows as m shrinks), at
 least the largest of them (computed from their counts, stored at fit time, for whatever ``a_tuned``
-the profile uses). A new LLM like the
+the profile uses), and at least what an LLM whose clusters follow the tuned prior exactly reaches
+with that probability (the one-sided likelihood ratio's χ̄² law: ½·χ²₁ quantile at 1 − 2p). A new LLM like the
 training ones thus rarely departs by chance. An LLM that departs is profiled with its own â.
 """
 
@@ -31,7 +34,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.special import gammaln
+from scipy.stats import chi2
 
+from routing.strategies.centroids import spherical_centroids
 from routing.strategies.profiles import one_hot, overall_error, shrunk_cluster_errors
 
 # A strategy's ``smoothing``: "per_llm" lets an LLM whose answers depart use its own strength; "tuned"
@@ -99,11 +104,12 @@ def log_marginal_likelihood(counts: np.ndarray, centre, prior_strengths: np.ndar
 
 def own_prior_strength(counts: np.ndarray, centre, tuned_prior_strength: float) -> tuple[float, float]:
     """(â, departure): the grid's most likely strength (the tuned one among the candidates) and by how
-    many nats it beats the tuned strength."""
+    many nats the most likely strength no stronger than the tuned one beats it (module docstring)."""
     grid = np.append(PRIOR_STRENGTH_GRID, float(tuned_prior_strength))
     likelihood = log_marginal_likelihood(counts, centre, grid)
-    best = int(np.argmax(likelihood))
-    return float(grid[best]), float(likelihood[best] - likelihood[-1])
+    weaker = grid <= tuned_prior_strength
+    departure = float(likelihood[weaker].max() - likelihood[-1])
+    return float(grid[int(np.argmax(likelihood))]), departure
 
 
 def departure_threshold(
@@ -119,7 +125,8 @@ def departure_threshold(
         return float("inf")
     m = len(departures)
     predictive_quantile = m * float(np.mean(departures)) * (FALSE_DEPARTURE_RATE ** (-1 / m) - 1)
-    return float(max(max(departures), predictive_quantile))
+    by_chance = float(chi2.ppf(1 - 2 * FALSE_DEPARTURE_RATE, df=1)) / 2
+    return float(max(max(departures), predictive_quantile, by_chance))
 
 
 def check_mode(mode: str) -> None:
@@ -195,8 +202,6 @@ def fit_fine_maps(
     train_embeddings, validation_embeddings, validation_errors, *, base_clusters: int, n_init: int, random_state
 ) -> FineMaps | None:
     """None when no finer resolution has enough validation prompts; the per-LLM strength then applies alone."""
-    from routing.strategies.kmeans import spherical_centroids  # kmeans imports this module
-
     sizes = fine_sizes(len(validation_embeddings), base_clusters)
     if not sizes:
         return None

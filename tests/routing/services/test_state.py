@@ -147,7 +147,7 @@ def test_without_tuning_the_defaults_are_used_and_a_refit_keeps_them(prompt_set,
 
     call_command("fit_router", "--dataset", "slice", "--strategy", "uniroute_kmeans", "--no-tuning")
     assert (
-        "hyper-parameters {'n_clusters': 10, 'prior_strength': 5.0, 'n_init': 3, 'random_state': 0}"
+        "hyper-parameters {'n_clusters': 10, 'prior_strength': 5.0, 'smoothing': 'per_llm', 'n_init': 3, 'random_state': 0}"
         in capsys.readouterr().out
     )
     state, _ = routing_state_refit()

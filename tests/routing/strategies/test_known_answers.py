@@ -161,24 +161,24 @@ def test_nested_profiles_equal_the_usual_ones_for_an_llm_equally_good_everywhere
 
 
 def test_kmeans_on_the_same_prompts_is_run_once_and_answers_the_same(monkeypatch):
-    from routing.strategies import kmeans
+    from routing.strategies import centroids
 
     runs = []
-    real = kmeans.KMeans
+    real = centroids.KMeans
 
     class Counting(real):
         def fit(self, *args, **kwargs):
             runs.append(self.n_clusters)
             return super().fit(*args, **kwargs)
 
-    monkeypatch.setattr(kmeans, "KMeans", Counting)
+    monkeypatch.setattr(centroids, "KMeans", Counting)
     points = np.random.default_rng(7).normal(size=(300, 8)).astype(np.float32)
-    first = kmeans.spherical_centroids(points, 5, n_init=2, random_state=11)
+    first = centroids.spherical_centroids(points, 5, n_init=2, random_state=11)
     first[:] = 0  # a caller's copy: changing it changes nothing remembered
-    again = kmeans.spherical_centroids(points.copy(), 5, n_init=2, random_state=11)
+    again = centroids.spherical_centroids(points.copy(), 5, n_init=2, random_state=11)
     assert runs == [5]
     expected = real(n_clusters=5, n_init=2, random_state=11).fit(points).cluster_centers_
     np.testing.assert_allclose(again, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-6)
-    kmeans.spherical_centroids(points, 5, n_init=2, random_state=12)  # another seed, another answer
-    kmeans.spherical_centroids(points[:200], 5, n_init=2, random_state=11)  # other prompts
+    centroids.spherical_centroids(points, 5, n_init=2, random_state=12)  # another seed, another answer
+    centroids.spherical_centroids(points[:200], 5, n_init=2, random_state=11)  # other prompts
     assert runs == [5, 5, 5]
