@@ -23,11 +23,14 @@ from threadpoolctl import threadpool_limits
 from evaluation.clairvoyant import CLAIRVOYANT, clairvoyant_losses
 from evaluation.protocol import Split, make_domain_shift_splits, make_splits
 from evaluation.specialists import specialist_figures, specialists_of
-from routing.strategies import get_strategy
+from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, area50, deferral_curve, oracle_curve, qnc, random_curve, single_llm_points
 from routing.strategies.tuning import tuned_fit
 
 ORACLE, RANDOM, ZERO = "oracle", "random", "zero"
+# What a user gets: in each split, the universal strategy of the run whose cross-validated score over
+# the split's training LLMs is highest (as setup_demo activates), scored on the split's test LLMs.
+AUTO = "auto"
 TIMED_POOL_SIZE = 30  # predict_one_ms is measured for one prompt against this many LLMs
 TIMING_REPEATS = 200
 MIN_CATEGORY_PROMPTS = 20  # per-category areas need this many test prompts of the category in a split
@@ -57,6 +60,9 @@ PROTOCOL = {
     "mean ± se over the splits where the category was tested",
     "specialists": "per category, a simulated unseen LLM right on that category and wrong elsewhere, priced at the "
     "median test LLM, added alone to the pool; routed at λ = 0 (evaluation/specialists.py)",
+    "auto": "per split, the universal strategy of the run with the best cross-validated score on the split's "
+    "training LLMs (the same folds and prompts for every strategy), as setup_demo activates; its choices are "
+    "counted in auto_choices",
 }
 DOMAIN_SHIFT = {
     "prompts": "per trial, categories dealt at random: train prompts from categories holding ~60 % of the prompts, validation and test (1:3) from the others",
@@ -104,25 +110,33 @@ def run_protocol(
         raise ValueError("need one category per prompt ('' for none)")
     categories = None if categories is None else np.asarray(categories).astype(str)
     names = list(dict.fromkeys([ZERO, *strategies]))  # every gain is measured against ZeroRouter
+    auto = AUTO in names
+    if auto and not tuning:
+        raise ValueError("auto is the strategy the tuning picks in each split: it needs tuning on")
+    names = [name for name in names if name != AUTO]
+    auto_pool = [name for name in names if name in STRATEGIES and STRATEGIES[name].universal]
+    if auto and not auto_pool:
+        raise ValueError("auto needs at least one universal strategy in the run to choose from")
     params = strategy_params or {}
     variants = list(variants or [])
     missing = sorted({base for base, _ in variants} - (set(names) - {CLAIRVOYANT}))
     if missing:
         raise ValueError(f"variants need their strategy in the run: {', '.join(missing)}")
     variant_names = [variant_name(base, values) for base, values in variants]
-    scores = {name: [] for name in [*names, *variant_names, ORACLE, RANDOM]}
+    scores = {name: [] for name in [*names, *([AUTO] if auto else []), *variant_names, ORACLE, RANDOM]}
     timings = {name: {"tune_s": [], "fit_s": [], "profile_ms": [], "predict_one_ms": []} for name in names}
     tunings = {name: [] for name in names if name != CLAIRVOYANT}
     single = {name: [] for name in llm_names}
     category_areas: dict[str, dict[str, list]] = {}
-    specialist_rows = {name: [] for name in [*names, *variant_names]}
+    specialist_rows = {name: [] for name in [*names, *([AUTO] if auto else []), *variant_names]}
+    auto_choices: list[str] = []
     curves = None
     for trial, split in enumerate(_splits(protocol, categories, len(embeddings), len(costs), trials, seed)):
         test_rows = _answered_by_all(correctness, split)
         truth = correctness[np.ix_(test_rows, split.test_llms)]
         split_costs = costs[split.test_llms]
         specialists = specialists_of(categories, split.validation_prompts, test_rows) if categories is not None else []
-        split_losses = {}
+        split_losses, split_specialists = {}, {}
         for name in names:
             if name == CLAIRVOYANT:
                 started = time.perf_counter()
@@ -144,6 +158,7 @@ def run_protocol(
                     timings[name],
                     tunings[name],
                     tuning_budget,
+                    score_single=auto and name in auto_pool,
                 )
                 profiles = _profiles(strategy, embeddings, correctness, split, llm_names, timings[name])
                 if trial == 0:
@@ -168,7 +183,21 @@ def run_protocol(
                             split_costs,
                         )
             split_losses[name] = losses
+            split_specialists[name] = specialist_losses
             _add_specialists(specialist_rows[name], trial, specialists, specialist_losses, losses, truth, split_costs)
+        if auto:
+            chosen = _auto_choice(auto_pool, tunings)
+            auto_choices.append(chosen)
+            split_losses[AUTO] = split_losses[chosen]
+            _add_specialists(
+                specialist_rows[AUTO],
+                trial,
+                specialists,
+                split_specialists[chosen],
+                split_losses[AUTO],
+                truth,
+                split_costs,
+            )
         split_curves = {name: deferral_curve(losses, split_costs, truth) for name, losses in split_losses.items()}
         split_curves[ORACLE] = oracle_curve(truth, split_costs)
         split_curves[RANDOM] = random_curve(truth, split_costs)
@@ -204,10 +233,20 @@ def run_protocol(
         "per_trial_area": {name: [_finite(s[0]) for s in values] for name, values in scores.items()},
         "curves": curves,
     }
+    if auto:
+        result["auto_choices"] = {"counts": dict(Counter(auto_choices).most_common()), "per_trial": auto_choices}
     if categories is not None:
         result["per_category"] = _summarise_categories(category_areas)
         result["specialists"] = _summarise_specialists(specialist_rows, trials)
     return result
+
+
+def _auto_choice(pool: list[str], tunings: dict) -> str:
+    """The strategy of ``pool`` with the best cross-validated score in the split just fitted (the first of
+    equal scores, in the order given; a strategy without a score is never chosen over one with)."""
+    scored = [(tunings[name][-1].get("score"), name) for name in pool]
+    best = max(scored, key=lambda pair: -math.inf if pair[0] is None else pair[0])
+    return best[1]
 
 
 def variant_name(strategy: str, values: dict) -> str:
@@ -250,6 +289,7 @@ def _fitted(
     timing,
     tunings,
     budget: str = "full",
+    score_single: bool = False,
 ):
     train_llms = split.train_llms
     data = dict(
@@ -264,7 +304,14 @@ def _fitted(
         timing["tune_s"].append(0.0)
     else:
         strategy, report = tuned_fit(
-            name, *train, **data, costs=costs[train_llms], fixed=fixed, seed=seed, budget=budget
+            name,
+            *train,
+            **data,
+            costs=costs[train_llms],
+            fixed=fixed,
+            seed=seed,
+            budget=budget,
+            score_single=score_single,
         )
         timing["tune_s"].append(report.seconds)
         tunings.append(report.as_json())

@@ -177,3 +177,28 @@ def test_a_post_fit_variant_is_scored_on_the_same_fit_and_a_no_op_variant_equals
         run_protocol(
             embeddings, correctness, costs, names, strategies=["knn"], trials=1, variants=[("uniroute_kmeans", {})]
         )
+
+
+def test_auto_scores_in_each_split_the_strategy_the_tuning_picks():
+    embeddings, correctness, costs, names = topic_dataset()
+    result = run_protocol(
+        embeddings,
+        correctness,
+        costs,
+        names,
+        strategies=["knn", "uniroute_kmeans", "auto"],
+        trials=3,
+        seed=3,
+        strategy_params={"uniroute_kmeans": {"n_clusters": 2}},
+        categories=topic_categories(),
+    )
+
+    chosen = result["auto_choices"]["per_trial"]
+    assert len(chosen) == 3 and set(chosen) <= {"zero", "knn", "uniroute_kmeans"}
+    for trial, name in enumerate(chosen):
+        scores = {s: result["tuning"][s]["per_trial"][trial]["score"] for s in ("zero", "knn", "uniroute_kmeans")}
+        assert scores[name] == max(scores.values())  # the best cross-validated score of the split
+        assert result["per_trial_area"]["auto"][trial] == result["per_trial_area"][name][trial]
+    assert "auto" in result["specialists"] and "auto" not in result["tuning"]
+    with pytest.raises(ValueError, match="needs tuning on"):
+        run_protocol(embeddings, correctness, costs, names, strategies=["knn", "auto"], trials=1, tuning=False)

@@ -11,7 +11,7 @@ from registry.embedders import get_embedder
 from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 
-DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,routellm_mf,relative_maps,clairvoyant"
+DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,routellm_mf,relative_maps,auto,clairvoyant"
 
 
 class Command(BaseCommand):
@@ -27,7 +27,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--strategies",
             default=DEFAULT_STRATEGIES,
-            help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added; clairvoyant is the non-universal upper reference",
+            help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added; clairvoyant is the "
+            "non-universal upper reference; auto is, per split, the universal strategy of the run that cross-validation "
+            "over the split's training LLMs picks",
         )
         parser.add_argument("--trials", type=int, default=20, help="random splits (default 20)")
         parser.add_argument("--seed", type=int, default=0)
@@ -87,11 +89,11 @@ class Command(BaseCommand):
         **options,
     ):
         from evaluation.clairvoyant import CLAIRVOYANT
-        from evaluation.engine import run_protocol
+        from evaluation.engine import AUTO, run_protocol
         from routing.strategies import STRATEGIES
 
         names = [s.strip() for s in strategies.split(",") if s.strip()]
-        unknown = [s for s in names if s not in STRATEGIES and s != CLAIRVOYANT]
+        unknown = [s for s in names if s not in STRATEGIES and s not in (CLAIRVOYANT, AUTO)]
         if unknown:
             raise CommandError(f"unknown strategies: {', '.join(unknown)}; known: {', '.join(sorted(STRATEGIES))}")
         if "zero" not in names:
