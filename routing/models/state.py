@@ -109,6 +109,12 @@ def smoothing_summary(smoothing: dict) -> str:
         )
     if threshold is None:
         return f"as the training LLMs: tuned prior strength {strength:g} on {clusters} clusters"
+    if departure > threshold:
+        return (
+            f"as the training LLMs: tuned prior strength {strength:g} on {clusters} clusters — its answers depart "
+            f"from the tuned prior by a log-likelihood ratio of {departure:.1f}, above the {threshold:.1f} the "
+            "training LLMs allow, but finer clusters explain them no better"
+        )
     return (
         f"as the training LLMs: tuned prior strength {strength:g} on {clusters} clusters "
         f"(log-likelihood ratio {departure:.1f}, within the {threshold:.1f} the training LLMs allow)"

@@ -231,7 +231,14 @@ def leave_one_out_log_likelihood(
     predicted = (weighted_errors[cluster] - e + strength * prior[cluster]) / np.maximum(
         weights[cluster] - 1 + strength, 1e-9
     )
-    predicted = np.clip(predicted, 1e-3, 1 - 1e-3)
+    return log_likelihood(predicted, e)
+
+
+def log_likelihood(predicted_errors: np.ndarray, errors: np.ndarray) -> float:
+    """Mean log-likelihood of the answered errors under predicted error rates."""
+    answered = ~np.isnan(errors)
+    predicted = np.clip(predicted_errors[answered], 1e-3, 1 - 1e-3)
+    e = errors[answered]
     return float(np.mean(e * np.log(predicted) + (1 - e) * np.log(1 - predicted)))
 
 
@@ -283,11 +290,16 @@ def personal_tail(
         psi.append(shrunk_cluster_errors(memberships, errors, strength, prior=prior))
         scores.append(leave_one_out_log_likelihood(memberships, errors, prior, strength))
         strengths.append(strength)
-    resolution = int(np.argmax(scores)) + 1 if choice.departs else 0
+    # The strategy's own estimate is a candidate too, scored on the answers it was computed from: an
+    # in-sample likelihood favours it, so an LLM leaves its tuned profile only where finer clusters
+    # explain its answers clearly better (a specialist's do; a generalist that merely varies more than
+    # the training LLMs keeps its profile).
+    own_score = log_likelihood(own_estimate, errors)
+    resolution = int(np.argmax([own_score, *scores])) if choice.departs else 0
     if resolution:
         choice = replace(choice, prior_strength=strengths[resolution - 1], clusters=fine.sizes[resolution - 1])
     else:
-        choice = replace(choice, clusters=base_clusters)
+        choice = replace(choice, prior_strength=float(tuned_prior_strength), clusters=base_clusters, departs=False)
     return np.append(np.concatenate(psi), float(resolution)), choice
 
 
