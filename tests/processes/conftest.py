@@ -4,6 +4,8 @@ with a real listen backlog."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from django.core.servers.basehttp import ThreadedWSGIServer
@@ -57,3 +59,26 @@ def worker(celery_worker_process, transactional_db):
     yield celery_worker_process
     reset_all()
     assert celery_worker_process.process.poll() is None, celery_worker_process.log()[-4000:]
+
+
+@pytest.fixture
+def ledger_upstream(tmp_path):
+    """The ledger upstream (``tests/fakes/ledger_upstream.py``) in its own process, keeping its own
+    ledger of what it billed."""
+    from tests.fixtures.web import wait_until_answering
+    from tests.processes.redteam import UpstreamProcess
+    from tests.processes.workers import PROJECT_DIR, free_port, stop_process
+
+    port = free_port()
+    log_path = tmp_path / "upstream.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.ledger_upstream", "--port", str(port)],
+            cwd=PROJECT_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    upstream = UpstreamProcess(port, process, log_path)
+    wait_until_answering(upstream.url + "/ledger", process, log_path)
+    yield upstream
+    stop_process(process)

@@ -114,6 +114,29 @@ class WebServer:
         return self.log_path.read_text(errors="replace")
 
 
+class UpstreamProcess:
+    """The ledger upstream (``tests/fakes/ledger_upstream.py``) in its own process: the fixture
+    ``ledger_upstream`` (``tests/processes/conftest.py``)."""
+
+    def __init__(self, port: int, process: subprocess.Popen, log_path) -> None:
+        self.port, self.process, self.log_path = port, process, log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def ledger(self) -> dict:
+        return httpx.get(self.url + "/ledger", timeout=30).json()
+
+    def settled_ledger(self, timeout: float = 30) -> list[dict]:
+        """The ledger once no request is in progress (every caller has left or been answered)."""
+        deadline = time.monotonic() + timeout
+        while (ledger := self.ledger())["in_progress"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not ledger["in_progress"], f"{ledger['in_progress']} upstream request(s) still held"
+        return ledger["calls"]
+
+
 @dataclass(frozen=True)
 class At:
     """Something done to the service part-way through a burst (in a thread): a kill, a held lock."""

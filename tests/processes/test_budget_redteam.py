@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
-import httpx
 import pytest
 from django.db import connection
 from django.db.models import F
@@ -34,8 +31,7 @@ from django.utils import timezone
 from registry.models import LLM
 from routing.caches import reset_all
 from tests.fixtures.web import start_web, wait_until_answering
-from tests.processes.redteam import At, Call, Expect, WebServer, audit, burst
-from tests.processes.workers import PROJECT_DIR, free_port, stop_process
+from tests.processes.redteam import At, Call, Expect, UpstreamProcess, WebServer, audit, burst
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -50,43 +46,6 @@ REDTEAM_ENV = {
     "ROUTERHUB_UPSTREAM_DEADLINE_SECONDS": "15",  # a stream that never ends is cut then
     "LOG_LEVEL": "WARNING",
 }
-
-
-class UpstreamProcess:
-    def __init__(self, port: int, process: subprocess.Popen, log_path) -> None:
-        self.port, self.process, self.log_path = port, process, log_path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def ledger(self) -> dict:
-        return httpx.get(self.url + "/ledger", timeout=30).json()
-
-    def settled_ledger(self, timeout: float = 30) -> list[dict]:
-        """The ledger once no request is in progress (every caller has left or been answered)."""
-        deadline = time.monotonic() + timeout
-        while (ledger := self.ledger())["in_progress"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not ledger["in_progress"], f"{ledger['in_progress']} upstream request(s) still held"
-        return ledger["calls"]
-
-
-@pytest.fixture
-def ledger_upstream(tmp_path):
-    port = free_port()
-    log_path = tmp_path / "upstream.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.ledger_upstream", "--port", str(port)],
-            cwd=PROJECT_DIR,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    upstream = UpstreamProcess(port, process, log_path)
-    wait_until_answering(upstream.url + "/ledger", process, log_path)
-    yield upstream
-    stop_process(process)
 
 
 @pytest.fixture
