@@ -240,3 +240,29 @@ def test_budget_lease_grants_returns_and_sweeps_are_counted(transactional_db):
     assert {event: after[event] - before[event] for event in after} == {"granted": 2, "returned": 1, "swept": 1}
     jobs = total(_scrape(), "routerhub_jobs_total", kind="reclaim_budget_leases", outcome="success")
     assert jobs >= 1
+
+
+def test_an_embedding_read_from_the_shared_cache_is_counted_as_shared(settings, monkeypatch):
+    from registry import embedding_store
+    from registry.embedders import HashingEmbedder
+    from routing.caches import reset_all
+    from routing.services.embeddings import embed_cached
+
+    settings.ROUTERHUB_SHARED_EMBEDDING_CACHE = "on"
+    monkeypatch.setattr(embedding_store, "FLUSH_SECONDS", 3600)
+    monkeypatch.setattr("routing.services.embeddings.get_embedder", HashingEmbedder)
+
+    def levels():
+        scraped = _scrape()
+        return {
+            level: total(scraped, "routerhub_embedding_cache_total", level=level)
+            for level in ("process", "shared", "miss")
+        }
+
+    before = levels()
+    embed_cached("What is the boiling point of water at sea level?", tenant_id=1)  # computed
+    embed_cached("What is the boiling point of water at sea level?", tenant_id=1)  # this process's cache
+    reset_all()  # what another process sees: nothing in its own memory
+    assert embed_cached("What is the boiling point of water at sea level?", tenant_id=1)[1] == "shared"
+    after = levels()
+    assert {level: after[level] - before[level] for level in after} == {"process": 1, "shared": 1, "miss": 1}
