@@ -9,7 +9,7 @@ answer or key ever becomes a label.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 # Seconds: the gateway's own stages are milliseconds, an upstream's answer up to minutes.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -42,6 +42,30 @@ tokens = Counter("routerhub_tokens", "Tokens metered by the gateway.", ["tenant"
 spend = Counter("routerhub_spend_usd", "What the gateway's calls cost, USD.", ["tenant", "llm"])
 rate_limited = Counter("routerhub_rate_limited", "Requests refused by a rate limit (429).", ["endpoint"])
 jobs = Counter("routerhub_jobs", "Celery tasks run, by kind and outcome.", ["kind", "outcome"])
+# Gauges a request sets: across processes a scrape shows the value the latest request saw.
+budget_remaining = Gauge(
+    "routerhub_budget_remaining_usd",
+    "What the tenant's budget period had left when its latest call was routed, USD.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+lambda_used = Gauge(
+    "routerhub_lambda",
+    "The cost weight λ of the tenant's latest routed call.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+budget_leases = Counter(
+    "routerhub_budget_leases",
+    "Budget leases granted (or topped up) to a process, returned by it, and swept when expired.",
+    ["event"],
+)
+embedding_cache = Counter(
+    "routerhub_embedding_cache",
+    "Prompt embeddings by where they came from: process cache, shared cache, or computed (miss).",
+    ["level"],
+)
+EMBEDDING_LEVELS = {"memory": "process", "shared": "shared", "": "miss"}
 
 
 def multiprocess_dir() -> str | None:
@@ -97,3 +121,14 @@ def observe_request(*, endpoint: str, status: int, model: str, stages: dict[str,
 
 def observe_job(*, task_name: str, state: str) -> None:
     jobs.labels(kind=task_name.rpartition(".")[2], outcome=state.lower()).inc()
+
+
+def observe_budget(*, tenant: str, remaining_usd, lam: float | None) -> None:
+    budget_remaining.labels(tenant=tenant).set(float(remaining_usd))
+    if lam is not None:
+        lambda_used.labels(tenant=tenant).set(float(lam))
+
+
+def observe_embedding(source: str) -> None:
+    """``source`` as ``services/embeddings.embed_cached`` names it: "memory", "shared" or "" (computed)."""
+    embedding_cache.labels(level=EMBEDDING_LEVELS.get(source, OTHER)).inc()

@@ -56,6 +56,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from routing import metrics
 from routing.caches import ProcessCache, process_cache
 from routing.models import BudgetLease, BudgetPeriod, Decision
 from routing.selectors.budgets import BudgetStatus
@@ -328,6 +329,7 @@ def _grant(lease: Lease, *, want: Decimal, need: Decimal, now: float) -> Decimal
     if not found:
         return None
     lease.renewed_at = now
+    metrics.budget_leases.labels(event="granted").inc()
     return found[0][0]
 
 
@@ -506,6 +508,7 @@ def return_lease(lease: Lease) -> bool:
         },
         wait_for_disk=False,
     )
+    metrics.budget_leases.labels(event="returned").inc()
     return bool(found and found[0][0])
 
 
@@ -546,4 +549,6 @@ def reclaim_expired() -> int:
                 unwritten_usd=F("unwritten_usd") + total,
             )
             swept += len(leases)
+    if swept:
+        metrics.budget_leases.labels(event="swept").inc(swept)
     return swept

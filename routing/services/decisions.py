@@ -19,12 +19,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
+from routing import metrics
 from routing.exceptions import BudgetExhausted
 from routing.models import ApiKey, Decision, Tenant
 from routing.prompt_text import routed_embedding
 from routing.selection import NoCandidateError
 from routing.selectors.budgets import BudgetStatus, refreshed
 from routing.selectors.routers import RoutableLLM, router_for
+from routing.selectors.tenancy import tenant_metrics_label
 from routing.services import budget_policies, budgets
 from routing.services.budget_leases import Lease, LeasedCall, leases, return_leases
 from routing.services.embeddings import embed_cached
@@ -134,6 +136,11 @@ def _decide(
     finally:
         if to_return:
             give_back(to_return)
+    metrics.observe_budget(
+        tenant=tenant_metrics_label(name=context.tenant.name),
+        remaining_usd=status.remaining_usd,
+        lam=decision.lambda_used,
+    )
     if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
         target_note = quality_target_note(scoring, choice)
         notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]

@@ -21,6 +21,7 @@ from django.conf import settings
 
 from registry import embedding_store
 from registry.embedders import get_embedder
+from routing import metrics
 from routing.caches import process_cache
 
 # (tenant id, embedder name, hash of the text) → embedding, least recently used dropped first
@@ -34,6 +35,7 @@ def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
     vector = _cache.get(key)
     if vector is not None:
         embedding_store.count("memory")
+        metrics.observe_embedding("memory")
         return vector, "memory"
     scope = f"tenant:{tenant_id}"
     shared = embedding_store.enabled(embedder)
@@ -44,6 +46,7 @@ def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
         if shared:
             embedding_store.store(embedder, text, vector, scope)
     embedding_store.count(source or "computed")
+    metrics.observe_embedding(source)
     vector.setflags(write=False)  # shared between requests
     _cache.set(key, vector)
     return vector, source

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -65,6 +66,8 @@ for _ in range(int(sys.argv[1])):
     metrics.observe_request(endpoint="gateway:chat-completions", status=200, model="routerhub-auto",
                             stages={"auth": 2.0, "total": 10.0, "not-a-stage": 1.0})
 metrics.observe_metered(tenant="acme", llm="gpt-4o", cost_usd=0.25, input_tokens=10, output_tokens=5)
+metrics.observe_budget(tenant="acme", remaining_usd=float(sys.argv[1]), lam=0.5)
+metrics.observe_embedding("memory")
 """
 
 
@@ -84,6 +87,10 @@ def test_the_exposition_adds_up_every_process_sharing_the_folder(tmp_path, setti
     assert total(scraped, "routerhub_spend_usd_total", tenant="acme", llm="gpt-4o") == pytest.approx(0.5)
     assert total(scraped, "routerhub_tokens_total", kind="input") == 20
     assert total(scraped, "routerhub_tokens_total", kind="output") == 10
+    # A gauge shows the value the latest process set, not a sum over processes.
+    assert total(scraped, "routerhub_budget_remaining_usd", tenant="acme") == 4
+    assert total(scraped, "routerhub_lambda", tenant="acme") == 0.5
+    assert total(scraped, "routerhub_embedding_cache_total", level="process") == 2
 
 
 def _project():
@@ -169,3 +176,93 @@ def test_rate_limit_refusals_are_counted(live_database, tenant_and_key, fitted, 
     assert refused - total(before, "routerhub_rate_limited_total", endpoint="api:route") == 2
     answered = total(after, "routerhub_requests_total", endpoint="api:route", status="200")
     assert answered - total(before, "routerhub_requests_total", endpoint="api:route", status="200") == 2
+
+
+def _scrape():
+    return samples(metrics.exposition().decode())
+
+
+def test_route_requests_count_embeddings_by_cache_level_and_set_the_tenants_budget(
+    live_database, tenant_and_key, fitted
+):
+    tenant, key = tenant_and_key
+
+    def route():
+        response = _through_the_handler(
+            "POST", ROUTE, json={"prompt": "How far do zebras migrate?"}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def levels():
+        scraped = _scrape()
+        return {
+            level: total(scraped, "routerhub_embedding_cache_total", level=level)
+            for level in metrics.EMBEDDING_LEVELS.values()
+        }
+
+    before = levels()
+    route()
+    first = levels()
+    assert {level: first[level] - before[level] for level in first} == {"process": 0, "shared": 0, "miss": 1}
+    answer = route()
+    second = levels()
+    assert {level: second[level] - first[level] for level in second} == {"process": 1, "shared": 0, "miss": 0}
+    scraped = _scrape()
+    assert total(scraped, "routerhub_budget_remaining_usd", tenant=tenant.name) == pytest.approx(
+        float(answer["budget"]["remaining_usd"])
+    )
+    assert total(scraped, "routerhub_lambda", tenant=tenant.name) == pytest.approx(answer["lambda_used"])
+
+
+def test_budget_lease_grants_returns_and_sweeps_are_counted(transactional_db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from routing.models import BudgetLease
+    from routing.services import budget_leases, budgets
+    from routing.services.budget_leases import LeaseBook
+    from routing.services.tenancy import tenant_create
+    from routing.tasks import reclaim_budget_leases
+
+    def count(event):
+        return total(_scrape(), "routerhub_budget_leases_total", event=event)
+
+    before = {event: count(event) for event in ("granted", "returned", "swept")}
+    status = budgets.budget_status_current(tenant=tenant_create(name="leased", budget_usd="4.00"))
+    returned, _ = LeaseBook().take(status=status, amount=Decimal("0.01"))
+    stopped, _ = LeaseBook().take(status=status, amount=Decimal("0.01"))
+    budget_leases.return_lease(returned)
+    BudgetLease.objects.filter(holder=stopped.holder).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert reclaim_budget_leases.apply().result == {"swept": 1}
+    after = {event: count(event) for event in before}
+    assert {event: after[event] - before[event] for event in after} == {"granted": 2, "returned": 1, "swept": 1}
+    jobs = total(_scrape(), "routerhub_jobs_total", kind="reclaim_budget_leases", outcome="success")
+    assert jobs >= 1
+
+
+def test_an_embedding_read_from_the_shared_cache_is_counted_as_shared(settings, monkeypatch):
+    from registry import embedding_store
+    from registry.embedders import HashingEmbedder
+    from routing.caches import reset_all
+    from routing.services.embeddings import embed_cached
+
+    settings.ROUTERHUB_SHARED_EMBEDDING_CACHE = "on"
+    monkeypatch.setattr(embedding_store, "FLUSH_SECONDS", 3600)
+    monkeypatch.setattr("routing.services.embeddings.get_embedder", HashingEmbedder)
+
+    def levels():
+        scraped = _scrape()
+        return {
+            level: total(scraped, "routerhub_embedding_cache_total", level=level)
+            for level in ("process", "shared", "miss")
+        }
+
+    before = levels()
+    embed_cached("What is the boiling point of water at sea level?", tenant_id=1)  # computed
+    embed_cached("What is the boiling point of water at sea level?", tenant_id=1)  # this process's cache
+    reset_all()  # what another process sees: nothing in its own memory
+    assert embed_cached("What is the boiling point of water at sea level?", tenant_id=1)[1] == "shared"
+    after = levels()
+    assert {level: after[level] - before[level] for level in after} == {"process": 1, "shared": 1, "miss": 1}
