@@ -25,7 +25,7 @@ from evaluation.protocol import Split, make_domain_shift_splits, make_splits
 from evaluation.specialists import specialist_figures, specialists_of
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, area50, deferral_curve, oracle_curve, qnc, random_curve, single_llm_points
-from routing.strategies.tuning import tuned_fit
+from routing.strategies.tuning import auto_choice, tuned_fit
 
 ORACLE, RANDOM, ZERO = "oracle", "random", "zero"
 # What a user gets: in each split, the universal strategy of the run whose cross-validated score over
@@ -242,11 +242,8 @@ def run_protocol(
 
 
 def _auto_choice(pool: list[str], tunings: dict) -> str:
-    """The strategy of ``pool`` with the best cross-validated score in the split just fitted (the first of
-    equal scores, in the order given; a strategy without a score is never chosen over one with)."""
-    scored = [(tunings[name][-1].get("score"), name) for name in pool]
-    best = max(scored, key=lambda pair: -math.inf if pair[0] is None else pair[0])
-    return best[1]
+    """The strategy of ``pool`` that ``auto`` picks from the split just fitted (as ``fit_router --strategy auto``)."""
+    return auto_choice({name: tunings[name][-1].get("score") for name in pool}) or pool[0]
 
 
 def variant_name(strategy: str, values: dict) -> str:

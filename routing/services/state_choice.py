@@ -16,6 +16,9 @@ from routing.exceptions import RoutingError
 from routing.models import RoutingState
 from routing.services import state as services
 from routing.strategies import STRATEGIES
+from routing.strategies.tuning import auto_choice
+
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ def routing_states_fit_and_choose(
     activate_best: bool = True,
     tuning_budget: str = "full",
     compare_existing: bool = False,
+    refit: bool = False,
     say: services.Say = lambda _: None,
 ) -> tuple[list[FittedChoice], RoutingState | None]:
     """Fit (tuned) every strategy in ``strategies`` (default: all) that has no state on ``prompt_set`` yet.
@@ -40,6 +44,7 @@ def routing_states_fit_and_choose(
     ``activate_best`` is off or no fitted universal strategy has a score). With ``compare_existing``
     the choice also weighs the latest state of every other universal strategy already fitted on
     ``prompt_set`` (by its stored score), and nothing is activated unless a strategy was fitted here.
+    With ``refit`` a strategy already fitted on ``prompt_set`` is fitted again.
     """
     names = list(strategies or STRATEGIES)
     unknown = [name for name in names if name not in STRATEGIES]
@@ -47,7 +52,7 @@ def routing_states_fit_and_choose(
         raise RoutingError(f"unknown strategies: {', '.join(unknown)}; choose from {', '.join(sorted(STRATEGIES))}")
     fitted = []
     for name in names:
-        if RoutingState.objects.filter(prompt_set=prompt_set, strategy=name).exists():
+        if not refit and RoutingState.objects.filter(prompt_set=prompt_set, strategy=name).exists():
             say(f"{name}: already fitted on {prompt_set.name}, kept")
             continue
         state = services.routing_state_fit(
@@ -69,9 +74,37 @@ def routing_states_fit_and_choose(
         candidates += _earlier_choices(prompt_set, exclude=[choice.state.id for choice in fitted])
     if not activate_best or not candidates:
         return fitted, None
-    best = max(candidates, key=lambda choice: choice.score)  # the first of equal scores: the order given
+    best = _best(candidates)
     services.routing_state_activate(state=best.state)
     return fitted, best.state
+
+
+def routing_state_fit_auto(
+    *, prompt_set: PromptSet, activate: bool = True, say: services.Say = lambda _: None
+) -> tuple[list[FittedChoice], RoutingState]:
+    """``fit_router --strategy auto``: fit every universal strategy on ``prompt_set`` (tuned, full budget;
+    fitted again if fitted before) and pick the one ``evaluate``'s ``auto`` would: the best
+    cross-validated score. Returns every state fitted, with its score, and the winner (activated
+    unless ``activate`` is off)."""
+    universal = [name for name, strategy in STRATEGIES.items() if strategy.universal]
+    fitted, _ = routing_states_fit_and_choose(
+        prompt_set=prompt_set, strategies=universal, activate_best=False, refit=True, say=say
+    )
+    candidates = [choice for choice in fitted if choice.score is not None]
+    if not candidates:
+        raise RoutingError(
+            f"auto needs cross-validated scores, and none could be computed on {prompt_set.name!r} "
+            "(too few training LLMs or train prompts): fit a strategy by name"
+        )
+    best = _best(candidates)
+    if activate:
+        services.routing_state_activate(state=best.state)
+    return fitted, best.state
+
+
+def _best(choices: list[FittedChoice]) -> FittedChoice:
+    by_id = {str(choice.state.id): choice for choice in choices}
+    return by_id[auto_choice({key: choice.score for key, choice in by_id.items()})]
 
 
 def _earlier_choices(prompt_set: PromptSet, *, exclude: list[int]) -> list[FittedChoice]:

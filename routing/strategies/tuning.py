@@ -31,6 +31,7 @@ every strategy (the seed fixes them), so best scores of different strategies can
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -119,6 +120,20 @@ class Tuning:
 
 
 # -- search spaces --------------------------------------------------------------------------------
+def auto_choice(scores: Mapping[str, float | None]) -> str | None:
+    """The ``auto`` strategy: the one with the best cross-validated score (``Tuning.score``).
+
+    Every strategy tuned with the same seed is scored on the same folds of training LLMs and the same
+    prompts, so their scores compare. The first of equal scores wins, in the order given; a strategy
+    without a score (not tuned) is never chosen over one with; None when none has a score.
+    """
+    best, best_score = None, None
+    for name, score in scores.items():
+        if score is not None and (best_score is None or score > best_score):
+            best, best_score = name, score
+    return best
+
+
 def _clusters_within(n_validation: int, grid: tuple[int, ...]) -> list[int]:
     """Cluster counts leaving on average at least 10 validation prompts per cluster (profiles are means)."""
     return [k for k in grid if k <= max(grid[0], n_validation // 10)]

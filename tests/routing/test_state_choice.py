@@ -64,3 +64,30 @@ def test_setup_demo_fits_one_strategy_then_the_rest_and_activates_the_best_by_cr
     assert RoutingState.objects.count() == len(STRATEGIES)
     assert RoutingState.objects.get(is_active=True).id == active.id
     assert capsys.readouterr().out.count("Every strategy asked for is fitted on slice already") == 2
+
+
+def test_fit_router_auto_fits_and_activates_the_strategy_with_the_best_cross_validated_score(prompt_set, capsys):
+    call_command("fit_router", "--dataset", "slice", "--strategy", "auto")
+    output = capsys.readouterr().out
+    states = {state.strategy: state for state in RoutingState.objects.all()}
+    assert set(states) == {name for name, strategy in STRATEGIES.items() if strategy.universal}
+    scores = {name: state.state["tuning"]["score"] for name, state in states.items()}
+    assert all(score is not None for score in scores.values())
+    winner = next(name for name in STRATEGIES if scores.get(name) == max(scores.values()))  # first of ties
+    assert f"auto chose {winner} (cross-validated score {scores[winner]:.4f})" in output
+    for name, score in scores.items():  # every candidate's score is printed, the winner marked
+        assert any(line.startswith(name) and f"{score:.4f}" in line for line in output.splitlines())
+    assert f"{winner}  " in output.split("← auto")[0].splitlines()[-1]
+    active = RoutingState.objects.get(is_active=True)
+    assert active.strategy == winner and active.id == states[winner].id
+    assert active.state["tuning"]["budget"] == "full"
+    job = Job.objects.get()
+    assert (job.status, job.arguments["strategy"], job.result["strategy"]) == ("succeeded", "auto", winner)
+
+
+def test_fit_router_auto_refuses_hyper_parameters(prompt_set):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="do not apply to auto"):
+        call_command("fit_router", "--dataset", "slice", "--strategy", "auto", "--k", "3")
+    assert not RoutingState.objects.exists()

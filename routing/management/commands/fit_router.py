@@ -9,6 +9,7 @@ from routing.exceptions import JobBusy, RoutingError
 from routing.models import Job
 from routing.services import jobs
 from routing.services.state import DEFAULT_STRATEGY, params_of, routing_state_fit
+from routing.services.state_choice import AUTO, routing_state_fit_auto
 from routing.strategies import STRATEGIES
 
 
@@ -16,12 +17,15 @@ class Command(BaseCommand):
     help = (
         "Fit a routing strategy on a data set's train split, profile every LLM on its validation split, "
         "store it as a new routing-state version and activate it (synchronously). Hyper-parameters not given "
-        "are chosen by cross-validation over the training LLMs unless --no-tuning."
+        "are chosen by cross-validation over the training LLMs unless --no-tuning. --strategy auto fits every "
+        "universal strategy that way and activates the one with the best cross-validated score."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="prompt set name, e.g. mmlu-pro")
-        parser.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default {DEFAULT_STRATEGY})")
+        parser.add_argument(
+            "--strategy", default=DEFAULT_STRATEGY, help=f"strategy name, or auto (default {DEFAULT_STRATEGY})"
+        )
         parser.add_argument(
             "--k", type=int, help="clusters (K-means / LearnedMap) or neighbours (K-NN); default: the strategy's"
         )
@@ -45,6 +49,13 @@ class Command(BaseCommand):
             extra = json.loads(params)
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params is not valid JSON: {exc}") from None
+        if strategy == AUTO:
+            if k is not None or extra or no_tuning:
+                raise CommandError(
+                    "--k, --params and --no-tuning do not apply to auto: each strategy's hyper-parameters are tuned"
+                )
+            self._fit_auto(prompt_set, activate=not no_activate)
+            return
         if k is not None:
             size_parameter = STRATEGIES[strategy].size_parameter if strategy in STRATEGIES else None
             if size_parameter is None:
@@ -84,5 +95,42 @@ class Command(BaseCommand):
                 f"Routing state v{state.version}: {state.strategy} on {prompt_set.name}, "
                 f"{state.profiles.count()} LLM profiles, fitted in {state.fit_seconds:.1f} s (job #{job.id}); "
                 f"hyper-parameters {params_of(state)}"
+            )
+        )
+
+    def _fit_auto(self, prompt_set, *, activate: bool) -> None:
+        outcome = {}
+
+        def fit(job):
+            jobs.job_progress(job=job, done=0, total=1)
+            fitted, chosen = routing_state_fit_auto(
+                prompt_set=prompt_set, activate=activate, say=lambda message: self.stdout.write(message)
+            )
+            outcome.update(fitted=fitted, chosen=chosen)
+            return {
+                "state_version": chosen.version,
+                "strategy": chosen.strategy,
+                "prompt_set": prompt_set.name,
+                "scores": {choice.state.strategy: choice.score for choice in fitted},
+                "activated": activate,
+            }, chosen
+
+        arguments = {"prompt_set_id": prompt_set.id, "strategy": AUTO, "params": {}}
+        try:
+            job = jobs.job_run_inline(kind=Job.Kind.REFIT, arguments=arguments, work=fit)
+        except (RoutingError, TypeError, ValueError, JobBusy) as exc:
+            raise CommandError(str(exc)) from None
+        chosen = outcome["chosen"]
+        self.stdout.write(f"{'strategy':<22}{'cv score':>10}  hyper-parameters")
+        for choice in outcome["fitted"]:
+            score = f"{choice.score:.4f}" if choice.score is not None else "—"
+            mark = "  ← auto" if choice.state.id == chosen.id else ""
+            self.stdout.write(f"{choice.state.strategy:<22}{score:>10}  {params_of(choice.state)}{mark}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"auto chose {chosen.strategy} (cross-validated score {chosen.state['tuning']['score']:.4f}): "
+                f"routing state v{chosen.version} on {prompt_set.name}, "
+                + ("activated" if activate else "stored, not active")
+                + f" (job #{job.id})"
             )
         )

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from routing.strategies import get_strategy
-from routing.strategies.tuning import Budget, SearchSpace, search_space, tune, tuned_fit
+from routing.strategies.tuning import Budget, SearchSpace, auto_choice, search_space, tune, tuned_fit
 from tests.routing.strategies.conftest import outcomes
 
 # Six training LLMs, each strong on one of two topics (or neither): which LLM to route to depends on the topic.
@@ -175,3 +175,11 @@ def test_changing_a_fit_time_hyper_parameter_without_a_refit_is_refused(data):
     )
     with pytest.raises(ValueError, match="needs a refit to change n_clusters"):
         strategy.with_params(n_clusters=3)
+
+
+def test_auto_picks_the_best_score_the_first_of_ties_and_never_an_unscored_strategy():
+    assert auto_choice({"zero": 0.61, "knn": 0.64, "uniroute_kmeans": 0.63}) == "knn"
+    assert auto_choice({"knn": 0.64, "relative_maps": 0.64}) == "knn"
+    assert auto_choice({"relative_maps": 0.64, "knn": 0.64}) == "relative_maps"
+    assert auto_choice({"routoo_predictor": None, "zero": 0.1}) == "zero"
+    assert auto_choice({"routoo_predictor": None}) is None and auto_choice({}) is None
