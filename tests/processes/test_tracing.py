@@ -114,3 +114,8 @@ def test_a_gateway_call_is_a_trace_with_its_routing_and_the_upstream_call(
     assert upstream_span.trace_id == server.trace_id
     assert upstream_attributes["http.url"] == upstream.url.rstrip("/") + "/chat/completions"
     assert upstream_attributes["http.status_code"] == 200
+    # Its database queries too (psycopg), run in the gateway's threads in the request's context.
+    assert any(
+        span.trace_id == server.trace_id and attributes.get("db.system") == "postgresql"
+        for span, attributes in collector.spans
+    )
