@@ -8,7 +8,7 @@ single-threaded numerical libraries (each request is small; threads fighting ove
 import gc
 import os
 
-from routerhub import config
+from routerhub import config, tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routerhub.settings")
 os.environ.setdefault("ROUTERHUB_DB_POOL", "1")
@@ -38,8 +38,9 @@ async def _handler_of_the_call(scope, receive, send):
     return await django_application(scope, receive, send)
 
 
-# Every request body is capped while it is read, whichever handler reads it (routerhub/request_bodies.py).
-application = capped_bodies(_handler_of_the_call)
+# Every request body is capped while it is read, whichever handler reads it (routerhub/request_bodies.py);
+# each request is a trace's server span when tracing is on (routerhub/tracing.py).
+application = tracing.traced(capped_bodies(_handler_of_the_call))
 
 
 async def _lifespan(receive, send) -> None:

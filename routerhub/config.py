@@ -140,6 +140,9 @@ VARIABLES: tuple[Variable, ...] = (
       read_by="settings.py"),
     V("ROUTERHUB_REQUEST_LOG", bool, True, "one JSON line per gateway and API-key call on standard error",
       read_by="settings.py"),
+    V("OTEL_EXPORTER_OTLP_ENDPOINT", str, "", "an OTLP/HTTP collector (`http://host:4318`): traces of requests, "
+      "upstream calls, queries and tasks are sent there; empty: tracing off", read_by="tracing.py"),
+    V("OTEL_SERVICE_NAME", str, "routerhub", "the service name on the traces", read_by="tracing.py"),
     # --- processes -----------------------------------------------------------------------------------
     V("ROUTERHUB_HOST", str, "127.0.0.1", "address the web processes listen on", read_by="scripts/web.sh"),
     V("ROUTERHUB_PORT", int, 8000, "port the web processes listen on", low=1, high=65535, read_by="scripts/web.sh"),
@@ -261,7 +264,11 @@ def markdown() -> str:
             if (v.bounds() or v.choices)
             else ""
         )
-        where = f" (read by `{v.read_by}`)" if v.read_by.startswith("scripts/") or v.read_by == "asgi.py" else ""
+        where = (
+            f" (read by `{v.read_by}`)"
+            if v.read_by.startswith("scripts/") or v.read_by in ("asgi.py", "tracing.py")
+            else ""
+        )
         lines.append(f"| `{v.name}` | {_type_name(v)} | {_shown(v)} | {v.meaning}{limits}{where} |")
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,8 @@
 gateway's code on the event loop can add what it learns: tenant, model asked for, LLM that answered,
 cost) and, once the last byte is sent, writes the line to the ``routerhub.requests`` logger and counts
 the request in ``routing/metrics.py``. The line holds ids, names, timings and figures: never a prompt,
-an answer or a key.
+an answer or a key. The same notes, and the routing of a gateway call, go on the request's trace span
+when tracing is on (``routerhub/tracing.py``) as ``routerhub.<name>`` attributes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from opentelemetry import trace
 
 from routing import metrics
 
@@ -47,6 +50,7 @@ def request_id_from(headers) -> str:
 def begin(request_id: str) -> RequestNotes:
     notes = RequestNotes(request_id=request_id)
     _current.set(notes)
+    on_span(request_id=request_id)
     return notes
 
 
@@ -56,6 +60,15 @@ def note(**fields) -> None:
     if notes is not None:
         for name, value in fields.items():
             setattr(notes, name, value)
+    on_span(**fields)
+
+
+def on_span(**fields) -> None:
+    """``routerhub.<name>`` attributes of the current trace span (the request's); None values are left
+    out. Nothing happens when tracing is off: the current span is then the API's non-recording one."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({f"routerhub.{name}": value for name, value in fields.items() if value is not None})
 
 
 def upstream_headers() -> dict[str, str]:

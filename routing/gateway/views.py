@@ -96,6 +96,14 @@ async def chat_completions(request):
         model=_model_label(prepared.chat.model),
         decision_id=str(prepared.plan.decision_id),
     )
+    plan = prepared.plan
+    request_log.on_span(
+        strategy=plan.strategy,
+        state_version=plan.state_version,
+        cluster=plan.cluster,
+        lam=plan.lam,
+        estimated_cost_usd=format(plan.candidates[0].estimated_cost_usd.normalize(), "f"),
+    )
     try:
         return await calls.respond(prepared)
     except Exception:

@@ -76,6 +76,11 @@ class GatewayPlan:
     route_ms: float = 0.0
     budget_ms: float = 0.0
     embedding_cached: str = ""
+    # What the decision was made with (a trace's attributes): None when the client named the LLM.
+    strategy: str = ""
+    state_version: int | None = None
+    cluster: int | None = None
+    lam: float | None = None
     # Admitted against this process's budget lease: the decision still has to be written
     # (routing/gateway/settlement.py).
     leased: LeasedCall | None = None
@@ -164,6 +169,10 @@ def gateway_plan(
         route_ms=result.route_ms,
         budget_ms=result.budget_ms,
         embedding_cached=result.embedding_cached,
+        strategy=result.decision.strategy,
+        state_version=result.decision.state_version,
+        cluster=result.decision.cluster,
+        lam=result.decision.lambda_used,
         leased=result.leased,
     )
 
