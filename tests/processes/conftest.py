@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 from django.core.servers.basehttp import ThreadedWSGIServer
@@ -82,3 +83,33 @@ def ledger_upstream(tmp_path):
     wait_until_answering(upstream.url + "/ledger", process, log_path)
     yield upstream
     stop_process(process)
+
+
+@contextmanager
+def web_pair(request, tmp_path, *, upstream_url: str, log_name: str, **env):
+    """Two web processes (scripts/web.sh) on the test database, serving the slice's LLMs at
+    ``upstream_url``. They boot while the router is fitted; the first call each makes reads the LLMs as
+    they are by then."""
+    from django.db import connection
+    from django.db.models import F
+    from django.utils import timezone
+
+    from registry.models import LLM
+    from tests.fixtures.web import start_web, wait_until_answering
+    from tests.processes.redteam import WebServer
+
+    servers = []
+    for index in range(2):
+        log_path = tmp_path / f"{log_name}{index}.log"
+        process, url = start_web(database=connection.settings_dict["NAME"], log_path=log_path, **env)
+        servers.append(WebServer(index=index, url=url, process=process, log_path=log_path))
+    try:
+        request.getfixturevalue("fitted")
+        LLM.objects.update(api_base=upstream_url, api_model=F("name"), updated_at=timezone.now())
+        reset_all()
+        for server in servers:
+            wait_until_answering(server.url + "/api/v1/health", server.process, server.log_path)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()  # their pooled connections close before the test database is flushed

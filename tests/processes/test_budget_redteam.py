@@ -25,12 +25,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import F
 from django.utils import timezone
 
 from registry.models import LLM
-from routing.caches import reset_all
-from tests.fixtures.web import start_web, wait_until_answering
+from tests.processes.conftest import web_pair
 from tests.processes.redteam import At, Call, Expect, UpstreamProcess, WebServer, audit, burst
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -52,21 +50,8 @@ REDTEAM_ENV = {
 def web_processes(transactional_db, ledger_upstream, tmp_path, request):
     """Two web processes (scripts/web.sh) serving the slice's LLMs at the hostile upstream. They boot
     while the router is fitted; the first call each makes reads the LLMs as they are by then."""
-    servers = []
-    for index in range(2):
-        log_path = tmp_path / f"web{index}.log"
-        process, url = start_web(database=connection.settings_dict["NAME"], log_path=log_path, **REDTEAM_ENV)
-        servers.append(WebServer(index=index, url=url, process=process, log_path=log_path))
-    try:
-        request.getfixturevalue("fitted")
-        LLM.objects.update(api_base=ledger_upstream.url, api_model=F("name"), updated_at=timezone.now())
-        reset_all()
-        for server in servers:
-            wait_until_answering(server.url + "/api/v1/health", server.process, server.log_path)
+    with web_pair(request, tmp_path, upstream_url=ledger_upstream.url, log_name="web", **REDTEAM_ENV) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()  # their pooled connections close before the test database is flushed
 
 
 # --- what the tenants send ------------------------------------------------------------------------------
@@ -423,7 +408,6 @@ def test_a_web_process_killed_mid_burst_loses_no_spend(web_processes, ledger_ups
     held = []
 
     def kill() -> None:
-        from django.db import connection
 
         try:
             held.append(BudgetLease.objects.filter(holder__contains=f":{pid}:").count())
@@ -445,7 +429,7 @@ def test_a_web_process_killed_mid_burst_loses_no_spend(web_processes, ledger_ups
 
 def hold_budget_rows(tenants: list[str], *, seconds: float) -> None:
     """Lock the tenants' budget periods for ``seconds`` (another transaction; a slow moment of the database)."""
-    from django.db import connection, transaction
+    from django.db import transaction
 
     from routing.models import BudgetPeriod
 

@@ -25,14 +25,9 @@ import httpx
 import pytest
 import redis
 from django.contrib.auth import get_user_model
-from django.db import connection
-from django.db.models import F
-from django.utils import timezone
 
-from registry.models import LLM
-from routing.caches import reset_all
 from routing.models import Decision
-from tests.fixtures.web import start_web, wait_until_answering
+from tests.processes.conftest import web_pair
 from tests.processes.redteam import Call, WebServer, burst, tag_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -63,23 +58,10 @@ def cache_url(broker_url):
 def nodes(transactional_db, ledger_upstream, cache_url, tmp_path, request):
     """Two web processes on the test database and the shared cache, serving the slice's LLMs at the
     ledger upstream."""
-    servers = []
-    for index in range(2):
-        log_path = tmp_path / f"node{index}.log"
-        process, url = start_web(
-            database=connection.settings_dict["NAME"], log_path=log_path, ROUTERHUB_CACHE_URL=cache_url, **NODE_ENV
-        )
-        servers.append(WebServer(index=index, url=url, process=process, log_path=log_path))
-    try:
-        request.getfixturevalue("fitted")
-        LLM.objects.update(api_base=ledger_upstream.url, api_model=F("name"), updated_at=timezone.now())
-        reset_all()
-        for server in servers:
-            wait_until_answering(server.url + "/api/v1/health", server.process, server.log_path)
+    with web_pair(
+        request, tmp_path, upstream_url=ledger_upstream.url, log_name="node", ROUTERHUB_CACHE_URL=cache_url, **NODE_ENV
+    ) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()  # their pooled connections close before the test database is flushed
 
 
 def chat(tag: str) -> dict:
