@@ -94,6 +94,6 @@ def _warm_up() -> None:
 if config.get("ROUTERHUB_WARM_UP"):
     _warm_up()
     # Everything loaded so far (Django, the embedder, their modules) lives as long as the process: out
-    # of the collector's sight, a full collection no longer walks it: one that did held up every call
-    # in flight of the process for as long as it took.
+    # of the collector's sight, a full collection does not walk it, and so does not hold up every call
+    # in flight of the process while it would.
     gc.freeze()
