@@ -64,24 +64,14 @@ class UniRouteKMeans(PerLLMProfiles, RoutingStrategy):
         memberships = one_hot(nearest_centroid(validation_embeddings, self.centroids_), len(self.centroids_))
         return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.centroids_))[0]
-
-    def _profile_choice(self, validation_embeddings, validation_errors):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.centroids_))[
-            1
-        ].as_json()
-
     def _own_width(self):
+        return len(self.centroids_)
+
+    def _base_clusters(self):
         return len(self.centroids_)
 
     def _own_losses(self, prompt_embeddings, profiles):
         return profiles[:, nearest_centroid(prompt_embeddings, self.centroids_)].T
-
-    def _predict_loss(self, prompt_embeddings, profiles):
-        return self._personal_losses(prompt_embeddings, profiles)
 
     def cluster_of(self, prompt_embeddings):
         self._check_fitted()

@@ -244,22 +244,14 @@ class UniRouteLearnedMap(SoftMapStrategy):
         memberships = soft_assignments(validation_embeddings, self.theta_, self.bias_)
         return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.bias_))[0]
-
-    def _profile_choice(self, validation_embeddings, validation_errors):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        return self._personal_profile(own_psi, validation_embeddings, validation_errors, len(self.bias_))[1].as_json()
-
     def _own_width(self):
+        return len(self.bias_)
+
+    def _base_clusters(self):
         return len(self.bias_)
 
     def _own_losses(self, prompt_embeddings, profiles):
         return soft_assignments(prompt_embeddings, self.theta_, self.bias_) @ profiles.T
-
-    def _predict_loss(self, prompt_embeddings, profiles):
-        return self._personal_losses(prompt_embeddings, profiles)
 
     def cluster_of(self, prompt_embeddings):
         self._check_fitted()

@@ -102,20 +102,11 @@ class RelativeMapEnsemble(SoftMapStrategy):
         bounds = np.cumsum([0, *self.cluster_sizes_])
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        return self._personal_profile(own_psi, validation_embeddings, validation_errors, max(self.cluster_sizes_))[0]
-
-    def _profile_choice(self, validation_embeddings, validation_errors):
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
-        choice = self._personal_profile(own_psi, validation_embeddings, validation_errors, max(self.cluster_sizes_))
-        return choice[1].as_json()
-
     def _own_width(self):
         return int(sum(self.cluster_sizes_))
 
-    def _predict_loss(self, prompt_embeddings, profiles):
-        return self._personal_losses(prompt_embeddings, profiles)
+    def _base_clusters(self):
+        return max(self.cluster_sizes_)
 
     def _own_psi(self, validation_embeddings, validation_errors):
         members = self._memberships(validation_embeddings)

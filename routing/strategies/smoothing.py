@@ -326,8 +326,10 @@ class PerLLMProfiles:
     that is its own Ψ followed by ``personal_tail``'s, and losses that read the tail where chosen.
 
     The strategy provides ``smoothing``, ``prior_strength``, ``n_init`` and ``random_state``, and
-    ``_own_width()`` (the length of its own Ψ) and ``_own_losses(embeddings, own_profiles)``. The fine
-    attributes are optional learned attributes: a state stored without them profiles as before.
+    ``_own_psi(embeddings, errors)`` (its own Ψ of one LLM), ``_own_width()`` (the length of that Ψ),
+    ``_own_losses(embeddings, own_profiles)`` and ``_base_clusters()`` (the clusters an LLM that keeps
+    the strategy's own profile is said to be profiled on). The fine attributes are optional learned
+    attributes: a state stored without them profiles as before.
     """
 
     fine_attributes = ("fine_centroids_", "fine_sizes_", "smoothing_counts_", "smoothing_centres_")
@@ -353,8 +355,18 @@ class PerLLMProfiles:
             return None
         return FineMaps(self.fine_centroids_, list(self.fine_sizes_), self.smoothing_counts_, self.smoothing_centres_)
 
-    def _personal_profile(self, own_psi, validation_embeddings, validation_errors, base_clusters: int):
-        """(profile, Smoothing) for one LLM whose own Ψ is ``own_psi``."""
+    def _profile(self, validation_embeddings, validation_errors, llm_key):
+        return self._personal_profile(validation_embeddings, validation_errors)[0]
+
+    def _profile_choice(self, validation_embeddings, validation_errors):
+        return self._personal_profile(validation_embeddings, validation_errors)[1].as_json()
+
+    def _predict_loss(self, prompt_embeddings, profiles):
+        return self._personal_losses(prompt_embeddings, profiles)
+
+    def _personal_profile(self, validation_embeddings, validation_errors):
+        """(profile, Smoothing) for one LLM: the strategy's own Ψ followed by ``personal_tail``'s."""
+        own_psi = self._own_psi(validation_embeddings, validation_errors)
         own_estimate = self._own_losses(validation_embeddings, own_psi[None, :])[:, 0]
         tail, choice = personal_tail(
             self._fine_maps(),
@@ -363,7 +375,7 @@ class PerLLMProfiles:
             own_estimate,
             mode=self.smoothing,
             tuned_prior_strength=self.prior_strength,
-            base_clusters=base_clusters,
+            base_clusters=self._base_clusters(),
         )
         return np.concatenate([own_psi, tail]), choice
 
