@@ -34,9 +34,7 @@ def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
     key = (tenant_id, embedder.name, hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest())
     vector = _cache.get(key)
     if vector is not None:
-        embedding_store.count("memory")
-        metrics.observe_embedding("memory")
-        return vector, "memory"
+        return vector, _counted("memory")
     scope = f"tenant:{tenant_id}"
     shared = embedding_store.enabled(embedder)
     vector = embedding_store.lookup(embedder, text, scope) if shared else None
@@ -45,8 +43,13 @@ def embed_cached(text: str, *, tenant_id: int) -> tuple[np.ndarray, str]:
         vector = embedder.embed_one(text)
         if shared:
             embedding_store.store(embedder, text, vector, scope)
-    embedding_store.count(source or "computed")
-    metrics.observe_embedding(source)
     vector.setflags(write=False)  # shared between requests
     _cache.set(key, vector)
-    return vector, source
+    return vector, _counted(source)
+
+
+def _counted(source: str) -> str:
+    """``source``, counted where the health check (``embedding_store.count``) and /metrics read it."""
+    embedding_store.count(source or "computed")
+    metrics.observe_embedding(source)
+    return source
