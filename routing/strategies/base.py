@@ -28,7 +28,7 @@ class RoutingStrategy(ABC):
     name: ClassVar[str]
     universal: ClassVar[bool] = True  # False: scores only the LLMs it was trained on (Routoo)
     learned_attributes: ClassVar[tuple[str, ...]] = ()
-    # Learned attributes a state stored before they existed may lack: ``from_state`` leaves them unset and
+    # Learned attributes a stored state may lack (it was fitted by a version without them): ``from_state`` leaves them unset and
     # the strategy works without them (per-LLM smoothing then keeps the tuned prior for every LLM).
     optional_attributes: ClassVar[tuple[str, ...]] = ()
     # The hyper-parameter that sets the model's size (clusters or neighbours), for `fit_router --k`.

@@ -35,7 +35,7 @@ class UniRouteKMeans(PerLLMProfiles, RoutingStrategy):
     post_fit_params = ("prior_strength", "smoothing")
     # K-means sees only the train prompts' embeddings. The tuner therefore fits once on every training
     # LLM, so a held-out fold's LLMs help set the smoothing threshold and keep the tuned strength: a is
-    # tuned for LLMs like the training ones, as before the per-LLM choice existed.
+    # tuned for LLMs like the training ones, whom the per-LLM choice leaves on it.
     fit_uses_outcomes = False
 
     def __init__(
