@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from routing.admin import budgets, decisions, gateway, jobs, llms, schedules, state, tenancy  # noqa: F401
+from routing.admin import budgets, decisions, gateway, jobs, judging, llms, schedules, state, tenancy  # noqa: F401
 
 # Without the navigation sidebar (the index lists the same models) the change lists keep their key
 # columns visible on a 1,400 px screen; "View site" in the header opens the dashboard at /.

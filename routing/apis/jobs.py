@@ -16,7 +16,7 @@ from registry.selectors import llm_by_name, prompt_set_by_name
 from routing.apis.base import StaffApi
 from routing.apis.serializers import RejectUnknownFieldsMixin, StrictCharField, StrictFloatField, StrictIntegerField
 from routing.models import Job
-from routing.profiling.graders import GRADERS
+from routing.profiling.graders import GRADERS, JudgeGrader
 from routing.selectors.jobs import job_get, job_list
 from routing.services import jobs
 from routing.services.profiling import ProfilingOptions
@@ -88,7 +88,9 @@ class ProfilingArgumentsSerializer(RejectUnknownFieldsMixin, serializers.Seriali
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["grader"].choices = sorted(GRADERS)  # registered at start-up, after this module's import
+        self.fields["grader"].choices = sorted(
+            {*GRADERS, JudgeGrader.name}
+        )  # registered at start-up, after this module's import
 
 
 class JobCreateApi(StaffApi):

@@ -3,6 +3,7 @@ from routing.models.decisions import Decision
 from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
+from routing.models.judging import JudgeVerdict
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
 from routing.models.tenancy import ApiKey, Tenant, TenantMembership
 from routing.models.usage import RejectionDay, UsageDay, UsageRollup
@@ -15,6 +16,7 @@ __all__ = [
     "DecisionFeedback",
     "GatewayExchange",
     "Job",
+    "JudgeVerdict",
     "LLMProfile",
     "Preset",
     "RejectionDay",

@@ -23,9 +23,17 @@ from django.utils import timezone
 from registry.models import LLM, Outcome, Prompt
 from registry.tokens import count_tokens
 from routing.models import LLMProfile, RoutingState
-from routing.profiling.client import ChatClient, Completion, PromptRejected, ProviderConfigurationError, complete_all
-from routing.profiling.graders import Grader, grader_for
+from routing.profiling.client import (
+    ChatClient,
+    Completion,
+    PromptRejected,
+    ProviderConfigurationError,
+    ProviderError,
+    complete_all,
+)
+from routing.profiling.graders import Grader, JudgeGrader, grader_for
 from routing.selectors.state import routing_state_active
+from routing.services.judging import judge_for_prompt_set, judge_spent_since
 from routing.services.state import llm_profile
 from routing.upstream.credentials import CredentialError, llm_api_key
 
@@ -93,7 +101,15 @@ class ProfilingReport:
     correct: int = 0
     rejected: int = 0
     rejections: list[str] = field(default_factory=list)  # the first few, for the admin
-    cost_usd: float = 0.0
+    # Judge grader only: answers judged, answers the judge gave no verdict on (no outcome stored),
+    # answers left ungraded because the cost cap was reached, judge calls answered from the cache.
+    judged: int = 0
+    no_verdict: int = 0
+    no_verdicts: list[str] = field(default_factory=list)  # the first few, for the admin
+    ungraded: int = 0
+    judge_cached: int = 0
+    judge_cost_usd: float = 0.0
+    cost_usd: float = 0.0  # answers and judge calls
     stopped_by_cost_cap: bool = False
     n_validation_outcomes: int = 0
     validation_error: float | None = None
@@ -179,21 +195,30 @@ def _collect_outcomes(
     if not pending:
         return
     references = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "answer"))
-    grader = grader_for(
-        configured=options.grader or state.prompt_set.metadata.get("grader"), references=references.values()
-    )
+    configured = options.grader or state.prompt_set.metadata.get("grader")
+    judge = None
+    if configured == JudgeGrader.name:
+        judge = judge_for_prompt_set(
+            state.prompt_set,
+            graded_llm=llm,
+            timeout_seconds=options.timeout_seconds,
+            max_attempts=options.max_attempts,
+            backoff_seconds=options.backoff_seconds,
+        )
+    grader = grader_for(configured=configured, references=references.values(), judge=judge)
     texts = dict(Prompt.objects.filter(id__in=pending).values_list("id", "text"))
     client = ChatClient(
         api_base=llm.api_base,
         model=llm.api_model or llm.name,
         api_key=_api_key_of(llm),
-        system_prompt=grader.instruction,
+        system_prompt=grader.instruction or None,
         max_tokens=options.max_tokens,
         timeout_seconds=options.timeout_seconds,
         max_attempts=options.max_attempts,
         backoff_seconds=options.backoff_seconds,
     )
-    spent = _profiled_cost_since(llm=llm, since=spent_since)
+    # Answers and judge calls of this job so far (a retried job resumes with what it spent).
+    spent = _profiled_cost_since(llm=llm, since=spent_since) + judge_spent_since(graded_llm=llm, since=spent_since)
     capped = options.max_cost_usd is not None
 
     def may_start() -> bool:
@@ -230,17 +255,26 @@ def _collect_outcomes(
                 if len(report.rejections) < 5:
                     report.rejections.append(f"prompt {prompt_id}: {answer}")
                 continue
-            outcome = _outcome_of(
-                llm=llm,
-                prompt_id=prompt_id,
-                prompt_text=texts[prompt_id],
-                answer=answer,
-                reference=references[prompt_id],
-                grader=grader,
-            )
+            outcome = _outcome_of(llm=llm, prompt_id=prompt_id, prompt_text=texts[prompt_id], answer=answer)
             spent += outcome.cost_usd or 0.0
             report.cost_usd += outcome.cost_usd or 0.0
-            report.correct += int(outcome.score >= 0.5)
+            if isinstance(grader, JudgeGrader) and not may_start():
+                # The cap is reached: a judge call would pass it. The answer is left ungraded (no
+                # outcome); a later job with room in its cap asks it again.
+                report.ungraded += 1
+                continue
+            score = _score(
+                grader, llm=llm, prompt_text=texts[prompt_id], answer=answer, reference=references[prompt_id]
+            )
+            if isinstance(grader, JudgeGrader):
+                spent += _count_judging(grader, report)
+            if score is None:
+                report.no_verdict += 1
+                if len(report.no_verdicts) < 5:
+                    report.no_verdicts.append(f"prompt {prompt_id}: {grader.last_label}")
+                continue
+            outcome.score = score
+            report.correct += int(score >= 0.5)
             batch.append(outcome)
             if len(batch) >= FLUSH_EVERY or time.monotonic() - flushed_at >= FLUSH_SECONDS:
                 flush()
@@ -248,21 +282,38 @@ def _collect_outcomes(
         # Keep every answer already paid for, also when the provider then failed for good.
         flush()
     report.cost_usd = round(report.cost_usd, 8)
-    report.stopped_by_cost_cap = capped and report.asked < len(pending)
+    report.judge_cost_usd = round(report.judge_cost_usd, 8)
+    report.stopped_by_cost_cap = capped and (report.asked < len(pending) or report.ungraded > 0)
     if report.rejected and not report.answered and not _answered_count(llm=llm, prompt_ids=prompt_ids):
         raise ProviderConfigurationError(
             f"{llm.name} rejected all {report.rejected} prompts; first: {report.rejections[0]}"
         )
 
 
-def _outcome_of(
-    *, llm: LLM, prompt_id: int, prompt_text: str, answer: Completion, reference: str, grader: Grader
-) -> Outcome:
+def _score(grader: Grader, *, llm: LLM, prompt_text: str, answer: Completion, reference: str) -> float | None:
+    """The grader's score in [0, 1], or None: the judge gave no verdict."""
     try:
-        score = min(1.0, max(0.0, float(grader.grade(answer.text, reference))))
+        score = grader.grade(answer.text, reference, prompt_text=prompt_text)
+    except ProviderError:
+        raise  # the judge's provider failed: retried or stopped like the profiled LLM's own
     except Exception:  # a plug-in grader that trips on garbage must not lose the answer
         logger.exception("grader %s failed on an answer of %s; counted as incorrect", grader.name, llm.name)
-        score = 0.0
+        return 0.0
+    return None if score is None else min(1.0, max(0.0, float(score)))
+
+
+def _count_judging(grader: JudgeGrader, report: ProfilingReport) -> float:
+    """Add the grader's last verdict to the report; what it cost."""
+    verdict = grader.last_verdict
+    report.judged += 1
+    report.judge_cached += int(verdict.cached)
+    report.judge_cost_usd += verdict.cost_usd
+    report.cost_usd += verdict.cost_usd
+    return verdict.cost_usd
+
+
+def _outcome_of(*, llm: LLM, prompt_id: int, prompt_text: str, answer: Completion) -> Outcome:
+    """The outcome of an answer, priced; its score is the grader's to set."""
     input_tokens, output_tokens = answer.input_tokens, answer.output_tokens
     if input_tokens is None or output_tokens is None:
         # No usage in the response: estimate both, so the cost is never silently zero.
@@ -273,7 +324,7 @@ def _outcome_of(
     return Outcome(
         llm=llm,
         prompt_id=prompt_id,
-        score=score,
+        score=0.0,
         cost_usd=cost,
         latency_ms=round(answer.latency_ms, 3),
         input_tokens=input_tokens,

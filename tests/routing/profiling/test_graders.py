@@ -68,7 +68,7 @@ def test_a_grader_added_to_the_table_can_be_chosen_by_name(monkeypatch):
     class ContainsGrader(Grader):
         name = "contains-test"
 
-        def grade(self, response_text, reference):
+        def grade(self, response_text, reference, *, prompt_text=""):
             return float(reference in response_text)
 
     monkeypatch.setitem(GRADERS, ContainsGrader.name, ContainsGrader)
