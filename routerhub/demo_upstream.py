@@ -5,7 +5,9 @@ It serves ``POST /v1/chat/completions`` (JSON or streamed Server-Sent Events wit
 bills it (3 tokens of framing per message, plus 3). What it answers comes from a policy; how it
 answers (latency, streaming pace, failures, a stream dropped half-way, no usage, a redirect) from a
 :class:`Behaviour` per model. :func:`demo_answers` answers MMLU-Pro questions right or wrong as each
-demo LLM did in the demo data, so routing through the gateway shows the data set's trade-offs.
+demo LLM did in the demo data, so routing through the gateway shows the data set's trade-offs. Asked
+a judge prompt (routing/profiling/judge_prompts/), any demo model acts as a deterministic judge
+(:func:`demo_judge`): a stand-in that reads the demo data's correctness, never the answer's merit.
 
     python -m routerhub.demo_upstream --data data/mmlu-pro --port 8001 --latency 0.3 --chunk-delay 0.02
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -95,7 +98,12 @@ def demo_answers(directory: Path) -> Answer:
     questions = {p.text.strip(): p for p in data.prompts}
     correct = {(prompt_id, model): score >= 0.5 for (prompt_id, model), (score, _) in data.outcomes.items()}
 
+    judge = demo_judge(data, questions=questions, correct=correct)
+
     def answer(model: str, text: str) -> str:
+        verdict = judge(text, answer)
+        if verdict is not None:
+            return verdict
         prompt = questions.get(text.strip())
         seed = _stable(f"{model}\0{text}")
         reasoning = " ".join(
@@ -117,6 +125,58 @@ def demo_answers(directory: Path) -> Answer:
         return f"{reasoning} The answer is ({letter})."
 
     return answer
+
+
+_SECTION = re.compile(r"<(question|reference|answer|answer_a|answer_b)>\n(.*?)\n</\1>", re.DOTALL)
+_LETTER = re.compile(r"(?i:answer\s+is)\s*:?\s*\(?\*{0,2}([A-Z])\b")
+DEMO_JUDGE_NOTE = "Demo judge (a stand-in: it reads the demo data's correctness, not the answer's merit)."
+
+
+def demo_judge(data, *, questions: dict, correct: dict) -> Callable[[str, Answer], str | None]:
+    """``judge(text, answer) -> reply``, or None when ``text`` is not a judge prompt.
+
+    An answer is correct when it is what a demo LLM answered to that question (``answer(model, question)``)
+    and that LLM was right on it in the demo data; an answer no demo LLM gave is read for its "The answer is
+    (X)" letter against the data's reference. Anything else — another question, no letter — it cannot judge.
+    """
+    models = sorted({model for _, model in data.outcomes})
+    given: dict[str, dict[str, bool]] = {}  # question → {answer text: correct}
+
+    def correctness(question: str, answer_text: str, answer: Answer) -> bool | None:
+        prompt = questions.get(question.strip())
+        if prompt is None or not prompt.answer:
+            return None
+        if question not in given:
+            given[question] = {
+                answer(model, question).strip(): correct[(prompt.external_id, model)]
+                for model in models
+                if (prompt.external_id, model) in correct
+            }
+        known = given[question].get(answer_text.strip())
+        if known is not None:
+            return known
+        letters = _LETTER.findall(answer_text)
+        return letters[-1] == prompt.answer if letters else None
+
+    def judge(text: str, answer: Answer) -> str | None:
+        sections = dict(_SECTION.findall(text))
+        if "question" not in sections or ("Verdict:" not in text and "Score:" not in text):
+            return None
+        question = sections["question"]
+        if "answer_a" in sections and "answer_b" in sections:
+            a, b = (correctness(question, sections[k], answer) for k in ("answer_a", "answer_b"))
+            verdict = "CANNOT JUDGE" if a is None or b is None else "TIE" if a == b else "A" if a else "B"
+            return f"{DEMO_JUDGE_NOTE}\nVerdict: {verdict}"
+        if "answer" not in sections:
+            return None
+        right = correctness(question, sections["answer"], answer)
+        if "reference" in sections:
+            verdict = "CANNOT JUDGE" if right is None else "CORRECT" if right else "INCORRECT"
+            return f"{DEMO_JUDGE_NOTE}\nVerdict: {verdict}"
+        score = "CANNOT JUDGE" if right is None else "9" if right else "2"
+        return f"{DEMO_JUDGE_NOTE}\nScore: {score}"
+
+    return judge
 
 
 class ServedInThread:
