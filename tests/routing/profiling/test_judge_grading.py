@@ -139,3 +139,20 @@ def test_the_cost_cap_counts_judge_calls_and_stops_the_job_with_what_was_graded_
     assert job.result["judge_cost_usd"] == pytest.approx(0.05) and job.result["cost_usd"] == pytest.approx(0.05)
     assert list(Outcome.objects.filter(llm=llm).values_list("score", flat=True)) == [1.0] * 5
     assert job.state.profiles.get(llm=llm).n_validation_outcomes == 5
+
+
+def test_the_admin_lists_verdicts_read_only_with_judge_mode_label_score_and_cost(db, admin_client):
+    with FakeOpenAI(policy=lambda text: "Verdict: CORRECT" if "42" in text else "no idea") as server:
+        judge = judge_for_llm(register(server, "judge-llm", usd_per_query=0.0025))
+        judge.reference(prompt="6 × 7?", answer="42", reference="42")
+        judge.reference(prompt="What is love?", answer="baby don't hurt me", reference="a feeling")
+    page = admin_client.get("/admin/routing/judgeverdict/").content.decode()
+    rows = re.findall(r"<tr>.*?</tr>", page, re.DOTALL)
+    texts = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip().lower() for row in rows[1:]]
+    assert len(texts) == 2
+    assert "judge-llm reference unparseable no verdict 0.002500" in texts[0] and "what is love?" in texts[0]
+    assert "judge-llm reference correct 1.00 0.002500" in texts[1] and "6 × 7?" in texts[1]
+    assert admin_client.get("/admin/routing/judgeverdict/add/").status_code == 403
+    verdict = JudgeVerdict.objects.get(label="correct")
+    detail = admin_client.get(f"/admin/routing/judgeverdict/{verdict.id}/change/").content.decode()
+    assert "Verdict: CORRECT" in detail and 'name="label"' not in detail
