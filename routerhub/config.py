@@ -216,6 +216,8 @@ VARIABLES: tuple[Variable, ...] = (
       "that sets no output limit", low=1),
     V("ROUTERHUB_METRICS_TOKEN", str, "", "the bearer token a Prometheus scraper sends to `/metrics`; empty: staff "
       "sessions only"),
+    V("ROUTERHUB_JUDGE_LLM", str, "", "the registered LLM (by name) that judges answers for a prompt set whose "
+      "metadata names no `judge_llm` (docs/judges.md); empty: none. `make run` sets a demo LLM"),
     V("ROUTERHUB_PROFILING_MAX_COST_USD", float, None, "cost cap of one profiling job, USD (a job's own overrides "
       "it)", low=0, shown_default="none"),
 )

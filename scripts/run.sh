@@ -32,6 +32,9 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 UPSTREAM_PORT="${ROUTERHUB_DEMO_UPSTREAM_PORT:-8001}"
 # The demo upstream listens on loopback, which upstream calls may reach only when it is listed.
 export ROUTERHUB_UPSTREAM_ALLOWED_HOSTS="${ROUTERHUB_UPSTREAM_ALLOWED_HOSTS:+$ROUTERHUB_UPSTREAM_ALLOWED_HOSTS,}127.0.0.1"
+# The demo upstream also acts as a judge (a stand-in reading the demo data, docs/judges.md): any demo
+# LLM can be named; this one judges where a prompt set names no judge of its own.
+if [ "$DEMO" = 1 ]; then export ROUTERHUB_JUDGE_LLM="${ROUTERHUB_JUDGE_LLM:-gemini-1.5-pro-002}"; fi
 
 SERVICES=()  # must keep running: one of them ending ends the run (the rest is stopped with them)
 descendants() {  # every process started under $1, at any depth, but not the embedded PostgreSQL's keeper

@@ -3,7 +3,8 @@
 - ``judge_for_llm(judge_llm, graded_llm=...)`` — a ``routing.profiling.judges.Judge`` that calls the
   judge LLM through the shared upstream client, prices its calls with the LLM's prices and caches
   every verdict as a ``JudgeVerdict`` row (a second identical question costs nothing and makes no call)
-- ``judge_for_prompt_set(prompt_set, graded_llm=...)`` — the judge named by ``metadata["judge_llm"]``
+- ``judge_for_prompt_set(prompt_set, graded_llm=...)`` — the judge named by ``metadata["judge_llm"]``,
+  else by ``ROUTERHUB_JUDGE_LLM`` (``judge_llm_of(None)``: that one alone)
 - ``judge_spent_since(graded_llm, since)`` — what judging that LLM's answers cost since then (a
   profiling job's cost cap counts it)
 - ``judge_agreement(...)`` — how often the reference-guided judge agrees with the rule grader on a
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
@@ -97,14 +99,22 @@ def judge_for_llm(
     )
 
 
-def judge_llm_of(prompt_set: PromptSet) -> LLM:
-    """The LLM named by the prompt set's ``metadata["judge_llm"]``; ValueError naming the field if unusable."""
-    name = (prompt_set.metadata or {}).get(JUDGE_LLM_KEY)
+def judge_llm_of(prompt_set: PromptSet | None = None) -> LLM:
+    """The judge LLM of ``prompt_set`` (its ``metadata["judge_llm"]``), else ``ROUTERHUB_JUDGE_LLM``;
+    ValueError naming the field when neither names a registered LLM."""
+    named = (prompt_set.metadata or {}).get(JUDGE_LLM_KEY) if prompt_set is not None else None
+    where = f"prompt set {prompt_set.name}: metadata {JUDGE_LLM_KEY}" if named else "ROUTERHUB_JUDGE_LLM"
+    name = named or settings.ROUTERHUB_JUDGE_LLM
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"prompt set {prompt_set.name} uses a judge but its metadata names no {JUDGE_LLM_KEY}")
+        if prompt_set is None:
+            raise ValueError("ROUTERHUB_JUDGE_LLM names no judge LLM")
+        raise ValueError(
+            f"prompt set {prompt_set.name} uses a judge, but neither its metadata {JUDGE_LLM_KEY} nor "
+            "ROUTERHUB_JUDGE_LLM names a judge LLM"
+        )
     llm = LLM.objects.filter(name=name.strip()).first()
     if llm is None:
-        raise ValueError(f"prompt set {prompt_set.name}: metadata {JUDGE_LLM_KEY} names unknown LLM {name!r}")
+        raise ValueError(f"{where} names unknown LLM {name!r}")
     return llm
 
 

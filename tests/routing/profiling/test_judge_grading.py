@@ -102,17 +102,27 @@ def test_profiling_with_the_judge_grader_stores_judged_outcomes_and_counts_the_j
     assert (again.asked, again.judge_cached, again.judge_cost_usd) == (len(garbage), len(garbage), 0.0)
 
 
-def test_a_judge_grader_without_a_judge_llm_fails_naming_the_field(routing_data):
+def test_the_judge_llm_comes_from_the_prompt_set_else_the_setting_and_a_missing_one_is_named(routing_data, settings):
+    from routing.services.judging import judge_llm_of
+
     routing_data.prompt_set.metadata = {"grader": "judge"}
     routing_data.prompt_set.save()
+    settings.ROUTERHUB_JUDGE_LLM = ""
     with FakeOpenAI(policy=routing_data.expert_policy()) as llms:
         llm = register(llms, "fake-math")
-        with pytest.raises(ValueError, match="judge_llm"):
+        with pytest.raises(ValueError, match="neither its metadata judge_llm nor ROUTERHUB_JUDGE_LLM"):
             llm_profile_run(llm=llm, options=ProfilingOptions(**FAST))
-        judge = llm_register(name="no-api-judge")
-        routing_data.prompt_set.metadata["judge_llm"] = judge.name
+        default, named = register(llms, "default-judge"), llm_register(name="no-api-judge")
+        settings.ROUTERHUB_JUDGE_LLM = "default-judge"
+        assert judge_llm_of(routing_data.prompt_set) == default == judge_llm_of(None)
+        routing_data.prompt_set.metadata["judge_llm"] = named.name
         routing_data.prompt_set.save()
-        with pytest.raises(ProviderConfigurationError, match="no api_base"):
+        assert judge_llm_of(routing_data.prompt_set) == named
+        with pytest.raises(ProviderConfigurationError, match="no-api-judge has no api_base"):
+            llm_profile_run(llm=llm, options=ProfilingOptions(**FAST))
+        routing_data.prompt_set.metadata["judge_llm"] = "nobody"
+        routing_data.prompt_set.save()
+        with pytest.raises(ValueError, match="metadata judge_llm names unknown LLM 'nobody'"):
             llm_profile_run(llm=llm, options=ProfilingOptions(**FAST))
         assert llms.requests == []
 
