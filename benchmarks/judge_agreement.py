@@ -72,6 +72,21 @@ def main() -> None:
             )
             runs.append((json.loads(out.getvalue()), time.monotonic() - started))
     (report, seconds), (again, seconds_again) = runs
+    # The demo upstream answers a question with a note where the data holds no outcome of that LLM: the
+    # demo judge cannot judge those. Counted here, to compare with the judge's refusals.
+    from registry.models import Outcome, Prompt
+
+    prompt_set = PromptSet.objects.get(name="mmlu-pro")
+    validation = list(
+        Prompt.objects.filter(prompt_set=prompt_set, split=Prompt.Split.VALIDATION)
+        .exclude(answer="")
+        .order_by("id")
+        .values_list("id", flat=True)[: args.limit]
+    )
+    names = report["answerers"]
+    without_outcome = (
+        len(names) * len(validation) - Outcome.objects.filter(llm__name__in=names, prompt_id__in=validation).count()
+    )
     no_verdict = ", ".join(f"{n} {label}" for label, n in sorted(report["no_verdict"].items())) or "none"
     confusion = ", ".join(f"{cell} {n}" for cell, n in sorted(report["confusion"].items()))
     text = f"""# Judge agreement (reference-guided judge vs the multiple-choice grader, MMLU-Pro)
@@ -98,7 +113,7 @@ an LLM judge agrees with the grader. To measure a real judge, register it and ru
 
 | | first run | second run (cached) |
 |---|---|---|
-| answers graded by both ({len(report["answerers"])} LLMs × {args.limit} validation prompts) | {report["pairs"]:,} | {again["pairs"]:,} |
+| answers graded by both ({len(names)} LLMs × {len(validation):,} validation prompts) | {report["pairs"]:,} | {again["pairs"]:,} |
 | judge verdicts | {report["with_verdict"]:,} | {again["with_verdict"]:,} |
 | no verdict | {no_verdict} | {", ".join(f"{n} {label}" for label, n in sorted(again["no_verdict"].items())) or "none"} |
 | agreement with the multiple-choice grader | {report["agreement"]:.4f} ({report["agree"]:,}/{report["with_verdict"]:,}) | {again["agreement"]:.4f} |
@@ -109,6 +124,10 @@ an LLM judge agrees with the grader. To measure a real judge, register it and ru
 | wall time | {seconds:.1f} s | {seconds_again:.1f} s |
 
 Rule → judge on the first run: {confusion}.
+
+No verdict: the data set has no outcome of the answering LLM on {without_outcome:,} of these (LLM, question)
+pairs; the demo upstream answers those with a note naming no option, which the demo judge cannot judge
+(`Verdict: CANNOT JUDGE`, recorded as `refused`, counted neither way) while the rule grader scores it 0.
 
 The costs are what the calls would cost at the LLMs' list prices (models.csv); the demo upstream charges nothing.
 Answers are asked again on every run (the command stores no outcomes); judge verdicts are cached by

@@ -30,7 +30,8 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -231,9 +232,40 @@ class Judge:
 
     def grade(self, *, prompt: str, answer: str, reference: str | None = None) -> Verdict:
         """Reference-guided when there is a reference, else the rubric."""
+        return self._ask(*self._question(prompt, answer, reference))
+
+    def grade_many(self, questions: Sequence[tuple[str, str, str | None]], *, concurrency: int = 8) -> list[Verdict]:
+        """``grade`` of each (prompt, answer, reference), in order, with up to ``concurrency`` judge calls
+        in flight. The cache is read and written in the calling thread only (a database cache's
+        connection is the caller's). A provider error is raised once the other calls are done and
+        their verdicts cached — paid for, never asked again."""
+        asked = [self._question(prompt, answer, reference) for prompt, answer, reference in questions]
+        verdicts: list[Verdict | None] = [self._cached(call) for call, _ in asked]
+        missing = [i for i, verdict in enumerate(verdicts) if verdict is None]
+        failure: Exception | None = None
+        if missing:
+            workers = max(1, min(concurrency, len(missing)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
+                futures = {pool.submit(self._fresh, *asked[i]): i for i in missing}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        verdicts[i], cacheable = future.result()
+                    except Exception as exc:  # raised below, once the verdicts paid for are cached
+                        failure = failure or exc
+                        continue
+                    if cacheable:
+                        self._store(asked[i][0], verdicts[i])
+        if failure is not None:
+            raise failure
+        return verdicts
+
+    def _question(self, prompt: str, answer: str, reference: str | None) -> tuple[JudgeCall, str]:
         if reference and reference.strip():
-            return self.reference(prompt=prompt, answer=answer, reference=reference)
-        return self.rubric(prompt=prompt, answer=answer)
+            call = JudgeCall(judge=self.name, mode=Mode.REFERENCE, prompt=prompt, answer=answer, other=reference)
+            return call, render(Mode.REFERENCE, prompt=prompt, reference=reference, answer=answer)
+        call = JudgeCall(judge=self.name, mode=Mode.RUBRIC, prompt=prompt, answer=answer)
+        return call, render(Mode.RUBRIC, prompt=prompt, answer=answer)
 
     def reference(self, *, prompt: str, answer: str, reference: str) -> Verdict:
         call = JudgeCall(judge=self.name, mode=Mode.REFERENCE, prompt=prompt, answer=answer, other=reference)
@@ -268,16 +300,29 @@ class Judge:
         return Verdict(label=pairwise_label(score), score=score, **common)
 
     def _ask(self, call: JudgeCall, text: str) -> Verdict:
-        if self.cache is not None:
-            cached = self.cache.get(call)
-            if cached is not None:
-                return replace(cached, cost_usd=0.0, cached=True)
+        verdict = self._cached(call)
+        if verdict is None:
+            verdict, cacheable = self._fresh(call, text)
+            if cacheable:
+                self._store(call, verdict)
+        return verdict
+
+    def _cached(self, call: JudgeCall) -> Verdict | None:
+        cached = self.cache.get(call) if self.cache is not None else None
+        return None if cached is None else replace(cached, cost_usd=0.0, cached=True)
+
+    def _fresh(self, call: JudgeCall, text: str) -> tuple[Verdict, bool]:
+        """The judge asked (in any thread) → (verdict, whether to cache it). Provider errors other than a
+        rejected prompt are raised."""
         try:
             completion = self.client.complete(text)
         except PromptRejected as rejected:
             # The judge's provider refused this prompt (a filter, a length limit): no verdict, and
             # not cached — another judge or a later try may answer.
-            return Verdict(mode=call.mode, label=Label.REFUSED, score=None, raw_text=str(rejected)[:RAW_TEXT_LIMIT])
+            rejection = Verdict(
+                mode=call.mode, label=Label.REFUSED, score=None, raw_text=str(rejected)[:RAW_TEXT_LIMIT]
+            )
+            return rejection, False
         label, score = PARSERS[call.mode](completion.text)
         verdict = Verdict(
             mode=call.mode,
@@ -289,9 +334,11 @@ class Judge:
         with self._lock:
             self.spent_usd += verdict.cost_usd
             self.calls += 1
+        return verdict, True
+
+    def _store(self, call: JudgeCall, verdict: Verdict) -> None:
         if self.cache is not None:
             self.cache.put(call, verdict)
-        return verdict
 
     def _cost(self, text: str, completion: Completion) -> float:
         input_tokens, output_tokens = completion.input_tokens, completion.output_tokens

@@ -184,7 +184,7 @@ def judge_agreement(
     answerers: list[LLM],
     limit: int,
     split: str | None = Prompt.Split.VALIDATION,
-    concurrency: int = 8,
+    concurrency: int = 8,  # answer calls in flight, and judge calls
     max_tokens: int = 1024,
     say: Callable[[str], None] = lambda _: None,
 ) -> AgreementReport:
@@ -217,9 +217,12 @@ def judge_agreement(
         answers = _answers_of(
             answerer, texts, instruction=rule.instruction, concurrency=concurrency, max_tokens=max_tokens, report=report
         )
-        for prompt_id, answer_text in sorted(answers.items()):
+        answered = sorted(answers.items())
+        verdicts = judge.grade_many(
+            [(texts[pid], text, references[pid]) for pid, text in answered], concurrency=concurrency
+        )
+        for (prompt_id, answer_text), verdict in zip(answered, verdicts, strict=True):
             rule_correct = rule.grade(answer_text, references[prompt_id], prompt_text=texts[prompt_id]) >= 0.5
-            verdict = judge.reference(prompt=texts[prompt_id], answer=answer_text, reference=references[prompt_id])
             report.pairs += 1
             report.judge_cached += int(verdict.cached)
             if not verdict.has_verdict:

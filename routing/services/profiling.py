@@ -28,7 +28,6 @@ from routing.profiling.client import (
     Completion,
     PromptRejected,
     ProviderConfigurationError,
-    ProviderError,
     complete_all,
 )
 from routing.profiling.graders import Grader, JudgeGrader, grader_for
@@ -222,8 +221,8 @@ def _collect_outcomes(
     capped = options.max_cost_usd is not None
 
     def may_start() -> bool:
-        # Checked before each call: with calls in flight, the cap can be passed by at most
-        # ``concurrency`` answers' worth.
+        # Checked before each call (and each batch of judge calls): with calls in flight, the cap can
+        # be passed by at most ``concurrency`` answers' (and judge calls') worth.
         return not capped or spent < options.max_cost_usd
 
     batch: list[Outcome] = []
@@ -239,6 +238,42 @@ def _collect_outcomes(
         progress(done, len(prompt_ids))
         flushed_at = time.monotonic()
 
+    # Judge grader: answers wait here to be judged together, ``concurrency`` judge calls in flight.
+    to_judge: list[tuple[Outcome, str]] = []
+
+    def judge_waiting() -> None:
+        nonlocal spent
+        if not to_judge:
+            return
+        if not may_start():
+            # The cap is reached: a judge call would pass it. These answers are left ungraded (no
+            # outcome); a later job with room in its cap asks them again.
+            report.ungraded += len(to_judge)
+            to_judge.clear()
+            return
+        questions = [(texts[o.prompt_id], text, references[o.prompt_id]) for o, text in to_judge]
+        verdicts = grader.judge.grade_many(questions, concurrency=options.concurrency)
+        for (outcome, _), verdict in zip(to_judge, verdicts, strict=True):
+            report.judged += 1
+            report.judge_cached += int(verdict.cached)
+            report.judge_cost_usd += verdict.cost_usd
+            report.cost_usd += verdict.cost_usd
+            spent += verdict.cost_usd
+            if verdict.score is None:
+                report.no_verdict += 1
+                if len(report.no_verdicts) < 5:
+                    report.no_verdicts.append(f"prompt {outcome.prompt_id}: {verdict.label}")
+                continue
+            outcome.score = verdict.score
+            report.correct += int(verdict.score >= 0.5)
+            batch.append(outcome)
+        to_judge.clear()
+
+    def on_idle() -> None:  # slow calls must not hold finished answers back
+        judge_waiting()
+        flush()
+
+    judging = isinstance(grader, JudgeGrader)
     try:
         answers = complete_all(
             client,
@@ -246,7 +281,7 @@ def _collect_outcomes(
             concurrency=options.concurrency,
             may_start=may_start,
             idle_seconds=FLUSH_SECONDS,
-            on_idle=flush,  # slow calls must not hold finished answers back
+            on_idle=on_idle,
         )
         for prompt_id, answer in answers:
             report.asked += 1
@@ -258,26 +293,25 @@ def _collect_outcomes(
             outcome = _outcome_of(llm=llm, prompt_id=prompt_id, prompt_text=texts[prompt_id], answer=answer)
             spent += outcome.cost_usd or 0.0
             report.cost_usd += outcome.cost_usd or 0.0
-            if isinstance(grader, JudgeGrader) and not may_start():
-                # The cap is reached: a judge call would pass it. The answer is left ungraded (no
-                # outcome); a later job with room in its cap asks it again.
-                report.ungraded += 1
-                continue
-            score = _score(
-                grader, llm=llm, prompt_text=texts[prompt_id], answer=answer, reference=references[prompt_id]
-            )
-            if isinstance(grader, JudgeGrader):
-                spent += _count_judging(grader, report)
-            if score is None:
-                report.no_verdict += 1
-                if len(report.no_verdicts) < 5:
-                    report.no_verdicts.append(f"prompt {prompt_id}: {grader.last_label}")
-                continue
-            outcome.score = score
-            report.correct += int(score >= 0.5)
-            batch.append(outcome)
+            if judging:
+                to_judge.append((outcome, answer.text or ""))
+                if len(to_judge) >= options.concurrency:
+                    judge_waiting()
+            else:
+                score = _score(
+                    grader, llm=llm, prompt_text=texts[prompt_id], answer=answer, reference=references[prompt_id]
+                )
+                if score is None:
+                    report.no_verdict += 1
+                    if len(report.no_verdicts) < 5:
+                        report.no_verdicts.append(f"prompt {prompt_id}: no verdict")
+                else:
+                    outcome.score = score
+                    report.correct += int(score >= 0.5)
+                    batch.append(outcome)
             if len(batch) >= FLUSH_EVERY or time.monotonic() - flushed_at >= FLUSH_SECONDS:
                 flush()
+        judge_waiting()
     finally:
         # Keep every answer already paid for, also when the provider then failed for good.
         flush()
@@ -291,25 +325,14 @@ def _collect_outcomes(
 
 
 def _score(grader: Grader, *, llm: LLM, prompt_text: str, answer: Completion, reference: str) -> float | None:
-    """The grader's score in [0, 1], or None: the judge gave no verdict."""
+    """A grader's score in [0, 1], or None: no verdict (the judge grader's verdicts are asked in
+    batches, in ``_collect_outcomes``)."""
     try:
         score = grader.grade(answer.text, reference, prompt_text=prompt_text)
-    except ProviderError:
-        raise  # the judge's provider failed: retried or stopped like the profiled LLM's own
+        return None if score is None else min(1.0, max(0.0, float(score)))
     except Exception:  # a plug-in grader that trips on garbage must not lose the answer
         logger.exception("grader %s failed on an answer of %s; counted as incorrect", grader.name, llm.name)
         return 0.0
-    return None if score is None else min(1.0, max(0.0, float(score)))
-
-
-def _count_judging(grader: JudgeGrader, report: ProfilingReport) -> float:
-    """Add the grader's last verdict to the report; what it cost."""
-    verdict = grader.last_verdict
-    report.judged += 1
-    report.judge_cached += int(verdict.cached)
-    report.judge_cost_usd += verdict.cost_usd
-    report.cost_usd += verdict.cost_usd
-    return verdict.cost_usd
 
 
 def _outcome_of(*, llm: LLM, prompt_id: int, prompt_text: str, answer: Completion) -> Outcome:

@@ -30,7 +30,9 @@ class Command(BaseCommand):
             choices=[*Prompt.Split.values, "all"],
             help="which prompts (default: the validation split)",
         )
-        parser.add_argument("--concurrency", type=int, default=8, help="answer calls in flight (default 8)")
+        parser.add_argument(
+            "--concurrency", type=int, default=8, help="answer calls, and judge calls, in flight (default 8)"
+        )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, prompt_set, judge, answerers, limit, split, concurrency, json: bool, **options):

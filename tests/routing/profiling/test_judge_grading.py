@@ -76,7 +76,8 @@ def test_profiling_with_the_judge_grader_stores_judged_outcomes_and_counts_the_j
     with FakeOpenAI(policy=reference_judge) as judge_server, FakeOpenAI(policy=judged_set.expert_policy()) as llms:
         register(judge_server, "judge-llm", usd_per_query=0.002)
         llm = register(llms, "fake-math", usd_per_query=0.001)
-        profile, report = llm_profile_run(llm=llm, options=ProfilingOptions(**FAST))
+        # Four answers, then four judge calls, in flight at a time.
+        profile, report = llm_profile_run(llm=llm, options=ProfilingOptions(**{**FAST, "concurrency": 4}))
         garbage = {r["text"] for r in llms.requests if judged_set.expert_policy()(r["text"]) == GARBAGE}
         # The LLM is asked again only what got no verdict; the judge is not asked again at all.
         judge_calls = len(judge_server.requests)

@@ -4,7 +4,7 @@ import pytest
 
 from registry.data_format import read_routing_data
 from routerhub.demo_upstream import demo_answers
-from routing.profiling.client import Completion, PromptRejected
+from routing.profiling.client import Completion, PromptRejected, TransientProviderError
 from routing.profiling.judges import (
     TEMPLATES,
     Judge,
@@ -188,3 +188,32 @@ def test_the_demo_upstream_judges_by_the_demo_datas_correctness(api_slice):
     # An answer to a question outside the demo data: the demo judge says it cannot judge.
     judged = answer("any-model", render(Mode.RUBRIC, prompt="Write a haiku about routers", answer="Packets flow"))
     assert parse_rubric(judged) == (Label.REFUSED, None)
+
+
+def test_grading_many_keeps_the_order_reads_the_cache_and_keeps_what_was_paid_for_when_the_judge_fails():
+    stored = {}
+
+    class Memory:
+        def get(self, call):
+            return stored.get(call.key)
+
+        def put(self, call, verdict):
+            stored[call.key] = verdict
+
+    def reply(text):
+        answer = text.split("<answer>\n")[1].split("\n</answer>")[0]
+        if answer == "down":
+            return TransientProviderError("HTTP 503")
+        return "Verdict: CORRECT" if answer == "4" else "Verdict: INCORRECT"
+
+    judge = judge_replying(reply, cache=Memory())
+    questions = [("2+2?", answer, "4") for answer in ["4", "5", "four", "4"]]
+    verdicts = judge.grade_many(questions, concurrency=3)
+    assert [v.label for v in verdicts] == ["correct", "incorrect", "incorrect", "correct"]
+    # The cache is read before a batch is asked: a question repeated inside one batch is asked twice.
+    assert len(stored) == 3 and judge.calls == 4
+    calls = len(judge.client.prompts)
+    with pytest.raises(TransientProviderError):
+        judge.grade_many([("2+2?", "down", "4"), ("2+2?", "22", "4"), ("2+2?", "5", "4")], concurrency=2)
+    # The one verdict asked and paid for is cached; the other was in the cache already.
+    assert len(judge.client.prompts) == calls + 2 and len(stored) == 4
