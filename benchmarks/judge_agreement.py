@@ -129,6 +129,8 @@ No verdict: the data set has no outcome of the answering LLM on {without_outcome
 pairs; the demo upstream answers those with a note naming no option, which the demo judge cannot judge
 (`Verdict: CANNOT JUDGE`, recorded as `refused`, counted neither way) while the rule grader scores it 0.
 
+Wall times are of a shared 2-core machine with other work running; the judge calls are answered by the
+in-process demo upstream, so they measure routerhub's side only (rendering, parsing, the cache's rows).
 The costs are what the calls would cost at the LLMs' list prices (models.csv); the demo upstream charges nothing.
 Answers are asked again on every run (the command stores no outcomes); judge verdicts are cached by
 (judge, mode, template, prompt, answer, reference).
