@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from registry.models import Outcome
+from registry.models import Outcome, Prompt
 from registry.services import llm_register
+from routerhub.demo_upstream import FakeUpstream
 from routing import tasks
 from routing.models import Job, JudgeVerdict
 from routing.profiling.client import ProviderConfigurationError
@@ -101,6 +102,27 @@ def test_profiling_with_the_judge_grader_stores_judged_outcomes_and_counts_the_j
     assert verdicts.count() == len(validation) and verdicts.filter(label="refused").count() == len(garbage)
     assert profile.n_validation_outcomes == len(outcomes)
     assert (again.asked, again.judge_cached, again.judge_cost_usd) == (len(garbage), len(garbage), 0.0)
+
+
+def test_prompts_without_references_are_graded_on_the_rubric_without_a_system_message(judged_set):
+    Prompt.objects.filter(prompt_set=judged_set.prompt_set).update(answer="")
+    judged = []
+
+    def rubric_judge(text):
+        judged.append(text)
+        return "Score: 10" if "The answer is" in text.split("<answer>")[1] else "Score: CANNOT JUDGE"
+
+    answering = FakeUpstream(answer=lambda model, text: "The answer is (A).")
+    with FakeOpenAI(policy=rubric_judge) as judge_server, answering as llms:
+        register(judge_server, "judge-llm")
+        llm = register(llms, "fake-a")
+        _, report = llm_profile_run(llm=llm, options=ProfilingOptions(**{**FAST, "concurrency": 4}))
+    n = len(judged_set.state.validation_prompt_ids)
+    # Asked as in traffic: the prompt alone, no answer-format instruction.
+    assert len(llms.calls) == n and all([m["role"] for m in c.body["messages"]] == ["user"] for c in llms.calls)
+    assert report.judged == len(judged) == n and all("<reference>" not in t and "Score: N" in t for t in judged)
+    assert list(Outcome.objects.filter(llm=llm).values_list("score", flat=True).distinct()) == [1.0]
+    assert JudgeVerdict.objects.filter(mode="rubric", label="scored").count() == n
 
 
 def test_the_judge_llm_comes_from_the_prompt_set_else_the_setting_and_a_missing_one_is_named(routing_data, settings):
