@@ -6,7 +6,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from registry.models import LLM
+from registry.models import LLM, PromptSet
+from registry.services import llm_register
 from routerhub.demo_upstream import FakeUpstream, demo_answers
 from routing.models import JudgeVerdict
 from routing.services.gateway import demo_llms_at
@@ -48,8 +49,14 @@ def test_the_demo_judge_agrees_with_the_multiple_choice_grader_and_a_second_run_
     assert "judge calls 0 (cached 30), judge cost $0.0000" in text
 
 
-def test_bad_arguments_are_refused_naming_what_is_wrong(demo):
+def test_bad_arguments_are_refused_naming_what_is_wrong(db):
+    PromptSet.objects.create(name="tiny")
     with pytest.raises(CommandError, match="--judge: no LLM named 'nobody'"):
-        run("--prompt-set", "mmlu-slice", "--judge", "nobody")
+        run("--prompt-set", "tiny", "--judge", "nobody")
     with pytest.raises(CommandError, match="no prompt set"):
         run("--prompt-set", "nope", "--judge", "gemini-1.5-flash-002")
+    llm_register(name="judge-llm")
+    with pytest.raises(CommandError, match="--answerers: no LLM named 'ghost'"):
+        run("--prompt-set", "tiny", "--judge", "judge-llm", "--answerers", "ghost")
+    with pytest.raises(CommandError, match="tiny has no prompts with a reference answer"):
+        run("--prompt-set", "tiny", "--judge", "judge-llm", "--answerers", "judge-llm")
