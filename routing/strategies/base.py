@@ -114,6 +114,41 @@ class RoutingStrategy(ABC):
             return None
         return self._profile_choice(embeddings, 1.0 - correctness)
 
+    def evidence(
+        self,
+        validation_embeddings: np.ndarray,
+        validation_correctness_of_one_llm: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """n(h): how much evidence stands behind one LLM's profile, a 1-D vector that
+        :meth:`evidence_at` reads per prompt (``exploration.py``). Same inputs as :meth:`profile`;
+        ``sample_weight`` [n_val] weighs each answer (1 each by default).
+
+        Each entry is an answered weight — the validation answers in one of the strategy's cells
+        (clusters, validation prompts) — so it is what the profile's estimate there was computed from.
+        """
+        self._check_fitted()
+        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
+        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
+        if embeddings.ndim != 2 or correctness.ndim != 1 or len(correctness) != len(embeddings):
+            raise ValueError("evidence needs embeddings [n_val, D] and one LLM's correctness [n_val]")
+        weights = np.ones(len(correctness)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != correctness.shape or np.any(~np.isfinite(weights) | (weights < 0)):
+            raise ValueError("sample_weight must hold one finite non-negative weight per validation prompt")
+        answered = np.where(np.isnan(correctness), 0.0, weights)
+        return np.asarray(self._evidence(embeddings, answered), dtype=np.float64)
+
+    def evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """n(x, h) [n_prompts, n_llms]: the evidence near each prompt, from stacked :meth:`evidence`
+        vectors [n_llms, C] — the answered weight the strategy's estimate γ(x, h) rests on."""
+        self._check_fitted()
+        embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
+        evidence = np.asarray(evidence, dtype=np.float64)
+        if embeddings.ndim != 2 or evidence.ndim != 2:
+            raise ValueError("evidence_at needs embeddings [n_prompts, D] and evidence [n_llms, C]")
+        return np.maximum(self._evidence_at(embeddings, evidence), 0.0)
+
     def with_params(self, **params) -> Self:
         """A copy of this fitted strategy with other values of its post-fit hyper-parameters (no refit)."""
         self._check_fitted()
@@ -210,6 +245,14 @@ class RoutingStrategy(ABC):
 
     def _profile_choice(self, validation_embeddings, validation_errors) -> dict | None:
         return None
+
+    def _evidence(self, validation_embeddings, answered_weights) -> np.ndarray:
+        """One cell: a strategy whose estimate of an LLM draws on all its answers (a fitted
+        embedding, a predictor head) rests on all of them, wherever the prompt lies."""
+        return np.array([answered_weights.sum()])
+
+    def _evidence_at(self, prompt_embeddings, evidence) -> np.ndarray:
+        return np.broadcast_to(evidence[:, 0], (len(prompt_embeddings), len(evidence)))
 
     def _check_fitted(self) -> None:
         required = [a for a in self.learned_attributes if a not in self.optional_attributes]

@@ -60,9 +60,13 @@ class UniRouteKMeans(PerLLMProfiles, RoutingStrategy):
         )
         self._fit_fine_maps(train_embeddings, validation_embeddings, validation_errors, len(self.centroids_))
 
+    def _own_memberships(self, embeddings):
+        return one_hot(nearest_centroid(embeddings, self.centroids_), len(self.centroids_))
+
     def _own_psi(self, validation_embeddings, validation_errors):
-        memberships = one_hot(nearest_centroid(validation_embeddings, self.centroids_), len(self.centroids_))
-        return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
+        return shrunk_cluster_errors(
+            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength
+        )
 
     def _own_width(self):
         return len(self.centroids_)

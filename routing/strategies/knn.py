@@ -39,6 +39,13 @@ class KNearestNeighbours(RoutingStrategy):
             )
         return np.where(np.isnan(validation_errors), overall_error(validation_errors), validation_errors)
 
+    def _evidence(self, validation_embeddings, answered_weights):
+        return answered_weights  # one cell per validation prompt, in Ψ's order
+
+    def _evidence_at(self, prompt_embeddings, evidence):
+        # The answered weight among the neighbours the loss is the mean over.
+        return evidence[:, self.neighbours(prompt_embeddings)].sum(axis=2).T
+
     def neighbours(self, prompt_embeddings: np.ndarray) -> np.ndarray:
         """Indices [n_prompts, k] of the most cosine-similar validation prompts (in no particular order)."""
         self._check_fitted()

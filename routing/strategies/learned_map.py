@@ -240,9 +240,13 @@ class UniRouteLearnedMap(SoftMapStrategy):
         self.n_iter_, self.held_out_loss_ = soft_map.n_iter, soft_map.held_out_loss
         self._fit_fine_maps(train_embeddings, validation_embeddings, validation_errors, len(self.bias_))
 
+    def _own_memberships(self, embeddings):
+        return soft_assignments(embeddings, self.theta_, self.bias_)
+
     def _own_psi(self, validation_embeddings, validation_errors):
-        memberships = soft_assignments(validation_embeddings, self.theta_, self.bias_)
-        return shrunk_cluster_errors(memberships, validation_errors, self.prior_strength)
+        return shrunk_cluster_errors(
+            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength
+        )
 
     def _own_width(self):
         return len(self.bias_)

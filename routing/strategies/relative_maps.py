@@ -102,6 +102,9 @@ class RelativeMapEnsemble(SoftMapStrategy):
         bounds = np.cumsum([0, *self.cluster_sizes_])
         return [softmax_rows(logits[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
+    def _own_memberships(self, embeddings):
+        return np.hstack(self._memberships(embeddings))
+
     def _own_width(self):
         return int(sum(self.cluster_sizes_))
 

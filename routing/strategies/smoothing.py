@@ -327,7 +327,8 @@ class PerLLMProfiles:
 
     The strategy provides ``smoothing``, ``prior_strength``, ``n_init`` and ``random_state``, and
     ``_own_psi(embeddings, errors)`` (its own Ψ of one LLM), ``_own_width()`` (the length of that Ψ),
-    ``_own_losses(embeddings, own_profiles)`` and ``_base_clusters()`` (the clusters an LLM that keeps
+    ``_own_losses(embeddings, own_profiles)`` (linear in the profiles), ``_own_memberships(embeddings)``
+    (each prompt's weight in each entry of that Ψ) and ``_base_clusters()`` (the clusters an LLM that keeps
     the strategy's own profile is said to be profiled on). The fine attributes are optional learned
     attributes: a state stored without them profiles as before.
     """
@@ -363,6 +364,15 @@ class PerLLMProfiles:
 
     def _predict_loss(self, prompt_embeddings, profiles):
         return self._personal_losses(prompt_embeddings, profiles)
+
+    def _evidence(self, validation_embeddings, answered_weights):
+        # In the layout of the strategy's own Ψ, read as it is: the answered weight of each cluster
+        # is what its estimate's sums run over (profiles.py). An LLM profiled on a finer map is
+        # counted on the strategy's own clusters, which hold at least as much of its evidence.
+        return self._own_memberships(validation_embeddings).T @ answered_weights
+
+    def _evidence_at(self, prompt_embeddings, evidence):
+        return self._own_losses(prompt_embeddings, evidence)
 
     def _personal_profile(self, validation_embeddings, validation_errors):
         """(profile, Smoothing) for one LLM: the strategy's own Ψ followed by ``personal_tail``'s."""
