@@ -191,6 +191,8 @@ VARIABLES: tuple[Variable, ...] = (
     V("ROUTERHUB_THROTTLE_FAILED_AUTH", str, "30/min", "unknown or revoked API keys per client address"),
     V("ROUTERHUB_FEEDBACK_MAX_COST_USD", float, 10_000.0, "the largest cost one feedback may report, USD (more: 400)",
       low=0.000001),
+    V("ROUTERHUB_EXPLORATION_MAX_SHARE", float, 0.2, "the largest share of a tenant's requests exploration may "
+      "route (its `exploration_share` above it counts as this; 0: exploration off for every tenant)", low=0, high=1),
     V("ROUTERHUB_JOB_RESEND_AFTER_SECONDS", float, 120.0, "a job still pending this long is sent again", low=1),
     V("ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS", float, 15.0, "wait before a task's first retry after a transient "
       "error (doubled each retry, at most 10 minutes)", low=0),

@@ -54,6 +54,7 @@ class DecisionAdmin(ReadOnlyAdmin):
         "llm",
         "lambda_reason",
         "strategy",
+        "explored",
         ("feedback_at", admin.EmptyFieldListFilter),
     )
     search_fields = ("id", "routed_text")

@@ -80,7 +80,15 @@ class TenantAdmin(admin.ModelAdmin):
         ("Budget", {"fields": ("budget_usd", "budget_period", "when_budget_spent")}),
         (
             "Routing defaults",
-            {"fields": ("allowed_llms", "default_lambda", "default_quality_target", "default_max_cost_usd")},
+            {
+                "fields": (
+                    "allowed_llms",
+                    "default_lambda",
+                    "default_quality_target",
+                    "default_max_cost_usd",
+                    "exploration_share",
+                )
+            },
         ),
         ("Gateway", {"fields": ("log_gateway_text",)}),
         ("Other", {"fields": ("created_at", "updated_at")}),

@@ -104,6 +104,16 @@ class RouteCreateApi(ApiBase):
         alternatives = AlternativeSerializer(
             source="decision.alternatives", many=True, help_text="The next best allowed LLMs, best first."
         )
+        explored = serializers.BooleanField(
+            source="decision.explored",
+            help_text="True when the tenant's exploration chose an LLM whose estimate is uncertain instead of the "
+            "best estimate (`exploited`); false otherwise.",
+        )
+        exploited = AlternativeSerializer(
+            source="decision.exploited",
+            allow_null=True,
+            help_text="When `explored`: the LLM the estimates alone would have chosen; else null.",
+        )
         budget = BudgetStatusSerializer()
         notes = serializers.ListField(child=serializers.CharField())
 
@@ -212,6 +222,10 @@ class DecisionOutputSerializer(serializers.Serializer):
     routing_state_version = serializers.IntegerField(source="state_version")
     cluster = serializers.IntegerField(allow_null=True)
     alternatives = AlternativeSerializer(many=True)
+    explored = serializers.BooleanField(help_text="Chosen by the tenant's exploration rather than the best estimate.")
+    exploited = AlternativeSerializer(
+        allow_null=True, help_text="When `explored`: the LLM the estimates alone would have chosen; else null."
+    )
     counted_usd = serializers.SerializerMethodField(
         help_text="What this decision counts in the budget now: its estimate, or the reported cost (never below "
         "what the counted prompt tokens cost), within the limit plus any overage."

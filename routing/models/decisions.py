@@ -66,6 +66,14 @@ class Decision(models.Model):
         max_digits=20, decimal_places=10, default=0, help_text="Counted as overage (budget already spent)."
     )
     alternatives = models.JSONField(default=list, blank=True)
+    # Exploration (the tenant's exploration_share): the choice came from a posterior draw and differs
+    # from the one the estimates alone make, which is kept as it was offered (name, quality, cost).
+    explored = models.BooleanField(default=False, help_text="Chosen by exploration, not by the estimates alone.")
+    exploited = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="When explored: the LLM the estimates alone would have chosen, its predicted quality and cost.",
+    )
     request = models.JSONField(default=dict, blank=True, help_text="The request's options (not the prompt).")
     # Filled by feedback (the latest value of each field; every feedback is kept in DecisionFeedback):
     actual_cost_usd = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)

@@ -78,6 +78,14 @@ class LLMProfile(models.Model):
         "strength and clusters its profile uses, and whether its answers departed from the tuned prior. "
         "Empty for strategies that profile every LLM alike.",
     )
+    evidence = ArrayField(
+        models.FloatField(),
+        default=list,
+        blank=True,
+        help_text="The answered weight behind the profile in each of the strategy's cells "
+        "(RoutingStrategy.evidence): how sure its estimates are, which exploration reads. Empty: not "
+        "recorded, and the LLM is never explored.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -51,6 +52,13 @@ class Tenant(models.Model):
         help_text="Keep the request and response text of its gateway calls (for learning from real traffic). "
         "Tokens, latency, cost and status are always kept.",
     )
+    exploration_share = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of its routed requests (0 to 1) that may go to an LLM whose estimate is uncertain "
+        "(Thompson sampling among the request's own candidates, within its cost cap and budget); 0: never. "
+        "At most ROUTERHUB_EXPLORATION_MAX_SHARE applies. Set by staff only.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -62,6 +70,10 @@ class Tenant(models.Model):
             valid_choice("budget_period", TenantPeriod),
             valid_choice("when_budget_spent", TenantWhenSpent),
             models.CheckConstraint(
+                name="%(app_label)s_%(class)s_exploration_share_in_unit_interval",
+                condition=Q(exploration_share__gte=0) & Q(exploration_share__lte=1),
+            ),
+            models.CheckConstraint(
                 name="%(app_label)s_%(class)s_quality_target_in_unit_interval",
                 condition=Q(default_quality_target__isnull=True)
                 | (Q(default_quality_target__gte=0) & Q(default_quality_target__lte=1)),
@@ -70,6 +82,17 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        super().clean()
+        most = settings.ROUTERHUB_EXPLORATION_MAX_SHARE
+        if self.exploration_share is not None and self.exploration_share > most:
+            raise ValidationError(
+                {
+                    "exploration_share": f"At most {most:g} (ROUTERHUB_EXPLORATION_MAX_SHARE): a larger share would "
+                    f"route as {most:g} does."
+                }
+            )
 
 
 class ApiKey(models.Model):

@@ -123,6 +123,8 @@ class LoadedRouter:
     prompt_set_id: int = 0
     validation_row_of: dict = field(default_factory=dict)  # prompt id → its row in S_val
     params: dict = field(default_factory=dict)  # the hyper-parameters the state was fitted with (tuned or given)
+    # [len(llms), C] each profile's evidence (RoutingStrategy.evidence); a row of NaN where none is stored.
+    evidence: np.ndarray | None = None
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
         """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
@@ -145,6 +147,13 @@ class LoadedRouter:
         if not rows:  # validation prompts changed since the fit: fall back to the stored embeddings
             return self.strategy.predict_loss(embedding[None, :], self.profiles)
         return np.clip(self.strategy.loss_from_neighbours(np.asarray(rows)[None, :], self.profiles), 0.0, 1.0)
+
+    def evidence_near(self, embedding: np.ndarray) -> np.ndarray:
+        """[llms] the evidence behind each LLM's estimate for one prompt (``RoutingStrategy.evidence_at``);
+        NaN for an LLM whose profile stores none (exploration then leaves it alone)."""
+        if self.evidence is None or not self.evidence.size:
+            return np.full(len(self.llms), np.nan)
+        return self.strategy.evidence_at(np.atleast_2d(embedding), self.evidence)[0]
 
     def cluster_of(self, embedding: np.ndarray) -> int | None:
         clusters = self.strategy.cluster_of(np.atleast_2d(embedding))
@@ -172,7 +181,7 @@ def load_router(state_id: int) -> LoadedRouter:
     state = RoutingState.objects.get(id=state_id)
     strategy = strategy_of(state)
     rows = list(LLMProfile.objects.filter(state=state, llm__is_active=True).select_related("llm").order_by("llm__name"))
-    llms, vectors = [], []
+    llms, vectors, evidence = [], [], []
     for row in rows:
         vector = np.asarray(row.vector, dtype=np.float32)
         llm = row.llm
@@ -185,10 +194,15 @@ def load_router(state_id: int) -> LoadedRouter:
             )
         )
         vectors.append(vector)
+        evidence.append(np.asarray(row.evidence, dtype=np.float64))
     width = max((len(v) for v in vectors), default=0)
     profiles = np.zeros((len(vectors), width), dtype=np.float32)
     for i, vector in enumerate(vectors):
         profiles[i, : len(vector)] = vector
+    evidence_width = max((len(e) for e in evidence), default=0)
+    evidence_rows = np.zeros((len(evidence), evidence_width))
+    for i, counts in enumerate(evidence):
+        evidence_rows[i, : len(counts)] = counts if len(counts) == evidence_width else np.nan
     return LoadedRouter(
         state_id=state.id,
         version=state.version,
@@ -200,6 +214,7 @@ def load_router(state_id: int) -> LoadedRouter:
         prompt_set_id=state.prompt_set_id,
         validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
         params=dict(state.params),
+        evidence=evidence_rows,
     )
 
 

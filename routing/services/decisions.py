@@ -36,6 +36,7 @@ from routing.services.scoring import (
     RouteRequest,
     Scoring,
     direct_scoring,
+    exploring,
     quality_target_note,
     ranked_alternatives,
     score,
@@ -97,7 +98,11 @@ def route_create(
         embedding, cached = routed_embedding(embedding, context_embedding), cached and context_cached
     embedded = time.perf_counter()
     status = budgets.budget_status_current(tenant=tenant)
-    scoring = score(router, tenant=tenant, request=request, embedding=embedding, status=status)
+    scoring = exploring(
+        score(router, tenant=tenant, request=request, embedding=embedding, status=status),
+        tenant=tenant,
+        embedding=embedding,
+    )
     choice = scoring.select(scoring.max_cost)
     routed = time.perf_counter()
     context = DecisionContext(tenant=tenant, api_key=api_key, request=request)
@@ -326,6 +331,7 @@ def _decision_row(
     )
     direct = isinstance(router, DirectCall)
     request = context.request
+    exploited = None if exhausted else _exploited(scoring, choice, cap)
     return Decision(
         tenant=context.tenant,
         api_key=context.api_key,
@@ -354,6 +360,8 @@ def _decision_row(
             exclude=choice,
             weighed=scoring.ranking_costs,
         ),
+        explored=exploited is not None,
+        exploited=exploited,
         request={
             key: value
             for key, value in {
@@ -370,3 +378,18 @@ def _decision_row(
         source=request.source,
         call_status=Decision.CallStatus.PENDING if request.source == Decision.Source.GATEWAY else "",
     )
+
+
+def _exploited(scoring: Scoring, choice: int, cap: float | None) -> dict | None:
+    """The candidate the estimates alone choose under the same cap, as the answer shows it, when the
+    request explored and chose another; else None."""
+    if scoring.drawn is None:
+        return None
+    best = scoring.select(cap, exploit=True)
+    if best == choice:
+        return None
+    return {
+        "name": scoring.router.llms[best].name,
+        "predicted_quality": round(float(1.0 - scoring.losses[best]), 6),
+        "estimated_cost_usd": float(budgets.usd(scoring.costs[best])),
+    }

@@ -7,7 +7,7 @@ Pure reads of the loaded router and the request; ``routing/services/decisions.py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from django.conf import settings
@@ -21,6 +21,7 @@ from routing.selectors.routers import LoadedRouter, RoutableLLM, reference_sampl
 from routing.selectors.tenancy import tenant_allowed_llm_ids
 from routing.services import budget_policies
 from routing.services.budgets import usd
+from routing.strategies.exploration import explored_losses
 
 Reason = Decision.LambdaReason
 N_ALTERNATIVES = 5
@@ -81,6 +82,9 @@ class Scoring:
     # [llms] the expected costs the choice weighs (λ·cost, cheapest meeting a quality target) when they
     # are not ``costs``: a gateway call reserves the most it can cost, but is routed on what it should.
     ranking_costs: np.ndarray | None = None
+    # [llms] a posterior draw of the losses when this request explores (:func:`exploring`): the choice
+    # is made on it, among the same candidates; ``losses`` stay the estimates every answer reports.
+    drawn: np.ndarray | None = None
 
     @property
     def weighed(self) -> np.ndarray:
@@ -90,10 +94,13 @@ class Scoring:
         """The candidates whose reservation fits ``max_cost``."""
         return self.allowed if max_cost is None else self.allowed & (self.costs <= max_cost)
 
-    def select(self, max_cost: float | None) -> int:
+    def select(self, max_cost: float | None, *, exploit: bool = False) -> int:
+        """The candidate within ``max_cost`` to route to: on the drawn losses when the request explores
+        (unless ``exploit``: what the estimates alone choose)."""
+        losses = self.losses if exploit or self.drawn is None else self.drawn
         return int(
             select(
-                self.losses[None, :],
+                losses[None, :],
                 self.weighed,
                 lam=self.lam or 0.0,
                 allowed_mask=self.within(max_cost),
@@ -188,6 +195,29 @@ def score(
         notes=notes,
         ranking_costs=ranking_costs,
     )
+
+
+def exploration_share(tenant: Tenant) -> float:
+    """The share of the tenant's requests that explore: its own, at most ROUTERHUB_EXPLORATION_MAX_SHARE."""
+    return min(float(tenant.exploration_share or 0.0), float(settings.ROUTERHUB_EXPLORATION_MAX_SHARE))
+
+
+def exploration_rng() -> np.random.Generator:
+    """A generator seeded from the OS for one request (numpy's generators are not shared across threads)."""
+    return np.random.default_rng()
+
+
+def exploring(scoring: Scoring, *, tenant: Tenant, embedding: np.ndarray) -> Scoring:
+    """``scoring`` with a posterior draw of the losses when this request explores
+    (``routing/strategies/exploration.py``), else ``scoring`` itself. The draw only reorders the
+    candidates: the allow mask, the cost cap and the budget's reservation apply to it as to any choice."""
+    share = exploration_share(tenant)
+    if share <= 0.0 or isinstance(scoring.router, DirectCall):
+        return scoring
+    rng = exploration_rng()
+    evidence = scoring.router.evidence_near(embedding)
+    drawn, explores = explored_losses(scoring.losses[None, :], evidence[None, :], share=share, rng=rng)
+    return replace(scoring, drawn=drawn[0]) if explores[0] else scoring
 
 
 def costs_of(llms, *, input_tokens: float, output_tokens: float | None) -> np.ndarray:

@@ -199,6 +199,7 @@ def _store_profile(
             "n_validation_outcomes": int(answered.sum()),
             "validation_error": float(1.0 - np.nanmean(correctness)),
             "smoothing": strategy.profile_choice(validation_embeddings, correctness) or {},
+            "evidence": [float(x) for x in strategy.evidence(validation_embeddings, correctness)],
         },
     )
     return profile
