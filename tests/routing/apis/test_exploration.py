@@ -49,7 +49,7 @@ def newcomer(fitted):
 
 
 def test_an_exploring_tenant_s_explored_choices_are_marked_and_a_tenant_with_share_zero_never_explores(
-    make_tenant, newcomer, seeded, settings
+    make_tenant, newcomer, seeded, settings, django_user_model
 ):
     settings.ROUTERHUB_EXPLORATION_MAX_SHARE = 1.0
     _, exploring_key = make_tenant(name="explorer", exploration_share=1.0)
@@ -79,6 +79,15 @@ def test_an_exploring_tenant_s_explored_choices_are_marked_and_a_tenant_with_sha
     assert sorted(recorded.values_list("llm__name", flat=True)) == sorted(explored_to)
     assert all(d.exploited["name"] != d.llm.name for d in recorded)
     assert not Decision.objects.filter(tenant__name="plain", explored=True).exists()
+    # The decision shows it: to the tenant through the API, to staff on the dashboard.
+    one = recorded.first()
+    shown = explorer.get(f"/api/v1/route/{one.id}").json()
+    assert shown["explored"] is True and shown["exploited"]["name"] == one.exploited["name"]
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_superuser("root", password="pw-123456"))
+    page = staff.get(f"/decisions/{one.id}/").content.decode()
+    assert f"the tenant's exploration chose {one.llm.name}" in page
+    assert f"instead of {one.exploited['name']}" in page
 
 
 def test_an_exploring_tenant_stays_within_the_cost_cap_and_the_budget(make_tenant, fitted, seeded, settings):
