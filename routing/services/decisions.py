@@ -146,7 +146,15 @@ def _decide(
         remaining_usd=status.remaining_usd,
         lam=decision.lambda_used,
     )
-    if decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
+    if decision.explored:
+        # The estimates chose another LLM: a note on the target would judge the choice by them.
+        notes = [
+            *scoring.notes,
+            *notes,
+            f"Explored (the tenant's exploration share): routed to {router.llms[choice].name}, whose estimate is "
+            f"less certain, instead of {decision.exploited['name']}, the best by the estimates.",
+        ]
+    elif decision.lambda_reason not in (Reason.BUDGET_EXHAUSTED, Reason.DIRECT):
         target_note = quality_target_note(scoring, choice)
         notes = [*scoring.notes, *notes, *([target_note] if target_note else [])]
     if router.llms[choice].uses_fallback:

@@ -69,6 +69,10 @@ def test_an_exploring_tenant_s_explored_choices_are_marked_and_a_tenant_with_sha
                 "estimated_cost_usd": best["estimated_cost_usd"],
             }
             assert answer["llm"]["name"] != best["llm"]["name"]
+            assert (
+                f"routed to {answer['llm']['name']}, whose estimate is less certain, instead of "
+                f"{best['llm']['name']}, the best by the estimates." in answer["notes"][-1]
+            )
             explored_to.append(answer["llm"]["name"])
         else:
             assert answer["exploited"] is None
