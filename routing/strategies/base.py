@@ -8,6 +8,11 @@ take LLMs it never saw in training.
 Conventions follow scikit-learn: hyper-parameters are constructor arguments stored as-is, ``fit``
 returns ``self``, learned state ends with ``_`` and is listed in ``learned_attributes``.
 Correctness arrays use NaN for "this LLM has no outcome on this prompt" everywhere.
+
+``profile`` and ``profile_choice`` take an optional ``sample_weight`` [n_val] ≥ 0: a row of weight ω
+counts as ω answers. Rows beyond the validation prompts may be passed that way (feedback evidence:
+``evidence.py``), so evidence changes a profile without a refit. A strategy whose profile cannot hold
+extra or weighted rows says so with ``takes_sample_weight = False`` and refuses weights other than 1.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class RoutingStrategy(ABC):
     # False when ``fit`` never reads the training LLMs' outcomes (K-means, K-NN): the tuner then fits
     # once instead of once per fold of training LLMs.
     fit_uses_outcomes: ClassVar[bool] = True
+    # False when a profile cannot weigh its rows (``profile(sample_weight=...)`` then refuses weights ≠ 1).
+    takes_sample_weight: ClassVar[bool] = True
 
     # -- public interface ---------------------------------------------------------------------------
     def fit(
@@ -78,20 +85,23 @@ class RoutingStrategy(ABC):
         validation_correctness_of_one_llm: np.ndarray,
         *,
         llm_key: str | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Ψ(h): a 1-D float vector from one LLM's correctness on the validation prompts (NaN = not answered)."""
+        """Ψ(h): a 1-D float vector from one LLM's correctness on the validation prompts (NaN = not answered).
+
+        ``sample_weight`` [n_val] ≥ 0 weighs the rows (module docstring); None weighs each row 1.
+        """
         self._check_fitted()
-        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
-        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
-        if embeddings.ndim != 2 or correctness.ndim != 1 or len(correctness) != len(embeddings):
-            raise ValueError("profile needs embeddings [n_val, D] and one LLM's correctness [n_val]")
+        embeddings, correctness, weights = self._profile_inputs(
+            validation_embeddings, validation_correctness_of_one_llm, sample_weight
+        )
         answered = ~np.isnan(correctness)
         if not answered.any():
             who = f"LLM {llm_key!r}" if llm_key else "this LLM"
             raise ValueError(f"{who} has no outcome on the validation prompts, so it cannot be profiled")
         if np.any((correctness[answered] < 0) | (correctness[answered] > 1)):
             raise ValueError("correctness must lie in [0, 1]")
-        return np.asarray(self._profile(embeddings, 1.0 - correctness, llm_key), dtype=np.float64)
+        return np.asarray(self._profile(embeddings, 1.0 - correctness, llm_key, weights), dtype=np.float64)
 
     def predict_loss(self, prompt_embeddings: np.ndarray, profiles: np.ndarray) -> np.ndarray:
         """Expected loss [n_prompts, n_llms] in [0, 1] for stacked profiles [n_llms, P]."""
@@ -103,16 +113,40 @@ class RoutingStrategy(ABC):
         return np.clip(self._predict_loss(embeddings, profiles), 0.0, 1.0)
 
     def profile_choice(
-        self, validation_embeddings: np.ndarray, validation_correctness_of_one_llm: np.ndarray
+        self,
+        validation_embeddings: np.ndarray,
+        validation_correctness_of_one_llm: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
     ) -> dict | None:
         """What the profile of this LLM chose for it alone (``smoothing.Smoothing.as_json``), or None when the
         strategy smooths every LLM alike. Same inputs as :meth:`profile`."""
         self._check_fitted()
-        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
-        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
+        embeddings, correctness, weights = self._profile_inputs(
+            validation_embeddings, validation_correctness_of_one_llm, sample_weight
+        )
         if np.isnan(correctness).all():
             return None
-        return self._profile_choice(embeddings, 1.0 - correctness)
+        return self._profile_choice(embeddings, 1.0 - correctness, weights)
+
+    def _profile_inputs(self, embeddings, correctness, sample_weight):
+        """(embeddings, correctness, weights or None) checked; a row of weight 0 is read as not answered."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        correctness = np.asarray(correctness, dtype=np.float64)
+        if embeddings.ndim != 2 or correctness.ndim != 1 or len(correctness) != len(embeddings):
+            raise ValueError("profile needs embeddings [n_val, D] and one LLM's correctness [n_val]")
+        if sample_weight is None:
+            return embeddings, correctness, None
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != correctness.shape:
+            raise ValueError(f"sample_weight needs one weight per row ({len(correctness)}), got shape {weights.shape}")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("sample_weight must be finite and non-negative")
+        if np.all(weights == 1.0):
+            return embeddings, correctness, None
+        if not self.takes_sample_weight:
+            raise ValueError(f"{self.name} profiles cannot weigh rows: sample_weight must be None or all 1")
+        return embeddings, np.where(weights > 0, correctness, np.nan), weights
 
     def evidence(
         self,
@@ -237,13 +271,14 @@ class RoutingStrategy(ABC):
         """Set every learned attribute. Errors are 1 − correctness, NaN where missing."""
 
     @abstractmethod
-    def _profile(self, validation_embeddings, validation_errors, llm_key) -> np.ndarray:
-        """Ψ(h) from one LLM's validation errors [n_val] (NaN where missing, at least one answered)."""
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None) -> np.ndarray:
+        """Ψ(h) from one LLM's validation errors [n_val] (NaN where missing, at least one answered), rows
+        weighted by ``sample_weight`` [n_val] (None: each 1; never given when ``takes_sample_weight`` is False)."""
 
     @abstractmethod
     def _predict_loss(self, prompt_embeddings, profiles) -> np.ndarray: ...
 
-    def _profile_choice(self, validation_embeddings, validation_errors) -> dict | None:
+    def _profile_choice(self, validation_embeddings, validation_errors, sample_weight=None) -> dict | None:
         return None
 
     def _evidence(self, validation_embeddings, answered_weights) -> np.ndarray:

@@ -63,9 +63,9 @@ class UniRouteKMeans(PerLLMProfiles, RoutingStrategy):
     def _own_memberships(self, embeddings):
         return one_hot(nearest_centroid(embeddings, self.centroids_), len(self.centroids_))
 
-    def _own_psi(self, validation_embeddings, validation_errors):
+    def _own_psi(self, validation_embeddings, validation_errors, weights=None):
         return shrunk_cluster_errors(
-            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength
+            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength, weights=weights
         )
 
     def _own_width(self):

@@ -14,10 +14,13 @@ class KNearestNeighbours(RoutingStrategy):
     Ψ(h) is h's whole validation-error vector (one entry per validation prompt, in the order given to
     ``fit``; a missing answer is filled with h's mean error), so profiling needs no neighbour search.
     The neighbours depend only on the prompt, so a live path may find them elsewhere (pgvector HNSW
-    over the same validation prompts) and call :meth:`loss_from_neighbours`.
+    over the same validation prompts) and call :meth:`loss_from_neighbours`. It takes no weighted rows
+    (``takes_sample_weight``): feedback evidence does not reach a k-NN router.
     """
 
     name = "knn"
+    # Ψ is one entry per validation prompt, so there is no row to append evidence to.
+    takes_sample_weight = False
     learned_attributes = ("validation_embeddings_",)
     size_parameter = "k"
     post_fit_params = ("k",)
@@ -31,7 +34,7 @@ class KNearestNeighbours(RoutingStrategy):
             raise ValueError(f"k must be at least 1, got {self.k}")
         self.validation_embeddings_ = np.ascontiguousarray(validation_embeddings, dtype=np.float32)
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None):
         if len(validation_errors) != len(self.validation_embeddings_):
             raise ValueError(
                 f"k-NN profiles need the {len(self.validation_embeddings_)} validation prompts it was fitted with, "

@@ -243,9 +243,9 @@ class UniRouteLearnedMap(SoftMapStrategy):
     def _own_memberships(self, embeddings):
         return soft_assignments(embeddings, self.theta_, self.bias_)
 
-    def _own_psi(self, validation_embeddings, validation_errors):
+    def _own_psi(self, validation_embeddings, validation_errors, weights=None):
         return shrunk_cluster_errors(
-            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength
+            self._own_memberships(validation_embeddings), validation_errors, self.prior_strength, weights=weights
         )
 
     def _own_width(self):

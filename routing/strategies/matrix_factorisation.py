@@ -97,14 +97,16 @@ class MatrixFactorisation(RoutingStrategy):
         self.mean_llm_ = np.concatenate([[b.mean()], V.mean(axis=0)]).astype(np.float64)  # the prior's centre
         self.n_iter_ = int(result.nit)
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None):
         answered = ~np.isnan(validation_errors)
         features = np.hstack([np.ones((int(answered.sum()), 1)), validation_embeddings[answered] @ self.projection_.T])
         targets = 1.0 - validation_errors[answered]
+        # A row of weight ω counts as ω answers in the log-likelihood (feedback evidence, ``evidence.py``).
+        row_weights = 1.0 if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[answered]
         centre, precision = self.mean_llm_, float(self.profile_l2)
 
         def objective(params):
-            loss, d_logits = _log_loss_gradient(features @ params, targets, 1.0)
+            loss, d_logits = _log_loss_gradient(features @ params, targets, row_weights)
             offset = params - centre
             return loss + precision * offset @ offset, features.T @ d_logits + 2 * precision * offset
 

@@ -87,9 +87,13 @@ class RoutooPredictor(RoutingStrategy):
             validation_correctness=validation_correctness,
         )
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None):
+        # An LLM with a head is scored by it, which weighted rows (feedback evidence) do not reach; they
+        # shape only the fallback profile, which scores the LLMs without a head.
         head = self.llm_keys_.index(llm_key) if llm_key in self.llm_keys_ else -1
-        fallback_profile = self.fallback_.profile(validation_embeddings, 1.0 - validation_errors, llm_key=llm_key)
+        fallback_profile = self.fallback_.profile(
+            validation_embeddings, 1.0 - validation_errors, llm_key=llm_key, sample_weight=sample_weight
+        )
         return np.concatenate([[float(head)], fallback_profile])
 
     def scores_with_fallback(self, profile: np.ndarray) -> bool:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from routing.strategies.learned_map import SoftMapStrategy, softmax_rows
-from routing.strategies.profiles import EPS, overall_error, shrunk_cluster_errors
+from routing.strategies.profiles import EPS, answered_weights, overall_error, shrunk_cluster_errors
 from routing.strategies.smoothing import PerLLMProfiles
 
 PROFILE_PRIORS = ("overall", "nested")
@@ -111,25 +111,29 @@ class RelativeMapEnsemble(SoftMapStrategy):
     def _base_clusters(self):
         return max(self.cluster_sizes_)
 
-    def _own_psi(self, validation_embeddings, validation_errors):
+    def _own_psi(self, validation_embeddings, validation_errors, weights=None):
         members = self._memberships(validation_embeddings)
         if self.profile_prior == "overall":
-            return np.concatenate([shrunk_cluster_errors(m, validation_errors, self.prior_strength) for m in members])
+            return np.concatenate(
+                [shrunk_cluster_errors(m, validation_errors, self.prior_strength, weights=weights) for m in members]
+            )
         if self.profile_prior not in PROFILE_PRIORS:
             raise ValueError(f"profile_prior must be one of {', '.join(PROFILE_PRIORS)}, got {self.profile_prior!r}")
         # nested: coarse to fine, each member's prior in cluster k is the coarser member's estimate
         # averaged over the validation prompts of k (the coarsest is shrunk towards ē(h) as usual).
-        answered = (~np.isnan(validation_errors)).astype(np.float64)
+        answered = answered_weights(validation_errors, weights)
         psi: list[np.ndarray | None] = [None] * len(members)
         coarser_estimate = None  # [n_validation]: the previous member's γ on the validation prompts
         for r in np.argsort([m.shape[1] for m in members], kind="stable"):
             memberships = members[r]
             prior = None
             if coarser_estimate is not None:
-                weights = memberships.T @ answered
-                prior = (memberships.T @ (answered * coarser_estimate)) / np.maximum(weights, EPS)
-                prior = np.where(weights > EPS, prior, overall_error(validation_errors))
-            psi[r] = shrunk_cluster_errors(memberships, validation_errors, self.prior_strength, prior=prior)
+                cluster_weights = memberships.T @ answered
+                prior = (memberships.T @ (answered * coarser_estimate)) / np.maximum(cluster_weights, EPS)
+                prior = np.where(cluster_weights > EPS, prior, overall_error(validation_errors, weights))
+            psi[r] = shrunk_cluster_errors(
+                memberships, validation_errors, self.prior_strength, prior=prior, weights=weights
+            )
             coarser_estimate = memberships @ psi[r]
         return np.concatenate(psi)
 

@@ -26,6 +26,10 @@ least the largest of them (computed from their counts, stored at fit time, for w
 the profile uses), and at least what an LLM whose clusters follow the tuned prior exactly reaches
 with that probability (the one-sided likelihood ratio's χ̄² law: ½·χ²₁ quantile at 1 − 2p). A new LLM like the
 training ones thus rarely departs by chance. An LLM that departs is profiled with its own â.
+
+Rows may be weighted (``weights`` [n], e.g. feedback evidence appended to the validation rows,
+``evidence.py``): a row of weight ω counts ω times in n_k and s_k, and in the leave-one-out likelihood
+below both as what is left out and as how much its term counts.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from scipy.special import gammaln
 from scipy.stats import chi2
 
 from routing.strategies.centroids import spherical_centroids
-from routing.strategies.profiles import one_hot, overall_error, shrunk_cluster_errors
+from routing.strategies.profiles import answered_weights, one_hot, overall_error, shrunk_cluster_errors
 
 # A strategy's ``smoothing``: "per_llm" lets an LLM whose answers depart use its own strength; "tuned"
 # smooths every LLM with the tuned one.
@@ -71,12 +75,13 @@ class Smoothing:
         }
 
 
-def cluster_counts(memberships: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """[2, K] (or [2, K, m] for errors [n, m]): answered weight n_k and error sum s_k per cluster."""
-    answered = ~np.isnan(errors)
-    weights = memberships.T @ answered.astype(np.float64)
-    weighted_errors = memberships.T @ np.where(answered, errors, 0.0)
-    return np.stack([weights, weighted_errors])
+def cluster_counts(memberships: np.ndarray, errors: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """[2, K] (or [2, K, m] for errors [n, m]): answered weight n_k and error sum s_k per cluster, rows
+    weighted by ``weights`` [n] (default 1)."""
+    answered = answered_weights(errors, weights)
+    cluster_weights = memberships.T @ answered
+    weighted_errors = memberships.T @ (answered * np.where(np.isnan(errors), 0.0, errors))
+    return np.stack([cluster_weights, weighted_errors])
 
 
 def log_marginal_likelihood(counts: np.ndarray, centre, prior_strengths: np.ndarray) -> np.ndarray:
@@ -147,12 +152,13 @@ def smoothing_of(
     tuned_prior_strength: float,
     training_counts: np.ndarray | None,
     training_centres: np.ndarray | None,
+    weights: np.ndarray | None = None,
 ) -> Smoothing:
-    """The tuned strength, or the LLM's own if its errors [n] on memberships [n, K] depart more than the
-    training LLMs' do (module docstring). Without training counts (``mode="tuned"``, or a state stored
-    without them) nothing departs."""
+    """The tuned strength, or the LLM's own if its errors [n] (rows weighted by ``weights``) on memberships
+    [n, K] depart more than the training LLMs' do (module docstring). Without training counts
+    (``mode="tuned"``, or a state stored without them) nothing departs."""
     check_mode(mode)
-    counts, centre = cluster_counts(memberships, errors), float(overall_error(errors))
+    counts, centre = cluster_counts(memberships, errors, weights), float(overall_error(errors, weights))
     own, departure = own_prior_strength(counts, centre, tuned_prior_strength)
     threshold = float("inf")
     if mode == "per_llm" and training_counts is not None:
@@ -220,26 +226,30 @@ def fine_memberships(embeddings: np.ndarray, centroids: np.ndarray, sizes: list[
 
 
 def leave_one_out_log_likelihood(
-    memberships: np.ndarray, errors: np.ndarray, prior: np.ndarray, strength: float
+    memberships: np.ndarray, errors: np.ndarray, prior: np.ndarray, strength: float, weights: np.ndarray | None = None
 ) -> float:
     """Mean log-likelihood of each answered prompt's error under its cluster's shrunk estimate without it
-    (hard memberships [n, K], prior [K])."""
+    (hard memberships [n, K], prior [K]; rows weighted by ``weights`` [n])."""
     answered = ~np.isnan(errors)
+    row_weights = answered_weights(errors, weights)[answered]
     cluster = np.argmax(memberships[answered], axis=1)
     e = errors[answered]
-    weights, weighted_errors = cluster_counts(memberships, errors)
-    predicted = (weighted_errors[cluster] - e + strength * prior[cluster]) / np.maximum(
-        weights[cluster] - 1 + strength, 1e-9
+    cluster_weights, weighted_errors = cluster_counts(memberships, errors, weights)
+    predicted = (weighted_errors[cluster] - row_weights * e + strength * prior[cluster]) / np.maximum(
+        cluster_weights[cluster] - row_weights + strength, 1e-9
     )
-    return log_likelihood(predicted, e)
+    return log_likelihood(predicted, e, row_weights)
 
 
-def log_likelihood(predicted_errors: np.ndarray, errors: np.ndarray) -> float:
-    """Mean log-likelihood of the answered errors under predicted error rates."""
+def log_likelihood(predicted_errors: np.ndarray, errors: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean log-likelihood of the answered errors under predicted error rates, rows weighted by ``weights``."""
     answered = ~np.isnan(errors)
     predicted = np.clip(predicted_errors[answered], 1e-3, 1 - 1e-3)
     e = errors[answered]
-    return float(np.mean(e * np.log(predicted) + (1 - e) * np.log(1 - predicted)))
+    row_weights = answered_weights(errors, weights)[answered]
+    if row_weights.sum() <= 0:
+        return 0.0
+    return float(np.average(e * np.log(predicted) + (1 - e) * np.log(1 - predicted), weights=row_weights))
 
 
 def personal_tail(
@@ -251,12 +261,14 @@ def personal_tail(
     mode: str,
     tuned_prior_strength: float,
     base_clusters: int,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Smoothing]:
     """The part of a profile past the strategy's own Ψ: [Ψ at every fine map (ΣK_r), resolution index]
     (0: the strategy's own clusters, r: the r-th fine map), and the choice made.
 
     ``own_estimate`` [n_validation] is the strategy's own predicted error on the validation prompts; it
-    is each fine cluster's prior. Without fine maps the tail is empty and nothing departs.
+    is each fine cluster's prior. Without fine maps the tail is empty and nothing departs. ``weights``
+    [n_validation] weighs the rows (module docstring).
     """
     if fine is None:
         return np.zeros(0), Smoothing(
@@ -276,25 +288,27 @@ def personal_tail(
         tuned_prior_strength=tuned_prior_strength,
         training_counts=fine.training_counts,
         training_centres=fine.training_centres,
+        weights=weights,
     )
-    answered = (~np.isnan(errors)).astype(np.float64)
+    answered = answered_weights(errors, weights)
     psi, scores, strengths = [], [], []
     for memberships in members:
-        weights = memberships.T @ answered
-        prior = (memberships.T @ (answered * own_estimate)) / np.maximum(weights, 1e-9)
-        prior = np.where(weights > 0, prior, float(overall_error(errors)))
+        cluster_weights = memberships.T @ answered
+        prior = (memberships.T @ (answered * own_estimate)) / np.maximum(cluster_weights, 1e-9)
+        prior = np.where(cluster_weights > 0, prior, float(overall_error(errors, weights)))
         if choice.departs:
-            strength, _ = own_prior_strength(cluster_counts(memberships, errors), prior, tuned_prior_strength)
+            counts = cluster_counts(memberships, errors, weights)
+            strength, _ = own_prior_strength(counts, prior, tuned_prior_strength)
         else:
             strength = float(tuned_prior_strength)
-        psi.append(shrunk_cluster_errors(memberships, errors, strength, prior=prior))
-        scores.append(leave_one_out_log_likelihood(memberships, errors, prior, strength))
+        psi.append(shrunk_cluster_errors(memberships, errors, strength, prior=prior, weights=weights))
+        scores.append(leave_one_out_log_likelihood(memberships, errors, prior, strength, weights))
         strengths.append(strength)
     # The strategy's own estimate is a candidate too, scored on the answers it was computed from: an
     # in-sample likelihood favours it, so an LLM leaves its tuned profile only where finer clusters
     # explain its answers clearly better (a specialist's do; a generalist that merely varies more than
     # the training LLMs keeps its profile).
-    own_score = log_likelihood(own_estimate, errors)
+    own_score = log_likelihood(own_estimate, errors, weights)
     resolution = int(np.argmax([own_score, *scores])) if choice.departs else 0
     if resolution:
         choice = replace(choice, prior_strength=strengths[resolution - 1], clusters=fine.sizes[resolution - 1])
@@ -326,7 +340,8 @@ class PerLLMProfiles:
     that is its own Ψ followed by ``personal_tail``'s, and losses that read the tail where chosen.
 
     The strategy provides ``smoothing``, ``prior_strength``, ``n_init`` and ``random_state``, and
-    ``_own_psi(embeddings, errors)`` (its own Ψ of one LLM), ``_own_width()`` (the length of that Ψ),
+    ``_own_psi(embeddings, errors, weights)`` (its own Ψ of one LLM, rows weighted by ``weights`` [n] or
+    None), ``_own_width()`` (the length of that Ψ),
     ``_own_losses(embeddings, own_profiles)`` (linear in the profiles), ``_own_memberships(embeddings)``
     (each prompt's weight in each entry of that Ψ) and ``_base_clusters()`` (the clusters an LLM that keeps
     the strategy's own profile is said to be profiled on). The fine attributes are optional learned
@@ -356,11 +371,11 @@ class PerLLMProfiles:
             return None
         return FineMaps(self.fine_centroids_, list(self.fine_sizes_), self.smoothing_counts_, self.smoothing_centres_)
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
-        return self._personal_profile(validation_embeddings, validation_errors)[0]
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None):
+        return self._personal_profile(validation_embeddings, validation_errors, sample_weight)[0]
 
-    def _profile_choice(self, validation_embeddings, validation_errors):
-        return self._personal_profile(validation_embeddings, validation_errors)[1].as_json()
+    def _profile_choice(self, validation_embeddings, validation_errors, sample_weight=None):
+        return self._personal_profile(validation_embeddings, validation_errors, sample_weight)[1].as_json()
 
     def _predict_loss(self, prompt_embeddings, profiles):
         return self._personal_losses(prompt_embeddings, profiles)
@@ -374,9 +389,9 @@ class PerLLMProfiles:
     def _evidence_at(self, prompt_embeddings, evidence):
         return self._own_losses(prompt_embeddings, evidence)
 
-    def _personal_profile(self, validation_embeddings, validation_errors):
+    def _personal_profile(self, validation_embeddings, validation_errors, weights=None):
         """(profile, Smoothing) for one LLM: the strategy's own Ψ followed by ``personal_tail``'s."""
-        own_psi = self._own_psi(validation_embeddings, validation_errors)
+        own_psi = self._own_psi(validation_embeddings, validation_errors, weights)
         own_estimate = self._own_losses(validation_embeddings, own_psi[None, :])[:, 0]
         tail, choice = personal_tail(
             self._fine_maps(),
@@ -386,6 +401,7 @@ class PerLLMProfiles:
             mode=self.smoothing,
             tuned_prior_strength=self.prior_strength,
             base_clusters=self._base_clusters(),
+            weights=weights,
         )
         return np.concatenate([own_psi, tail]), choice
 

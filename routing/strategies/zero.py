@@ -24,8 +24,8 @@ class ZeroRouter(RoutingStrategy):
     def _fit(self, train_embeddings, train_errors, validation_embeddings, validation_errors, llm_keys):
         self.embedding_dim_ = int(train_embeddings.shape[1])
 
-    def _profile(self, validation_embeddings, validation_errors, llm_key):
-        return np.array([overall_error(validation_errors)])
+    def _profile(self, validation_embeddings, validation_errors, llm_key, sample_weight=None):
+        return np.array([overall_error(validation_errors, sample_weight)])
 
     def _predict_loss(self, prompt_embeddings, profiles):
         return np.broadcast_to(profiles[:, 0], (len(prompt_embeddings), len(profiles))).copy()

@@ -31,6 +31,11 @@ def generalists(topic: np.ndarray, rng, n_llms: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def data():
+    return eight_topics()
+
+
+def eight_topics() -> dict:
+    """Six generalist training LLMs, an unseen generalist, and test prompts over ``N_TOPICS`` topics."""
     rng = np.random.default_rng(0)
     train_embeddings, train_topic = topics(400, rng)
     validation_embeddings, validation_topic = topics(400, rng)
