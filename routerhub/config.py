@@ -193,6 +193,11 @@ VARIABLES: tuple[Variable, ...] = (
       low=0.000001),
     V("ROUTERHUB_EXPLORATION_MAX_SHARE", float, 0.2, "the largest share of a tenant's requests exploration may "
       "route (its `exploration_share` above it counts as this; 0: exploration off for every tenant)", low=0, high=1),
+    V("ROUTERHUB_EVIDENCE_ENABLED", bool, True, "profiles take in evidence (trusted tenants' feedback, graders' "
+      "verdicts) within a minute of it, without a refit; off: evidence is still recorded, not used"),
+    V("ROUTERHUB_EVIDENCE_HALF_LIFE_DAYS", float, 14.0, "age at which a piece of evidence counts half", low=0.001),
+    V("ROUTERHUB_EVIDENCE_CAP_PROMPTS", float, 50.0, "the most one source (a tenant, a grader) weighs per LLM, in "
+      "prompts' worth: more evidence from it is scaled down to this", low=0),
     V("ROUTERHUB_JOB_RESEND_AFTER_SECONDS", float, 120.0, "a job still pending this long is sent again", low=1),
     V("ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS", float, 15.0, "wait before a task's first retry after a transient "
       "error (doubled each retry, at most 10 minutes)", low=0),

@@ -27,6 +27,7 @@ from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
 from routing.selectors.state import routing_state_active
 from routing.services import budget_leases, jobs
+from routing.services.evidence import evidence_apply
 from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.services.state import routing_state_refit
@@ -194,6 +195,17 @@ def reclaim_budget_leases() -> dict:
     if swept:
         logger.warning("charged %d expired budget lease(s) of stopped web processes as spent", swept)
     return {"swept": swept}
+
+
+@shared_task(name="routing.apply_evidence", acks_late=True, soft_time_limit=5 * 60, time_limit=6 * 60)
+def apply_evidence() -> dict:
+    """Periodic (every 30 s, a default beat schedule): profile again, on the active state, each LLM with
+    evidence it has not taken in (trusted feedback, graders' verdicts) — no refit, and routing follows within
+    a second of it. Idempotent: a second run finds nothing new; one run at a time. Housekeeping, no Job row."""
+    try:
+        return evidence_apply().as_dict()
+    except NoActiveRoutingState:
+        return {"state_version": None, "applied": [], "skipped": "no routing state has been fitted yet"}
 
 
 @shared_task(name="routing.rollup_usage", acks_late=True, soft_time_limit=10 * 60, time_limit=12 * 60)

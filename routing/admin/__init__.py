@@ -2,7 +2,18 @@
 
 from django.contrib import admin
 
-from routing.admin import budgets, decisions, gateway, jobs, judging, llms, schedules, state, tenancy  # noqa: F401
+from routing.admin import (  # noqa: F401
+    budgets,
+    decisions,
+    evidence,
+    gateway,
+    jobs,
+    judging,
+    llms,
+    schedules,
+    state,
+    tenancy,
+)
 
 # Without the navigation sidebar (the index lists the same models) the change lists keep their key
 # columns visible on a 1,400 px screen; "View site" in the header opens the dashboard at /.

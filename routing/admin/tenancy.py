@@ -67,9 +67,10 @@ class TenantAdmin(admin.ModelAdmin):
         "when_budget_spent",
         "spent_this_period",
         "live_keys",
+        "trusted_for_learning",
         "is_active",
     )
-    list_filter = ("is_active", "budget_period", "when_budget_spent")
+    list_filter = ("is_active", "trusted_for_learning", "budget_period", "when_budget_spent")
     search_fields = ("name",)
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
@@ -91,8 +92,15 @@ class TenantAdmin(admin.ModelAdmin):
             },
         ),
         ("Gateway", {"fields": ("log_gateway_text",)}),
+        ("Learning", {"fields": ("trusted_for_learning",)}),
         ("Other", {"fields": ("created_at", "updated_at")}),
     )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Trust lets a tenant's feedback move every tenant's routing: only staff with the permission grant it.
+        if request.user.has_perm("routing.trust_tenant_for_learning"):
+            return self.readonly_fields
+        return (*self.readonly_fields, "trusted_for_learning")
 
     def get_queryset(self, request):
         return (

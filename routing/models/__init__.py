@@ -1,5 +1,6 @@
 from routing.models.budgets import BudgetLease, BudgetPeriod
 from routing.models.decisions import Decision
+from routing.models.evidence import Evidence, EvidenceApplication
 from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
@@ -14,6 +15,8 @@ __all__ = [
     "BudgetPeriod",
     "Decision",
     "DecisionFeedback",
+    "Evidence",
+    "EvidenceApplication",
     "GatewayExchange",
     "Job",
     "JudgeVerdict",

@@ -59,12 +59,19 @@ class Tenant(models.Model):
         "(Thompson sampling among the request's own candidates, within its cost cap and budget); 0: never. "
         "At most ROUTERHUB_EXPLORATION_MAX_SHARE applies. Set by staff only.",
     )
+    trusted_for_learning = models.BooleanField(
+        default=False,
+        help_text="Its quality feedback teaches the router: each score becomes evidence for the LLM that answered "
+        "(bounded per tenant, decaying with age; docs/routing-and-evaluation.md). Set by staff holding the "
+        "permission to trust tenants.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [("trust_tenant_for_learning", "Can mark a tenant trusted for learning")]
         constraints = [
             models.CheckConstraint(name="%(app_label)s_%(class)s_budget_non_negative", condition=Q(budget_usd__gte=0)),
             valid_choice("budget_period", TenantPeriod),

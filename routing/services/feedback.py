@@ -29,6 +29,7 @@ from routing.models import Decision, DecisionFeedback
 from routing.prompt_text import embeddable
 from routing.services import budgets
 from routing.services.embeddings import embed_cached
+from routing.services.evidence import SOURCE_FEEDBACK, evidence_record
 
 # The prompt set that holds routed prompts with quality feedback (outcomes of source "feedback").
 PROMPT_SET = "feedback"
@@ -59,7 +60,8 @@ def decision_feedback(*, decision: Decision, feedback: Feedback, api_key=None) -
     feedback twice changes nothing. The decision counts its reported cost (the actual cost if given,
     else its price × the reported tokens), but never less than its counted prompt tokens cost, and
     stays at the estimate while no cost was reported. A quality score is also stored as an Outcome
-    (source "feedback") on the routed prompt, for later refits.
+    (source "feedback") on the routed prompt, for later refits, and — from a tenant trusted for learning —
+    as evidence for the LLM that answered (``services/evidence.py``).
     """
     if decision.source == Decision.Source.GATEWAY:
         measured = [
@@ -99,6 +101,17 @@ def decision_feedback(*, decision: Decision, feedback: Feedback, api_key=None) -
         if prompt is not None:
             decision.outcome = _outcome_from_feedback(decision=decision, prompt=prompt)
             decision.save(update_fields=["outcome"])
+            if decision.tenant.trusted_for_learning:
+                # A trusted tenant's score is evidence for the LLM that answered: routing takes it in within
+                # a minute (services/evidence.py), bounded by the tenant's cap.
+                evidence_record(
+                    llm=decision.llm,
+                    prompt=prompt,
+                    score=decision.quality_score,
+                    source=SOURCE_FEEDBACK,
+                    tenant=decision.tenant,
+                    decision=decision,
+                )
         DecisionFeedback.objects.create(
             decision=decision,
             api_key=api_key,

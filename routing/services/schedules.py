@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 class DefaultSchedule:
     name: str
     task: str
-    crontab: dict  # minute, hour, day_of_week, day_of_month, month_of_year (UTC)
+    crontab: dict | None = None  # minute, hour, day_of_week, day_of_month, month_of_year (UTC)
+    every_seconds: int | None = None  # instead of a crontab: an interval (crontabs go no finer than a minute)
     kwargs: dict = field(default_factory=dict)
     description: str = ""
 
@@ -62,6 +63,16 @@ DEFAULT_SCHEDULES = (
         ),
     ),
     DefaultSchedule(
+        name="routerhub: apply new evidence",
+        task="routing.apply_evidence",
+        every_seconds=30,
+        description=(
+            "Every 30 seconds. Profiles again, on the active routing state, each LLM with evidence (trusted "
+            "tenants' feedback, graders' verdicts) it has not yet applied, so routing learns from it within a "
+            "minute without a refit; each profile is recorded as an evidence application."
+        ),
+    ),
+    DefaultSchedule(
         name="routerhub: roll up daily usage",
         task="routing.rollup_usage",
         crontab={"minute": "5", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
@@ -73,25 +84,31 @@ DEFAULT_SCHEDULES = (
 )
 
 
-def schedules_ensure(*, crontab_model=None, periodic_task_model=None, changes_model=None) -> list[str]:
+def schedules_ensure(
+    *, crontab_model=None, periodic_task_model=None, changes_model=None, interval_model=None
+) -> list[str]:
     """Create the default periodic tasks that do not exist yet; returns the names created.
 
     A migration passes historical models, which send no signals: it passes ``changes_model``
     (``PeriodicTasks``) too, so a running beat notices the new rows.
     """
     if crontab_model is None or periodic_task_model is None:
-        from django_celery_beat.models import CrontabSchedule, PeriodicTask
+        from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-        crontab_model, periodic_task_model = CrontabSchedule, PeriodicTask
+        crontab_model, periodic_task_model, interval_model = CrontabSchedule, PeriodicTask, IntervalSchedule
     created = []
     for schedule in DEFAULT_SCHEDULES:
         if periodic_task_model.objects.filter(name=schedule.name).exists():
             continue
-        crontab, _ = crontab_model.objects.get_or_create(**schedule.crontab, timezone="UTC")
+        when = {}
+        if schedule.every_seconds is not None:
+            when["interval"], _ = interval_model.objects.get_or_create(every=schedule.every_seconds, period="seconds")
+        else:
+            when["crontab"], _ = crontab_model.objects.get_or_create(**schedule.crontab, timezone="UTC")
         periodic_task_model.objects.create(
             name=schedule.name,
             task=schedule.task,
-            crontab=crontab,
+            **when,
             kwargs=json.dumps(schedule.kwargs),
             description=schedule.description,
             enabled=True,
@@ -111,4 +128,5 @@ def schedules_ensure_in_migration(apps, schema_editor) -> None:
         crontab_model=apps.get_model("django_celery_beat", "CrontabSchedule"),
         periodic_task_model=apps.get_model("django_celery_beat", "PeriodicTask"),
         changes_model=apps.get_model("django_celery_beat", "PeriodicTasks"),
+        interval_model=apps.get_model("django_celery_beat", "IntervalSchedule"),
     )

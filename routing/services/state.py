@@ -19,10 +19,13 @@ from django.utils import timezone
 from registry.embedders import get_embedder
 from registry.models import LLM, Prompt, PromptSet
 from routing.exceptions import RoutingError
-from routing.models import LLMProfile, RoutingState, StateCentroid
+from routing.models import EvidenceApplication, LLMProfile, RoutingState, StateCentroid
+from routing.selectors import evidence as evidence_selectors
 from routing.selectors import state as selectors
+from routing.selectors.evidence import LLMEvidence
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.base import RoutingStrategy
+from routing.strategies.evidence import with_evidence
 from routing.strategies.serialization import split_state
 from routing.strategies.tuning import Tuning, tuned_fit
 
@@ -182,15 +185,31 @@ def _store_centroids(state: RoutingState, strategy: RoutingStrategy, train_embed
 
 
 def _store_profile(
-    *, state: RoutingState, strategy: RoutingStrategy, llm: LLM, validation_embeddings: np.ndarray
+    *,
+    state: RoutingState,
+    strategy: RoutingStrategy,
+    llm: LLM,
+    validation_embeddings: np.ndarray,
+    reason: str = EvidenceApplication.Reason.PROFILE,
 ) -> LLMProfile:
+    """Ψ(llm) on ``state`` from its validation answers followed by its evidence rows (each weighted by the
+    bounded rule, ``selectors/evidence.py``); a profile that read evidence is recorded as an application."""
     correctness = selectors.validation_correctness_of(llm=llm, prompt_ids=list(state.validation_prompt_ids))
     answered = ~np.isnan(correctness)
     if not answered.any():
         raise RoutingError(
             f"{llm.name} has no outcome on the {len(correctness):,} validation prompts of {state.prompt_set.name!r}"
         )
-    vector = strategy.profile(validation_embeddings, correctness, llm_key=llm.name)
+    evidence = None
+    if evidence_selectors.evidence_enabled() and strategy.takes_sample_weight:
+        evidence = evidence_selectors.evidence_of(llm_id=llm.id, state=state)
+    rows = (validation_embeddings, correctness, None)
+    if evidence is not None and evidence.events:
+        rows = with_evidence(
+            validation_embeddings, correctness, evidence.embeddings, evidence.correctness, evidence.weight
+        )
+    vector = strategy.profile(rows[0], rows[1], llm_key=llm.name, sample_weight=rows[2])
+    previous = LLMProfile.objects.filter(state=state, llm=llm).values_list("vector", flat=True).first()
     profile, _ = LLMProfile.objects.update_or_create(
         state=state,
         llm=llm,
@@ -198,11 +217,81 @@ def _store_profile(
             "vector": [float(x) for x in np.asarray(vector, dtype=np.float64)],
             "n_validation_outcomes": int(answered.sum()),
             "validation_error": float(1.0 - np.nanmean(correctness)),
-            "smoothing": strategy.profile_choice(validation_embeddings, correctness) or {},
-            "evidence": [float(x) for x in strategy.evidence(validation_embeddings, correctness)],
+            "smoothing": strategy.profile_choice(rows[0], rows[1], sample_weight=rows[2]) or {},
+            "evidence": [float(x) for x in strategy.evidence(rows[0], rows[1], sample_weight=rows[2])],
         },
     )
+    if evidence is not None and (
+        evidence.seen or EvidenceApplication.objects.filter(state=state, llm=llm, events__gt=0).exists()
+    ):
+        if previous is None:  # a new state: what moved is measured against its profile without evidence
+            previous = strategy.profile(validation_embeddings, correctness, llm_key=llm.name)
+        _record_application(
+            state=state,
+            strategy=strategy,
+            llm=llm,
+            evidence=evidence,
+            before=np.asarray(previous, dtype=np.float64),
+            after=np.asarray(vector, dtype=np.float64),
+            reason=reason,
+        )
     return profile
+
+
+# The audit keeps the estimate before and after at this many of the newest events.
+AUDITED_EVENTS = 10
+
+
+def _record_application(
+    *,
+    state: RoutingState,
+    strategy: RoutingStrategy,
+    llm: LLM,
+    evidence: LLMEvidence,
+    before: np.ndarray,
+    after: np.ndarray,
+    reason: str,
+) -> EvidenceApplication:
+    """The audit row of one profile computed with evidence: who gave it, how much it weighed, and the LLM's
+    estimated error on the evidence prompts (and at the newest of them, in their clusters) before and after."""
+    error_before = error_after = None
+    moved = []
+    if evidence.events:
+        losses = strategy.predict_loss(evidence.embeddings, np.stack([before, after]))  # [events, 2]
+        error_before, error_after = (float(x) for x in losses.mean(axis=0))
+        newest = evidence.evidence_ids[:AUDITED_EVENTS]
+        details = evidence_selectors.evidence_details(evidence_ids=newest)
+        clusters = strategy.cluster_of(evidence.embeddings[: len(newest)])
+        for i, evidence_id in enumerate(newest):
+            detail = details[evidence_id]
+            moved.append(
+                {
+                    "evidence": evidence_id,
+                    "prompt": detail["prompt_id"],
+                    "cluster": None if clusters is None else int(clusters[i]),
+                    "source": detail["source"],
+                    "tenant": detail["tenant__name"],
+                    "score": detail["score"],
+                    "weight": round(float(evidence.weight[i]), 4),
+                    "before": round(float(losses[i, 0]), 4),
+                    "after": round(float(losses[i, 1]), 4),
+                }
+            )
+    same_shape = before.shape == after.shape
+    return EvidenceApplication.objects.create(
+        state=state,
+        llm=llm,
+        reason=reason,
+        events=evidence.events,
+        weight=float(evidence.weight.sum()),
+        sources=evidence.sources,
+        error_before=error_before,
+        error_after=error_after,
+        largest_change=float(np.max(np.abs(after - before), initial=0.0)) if same_shape else 0.0,
+        moved=moved,
+        evidence_seen=evidence.seen,
+        newest_evidence_at=evidence.newest_at,
+    )
 
 
 def routing_state_activate(*, state: RoutingState) -> None:
@@ -215,8 +304,11 @@ def routing_state_activate(*, state: RoutingState) -> None:
     state.refresh_from_db()
 
 
-def llm_profile(*, llm: LLM, state: RoutingState | None = None) -> LLMProfile:
-    """Profile ``llm`` for a routing state (default: the active one) from its validation outcomes.
+def llm_profile(
+    *, llm: LLM, state: RoutingState | None = None, reason: str = EvidenceApplication.Reason.PROFILE
+) -> LLMProfile:
+    """Profile ``llm`` for a routing state (default: the active one) from its validation outcomes and its
+    evidence (``selectors/evidence.py``).
 
     No refit: the strategy is loaded frozen and only Ψ(llm) is computed (UniRoute's promise).
     Bumping the state's revision makes every process pick the new profile up.
@@ -225,7 +317,9 @@ def llm_profile(*, llm: LLM, state: RoutingState | None = None) -> LLMProfile:
     strategy = selectors.strategy_of(state)
     embeddings = selectors.prompt_embeddings(prompt_ids=list(state.validation_prompt_ids))
     with transaction.atomic():
-        profile = _store_profile(state=state, strategy=strategy, llm=llm, validation_embeddings=embeddings)
+        profile = _store_profile(
+            state=state, strategy=strategy, llm=llm, validation_embeddings=embeddings, reason=reason
+        )
         RoutingState.objects.filter(id=state.id).update(revision=F("revision") + 1)
     return profile
 
