@@ -153,10 +153,3 @@ def llms_with_new_evidence(*, state: RoutingState, now: datetime | None = None) 
             due.append(llm_id)
     return list(LLM.objects.filter(id__in=due).order_by("name"))
 
-
-def evidence_applications_of(*, llm: LLM, state: RoutingState | None = None, limit: int = 20) -> list:
-    """The newest applications of ``llm``'s evidence (on ``state`` only, if given)."""
-    rows = EvidenceApplication.objects.filter(llm=llm).select_related("state")
-    if state is not None:
-        rows = rows.filter(state=state)
-    return list(rows[:limit])
