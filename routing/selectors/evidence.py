@@ -152,4 +152,3 @@ def llms_with_new_evidence(*, state: RoutingState, now: datetime | None = None) 
         elif seen[0] and now - applied["created_at"] >= REAPPLY_AFTER:
             due.append(llm_id)
     return list(LLM.objects.filter(id__in=due).order_by("name"))
-
