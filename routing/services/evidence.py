@@ -30,6 +30,7 @@ from routing.models import Decision, Evidence, EvidenceApplication, RoutingState
 from routing.selectors import evidence as selectors
 from routing.selectors.state import routing_state_active
 from routing.services.state import llm_profile
+from routing.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ def evidence_apply(*, state: RoutingState | None = None) -> EvidenceRun:
         return run
     state = state or routing_state_active()
     run.state_version = state.version
+    if not STRATEGIES[state.strategy].takes_sample_weight:
+        run.skipped = f"{state.strategy} profiles take no evidence"
+        return run
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_APPLY_LOCK])

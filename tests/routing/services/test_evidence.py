@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from registry.embedders import get_embedder
 from registry.models import LLM, Prompt
-from registry.services import prompt_record
+from registry.services import llm_register, prompt_record
 from routing.caches import reset_all
 from routing.models import Evidence, EvidenceApplication, LLMProfile, RoutingState
 from routing.selectors.state import strategy_of
@@ -198,9 +198,9 @@ def test_old_evidence_weighs_less_and_a_refit_keeps_the_evidence(routing_data, m
     assert apply_evidence()["applied"] == []  # the refit took it in already
 
 
-def test_evidence_record_refuses_what_cannot_be_evidence_and_keeps_the_latest_judgement(routing_data, maths):
-    llm = LLM.objects.get(name=FAVOURITE)
-    prompt = evidence_prompts(maths[:1])[0]
+def test_evidence_record_refuses_what_cannot_be_evidence_and_keeps_the_latest_judgement(db):
+    llm = llm_register(name="judged")
+    prompt = evidence_prompts(["What is the derivative of x**2?"])[0]
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         evidence_record(llm=llm, prompt=prompt, score=1.5, source="judge:test")
     with pytest.raises(ValueError, match="source must be 1 to 100 characters"):
@@ -237,3 +237,22 @@ def test_migrate_schedules_the_task_every_thirty_seconds(db):
         "seconds",
         True,
     )
+
+
+def test_a_knn_state_takes_no_evidence_and_the_task_says_so(routing_data, make_tenant, maths):
+    from routing.services.state import routing_state_fit
+
+    tenant, _ = make_tenant(name="trusted-co", trusted_for_learning=True)
+    llm = LLM.objects.get(name=FAVOURITE)
+    for prompt in evidence_prompts(maths[:3]):
+        evidence_record(llm=llm, prompt=prompt, score=0.0, source="feedback", tenant=tenant)
+    state = routing_state_fit(prompt_set=routing_data.prompt_set, strategy="knn", params={"k": 5}, tune=False)
+    vector = LLMProfile.objects.get(state=state, llm=llm).vector
+
+    assert apply_evidence() == {
+        "state_version": state.version,
+        "applied": [],
+        "skipped": "knn profiles take no evidence",
+    }
+    assert LLMProfile.objects.get(state=state, llm=llm).vector == vector
+    assert not EvidenceApplication.objects.filter(state=state).exists()
