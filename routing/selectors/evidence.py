@@ -8,13 +8,17 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from registry.models import LLM
 from routing.models import Evidence, EvidenceApplication, LLMProfile, RoutingState
 from routing.strategies.evidence import SECONDS_PER_DAY, decayed_weight, evidence_rows
 
+# Of one source's judgements of one LLM only the newest this many are read: beyond the cap they share
+# its weight anyway, and a source that judges without end must not make every profile read all of it.
+ROWS_PER_SOURCE = 1000
 # Weights decay with age even when nothing new arrives: an LLM's evidence is applied again at least
 # this often, so its profile follows the half-life to within a day.
 REAPPLY_AFTER = timedelta(days=1)
@@ -29,7 +33,8 @@ class LLMEvidence:
     weight: np.ndarray  # [r]
     evidence_ids: list[int] = field(default_factory=list)  # [r], the Evidence rows, newest first
     sources: list[dict] = field(default_factory=list)  # per source and tenant: events, weight, capped
-    seen: int = 0  # evidence rows read (what a later application compares against)
+    # How many rows counted and the newest change among them: what a later application compares against.
+    seen: int = 0
     newest_at: datetime | None = None
 
     @property
@@ -55,15 +60,18 @@ def evidence_of(*, llm_id: int, state: RoutingState, now: datetime | None = None
     """The rows ``llm``'s profile on ``state`` appends: its counted evidence, one per prompt and source,
     decayed by ``ROUTERHUB_EVIDENCE_HALF_LIFE_DAYS`` and capped per source by ``ROUTERHUB_EVIDENCE_CAP_PROMPTS``."""
     now = now or timezone.now()
+    counted = _counted(state=state).filter(llm_id=llm_id)
+    fingerprint = counted.aggregate(n=Count("id"), newest=Max("updated_at"))
+    newest_first = [F("observed_at").desc(), F("id").desc()]
     rows = list(
-        _counted(state=state)
-        .filter(llm_id=llm_id)
-        .order_by("-observed_at", "-id")
-        .values_list("id", "prompt_id", "source", "tenant_id", "tenant__name", "score", "observed_at", "updated_at")
+        counted.annotate(rank=Window(RowNumber(), partition_by=[F("source"), F("tenant_id")], order_by=newest_first))
+        .filter(rank__lte=ROWS_PER_SOURCE)
+        .order_by(*newest_first)
+        .values_list("id", "prompt_id", "source", "tenant_id", "tenant__name", "score", "observed_at")
     )
     if not rows:
         return LLMEvidence(np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0))
-    ids, prompt_ids, sources, tenant_ids, tenant_names, scores, observed, updated = zip(*rows, strict=True)
+    ids, prompt_ids, sources, tenant_ids, tenant_names, scores, observed = zip(*rows, strict=True)
     keys = [f"{source}\x1f{tenant or ''}" for source, tenant in zip(sources, tenant_ids, strict=True)]
     times = np.asarray([t.timestamp() for t in observed])
     half_life = settings.ROUTERHUB_EVIDENCE_HALF_LIFE_DAYS * SECONDS_PER_DAY
@@ -105,8 +113,8 @@ def evidence_of(*, llm_id: int, state: RoutingState, now: datetime | None = None
         weight=applied.weight,
         evidence_ids=[ids[i] for i in kept],
         sources=sorted(summary, key=lambda s: (-s["weight"], s["source"], s["tenant"] or "")),
-        seen=len(rows),
-        newest_at=max(updated),
+        seen=fingerprint["n"],
+        newest_at=fingerprint["newest"],
     )
 
 

@@ -133,9 +133,10 @@ def evidence_prompts(texts) -> list[Prompt]:
 
 
 def test_a_tenant_flooding_false_feedback_moves_an_estimate_no_further_than_its_cap(
-    routing_data, make_tenant, maths, settings
+    routing_data, make_tenant, maths, settings, monkeypatch
 ):
     settings.ROUTERHUB_EVIDENCE_CAP_PROMPTS = 5.0
+    monkeypatch.setattr("routing.selectors.evidence.ROWS_PER_SOURCE", 12)
     flooder, _ = make_tenant(name="flooder", trusted_for_learning=True)
     state = RoutingState.objects.get(is_active=True)
     llm = LLM.objects.get(name=FAVOURITE)
@@ -153,8 +154,10 @@ def test_a_tenant_flooding_false_feedback_moves_an_estimate_no_further_than_its_
     flooded = maths_estimate(state, FAVOURITE, probe)
 
     application = EvidenceApplication.objects.filter(state=state, llm=llm).first()
-    assert application.events == len(prompts) > 20
+    assert application.evidence_seen == len(prompts) > 20
+    assert application.events == 12  # only its newest rows are read; they share the cap all the same
     assert application.weight == pytest.approx(5.0)
+    assert apply_evidence()["applied"] == []  # and what was left unread is no "new evidence" next time
     assert application.sources[0]["capped"] is True
     assert at_the_cap > before
     assert flooded == pytest.approx(at_the_cap, abs=0.02)
