@@ -48,7 +48,15 @@ not httpx):
    reported too;
 3. the CPU time each side used (gateway processes, PostgreSQL, the fake upstream, this client), so a
    figure can be told apart from the machine being busy. The machine is shared: the load average is
-   recorded with every run.
+   recorded with every run;
+4. with ``--metrics-off`` and ``--tracing``, what metrics and traces cost: this checkout served a second
+   time with ``ROUTERHUB_METRICS=0``, and a third time with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a
+   null OTLP/HTTP collector (this file, ``--serve-collector``: it decodes and counts the spans, keeps
+   nothing), each routerhub target measured through each right after this checkout's. With
+   ``--rounds N`` the overhead runs are repeated N times, the order of the targets reversed every other
+   round, and the report gives, per variant, the median and the spread over the rounds of each round's
+   ratio (switched on ÷ switched off) of the gateway's CPU per request, the latency p50 and the
+   requests per second.
 """
 
 from __future__ import annotations
@@ -130,8 +138,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         "through it right after this checkout's, named '<target> [NAME]' (set DJANGO_SECRET_KEY: every checkout "
         "must decrypt the benchmark LLM's key)",
     )
+    parser.add_argument(
+        "--metrics-off",
+        action="store_true",
+        help="also serve this checkout with ROUTERHUB_METRICS=0 and measure each routerhub target through it, "
+        "named '<target> [metrics off]'",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also serve this checkout with traces sent to a null OTLP collector and measure each routerhub "
+        "target through it, named '<target> [tracing]'",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the overhead runs this many times, the targets' order reversed every other round (default 1)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-collector", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -244,6 +271,53 @@ def serve_upstream(port: int, args: argparse.Namespace) -> None:
 
     async def main() -> None:
         server = await asyncio.start_server(upstream.handle, "127.0.0.1", port, backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+def serve_collector(port: int) -> None:
+    """A null OTLP/HTTP collector: every export to ``/v1/traces`` decoded (as a collector must) and its
+    spans counted, then dropped; ``GET /count`` answers ``{"exports": n, "spans": n}``."""
+    import gzip
+
+    import uvloop
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    counts = {"exports": 0, "spans": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                if request_line.startswith("POST") and " /v1/traces " in request_line:
+                    if headers.get("content-encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    export = ExportTraceServiceRequest()
+                    export.ParseFromString(body)
+                    counts["exports"] += 1
+                    counts["spans"] += sum(
+                        len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans
+                    )
+                    answer, kind = b"", "application/x-protobuf"  # an empty ExportTraceServiceResponse
+                else:
+                    answer, kind = json.dumps(counts).encode(), "application/json"
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
         async with server:
             await server.serve_forever()
 
@@ -384,6 +458,7 @@ class Target:
 class Run:
     target: str
     clients: int
+    round: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
@@ -608,6 +683,12 @@ def pct(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def metrics_dir(logs: Path, name: str) -> Path:
+    folder = logs / f"prometheus-{name.replace(' ', '-')}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
 def loadavg() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -630,10 +711,11 @@ def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
         "(gateway / PostgreSQL / upstream / client) | load avg |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
     ]
+    rounds = max((r.round for r in runs), default=0) + 1
     for clients in concurrency:
         level = [r for r in runs if r.clients == clients]
-        direct = next((r for r in level if r.target == "direct"), None)
         for run in level:
+            direct = next((r for r in level if r.target == "direct" and r.round == run.round), None)
             p50, p99 = pct(run.latencies_ms, 50), pct(run.latencies_ms, 99)
             if direct is None or run is direct:
                 overhead = "—"
@@ -650,10 +732,79 @@ def overhead_table(runs: list[Run], concurrency: list[int]) -> list[str]:
             cpu_text = " / ".join(
                 f"{cpu.get(name, 0) / n * 1e3:.1f}" for name in (_gateway_of(run), "postgres", "upstream", "client")
             )
+            name = f"{run.target} · round {run.round + 1}" if rounds > 1 else run.target
             lines.append(
-                f"| {clients} | {run.target} | {run.answered} | {run.failed} | {f1(p50)} / {f1(p99)} | {overhead} | "
+                f"| {clients} | {name} | {run.answered} | {run.failed} | {f1(p50)} / {f1(p99)} | {overhead} | "
                 f"{split} | {sources} | {cpu_text} | {run.load} |"
             )
+    return lines
+
+
+@dataclass
+class Variant:
+    """Another web server measured against this checkout's: ``on`` names which side has the feature on."""
+
+    name: str
+    path: Path
+    env: dict[str, str]
+    on: str  # "variant": its runs are "on" (tracing, another checkout); "base": this checkout's are (metrics)
+
+
+def variant_table(runs: list[Run], variants: list[Variant], concurrency: list[int]) -> list[str]:
+    """Per round, each variant's run against this checkout's run of the same target: the ratio on ÷ off."""
+    import statistics
+
+    def spread(values: list[float]) -> str:
+        values = [v for v in values if v == v]
+        if not values:
+            return "—"
+        return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+    def cpu_per_request(run: Run) -> float:
+        return run.cpu.get(_gateway_of(run), 0.0) * 1e3 / run.answered if run.answered else float("nan")
+
+    lines = [
+        "| clients | target | on ÷ off | rounds | gateway CPU ms/req off → on (medians) | **CPU per request on ÷ off** "
+        "| latency p50 on ÷ off | overhead p50 ms off → on (medians) | req/s on ÷ off |",
+        "| ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for clients in concurrency:
+        level = [r for r in runs if r.clients == clients]
+        bases = sorted({r.target for r in level if r.target.startswith("routerhub") and not r.target.endswith("]")})
+        for base in bases:
+            for variant in variants:
+                pairs = []
+                for mine in (r for r in level if r.target == base):
+                    other = next(
+                        (r for r in level if r.target == f"{base} [{variant.name}]" and r.round == mine.round), None
+                    )
+                    direct = next((r for r in level if r.target == "direct" and r.round == mine.round), None)
+                    if other is None or not (mine.answered and other.answered):
+                        continue
+                    on, off = (other, mine) if variant.on == "variant" else (mine, other)
+                    pairs.append((on, off, direct))
+                if not pairs:
+                    continue
+                label = (
+                    f"[{variant.name}] ÷ this checkout"
+                    if variant.on == "variant"
+                    else f"this checkout ÷ [{variant.name}]"
+                )
+
+                def overhead(run: Run, direct: Run | None) -> float:
+                    return pct(run.latencies_ms, 50) - pct(direct.latencies_ms, 50) if direct else float("nan")
+
+                cpu_off = statistics.median(cpu_per_request(off) for _, off, _ in pairs)
+                cpu_on = statistics.median(cpu_per_request(on) for on, _, _ in pairs)
+                over_off = statistics.median(overhead(off, d) for _, off, d in pairs)
+                over_on = statistics.median(overhead(on, d) for on, _, d in pairs)
+                lines.append(
+                    f"| {clients} | {base} | {label} | {len(pairs)} | {cpu_off:.2f} → {cpu_on:.2f} | "
+                    f"**{spread([cpu_per_request(on) / cpu_per_request(off) for on, off, _ in pairs])}** | "
+                    f"{spread([pct(on.latencies_ms, 50) / pct(off.latencies_ms, 50) for on, off, _ in pairs])} | "
+                    f"{over_off:+.1f} → {over_on:+.1f} | "
+                    f"{spread([(on.answered / on.seconds) / (off.answered / off.seconds) for on, off, _ in pairs])} |"
+                )
     return lines
 
 
@@ -724,6 +875,9 @@ def main(argv=None) -> None:
     if args.serve_upstream:
         serve_upstream(args.serve_upstream, args)
         return
+    if args.serve_collector:
+        serve_collector(args.serve_collector)
+        return
     import uvloop
 
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # stopped either way, it cleans up
@@ -740,10 +894,21 @@ def main(argv=None) -> None:
     upstream_port, routerhub_port, litellm_port, floor_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTERHUB_PORT", "ROUTERHUB_HOST"))}
+    variants = [
+        Variant(name, Path(path).resolve(), {}, "variant")
+        for name, path in (entry.partition("=")[::2] for entry in args.also)
+    ]
+    if args.metrics_off:
+        variants.append(Variant("metrics off", PROJECT_DIR, {"ROUTERHUB_METRICS": "0"}, "base"))
+    if args.tracing:
+        variants.append(Variant("tracing", PROJECT_DIR, {}, "variant"))
+    for variant in variants:
+        variant.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(logs, variant.name))
     processes: dict[str, subprocess.Popen] = {}
     data = None
     runs: list[Run] = []
     streams: list[Run] = []
+    spans: dict | None = None
     try:
         processes["upstream"] = start(
             [python, __file__, "--serve-upstream", str(upstream_port), "--latency", str(args.latency),
@@ -753,6 +918,9 @@ def main(argv=None) -> None:
         data = bench_data(upstream_url, routed=texts is not None)
         routerhub_env = {
             **base_env,
+            # Each server of this checkout its own metrics folder (scripts/web.sh would empty the one
+            # they share under .run/ as each starts).
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(logs, "routerhub")),
             "ROUTERHUB_PORT": str(routerhub_port),
             "WEB_CONCURRENCY": str(args.workers),
             "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": "127.0.0.1",
@@ -777,13 +945,22 @@ def main(argv=None) -> None:
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
         targets = [Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct")]
-        also = {name: Path(path).resolve() for name, path in (entry.partition("=")[::2] for entry in args.also)}
-        also_ports = {name: free_port() for name in also}
-        for name, path in also.items():
-            port = also_ports[name]
-            processes[f"routerhub {name}"] = start(
-                [str(path / "scripts" / "web.sh")], env={**routerhub_env, "ROUTERHUB_PORT": str(port)},
-                log=logs / f"routerhub-{name}.log", ready_url=f"http://127.0.0.1:{port}/v1/models",
+        for variant in variants:
+            if variant.name == "tracing":
+                collector_port = free_port()
+                collector_url = f"http://127.0.0.1:{collector_port}"
+                processes["collector"] = start(
+                    [python, __file__, "--serve-collector", str(collector_port)], env=base_env,
+                    log=logs / "collector.log", ready_url=f"{collector_url}/count",
+                )  # fmt: skip
+                variant.env.update(OTEL_EXPORTER_OTLP_ENDPOINT=collector_url, OTEL_SERVICE_NAME="routerhub-bench")
+        also_ports = {variant.name: free_port() for variant in variants}
+        for variant in variants:
+            port = also_ports[variant.name]
+            processes[f"routerhub {variant.name}"] = start(
+                [str(variant.path / "scripts" / "web.sh")],
+                env={**routerhub_env, **variant.env, "ROUTERHUB_PORT": str(port)},
+                log=logs / f"routerhub-{variant.name}.log", ready_url=f"http://127.0.0.1:{port}/v1/models",
             )  # fmt: skip
         for target in routerhub_targets:
             targets.append(target)
@@ -832,17 +1009,19 @@ def main(argv=None) -> None:
             for target in targets:
                 await overhead_run(target, prompts, clients=4 * args.workers, seconds=2, min_requests=8)
             for clients in concurrency:
-                for target in targets:
-                    # The same clients first, unmeasured: each run measures calls in flow, not the
-                    # connections (client to server, server to upstream) that its first wave opens.
-                    await overhead_run(target, prompts, clients=clients, seconds=args.warm_up, min_requests=0)
-                    meter.since_last()
-                    run = await overhead_run(
-                        target, prompts, clients=clients, seconds=args.seconds, min_requests=args.min_requests
-                    )
-                    run.cpu, run.load = meter.since_last(), loadavg()
-                    runs.append(run)
-                    print(overhead_table([run], [clients])[-1], flush=True)
+                for index in range(args.rounds):
+                    # Every other round backwards: the machine's load, which drifts, falls on all alike.
+                    for target in targets if index % 2 == 0 else targets[::-1]:
+                        # The same clients first, unmeasured: each run measures calls in flow, not the
+                        # connections (client to server, server to upstream) that its first wave opens.
+                        await overhead_run(target, prompts, clients=clients, seconds=args.warm_up, min_requests=0)
+                        meter.since_last()
+                        run = await overhead_run(
+                            target, prompts, clients=clients, seconds=args.seconds, min_requests=args.min_requests
+                        )
+                        run.cpu, run.load, run.round = meter.since_last(), loadavg(), index
+                        runs.append(run)
+                        print(overhead_table([run], [clients])[-1], flush=True)
             stream_targets = [
                 t
                 for t in targets
@@ -866,6 +1045,10 @@ def main(argv=None) -> None:
                         saturated.add(target.name)
 
         uvloop.run(measure())
+        if "collector" in processes:
+            import httpx
+
+            spans = httpx.get(f"{collector_url}/count", timeout=5).json()
     finally:
         # Clean up whatever stopped the run: a second Ctrl-C must not leave servers running or the
         # LLMs pointing at a fake upstream that is gone.
@@ -896,10 +1079,38 @@ def main(argv=None) -> None:
             + ("routed by the active routing state" if texts else "left out (no active routing state)")
             + ".",
             "",
-            "## Summary",
+            "## Summary" + (" (the first round)" if args.rounds > 1 else ""),
             "",
-            *summary(runs, streams, concurrency, args.stream_seconds),
+            *summary([r for r in runs if r.round == 0], streams, concurrency, args.stream_seconds),
             "",
+            *(
+                [
+                    "## Switched on against off" if args.metrics_off or args.tracing else "## Other checkouts",
+                    "",
+                    f"Each round's run of a variant against this checkout's run of the same target in the same round "
+                    f"({args.rounds} rounds, the order reversed every other round): the median of the rounds' "
+                    "ratios on ÷ off, with their minimum–maximum. `metrics off`: this checkout served again with "
+                    "`ROUTERHUB_METRICS=0` (so this checkout's runs are the ones with metrics on); `tracing`: served "
+                    "again with `OTEL_EXPORTER_OTLP_ENDPOINT` at a null collector in its own process (it decodes and "
+                    "counts the spans; its CPU is not the gateway's). Gateway CPU = the web processes' user + system "
+                    "time over the run ÷ answers.",
+                    "",
+                    *variant_table(runs, variants, concurrency),
+                    "",
+                    *(
+                        [
+                            f"The collector received {spans['spans']:,} spans in {spans['exports']:,} exports "
+                            f"for {sum(r.answered for r in runs if r.target.endswith('[tracing]')):,} answered "
+                            "measured calls through the traced server (warm-up calls send spans too)."
+                        ]
+                        if spans
+                        else []
+                    ),
+                    "",
+                ]
+                if variants
+                else []
+            ),
             "## Overhead per request (non-streamed)",
             "",
             f"Each run: {args.seconds:g} s (at least {args.min_requests} answers) of closed-loop clients, after "

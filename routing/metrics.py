@@ -4,11 +4,13 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (``scripts/web.sh``, ``scripts/run.sh``) e
 Celery process writes its values to files there, and a scrape of any web process adds them all up.
 Labels hold only bounded sets: endpoints are URL patterns (never paths), models and LLMs are names the
 router resolved (never what a client typed), tenants are capped (``tenant_label``), and no prompt,
-answer or key ever becomes a label.
+answer or key ever becomes a label. With ``ROUTERHUB_METRICS`` off nothing is counted: every
+``observe_*`` returns at once, and ``/metrics`` answers 404.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 # Seconds: the gateway's own stages are milliseconds, an upstream's answer up to minutes.
@@ -68,9 +70,12 @@ embedding_cache = Counter(
 EMBEDDING_LEVELS = {"memory": "process", "shared": "shared", "": "miss"}
 
 
-def multiprocess_dir() -> str | None:
-    from django.conf import settings
+def enabled() -> bool:
+    # A process without Django settings (a script that only writes metrics) counts.
+    return settings.ROUTERHUB_METRICS if settings.configured else True
 
+
+def multiprocess_dir() -> str | None:
     return settings.PROMETHEUS_MULTIPROC_DIR or None
 
 
@@ -95,6 +100,8 @@ def attempt_outcome(attempt: dict) -> str:
 
 
 def observe_attempts(attempts: list[dict]) -> None:
+    if not enabled():
+        return
     for index, attempt in enumerate(attempts):
         llm = str(attempt.get("llm") or OTHER)
         upstream_attempts.labels(llm=llm, outcome=attempt_outcome(attempt)).inc()
@@ -102,7 +109,14 @@ def observe_attempts(attempts: list[dict]) -> None:
             upstream_fallbacks.labels(llm=llm).inc()
 
 
+def observe_time_to_first_token(*, llm: str, ms: float) -> None:
+    if enabled():
+        time_to_first_token.labels(llm=llm).observe(ms / 1e3)
+
+
 def observe_metered(*, tenant: str, llm: str, cost_usd, input_tokens: int | None, output_tokens: int | None) -> None:
+    if not enabled():
+        return
     spend.labels(tenant=tenant, llm=llm).inc(float(cost_usd))
     if input_tokens:
         tokens.labels(tenant=tenant, llm=llm, kind="input").inc(input_tokens)
@@ -111,6 +125,8 @@ def observe_metered(*, tenant: str, llm: str, cost_usd, input_tokens: int | None
 
 
 def observe_request(*, endpoint: str, status: int, model: str, stages: dict[str, float]) -> None:
+    if not enabled():
+        return
     requests.labels(endpoint=endpoint, status=str(status), model=model).inc()
     if status == 429:
         rate_limited.labels(endpoint=endpoint).inc()
@@ -120,10 +136,14 @@ def observe_request(*, endpoint: str, status: int, model: str, stages: dict[str,
 
 
 def observe_job(*, task_name: str, state: str) -> None:
+    if not enabled():
+        return
     jobs.labels(kind=task_name.rpartition(".")[2], outcome=state.lower()).inc()
 
 
 def observe_budget(*, tenant: str, remaining_usd, lam: float | None) -> None:
+    if not enabled():
+        return
     budget_remaining.labels(tenant=tenant).set(float(remaining_usd))
     if lam is not None:
         lambda_used.labels(tenant=tenant).set(float(lam))
@@ -131,4 +151,12 @@ def observe_budget(*, tenant: str, remaining_usd, lam: float | None) -> None:
 
 def observe_embedding(source: str) -> None:
     """``source`` as ``services/embeddings.embed_cached`` names it: "memory", "shared" or "" (computed)."""
+    if not enabled():
+        return
     embedding_cache.labels(level=EMBEDDING_LEVELS.get(source, OTHER)).inc()
+
+
+def observe_leases(event: str, count: int = 1) -> None:
+    """``event``: "granted", "returned" or "swept"."""
+    if enabled():
+        budget_leases.labels(event=event).inc(count)

@@ -2,7 +2,8 @@
 ``ROUTERHUB_METRICS_TOKEN`` as a bearer token, or for staff signed in to the admin.
 
 Without a token configured, anyone but staff is told the page does not exist (404); with one, a
-missing or wrong token is a 401. Both as JSON, like every other refusal of the API.
+missing or wrong token is a 401. Both as JSON, like every other refusal of the API. With
+``ROUTERHUB_METRICS`` off there is nothing to serve: 404 to everyone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _token_matches(request, token: str) -> bool:
 
 @require_GET
 def metrics_view(request):
+    if not metrics.enabled():
+        return _refusal(404, "not_found", "Not found.")
     token = settings.ROUTERHUB_METRICS_TOKEN
     staff = request.user.is_authenticated and request.user.is_staff
     if not staff and not (token and _token_matches(request, token)):

@@ -278,7 +278,7 @@ def _observe(prepared: Prepared, record: CallRecord, metered: MeteredCall | None
     metrics.observe_attempts(record.attempts)
     if prepared.llm is not None:
         if record.ttft_ms is not None:
-            metrics.time_to_first_token.labels(llm=prepared.llm.name).observe(record.ttft_ms / 1e3)
+            metrics.observe_time_to_first_token(llm=prepared.llm.name, ms=record.ttft_ms)
         request_log.note(llm=prepared.llm.name)
     if metered is not None:
         request_log.note(cost_usd=format(metered.cost_usd.normalize(), "f"))
@@ -288,7 +288,8 @@ def _meter_and_finish(*, decision_id, tenant: str, record: CallRecord, llm, prom
     if metered is None:  # counting an answer's tokens is CPU work: here, off the event loop
         metered = metered_cost(record=record, llm=llm, prompt=prompt)
     written = settlement.finish(decision_id=decision_id, record=record, metered=metered, log_text=log_text)
-    if llm is not None:  # tokens and spend as written (no LLM: no attempt was made, nothing spent)
+    # tokens and spend as written (no LLM: no attempt was made, nothing spent)
+    if llm is not None and metrics.enabled():
         metrics.observe_metered(
             tenant=tenant_metrics_label(name=tenant),
             llm=llm.name,

@@ -329,7 +329,7 @@ def _grant(lease: Lease, *, want: Decimal, need: Decimal, now: float) -> Decimal
     if not found:
         return None
     lease.renewed_at = now
-    metrics.budget_leases.labels(event="granted").inc()
+    metrics.observe_leases("granted")
     return found[0][0]
 
 
@@ -508,7 +508,7 @@ def return_lease(lease: Lease) -> bool:
         },
         wait_for_disk=False,
     )
-    metrics.budget_leases.labels(event="returned").inc()
+    metrics.observe_leases("returned")
     return bool(found and found[0][0])
 
 
@@ -550,5 +550,5 @@ def reclaim_expired() -> int:
             )
             swept += len(leases)
     if swept:
-        metrics.budget_leases.labels(event="swept").inc(swept)
+        metrics.observe_leases("swept", swept)
     return swept

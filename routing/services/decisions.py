@@ -141,11 +141,12 @@ def _decide(
     finally:
         if to_return:
             give_back(to_return)
-    metrics.observe_budget(
-        tenant=tenant_metrics_label(name=context.tenant.name),
-        remaining_usd=status.remaining_usd,
-        lam=decision.lambda_used,
-    )
+    if metrics.enabled():
+        metrics.observe_budget(
+            tenant=tenant_metrics_label(name=context.tenant.name),
+            remaining_usd=status.remaining_usd,
+            lam=decision.lambda_used,
+        )
     if decision.explored:
         # The estimates chose another LLM: a note on the target would judge the choice by them.
         notes = [

@@ -215,6 +215,28 @@ def test_route_requests_count_embeddings_by_cache_level_and_set_the_tenants_budg
     assert total(scraped, "routerhub_lambda", tenant=tenant.name) == pytest.approx(answer["lambda_used"])
 
 
+def test_with_metrics_off_nothing_is_counted_and_metrics_is_not_found(live_database, tenant_and_key, fitted, settings):
+    _, key = tenant_and_key
+    before = _scrape()
+    settings.ROUTERHUB_METRICS = False
+    response = _through_the_handler(
+        "POST", ROUTE, json={"prompt": "How far do geese fly?"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_user("ops", password="pw-123456", is_staff=True))
+    refused = staff.get("/metrics")
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    settings.ROUTERHUB_METRICS = True
+    after = _scrape()
+    # Nothing the request would have counted moved: requests, stages, embeddings, budget gauges.
+    for name in ("routerhub_requests_total", "routerhub_stage_seconds_count", "routerhub_embedding_cache_total"):
+        assert total(after, name) == total(before, name), name
+    assert label_values(after, "routerhub_budget_remaining_usd", "tenant") == label_values(
+        before, "routerhub_budget_remaining_usd", "tenant"
+    )
+
+
 def test_budget_lease_grants_returns_and_sweeps_are_counted(transactional_db):
     from datetime import timedelta
 
