@@ -17,7 +17,6 @@ What holds across nodes, and which test shows it:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 
@@ -27,6 +26,7 @@ import redis
 from django.contrib.auth import get_user_model
 
 from routing.models import Decision
+from tests.fixtures.web import csrf_token, staff_session
 from tests.processes.conftest import web_pair
 from tests.processes.redteam import Call, WebServer, burst, tag_of
 
@@ -96,23 +96,6 @@ def test_a_keys_rate_limit_counts_its_requests_to_both_nodes(nodes, ledger_upstr
     assert billed == set(answered)  # a refused call never reached the LLM
 
 
-def staff_session(node: WebServer, username: str, password: str) -> httpx.Client:
-    """A client signed in to ``node``'s admin."""
-    client = httpx.Client(base_url=node.url, timeout=30, trust_env=False)
-    response = client.post(
-        "/admin/login/",
-        data={"csrfmiddlewaretoken": csrf_token(client, "/admin/login/"), "username": username, "password": password},
-    )
-    assert response.status_code == 302, re.findall(
-        r'class="errornote">([^<]*)|errorlist[^>]*><li>([^<]*)', response.text
-    )
-    return client
-
-
-def csrf_token(client: httpx.Client, path: str) -> str:
-    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(path).text)[1]
-
-
 def test_a_key_revoked_on_one_node_is_refused_by_both_within_the_cache_seconds(nodes, make_tenant, settings):
     tenant, key = make_tenant(name="revoked", budget_usd="10")
     api_key = tenant.api_keys.get()
@@ -126,7 +109,7 @@ def test_a_key_revoked_on_one_node_is_refused_by_both_within_the_cache_seconds(n
 
     # Each node authenticates the key, and so keeps it for the cache seconds.
     assert [send(node, f"revoked-warm-{node.index}") for node in nodes] == [200, 200]
-    staff = staff_session(nodes[0], "operator", "pw-123456")
+    staff = staff_session(nodes[0].url, "operator", "pw-123456")
     try:
         changelist = "/admin/routing/apikey/"
         action = {"csrfmiddlewaretoken": csrf_token(staff, changelist), "action": "revoke"}

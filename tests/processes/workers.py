@@ -117,8 +117,11 @@ class WorkerProcess:
                 pass  # not our child: the worker reaped it (or init will)
 
 
-def start_worker(*, broker_url: str, database_name: str, log_path: Path) -> WorkerProcess:
-    queue = f"routerhub-test-{uuid.uuid4().hex[:8]}"
+def start_worker(
+    *, broker_url: str, database_name: str, log_path: Path, queue: str | None = None, **extra_env: str
+) -> WorkerProcess:
+    """A worker consuming ``queue`` (default: a queue of its own), ``extra_env`` over its environment."""
+    queue = queue or f"routerhub-test-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "routerhub.settings",
@@ -130,6 +133,7 @@ def start_worker(*, broker_url: str, database_name: str, log_path: Path) -> Work
         "ROUTERHUB_TASK_RETRY_BACKOFF_SECONDS": "0.2",
         "ROUTERHUB_UPSTREAM_ALLOWED_HOSTS": ",".join(TEST_UPSTREAM_HOSTS),  # the fake upstreams' loopback
         "LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     command = [
         sys.executable,
