@@ -65,6 +65,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -327,11 +328,22 @@ def serve_collector(port: int) -> None:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def start(command: list[str], *, env: dict, log: Path, ready_url: str, timeout: float = 180) -> subprocess.Popen:
+def start(
+    command: list[str], *, env: dict, log: Path, ready_url: str, timeout: float = 180, own_session: bool = True
+) -> subprocess.Popen:
+    """``command`` in a process group of its own (stopped with its children by ``harness.stop``), and in a
+    session of its own unless ``own_session`` is false — Linux's scheduler (autogroup) shares a busy CPU
+    between sessions, so each session gets a share however many processes it runs."""
     import httpx
 
     process = subprocess.Popen(
-        command, cwd=PROJECT_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=own_session,
+        process_group=None if own_session else 0,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1060,7 +1072,7 @@ def main(argv=None) -> None:
             restore(data)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    command = " ".join([".venv/bin/python benchmarks/gateway_load.py", *(argv if argv is not None else sys.argv[1:])])
+    command = ".venv/bin/python benchmarks/gateway_load.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = "\n".join(
         [
             "# Gateway load benchmark",

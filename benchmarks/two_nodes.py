@@ -66,6 +66,12 @@ def parse_args() -> argparse.Namespace:
         "--budget-calls", type=int, default=300, help="the overshoot tenant's budget, in calls (default 300)"
     )
     parser.add_argument("--budget-rounds", type=int, default=3, help="rounds of the overshoot measure (default 3)")
+    parser.add_argument(
+        "--node-sessions",
+        action="store_true",
+        help="start each node (and the upstream) in a session of its own, as on machines of their own: on a busy "
+        "machine with autogroup scheduling each session gets its share of the CPU, so two nodes get twice one's",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     return parser.parse_args()
 
@@ -204,7 +210,7 @@ def main() -> None:
         processes["upstream"] = start(
             [python, str(PROJECT_DIR / "benchmarks" / "gateway_load.py"), "--serve-upstream", str(upstream_port),
              "--latency", str(args.latency)],
-            env=base_env, log=logs / "upstream.log", ready_url=f"{upstream_url}/models",
+            env=base_env, log=logs / "upstream.log", ready_url=f"{upstream_url}/models", own_session=args.node_sessions,
         )  # fmt: skip
         redis_process, redis_url = start_redis(logs)
         llm = llm_register(
@@ -238,6 +244,7 @@ def main() -> None:
             processes[name] = start(
                 [str(PROJECT_DIR / "scripts" / "web.sh")], env={**env, "PROMETHEUS_MULTIPROC_DIR": str(folder)},
                 log=logs / f"{name}.log", ready_url=f"http://127.0.0.1:{ports[name]}/v1/models",
+                own_session=args.node_sessions,
             )  # fmt: skip
 
         def urls(*names: str) -> list[str]:
@@ -275,6 +282,7 @@ def main() -> None:
                         connections=connections,
                         busiest=max(connections) / max(1, sum(connections)),
                         rps=len(run["latencies"]) / run["seconds"],
+                        web_cores=cpu["web"] / run["seconds"],
                         web_ms=cpu["web"] * 1e3 / served,
                         postgres_ms=cpu["postgres"] * 1e3 / served,
                         load=loadavg(),
@@ -325,8 +333,9 @@ def main() -> None:
 
     lines = [
         "| layout | web processes | rounds | req/s | client p50 ms | client p99 ms | web CPU ms/req | "
-        "PostgreSQL CPU ms/req | busiest worker's share of the connections (even: 1 ÷ workers) | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "PostgreSQL CPU ms/req | web CPU s per s | busiest worker's share of the connections (even: 1 ÷ workers) | "
+        "errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for layout, runs in throughput.items():
         names, _, workers = layouts[layout]
@@ -334,7 +343,7 @@ def main() -> None:
             f"| {layout} | {len(names)} × {workers} | {len(runs)} | {spread([r['rps'] for r in runs], 1)} | "
             f"{spread([pct(r['latencies'], 50) for r in runs], 1)} | {spread([pct(r['latencies'], 99) for r in runs], 1)} | "
             f"{spread([r['web_ms'] for r in runs])} | {spread([r['postgres_ms'] for r in runs])} | "
-            f"{spread([r['busiest'] for r in runs])} | {sum(len(r['errors']) for r in runs)} |"
+            f"{spread([r['web_cores'] for r in runs])} | {spread([r['busiest'] for r in runs])} | {sum(len(r['errors']) for r in runs)} |"
         )
     one = throughput["one node"]
     ratios = [""]
@@ -373,7 +382,14 @@ def main() -> None:
                 f"Each node `scripts/web.sh` (its uvicorn workers below); all nodes on the one PostgreSQL and "
                 f"one Redis (Django's cache), on this machine's cores with the client, PostgreSQL and the fake "
                 f"upstream ({args.latency:g} s per answer). {args.clients} closed-loop clients, spread evenly over "
-                "the layout's nodes.",
+                "the layout's nodes. "
+                + (
+                    "Each node and the upstream in a session of its own (`--node-sessions`): with the kernel's "
+                    "autogroup scheduling a busy CPU is shared between sessions, so each node got its own share."
+                    if args.node_sessions
+                    else "Every node, the upstream and the client in one session (one autogroup of the kernel's "
+                    "scheduler): the layouts compete for the same share of a busy CPU."
+                ),
                 "",
                 "## Throughput and latency",
                 "",
