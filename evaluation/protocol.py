@@ -17,7 +17,7 @@ import numpy as np
 
 PROMPT_SHARES = (0.6, 0.1, 0.3)
 TRAIN_LLM_SHARE = 2 / 3
-PROTOCOLS = ("unseen-llm", "domain-shift")
+PROTOCOLS = ("unseen-llm", "domain-shift", "online")  # online: evaluation/online.py replays these splits
 
 
 @dataclass(frozen=True)

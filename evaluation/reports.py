@@ -107,3 +107,47 @@ def _categories(result: dict, write: Write) -> None:
             for m in methods
         )
         write(f"{category[:19]:<20}{trials:>7}{cells}")
+
+
+def print_online_report(result: dict, write: Write) -> None:
+    """The online replay's tables (``evaluation/online.py``): per checkpoint, the router with and without
+    feedback, the new LLM's area gap and the specialists' recall."""
+    settings = result["settings"]
+    events = result["events"]
+    write(
+        f"\n{result['strategy']}, {result['trials']} splits, {min(events)}–{max(events)} events per split, "
+        f"feedback every {settings['reprofile_every']} events, λ ~ uniform[0, {settings['lambda_max']:g}]"
+    )
+    write(
+        f"\n{'events':>7}{'static acc':>12}{'learning acc':>14}{'static cost':>13}{'learning cost':>15}"
+        f"{'static area':>13}{'learning area':>15}{'area gain':>11}{'± se':>8}"
+    )
+    for row in result["checkpoints"]:
+        write(
+            f"{row['events']:>7}{_num(row.get('static_window_accuracy'), '12.4f')}"
+            f"{_num(row.get('learning_window_accuracy'), '14.4f')}{_num(row.get('static_window_cost'), '13.4f')}"
+            f"{_num(row.get('learning_window_cost'), '15.4f')}{_num(row.get('static_area'), '13.4f')}"
+            f"{_num(row.get('learning_area'), '15.4f')}{_num(row.get('gain_area'), '+11.4f')}{_num(row.get('gain_area_se'), '8.4f')}"
+        )
+    if result["new_llm"]:
+        write(
+            f"\nnew LLM registered with {settings['new_llm_prompts']} validation prompts "
+            f"({result['new_llm'][0]['llms']} LLM-splits)"
+        )
+        write(f"{'events':>7}{'area gap':>10}{'± se':>8}{'gap closed':>12}{'closed vs static':>18}")
+        for row in result["new_llm"]:
+            write(
+                f"{row['events']:>7}{_num(row['gap'], '10.4f')}{_num(row['gap_se'], '8.4f')}"
+                f"{_num(row['gap_closed'], '12.3f')}{_num(row['closed_vs_static'], '18.3f')}"
+            )
+    if result["specialists"]:
+        write(
+            f"\nspecialists registered with {settings['new_llm_prompts']} validation prompts "
+            f"({result['specialists'][0]['specialists']} specialist-splits), λ = 0 on the scoring prompts"
+        )
+        write(f"{'events':>7}{'recall':>9}{'± se':>8}{'false share':>13}")
+        for row in result["specialists"]:
+            write(
+                f"{row['events']:>7}{_num(row['recall'], '9.3f')}{_num(row['recall_se'], '8.3f')}"
+                f"{_num(row['false_share'], '13.4f')}"
+            )

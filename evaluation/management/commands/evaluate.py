@@ -12,6 +12,16 @@ from registry.models import PromptSet
 from registry.selectors import prompt_set_get
 
 DEFAULT_STRATEGIES = "zero,knn,uniroute_kmeans,uniroute_learnedmap,routellm_mf,relative_maps,auto,clairvoyant"
+ONLINE_STRATEGY = "uniroute_kmeans"  # fit_router's default strategy
+# The online protocol's own options (evaluation/online.py, OnlineSettings): option → settings field.
+ONLINE_OPTIONS = {
+    "events": "events",
+    "checkpoint_every": "checkpoint_every",
+    "reprofile_every": "reprofile_every",
+    "new_llm_prompts": "new_llm_prompts",
+    "new_llms": "new_llms",
+    "online_specialists": "specialists",
+}
 
 
 class Command(BaseCommand):
@@ -19,6 +29,8 @@ class Command(BaseCommand):
         "Benchmark routing strategies on an imported data set with the unseen-LLM protocol of METHODS.md: "
         "prompts split 60/10/30 (or by category: --protocol domain-shift), LLMs 2/3 train and 1/3 unseen test, "
         "routing only among the unseen LLMs; every strategy is tuned inside each split on its training LLMs. "
+        "--protocol online replays each split's test prompts through one strategy, learning from the data set's "
+        "correctness of the chosen LLM, against the same router without learning. "
         "Prints a table and stores an EvaluationRun; --json and --plot write the figures and curves."
     )
 
@@ -26,10 +38,10 @@ class Command(BaseCommand):
         parser.add_argument("--dataset", required=True)
         parser.add_argument(
             "--strategies",
-            default=DEFAULT_STRATEGIES,
+            default=None,
             help=f"comma-separated (default {DEFAULT_STRATEGIES}); oracle and random are always added; clairvoyant is the "
             "non-universal upper reference; auto is, per split, the universal strategy of the run that cross-validation "
-            "over the split's training LLMs picks",
+            f"over the split's training LLMs picks. --protocol online replays one universal strategy (default {ONLINE_STRATEGY})",
         )
         parser.add_argument("--trials", type=int, default=20, help="random splits (default 20)")
         parser.add_argument("--seed", type=int, default=0)
@@ -60,7 +72,27 @@ class Command(BaseCommand):
             "--protocol",
             choices=PROTOCOLS,
             default="unseen-llm",
-            help="unseen-llm (random prompt split) or domain-shift (train prompts from some categories, validation and test from the others)",
+            help="unseen-llm (random prompt split), domain-shift (train prompts from some categories, validation and test "
+            "from the others) or online (the unseen-llm splits' test prompts replayed in order, learning from feedback)",
+        )
+        online = parser.add_argument_group("--protocol online (evaluation/online.py)")
+        online.add_argument(
+            "--events", type=int, help="events replayed per split (default 2000; fewer if the split has fewer)"
+        )
+        online.add_argument("--checkpoint-every", type=int, help="events per reported window (default 250)")
+        online.add_argument(
+            "--reprofile-every",
+            type=int,
+            help="feedback enters the profiles every this many events (default 50; must divide --checkpoint-every)",
+        )
+        online.add_argument(
+            "--new-llm-prompts",
+            type=int,
+            help="validation prompts a new LLM or specialist is registered with (default 50)",
+        )
+        online.add_argument("--new-llms", type=int, help="test LLMs tried as the new LLM per split (default all)")
+        online.add_argument(
+            "--online-specialists", type=int, help="categories simulated as a specialist per split (default 3; 0: none)"
         )
         parser.add_argument(
             "--categories",
@@ -92,6 +124,26 @@ class Command(BaseCommand):
         from evaluation.engine import AUTO, run_protocol
         from routing.strategies import STRATEGIES
 
+        online = {field: options[option] for option, field in ONLINE_OPTIONS.items() if options.get(option) is not None}
+        if protocol == "online":
+            return self._online(
+                dataset,
+                strategies,
+                trials,
+                seed,
+                cost,
+                params,
+                json,
+                no_tuning,
+                tuning_budget,
+                variants,
+                categories,
+                online,
+            )
+        if online:
+            given = ", ".join("--" + o.replace("_", "-") for o in ONLINE_OPTIONS if options.get(o) is not None)
+            raise CommandError(f"{given} only apply to --protocol online")
+        strategies = strategies or DEFAULT_STRATEGIES
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         unknown = [s for s in names if s not in STRATEGIES and s not in (CLAIRVOYANT, AUTO)]
         if unknown:
@@ -179,6 +231,106 @@ class Command(BaseCommand):
             plot_deferral_curves({**result, "curves": curves}, plot)
             self.stdout.write(f"Wrote {plot}")
         self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
+
+    def _online(
+        self,
+        dataset,
+        strategies,
+        trials,
+        seed,
+        cost,
+        params,
+        json,
+        no_tuning,
+        tuning_budget,
+        variants,
+        categories,
+        online,
+    ):
+        from evaluation.online import OnlineSettings, run_online
+        from evaluation.reports import print_online_report
+
+        names = [s.strip() for s in (strategies or ONLINE_STRATEGY).split(",") if s.strip()]
+        if len(names) != 1:
+            raise CommandError(f"--protocol online replays one strategy, got {len(names)}: {', '.join(names)}")
+        if variants:
+            raise CommandError("--variants do not apply to --protocol online")
+        if trials < 1:
+            raise CommandError("--trials must be at least 1")
+        try:
+            settings = OnlineSettings(**online)
+            settings.check()
+        except ValueError as exc:
+            raise CommandError(_option_names(str(exc))) from None
+        try:
+            strategy_params = _loads(params)
+            prompt_set = prompt_set_get(name=dataset)
+            self.stdout.write(f"Loading {dataset} ...")
+            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
+        except (PromptSet.DoesNotExist, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        if arrays.categories is None:
+            self.stdout.write(f"  no prompt has a {categories!r}: no specialists")
+        self.stdout.write(
+            f"  {arrays.correctness.shape[0]:,} prompts × {len(arrays.llm_names)} LLMs; cost = {arrays.cost_note}\n"
+            f"Replaying {trials} online splits of {names[0]} (seed {seed}, tuning "
+            f"{'off' if no_tuning else f'on, {tuning_budget} budget'}) ..."
+        )
+        started = time.monotonic()
+        try:
+            result = run_online(
+                arrays.embeddings,
+                arrays.correctness,
+                arrays.costs,
+                arrays.llm_names,
+                strategy=names[0],
+                trials=trials,
+                seed=seed,
+                strategy_params=strategy_params.get(names[0], {}),
+                tuning=not no_tuning,
+                tuning_budget=tuning_budget,
+                categories=arrays.categories,
+                settings=settings,
+                progress=lambda done, total: self.stdout.write(
+                    f"  split {done}/{total} done, {time.monotonic() - started:.0f} s elapsed"
+                ),
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        seconds = time.monotonic() - started
+        result = {
+            "dataset": dataset,
+            "cost": cost,
+            "cost_note": arrays.cost_note,
+            "embedder": get_embedder().name,
+            **result,
+        }
+        EvaluationRun.objects.create(
+            prompt_set=prompt_set,
+            protocol=result["protocol"],
+            strategies=names,
+            trials=trials,
+            seed=seed,
+            cost=cost,
+            embedder=result["embedder"],
+            results=result,
+            seconds=seconds,
+        )
+        print_online_report(result, self.stdout.write)
+        if json:
+            json.parent.mkdir(parents=True, exist_ok=True)
+            json.write_text(_dumps(result))
+            self.stdout.write(f"Wrote {json}")
+        self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
+
+
+def _option_names(message: str) -> str:
+    """An ``OnlineSettings.check`` message with its field names as the command's options (``new_llms`` → ``--new-llms``)."""
+    import re
+
+    for option, field in ONLINE_OPTIONS.items():
+        message = re.sub(rf"\b{field}\b", "--" + option.replace("_", "-"), message)
+    return message
 
 
 def _loads(text: str) -> dict:
