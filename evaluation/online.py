@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,8 @@ from evaluation.specialists import Specialist, specialist_figures, specialists_o
 from routing.selection import select
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, deferral_curve, normalised_costs
+from routing.strategies.evidence import evidence_rows, with_evidence
+from routing.strategies.exploration import select_exploring
 from routing.strategies.tuning import tuned_fit
 
 # The share of a split's test prompts held out to score the router at each checkpoint; the rest is
@@ -86,6 +88,9 @@ class OnlineSettings:
     new_llm_prompts: int = 50
     new_llms: int | None = None  # test LLMs tried as the new one per split (None: all)
     specialists: int = 3  # categories simulated per split
+    exploration: float = 0.0  # share of the learning routers' events routed on a Thompson draw
+    half_life: float | None = None  # feedback's half-life in events (None: no decay)
+    feedback_cap: float | None = None  # the replay's total feedback weight per LLM (None: no cap)
 
     def check(self) -> None:
         for name in ("events", "checkpoint_every", "reprofile_every", "new_llm_prompts"):
@@ -100,25 +105,48 @@ class OnlineSettings:
             raise ValueError(f"new_llms must be at least 0, got {self.new_llms}")
         if self.specialists < 0:
             raise ValueError(f"specialists must be at least 0, got {self.specialists}")
+        if not 0.0 <= self.exploration <= 1.0:
+            raise ValueError(f"exploration must lie in [0, 1], got {self.exploration}")
+        if self.half_life is not None and not self.half_life > 0:
+            raise ValueError(f"half_life must be positive, got {self.half_life}")
+        if self.feedback_cap is not None and not self.feedback_cap >= 0:
+            raise ValueError(f"feedback_cap must be at least 0, got {self.feedback_cap}")
 
 
 @dataclass
 class Evidence:
-    """One LLM's rows for ``profile``: its validation answers, then one row per event routed to it."""
+    """One LLM's evidence: its validation answers, and the stream events routed to it with their outcomes."""
 
-    embeddings: list[np.ndarray]
-    correctness: list[np.ndarray]
+    validation_embeddings: np.ndarray
+    validation_correctness: np.ndarray
+    events: list[int] = field(default_factory=list)
+    outcomes: list[float] = field(default_factory=list)
 
-    @classmethod
-    def of(cls, embeddings: np.ndarray, correctness: np.ndarray) -> Evidence:
-        return cls([np.asarray(embeddings, dtype=np.float32)], [np.asarray(correctness, dtype=np.float64)])
-
-    def add(self, embedding: np.ndarray, correctness: float) -> None:
-        self.embeddings.append(np.asarray(embedding, dtype=np.float32)[None, :])
-        self.correctness.append(np.array([correctness], dtype=np.float64))
-
-    def profile(self, strategy, key: str) -> np.ndarray:
-        return strategy.profile(np.vstack(self.embeddings), np.concatenate(self.correctness), llm_key=key)
+    def rows(self, stream: Stream, settings: OnlineSettings, now: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(embeddings, correctness, sample_weight) for ``profile``: the validation rows, then the feedback
+        under ``routing.strategies.evidence``'s rule (one prompt once, decay, cap), the replay being one
+        source whose clock counts events."""
+        if not self.events:
+            return self.validation_embeddings, self.validation_correctness, np.ones(len(self.validation_correctness))
+        events = np.asarray(self.events)
+        kept = evidence_rows(
+            llm=np.zeros(len(events), dtype=int),
+            source=np.zeros(len(events), dtype=int),
+            prompt=stream.prompt_ids[events],
+            embedding_index=events,
+            correctness=self.outcomes,
+            time=events,
+            now=now,
+            half_life_seconds=settings.half_life or math.inf,
+            cap=math.inf if settings.feedback_cap is None else settings.feedback_cap,
+        )
+        return with_evidence(
+            self.validation_embeddings,
+            self.validation_correctness,
+            stream.embeddings[kept.embedding_index],
+            kept.correctness,
+            kept.weight,
+        )
 
 
 @dataclass
@@ -126,6 +154,7 @@ class Stream:
     """What every router of a split replays and is scored on."""
 
     embeddings: np.ndarray  # [n_events, D]
+    prompt_ids: np.ndarray  # [n_events] the data set's row of each event's prompt
     truth: np.ndarray  # [n_events, m] correctness of each pool LLM
     lambdas: np.ndarray  # [n_events]
     scoring_embeddings: np.ndarray
@@ -141,29 +170,52 @@ def replay(
     *,
     learn: bool,
     measure: Callable[[np.ndarray, np.ndarray], dict],
+    rng: np.random.Generator | None = None,
 ) -> list[dict]:
     """Route the stream event by event; at event 0 and every checkpoint, ``measure(scoring losses, profiles)``
-    plus the window's accuracy and cost (the stream holds whole windows). With ``learn``, each routed event's feedback is added to the
-    chosen LLM's evidence and the profiles are rebuilt every ``reprofile_every`` events."""
+    plus the window's accuracy and cost (the stream holds whole windows) and the share of its events that
+    explored. With ``learn``, each routed event's feedback is added to the chosen LLM's evidence, the
+    profiles are rebuilt every ``reprofile_every`` events, and a share ``exploration`` of the events routes
+    on a Thompson draw (``routing.strategies.exploration``, with ``rng``)."""
+    exploring = learn and settings.exploration > 0
+    if exploring and rng is None:
+        raise ValueError("exploration needs a random generator")
     keys = [f"llm-{j}" for j in range(len(evidence))]
-    profiles = np.stack([e.profile(strategy, k) for e, k in zip(evidence, keys)])
-    changed: set[int] = set()
+
+    def profile(j: int, now: int) -> tuple[np.ndarray, np.ndarray]:
+        embeddings, correctness, weight = evidence[j].rows(stream, settings, now)
+        psi = strategy.profile(embeddings, correctness, llm_key=keys[j], sample_weight=weight)
+        return psi, (strategy.evidence(embeddings, correctness, sample_weight=weight) if exploring else np.zeros(1))
+
+    built = [profile(j, 0) for j in range(len(evidence))]
+    profiles, counts = np.stack([b[0] for b in built]), np.stack([b[1] for b in built])
     rows = [{"events": 0, **measure(strategy.predict_loss(stream.scoring_embeddings, profiles), profiles)}]
-    correct, spent = [], []
+    correct, spent, explored, changed = [], [], [], set()
     n_events = len(stream.embeddings)
     for start in range(0, n_events, settings.reprofile_every):
         stop = min(start + settings.reprofile_every, n_events)
-        losses = strategy.predict_loss(stream.embeddings[start:stop], profiles)
+        batch = stream.embeddings[start:stop]
+        losses = strategy.predict_loss(batch, profiles)
+        near = strategy.evidence_at(batch, counts) if exploring else None
         for i, event in enumerate(range(start, stop)):
-            choice = int(select(losses[i : i + 1], stream.costs, lam=float(stream.lambdas[event]))[0])
+            lam = float(stream.lambdas[event])
+            if exploring:
+                routed = select_exploring(
+                    losses[i : i + 1], near[i : i + 1], stream.costs, share=settings.exploration, rng=rng, lam=lam
+                )
+                choice, changed_choice = int(routed.choice[0]), bool(routed.explored[0])
+            else:
+                choice, changed_choice = int(select(losses[i : i + 1], stream.costs, lam=lam)[0]), False
             outcome = float(stream.truth[event, choice])
             correct.append(outcome)
             spent.append(stream.costs[choice])
+            explored.append(changed_choice)
             if learn:
-                evidence[choice].add(stream.embeddings[event], outcome)
+                evidence[choice].events.append(event)
+                evidence[choice].outcomes.append(outcome)
                 changed.add(choice)
         for j in sorted(changed):  # only the LLMs that received feedback have new evidence
-            profiles[j] = evidence[j].profile(strategy, keys[j])
+            profiles[j], counts[j] = profile(j, stop)
         changed.clear()
         if stop % settings.checkpoint_every == 0:
             window = slice(rows[-1]["events"], stop)
@@ -172,6 +224,7 @@ def replay(
                     "events": stop,
                     "window_accuracy": float(np.mean(correct[window])),
                     "window_cost": float(np.mean(spent[window])),
+                    "window_explored": float(np.mean(explored[window])),
                     **measure(strategy.predict_loss(stream.scoring_embeddings, profiles), profiles),
                 }
             )
@@ -288,6 +341,7 @@ def _one_split(
     pool_costs = normalised_costs(costs[split.test_llms])
     stream = Stream(
         embeddings=embeddings[stream_rows],
+        prompt_ids=stream_rows,
         truth=correctness[np.ix_(stream_rows, split.test_llms)],
         lambdas=rng.uniform(0.0, LAMBDA_MAX, len(stream_rows)),
         scoring_embeddings=embeddings[scoring],
@@ -298,25 +352,32 @@ def _one_split(
     validation_embeddings = embeddings[validation]
 
     def full_evidence():
-        return [Evidence.of(validation_embeddings, correctness[validation, j]) for j in split.test_llms]
+        return [Evidence(validation_embeddings, correctness[validation, j]) for j in split.test_llms]
 
     def area_on_scoring(losses, profiles):
         return {"area": area(deferral_curve(losses, stream.costs, stream.scoring_truth))}
 
+    # Every learning router of the split explores with the same draws, so that their differences are
+    # the evidence they were given, not the luck of the draws.
+    explore_seed = int(rng.integers(2**63))
+
+    def explorer():
+        return np.random.default_rng(explore_seed)
+
     static = replay(strategy, full_evidence(), stream, settings, learn=False, measure=area_on_scoring)
-    learning = replay(strategy, full_evidence(), stream, settings, learn=True, measure=area_on_scoring)
+    learning = replay(strategy, full_evidence(), stream, settings, learn=True, measure=area_on_scoring, rng=explorer())
 
     new_llm = []
     m = len(split.test_llms)
     for position in rng.permutation(m)[: m if settings.new_llms is None else settings.new_llms]:
         sample = _sample(rng, len(validation), settings.new_llm_prompts)
         evidence = full_evidence()
-        evidence[position] = Evidence.of(
+        evidence[position] = Evidence(
             validation_embeddings[sample], correctness[validation[sample], split.test_llms[position]]
         )
-        if np.isnan(evidence[position].correctness[0]).all():
+        if np.isnan(evidence[position].validation_correctness).all():
             continue  # no answer among its sampled prompts: it could not be registered
-        rows = replay(strategy, evidence, stream, settings, learn=True, measure=area_on_scoring)
+        rows = replay(strategy, evidence, stream, settings, learn=True, measure=area_on_scoring, rng=explorer())
         new_llm.append(
             {
                 "llm": int(split.test_llms[position]),
@@ -332,6 +393,7 @@ def _one_split(
         for index in rng.permutation(len(candidates))[: settings.specialists]:
             specialist_rows.append(
                 _specialist_replay(
+                    explorer(),
                     candidates[index],
                     strategy,
                     full_evidence(),
@@ -356,6 +418,7 @@ def _one_split(
 
 
 def _specialist_replay(
+    explore_rng,
     candidate: Specialist,
     strategy,
     evidence,
@@ -368,10 +431,11 @@ def _specialist_replay(
     rng,
 ) -> dict:
     sample = _sample(rng, len(validation), settings.new_llm_prompts)
-    evidence.append(Evidence.of(validation_embeddings[sample], candidate.validation_correctness[sample]))
+    evidence.append(Evidence(validation_embeddings[sample], candidate.validation_correctness[sample]))
     mid_cost = float(np.median(stream.costs))
     with_specialist = Stream(
         embeddings=stream.embeddings,
+        prompt_ids=stream.prompt_ids,
         truth=np.column_stack([stream.truth, candidate.correctness(stream_rows)]),
         lambdas=stream.lambdas,
         scoring_embeddings=stream.scoring_embeddings,
@@ -383,7 +447,7 @@ def _specialist_replay(
         figures = specialist_figures(losses[:, :-1], losses[:, -1], stream.scoring_truth, stream.costs, candidate)
         return {"recall": figures["recall"], "false_share": figures["false_share"]}
 
-    rows = replay(strategy, evidence, with_specialist, settings, learn=True, measure=recall)
+    rows = replay(strategy, evidence, with_specialist, settings, learn=True, measure=recall, rng=explore_rng)
     return {"category": candidate.category, "rows": rows}
 
 
@@ -423,7 +487,7 @@ def _summarise_arms(per_split: list[dict]) -> list[dict]:
         if len(static[events]) != len(per_split):
             continue
         row = {"events": events}
-        for key in ("area", "window_accuracy", "window_cost"):
+        for key in ("area", "window_accuracy", "window_cost", "window_explored"):
             if key not in static[events][0]:
                 continue
             a = np.array([r[key] for r in static[events]])

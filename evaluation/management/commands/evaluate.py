@@ -21,6 +21,9 @@ ONLINE_OPTIONS = {
     "new_llm_prompts": "new_llm_prompts",
     "new_llms": "new_llms",
     "online_specialists": "specialists",
+    "exploration": "exploration",
+    "half_life_events": "half_life",
+    "feedback_cap": "feedback_cap",
 }
 
 
@@ -93,6 +96,17 @@ class Command(BaseCommand):
         online.add_argument("--new-llms", type=int, help="test LLMs tried as the new LLM per split (default all)")
         online.add_argument(
             "--online-specialists", type=int, help="categories simulated as a specialist per split (default 3; 0: none)"
+        )
+        online.add_argument(
+            "--exploration",
+            type=float,
+            help="share of the learning routers' events routed on a Thompson draw (routing/strategies/exploration.py; default 0)",
+        )
+        online.add_argument("--half-life-events", type=float, help="feedback's half-life in events (default: no decay)")
+        online.add_argument(
+            "--feedback-cap",
+            type=float,
+            help="the replay's total feedback weight per LLM, in prompts (default: no cap)",
         )
         parser.add_argument(
             "--categories",
