@@ -130,3 +130,72 @@ def test_evaluate_says_when_the_data_set_has_no_such_categories(topics_set, caps
     assert "no prompt has a 'subject': no per-category gains or specialist recall" in capsys.readouterr().out
     with pytest.raises(CommandError, match="unknown strategies: magic"):
         call_command("evaluate", "--dataset", "topics", "--strategies", "magic")
+
+
+def test_online_replay_prints_each_checkpoint_and_stores_the_run(topics_set, tmp_path, capsys):
+    out_json = tmp_path / "online.json"
+    call_command(
+        "evaluate",
+        "--dataset",
+        "topics",
+        "--protocol",
+        "online",
+        "--trials",
+        "1",
+        "--no-tuning",
+        "--params",
+        '{"uniroute_kmeans": {"n_clusters": 3}}',
+        "--events",
+        "80",
+        "--checkpoint-every",
+        "40",
+        "--reprofile-every",
+        "20",
+        "--new-llms",
+        "1",
+        "--online-specialists",
+        "1",
+        "--json",
+        str(out_json),
+    )
+    out = capsys.readouterr().out
+    assert "uniroute_kmeans, 1 splits, 80–80 events per split, feedback every 20 events, λ ~ uniform[0, 1]" in out
+    assert "new LLM registered with 50 validation prompts (1 LLM-splits)" in out
+    assert "specialists registered with 50 validation prompts (1 specialist-splits)" in out
+    result = json.loads(out_json.read_text())
+    assert [row["events"] for row in result["checkpoints"]] == [0, 40, 80]
+    assert result["checkpoints"][0]["static_area"] == result["checkpoints"][0]["learning_area"]
+    assert result["specialists"][-1]["categories"][0] in TOPICS
+    run = EvaluationRun.objects.get()
+    assert run.protocol["name"] == "online" and run.strategies == ["uniroute_kmeans"]
+    assert run.results["checkpoints"] == result["checkpoints"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--events", "100"], "--events applies only to --protocol online"),
+        (["--events", "100", "--exploration", "0.1"], "--events, --exploration apply only to --protocol online"),
+        (
+            ["--protocol", "online", "--strategies", "knn,uniroute_kmeans"],
+            "--protocol online replays one strategy, got 2",
+        ),
+        (["--protocol", "online", "--variants", "uniroute_kmeans:smoothing=tuned"], "--variants do not apply"),
+        (
+            ["--protocol", "online", "--checkpoint-every", "100", "--reprofile-every", "30"],
+            "--checkpoint-every (100) must be a multiple of --reprofile-every (30)",
+        ),
+        (["--protocol", "online", "--exploration", "2"], "--exploration must lie in [0, 1], got 2.0"),
+        (["--protocol", "online", "--new-llm-prompts", "0"], "--new-llm-prompts must be at least 1, got 0"),
+    ],
+)
+def test_online_argument_errors_name_the_option(arguments, message):
+    with pytest.raises(CommandError) as error:
+        call_command("evaluate", "--dataset", "topics", "--trials", "1", *arguments)
+    assert message in str(error.value)
+
+
+def test_online_refuses_a_strategy_that_cannot_learn_from_feedback(topics_set):
+    with pytest.raises(CommandError) as error:
+        call_command("evaluate", "--dataset", "topics", "--protocol", "online", "--strategies", "knn", "--trials", "1")
+    assert "knn cannot learn from feedback: its profiles are tied to the validation prompts" in str(error.value)

@@ -155,8 +155,10 @@ class Command(BaseCommand):
                 online,
             )
         if online:
-            given = ", ".join("--" + o.replace("_", "-") for o in ONLINE_OPTIONS if options.get(o) is not None)
-            raise CommandError(f"{given} only apply to --protocol online")
+            given = ["--" + o.replace("_", "-") for o in ONLINE_OPTIONS if options.get(o) is not None]
+            raise CommandError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to --protocol online"
+            )
         strategies = strategies or DEFAULT_STRATEGIES
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         unknown = [s for s in names if s not in STRATEGIES and s not in (CLAIRVOYANT, AUTO)]
