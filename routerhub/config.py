@@ -229,6 +229,12 @@ VARIABLES: tuple[Variable, ...] = (
       "metadata names no `judge_llm` (docs/judges.md); empty: none. `make run` sets a demo LLM"),
     V("ROUTERHUB_PROFILING_MAX_COST_USD", float, None, "cost cap of one profiling job, USD (a job's own overrides "
       "it)", low=0, shown_default="none"),
+    # --- validation sets built from gateway traffic --------------------------------------------------
+    V("ROUTERHUB_VALIDATION_REDACTOR", str, "routing.redaction.mask_personal_data", "dotted path of the function "
+      "`text -> text` applied to every logged prompt before a validation set stores it (the default masks e-mail "
+      "addresses, phone numbers and API-key-like tokens)"),
+    V("ROUTERHUB_VALIDATION_DUPLICATE_COSINE", float, 0.95, "two logged prompts whose embeddings' cosine similarity "
+      "reaches this are near-duplicates: a validation set keeps one of them", low=0, high=1),
 )
 # fmt: on
 BY_NAME = {variable.name: variable for variable in VARIABLES}

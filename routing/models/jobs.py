@@ -14,6 +14,7 @@ class JobKind(models.TextChoices):
     PROFILE_LLM = "profile_llm", "profile an LLM"
     REFIT = "refit", "refit the routing state"
     REPROFILE_ALL = "reprofile_all", "re-profile all active LLMs"
+    PROFILE_VALIDATION_SET = "validation_profile", "profile every active LLM on a validation set"
 
 
 class JobStatus(models.TextChoices):

@@ -26,6 +26,16 @@ class RoutingState(models.Model):
     arrays = models.BinaryField(help_text="The strategy's learned arrays, as an .npz blob.")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="routing_states")
     train_llms = models.ManyToManyField(LLM, related_name="trained_states", blank=True)
+    # Profiles computed on another set's prompts than ``prompt_set``'s validation split (a validation set
+    # built from a tenant's traffic, graded by a judge); empty: that split.
+    validation_set = models.ForeignKey(
+        PromptSet,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="validated_states",
+        help_text="The prompt set the LLMs were profiled on, when not the data set's own validation split.",
+    )
     embedder = models.CharField(max_length=100)
     # The validation prompts, in the order the profiles' per-prompt entries (K-NN) refer to them.
     validation_prompt_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)

@@ -43,9 +43,15 @@ def routing_state_fit(
     tune: bool = True,
     score_single: bool = False,
     tuning_budget: str = "full",
+    validation_set: PromptSet | None = None,
     say: Say = lambda _: None,
 ) -> RoutingState:
     """Fit ``strategy`` on the set's train split, profile every LLM with validation outcomes, store it.
+
+    ``validation_set``: profile the LLMs on that set's validation prompts instead (one built from a
+    tenant's traffic and graded by a judge, ``services/validation_sets.py``). The strategy is fitted
+    and tuned on the data set as always — its clusters come from the train split — and each LLM's Ψ
+    from its outcomes on ``validation_set``: only LLMs with such outcomes are routable on the state.
 
     With ``tune`` (the default) the hyper-parameters not given in ``params`` are chosen by
     cross-validation over the training LLMs (``routing.strategies.tuning``); the state's ``params``
@@ -80,6 +86,9 @@ def routing_state_fit(
         get_strategy(strategy, **params)
     except ValueError as exc:
         raise RoutingError(str(exc)) from None
+    profiling = validation
+    if validation_set is not None:
+        profiling = _validation_set_data(validation_set=validation_set, strategy=strategy)
     tuning: Tuning | None = None
     if tune:
         fitted, tuning = tuned_fit(
@@ -116,20 +125,41 @@ def routing_state_fit(
             prompt_set=prompt_set,
             embedder=get_embedder().name,
             n_train_prompts=tuning.final_fit_prompts if sampled else len(train.prompt_ids),
-            n_validation_prompts=len(validation.prompt_ids),
-            validation_prompt_ids=validation.prompt_ids,
+            n_validation_prompts=len(profiling.prompt_ids),
+            validation_prompt_ids=profiling.prompt_ids,
+            validation_set=validation_set,
             fit_seconds=fit_seconds,
         )
         state.train_llms.set(train_llms)
         _store_centroids(state, fitted, train.embeddings)
-        profiled = selectors.llms_with_outcomes_on(prompt_set=prompt_set, split=Prompt.Split.VALIDATION)
+        profiled = selectors.llms_with_outcomes_on(
+            prompt_set=validation_set or prompt_set, split=Prompt.Split.VALIDATION
+        )
         for llm in profiled:
-            _store_profile(state=state, strategy=fitted, llm=llm, validation_embeddings=validation.embeddings)
-        say(f"  profiled {len(profiled)} LLMs on the validation split")
+            _store_profile(state=state, strategy=fitted, llm=llm, validation_embeddings=profiling.embeddings)
+        say(
+            f"  profiled {len(profiled)} LLMs on the validation "
+            + (f"set {validation_set.name} ({len(profiling.prompt_ids):,} prompts)" if validation_set else "split")
+        )
         if activate:
             routing_state_activate(state=state)
     say(f"Routing state v{state.version} ({strategy}) {'is active' if activate else 'stored, not active'}")
     return state
+
+
+def _validation_set_data(*, validation_set: PromptSet, strategy: str) -> selectors.SplitData:
+    # A strategy that stores its fit's validation embeddings (K-NN) profiles only on those prompts.
+    if "validation_embeddings_" in getattr(STRATEGIES[strategy], "learned_attributes", ()):
+        raise RoutingError(
+            f"{strategy} keeps the validation prompts it was fitted with in its state: profile on "
+            f"{validation_set.name!r} with a strategy with clusters (uniroute_kmeans, uniroute_learnedmap)"
+        )
+    data = selectors.split_data(prompt_set=validation_set, split=Prompt.Split.VALIDATION, llm_ids=[])
+    if not data.prompt_ids:
+        raise RoutingError(f"{validation_set.name!r} has no validation prompts")
+    if not selectors.llms_with_outcomes_on(prompt_set=validation_set, split=Prompt.Split.VALIDATION):
+        raise RoutingError(f"no active LLM has outcomes on {validation_set.name!r}: profile the LLMs on it first")
+    return data
 
 
 def training_costs(*, prompt_set: PromptSet, llms: list[LLM]) -> np.ndarray | None:
@@ -335,10 +365,10 @@ def routing_state_refit(
 
     Hyper-parameters are tuned again on the current data, holding fixed those given (``params``) or,
     by default, those the active state held fixed; a state fitted without tuning is refitted with
-    its hyper-parameters as they were. Returns the new, active state and the names of the LLMs
+    its hyper-parameters as they were. A state profiled on a validation set of its own keeps it. Returns the new, active state and the names of the LLMs
     re-profiled after the switch.
     """
-    active = RoutingState.objects.filter(is_active=True).select_related("prompt_set").first()
+    active = RoutingState.objects.filter(is_active=True).select_related("prompt_set", "validation_set").first()
     if active is None and prompt_set is None:
         raise RoutingError("there is no active routing state to refit: name a prompt set (and a strategy)")
     prompt_set = prompt_set or active.prompt_set
@@ -348,8 +378,17 @@ def routing_state_refit(
         same = active is not None and active.strategy == strategy
         params = fixed_params_of(active) if same else {}
         tune = not same or tuning_of(active) is not None
+    # A state profiled on a traffic-built validation set stays so: a refit must not drop the LLMs'
+    # judged profiles for the data set's own validation split.
+    validation_set = active.validation_set if active is not None and active.prompt_set_id == prompt_set.id else None
     state = routing_state_fit(
-        prompt_set=prompt_set, strategy=strategy, params=params, tune=tune, activate=True, say=say
+        prompt_set=prompt_set,
+        strategy=strategy,
+        params=params,
+        tune=tune,
+        activate=True,
+        validation_set=validation_set,
+        say=say,
     )
     return state, routing_state_profiles_reconcile(state=state)
 

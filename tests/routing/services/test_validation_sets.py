@@ -1,0 +1,180 @@
+"""Validation sets built from logged gateway traffic: redaction before storage, near-duplicates,
+stratification over the active state's clusters, and the errors a user sees."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from registry.embedders import get_embedder
+from registry.models import LLM, Prompt, PromptSet
+from registry.services import llm_register
+from routing.redaction import mask_personal_data
+from routing.selectors.state import strategy_of
+from routing.services.tenancy import tenant_create
+from routing.services.validation_sets import ValidationSetError, validation_set_build
+from tests.fixtures.traffic import log_traffic
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+@pytest.fixture
+def judge(db):
+    return llm_register(name="judge-llm", api_base="http://127.0.0.1:9/v1", usd_per_mtok_in=1.0, usd_per_mtok_out=2.0)
+
+
+@pytest.fixture
+def tenant(db):
+    tenant = tenant_create(name="acme", budget_usd="100")
+    tenant.log_gateway_text = True
+    tenant.save(update_fields=["log_gateway_text"])
+    return tenant
+
+
+def subject_prompts(routing_data, category: str, n: int) -> list[str]:
+    """``n`` test-split questions of a subject (the state was fitted on the train split)."""
+    rows = Prompt.objects.filter(prompt_set=routing_data.prompt_set, split="test", category=category).order_by("id")
+    texts = list(rows.values_list("text", flat=True)[:n])
+    assert len(texts) == n
+    return texts
+
+
+def build(tenant, judge, **options):
+    return validation_set_build(tenant=tenant, judge_llm=judge, **{"name": "acme-traffic", "size": 12, **options})
+
+
+def test_prompts_are_redacted_before_the_set_stores_them_text_and_embedding(routing_data, tenant, judge):
+    llm = LLM.objects.get(name="small")
+    texts = [
+        f"{text}\nReply to maria.lopez{i}@example.com or call +1 (415) 555-{2000 + i}; token sk-{'a1b2' * 6}{i:02d}"
+        for i, text in enumerate(subject_prompts(routing_data, "law", 8))
+    ]
+    log_traffic(tenant=tenant, texts=texts, llm=llm)
+
+    prompt_set, report = build(tenant, judge, size=8)
+
+    stored = list(Prompt.objects.filter(prompt_set=prompt_set).order_by("id"))
+    assert len(stored) == 8 and report.redacted == 8
+    for prompt in stored:
+        assert not EMAIL.search(prompt.text) and "555-" not in prompt.text and "sk-" not in prompt.text
+        assert prompt.text.endswith("Reply to [email] or call [phone]; token [key]")
+        # The embedding is the redacted text's: nothing derived from the masked parts is kept either.
+        assert np.allclose(prompt.embedding, get_embedder().embed_one(prompt.text), atol=1e-5)
+        assert prompt.text_sha256 and prompt.answer == "" and prompt.split == "validation"
+    assert (prompt_set.role, prompt_set.metadata["grader"], prompt_set.metadata["judge_llm"]) == (
+        "validation",
+        "judge",
+        "judge-llm",
+    )
+
+
+def test_the_redactor_is_the_configured_function(routing_data, tenant, judge, settings):
+    settings.ROUTERHUB_VALIDATION_REDACTOR = "tests.routing.services.test_validation_sets.shout"
+    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "cooking", 5), llm=LLM.objects.get(name="small"))
+    prompt_set, _ = build(tenant, judge, size=5)
+    assert all(t.startswith("REDACTED: ") for t in prompt_set.prompts.values_list("text", flat=True))
+
+
+def shout(text: str) -> str:
+    return "REDACTED: " + text
+
+
+def test_near_duplicates_and_repeats_are_dropped(routing_data, tenant, judge, settings):
+    settings.ROUTERHUB_VALIDATION_DUPLICATE_COSINE = 0.9
+    originals = subject_prompts(routing_data, "math", 10)
+    # Retries (the same text again) and templated variants (one word added): the traffic of one question.
+    traffic = originals + originals[:3] + [text + " please" for text in originals[3:7]]
+    log_traffic(tenant=tenant, texts=traffic, llm=LLM.objects.get(name="small"))
+
+    prompt_set, report = build(tenant, judge, size=10)
+
+    assert (report.logged_calls, report.exact_repeats, report.near_duplicates, report.distinct) == (17, 3, 4, 10)
+    vectors = np.asarray([p.embedding for p in prompt_set.prompts.all()], dtype=np.float32)
+    similarity = vectors @ vectors.T
+    assert similarity[~np.eye(len(vectors), dtype=bool)].max() < 0.9
+    kept = set(prompt_set.prompts.values_list("text", flat=True))
+    assert len(kept) == 10 and all(any(k.startswith(o) for k in kept) for o in originals)
+
+
+def test_the_sample_covers_every_cluster_the_traffic_reaches_even_a_rare_one(routing_data, tenant, judge):
+    llm = LLM.objects.get(name="small")
+    traffic = {"math": 30, "law": 6, "cooking": 2}  # skewed: cooking is 5 % of the traffic
+    for category, n in traffic.items():
+        log_traffic(tenant=tenant, texts=subject_prompts(routing_data, category, n), llm=llm)
+
+    prompt_set, report = build(tenant, judge, size=12)
+
+    strategy = strategy_of(routing_data.state)
+    stored = list(prompt_set.prompts.all())
+    clusters = strategy.cluster_of(np.asarray([p.embedding for p in stored], dtype=np.float32))
+    assert [p.metadata["cluster"] for p in stored] == clusters.tolist()
+    cluster_of_category = {
+        c: int(strategy.cluster_of(np.asarray([get_embedder().embed_one(subject_prompts(routing_data, c, 1)[0])]))[0])
+        for c in traffic
+    }
+    counts = {c: int((clusters == k).sum()) for c, k in cluster_of_category.items()}
+    assert sum(counts.values()) == 12 and min(counts.values()) >= 1
+    assert counts["math"] > counts["law"] >= counts["cooking"]  # the rest follows the traffic
+    assert report.clusters_reached == report.clusters_covered == 3
+
+
+def test_a_tenant_without_text_logging_is_named_in_the_error(routing_data, judge):
+    quiet = tenant_create(name="quiet-co", budget_usd="10")
+    with pytest.raises(ValidationSetError, match="tenant 'quiet-co' does not log gateway text"):
+        build(quiet, judge)
+    assert not PromptSet.objects.filter(name="acme-traffic").exists()
+
+
+def test_too_few_prompts_says_how_many_there_are(routing_data, tenant, judge):
+    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "law", 4) * 2, llm=LLM.objects.get(name="small"))
+    with pytest.raises(ValidationSetError, match="logged only 4 distinct prompts, fewer than the 12 asked"):
+        build(tenant, judge, size=12)
+
+
+def test_the_command_prints_its_progress_and_refuses_a_tenant_that_logs_nothing(routing_data, tenant, judge):
+    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "law", 9), llm=LLM.objects.get(name="small"))
+    out = StringIO()
+    call_command(
+        "build_validation_set",
+        "--from-gateway-logs",
+        "--tenant=acme",
+        "--size=6",
+        "--name=acme-val",
+        "--judge=judge-llm",
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert "9 logged calls, 9 with a prompt" in text
+    assert "Validation set 'acme-val': 6 prompts, graded by the judge judge-llm" in text
+    assert PromptSet.objects.get(name="acme-val").prompts.count() == 6
+
+    tenant_create(name="silent", budget_usd="10")
+    with pytest.raises(CommandError, match="tenant 'silent' does not log gateway text"):
+        call_command(
+            "build_validation_set",
+            "--from-gateway-logs",
+            "--tenant=silent",
+            "--size=6",
+            "--name=x",
+            "--judge=judge-llm",
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to ana@example.org today", "write to [email] today"),
+        ("call +44 20 7946 0958 or 415-555-2671", "call [phone] or [phone]"),
+        ("key sk-proj-ABCDEFGHijklmnop12345678 leaked", "key [key] leaked"),
+        ("Authorization: Bearer abcdefABCDEF0123456789", "Authorization: Bearer [key]"),
+        ("digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "digest [key]"),
+        # What a question needs stays: dates, numbers, decimals.
+        ("On 2024-01-31, is 12345678 or 3.14159265 larger than 1,000,000?", None),
+    ],
+)
+def test_the_built_in_redactor(text, expected):
+    assert mask_personal_data(text) == (expected if expected is not None else text)
