@@ -32,6 +32,7 @@ from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
 from routing.services.state import routing_state_refit
 from routing.services.usage import usage_rollup_due
+from routing.services.validation_sets import validation_set_profile
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,28 @@ def reprofile_all_llms(self, job_id: int | None = None, **profiling_arguments) -
     return _run(self, job, work)
 
 
+@shared_task(name=TASK_NAME_OF_KIND[Job.Kind.PROFILE_VALIDATION_SET], **TASK_OPTIONS, **PROFILE_TIME_LIMITS)
+def profile_validation_set(self, job_id: int | None = None, **arguments) -> dict | None:
+    """Profile every active LLM on a validation set (answers once per LLM, judged), within one cost cap;
+    then, when asked, fit and activate a routing state profiled on it."""
+    job = jobs.job_for_task(
+        kind=Job.Kind.PROFILE_VALIDATION_SET, job_id=job_id, task_id=self.request.id, arguments=arguments
+    )
+
+    def work(job: Job):
+        arguments = job.arguments or {}
+        report, state = validation_set_profile(
+            prompt_set=PromptSet.objects.get(id=arguments["prompt_set_id"]),
+            max_cost_usd=arguments.get("max_cost_usd"),
+            activate=bool(arguments.get("activate")),
+            spent_since=job.created_at,
+            progress=lambda done, total: jobs.job_progress(job=job, done=done, total=total),
+        )
+        return report.as_dict(), state
+
+    return _run(self, job, work)
+
+
 @shared_task(name="routing.resend_pending_jobs", acks_late=True, soft_time_limit=60, time_limit=90)
 def resend_pending_jobs() -> dict:
     """Periodic sweep (every few minutes, a default beat schedule): send again the jobs that never
@@ -218,4 +241,5 @@ TASK_OF_KIND = {
     Job.Kind.PROFILE_LLM: profile_llm,
     Job.Kind.REFIT: refit_routing_state,
     Job.Kind.REPROFILE_ALL: reprofile_all_llms,
+    Job.Kind.PROFILE_VALIDATION_SET: profile_validation_set,
 }

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from routing.admin.gateway import PresetInline
+from routing.admin.validation_sets import build_validation_set_action
 from routing.models import ApiKey, BudgetPeriod, Tenant, TenantMembership
 from routing.selectors.budgets import period_bounds
 from routing.services import tenancy
@@ -75,7 +76,7 @@ class TenantAdmin(admin.ModelAdmin):
     filter_horizontal = ("allowed_llms",)
     readonly_fields = ("created_at", "updated_at")
     inlines = (ApiKeyInline, PresetInline)
-    actions = ("issue_api_key", "deactivate")
+    actions = ("issue_api_key", "deactivate", "build_validation_set")
     fieldsets = (
         (None, {"fields": ("name", "is_active")}),
         ("Budget", {"fields": ("budget_usd", "budget_period", "when_budget_spent")}),
@@ -151,6 +152,16 @@ class TenantAdmin(admin.ModelAdmin):
     def deactivate(self, request, queryset):
         changed = tenancy.tenants_deactivate(tenants=queryset)
         self.message_user(request, f"{changed} tenant(s) deactivated.", messages.SUCCESS)
+
+    def has_build_validation_set_permission(self, request):
+        return request.user.has_perm("registry.add_promptset") and request.user.has_perm("routing.add_job")
+
+    @admin.action(
+        description="Build a validation set from its gateway logs (then profile every LLM on it)",
+        permissions=["build_validation_set"],
+    )
+    def build_validation_set(self, request, queryset):
+        return build_validation_set_action(self, request, queryset)
 
     @admin.action(description="Create a new API key (shown once)", permissions=["issue_api_key"])
     def issue_api_key(self, request, queryset):

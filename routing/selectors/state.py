@@ -17,7 +17,7 @@ from routing.strategies.serialization import join_state
 
 
 def routing_state_active() -> RoutingState:
-    state = RoutingState.objects.filter(is_active=True).select_related("prompt_set").first()
+    state = RoutingState.objects.filter(is_active=True).select_related("prompt_set", "validation_set").first()
     if state is None:
         raise NoActiveRoutingState(
             "no routing state has been fitted yet: run `python manage.py fit_router --dataset NAME`"

@@ -10,10 +10,16 @@ from django.conf import settings
 
 from registry import embedding_store
 from registry.embedders import Embedder
-from registry.models import LLM, SharedEmbedding
+from registry.models import LLM, Outcome, Prompt, PromptSet, SharedEmbedding
 from registry.tokens import count_tokens
 from routing.models import GatewayExchange, Tenant
-from routing.prompt_text import embeddable, request_and_context
+from routing.profiling.judges import TEMPLATES, Mode
+from routing.prompt_text import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, embeddable, request_and_context
+
+#: A verdict's expected length: a short justification and the score line (the judge may write up to
+#: ``routing.profiling.judges.JUDGE_MAX_TOKENS``).
+JUDGE_EXPECTED_OUTPUT_TOKENS = 128
+CHAT_FRAMING = TOKENS_PER_MESSAGE + TOKENS_PER_REPLY  # one user message
 
 
 @dataclass(frozen=True)
@@ -136,37 +142,44 @@ class ProfilingEstimate:
         return out
 
 
-def profiling_estimate(
-    *,
-    prompt_texts: dict[int, str],
-    llms: list[LLM],
-    judge: LLM,
-    pending: dict[int, list[int]],
-    judge_prompt_tokens: int,
-    judge_output_tokens: int,
-    instruction: str = "",
-) -> ProfilingEstimate:
-    """What asking each LLM its pending prompts and judging every answer is expected to cost.
+def profiled_llms(*, exclude_ids: tuple[int, ...] = ()) -> list[LLM]:
+    """The LLMs a validation set's profiling job asks: every active LLM with an API, by name."""
+    return list(LLM.objects.filter(is_active=True).exclude(api_base="").exclude(id__in=exclude_ids).order_by("name"))
+
+
+def validation_prompt_ids(*, prompt_set: PromptSet) -> list[int]:
+    return list(
+        Prompt.objects.filter(prompt_set=prompt_set, split=Prompt.Split.VALIDATION)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def profiling_estimate(*, prompt_set: PromptSet, llms: list[LLM], judge: LLM) -> ProfilingEstimate:
+    """What asking each LLM the set's prompts it has not answered and judging every answer is expected to cost.
 
     An answer is assumed ``ROUTERHUB_EXPECTED_OUTPUT_TOKENS`` long (the route API's assumption); a
-    verdict reads the judge's template, the prompt and that answer, and writes
-    ``judge_output_tokens``. The job's cost cap bounds what it really spends.
+    verdict reads the rubric template, the prompt and that answer, and writes
+    :data:`JUDGE_EXPECTED_OUTPUT_TOKENS`. The job's cost cap bounds what it really spends.
     """
-    ids = sorted(prompt_texts)
-    tokens = dict(zip(ids, count_tokens([prompt_texts[i] for i in ids]))) if ids else {}
-    framing = count_tokens([instruction])[0] + 10 if instruction else 7
+    texts = dict(Prompt.objects.filter(prompt_set=prompt_set, split=Prompt.Split.VALIDATION).values_list("id", "text"))
+    ids = sorted(texts)
+    tokens = dict(zip(ids, count_tokens([texts[i] for i in ids]))) if ids else {}
+    template_tokens = count_tokens([TEMPLATES[Mode.RUBRIC]])[0]
+    answered = set(Outcome.objects.filter(prompt_id__in=ids, llm__in=llms).values_list("llm_id", "prompt_id"))
     out_tokens = settings.ROUTERHUB_EXPECTED_OUTPUT_TOKENS
     rows = []
     for llm in llms:
-        todo = pending.get(llm.id, [])
+        todo = [i for i in ids if (llm.id, i) not in answered]
         answer_cost = judge_cost = 0.0
         unpriced_answer = unpriced_judge = False
         for prompt_id in todo:
-            cost = llm.expected_cost_usd(input_tokens=tokens[prompt_id] + framing, output_tokens=out_tokens)
+            cost = llm.expected_cost_usd(input_tokens=tokens[prompt_id] + CHAT_FRAMING, output_tokens=out_tokens)
             unpriced_answer |= cost is None
             answer_cost += cost or 0.0
             verdict = judge.expected_cost_usd(
-                input_tokens=judge_prompt_tokens + tokens[prompt_id] + out_tokens, output_tokens=judge_output_tokens
+                input_tokens=template_tokens + tokens[prompt_id] + out_tokens + CHAT_FRAMING,
+                output_tokens=JUDGE_EXPECTED_OUTPUT_TOKENS,
             )
             unpriced_judge |= verdict is None
             judge_cost += verdict or 0.0
@@ -183,6 +196,6 @@ def profiling_estimate(
         judge=judge.name,
         rows=tuple(rows),
         expected_output_tokens=out_tokens,
-        judge_prompt_tokens=judge_prompt_tokens,
-        judge_output_tokens=judge_output_tokens,
+        judge_prompt_tokens=template_tokens,
+        judge_output_tokens=JUDGE_EXPECTED_OUTPUT_TOKENS,
     )

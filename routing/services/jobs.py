@@ -48,6 +48,7 @@ TASK_NAME_OF_KIND = {
     Job.Kind.PROFILE_LLM: "routing.profile_llm",
     Job.Kind.REFIT: "routing.refit_routing_state",
     Job.Kind.REPROFILE_ALL: "routing.reprofile_all_llms",
+    Job.Kind.PROFILE_VALIDATION_SET: "routing.profile_validation_set",
 }
 
 

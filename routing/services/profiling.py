@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from registry.models import LLM, Outcome, Prompt
+from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.tokens import count_tokens
 from routing.models import LLMProfile, RoutingState
 from routing.profiling.client import (
@@ -142,9 +142,10 @@ def llm_profile_run(
         report.state_version = state.version
         report.validation_prompts = len(state.validation_prompt_ids)
         if llm.api_base and not report.stopped_by_cost_cap:
-            _collect_outcomes(
+            outcomes_collect(
                 llm=llm,
-                state=state,
+                prompt_ids=list(state.validation_prompt_ids),
+                prompt_set=state.validation_set or state.prompt_set,
                 options=options,
                 spent_since=spent_since or timezone.now(),
                 progress=progress,
@@ -176,16 +177,21 @@ def pending_prompt_ids(*, llm: LLM, prompt_ids: list[int], refresh_older_than_da
     return sorted(pid for pid in prompt_ids if pid not in have)
 
 
-def _collect_outcomes(
+def outcomes_collect(
     *,
     llm: LLM,
-    state: RoutingState,
+    prompt_ids: list[int],
+    prompt_set: PromptSet,
     options: ProfilingOptions,
     spent_since: datetime,
     progress: Progress,
     report: ProfilingReport,
 ) -> None:
-    prompt_ids = list(state.validation_prompt_ids)
+    """Ask ``llm`` the prompts of ``prompt_ids`` it has no outcome for and store the graded answers.
+
+    The grader is ``options.grader`` or the one ``prompt_set`` names (its judge LLM too); what ``llm``'s
+    answers and their verdicts cost since ``spent_since`` counts against ``options.max_cost_usd``.
+    """
     pending = pending_prompt_ids(
         llm=llm, prompt_ids=prompt_ids, refresh_older_than_days=options.refresh_older_than_days
     )
@@ -194,11 +200,11 @@ def _collect_outcomes(
     if not pending:
         return
     references = dict(Prompt.objects.filter(id__in=prompt_ids).values_list("id", "answer"))
-    configured = options.grader or state.prompt_set.metadata.get("grader")
+    configured = options.grader or prompt_set.metadata.get("grader")
     judge = None
     if configured == JudgeGrader.name:
         judge = judge_for_prompt_set(
-            state.prompt_set,
+            prompt_set,
             graded_llm=llm,
             timeout_seconds=options.timeout_seconds,
             max_attempts=options.max_attempts,
@@ -217,7 +223,7 @@ def _collect_outcomes(
         backoff_seconds=options.backoff_seconds,
     )
     # Answers and judge calls of this job so far (a retried job resumes with what it spent).
-    spent = _profiled_cost_since(llm=llm, since=spent_since) + judge_spent_since(graded_llm=llm, since=spent_since)
+    spent = profiled_cost_since(llm=llm, since=spent_since) + judge_spent_since(graded_llm=llm, since=spent_since)
     capped = options.max_cost_usd is not None
 
     def may_start() -> bool:
@@ -377,7 +383,7 @@ def _store_outcomes(outcomes: list[Outcome]) -> None:
         )
 
 
-def _profiled_cost_since(*, llm: LLM, since: datetime) -> float:
+def profiled_cost_since(*, llm: LLM, since: datetime) -> float:
     spent = Outcome.objects.filter(llm=llm, source=Outcome.Source.PROFILED, updated_at__gte=since).aggregate(
         total=Sum("cost_usd")
     )["total"]

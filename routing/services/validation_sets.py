@@ -35,10 +35,21 @@ from registry.embedders import get_embedder, text_sha256
 from registry.models import LLM, URL_SAFE_PATTERN, Prompt, PromptSet
 from registry.tokens import count_tokens
 from routing.exceptions import RoutingError
-from routing.models import RoutingState, Tenant
+from routing.models import Job, RoutingState, Tenant
 from routing.redaction import configured_redactor
 from routing.selectors.state import routing_state_active, strategy_of
-from routing.selectors.validation_sets import cached_embeddings, logged_prompts
+from routing.selectors.validation_sets import (
+    ProfilingEstimate,
+    cached_embeddings,
+    logged_prompts,
+    profiled_llms,
+    profiling_estimate,
+    validation_prompt_ids,
+)
+from routing.services import jobs
+from routing.services.judging import judge_llm_of, judge_spent_since
+from routing.services.profiling import ProfilingOptions, ProfilingReport, outcomes_collect, profiled_cost_since
+from routing.services.state import fixed_params_of, routing_state_fit, tuning_of
 from routing.strategies.kmeans import spherical_centroids
 from routing.strategies.profiles import nearest_centroid
 from routing.strategies.sampling import near_duplicate_free, stratified_sample
@@ -279,3 +290,131 @@ def _store(
             for text, vector, cluster in zip(texts, embeddings, clusters)
         )
     return prompt_set
+
+
+# --- profiling every LLM on a validation set: one job ------------------------------------------------
+
+
+def validation_set_profiling_enqueue(
+    *, prompt_set: PromptSet, max_cost_usd: float | None, activate: bool
+) -> tuple[Job, bool]:
+    """Queue the job that profiles every active LLM on ``prompt_set`` (one such job at a time)."""
+    _check_profilable(prompt_set)
+    arguments = {"prompt_set_id": prompt_set.id, "max_cost_usd": max_cost_usd, "activate": activate}
+    return jobs.job_enqueue(kind=Job.Kind.PROFILE_VALIDATION_SET, arguments=arguments)
+
+
+def _check_profilable(prompt_set: PromptSet) -> LLM:
+    if prompt_set.metadata.get("grader") != JUDGE_GRADER:
+        raise ValidationSetError(f"{prompt_set.name!r} is not graded by a judge: build it with build_validation_set")
+    try:
+        judge_llm = judge_llm_of(prompt_set)
+    except ValueError as exc:
+        raise ValidationSetError(str(exc)) from None
+    if not validation_prompt_ids(prompt_set=prompt_set):
+        raise ValidationSetError(f"{prompt_set.name!r} has no validation prompts")
+    return judge_llm
+
+
+def validation_set_estimate(*, prompt_set: PromptSet) -> ProfilingEstimate:
+    """The cost estimate shown before the job starts (command and admin)."""
+    judge_llm = _check_profilable(prompt_set)
+    return profiling_estimate(prompt_set=prompt_set, llms=profiled_llms(), judge=judge_llm)
+
+
+@dataclass
+class SetProfilingReport:
+    prompt_set: str
+    prompts: int = 0
+    max_cost_usd: float | None = None
+    llms: list[dict] = field(default_factory=list)  # each LLM's ProfilingReport
+    calls: int = 0  # answers asked and judge calls made (cached verdicts cost no call)
+    cost_usd: float = 0.0  # answers and verdicts of this job
+    stopped_by_cost_cap: bool = False
+    state_version: int | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def validation_set_profile(
+    *,
+    prompt_set: PromptSet,
+    max_cost_usd: float | None,
+    activate: bool,
+    spent_since: datetime,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    say: Say = lambda _: None,
+) -> tuple[SetProfilingReport, RoutingState | None]:
+    """Every active LLM with an API answers the set's prompts once and the judge grades each answer;
+    with ``activate``, a routing state profiled on the set is fitted and activated afterwards.
+
+    ``max_cost_usd`` caps the whole job — answers and verdicts of all LLMs, counted since
+    ``spent_since`` (the job's creation, so a retried job resumes within the same cap). When it is
+    reached the job stops cleanly, keeps what was graded and activates nothing.
+    """
+    started = time.monotonic()
+    _check_profilable(prompt_set)
+    prompt_ids = validation_prompt_ids(prompt_set=prompt_set)
+    llms = profiled_llms()
+    if not llms:
+        raise ValidationSetError("no active LLM has an api_base: there is nothing to ask")
+    report = SetProfilingReport(prompt_set=prompt_set.name, prompts=len(prompt_ids), max_cost_usd=max_cost_usd)
+    total = len(prompt_ids) * len(llms)
+    say(f"Profiling {len(llms)} LLMs on {len(prompt_ids):,} prompts of {prompt_set.name} ...")
+    for index, llm in enumerate(llms):
+        spent = {other.id: _spent_on(other, spent_since) for other in llms}
+        others = sum(cost for llm_id, cost in spent.items() if llm_id != llm.id)
+        remaining = None if max_cost_usd is None else max(0.0, max_cost_usd - others)
+        options = ProfilingOptions.from_arguments({"max_cost_usd": remaining})
+        llm_report = ProfilingReport(llm=llm.name, validation_prompts=len(prompt_ids))
+        offset = index * len(prompt_ids)
+        outcomes_collect(
+            llm=llm,
+            prompt_ids=prompt_ids,
+            prompt_set=prompt_set,
+            options=options,
+            spent_since=spent_since,
+            progress=lambda done, _total, offset=offset: progress(offset + done, total),
+            report=llm_report,
+        )
+        report.llms.append(llm_report.as_dict())
+        report.calls += llm_report.asked + llm_report.judged - llm_report.judge_cached
+        say(
+            f"  {llm.name}: {llm_report.answered:,} answers graded ({llm_report.no_verdict} without a verdict), "
+            f"{llm_report.cost_usd:.4f} USD"
+        )
+        if llm_report.stopped_by_cost_cap:
+            report.stopped_by_cost_cap = True
+            say(f"  stopped: the job's cost cap of {max_cost_usd:g} USD is reached")
+            break
+    report.cost_usd = round(sum(_spent_on(llm, spent_since) for llm in llms), 8)
+    state = None
+    if activate and not report.stopped_by_cost_cap:
+        state = validation_set_activate(prompt_set=prompt_set, say=say)
+        report.state_version = state.version
+    elif activate:
+        say("  no routing state fitted: the profiles are incomplete (raise the cap and run the job again)")
+    report.seconds = round(time.monotonic() - started, 3)
+    return report, state
+
+
+def _spent_on(llm: LLM, since: datetime) -> float:
+    return profiled_cost_since(llm=llm, since=since) + judge_spent_since(graded_llm=llm, since=since)
+
+
+def validation_set_activate(*, prompt_set: PromptSet, say: Say = lambda _: None) -> RoutingState:
+    """Fit a routing state like the active one (data set, strategy, fixed hyper-parameters) whose LLM
+    profiles come from their outcomes on ``prompt_set``, and activate it."""
+    active = routing_state_active()
+    state = routing_state_fit(
+        prompt_set=active.prompt_set,
+        strategy=active.strategy,
+        params=fixed_params_of(active),
+        tune=tuning_of(active) is not None,
+        validation_set=prompt_set,
+        activate=True,
+        say=say,
+    )
+    return state

@@ -6,6 +6,7 @@ from django.utils import timezone
 from registry.migration_check import require_migrated
 from registry.selectors import llm_by_name
 from routing.exceptions import NoActiveRoutingState, RoutingError
+from routing.management.commands.profile_validation_set import add_profiling_arguments, profile_with_estimate
 from routing.models import Tenant
 from routing.services.validation_sets import validation_set_build
 
@@ -49,8 +50,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--since", type=moment, help="only calls logged since: 2026-11-01, an ISO date-time, or 7d")
         parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+        parser.add_argument(
+            "--profile",
+            action="store_true",
+            help="then profile every active LLM on it (as profile_validation_set: its estimate, --yes, --activate)",
+        )
+        add_profiling_arguments(parser)
 
-    def handle(self, *args, tenant, size, name, judge, since, seed, **options):
+    def handle(
+        self, *args, tenant, size, name, judge, since, seed, profile, yes, max_cost_usd, activate, queue, **options
+    ):
         require_migrated()
         found = Tenant.objects.filter(name=tenant).first()
         if found is None:
@@ -58,8 +67,10 @@ class Command(BaseCommand):
         judge_llm = llm_by_name(name=judge)
         if judge_llm is None:
             raise CommandError(f"--judge: no LLM named {judge!r}")
+        if (yes or activate or queue) and not profile:
+            raise CommandError("--yes, --activate and --queue go with --profile")
         try:
-            validation_set_build(
+            prompt_set, _ = validation_set_build(
                 tenant=found,
                 size=size,
                 name=name,
@@ -70,3 +81,7 @@ class Command(BaseCommand):
             )
         except (RoutingError, NoActiveRoutingState) as exc:
             raise CommandError(str(exc)) from None
+        if profile:
+            profile_with_estimate(self, prompt_set, yes=yes, max_cost_usd=max_cost_usd, activate=activate, queue=queue)
+        else:
+            self.stdout.write(f"Profile the LLMs on it with: python manage.py profile_validation_set {name}")

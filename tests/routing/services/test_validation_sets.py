@@ -9,15 +9,24 @@ from io import StringIO
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import Avg
+from django.utils import timezone
 
 from registry.embedders import get_embedder
-from registry.models import LLM, Prompt, PromptSet
+from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.services import llm_register
+from routing.models import JudgeVerdict, RoutingState
 from routing.redaction import mask_personal_data
 from routing.selectors.state import strategy_of
 from routing.services.tenancy import tenant_create
-from routing.services.validation_sets import ValidationSetError, validation_set_build
-from tests.fixtures.traffic import log_traffic
+from routing.services.profiling import CONCURRENCY
+from routing.services.validation_sets import (
+    ValidationSetError,
+    validation_set_build,
+    validation_set_estimate,
+    validation_set_profile,
+)
+from tests.fixtures.traffic import experts_and_judge, log_traffic
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
@@ -178,3 +187,97 @@ def test_the_command_prints_its_progress_and_refuses_a_tenant_that_logs_nothing(
 )
 def test_the_built_in_redactor(text, expected):
     assert mask_personal_data(text) == (expected if expected is not None else text)
+
+
+# --- the profiling job: estimate, one job over every LLM, the cost cap, the state it activates -------
+
+
+@pytest.fixture
+def experts(routing_data, judge):
+    """Every imported LLM answers at a fake upstream (right on its categories), graded by the fake judge."""
+    from django.db.models import F
+
+    from routerhub.demo_upstream import FakeUpstream
+
+    questions = {p.text: (p.answer, p.category) for p in Prompt.objects.filter(prompt_set=routing_data.prompt_set)}
+    good = {
+        "big-generalist": {"math", "law", "cooking"},
+        "mid-generalist": {"math", "cooking"},
+        "law-specialist": {"law"},
+        "small": set(),
+    }
+    with FakeUpstream(answer=experts_and_judge(questions, good=good, judge="judge-llm")) as upstream:
+        LLM.objects.update(api_base=upstream.url, api_model=F("name"))
+        LLM.objects.filter(name="judge-llm").update(is_active=False)  # grades, is not routed
+        yield upstream
+
+
+def test_one_job_profiles_every_llm_with_the_judge_within_its_estimate_and_activates_a_state(
+    routing_data, tenant, judge, experts
+):
+    llm = LLM.objects.get(name="small")
+    for category in ("math", "law", "cooking"):
+        log_traffic(tenant=tenant, texts=subject_prompts(routing_data, category, 6), llm=llm)
+    prompt_set, _ = build(tenant, judge, size=12)
+
+    estimate = validation_set_estimate(prompt_set=prompt_set)
+    assert [(r.llm, r.prompts) for r in estimate.rows] == [
+        ("big-generalist", 12),
+        ("law-specialist", 12),
+        ("mid-generalist", 12),
+        ("small", 12),
+    ]
+    assert estimate.calls == 96 and estimate.total_usd > 0
+
+    started = timezone.now()
+    report, state = validation_set_profile(prompt_set=prompt_set, max_cost_usd=None, activate=True, spent_since=started)
+
+    answers = [c for c in experts.calls if c.model != "judge-llm"]
+    verdicts = [c for c in experts.calls if c.model == "judge-llm"]
+    assert len(answers) == 48  # each LLM asked each prompt once
+    # A verdict is cached by (judge, prompt, answer): on each prompt the big generalist's right letter
+    # and the small LLM's wrong one are judged once each, and the two others answer one of those.
+    assert len(verdicts) == 24 and report.calls == 72
+    assert JudgeVerdict.objects.count() == 24
+    scores = dict(
+        Outcome.objects.filter(prompt__prompt_set=prompt_set)
+        .values("llm__name")
+        .annotate(mean=Avg("score"))
+        .values_list("llm__name", "mean")
+    )
+    assert scores == {
+        "big-generalist": 1.0,
+        "mid-generalist": pytest.approx(8 / 12 + 4 / 12 / 9),
+        "law-specialist": pytest.approx(4 / 12 + 8 / 12 / 9),
+        "small": pytest.approx(1 / 9),
+    }
+    spent = sum(o.cost_usd for o in Outcome.objects.filter(prompt__prompt_set=prompt_set)) + sum(
+        JudgeVerdict.objects.values_list("cost_usd", flat=True)
+    )
+    assert report.cost_usd == pytest.approx(spent) and 0 < report.cost_usd <= estimate.total_usd * 1.5
+
+    assert state.is_active and state.version == 2 and state.validation_set == prompt_set
+    assert sorted(state.validation_prompt_ids) == sorted(prompt_set.prompts.values_list("id", flat=True))
+    assert set(state.profiles.values_list("llm__name", flat=True)) == set(scores)
+
+
+def test_the_cost_cap_stops_the_job_cleanly_keeping_what_was_graded(routing_data, tenant, judge, experts):
+    llm = LLM.objects.get(name="small")
+    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "law", 10), llm=llm)
+    prompt_set, _ = build(tenant, judge, size=10)
+    cap = 0.003  # USD: part of what the first LLM (big-generalist, 10 USD per million tokens) costs
+
+    report, state = validation_set_profile(
+        prompt_set=prompt_set, max_cost_usd=cap, activate=True, spent_since=timezone.now()
+    )
+
+    assert report.stopped_by_cost_cap and state is None
+    assert [r["llm"] for r in report.llms] == ["big-generalist"]  # the LLMs after it are not asked
+    assert RoutingState.objects.get(is_active=True).version == 1  # nothing activated on partial profiles
+    graded = Outcome.objects.filter(prompt__prompt_set=prompt_set)
+    assert 0 < graded.count() < 10 and set(graded.values_list("llm__name", flat=True)) == {"big-generalist"}
+    # Calls in flight when the cap is reached may pass it by at most CONCURRENCY answers and verdicts.
+    largest = max(graded.values_list("cost_usd", flat=True)) + max(
+        JudgeVerdict.objects.values_list("cost_usd", flat=True)
+    )
+    assert cap <= report.cost_usd <= cap + CONCURRENCY * largest

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('registry', '0005_shared_embedding_cache'),
-        ('routing', '0015_llmprofile_smoothing'),
+        ('routing', '0016_judge_verdicts'),
     ]
 
     operations = [
