@@ -18,8 +18,8 @@ from registry.services import llm_register
 from routing.models import JudgeVerdict, RoutingState
 from routing.redaction import mask_personal_data
 from routing.selectors.state import strategy_of
-from routing.services.tenancy import tenant_create
 from routing.services.profiling import CONCURRENCY
+from routing.services.tenancy import tenant_create
 from routing.services.validation_sets import (
     ValidationSetError,
     validation_set_build,
