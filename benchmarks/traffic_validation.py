@@ -173,6 +173,11 @@ def main() -> None:
         )
         rows.append((label, state, figures.prompt_count, area(curve), area(zero)))
 
+    from routing.redaction import configured_redactor
+
+    redact = configured_redactor()
+    questions = list(Prompt.objects.filter(prompt_set=dataset).values_list("text", flat=True))
+    changed = sum(redact(text) != text for text in questions)
     per_llm = {r["llm"]: r for r in result["llms"]}
     print("\n## Results\n")
     print("| step | wall time | calls | cost (USD) |\n| --- | --- | --- | --- |")
@@ -190,6 +195,7 @@ def main() -> None:
         f"{build['clusters_covered']} of {build['clusters_reached']} clusters covered; "
         f"{build['embedded']:,} prompts embedded"
     )
+    print(f"the redactor changes {changed:,} of the {len(questions):,} MMLU-Pro questions")
     print(
         "judged outcomes per LLM: "
         + ", ".join(f"{n} {r['answered']:,} (no verdict {r['no_verdict']})" for n, r in per_llm.items())

@@ -183,6 +183,9 @@ def test_the_command_prints_its_progress_and_refuses_a_tenant_that_logs_nothing(
         ("digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "digest [key]"),
         # What a question needs stays: dates, numbers, decimals.
         ("On 2024-01-31, is 12345678 or 3.14159265 larger than 1,000,000?", None),
+        # MMLU-Pro's tables, year ranges, masses and rules: not phone numbers, not keys.
+        ("Output: 95 5950 6000 255 241 in 1837-1843; mass 238.0508; 13.4425 11.7056", None),
+        ("House--------------------------------------------------------------LOT3", None),
     ],
 )
 def test_the_built_in_redactor(text, expected):
