@@ -97,7 +97,11 @@ class JobCreateApi(StaffApi):
     staff_permissions = {"POST": ("routing.add_job",)}
 
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-        kind = serializers.ChoiceField(choices=Job.Kind.choices)
+        # Profiling on a validation set is started where its cost estimate is shown first: the
+        # profile_validation_set command and the tenant admin's action.
+        kind = serializers.ChoiceField(
+            choices=[choice for choice in Job.Kind.choices if choice[0] != Job.Kind.PROFILE_VALIDATION_SET]
+        )
         llm = StrictCharField(required=False, help_text="profile_llm: the LLM's name.")
         arguments = ProfilingArgumentsSerializer(required=False)
         prompt_set = StrictCharField(required=False, help_text="refit: the prompt set (default: the active state's).")

@@ -161,6 +161,8 @@ def test_staff_list_filter_and_read_jobs(admin_client, sent):
         ({"kind": "refit", "prompt_set": "nope"}, "prompt_set"),
         ({"kind": "reprofile_all", "strategy": "uniroute_kmeans"}, "strategy"),
         ({"kind": "teleport"}, "kind"),
+        # Started where its cost estimate is shown first (profile_validation_set, the tenant admin).
+        ({"kind": "validation_profile"}, "kind"),
     ],
 )
 def test_bad_job_requests_name_the_field(admin_client, sent, body, field):
