@@ -56,7 +56,7 @@ def build(tenant, judge, **options):
     return validation_set_build(tenant=tenant, judge_llm=judge, **{"name": "acme-traffic", "size": 12, **options})
 
 
-def test_prompts_are_redacted_before_the_set_stores_them_text_and_embedding(routing_data, tenant, judge):
+def test_prompts_are_redacted_before_the_set_stores_them_text_and_embedding(routing_data, tenant, judge, settings):
     llm = LLM.objects.get(name="small")
     texts = [
         f"{text}\nReply to maria.lopez{i}@example.com or call +1 (415) 555-{2000 + i}; token sk-{'a1b2' * 6}{i:02d}"
@@ -80,12 +80,10 @@ def test_prompts_are_redacted_before_the_set_stores_them_text_and_embedding(rout
         "judge-llm",
     )
 
-
-def test_the_redactor_is_the_configured_function(routing_data, tenant, judge, settings):
+    # Another redactor, named by the setting, applies to the next set built.
     settings.ROUTERHUB_VALIDATION_REDACTOR = "tests.routing.services.test_validation_sets.shout"
-    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "cooking", 5), llm=LLM.objects.get(name="small"))
-    prompt_set, _ = build(tenant, judge, size=5)
-    assert all(t.startswith("REDACTED: ") for t in prompt_set.prompts.values_list("text", flat=True))
+    other, _ = build(tenant, judge, size=8, name="acme-shouted")
+    assert all(t.startswith("REDACTED: ") for t in other.prompts.values_list("text", flat=True))
 
 
 def shout(text: str) -> str:
@@ -131,20 +129,7 @@ def test_the_sample_covers_every_cluster_the_traffic_reaches_even_a_rare_one(rou
     assert report.clusters_reached == report.clusters_covered == 3
 
 
-def test_a_tenant_without_text_logging_is_named_in_the_error(routing_data, judge):
-    quiet = tenant_create(name="quiet-co", budget_usd="10")
-    with pytest.raises(ValidationSetError, match="tenant 'quiet-co' does not log gateway text"):
-        build(quiet, judge)
-    assert not PromptSet.objects.filter(name="acme-traffic").exists()
-
-
-def test_too_few_prompts_says_how_many_there_are(routing_data, tenant, judge):
-    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "law", 4) * 2, llm=LLM.objects.get(name="small"))
-    with pytest.raises(ValidationSetError, match="logged only 4 distinct prompts, fewer than the 12 asked"):
-        build(tenant, judge, size=12)
-
-
-def test_the_command_prints_its_progress_and_refuses_a_tenant_that_logs_nothing(routing_data, tenant, judge):
+def test_the_command_prints_its_progress_and_the_errors_name_what_is_wrong(routing_data, tenant, judge):
     log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "law", 9), llm=LLM.objects.get(name="small"))
     out = StringIO()
     call_command(
@@ -161,6 +146,14 @@ def test_the_command_prints_its_progress_and_refuses_a_tenant_that_logs_nothing(
     assert "Validation set 'acme-val': 6 prompts, graded by the judge judge-llm" in text
     assert PromptSet.objects.get(name="acme-val").prompts.count() == 6
 
+    with pytest.raises(ValidationSetError, match="logged only 9 distinct prompts, fewer than the 12 asked"):
+        build(tenant, judge, size=12)
+    with pytest.raises(ValidationSetError, match="a prompt set named 'acme-val' exists already"):
+        build(tenant, judge, size=3, name="acme-val")
+    quiet = tenant_create(name="quiet-co", budget_usd="10")
+    with pytest.raises(ValidationSetError, match="tenant 'quiet-co' does not log gateway text"):
+        build(quiet, judge)
+    assert not PromptSet.objects.filter(name="acme-traffic").exists()
     tenant_create(name="silent", budget_usd="10")
     with pytest.raises(CommandError, match="tenant 'silent' does not log gateway text"):
         call_command(
@@ -314,19 +307,10 @@ def test_the_tenant_admin_action_builds_the_set_shows_the_estimate_and_queues_th
     assert started.status_code == 302 and started["Location"] == f"/admin/routing/job/{job.id}/change/"
     assert job.arguments == {"prompt_set_id": prompt_set.id, "max_cost_usd": 0.5, "activate": True}
 
-
-def test_the_admin_action_names_a_tenant_that_does_not_log(routing_data, judge, admin_client):
     quiet = tenant_create(name="quiet-co", budget_usd="10")
-    page = admin_client.post(
-        "/admin/routing/tenant/",
-        {
-            "action": "build_validation_set",
-            "_selected_action": [quiet.id],
-            "step": "build",
-            "name": "q",
-            "size": "5",
-            "judge": judge.id,
-        },
+    refused = admin_client.post(
+        changelist,
+        {**action, "_selected_action": [quiet.id], "step": "build", "name": "q", "size": "5", "judge": judge.id},
     ).content.decode()
-    assert "tenant &#x27;quiet-co&#x27; does not log gateway text" in page
+    assert "tenant &#x27;quiet-co&#x27; does not log gateway text" in refused
     assert not PromptSet.objects.filter(name="q").exists()
