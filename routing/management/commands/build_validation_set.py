@@ -8,6 +8,7 @@ from registry.selectors import llm_by_name
 from routing.exceptions import NoActiveRoutingState, RoutingError
 from routing.management.commands.profile_validation_set import add_profiling_arguments, profile_with_estimate
 from routing.models import Tenant
+from routing.services.judging import judge_llm_of
 from routing.services.validation_sets import validation_set_build
 
 
@@ -46,7 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--size", type=int, required=True, help="prompts in the validation set")
         parser.add_argument("--name", required=True, help="the new prompt set's name")
         parser.add_argument(
-            "--judge", required=True, help="the registered LLM that grades the answers (reference-free rubric)"
+            "--judge",
+            help="the registered LLM that grades the answers on a rubric (default: ROUTERHUB_JUDGE_LLM)",
         )
         parser.add_argument("--since", type=moment, help="only calls logged since: 2026-11-01, an ISO date-time, or 7d")
         parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
@@ -64,9 +66,15 @@ class Command(BaseCommand):
         found = Tenant.objects.filter(name=tenant).first()
         if found is None:
             raise CommandError(f"no tenant named {tenant!r}")
-        judge_llm = llm_by_name(name=judge)
-        if judge_llm is None:
-            raise CommandError(f"--judge: no LLM named {judge!r}")
+        if judge:
+            judge_llm = llm_by_name(name=judge)
+            if judge_llm is None:
+                raise CommandError(f"--judge: no LLM named {judge!r}")
+        else:
+            try:
+                judge_llm = judge_llm_of(None)
+            except ValueError as exc:
+                raise CommandError(f"--judge: name the judge LLM ({exc})") from None
         if (yes or activate or queue) and not profile:
             raise CommandError("--yes, --activate and --queue go with --profile")
         try:
