@@ -11,7 +11,7 @@ gateway logs a tenant's calls (a metered decision and its ``GatewayExchange``).
 Then, with the commands a user runs:
 
 1. ``build_validation_set --from-gateway-logs --size 1000`` — redaction, near-duplicates, stratified sample;
-2. ``profile_validation_set --yes --activate`` — the five LLMs answer through the demo upstream
+2. ``profile_validation_set --yes`` then ``--yes --activate`` — the five LLMs answer through the demo upstream
    (``routerhub.demo_upstream.demo_answers``: right or wrong as each LLM was in the data), the demo
    judge grades every answer (a stand-in that reads the data's correctness), and a routing state
    profiled on the set is fitted and activated;
@@ -64,7 +64,9 @@ def main() -> None:
     from benchmarks.profile_llm import setup_django
 
     setup_django(args.database)
-    say = print
+
+    def say(message: str) -> None:
+        print(message, flush=True)
 
     import numpy as np
     from django.core.management import call_command
@@ -78,6 +80,7 @@ def main() -> None:
     from routing.selectors.curves import held_out
     from routing.selectors.routers import load_router
     from routing.services.state import routing_state_fit
+    from routing.services.validation_sets import validation_set_estimate
     from routing.strategies.curves import area, deferral_curve
     from tests.fixtures.traffic import log_traffic
 
@@ -151,14 +154,23 @@ def main() -> None:
         build_seconds = time.monotonic() - started
         say(f"$ python manage.py {build_command}\n{out.getvalue()}({build_seconds:.1f} s)")
 
-        profile_command = f"profile_validation_set {name} --yes --activate"
+        # The job in two runs, as a user may: the answers and verdicts, then (nothing left to ask) the
+        # routing state profiled on the set, so that the two are timed apart.
+        estimate = validation_set_estimate(prompt_set=PromptSet.objects.get(name=name))
+        profile_command = f"profile_validation_set {name} --yes"
         out = StringIO()
         started = time.monotonic()
         call_command(*profile_command.split(), stdout=out)
         profile_seconds = time.monotonic() - started
         say(f"$ python manage.py {profile_command}\n{out.getvalue()}({profile_seconds:.1f} s)")
+        activate_command = f"profile_validation_set {name} --yes --activate"
+        out = StringIO()
+        started = time.monotonic()
+        call_command(*activate_command.split(), stdout=out)
+        activate_seconds = time.monotonic() - started
+        say(f"$ python manage.py {activate_command}\n{out.getvalue()}({activate_seconds:.1f} s)")
 
-    job = Job.objects.get(kind=Job.Kind.PROFILE_VALIDATION_SET)
+    job = Job.objects.filter(kind=Job.Kind.PROFILE_VALIDATION_SET).order_by("created_at").first()
     traffic_state = RoutingState.objects.get(is_active=True)
     prompt_set = PromptSet.objects.get(name=name)
     build = prompt_set.metadata["build"]
@@ -185,10 +197,11 @@ def main() -> None:
     answers = sum(r["asked"] for r in result["llms"])
     judge_calls = result["calls"] - answers
     print(
-        f"| profile {len(per_llm)} LLMs + judge, fit and activate | {profile_seconds:.1f} s | {answers:,} answers + "
+        f"| profile {len(per_llm)} LLMs, judged | {profile_seconds:.1f} s | {answers:,} answers + "
         f"{judge_calls:,} judge calls ({sum(r['judge_cached'] for r in result['llms']):,} verdicts from the cache) | "
-        f"{result['cost_usd']:.4f} |"
+        f"{result['cost_usd']:.4f} (estimated {estimate.total_usd:.4f}) |"
     )
+    print(f"| fit and activate the state profiled on the set | {activate_seconds:.1f} s | 0 | 0 |")
     print(
         f"\nbuild: {build['exact_repeats']:,} exact repeats, {build['near_duplicates']:,} near-duplicates "
         f"(cosine ≥ {build['duplicate_cosine']}), {build['redacted']:,} prompts changed by redaction; "

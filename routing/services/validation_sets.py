@@ -344,6 +344,7 @@ def validation_set_profile(
     max_cost_usd: float | None,
     activate: bool,
     spent_since: datetime,
+    profiling_arguments: dict | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     say: Say = lambda _: None,
 ) -> tuple[SetProfilingReport, RoutingState | None]:
@@ -353,6 +354,7 @@ def validation_set_profile(
     ``max_cost_usd`` caps the whole job — answers and verdicts of all LLMs, counted since
     ``spent_since`` (the job's creation, so a retried job resumes within the same cap). When it is
     reached the job stops cleanly, keeps what was graded and activates nothing.
+    ``profiling_arguments``: the calls' options (``ProfilingOptions``: concurrency, timeout, …).
     """
     started = time.monotonic()
     _check_profilable(prompt_set)
@@ -367,7 +369,7 @@ def validation_set_profile(
         spent = {other.id: _spent_on(other, spent_since) for other in llms}
         others = sum(cost for llm_id, cost in spent.items() if llm_id != llm.id)
         remaining = None if max_cost_usd is None else max(0.0, max_cost_usd - others)
-        options = ProfilingOptions.from_arguments({"max_cost_usd": remaining})
+        options = ProfilingOptions.from_arguments({**(profiling_arguments or {}), "max_cost_usd": remaining})
         llm_report = ProfilingReport(llm=llm.name, validation_prompts=len(prompt_ids))
         offset = index * len(prompt_ids)
         outcomes_collect(
