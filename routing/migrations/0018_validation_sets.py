@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('registry', '0005_shared_embedding_cache'),
-        ('routing', '0016_judge_verdicts'),
+        ('routing', '0017_exploration'),
     ]
 
     operations = [
