@@ -19,6 +19,7 @@ from django.urls import reverse
 from registry.models import LLM, PromptSet
 from routing.exceptions import JobBusy, NoActiveRoutingState, RoutingError
 from routing.models import Tenant
+from routing.services.judging import judge_llm_of
 from routing.services.validation_sets import (
     validation_set_build,
     validation_set_estimate,
@@ -50,6 +51,13 @@ class StartForm(forms.Form):
     )
 
 
+def _default_judge() -> LLM | None:
+    try:
+        return judge_llm_of(None)
+    except ValueError:
+        return None  # ROUTERHUB_JUDGE_LLM names none: the form asks
+
+
 def build_validation_set_action(model_admin, request, queryset):
     if queryset.count() != 1:
         model_admin.message_user(request, "Choose one tenant to build a validation set from.", messages.WARNING)
@@ -72,7 +80,8 @@ def build_validation_set_action(model_admin, request, queryset):
             model_admin.message_user(request, f"Profiling job #{job.id} {note}.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:routing_job_change", args=[job.id]))
         return _page(model_admin, request, tenant, form=None, start=start)
-    form = BuildForm(request.POST if step == "build" else None)
+    default_judge = _default_judge()
+    form = BuildForm(request.POST if step == "build" else None, initial={"judge": default_judge})
     if step == "build" and form.is_valid():
         data = form.cleaned_data
         try:

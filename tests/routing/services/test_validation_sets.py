@@ -15,7 +15,7 @@ from django.utils import timezone
 from registry.embedders import get_embedder
 from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.services import llm_register
-from routing.models import JudgeVerdict, RoutingState
+from routing.models import Job, JudgeVerdict, RoutingState
 from routing.redaction import mask_personal_data
 from routing.selectors.state import strategy_of
 from routing.services.tenancy import tenant_create
@@ -279,3 +279,42 @@ def test_the_cost_cap_stops_the_job_cleanly_keeping_what_was_graded(routing_data
     costs = [*graded.values_list("cost_usd", flat=True), *JudgeVerdict.objects.values_list("cost_usd", flat=True)]
     assert report.cost_usd == pytest.approx(sum(costs))
     assert cap <= report.cost_usd <= cap + max(costs) * 2
+
+
+def test_the_tenant_admin_action_builds_the_set_shows_the_estimate_and_queues_the_job(
+    routing_data, tenant, judge, experts, admin_client, settings
+):
+    log_traffic(tenant=tenant, texts=subject_prompts(routing_data, "math", 7), llm=LLM.objects.get(name="small"))
+    LLM.objects.filter(name="judge-llm").update(is_active=True)  # offered as a judge: active LLMs with an API
+    changelist = "/admin/routing/tenant/"
+    action = {"action": "build_validation_set", "_selected_action": [tenant.id]}
+
+    settings.ROUTERHUB_JUDGE_LLM = "judge-llm"
+    form = admin_client.post(changelist, action).content.decode()
+    assert "Build the validation set" in form and 'name="size"' in form
+    assert f'<option value="{judge.id}" selected>judge-llm</option>' in form  # the deployment's judge, offered
+
+    built = admin_client.post(
+        changelist, {**action, "step": "build", "name": "acme-admin", "size": "5", "judge": judge.id}
+    ).content.decode()
+    prompt_set = PromptSet.objects.get(name="acme-admin")
+    assert prompt_set.prompts.count() == 5
+    assert "7 logged calls read" in built and "5 prompts chosen over" in built
+    estimate = validation_set_estimate(prompt_set=prompt_set)
+    assert f"{estimate.calls:,} calls (an answer and a verdict of judge-llm per prompt and LLM)" in built
+    assert f"estimated {estimate.total_usd:.4f} USD" in built and "Start profiling" in built
+
+    started = admin_client.post(
+        changelist, {**action, "step": "start", "prompt_set": prompt_set.id, "max_cost_usd": "0.5", "activate": "on"}
+    )
+    job = Job.objects.get(kind=Job.Kind.PROFILE_VALIDATION_SET)
+    assert started.status_code == 302 and started["Location"] == f"/admin/routing/job/{job.id}/change/"
+    assert job.arguments == {"prompt_set_id": prompt_set.id, "max_cost_usd": 0.5, "activate": True}
+
+    quiet = tenant_create(name="quiet-co", budget_usd="10")
+    refused = admin_client.post(
+        changelist,
+        {**action, "_selected_action": [quiet.id], "step": "build", "name": "q", "size": "5", "judge": judge.id},
+    ).content.decode()
+    assert "tenant &#x27;quiet-co&#x27; does not log gateway text" in refused
+    assert not PromptSet.objects.filter(name="q").exists()
