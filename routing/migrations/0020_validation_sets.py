@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('registry', '0005_shared_embedding_cache'),
-        ('routing', '0017_exploration'),
+        ('routing', '0019_apply_evidence_schedule'),
     ]
 
     operations = [
