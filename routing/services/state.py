@@ -228,7 +228,7 @@ def _store_profile(
     answered = ~np.isnan(correctness)
     if not answered.any():
         raise RoutingError(
-            f"{llm.name} has no outcome on the {len(correctness):,} validation prompts of {state.prompt_set.name!r}"
+            f"{llm.name} has no outcome on the {len(correctness):,} validation prompts of {(state.validation_set or state.prompt_set).name!r}"
         )
     evidence = None
     if evidence_selectors.evidence_enabled() and strategy.takes_sample_weight:
