@@ -201,7 +201,11 @@ def main() -> None:
         f"{judge_calls:,} judge calls ({sum(r['judge_cached'] for r in result['llms']):,} verdicts from the cache) | "
         f"{result['cost_usd']:.4f} (estimated {estimate.total_usd:.4f}) |"
     )
-    print(f"| fit and activate the state profiled on the set | {activate_seconds:.1f} s | 0 | 0 |")
+    second = Job.objects.filter(kind=Job.Kind.PROFILE_VALIDATION_SET).order_by("created_at").last().result
+    print(
+        f"| fit and activate the state profiled on the set | {activate_seconds:.1f} s | {second['calls']:,} "
+        f"(what the first run left without an outcome) | {second['cost_usd']:.4f} |"
+    )
     print(
         f"\nbuild: {build['exact_repeats']:,} exact repeats, {build['near_duplicates']:,} near-duplicates "
         f"(cosine ≥ {build['duplicate_cosine']}), {build['redacted']:,} prompts changed by redaction; "
