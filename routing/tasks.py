@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+from uuid import UUID
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -26,7 +27,7 @@ from routing.exceptions import JobBusy, NoActiveRoutingState, RoutingError
 from routing.models import Job
 from routing.profiling.client import ProviderConfigurationError, TransientProviderError
 from routing.selectors.state import routing_state_active
-from routing.services import budget_leases, jobs
+from routing.services import budget_leases, jobs, shadow
 from routing.services.evidence import evidence_apply
 from routing.services.jobs import TASK_NAME_OF_KIND
 from routing.services.profiling import ProfilingOptions, llm_profile_run, llms_to_reprofile
@@ -235,6 +236,22 @@ def apply_evidence() -> dict:
 def rollup_usage() -> dict:
     """Sum decisions into the dashboard's daily roll-ups (closed days, and today to the last full hour) (hourly; housekeeping, no Job row)."""
     return {"days": [day.isoformat() for day in usage_rollup_due()]}
+
+
+@shared_task(
+    name=shadow.TASK_NAME, bind=True, acks_late=True, max_retries=MAX_RETRIES, soft_time_limit=5 * 60, time_limit=6 * 60
+)
+def shadow_evaluate(self, evaluation_id: str) -> dict | None:
+    """Ask a shadowed gateway call's comparison LLM and judge it against the routed answer
+    (``services/shadow.py``; no Job row). Delivered twice, it never calls the comparison LLM twice; a
+    database failure retries it, resuming where it stopped."""
+    try:
+        ended = shadow.shadow_evaluation_run(evaluation_id=UUID(evaluation_id))
+    except (OperationalError, InterfaceError) as exc:
+        if self.request.retries >= self.max_retries:
+            raise
+        raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries)) from exc
+    return {"evaluation": evaluation_id, "ended": ended}
 
 
 TASK_OF_KIND = {

@@ -11,6 +11,7 @@ from routing.admin import (  # noqa: F401
     judging,
     llms,
     schedules,
+    shadow,
     state,
     tenancy,
 )

@@ -94,6 +94,13 @@ class TenantAdmin(admin.ModelAdmin):
         ),
         ("Gateway", {"fields": ("log_gateway_text",)}),
         ("Learning", {"fields": ("trusted_for_learning",)}),
+        (
+            "Shadow evaluation",
+            {
+                "fields": ("shadow_share", "shadow_comparison_llm", "shadow_judge_llm"),
+                "description": "Paid from the shadow budget (Routing › Shadow budgets), never the tenant's.",
+            },
+        ),
         ("Other", {"fields": ("created_at", "updated_at")}),
     )
 

@@ -41,14 +41,16 @@ from routing import metrics, request_log
 from routing.gateway import settlement
 from routing.gateway.errors import GatewayError, from_domain
 from routing.gateway.requests import ChatRequest, chat_request
-from routing.gateway.threads import in_background, in_thread
+from routing.gateway.threads import in_background, in_thread, off_path
 from routing.models import Decision
 from routing.prompt_text import ChatInput
 from routing.selectors.gateway import model_target
 from routing.selectors.routers import RoutableLLM
 from routing.selectors.tenancy import tenant_metrics_label
+from routing.services import shadow
 from routing.services.decisions import Candidate
 from routing.services.gateway import (
+    LOG_TEXT_CHARS,
     Billing,
     CallRecord,
     GatewayPlan,
@@ -269,7 +271,31 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
         log_text=prepared.plan.log_text,
     )
     future.add_done_callback(_log_failure)
+    if record.status == Status.OK and shadow.picked(
+        decision_id=prepared.plan.decision_id, share=prepared.plan.shadow_share
+    ):
+        future.add_done_callback(partial(_offer_shadow, prepared.plan.decision_id, prepared.chat.upstream_body, record))
     return future
+
+
+def _offer_shadow(decision_id, upstream_body: dict, record: CallRecord, finished: Future) -> None:
+    """Once the call is metered, its shadow evaluation is offered on the shadow thread: nothing of it
+    runs on the event loop or delays the writer thread."""
+    if finished.cancelled() or finished.exception() is not None:
+        return
+    off_path(
+        _offer,
+        decision_id=decision_id,
+        upstream_body=upstream_body,
+        routed_text=redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS),
+    )
+
+
+def _offer(**kwargs) -> None:
+    try:
+        shadow.shadow_offer(**kwargs)
+    except Exception:  # the call is answered and metered; only its shadow evaluation is lost
+        logger.exception("offering gateway decision %s for shadow evaluation failed", kwargs["decision_id"])
 
 
 def _observe(prepared: Prepared, record: CallRecord, metered: MeteredCall | None) -> None:

@@ -30,6 +30,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _writer: ThreadPoolExecutor | None = None
+_shadow: ThreadPoolExecutor | None = None
 
 
 def executor() -> ThreadPoolExecutor:
@@ -47,6 +48,21 @@ def writer() -> ThreadPoolExecutor:
         if _writer is None:
             _writer = ThreadPoolExecutor(1, thread_name_prefix="gateway-writer")
         return _writer
+
+
+def shadow() -> ThreadPoolExecutor:
+    """One thread for shadow evaluation's offers (``services/shadow.py``): work no call waits for, kept
+    off the writer thread so that it never delays a call's metering."""
+    global _shadow
+    with _lock:
+        if _shadow is None:
+            _shadow = ThreadPoolExecutor(1, thread_name_prefix="gateway-shadow")
+        return _shadow
+
+
+def off_path(function: Callable[..., object], /, *args, **kwargs) -> Future:
+    """Run ``function`` on the shadow thread, without waiting."""
+    return shadow().submit(_job, function, *args, **kwargs)
 
 
 def _job(function: Callable[..., T], /, *args, **kwargs) -> T:

@@ -5,6 +5,7 @@ from routing.models.feedback import DecisionFeedback
 from routing.models.gateway import GatewayExchange, Preset
 from routing.models.jobs import Job
 from routing.models.judging import JudgeVerdict
+from routing.models.shadow import ShadowBudget, ShadowEvaluation
 from routing.models.state import LLMProfile, RoutingState, StateCentroid
 from routing.models.tenancy import ApiKey, Tenant, TenantMembership
 from routing.models.usage import RejectionDay, UsageDay, UsageRollup
@@ -24,6 +25,8 @@ __all__ = [
     "Preset",
     "RejectionDay",
     "RoutingState",
+    "ShadowBudget",
+    "ShadowEvaluation",
     "StateCentroid",
     "Tenant",
     "TenantMembership",

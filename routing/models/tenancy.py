@@ -65,6 +65,32 @@ class Tenant(models.Model):
         "(bounded per tenant, decaying with age; docs/routing-and-evaluation.md). Set by staff holding the "
         "permission to trust tenants.",
     )
+    shadow_share = models.FloatField(
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        verbose_name="shadow share",
+        help_text="Share of its answered gateway calls (0 to 1) also answered by a comparison LLM and judged "
+        "against it, paid from the shadow budget (never the tenant's). 0: none.",
+    )
+    shadow_comparison_llm = models.ForeignKey(
+        LLM,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="shadow comparison LLM",
+        help_text="What routed answers are compared with. Empty: the allowed LLM of best predicted quality "
+        "for each prompt.",
+    )
+    shadow_judge_llm = models.ForeignKey(
+        LLM,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="shadow judge LLM",
+        help_text="The judge comparing the two answers. Empty: ROUTERHUB_SHADOW_JUDGE_LLM.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -79,6 +105,10 @@ class Tenant(models.Model):
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_exploration_share_in_unit_interval",
                 condition=Q(exploration_share__gte=0) & Q(exploration_share__lte=1),
+            ),
+            models.CheckConstraint(
+                name="%(app_label)s_%(class)s_shadow_share_in_unit_interval",
+                condition=Q(shadow_share__gte=0) & Q(shadow_share__lte=1),
             ),
             models.CheckConstraint(
                 name="%(app_label)s_%(class)s_quality_target_in_unit_interval",

@@ -99,9 +99,17 @@ class ChatClient:
 
     def complete(self, prompt_text: str) -> Completion:
         """One answer, after up to ``max_attempts`` tries on transient failures."""
+        messages = [{"role": "user", "content": prompt_text}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.complete_chat(messages)
+
+    def complete_chat(self, messages: list[dict], **options) -> Completion:
+        """The answer to a whole conversation (``options``, such as ``temperature``, replace the client's
+        own), after up to ``max_attempts`` tries on transient failures."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self._attempt(prompt_text)
+                return self._attempt(messages, options)
             except TransientProviderError as exc:
                 if attempt == self.max_attempts:
                     raise
@@ -114,11 +122,8 @@ class ChatClient:
         # Full jitter (AWS architecture blog): spreads retries of concurrent threads apart.
         return random.uniform(0, min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
 
-    def _attempt(self, prompt_text: str) -> Completion:
-        messages = [{"role": "user", "content": prompt_text}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+    def _attempt(self, messages: list[dict], options: dict) -> Completion:
+        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens, **options}
         timeouts = Timeouts(connect=min(10.0, self.timeout_seconds), read=self.timeout_seconds)
         started = time.monotonic()
         deadline = started + settings.ROUTERHUB_UPSTREAM_DEADLINE_SECONDS

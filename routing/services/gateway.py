@@ -84,6 +84,7 @@ class GatewayPlan:
     # Admitted against this process's budget lease: the decision still has to be written
     # (routing/gateway/settlement.py).
     leased: LeasedCall | None = None
+    shadow_share: float = 0.0  # of the tenant's answered calls, also judged against a comparison LLM
 
 
 def gateway_plan(
@@ -174,6 +175,7 @@ def gateway_plan(
         cluster=result.decision.cluster,
         lam=result.decision.lambda_used,
         leased=result.leased,
+        shadow_share=tenant.shadow_share,
     )
 
 

@@ -30,6 +30,7 @@ PAGE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "evaluations": ("evaluation.view_evaluationrun",),
     "decisions": ("routing.view_decision",),
     "try": ("routing.view_routingstate",),
+    "shadow": ("routing.view_shadowevaluation",),
 }
 # Parts of a page that show more than the page's own permission covers.
 SECTION_PERMISSIONS: dict[str, str] = {
@@ -37,6 +38,7 @@ SECTION_PERMISSIONS: dict[str, str] = {
     "budgets": "routing.view_budgetperiod",  # tenants' budgets and their pace, on the overview
     "jobs": "routing.view_job",  # an LLM's profiling jobs
     "tenants": "routing.view_tenant",  # trying prompts as a named tenant
+    "shadow_budgets": "routing.view_shadowbudget",  # what the shadow budgets hold and spent
 }
 
 

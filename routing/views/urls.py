@@ -4,7 +4,7 @@ serves them, with evaluation's (``evaluation/urls.py``), in the namespace "dashb
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from routing.views import decisions, llms, overview, router, tryit
+from routing.views import decisions, llms, overview, router, shadow, tryit
 from routing.views.login import throttled_login
 
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("decisions/", decisions.decision_list, name="decisions"),
     path("decisions/<uuid:decision_id>/", decisions.decision_detail, name="decision"),
     path("try/", tryit.try_page, name="try"),
+    path("shadow/", shadow.shadow, name="shadow"),
     path("try/rank", tryit.RoutePreviewApi.as_view(), name="try-rank"),
     path("login/", throttled_login(auth_views.LoginView.as_view(redirect_authenticated_user=True)), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

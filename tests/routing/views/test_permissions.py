@@ -20,25 +20,28 @@ def pages(site) -> dict[str, str]:
 # What each role gets on each page: an HTTP status.
 EXPECTED = {
     "staff": dict.fromkeys(
-        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try"], 200
+        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try", "shadow"],
+        200,
     ),
     "a": {
-        **dict.fromkeys(["overview", "router", "llms", "llm", "decisions", "decision_a", "try"], 200),
+        **dict.fromkeys(["overview", "router", "llms", "llm", "decisions", "decision_a", "try", "shadow"], 200),
         "evaluations": 403,
         "evaluation": 403,
     },
     "b": {
-        **dict.fromkeys(["overview", "router", "llms", "llm", "decisions", "try"], 200),
+        **dict.fromkeys(["overview", "router", "llms", "llm", "decisions", "try", "shadow"], 200),
         "decision_a": 404,
         "evaluations": 403,
         "evaluation": 403,
     },
     "stranger": dict.fromkeys(
-        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try"], 403
+        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try", "shadow"],
+        403,
     ),
     # being staff alone opens nothing: each page asks for the model permissions of what it shows
     "bare_staff": dict.fromkeys(
-        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try"], 403
+        ["overview", "router", "llms", "llm", "evaluations", "evaluation", "decisions", "decision_a", "try", "shadow"],
+        403,
     ),
 }
 
@@ -141,6 +144,7 @@ def test_each_staff_permission_opens_its_own_pages_only(site):
         "view_routingstate": {"router", "try"},
         "view_llm": {"llms", "llm"},
         "view_evaluationrun": {"evaluations", "evaluation"},
+        "view_shadowevaluation": {"shadow"},
     }
     paths = pages(site)
     for codename, opened in grants.items():

@@ -1,0 +1,363 @@
+"""Shadow evaluation: is routing saving money without losing quality, on the tenant's own traffic?
+
+For a share of a tenant's answered gateway calls (``Tenant.shadow_share``), routerhub asks a
+comparison LLM the same conversation and has a judge compare the two answers (pairwise, asked in
+both orders). All of it happens after the client has its answer, off the response path:
+
+1. :func:`picked` — in the gateway, on the event loop: whether a call is shadowed, from its decision
+   id alone (a stable hash against the share: no query, no randomness to replay).
+2. :func:`shadow_offer` — on the gateway's shadow thread, once the call is metered: the
+   :class:`~routing.models.ShadowEvaluation` row, holding the conversation and the routed answer, and
+   the task ``routing.shadow_evaluate`` sent once it is committed. Nothing is written when the shadow
+   budget is spent or no judge is configured.
+3. :func:`shadow_evaluation_run` — in the worker (the task takes the row's id): reserve the most the
+   comparison and the judge can cost in the shadow budget, call the comparison LLM once, judge, and
+   settle the budget to what was spent. Then the texts are emptied unless the tenant logs its gateway
+   text.
+
+Shadow spend comes from a :class:`~routing.models.ShadowBudget` set by staff — the tenant's own, else
+the global one — never from the tenant's budget. Its reservation is a conditional ``UPDATE`` (spent +
+estimate ≤ limit), so concurrent evaluations cannot take it past its limit by more than what the
+judge reports beyond its own estimate; once it no longer fits, evaluations end as ``no_budget``
+without a call and no further call is offered.
+
+Safe to deliver twice: the row is claimed under a row lock; the comparison LLM is called only after
+``comparison_started_at`` is committed, and a delivery finding it set without an answer (a worker that
+died during the call) fails the evaluation instead of calling again — its reservation stays spent,
+the upper bound of what that call may have cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
+from uuid import UUID
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from registry.models import LLM
+from registry.tokens import count_tokens
+from routing.models import Decision, LLMProfile, ShadowBudget, ShadowEvaluation, Tenant
+from routing.profiling.client import ChatClient, Completion, ProviderError, TransientProviderError
+from routing.services.budgets import usd
+from routing.upstream.credentials import CredentialError, llm_api_key
+
+logger = logging.getLogger(__name__)
+Status = ShadowEvaluation.Status
+Verdict = ShadowEvaluation.Verdict
+TASK_NAME = "routing.shadow_evaluate"
+# The request's options the comparison call is sent with (its sampling); the rest (tools, formats,
+# fields billed beyond tokens) is not repeated.
+COMPARISON_OPTIONS = ("temperature", "top_p", "seed", "stop")
+_SAMPLING_BUCKETS = 1_000_000
+# What a judge call is reserved for beyond the texts it quotes: its instructions, and its answer.
+JUDGE_TEMPLATE_TOKENS = 600
+JUDGE_MAX_TOKENS = 512
+
+
+def picked(*, decision_id: UUID, share: float) -> bool:
+    """Whether the call of ``decision_id`` is shadowed: a stable draw, so a replay picks the same calls."""
+    if share <= 0:
+        return False
+    return decision_id.int % _SAMPLING_BUCKETS < share * _SAMPLING_BUCKETS
+
+
+# --- offering a call (gateway, shadow thread) --------------------------------------------------------
+
+
+def budget_for(*, tenant_id: int) -> ShadowBudget | None:
+    """The shadow budget paying for ``tenant_id``'s shadow calls: its own, else the global one."""
+    budgets = ShadowBudget.objects.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True))
+    return budgets.order_by(F("tenant_id").asc(nulls_last=True)).first()
+
+
+def judge_for(tenant: Tenant) -> LLM | None:
+    if tenant.shadow_judge_llm_id:
+        return LLM.objects.filter(id=tenant.shadow_judge_llm_id, is_active=True).exclude(api_base="").first()
+    name = settings.ROUTERHUB_SHADOW_JUDGE_LLM
+    return LLM.objects.filter(name=name, is_active=True).exclude(api_base="").first() if name else None
+
+
+def comparison_for(decision: Decision) -> LLM | None:
+    """The tenant's comparison LLM, or the allowed LLM of best measured quality (lowest validation
+    error) on the state that routed the call — one with an endpoint routerhub can call."""
+    tenant = decision.tenant
+    if tenant.shadow_comparison_llm_id:
+        return LLM.objects.filter(id=tenant.shadow_comparison_llm_id, is_active=True).exclude(api_base="").first()
+    profiles = LLMProfile.objects.filter(state_id=decision.state_id, llm__is_active=True).exclude(llm__api_base="")
+    allowed = list(tenant.allowed_llms.values_list("id", flat=True))
+    if allowed:
+        profiles = profiles.filter(llm_id__in=allowed)
+    best = profiles.select_related("llm").order_by("validation_error", "llm__name").first()
+    return best.llm if best else None
+
+
+def comparison_request(upstream_body: dict) -> dict:
+    """What the comparison LLM is sent: the conversation, the request's sampling options, its max_tokens."""
+    kept = {key: upstream_body[key] for key in COMPARISON_OPTIONS if key in upstream_body}
+    asked = upstream_body.get("max_completion_tokens") or upstream_body.get("max_tokens")
+    limit = settings.ROUTERHUB_SHADOW_MAX_TOKENS
+    kept["max_tokens"] = min(asked, limit) if isinstance(asked, int) and asked > 0 else limit
+    return {"messages": upstream_body.get("messages") or [], **kept}
+
+
+def shadow_offer(*, decision_id: UUID, upstream_body: dict, routed_text: str) -> ShadowEvaluation | None:
+    """Record a picked call for evaluation and send its task once committed; None when it is not
+    shadowed (no money left in the shadow budget, no judge, no comparison LLM, not answered)."""
+    decision = Decision.objects.select_related("tenant").filter(id=decision_id).first()
+    if decision is None or decision.call_status != Decision.CallStatus.OK:
+        return None
+    budget = budget_for(tenant_id=decision.tenant_id)
+    if budget is None or budget.spent_usd >= budget.limit_usd:
+        return None
+    judge, comparison = judge_for(decision.tenant), comparison_for(decision)
+    if judge is None or comparison is None:
+        return None
+    fields = {
+        "tenant_id": decision.tenant_id,
+        "routed_llm_id": decision.llm_id,
+        "comparison_llm_id": comparison.id,
+        "judge_llm_id": judge.id,
+        "budget": budget,
+        "routed_cost_usd": decision.actual_cost_usd or Decimal(0),
+    }
+    if comparison.id == decision.llm_id:
+        # Routing chose the comparison LLM itself: the same answer, judged as good at no cost.
+        fields.update(
+            status=Status.JUDGED,
+            verdict=Verdict.TIE,
+            score=0.5,
+            comparison_cost_usd=fields["routed_cost_usd"],
+            judge_cost_usd=Decimal(0),
+            judge_detail={"same_llm": True},
+            finished_at=timezone.now(),
+        )
+        evaluation, _ = ShadowEvaluation.objects.get_or_create(decision_id=decision_id, defaults=fields)
+        return evaluation
+    with transaction.atomic():
+        evaluation, created = ShadowEvaluation.objects.get_or_create(
+            decision_id=decision_id,
+            defaults={**fields, "request": comparison_request(upstream_body), "routed_text": routed_text},
+        )
+        if created:
+            transaction.on_commit(partial(send, evaluation.decision_id))
+    return evaluation
+
+
+def send(evaluation_id: UUID) -> bool:
+    """Send the evaluation's task; a broker that cannot be reached leaves it pending (logged)."""
+    try:
+        current_app.send_task(
+            TASK_NAME,
+            kwargs={"evaluation_id": str(evaluation_id)},
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        logger.warning("could not send shadow evaluation %s to the broker: %s", evaluation_id, exc)
+        return False
+    return True
+
+
+# --- running an evaluation (worker) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    evaluation: ShadowEvaluation
+    call_comparison: bool  # False: the comparison answered already (a retry after it), judge only
+
+
+def estimate_usd(evaluation: ShadowEvaluation) -> Decimal:
+    """The most the comparison and the judge can cost: the conversation and max_tokens of output at
+    the comparison's prices; for the judge, in each order, the conversation, both answers (the
+    comparison's at its max_tokens) and its template in, and its answer's limit out, at its prices."""
+    request = evaluation.request
+    prompt_tokens = _conversation_tokens(request.get("messages") or [])
+    most_out = int(request.get("max_tokens") or settings.ROUTERHUB_SHADOW_MAX_TOKENS)
+    comparison = evaluation.comparison_llm.expected_cost_usd(input_tokens=prompt_tokens, output_tokens=most_out)
+    routed_tokens = count_tokens([evaluation.routed_text])[0] if evaluation.routed_text else 0
+    judge_in = 2 * (prompt_tokens + routed_tokens + most_out + JUDGE_TEMPLATE_TOKENS)
+    judge = evaluation.judge_llm.expected_cost_usd(input_tokens=judge_in, output_tokens=2 * JUDGE_MAX_TOKENS)
+    return usd((comparison or 0.0) + (judge or 0.0))
+
+
+def _conversation_tokens(messages: list) -> int:
+    """Tokens of the conversation as OpenAI bills a chat: 3 per message of framing, and 3 more."""
+    texts = [_text_of(message) for message in messages]
+    return 3 + sum(3 + n for n in count_tokens(texts))
+
+
+def _text_of(message) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def shadow_claim(*, evaluation_id: UUID) -> Claimed | None:
+    """Take an evaluation for this delivery; None when there is nothing (more) to do.
+
+    A first delivery reserves its estimate in the shadow budget and marks the comparison started,
+    committed before the call. Without room in the budget it ends as ``no_budget``."""
+    with transaction.atomic():
+        evaluation = (
+            ShadowEvaluation.objects.select_for_update(of=("self",))
+            .select_related("comparison_llm", "judge_llm", "tenant")
+            .filter(decision_id=evaluation_id)
+            .first()
+        )
+        if evaluation is None or evaluation.status not in (Status.PENDING, Status.COMPARED):
+            return None
+        if evaluation.status == Status.COMPARED:
+            return Claimed(evaluation, call_comparison=False)
+        if evaluation.comparison_started_at is not None:
+            # An earlier delivery called the comparison LLM and never recorded its answer: never again.
+            _end(evaluation, Status.FAILED, error="the worker stopped during the comparison call; not asked twice")
+            return None
+        estimate = estimate_usd(evaluation)
+        reserved = ShadowBudget.objects.filter(
+            id=evaluation.budget_id, spent_usd__lte=F("limit_usd") - estimate
+        ).update(spent_usd=F("spent_usd") + estimate, updated_at=timezone.now())
+        if not reserved:
+            _end(evaluation, Status.NO_BUDGET, error=f"the shadow budget has less than the {estimate} USD it needs")
+            return None
+        evaluation.reserved_usd = estimate
+        evaluation.comparison_started_at = timezone.now()
+        evaluation.save(update_fields=["reserved_usd", "comparison_started_at"])
+    return Claimed(evaluation, call_comparison=True)
+
+
+def shadow_compared(*, evaluation: ShadowEvaluation, text: str, cost_usd: Decimal) -> None:
+    ShadowEvaluation.objects.filter(decision_id=evaluation.decision_id, status=Status.PENDING).update(
+        status=Status.COMPARED, comparison_text=text, comparison_cost_usd=cost_usd
+    )
+    evaluation.status, evaluation.comparison_text, evaluation.comparison_cost_usd = Status.COMPARED, text, cost_usd
+
+
+def shadow_judged(
+    *, evaluation: ShadowEvaluation, verdict: str, score: float | None, judge_cost_usd: Decimal, detail: dict
+) -> None:
+    """Record the verdict and settle the shadow budget to what the comparison and the judge cost."""
+    with transaction.atomic():
+        locked = ShadowEvaluation.objects.select_for_update().get(decision_id=evaluation.decision_id)
+        if locked.status != Status.COMPARED:
+            return
+        locked.verdict, locked.score, locked.judge_cost_usd, locked.judge_detail = (
+            verdict,
+            score,
+            judge_cost_usd,
+            detail,
+        )
+        _end(locked, Status.JUDGED, spent=(locked.comparison_cost_usd or Decimal(0)) + judge_cost_usd)
+
+
+def shadow_failed(*, evaluation_id: UUID, error: str, spent: Decimal | None = None) -> None:
+    """End an evaluation that cannot go on; ``spent``: what its calls cost (None: keep the reservation)."""
+    with transaction.atomic():
+        locked = ShadowEvaluation.objects.select_for_update().filter(decision_id=evaluation_id).first()
+        if locked is not None and locked.status in (Status.PENDING, Status.COMPARED):
+            _end(locked, Status.FAILED, error=error[:2000], spent=spent)
+
+
+def _end(evaluation: ShadowEvaluation, status: str, *, error: str = "", spent: Decimal | None = None) -> None:
+    """Finish the row (inside the caller's transaction): the reservation replaced by ``spent`` (None:
+    kept as spent), the texts emptied unless the tenant logs its gateway text."""
+    if spent is not None and evaluation.reserved_usd:
+        ShadowBudget.objects.filter(id=evaluation.budget_id).update(
+            spent_usd=F("spent_usd") - evaluation.reserved_usd + spent, updated_at=timezone.now()
+        )
+        evaluation.reserved_usd = Decimal(0)
+    evaluation.status, evaluation.error, evaluation.finished_at = status, error, timezone.now()
+    fields = ["status", "error", "finished_at", "reserved_usd", "verdict", "score", "judge_cost_usd", "judge_detail"]
+    if not Tenant.objects.filter(id=evaluation.tenant_id, log_gateway_text=True).exists():
+        evaluation.request, evaluation.routed_text, evaluation.comparison_text = {}, "", ""
+        fields += ["request", "routed_text", "comparison_text"]
+    evaluation.save(update_fields=fields)
+
+
+def shadow_evaluation_run(*, evaluation_id: UUID, judge=None) -> str | None:
+    """Run one evaluation to its end (the task's work); returns how it ended, None when there was
+    nothing to do. ``judge``: the pairwise judge (``routing/profiling/judges.py``'s, by default)."""
+    claimed = shadow_claim(evaluation_id=evaluation_id)
+    if claimed is None:
+        return None
+    evaluation = claimed.evaluation
+    if claimed.call_comparison:
+        request = dict(evaluation.request)
+        messages = request.pop("messages")
+        try:
+            client = _client(evaluation.comparison_llm, max_tokens=int(request.get("max_tokens")))
+            completion = client.complete_chat(messages, **request)
+        except CredentialError as exc:
+            shadow_failed(evaluation_id=evaluation_id, error=f"the comparison LLM's key: {exc}", spent=Decimal(0))
+            return Status.FAILED
+        except ProviderError as exc:
+            # A timeout or a dropped connection may still be billed: the reservation stays spent.
+            billed = None if isinstance(exc, TransientProviderError) else Decimal(0)
+            shadow_failed(evaluation_id=evaluation_id, error=f"the comparison LLM failed: {exc}", spent=billed)
+            return Status.FAILED
+        shadow_compared(evaluation=evaluation, text=completion.text, cost_usd=comparison_cost(evaluation, completion))
+    try:
+        judged = (judge or pairwise_judge)(
+            judge_llm=evaluation.judge_llm,
+            prompt=conversation_text(evaluation.request.get("messages") or []),
+            answer=evaluation.routed_text,
+            comparison=evaluation.comparison_text,
+        )
+    except ProviderError as exc:
+        shadow_failed(evaluation_id=evaluation_id, error=f"the judge failed: {exc}")
+        return Status.FAILED
+    shadow_judged(
+        evaluation=evaluation,
+        verdict=judged.label,
+        score=judged.score,
+        judge_cost_usd=usd(judged.cost_usd),
+        detail={"raw_text": judged.raw_text, "cached": judged.cached},
+    )
+    return Status.JUDGED
+
+
+def pairwise_judge(*, judge_llm: LLM, prompt: str, answer: str, comparison: str):
+    """The judge's pairwise verdict on ``answer`` against ``comparison`` (asked in both orders). Its
+    verdicts are cached without a graded LLM: shadow spend never counts in a profiling job's cap."""
+    from routing.services.judging import judge_for_llm
+
+    return judge_for_llm(judge_llm).pairwise(prompt=prompt, answer=answer, comparison=comparison)
+
+
+def comparison_cost(evaluation: ShadowEvaluation, completion: Completion) -> Decimal:
+    """What the comparison call cost: its reported tokens (else routerhub's count of the conversation and
+    the answer), never more than the conversation's count and max_tokens that were reserved."""
+    request = evaluation.request
+    counted_in = _conversation_tokens(request.get("messages") or [])
+    counted_out = count_tokens([completion.text])[0] if completion.text else 0
+    used_in = counted_in if completion.input_tokens is None else min(max(completion.input_tokens, 1), counted_in)
+    used_out = min(max(completion.output_tokens or 0, counted_out), int(request.get("max_tokens")))
+    price = evaluation.comparison_llm.expected_cost_usd(input_tokens=used_in, output_tokens=used_out)
+    return usd(price or 0.0)
+
+
+def conversation_text(messages: list) -> str:
+    """The conversation as the judge reads it: the one user message, or every turn with its role."""
+    texts = [(message.get("role", ""), _text_of(message)) for message in messages if isinstance(message, dict)]
+    if len(texts) == 1:
+        return texts[0][1]
+    return "\n\n".join(f"[{role}]\n{text}" for role, text in texts)
+
+
+def _client(llm: LLM, *, max_tokens: int) -> ChatClient:
+    # One attempt: a retried call could be answered (and billed) twice.
+    return ChatClient(
+        api_base=llm.api_base,
+        model=llm.api_model or llm.name,
+        api_key=llm_api_key(llm),
+        max_tokens=max_tokens,
+        timeout_seconds=settings.ROUTERHUB_UPSTREAM_READ_TIMEOUT_SECONDS,
+        max_attempts=1,
+    )
