@@ -43,9 +43,11 @@ from django.utils import timezone
 
 from registry.models import LLM
 from registry.tokens import count_tokens
-from routing.models import Decision, LLMProfile, ShadowBudget, ShadowEvaluation, Tenant
+from routing.exceptions import InvalidRouteRequest, NoActiveRoutingState, RoutingError
+from routing.models import Decision, ShadowBudget, ShadowEvaluation, Tenant
 from routing.profiling.client import ChatClient, Completion, ProviderError, TransientProviderError
 from routing.services.budgets import usd
+from routing.services.previews import route_preview
 from routing.upstream.credentials import CredentialError, llm_api_key
 
 logger = logging.getLogger(__name__)
@@ -85,17 +87,19 @@ def judge_for(tenant: Tenant) -> LLM | None:
 
 
 def comparison_for(decision: Decision) -> LLM | None:
-    """The tenant's comparison LLM, or the allowed LLM of best measured quality (lowest validation
-    error) on the state that routed the call — one with an endpoint routerhub can call."""
+    """The tenant's comparison LLM, or else the allowed candidate of best predicted quality for the
+    call's prompt: what routing chooses for it at λ = 0 (scored as *Try it* scores, nothing written; the
+    prompt's embedding is in this process's cache). Only an LLM routerhub can call."""
     tenant = decision.tenant
     if tenant.shadow_comparison_llm_id:
-        return LLM.objects.filter(id=tenant.shadow_comparison_llm_id, is_active=True).exclude(api_base="").first()
-    profiles = LLMProfile.objects.filter(state_id=decision.state_id, llm__is_active=True).exclude(llm__api_base="")
-    allowed = list(tenant.allowed_llms.values_list("id", flat=True))
-    if allowed:
-        profiles = profiles.filter(llm_id__in=allowed)
-    best = profiles.select_related("llm").order_by("validation_error", "llm__name").first()
-    return best.llm if best else None
+        chosen = LLM.objects.filter(id=tenant.shadow_comparison_llm_id)
+    else:
+        try:
+            best = route_preview(tenant=tenant, prompt=decision.routed_text, lam=0.0).chosen
+        except (RoutingError, NoActiveRoutingState, InvalidRouteRequest):
+            return None
+        chosen = LLM.objects.filter(name=best)
+    return chosen.filter(is_active=True).exclude(api_base="").first()
 
 
 def comparison_request(upstream_body: dict) -> dict:

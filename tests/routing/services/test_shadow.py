@@ -1,0 +1,184 @@
+"""Shadow evaluation without a worker: the gateway (served in a thread) offers the calls its tenant's
+share picks, and the evaluation runs here as the task would — against the demo upstream, whose demo
+judge compares answers by the demo data's correctness. The worker's run: tests/processes/test_shadow.py."""
+
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+from django.db.models import F
+from django.utils import timezone
+
+from registry.models import LLM, Outcome, Prompt
+from routerhub.demo_upstream import FakeUpstream, demo_answers
+from routing.caches import reset_all
+from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
+from routing.services import shadow
+from tests.fixtures.api import sample_prompts
+from tests.fixtures.gateway import ranking, settled, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+JUDGE = "DeepSeek-Coder-V2"
+COMPARISON = "gemini-1.5-pro-002"  # 1.25 / 5 USD per million tokens in and out: dearer than what λ = 5000 routes to
+
+
+@pytest.fixture
+def upstream(api_slice):
+    """The demo upstream on the slice: each LLM right or wrong as in the data, and a demo judge."""
+    with FakeUpstream(answer=demo_answers(api_slice)) as server:
+        yield server
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The evaluations whose task was sent (no broker here: the test runs them itself)."""
+    ids: list[UUID] = []
+    monkeypatch.setattr(shadow, "send", ids.append)
+    return ids
+
+
+@pytest.fixture
+def shadowed(gateway_llms, tenant_and_key):
+    tenant, key = tenant_and_key
+    tenant.shadow_share = 1.0
+    tenant.shadow_judge_llm = LLM.objects.get(name=JUDGE)
+    tenant.shadow_comparison_llm = LLM.objects.get(name=COMPARISON)
+    tenant.save()
+    reset_all()  # the gateway's cached key holds the tenant as it was
+    return tenant
+
+
+def ask(openai_client, prompts, **routerhub):
+    answers = [
+        openai_client.chat.completions.with_raw_response.create(
+            model="routerhub-auto",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=64,
+            extra_body={"routerhub": {"lambda": 5000.0, **routerhub}},
+        )
+        for text in prompts
+    ]
+    settled()
+    return [UUID(raw.headers["x-routerhub-decision-id"]) for raw in answers]
+
+
+def correct(llm_id: int, text: str) -> bool:
+    return Outcome.objects.get(llm_id=llm_id, prompt=Prompt.objects.filter(text=text).first()).score >= 0.5
+
+
+def test_picked_is_a_stable_draw_at_the_tenants_share():
+    ids = [UUID(int=n * 7919) for n in range(20_000)]
+    share = sum(shadow.picked(decision_id=i, share=0.1) for i in ids) / len(ids)
+    assert 0.09 < share < 0.11
+    assert [shadow.picked(decision_id=i, share=0.1) for i in ids[:50]] == [
+        shadow.picked(decision_id=i, share=0.1) for i in ids[:50]
+    ]
+    assert not any(shadow.picked(decision_id=i, share=0.0) for i in ids[:1000])
+
+
+def test_an_offered_call_is_judged_once_paid_by_the_shadow_budget_and_its_text_dropped(
+    gateway, shadowed, upstream, openai_client, sent, tenant_and_key
+):
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    prompts = sample_prompts(4)
+    decisions = ask(openai_client, prompts)
+    wait_for(lambda: len(sent) == len(decisions))
+    assert sorted(sent) == sorted(decisions)
+    waiting = ShadowEvaluation.objects.get(decision_id=decisions[0])
+    assert (
+        waiting.status == "pending" and waiting.routed_text and waiting.request["messages"][0]["content"] == prompts[0]
+    )
+    calls_before = len(upstream.calls)
+    assert [shadow.shadow_evaluation_run(evaluation_id=d) for d in decisions] == ["judged"] * 4
+
+    wait_for(lambda: len(upstream.calls) >= calls_before + 4 + 7)  # a call is recorded as its answer ends
+    asked = [(call.model, call.body["messages"][-1]["content"]) for call in upstream.calls[calls_before:]]
+    for decision_id, text in zip(decisions, prompts):
+        row = ShadowEvaluation.objects.select_related("decision", "comparison_llm").get(decision_id=decision_id)
+        comparison = row.comparison_llm
+        routed_right, comparison_right = correct(row.routed_llm_id, text), correct(comparison.id, text)
+        expected = "tie" if routed_right == comparison_right else "win" if routed_right else "loss"
+        assert (row.status, row.verdict, row.score) == (
+            "judged",
+            expected,
+            {"win": 1.0, "tie": 0.5, "loss": 0.0}[expected],
+        )
+        assert asked.count((comparison.name, text)) == 1  # the comparison LLM asked once
+        assert comparison.name == COMPARISON != row.routed_llm.name
+        assert row.comparison_cost_usd > row.routed_cost_usd == row.decision.actual_cost_usd
+        assert row.judge_cost_usd > 0 and row.reserved_usd == 0
+        assert (row.request, row.routed_text, row.comparison_text) == ({}, "", "")  # the tenant logs no text
+    # Each exchange judged in both orders: two judge calls, or one when the two answers are the same
+    # text (the demo upstream's reasoning is drawn from a few sentences), the swapped order then a cache hit.
+    judged = {
+        text: [model for model, asked_text in asked if "<answer_a>" in asked_text and text in asked_text]
+        for text in prompts
+    }
+    assert (
+        all(models in ([JUDGE], [JUDGE, JUDGE]) for models in judged.values()) and sum(map(len, judged.values())) >= 7
+    )
+    rows = ShadowEvaluation.objects.all()
+    budget.refresh_from_db()
+    assert budget.spent_usd == sum(r.comparison_cost_usd + r.judge_cost_usd for r in rows)
+    routed = sum(Decision.objects.get(id=d).actual_cost_usd for d in decisions)
+    assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == routed  # the tenant paid its own calls only
+
+    again = len(upstream.calls)
+    assert shadow.shadow_evaluation_run(evaluation_id=decisions[0]) is None  # delivered twice: nothing more
+    assert len(upstream.calls) == again
+
+
+def test_the_default_comparison_is_the_best_predicted_quality_and_routings_own_choice_a_free_tie(
+    gateway, shadowed, upstream, openai_client, sent, tenant_and_key
+):
+    shadowed.shadow_comparison_llm = None
+    shadowed.save(update_fields=["shadow_comparison_llm"])
+    reset_all()
+    ShadowBudget.objects.create(limit_usd=Decimal(1))
+    text = sample_prompts(1)[0]
+    messages = [{"role": "user", "content": text}]
+    best = ranking(tenant_and_key[1], messages=messages, **{"lambda": 0})[0]
+    others = list(LLM.objects.exclude(name=best).values_list("name", flat=True))
+    [elsewhere] = ask(openai_client, [text], models=others)  # routed away from the best
+    [same] = ask(openai_client, [text], **{"lambda": 0})  # routed to it
+    wait_for(lambda: len(sent) == 1 and ShadowEvaluation.objects.count() == 2)
+    calls = len(upstream.calls)
+    assert sent == [elsewhere]
+    assert ShadowEvaluation.objects.get(decision_id=elsewhere).comparison_llm.name == best
+    free = ShadowEvaluation.objects.get(decision_id=same)
+    assert (free.comparison_llm.name, free.routed_llm.name, free.status, free.verdict) == (best, best, "judged", "tie")
+    assert (
+        free.comparison_cost_usd == free.routed_cost_usd and free.judge_cost_usd == 0 and len(upstream.calls) == calls
+    )
+
+
+def test_a_worker_that_died_during_the_comparison_call_is_not_followed_by_a_second_call(
+    gateway, shadowed, upstream, openai_client, sent
+):
+    budget = ShadowBudget.objects.create(tenant=shadowed, limit_usd=Decimal(1))
+    [decision_id] = ask(openai_client, sample_prompts(1))
+    wait_for(lambda: sent)
+    claimed = shadow.shadow_claim(evaluation_id=decision_id)  # reserved and started … then the worker died
+    reserved = claimed.evaluation.reserved_usd
+    calls = len(upstream.calls)
+    assert shadow.shadow_evaluation_run(evaluation_id=decision_id) is None
+    row = ShadowEvaluation.objects.get(decision_id=decision_id)
+    assert row.status == "failed" and "not asked twice" in row.error and len(upstream.calls) == calls
+    budget.refresh_from_db()
+    assert budget.spent_usd == reserved > 0  # what the lost call may have cost stays spent
+
+
+def test_a_spent_shadow_budget_stops_shadowing_without_a_call(gateway, shadowed, upstream, openai_client, sent):
+    budget = ShadowBudget.objects.create(limit_usd=Decimal("0.000001"))  # less than any evaluation's estimate
+    decisions = ask(openai_client, sample_prompts(2))
+    wait_for(lambda: len(sent) == 2)
+    calls = len(upstream.calls)
+    assert [shadow.shadow_evaluation_run(evaluation_id=d) for d in decisions] == [None, None]
+    assert len(upstream.calls) == calls
+    assert set(ShadowEvaluation.objects.values_list("status", "routed_text")) == {("no_budget", "")}
+    ShadowBudget.objects.filter(id=budget.id).update(spent_usd=F("limit_usd"), updated_at=timezone.now())
+    more = ask(openai_client, sample_prompts(3)[2:])
+    assert Decision.objects.get(id=more[0]).call_status == "ok"  # the tenant's call answered as ever
+    assert not ShadowEvaluation.objects.filter(decision_id=more[0]).exists() and len(sent) == 2
+    budget.refresh_from_db()
+    assert budget.spent_usd == budget.limit_usd
