@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.api import ApiClient
-from tests.fixtures.dashboard import dashboard_pages, evaluation_run
+from tests.fixtures.dashboard import dashboard_pages, evaluation_run, shadow_evaluations
 
 SCREENSHOTS = Path(os.environ.get("ROUTERHUB_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 CHROMIUM = os.environ.get("ROUTERHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,8 +41,8 @@ CHART_MARKS = """() => Array.from(document.querySelectorAll('figure.chart svg'))
 
 @pytest.fixture
 def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
-    """The dashboard fixture's tenants and users, committed for the live server, plus a refused request
-    and an evaluation run, so that every chart has something to draw."""
+    """The dashboard fixture's tenants and users, committed for the live server, plus a refused request,
+    an evaluation run and tenant alpha's shadow evaluations, so that every page has something to show."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls while one
     # runs unless told that this thread only waits on the browser (the server has its own thread).
@@ -50,6 +50,7 @@ def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
     _, tiny_key = make_tenant(name="tiny", budget_usd="0.000001")
     assert ApiClient(tiny_key).route("What is 2 + 2?").status_code == 402
     run = evaluation_run(prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id)
+    shadow_evaluations(site)
     pages = dashboard_pages(site, llm_id=site.tenant_a.decisions.first().llm_id, run=run)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
@@ -96,6 +97,29 @@ def test_a_tenant_user_sees_their_own_overview(browser_site):
     assert "tenant alpha" in page.inner_text("header")
     assert "Tenant alpha" in page.inner_text("main p.lead") and "beta" not in page.inner_text("main")
     page.screenshot(path=str(SCREENSHOTS / "overview_tenant_user.png"), full_page=True)
+    assert errors == []
+
+
+def test_the_shadow_page_shows_a_tenants_verdicts_and_where_routing_lost(browser_site):
+    browser, base_url, pages = browser_site
+    page, errors = open_session(browser, base_url, "viewer-a")
+    page.goto(base_url + pages["shadow"])
+    figures = page.locator("#shadow-figures tbody tr td").all_inner_texts()
+    # alpha: 6 judged, 2 wins, 2 ties, 2 losses; as good or better 66.7% (Wilson 30.0% – 90.3%); saved $0.0220
+    assert figures[:10] == [
+        "alpha",
+        "6",
+        "2",
+        "2",
+        "2",
+        "66.7%",
+        "30.0% – 90.3%",
+        "$0.0300",
+        "$0.00800",
+        "$0.0220 (73.3%)",
+    ]
+    assert page.locator("#shadow-losses tbody tr").count() == 2
+    page.screenshot(path=str(SCREENSHOTS / "shadow_tenant_user.png"), full_page=True)
     assert errors == []
 
 

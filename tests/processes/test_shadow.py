@@ -1,0 +1,108 @@
+"""Shadow evaluation end to end: the gateway (served in a thread) answers the tenant, a real Celery
+worker asks the comparison LLM and the judge — the demo upstream, whose demo judge compares answers by
+the demo data's correctness — and the shadow budget, never the tenant's, pays for it."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from registry.models import LLM, Outcome, Prompt
+from routerhub.demo_upstream import FakeUpstream, demo_answers
+from routing.caches import reset_all
+from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
+from tests.fixtures.api import sample_prompts
+from tests.fixtures.gateway import settled
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+JUDGE = "DeepSeek-Coder-V2"
+COMPARISON = "gemini-1.5-pro-002"
+
+
+@pytest.fixture
+def upstream(api_slice):
+    with FakeUpstream(answer=demo_answers(api_slice)) as server:
+        yield server
+
+
+@pytest.fixture
+def shadowed(worker, gateway_llms, tenant_and_key):
+    tenant, _ = tenant_and_key
+    tenant.shadow_share = 1.0
+    tenant.shadow_judge_llm = LLM.objects.get(name=JUDGE)
+    tenant.shadow_comparison_llm = LLM.objects.get(name=COMPARISON)
+    tenant.log_gateway_text = True
+    tenant.save()
+    reset_all()
+    return tenant
+
+
+def ask(openai_client, prompts):
+    answers = [
+        openai_client.chat.completions.with_raw_response.create(
+            model="routerhub-auto",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=64,
+            extra_body={"routerhub": {"lambda": 5000.0}},
+        )
+        for text in prompts
+    ]
+    settled()
+    return [raw.headers["x-routerhub-decision-id"] for raw in answers]
+
+
+def ended(decisions, worker, timeout: float = 30.0) -> list[ShadowEvaluation]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(ShadowEvaluation.objects.filter(decision_id__in=decisions).select_related("routed_llm"))
+        if len(rows) == len(decisions) and all(r.status not in ("pending", "compared") for r in rows):
+            return sorted(rows, key=lambda r: decisions.index(str(r.decision_id)))
+        time.sleep(0.1)
+    pytest.fail(f"shadow evaluations still running after {timeout} s; worker log:\n{worker.log()[-4000:]}")
+
+
+def correct(llm: LLM, text: str) -> bool:
+    return Outcome.objects.get(llm=llm, prompt=Prompt.objects.filter(text=text).first()).score >= 0.5
+
+
+def test_the_worker_judges_shadowed_exchanges_paid_by_the_shadow_budget_alone(
+    shadowed, worker, upstream, openai_client
+):
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    prompts = sample_prompts(3)
+    decisions = ask(openai_client, prompts)
+    rows = ended(decisions, worker)
+    comparison = LLM.objects.get(name=COMPARISON)
+    for row, text in zip(rows, prompts):
+        routed_right, comparison_right = correct(row.routed_llm, text), correct(comparison, text)
+        expected = "tie" if routed_right == comparison_right else "win" if routed_right else "loss"
+        assert (row.status, row.verdict) == ("judged", expected), row.error
+        assert "Demo judge" in row.judge_detail["raw_text"]
+        assert row.comparison_text and row.request["messages"][0]["content"] == text  # the tenant logs its text
+    # The provider's own record: each prompt asked once of the comparison LLM, and the judge asked.
+    asked = [(call.model, call.body["messages"][-1]["content"]) for call in upstream.calls]
+    assert [asked.count((COMPARISON, text)) for text in prompts] == [1, 1, 1]
+    assert all(any(m == JUDGE and text in t and "<answer_a>" in t for m, t in asked) for text in prompts)
+    # The tenant's budget holds its routed calls only; the shadow budget holds the comparison and judge calls.
+    routed = sum(Decision.objects.get(id=d).actual_cost_usd for d in decisions)
+    assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == routed
+    budget.refresh_from_db()
+    assert budget.spent_usd == sum(r.comparison_cost_usd + r.judge_cost_usd for r in rows) > routed
+
+
+def test_a_spent_shadow_budget_makes_no_shadow_call(shadowed, worker, upstream, openai_client):
+    budget = ShadowBudget.objects.create(tenant=shadowed, limit_usd=Decimal("0.000001"))  # below any estimate
+    decisions = ask(openai_client, sample_prompts(2))
+    rows = ended(decisions, worker)
+    assert [(r.status, r.comparison_text, r.comparison_cost_usd, r.reserved_usd) for r in rows] == [
+        ("no_budget", "", None, 0)
+    ] * 2
+    assert "shadow budget has less than" in rows[0].error
+    assert {call.model for call in upstream.calls} == {rows[0].routed_llm.name}  # the tenant's calls only
+    budget.refresh_from_db()
+    assert budget.spent_usd == 0
+    assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == sum(
+        Decision.objects.get(id=d).actual_cost_usd for d in decisions
+    )
