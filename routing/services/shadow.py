@@ -154,6 +154,32 @@ def shadow_offer(*, decision_id: UUID, upstream_body: dict, routed_text: str) ->
     return evaluation
 
 
+DEMO_SHARE = 0.2
+DEMO_BUDGET_USD = Decimal(1)
+
+
+def demo_shadowing(*, tenant: Tenant) -> LLM | None:
+    """Shadow a fifth of the demo tenant's gateway calls (``make run``), judged by the cheapest demo LLM —
+    which the demo upstream answers as its demo judge, a stand-in that reads the demo data's correctness
+    — and paid from a global shadow budget of 1 USD. Set once: what staff change in the admin is kept.
+    Returns the judge, or None when there is no LLM to judge with."""
+    if ShadowBudget.objects.filter(tenant__isnull=True).exists() or tenant.shadow_share > 0:
+        return tenant.shadow_judge_llm
+    judge = (
+        LLM.objects.filter(is_active=True, usd_per_mtok_out__isnull=False)
+        .exclude(api_base="")
+        .order_by("usd_per_mtok_out", "name")
+        .first()
+    )
+    if judge is None:
+        return None
+    with transaction.atomic():
+        ShadowBudget.objects.create(tenant=None, limit_usd=DEMO_BUDGET_USD)
+        tenant.shadow_share, tenant.shadow_judge_llm = DEMO_SHARE, judge
+        tenant.save(update_fields=["shadow_share", "shadow_judge_llm", "updated_at"])
+    return judge
+
+
 def send(evaluation_id: UUID) -> bool:
     """Send the evaluation's task; a broker that cannot be reached leaves it pending (logged)."""
     try:

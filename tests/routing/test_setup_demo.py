@@ -77,3 +77,30 @@ def test_a_rerun_revokes_the_previous_demo_key(fitted, project_dir):
     assert (
         re.search(r"password '([^']+)'", second_run)[1] == (project_dir / ".run" / "admin-password").read_text().strip()
     )
+
+
+def test_the_demo_tenant_is_shadowed_at_a_small_share_by_the_demo_judge_once(fitted, project_dir):
+    from decimal import Decimal
+
+    from registry.models import LLM
+    from routing.models import ShadowBudget, Tenant
+
+    out = io.StringIO()
+    upstream = [
+        "--upstream-url",
+        "http://127.0.0.1:8001/v1",
+        "--dataset",
+        "mmlu-slice",
+        "--strategies",
+        "uniroute_kmeans",
+    ]
+    call_command("setup_demo", "--base-url", "http://127.0.0.1:8000", *upstream, stdout=out)
+    demo = Tenant.objects.get(name="demo")
+    cheapest = LLM.objects.exclude(api_base="").order_by("usd_per_mtok_out", "name").first()
+    assert (demo.shadow_share, demo.shadow_judge_llm) == (0.2, cheapest)
+    assert list(ShadowBudget.objects.values_list("tenant", "limit_usd")) == [(None, Decimal(1))]
+    assert f"judged by {cheapest.name} (the demo upstream's demo judge, a stand-in" in out.getvalue()
+    assert "http://127.0.0.1:8000/shadow/" in out.getvalue()
+    Tenant.objects.filter(id=demo.id).update(shadow_share=0.05)  # staff's choice stands on the next run
+    call_command("setup_demo", "--base-url", "http://127.0.0.1:8000", *upstream, stdout=io.StringIO())
+    assert Tenant.objects.get(id=demo.id).shadow_share == 0.05 and ShadowBudget.objects.count() == 1

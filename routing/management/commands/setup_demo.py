@@ -220,6 +220,19 @@ class Command(BaseCommand):
 
             demo_presets(tenant=tenant)
             self._gateway_examples(base_url, issued.secret)
+            self._shadowing(base_url, tenant)
+
+    def _shadowing(self, base_url: str, tenant) -> None:
+        from routing.services.shadow import demo_shadowing
+
+        judge = demo_shadowing(tenant=tenant)
+        tenant.refresh_from_db()
+        if judge is not None and tenant.shadow_share > 0:
+            self.stdout.write(
+                f"Shadow evaluation: {tenant.shadow_share:.0%} of the demo tenant's gateway calls are also asked of the "
+                f"LLM of best predicted quality and judged by {judge.name} (the demo upstream's demo judge, a stand-in "
+                f"that reads the demo data's correctness), paid from the global shadow budget: {base_url}/shadow/"
+            )
 
     def _gateway_examples(self, base_url: str, key: str) -> None:
         import json
