@@ -157,6 +157,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1,
         help="repeat the overhead runs this many times, the targets' order reversed every other round (default 1)",
     )
+    parser.add_argument(
+        "--shadow-share",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="also measure each routerhub target as a tenant whose gateway calls are shadowed at SHARE, right after "
+        "the same target unshadowed, named '<target> [shadow on]' (the offers go to CELERY_BROKER_URL, else to an "
+        "embedded Redis started here; no worker runs: the evaluations wait in the queue)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-collector", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -674,6 +683,65 @@ def bench_data(upstream_url: str, *, routed: bool) -> BenchData:
     return BenchData(tenant=tenant, key=key, llm=llm, endpoints=endpoints)
 
 
+SHADOW_ON = " [shadow on]"
+
+
+def shadow_tenant(data: BenchData, upstream_url: str, share: float) -> tuple[object, str, object]:
+    """A second tenant like the first, with a ``share`` of its gateway calls shadowed: compared with an LLM of
+    the benchmark's own at the fake upstream and judged by the benchmark's LLM, paid from a shadow budget of
+    its own that no run can spend. Returns (tenant, key, comparison LLM)."""
+    from decimal import Decimal
+
+    from registry.services import llm_register
+    from routing.models import ShadowBudget
+    from routing.services.tenancy import api_key_create, tenant_create
+
+    comparison = llm_register(
+        name=f"{data.llm.name}-comparison",
+        api_base=upstream_url,
+        api_model=LITELLM_MODEL,
+        api_key="sk-fake",
+        usd_per_mtok_in=10.0,
+        usd_per_mtok_out=30.0,
+    )
+    tenant = tenant_create(name=f"{data.tenant.name}-shadow", budget_usd="10000000")
+    tenant.shadow_share, tenant.shadow_comparison_llm, tenant.shadow_judge_llm = share, comparison, data.llm
+    tenant.save()
+    ShadowBudget.objects.create(tenant=tenant, limit_usd=Decimal(1_000_000))
+    return tenant, api_key_create(tenant=tenant, name="gateway benchmark").secret, comparison
+
+
+def restore_shadow(tenant, comparison) -> dict:
+    """Delete the shadow tenant and what it left; returns how many evaluations each status holds."""
+    from django.db.models import Count
+
+    from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
+
+    rows = ShadowEvaluation.objects.filter(tenant=tenant)
+    counts = dict(rows.values_list("status").annotate(n=Count("pk")))
+    rows.delete()
+    ShadowBudget.objects.filter(tenant=tenant).delete()
+    Decision.objects.filter(tenant=tenant).delete()
+    BudgetPeriod.objects.filter(tenant=tenant).delete()
+    tenant.delete()
+    comparison.delete()
+    return counts
+
+
+def start_broker(logs: Path) -> tuple[subprocess.Popen, str]:
+    """An embedded Redis, as ``make run`` starts one, on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "routerhub.embedded", "redis", str(logs / "redis"), str(port)],
+        cwd=PROJECT_DIR, stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = subprocess.run(
+        [sys.executable, "-m", "routerhub.embedded", "redis-url", str(port)],
+        cwd=PROJECT_DIR, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return process, url
+
+
 def restore(data: BenchData) -> None:
     from registry.models import LLM
     from routing.models import BudgetPeriod, Decision
@@ -864,6 +932,14 @@ def summary(runs: list[Run], streams: list[Run], concurrency: list[int], stream_
             auto_fixed, auto_new = over("routerhub-auto (cached prompt)", 50), over("routerhub-auto (new prompt)", 50)
             text += f"; routerhub-auto adds {auto_fixed:+.1f} ms p50 with a cached prompt, {auto_new:+.1f} ms with a new one"
         lines.append(text + ".")
+        for name in [t for t in level if t + SHADOW_ON in level]:
+            on = level[name + SHADOW_ON]
+            d50 = pct(on.latencies_ms, 50) - pct(level[name].latencies_ms, 50)
+            d99 = pct(on.latencies_ms, 99) - pct(level[name].latencies_ms, 99)
+            lines.append(
+                f"- {clients} clients, {name}: shadow evaluation on − off: {d50:+.1f} ms p50, {d99:+.1f} ms p99 "
+                f"({on.answered} and {level[name].answered} answers)."
+            )
     for name in sorted({r.target for r in streams}):
         runs = [r for r in streams if r.target == name]
         clean = [r for r in runs if not r.errors and r.answered]
@@ -918,6 +994,8 @@ def main(argv=None) -> None:
         variant.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(logs, variant.name))
     processes: dict[str, subprocess.Popen] = {}
     data = None
+    shadowed = None
+    shadow_counts: dict = {}
     runs: list[Run] = []
     streams: list[Run] = []
     spans: dict | None = None
@@ -928,6 +1006,10 @@ def main(argv=None) -> None:
             env=base_env, log=logs / "upstream.log", ready_url=f"{upstream_url}/models",
         )  # fmt: skip
         data = bench_data(upstream_url, routed=texts is not None)
+        if args.shadow_share is not None:
+            shadowed = shadow_tenant(data, upstream_url, args.shadow_share)
+            if not (os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")):
+                processes["redis"], base_env["CELERY_BROKER_URL"] = start_broker(logs)
         routerhub_env = {
             **base_env,
             # Each server of this checkout its own metrics folder (scripts/web.sh would empty the one
@@ -956,6 +1038,12 @@ def main(argv=None) -> None:
             ]
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
+        if shadowed is not None:  # each target, then the same target as the shadowed tenant
+            routerhub_targets = [
+                twin
+                for target in routerhub_targets
+                for twin in (target, replace(target, name=target.name + SHADOW_ON, key=shadowed[1]))
+            ]
         targets = [Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct")]
         for variant in variants:
             if variant.name == "tracing":
@@ -1068,6 +1156,8 @@ def main(argv=None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for process in processes.values():
             stop(process)
+        if shadowed is not None:
+            shadow_counts = restore_shadow(shadowed[0], shadowed[2])
         if data is not None:
             restore(data)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1094,6 +1184,16 @@ def main(argv=None) -> None:
             "## Summary" + (" (the first round)" if args.rounds > 1 else ""),
             "",
             *summary([r for r in runs if r.round == 0], streams, concurrency, args.stream_seconds),
+            *(
+                [
+                    f"- shadow evaluation: the shadowed tenant's calls were offered at a share of {args.shadow_share:g}; "
+                    "evaluations left, by status (no worker ran): "
+                    + (", ".join(f"{status} {n}" for status, n in sorted(shadow_counts.items())) or "none")
+                    + "."
+                ]
+                if args.shadow_share is not None
+                else []
+            ),
             "",
             *(
                 [

@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,9 @@ AFTER_DONE_SECONDS = 1.0
 # A JSON answer's tokens are counted on the event loop up to this length, in a pool thread beyond
 # (counting is CPU work that holds up every call of the loop; the hop to a thread costs latency).
 COUNT_ON_THE_LOOP_CHARS = 16384
+# Shadow evaluation offers waiting for the shadow thread, at most (each holds a conversation and an answer).
+SHADOW_OFFERS_WAITING = 1000
+_shadow_slots = threading.BoundedSemaphore(SHADOW_OFFERS_WAITING)
 
 
 @dataclass(frozen=True)
@@ -280,22 +284,23 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
 
 def _offer_shadow(decision_id, upstream_body: dict, record: CallRecord, finished: Future) -> None:
     """Once the call is metered, its shadow evaluation is offered on the shadow thread: nothing of it
-    runs on the event loop or delays the writer thread."""
+    runs on the event loop or delays the writer thread. When that thread is behind by
+    ``SHADOW_OFFERS_WAITING`` offers (a broker that does not answer), the call is not shadowed."""
     if finished.cancelled() or finished.exception() is not None:
         return
-    off_path(
-        _offer,
-        decision_id=decision_id,
-        upstream_body=upstream_body,
-        routed_text=redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS),
-    )
+    if not _shadow_slots.acquire(blocking=False):
+        return
+    off_path(_offer, decision_id, upstream_body, record)
 
 
-def _offer(**kwargs) -> None:
+def _offer(decision_id, upstream_body: dict, record: CallRecord) -> None:
     try:
-        shadow.shadow_offer(**kwargs)
+        routed_text = redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS)
+        shadow.shadow_offer(decision_id=decision_id, upstream_body=upstream_body, routed_text=routed_text)
     except Exception:  # the call is answered and metered; only its shadow evaluation is lost
-        logger.exception("offering gateway decision %s for shadow evaluation failed", kwargs["decision_id"])
+        logger.exception("offering gateway decision %s for shadow evaluation failed", decision_id)
+    finally:
+        _shadow_slots.release()
 
 
 def _observe(prepared: Prepared, record: CallRecord, metered: MeteredCall | None) -> None:
