@@ -779,8 +779,9 @@ def f1(value: float) -> str:
 
 def _gateway_of(run: Run) -> str:
     """Whose processes' CPU is the gateway's in this run ("direct": none)."""
-    if run.target.startswith("routerhub"):
-        return f"routerhub {run.target[:-1].rsplit(' [', 1)[1]}" if run.target.endswith("]") else "routerhub"
+    target = run.target.removesuffix(SHADOW_ON)  # the same server as the target unshadowed
+    if target.startswith("routerhub"):
+        return f"routerhub {target[:-1].rsplit(' [', 1)[1]}" if target.endswith("]") else "routerhub"
     return {"litellm": "litellm", FLOOR: "floor"}.get(run.target, "none")
 
 
@@ -1038,11 +1039,11 @@ def main(argv=None) -> None:
             ]
         else:
             print("No active routing state: routerhub-auto is left out (see the docstring).", flush=True)
-        if shadowed is not None:  # each target, then the same target as the shadowed tenant
+        if shadowed is not None:  # each target beside the same target as the shadowed tenant, in turn first
             routerhub_targets = [
                 twin
-                for target in routerhub_targets
-                for twin in (target, replace(target, name=target.name + SHADOW_ON, key=shadowed[1]))
+                for index, target in enumerate(routerhub_targets)
+                for twin in (target, replace(target, name=target.name + SHADOW_ON, key=shadowed[1]))[:: (-1) ** index]
             ]
         targets = [Target("direct", f"{upstream_url}/chat/completions", "sk-fake", LITELLM_MODEL, "fixed", "direct")]
         for variant in variants:
