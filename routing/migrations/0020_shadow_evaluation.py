@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='tenant',
             name='shadow_judge_llm',
-            field=models.ForeignKey(blank=True, help_text='The judge comparing the two answers. Empty: ROUTERHUB_SHADOW_JUDGE_LLM.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='registry.llm', verbose_name='shadow judge LLM'),
+            field=models.ForeignKey(blank=True, help_text='The judge comparing the two answers. Empty: ROUTERHUB_JUDGE_LLM.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='registry.llm', verbose_name='shadow judge LLM'),
         ),
         migrations.AddField(
             model_name='tenant',

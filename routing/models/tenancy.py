@@ -89,7 +89,7 @@ class Tenant(models.Model):
         blank=True,
         related_name="+",
         verbose_name="shadow judge LLM",
-        help_text="The judge comparing the two answers. Empty: ROUTERHUB_SHADOW_JUDGE_LLM.",
+        help_text="The judge comparing the two answers. Empty: ROUTERHUB_JUDGE_LLM.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

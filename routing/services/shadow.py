@@ -82,7 +82,7 @@ def budget_for(*, tenant_id: int) -> ShadowBudget | None:
 def judge_for(tenant: Tenant) -> LLM | None:
     if tenant.shadow_judge_llm_id:
         return LLM.objects.filter(id=tenant.shadow_judge_llm_id, is_active=True).exclude(api_base="").first()
-    name = settings.ROUTERHUB_SHADOW_JUDGE_LLM
+    name = settings.ROUTERHUB_JUDGE_LLM
     return LLM.objects.filter(name=name, is_active=True).exclude(api_base="").first() if name else None
 
 
