@@ -33,6 +33,7 @@ def tenant_form(tenant: Tenant, **fields) -> dict:
         "budget_period": "month",
         "when_budget_spent": "reject",
         "exploration_share": "0",
+        "shadow_share": "0",
         "is_active": "on",
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
