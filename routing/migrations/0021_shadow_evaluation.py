@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('registry', '0005_shared_embedding_cache'),
-        ('routing', '0019_apply_evidence_schedule'),
+        ('routing', '0020_validation_sets'),
     ]
 
     operations = [
