@@ -79,7 +79,7 @@ def decision_feedback(*, decision: Decision, feedback: Feedback, api_key=None) -
     if feedback.quality_score is not None:
         # Embedding a new prompt takes milliseconds to seconds: done before any lock is taken, so the
         # tenant's route requests never queue behind it on the budget row.
-        prompt = _feedback_prompt(decision)
+        prompt = routed_prompt(decision)
     with transaction.atomic():
         # Only the decision's row: locking its LLM and tenant rows too would deadlock with a route request
         # that holds the budget row and inserts a decision referring to them.
@@ -176,10 +176,12 @@ def _score_change_note(decision: Decision, changed: dict) -> list[str]:
     ]
 
 
-def _feedback_prompt(decision: Decision) -> Prompt:
+def routed_prompt(decision: Decision) -> Prompt:
+    """The decision's routed text as a registry prompt (embedded) of :data:`PROMPT_SET`: where feedback
+    and judges' verdicts on routed calls are recorded."""
     return prompt_record(
         prompt_set_name=PROMPT_SET,
-        prompt_set_description="Routed prompts with quality feedback from API clients.",
+        prompt_set_description="Routed prompts with quality feedback from API clients or judges' verdicts.",
         source="POST /api/v1/route/{id}/feedback",
         text=decision.routed_text,
         embed=lambda text: embed_cached(embeddable(text), tenant_id=decision.tenant_id)[0],

@@ -47,6 +47,8 @@ from routing.exceptions import InvalidRouteRequest, NoActiveRoutingState, Routin
 from routing.models import Decision, ShadowBudget, ShadowEvaluation, Tenant
 from routing.profiling.client import ChatClient, Completion, ProviderError, TransientProviderError
 from routing.services.budgets import usd
+from routing.services.evidence import evidence_record
+from routing.services.feedback import routed_prompt
 from routing.services.previews import route_preview
 from routing.upstream.credentials import CredentialError, llm_api_key
 
@@ -350,7 +352,30 @@ def shadow_evaluation_run(*, evaluation_id: UUID, judge=None) -> str | None:
         judge_cost_usd=usd(judged.cost_usd),
         detail={"raw_text": judged.raw_text, "cached": judged.cached},
     )
+    verdict_as_evidence(evaluation=evaluation, score=judged.score)
     return Status.JUDGED
+
+
+def verdict_as_evidence(*, evaluation: ShadowEvaluation, score: float | None) -> None:
+    """A trusted tenant's judged exchange teaches the router like its feedback does: the routed LLM's
+    pairwise score against the comparison (win 1, tie 0.5, loss 0 — the comparison being the best-quality
+    candidate, a loss says the routed LLM fell short on this prompt) becomes evidence on the routed
+    prompt, from source ``judge:<judge LLM>``, capped per tenant like any source. Only for tenants
+    trusted for learning: the prompt the judge reads is the tenant's own text. Idempotent (one prompt
+    counts once per source, tenant and LLM), so a retried task records nothing twice."""
+    decision = evaluation.decision
+    if score is None or evaluation.judge_llm is None or not evaluation.tenant.trusted_for_learning:
+        return
+    if not decision.routed_text:
+        return
+    evidence_record(
+        llm=evaluation.routed_llm,
+        prompt=routed_prompt(decision),
+        score=score,
+        source=f"judge:{evaluation.judge_llm.name}",
+        tenant=evaluation.tenant,
+        decision=decision,
+    )
 
 
 def pairwise_judge(*, judge_llm: LLM, prompt: str, answer: str, comparison: str):

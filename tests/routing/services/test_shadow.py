@@ -12,7 +12,7 @@ from django.utils import timezone
 from registry.models import LLM, Outcome, Prompt
 from routerhub.demo_upstream import FakeUpstream, demo_answers
 from routing.caches import reset_all
-from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
+from routing.models import BudgetPeriod, Decision, Evidence, ShadowBudget, ShadowEvaluation
 from routing.services import shadow
 from tests.fixtures.api import sample_prompts
 from tests.fixtures.gateway import ranking, settled, wait_for
@@ -126,6 +126,31 @@ def test_an_offered_call_is_judged_once_paid_by_the_shadow_budget_and_its_text_d
     again = len(upstream.calls)
     assert shadow.shadow_evaluation_run(evaluation_id=decisions[0]) is None  # delivered twice: nothing more
     assert len(upstream.calls) == again
+    assert not Evidence.objects.exists()  # a tenant not trusted for learning teaches the router nothing
+
+
+def test_a_trusted_tenants_verdicts_become_evidence_for_the_routed_llm(
+    gateway, shadowed, upstream, openai_client, sent
+):
+    shadowed.trusted_for_learning = True
+    shadowed.save()
+    reset_all()
+    ShadowBudget.objects.create(limit_usd=Decimal(1))
+    prompts = sample_prompts(3)
+    decisions = ask(openai_client, prompts)
+    wait_for(lambda: len(sent) == len(decisions))
+    for decision_id in decisions:
+        shadow.shadow_evaluation_run(evaluation_id=decision_id)
+        shadow.shadow_evaluation_run(evaluation_id=decision_id)  # a retried delivery records nothing twice
+    recorded = {
+        (e.decision_id, e.llm_id, e.prompt.text, e.score, e.source, e.tenant_id)
+        for e in Evidence.objects.select_related("prompt")
+    }
+    expected = {
+        (row.decision_id, row.routed_llm_id, text, row.score, f"judge:{JUDGE}", shadowed.id)
+        for row, text in ((ShadowEvaluation.objects.get(decision_id=d), t) for d, t in zip(decisions, prompts))
+    }
+    assert recorded == expected and Evidence.objects.count() == len(decisions)
 
 
 def test_the_default_comparison_is_the_best_predicted_quality_and_routings_own_choice_a_free_tie(
