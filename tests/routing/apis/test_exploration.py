@@ -179,6 +179,7 @@ def test_staff_set_the_share_within_the_maximum_and_a_tenant_user_cannot_set_its
         "budget_usd": "100",
         "budget_period": "month",
         "when_budget_spent": "reject",
+        "shadow_share": "0",
         "is_active": "on",
         "api_keys-TOTAL_FORMS": "1",
         "api_keys-INITIAL_FORMS": "1",
