@@ -178,11 +178,12 @@ def smoothing_of(
 # -- resolution: an LLM that departs may be profiled on finer clusters --------------------------------
 # A strategy's clusters are tuned for LLMs like the training ones, and are coarse: a cluster may mix
 # subjects (one of MMLU-Pro's is 78 % maths), so even an unsmoothed estimate there blurs a specialist's
-# subject with its neighbours'. Each strategy therefore also keeps nested K-means maps at finer
-# resolutions (``FINE_GRID``); an LLM that departs gets, at each, its errors shrunk with its own
-# empirical-Bayes strength towards the strategy's own estimate over the fine cluster, and uses the
-# resolution whose leave-one-out likelihood of its own validation answers is highest.
-FINE_GRID = (20, 40, 80, 160)
+# subject with its neighbours'. Each strategy therefore also keeps K-means maps at finer resolutions;
+# an LLM that departs gets, at each, its errors shrunk with its own empirical-Bayes strength towards
+# the strategy's own estimate over the fine cluster, and uses the resolution whose leave-one-out
+# likelihood of its own validation answers is highest. The resolutions are set by the validation set
+# alone: the finest it can profile and its halvings (``fine_sizes``), so a larger set offers finer maps.
+FINE_LEVELS = 4
 # On average per cluster: finer maps would be profiled from a handful of answers. Which map an LLM
 # uses is its own leave-one-out likelihood's choice, so a map too fine for it is simply not chosen.
 MIN_ANSWERS_PER_FINE_CLUSTER = 5
@@ -200,8 +201,14 @@ class FineMaps:
 
 
 def fine_sizes(n_validation: int, base_clusters: int) -> list[int]:
-    """The ``FINE_GRID`` resolutions finer than the strategy's own and with enough validation answers."""
-    return [k for k in FINE_GRID if base_clusters < k <= n_validation // MIN_ANSWERS_PER_FINE_CLUSTER]
+    """Coarse to fine: the finest resolution the validation answers allow (``MIN_ANSWERS_PER_FINE_CLUSTER``
+    per cluster on average) and its halvings, at most ``FINE_LEVELS`` of them, all finer than the
+    strategy's own clusters."""
+    sizes, k = [], n_validation // MIN_ANSWERS_PER_FINE_CLUSTER
+    while k > base_clusters and len(sizes) < FINE_LEVELS:
+        sizes.append(k)
+        k //= 2
+    return sizes[::-1]
 
 
 def fit_fine_maps(

@@ -183,3 +183,30 @@ def test_auto_picks_the_best_score_the_first_of_ties_and_never_an_unscored_strat
     assert auto_choice({"relative_maps": 0.64, "knn": 0.64}) == "relative_maps"
     assert auto_choice({"routoo_predictor": None, "zero": 0.1}) == "zero"
     assert auto_choice({"routoo_predictor": None}) is None and auto_choice({}) is None
+
+
+def test_a_score_to_compare_strategies_comes_from_fresh_folds_not_the_ones_the_choice_was_made_on(data):
+    space = SearchSpace(fit=[{}], post_fit=[{"k": k} for k in (5, 10, 20, 40, 80)])
+    alone = run("knn", data, costs=COSTS, space=space, seed=3)
+    compared = run("knn", data, costs=COSTS, space=space, seed=3, score_single=True)
+    again = run("knn", data, costs=COSTS, space=space, seed=3, score_single=True)
+
+    best = max(c.score for c in compared.candidates)
+    assert compared.params == alone.params and compared.candidates == alone.candidates  # the same choice
+    assert alone.score == alone.selection_score == best and alone.comparison_folds == 0
+    assert compared.selection_score == best and compared.comparison_folds == 9  # three fresh deals of 3 folds
+    assert compared.score != best and abs(compared.score - best) < 0.05
+    # the same folds for every strategy (and every run) with the same seed: scores compare
+    assert (again.score, again.comparison_folds) == (compared.score, compared.comparison_folds)
+    fresh_only = tune(
+        "knn",
+        data[0].embeddings,
+        data[0].correctness,
+        validation_embeddings=data[1].embeddings,
+        validation_correctness=data[1].correctness,
+        costs=COSTS,
+        space=SearchSpace(fit=[{}], post_fit=[{"k": compared.params["k"]}]),
+        seed=3,
+        score_single=True,
+    )
+    assert fresh_only.score == compared.score  # the fresh folds do not depend on the grid searched
