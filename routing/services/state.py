@@ -182,7 +182,12 @@ def _say_tuning(say: Say, tuning: Tuning) -> None:
         f"  tuned in {tuning.seconds:.1f} s: {len(tuning.candidates)} candidates × {tuning.folds} folds of training LLMs, "
         f"{tuning.fit_prompts:,} prompts to fit on, {tuning.score_prompts:,} to score on ({tuning.criterion}; {tuning.budget} budget)"
     )
-    say(f"  chosen: {tuning.chosen or 'nothing to choose'}; cross-validated score {tuning.score:.4f}")
+    compared = (
+        f" on {tuning.comparison_folds} fresh folds (best of the grid on its own folds {tuning.selection_score:.4f})"
+        if tuning.comparison_folds
+        else ""
+    )
+    say(f"  chosen: {tuning.chosen or 'nothing to choose'}; cross-validated score {tuning.score:.4f}{compared}")
 
 
 def params_of(state: RoutingState) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from routing.strategies import get_strategy
-from routing.strategies.smoothing import PRIOR_STRENGTH_GRID, cluster_counts, own_prior_strength
+from routing.strategies.smoothing import PRIOR_STRENGTH_GRID, cluster_counts, fine_sizes, own_prior_strength
 
 N_TOPICS = 8
 # Two clusters of their own: each mixes four topics, as a tuned coarse map mixes subjects.
@@ -154,3 +154,10 @@ def test_the_empirical_bayes_strength_is_weak_for_spread_clusters_and_strong_for
     assert strength_alike == PRIOR_STRENGTH_GRID.max()
     assert strength_spread == PRIOR_STRENGTH_GRID.min()
     assert departure_spread > 50 > departure_alike >= 0
+
+
+def test_the_finer_resolutions_are_the_finest_the_validation_set_can_profile_and_its_halvings():
+    assert fine_sizes(1199, base_clusters=10) == [29, 59, 119, 239]  # 5 answers per cluster at the finest
+    assert fine_sizes(1199, base_clusters=80) == [119, 239]  # only maps finer than the strategy's own
+    assert fine_sizes(406, base_clusters=10) == [20, 40, 81]
+    assert fine_sizes(50, base_clusters=10) == []  # too few answers for anything finer: no fine maps
