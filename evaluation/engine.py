@@ -393,7 +393,14 @@ def _summarise_tuning(rows: list[dict]) -> dict:
     return {
         "chosen_counts": {key: dict(counter.most_common()) for key, counter in counts.items()},
         "per_trial": [
-            {"chosen": r["chosen"], "score": r["score"], "seconds": r["seconds"], "note": r["note"]} for r in rows
+            {
+                "chosen": r["chosen"],
+                "score": r["score"],
+                "selection_score": r.get("selection_score"),
+                "seconds": r["seconds"],
+                "note": r["note"],
+            }
+            for r in rows
         ],
         "candidates": len(rows[0]["candidates"]),
         "folds": rows[0]["folds"],
