@@ -32,6 +32,7 @@ import httpx
 from django.conf import settings
 
 from routing.upstream.addresses import UpstreamRefused
+from routing.upstream.credentials import CredentialError, llm_api_key
 from routing.upstream.http import (
     CONFIGURATION_STATUSES,
     MAX_ANSWER_BYTES,
@@ -252,3 +253,12 @@ def complete_all(
             fill()
     if failure is not None:
         raise failure
+
+
+def job_api_key(llm) -> str | None:
+    """The LLM's API key (its encrypted field or a ROUTERHUB_LLM_KEY_… variable) for a job's calls; a key
+    that cannot be had is a configuration error, which stops the job instead of being retried."""
+    try:
+        return llm_api_key(llm)
+    except CredentialError as exc:
+        raise ProviderConfigurationError(str(exc)) from None

@@ -25,10 +25,15 @@ from django.db.models import Sum
 from registry.models import LLM, Outcome, Prompt, PromptSet
 from registry.tokens import count_tokens
 from routing.models import JudgeVerdict
-from routing.profiling.client import ChatClient, PromptRejected, ProviderConfigurationError, complete_all
+from routing.profiling.client import (
+    ChatClient,
+    PromptRejected,
+    ProviderConfigurationError,
+    complete_all,
+    job_api_key,
+)
 from routing.profiling.graders import JudgeGrader, grader_for
 from routing.profiling.judges import JUDGE_MAX_TOKENS, Judge, JudgeCall, Verdict
-from routing.upstream.credentials import CredentialError, llm_api_key
 
 JUDGE_LLM_KEY = "judge_llm"  # prompt_set.metadata key naming the judge LLM
 PROMPT_EXCERPT = 200
@@ -77,10 +82,7 @@ def judge_for_llm(
     """A judge asking ``judge_llm``; raises ``ProviderConfigurationError`` when it cannot be called."""
     if not judge_llm.api_base:
         raise ProviderConfigurationError(f"judge LLM {judge_llm.name} has no api_base: it cannot be asked")
-    try:
-        api_key = llm_api_key(judge_llm)
-    except CredentialError as exc:
-        raise ProviderConfigurationError(str(exc)) from None
+    api_key = job_api_key(judge_llm)
     client = ChatClient(
         api_base=judge_llm.api_base,
         model=judge_llm.api_model or judge_llm.name,
@@ -261,10 +263,7 @@ def _answers_of(
         return stored
     if not llm.api_base:
         raise ProviderConfigurationError(f"{llm.name} has no api_base and no stored answers to {len(missing)} prompts")
-    try:
-        api_key = llm_api_key(llm)
-    except CredentialError as exc:
-        raise ProviderConfigurationError(str(exc)) from None
+    api_key = job_api_key(llm)
     client = ChatClient(
         api_base=llm.api_base,
         model=llm.api_model or llm.name,

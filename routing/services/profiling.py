@@ -29,12 +29,12 @@ from routing.profiling.client import (
     PromptRejected,
     ProviderConfigurationError,
     complete_all,
+    job_api_key,
 )
 from routing.profiling.graders import Grader, JudgeGrader, grader_for
 from routing.selectors.state import routing_state_active
 from routing.services.judging import judge_for_prompt_set, judge_spent_since
 from routing.services.state import llm_profile
-from routing.upstream.credentials import CredentialError, llm_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def outcomes_collect(
     client = ChatClient(
         api_base=llm.api_base,
         model=llm.api_model or llm.name,
-        api_key=_api_key_of(llm),
+        api_key=job_api_key(llm),
         system_prompt=grader.instruction or None,
         max_tokens=options.max_tokens,
         timeout_seconds=options.timeout_seconds,
@@ -388,15 +388,6 @@ def profiled_cost_since(*, llm: LLM, since: datetime) -> float:
         total=Sum("cost_usd")
     )["total"]
     return float(spent or 0.0)
-
-
-def _api_key_of(llm: LLM) -> str | None:
-    """The LLM's API key (its encrypted field or a ROUTERHUB_LLM_KEY_… variable); a key that cannot be
-    had stops the job as a configuration error."""
-    try:
-        return llm_api_key(llm)
-    except CredentialError as exc:
-        raise ProviderConfigurationError(str(exc)) from None
 
 
 def llms_to_reprofile(*, state: RoutingState) -> list[LLM]:
