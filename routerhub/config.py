@@ -223,8 +223,6 @@ VARIABLES: tuple[Variable, ...] = (
       "that sets no output limit", low=1),
     V("ROUTERHUB_METRICS", bool, True, "count requests, upstream calls, tokens, spend, leases and jobs for `/metrics`; "
       "0: nothing is counted and `/metrics` answers 404"),
-    V("ROUTERHUB_SHADOW_MAX_TOKENS", int, 1024, "`max_tokens` of a shadow comparison call (at most the client's own)",
-      low=1),
     V("ROUTERHUB_METRICS_TOKEN", str, "", "the bearer token a Prometheus scraper sends to `/metrics`; empty: staff "
       "sessions only"),
     V("ROUTERHUB_JUDGE_LLM", str, "", "the registered LLM (by name) that judges answers for a prompt set whose "

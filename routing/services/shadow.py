@@ -63,6 +63,9 @@ _SAMPLING_BUCKETS = 1_000_000
 # What a judge call is reserved for beyond the texts it quotes: its instructions, and its answer.
 JUDGE_TEMPLATE_TOKENS = 600
 JUDGE_MAX_TOKENS = 512
+# max_tokens of a comparison call when the client asked for more or named none: a comparison needs an
+# answer long enough to judge, and the shadow budget bounds what the calls cost in all.
+COMPARISON_MAX_TOKENS = 1024
 
 
 def picked(*, decision_id: UUID, share: float) -> bool:
@@ -108,7 +111,7 @@ def comparison_request(upstream_body: dict) -> dict:
     """What the comparison LLM is sent: the conversation, the request's sampling options, its max_tokens."""
     kept = {key: upstream_body[key] for key in COMPARISON_OPTIONS if key in upstream_body}
     asked = upstream_body.get("max_completion_tokens") or upstream_body.get("max_tokens")
-    limit = settings.ROUTERHUB_SHADOW_MAX_TOKENS
+    limit = COMPARISON_MAX_TOKENS
     kept["max_tokens"] = min(asked, limit) if isinstance(asked, int) and asked > 0 else limit
     return {"messages": upstream_body.get("messages") or [], **kept}
 
@@ -211,7 +214,7 @@ def estimate_usd(evaluation: ShadowEvaluation) -> Decimal:
     comparison's at its max_tokens) and its template in, and its answer's limit out, at its prices."""
     request = evaluation.request
     prompt_tokens = _conversation_tokens(request.get("messages") or [])
-    most_out = int(request.get("max_tokens") or settings.ROUTERHUB_SHADOW_MAX_TOKENS)
+    most_out = int(request.get("max_tokens") or COMPARISON_MAX_TOKENS)
     comparison = evaluation.comparison_llm.expected_cost_usd(input_tokens=prompt_tokens, output_tokens=most_out)
     routed_tokens = count_tokens([evaluation.routed_text])[0] if evaluation.routed_text else 0
     judge_in = 2 * (prompt_tokens + routed_tokens + most_out + JUDGE_TEMPLATE_TOKENS)
