@@ -171,11 +171,9 @@ class Command(BaseCommand):
         try:
             strategy_params = _loads(params)
             variant_list = _variants(variants)
-            prompt_set = prompt_set_get(name=dataset)
-            self.stdout.write(f"Loading {dataset} ...")
-            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
-        except (PromptSet.DoesNotExist, ValueError) as exc:
+        except ValueError as exc:
             raise CommandError(str(exc)) from None
+        prompt_set, arrays = self._load(dataset, cost, categories)
         if arrays.categories is None:
             if protocol == "domain-shift":
                 raise CommandError(
@@ -248,6 +246,15 @@ class Command(BaseCommand):
             self.stdout.write(f"Wrote {plot}")
         self.stdout.write(self.style.SUCCESS(f"Done in {seconds:.0f} s"))
 
+    def _load(self, dataset: str, cost: str, categories: str):
+        """(prompt set, its arrays) of ``dataset``; an unknown data set or unusable costs stop the command."""
+        try:
+            prompt_set = prompt_set_get(name=dataset)
+            self.stdout.write(f"Loading {dataset} ...")
+            return prompt_set, dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
+        except (PromptSet.DoesNotExist, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+
     def _online(
         self,
         dataset,
@@ -280,11 +287,9 @@ class Command(BaseCommand):
             raise CommandError(_option_names(str(exc))) from None
         try:
             strategy_params = _loads(params)
-            prompt_set = prompt_set_get(name=dataset)
-            self.stdout.write(f"Loading {dataset} ...")
-            arrays = dataset_arrays(prompt_set=prompt_set, cost=cost, category_field=categories)
-        except (PromptSet.DoesNotExist, ValueError) as exc:
+        except ValueError as exc:
             raise CommandError(str(exc)) from None
+        prompt_set, arrays = self._load(dataset, cost, categories)
         if arrays.categories is None:
             self.stdout.write(f"  no prompt has a {categories!r}: no specialists")
         self.stdout.write(
