@@ -53,6 +53,18 @@ def loopback_upstreams_allowed(settings):
 
 
 @pytest.fixture(autouse=True)
+def throttle_windows_that_do_not_roll_over(monkeypatch):
+    """Rate limits count in windows aligned to the clock (routing/throttling.py): a test that sends
+    N + 1 requests must not see the window turn over between them, so in-process counters read a clock
+    held in the middle of a minute (and of an hour and a day)."""
+    import types
+
+    from routing import throttling
+
+    monkeypatch.setattr(throttling, "time", types.SimpleNamespace(time=lambda: 1_800_000_000.0 + 1_830))
+
+
+@pytest.fixture(autouse=True)
 def fresh_caches(monkeypatch):
     """Per-process caches must not carry one test's router, periods, λ or rate counts into the next."""
     from django.core.cache import cache
