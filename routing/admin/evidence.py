@@ -65,11 +65,11 @@ class EvidenceApplicationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="from")
     def from_whom(self, application):
-        return "; ".join(_source_line(source) for source in application.sources) or "—"
+        return "; ".join(application.source_lines) or "—"
 
     @admin.display(description="sources")
     def sources_table(self, application):
-        return format_html_join("", "<div>{}</div>", ((_source_line(source),) for source in application.sources)) or "—"
+        return format_html_join("", "<div>{}</div>", ((line,) for line in application.source_lines)) or "—"
 
     @admin.display(description="newest events: estimate at the prompt before → after")
     def moved_table(self, application):
@@ -92,9 +92,3 @@ class EvidenceApplicationAdmin(ReadOnlyAdmin):
             )
             or "—"
         )
-
-
-def _source_line(source: dict) -> str:
-    who = source["source"] + (f" ({source['tenant']})" if source.get("tenant") else "")
-    capped = ", scaled down to the cap" if source.get("capped") else ""
-    return f"{who}: {source['events']} events, weight {source['weight']:g}{capped}"

@@ -98,3 +98,15 @@ class EvidenceApplication(models.Model):
 
     def __str__(self) -> str:
         return f"{self.llm} @ v{self.state.version}: {self.events} events"
+
+    @property
+    def source_lines(self) -> list[str]:
+        """One line per source and tenant, for the admin and the dashboard: "feedback (acme): 6 events,
+        weight 6"."""
+        return [_source_line(source) for source in self.sources]
+
+
+def _source_line(source: dict) -> str:
+    who = source["source"] + (f" ({source['tenant']})" if source.get("tenant") else "")
+    capped = ", scaled down to the cap" if source.get("capped") else ""
+    return f"{who}: {source['events']} events, weight {source['weight']:g}{capped}"

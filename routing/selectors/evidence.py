@@ -1,5 +1,5 @@
-"""Reads of evidence: the rows an LLM's profile appends under the bounded rule, and which LLMs have
-evidence their profile on a state has not taken in yet."""
+"""Reads of evidence: the rows an LLM's profile appends under the bounded rule, which LLMs have
+evidence their profile on a state has not taken in yet, and one LLM's evidence for its dashboard page."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from registry.models import LLM
 from routing.models import Evidence, EvidenceApplication, LLMProfile, RoutingState
+from routing.strategies import STRATEGIES
 from routing.strategies.evidence import SECONDS_PER_DAY, decayed_weight, evidence_rows
 
 # Of one source's judgements of one LLM only the newest this many are read: beyond the cap they share
@@ -22,6 +23,8 @@ ROWS_PER_SOURCE = 1000
 # Weights decay with age even when nothing new arrives: an LLM's evidence is applied again at least
 # this often, so its profile follows the half-life to within a day.
 REAPPLY_AFTER = timedelta(days=1)
+# An LLM's dashboard page lists this many of its latest applications on the active state.
+RECENT_APPLICATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -42,18 +45,30 @@ class LLMEvidence:
         return len(self.weight)
 
 
-def _counted(*, state: RoutingState):
+def _counts(*, state: RoutingState) -> Q:
     """The evidence that counts under ``state``: from sources without a tenant or from a tenant still
     trusted, on prompts embedded by the state's embedder (another embedder's vectors live elsewhere)."""
-    return Evidence.objects.filter(
-        Q(tenant__isnull=True) | Q(tenant__trusted_for_learning=True, tenant__is_active=True),
-        prompt__embedder=state.embedder,
-        prompt__embedding__isnull=False,
+    return (Q(tenant__isnull=True) | Q(tenant__trusted_for_learning=True, tenant__is_active=True)) & Q(
+        prompt__embedder=state.embedder, prompt__embedding__isnull=False
     )
+
+
+def _counted(*, state: RoutingState):
+    return Evidence.objects.filter(_counts(state=state))
 
 
 def evidence_enabled() -> bool:
     return bool(settings.ROUTERHUB_EVIDENCE_ENABLED)
+
+
+def evidence_refused(*, strategy: str | None = None) -> str:
+    """Why profiles of ``strategy`` take in no evidence, in words; empty when they do (``None``: whether
+    any profile does)."""
+    if not evidence_enabled():
+        return "ROUTERHUB_EVIDENCE_ENABLED is off"
+    if strategy is not None and not STRATEGIES[strategy].takes_sample_weight:
+        return f"{strategy} profiles take no evidence"
+    return ""
 
 
 def evidence_of(*, llm_id: int, state: RoutingState, now: datetime | None = None) -> LLMEvidence:
@@ -160,3 +175,63 @@ def llms_with_new_evidence(*, state: RoutingState, now: datetime | None = None) 
         elif seen[0] and now - applied["created_at"] >= REAPPLY_AFTER:
             due.append(llm_id)
     return list(LLM.objects.filter(id__in=due).order_by("name"))
+
+
+@dataclass(frozen=True)
+class EvidenceOverview:
+    """One LLM's evidence under one routing state, as its dashboard page shows it."""
+
+    state_version: int
+    refused: str  # why the state's profiles take in no evidence (``evidence_refused``); empty when they do
+    recorded: int  # the LLM's judgements, from anyone
+    counted: int  # of them, those that count under the state (``_counts``)
+    newest_counted_at: datetime | None
+    # Newest first. The first is what the LLM's profile in use took in: its events, weights and sources
+    # are after one-per-prompt, decay and the cap, as of when it was applied.
+    applications: list[EvidenceApplication]
+    half_life_days: float
+    cap_prompts: float
+
+    @property
+    def latest(self) -> EvidenceApplication | None:
+        return self.applications[0] if self.applications else None
+
+    @property
+    def not_counted(self) -> int:
+        """Judgements recorded that do not count under the state: from a tenant no longer trusted for
+        learning (or inactive), or on a prompt another embedder placed."""
+        return self.recorded - self.counted
+
+    @property
+    def waiting(self) -> bool:
+        """Whether counted evidence changed since the latest application read it: the next run of
+        ``routing.apply_evidence`` takes it in."""
+        if self.refused:
+            return False
+        latest = self.latest
+        if latest is None:
+            return self.counted > 0
+        return (latest.evidence_seen, latest.newest_evidence_at) != (self.counted, self.newest_counted_at)
+
+
+def llm_evidence_overview(*, state_id: int, llm_id: int, limit: int = RECENT_APPLICATIONS) -> EvidenceOverview:
+    """``llm_id``'s evidence under the state: how much of it counts, and its ``limit`` latest applications
+    there. Three queries, whatever the amount of evidence."""
+    state = RoutingState.objects.only("id", "version", "strategy", "embedder").get(id=state_id)
+    counts = _counts(state=state)
+    totals = Evidence.objects.filter(llm_id=llm_id).aggregate(
+        recorded=Count("id"), counted=Count("id", filter=counts), newest=Max("updated_at", filter=counts)
+    )
+    applications = list(
+        EvidenceApplication.objects.filter(state_id=state.id, llm_id=llm_id).order_by("-created_at", "-id")[:limit]
+    )
+    return EvidenceOverview(
+        state_version=state.version,
+        refused=evidence_refused(strategy=state.strategy),
+        recorded=totals["recorded"],
+        counted=totals["counted"],
+        newest_counted_at=totals["newest"],
+        applications=applications,
+        half_life_days=float(settings.ROUTERHUB_EVIDENCE_HALF_LIFE_DAYS),
+        cap_prompts=float(settings.ROUTERHUB_EVIDENCE_CAP_PROMPTS),
+    )

@@ -30,7 +30,6 @@ from routing.models import Decision, Evidence, EvidenceApplication, RoutingState
 from routing.selectors import evidence as selectors
 from routing.selectors.state import routing_state_active
 from routing.services.state import llm_profile
-from routing.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +98,13 @@ class EvidenceRun:
 def evidence_apply(*, state: RoutingState | None = None) -> EvidenceRun:
     """Profile again, on ``state`` (default: the active one), every LLM whose evidence changed since its
     last application there; idempotent (nothing new: nothing done) and one run at a time."""
-    run = EvidenceRun()
-    if not selectors.evidence_enabled():
-        run.skipped = "ROUTERHUB_EVIDENCE_ENABLED is off"
+    run = EvidenceRun(skipped=selectors.evidence_refused())
+    if run.skipped:
         return run
     state = state or routing_state_active()
     run.state_version = state.version
-    if not STRATEGIES[state.strategy].takes_sample_weight:
-        run.skipped = f"{state.strategy} profiles take no evidence"
+    run.skipped = selectors.evidence_refused(strategy=state.strategy)
+    if run.skipped:
         return run
     with transaction.atomic():
         with connection.cursor() as cursor:

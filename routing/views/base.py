@@ -37,6 +37,7 @@ SECTION_PERMISSIONS: dict[str, str] = {
     "usage": "routing.view_decision",  # requests and spend, on the LLM pages
     "budgets": "routing.view_budgetperiod",  # tenants' budgets and their pace, on the overview
     "jobs": "routing.view_job",  # an LLM's profiling jobs
+    "evidence": "routing.view_evidenceapplication",  # what taught the router an LLM's estimate, from whom
     "tenants": "routing.view_tenant",  # trying prompts as a named tenant
     "shadow_budgets": "routing.view_shadowbudget",  # what the shadow budgets hold and spent
 }

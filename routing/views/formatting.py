@@ -68,6 +68,17 @@ def percent(value, *, decimals: int = 1) -> str:
     return DASH if value is None else f"{100 * value:.{decimals}f}%"
 
 
+def plain(value) -> str:
+    """A weight (in prompts' worth) or a score, without trailing zeros: two decimals from 1 up (6, 1.5,
+    1,234.5), three significant digits below (0.75, 0.00123)."""
+    value = _number(value)
+    if value is None:
+        return DASH
+    if abs(value) < 1:
+        return f"{value:.3g}" if value else "0"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
 def count(value) -> str:
     value = _number(value)
     return DASH if value is None else f"{int(round(value)):,}"

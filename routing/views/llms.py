@@ -1,5 +1,5 @@
 """LLMs: the fleet, and one LLM's page — profile against the fleet per cluster, prices, where it is
-chosen, recent jobs, traffic and spend over time."""
+chosen, the evidence its profile took in, recent jobs, traffic and spend over time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from routing.exceptions import NoActiveRoutingState
 from routing.selectors.clusters import cluster_map
 from routing.selectors.curves import held_out
 from routing.selectors.decisions import tenants_current_lambda
+from routing.selectors.evidence import llm_evidence_overview
 from routing.selectors.llms import llm_profile_smoothing, llm_recent_jobs, llm_rows, llm_usage_by_tenant
 from routing.selectors.routers import active_router
 from routing.selectors.usage import days_between, usage_grouped
@@ -58,6 +59,8 @@ def llm_detail(request, llm_id: int):
     loaded = _active_router_or_none()
     lam = page_lambda(request, [t.lam for t in tenants_current_lambda(tenant=scope or viewer.tenant)])
     usage_shown = viewer.may_see("usage")
+    # Evidence names the tenants it came from: an audit for staff, never shown to a tenant's users.
+    evidence_shown = viewer.is_staff and viewer.may_see("evidence")
     if usage_shown:
         daily = usage_grouped(by=("day",), since=since, until=until, tenant=scope, llm_id=llm.id)
         traffic_charts = _traffic_charts(days_between(since, until), daily)
@@ -70,6 +73,8 @@ def llm_detail(request, llm_id: int):
         router=loaded,
         traffic_charts=traffic_charts if usage_shown else None,
         jobs=llm_recent_jobs(llm=llm) if viewer.is_staff and viewer.may_see("jobs") else None,
+        evidence_shown=evidence_shown,
+        evidence=llm_evidence_overview(state_id=loaded.state_id, llm_id=llm.id) if evidence_shown and loaded else None,
         by_tenant=llm_usage_by_tenant(llm=llm, since=since, until=until)
         if viewer.is_staff and scope is None and usage_shown
         else None,

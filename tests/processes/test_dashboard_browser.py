@@ -11,13 +11,14 @@ as root), driven by the ``playwright`` package through ``executable_path``: no b
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.api import ApiClient
-from tests.fixtures.dashboard import dashboard_pages, evaluation_run, shadow_evaluations
+from tests.fixtures.dashboard import GRADER, dashboard_pages, evaluation_run, evidence_taken_in, shadow_evaluations
 
 SCREENSHOTS = Path(os.environ.get("ROUTERHUB_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 CHROMIUM = os.environ.get("ROUTERHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,7 +43,8 @@ CHART_MARKS = """() => Array.from(document.querySelectorAll('figure.chart svg'))
 @pytest.fixture
 def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
     """The dashboard fixture's tenants and users, committed for the live server, plus a refused request,
-    an evaluation run and tenant alpha's shadow evaluations, so that every page has something to show."""
+    an evaluation run, tenant alpha's shadow evaluations and evidence taken in for the LLM of its first
+    decision, so that every page has something to show."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls while one
     # runs unless told that this thread only waits on the browser (the server has its own thread).
@@ -51,7 +53,8 @@ def browser_site(site, make_tenant, transactional_db, live_server, monkeypatch):
     assert ApiClient(tiny_key).route("What is 2 + 2?").status_code == 402
     run = evaluation_run(prompt_set_id=site.tenant_a.decisions.first().state.prompt_set_id)
     shadow_evaluations(site)
-    pages = dashboard_pages(site, llm_id=site.tenant_a.decisions.first().llm_id, run=run)
+    llm = evidence_taken_in(site)
+    pages = dashboard_pages(site, llm_id=llm.id, run=run)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -120,6 +123,22 @@ def test_the_shadow_page_shows_a_tenants_verdicts_and_where_routing_lost(browser
     ]
     assert page.locator("#shadow-losses tbody tr").count() == 2
     page.screenshot(path=str(SCREENSHOTS / "shadow_tenant_user.png"), full_page=True)
+    assert errors == []
+
+
+def test_an_llm_page_shows_the_evidence_its_profile_took_in_and_from_whom(browser_site):
+    browser, base_url, pages = browser_site
+    page, errors = open_session(browser, base_url, "staffer")
+    page.goto(base_url + pages["llm"])
+    assert page.locator("h2#evidence").is_visible()
+    assert re.match(r"Its profile on v\d+ takes in \d+ evidence events weighing", page.inner_text("#evidence-summary"))
+    sources = page.locator("#evidence-sources tbody tr td:nth-child(1)").all_inner_texts()
+    assert sorted(sources) == sorted(["feedback", GRADER])
+    applications = page.locator("#evidence-applications tbody tr")
+    assert applications.count() == 2
+    assert "→" in applications.nth(0).locator("td:nth-child(6)").inner_text()
+    assert page.locator("#evidence-moved tbody tr").count() > 0
+    page.screenshot(path=str(SCREENSHOTS / "llm_evidence.png"), full_page=True)
     assert errors == []
 
 
