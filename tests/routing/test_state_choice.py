@@ -14,7 +14,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def slice_files(tmp_path_factory):
-    return write_slice(tmp_path_factory.mktemp("choice") / "slice", prompts=300)
+    # Ten LLMs still make three folds of three or four for the cross-validation, and their scores differ
+    # (no tie decides the choice); each strategy is tuned, fitted and profiled per LLM, so every LLM
+    # more costs each fit.
+    return write_slice(tmp_path_factory.mktemp("choice") / "slice", prompts=300, llms=10)
 
 
 @pytest.fixture
