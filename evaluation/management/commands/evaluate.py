@@ -141,18 +141,18 @@ class Command(BaseCommand):
         online = {field: options[option] for option, field in ONLINE_OPTIONS.items() if options.get(option) is not None}
         if protocol == "online":
             return self._online(
-                dataset,
-                strategies,
-                trials,
-                seed,
-                cost,
-                params,
-                json,
-                no_tuning,
-                tuning_budget,
-                variants,
-                categories,
-                online,
+                dataset=dataset,
+                strategies=strategies,
+                trials=trials,
+                seed=seed,
+                cost=cost,
+                params=params,
+                json=json,
+                no_tuning=no_tuning,
+                tuning_budget=tuning_budget,
+                variants=variants,
+                categories=categories,
+                online=online,
             )
         if online:
             given = ["--" + o.replace("_", "-") for o in ONLINE_OPTIONS if options.get(o) is not None]
@@ -257,19 +257,21 @@ class Command(BaseCommand):
 
     def _online(
         self,
-        dataset,
-        strategies,
-        trials,
-        seed,
-        cost,
-        params,
-        json,
-        no_tuning,
-        tuning_budget,
-        variants,
-        categories,
-        online,
+        *,
+        dataset: str,
+        strategies: str | None,
+        trials: int,
+        seed: int,
+        cost: str,
+        params: str,
+        json: Path | None,
+        no_tuning: bool,
+        tuning_budget: str,
+        variants: str,
+        categories: str,
+        online: dict,
     ):
+        """``--protocol online``: ``online`` holds the OnlineSettings fields given as options (``ONLINE_OPTIONS``)."""
         from evaluation.online import OnlineSettings, run_online
         from evaluation.reports import print_online_report
 
