@@ -1,8 +1,21 @@
 """Shared fixtures. Tests run against real PostgreSQL + pgvector (the embedded server by default)."""
 
-import pytest
+import os
 
-from routing.caches import reset_all
+# One BLAS thread per test process, as in the web processes (routerhub/asgi.py): make test runs a
+# pytest worker per core, and a BLAS spreading each small product over every core on top of that
+# makes the workers' threads wait on each other — on 2 cores test_state_choice's fits took 130 s
+# instead of 11 s. The variable reaches BLAS libraries loaded later and the processes tests start;
+# threadpoolctl limits those already loaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy  # noqa: E402,F401 (loads BLAS, so that the limit below reaches it)
+import pytest  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from routing.caches import reset_all  # noqa: E402
+
+threadpool_limits(limits=1, user_api="blas")
 
 # Fixtures shared across apps: a fitted slice of MMLU-Pro with tenants and keys (the route API),
 # and a synthetic three-subject data set (profiling, workers).
