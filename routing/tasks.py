@@ -239,12 +239,18 @@ def rollup_usage() -> dict:
 
 
 @shared_task(
-    name=shadow.TASK_NAME, bind=True, acks_late=True, max_retries=MAX_RETRIES, soft_time_limit=5 * 60, time_limit=6 * 60
+    name=shadow.TASK_NAME,
+    bind=True,
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=shadow.CLAIM_SECONDS - 60,
+    time_limit=shadow.CLAIM_SECONDS,  # a claim outlives any delivery: services/shadow.py relies on it
 )
 def shadow_evaluate(self, evaluation_id: str) -> dict | None:
-    """Ask a shadowed gateway call's comparison LLM and judge it against the routed answer
-    (``services/shadow.py``; no Job row). Delivered twice, it never calls the comparison LLM twice; a
-    database failure retries it, resuming where it stopped."""
+    """Choose a shadowed gateway call's comparison LLM (the tenant's, else routing's choice at λ = 0),
+    ask it and judge its answer against the routed one (``services/shadow.py``; no Job row). Delivered
+    twice, it never calls the comparison LLM twice; a database failure retries it, resuming where it
+    stopped."""
     try:
         ended = shadow.shadow_evaluation_run(evaluation_id=UUID(evaluation_id))
     except (OperationalError, InterfaceError) as exc:
@@ -252,6 +258,17 @@ def shadow_evaluate(self, evaluation_id: str) -> dict | None:
             raise
         raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries)) from exc
     return {"evaluation": evaluation_id, "ended": ended}
+
+
+@shared_task(name="routing.resend_shadow_evaluations", acks_late=True, soft_time_limit=60, time_limit=90)
+def resend_shadow_evaluations() -> dict:
+    """Periodic sweep (every minute, a default beat schedule): send again the task of each shadow
+    evaluation still running a minute after its task was sent — its send failed, or its message was lost
+    (``shadow.shadow_resend``). Idempotent: an evaluation is never evaluated twice."""
+    result = shadow.shadow_resend()
+    if result["sent"] or result["not_sent"]:
+        logger.info("resent %d shadow evaluation(s); %d not sent", len(result["sent"]), len(result["not_sent"]))
+    return {key: [str(evaluation_id) for evaluation_id in ids] for key, ids in result.items()}
 
 
 TASK_OF_KIND = {

@@ -275,14 +275,23 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
         log_text=prepared.plan.log_text,
     )
     future.add_done_callback(_log_failure)
-    if record.status == Status.OK and shadow.picked(
-        decision_id=prepared.plan.decision_id, share=prepared.plan.shadow_share
+    if (
+        record.status == Status.OK
+        and prepared.llm is not None
+        and shadow.picked(decision_id=prepared.plan.decision_id, share=prepared.plan.shadow_share)
     ):
-        future.add_done_callback(partial(_offer_shadow, prepared.plan.decision_id, prepared.chat.upstream_body, record))
+        offer = partial(
+            shadow.shadow_offer,
+            decision_id=prepared.plan.decision_id,
+            tenant_id=prepared.plan.tenant_id,
+            routed_llm_id=prepared.llm.id,
+            upstream_body=prepared.chat.upstream_body,
+        )
+        future.add_done_callback(partial(_offer_shadow, offer, record))
     return future
 
 
-def _offer_shadow(decision_id, upstream_body: dict, record: CallRecord, finished: Future) -> None:
+def _offer_shadow(offer, record: CallRecord, finished: Future) -> None:
     """Once the call is metered, its shadow evaluation is offered on the shadow thread: nothing of it
     runs on the event loop or delays the writer thread. When that thread is behind by
     ``SHADOW_OFFERS_WAITING`` offers (a broker that does not answer), the call is not shadowed."""
@@ -290,15 +299,14 @@ def _offer_shadow(decision_id, upstream_body: dict, record: CallRecord, finished
         return
     if not _shadow_slots.acquire(blocking=False):
         return
-    off_path(_offer, decision_id, upstream_body, record)
+    off_path(_offer, offer, record, finished.result().cost_usd)
 
 
-def _offer(decision_id, upstream_body: dict, record: CallRecord) -> None:
+def _offer(offer, record: CallRecord, cost_usd: Decimal) -> None:
     try:
-        routed_text = redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS)
-        shadow.shadow_offer(decision_id=decision_id, upstream_body=upstream_body, routed_text=routed_text)
+        offer(routed_cost_usd=cost_usd, routed_text=redact(record.answer_text, *record.secrets, limit=LOG_TEXT_CHARS))
     except Exception:  # the call is answered and metered; only its shadow evaluation is lost
-        logger.exception("offering gateway decision %s for shadow evaluation failed", decision_id)
+        logger.exception("offering gateway decision %s for shadow evaluation failed", offer.keywords["decision_id"])
     finally:
         _shadow_slots.release()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from registry.constraints import valid_choice
 from registry.models import LLM
@@ -63,7 +64,7 @@ class ShadowBudget(models.Model):
 
 
 class ShadowStatus(models.TextChoices):
-    PENDING = "pending", "waiting for the worker"
+    PENDING = "pending", "waiting for the worker"  # its comparison LLM chosen by the worker, then called
     COMPARED = "compared", "comparison answered, waiting for the judge"
     JUDGED = "judged", "judged"
     NO_BUDGET = "no_budget", "not run: the shadow budget is spent"
@@ -81,8 +82,10 @@ class ShadowVerdict(models.TextChoices):
 class ShadowEvaluation(models.Model):
     """One shadowed gateway call: the routed answer against the comparison LLM's, as the judge saw them.
 
-    The texts (``request``, ``routed_text``, ``comparison_text``) are kept while the evaluation runs;
-    once it ends they are emptied unless the tenant logs its gateway text."""
+    The gateway writes it pending with what cannot be had later (the conversation, the routed answer);
+    the worker chooses its comparison LLM, judge and shadow budget, so those are empty until then. The
+    texts (``request``, ``routed_text``, ``comparison_text``) are kept while the evaluation runs; once it
+    ends they are emptied unless the tenant logs its gateway text."""
 
     Status = ShadowStatus
     Verdict = ShadowVerdict
@@ -91,12 +94,18 @@ class ShadowEvaluation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     routed_llm = models.ForeignKey(LLM, on_delete=models.PROTECT, related_name="+")
-    comparison_llm = models.ForeignKey(LLM, on_delete=models.PROTECT, related_name="+")
+    comparison_llm = models.ForeignKey(LLM, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
     judge_llm = models.ForeignKey(LLM, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
-    budget = models.ForeignKey(ShadowBudget, on_delete=models.PROTECT, related_name="evaluations")
+    budget = models.ForeignKey(
+        ShadowBudget, on_delete=models.PROTECT, related_name="evaluations", null=True, blank=True
+    )
     request = models.JSONField(default=dict, blank=True, help_text="The messages and options sent upstream.")
     routed_text = models.TextField(blank=True)
     comparison_text = models.TextField(blank=True)
+    # When its task was last sent: the resend sweep sends again what is still running long after it.
+    sent_at = models.DateTimeField(db_default=Now())
+    # Set by each delivery that takes it: for the task's time limit no other delivery touches it.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     # Set, and committed, before the comparison LLM is called: a retry that finds it set never calls again.
     comparison_started_at = models.DateTimeField(null=True, blank=True)
     reserved_usd = models.DecimalField(
@@ -115,7 +124,13 @@ class ShadowEvaluation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "created_at"], name="routing_shadow_tenant_time")]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="routing_shadow_tenant_time"),
+            # The resend sweep's scan: the few evaluations still running.
+            models.Index(
+                fields=["sent_at"], name="routing_shadow_running_sent", condition=Q(status__in=["pending", "compared"])
+            ),
+        ]
         constraints = [
             valid_choice("status", ShadowStatus),
             models.CheckConstraint(

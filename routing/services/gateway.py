@@ -85,6 +85,7 @@ class GatewayPlan:
     # (routing/gateway/settlement.py).
     leased: LeasedCall | None = None
     shadow_share: float = 0.0  # of the tenant's answered calls, also judged against a comparison LLM
+    tenant_id: int | None = None
 
 
 def gateway_plan(
@@ -176,6 +177,7 @@ def gateway_plan(
         lam=result.decision.lambda_used,
         leased=result.leased,
         shadow_share=tenant.shadow_share,
+        tenant_id=tenant.id,
     )
 
 

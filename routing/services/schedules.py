@@ -73,6 +73,16 @@ DEFAULT_SCHEDULES = (
         ),
     ),
     DefaultSchedule(
+        name="routerhub: resend shadow evaluations",
+        task="routing.resend_shadow_evaluations",
+        crontab={"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        description=(
+            "Every minute. Sends again the task of each shadow evaluation still pending (or compared and not "
+            "judged) a minute after its task was sent: the broker was unreachable when the gateway offered it, "
+            "or its message was lost. An evaluation is never run twice."
+        ),
+    ),
+    DefaultSchedule(
         name="routerhub: roll up daily usage",
         task="routing.rollup_usage",
         crontab={"minute": "5", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},

@@ -2,37 +2,45 @@
 
 For a share of a tenant's answered gateway calls (``Tenant.shadow_share``), routerhub asks a
 comparison LLM the same conversation and has a judge compare the two answers (pairwise, asked in
-both orders). All of it happens after the client has its answer, off the response path:
+both orders). All of it happens after the client has its answer, off the response path, and the web
+process does as little of it as it can — what is chosen and called is the worker's:
 
 1. :func:`picked` — in the gateway, on the event loop: whether a call is shadowed, from its decision
    id alone (a stable hash against the share: no query, no randomness to replay).
-2. :func:`shadow_offer` — on the gateway's shadow thread, once the call is metered: the
-   :class:`~routing.models.ShadowEvaluation` row, holding the conversation and the routed answer, and
-   the task ``routing.shadow_evaluate`` sent once it is committed. Nothing is written when the shadow
-   budget is spent or no judge is configured.
-3. :func:`shadow_evaluation_run` — in the worker (the task takes the row's id): reserve the most the
-   comparison and the judge can cost in the shadow budget, call the comparison LLM once, judge, and
-   settle the budget to what was spent. Then the texts are emptied unless the tenant logs its gateway
-   text.
+2. :func:`shadow_offer` — on the gateway's shadow thread, once the call is metered: one ``INSERT`` of
+   a pending :class:`~routing.models.ShadowEvaluation` holding what cannot be had later (the
+   conversation with the options the comparison call repeats, the routed answer and its cost), then
+   the task ``routing.shadow_evaluate`` sent. Nothing is written while the tenant's shadow budget is
+   spent or no judge is named for it (:func:`shadow_open`, read once per ``OPEN_RECHECK_SECONDS``).
+3. :func:`shadow_evaluation_run` — in the worker (the task takes the row's id): choose the shadow
+   budget, the judge and the comparison LLM (the tenant's, else routing's choice at λ = 0 — when that
+   is the routed LLM, a tie at no cost), reserve the most the comparison and the judge can cost in the
+   shadow budget, call the comparison LLM once, judge, and settle the budget to what was spent. Then
+   the texts are emptied unless the tenant logs its gateway text.
+4. :func:`shadow_resend` — the periodic sweep ``routing.resend_shadow_evaluations``: the task of an
+   evaluation still running ``RESEND_AFTER_SECONDS`` after it was sent (a broker that was unreachable,
+   a lost message) is sent again.
 
 Shadow spend comes from a :class:`~routing.models.ShadowBudget` set by staff — the tenant's own, else
 the global one — never from the tenant's budget. Its reservation is a conditional ``UPDATE`` (spent +
 estimate ≤ limit), so concurrent evaluations cannot take it past its limit by more than what the
 judge reports beyond its own estimate; once it no longer fits, evaluations end as ``no_budget``
-without a call and no further call is offered.
+without a call, and once it is spent no further call is offered.
 
-Safe to deliver twice: the row is claimed under a row lock; the comparison LLM is called only after
-``comparison_started_at`` is committed, and a delivery finding it set without an answer (a worker that
-died during the call) fails the evaluation instead of calling again — its reservation stays spent,
-the upper bound of what that call may have cost.
+Safe to deliver twice: a delivery claims the row under a row lock, and for ``CLAIM_SECONDS`` (the
+task's hard time limit) no other delivery touches it; the comparison LLM is called only after
+``comparison_started_at`` is committed, and a later delivery finding it set without an answer (a worker
+that died during the call) fails the evaluation instead of calling again — its reservation stays
+spent, the upper bound of what that call may have cost.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 from uuid import UUID
 
 from celery import current_app
@@ -43,8 +51,9 @@ from django.utils import timezone
 
 from registry.models import LLM
 from registry.tokens import count_tokens
+from routing.caches import process_cache
 from routing.exceptions import InvalidRouteRequest, NoActiveRoutingState, RoutingError
-from routing.models import Decision, ShadowBudget, ShadowEvaluation, Tenant
+from routing.models import ShadowBudget, ShadowEvaluation, Tenant
 from routing.profiling.client import ChatClient, Completion, ProviderError, TransientProviderError
 from routing.services.budgets import usd
 from routing.services.evidence import evidence_record
@@ -56,9 +65,10 @@ logger = logging.getLogger(__name__)
 Status = ShadowEvaluation.Status
 Verdict = ShadowEvaluation.Verdict
 TASK_NAME = "routing.shadow_evaluate"
-# The request's options the comparison call is sent with (its sampling); the rest (tools, formats,
-# fields billed beyond tokens) is not repeated.
-COMPARISON_OPTIONS = ("temperature", "top_p", "seed", "stop")
+# The request's options the comparison call is sent with: its sampling, and what shapes the answer (tools,
+# a response format), so that the two answers are to the same question; the rest (fields billed beyond
+# tokens, n, streaming) is not repeated.
+COMPARISON_OPTIONS = ("temperature", "top_p", "seed", "stop", "tools", "tool_choice", "response_format")
 _SAMPLING_BUCKETS = 1_000_000
 # What a judge call is reserved for beyond the texts it quotes: its instructions, and its answer.
 JUDGE_TEMPLATE_TOKENS = 600
@@ -66,6 +76,13 @@ JUDGE_MAX_TOKENS = 512
 # max_tokens of a comparison call when the client asked for more or named none: a comparison needs an
 # answer long enough to judge, and the shadow budget bounds what the calls cost in all.
 COMPARISON_MAX_TOKENS = 1024
+# How long a web process trusts what it read of a tenant's shadow budget and judge (shadow_open).
+OPEN_RECHECK_SECONDS = 10.0
+# A delivery holds the evaluation it claimed this long — the task's hard time limit, after which no
+# delivery of it can still be running; another delivery meanwhile leaves it alone.
+CLAIM_SECONDS = 6 * 60
+# The resend sweep sends again an evaluation still running this long after its task was last sent.
+RESEND_AFTER_SECONDS = 60
 
 
 def picked(*, decision_id: UUID, share: float) -> bool:
@@ -84,6 +101,56 @@ def budget_for(*, tenant_id: int) -> ShadowBudget | None:
     return budgets.order_by(F("tenant_id").asc(nulls_last=True)).first()
 
 
+_open = process_cache("shadow-open")
+
+
+def shadow_open(*, tenant_id: int) -> bool:
+    """Whether ``tenant_id``'s calls may be offered now: its shadow budget has money left and a judge is
+    named for it. Read at most once per ``OPEN_RECHECK_SECONDS`` per process, so an offer costs no query
+    of its own; what changes meanwhile is caught by the worker (an offer it cannot run ends without a call)."""
+    now = time.monotonic()
+    known = _open.get(tenant_id)
+    if known is not None and now - known[0] < OPEN_RECHECK_SECONDS:
+        return known[1]
+    budget = budget_for(tenant_id=tenant_id)
+    tenant = Tenant.objects.filter(id=tenant_id).values("shadow_judge_llm_id").first()
+    is_open = (
+        budget is not None
+        and budget.spent_usd < budget.limit_usd
+        and tenant is not None
+        and bool(tenant["shadow_judge_llm_id"] or settings.ROUTERHUB_JUDGE_LLM)
+    )
+    _open.set(tenant_id, (now, is_open))
+    return is_open
+
+
+def shadow_offer(
+    *,
+    decision_id: UUID,
+    tenant_id: int,
+    routed_llm_id: int,
+    routed_cost_usd: Decimal,
+    upstream_body: dict,
+    routed_text: str,
+) -> bool:
+    """Record an answered, picked call for evaluation — one ``INSERT`` of a pending row holding what
+    cannot be had later (the conversation, the routed answer) — and send its task. Everything else (the
+    comparison LLM, the judge, the budget) is the worker's. False when the tenant's shadowing is not open.
+    The send may fail (logged): the resend sweep sends it later."""
+    if not shadow_open(tenant_id=tenant_id):
+        return False
+    ShadowEvaluation.objects.create(
+        decision_id=decision_id,
+        tenant_id=tenant_id,
+        routed_llm_id=routed_llm_id,
+        routed_cost_usd=routed_cost_usd,
+        request=comparison_request(upstream_body),
+        routed_text=routed_text,
+    )
+    send(decision_id)
+    return True
+
+
 def judge_for(tenant: Tenant) -> LLM | None:
     if tenant.shadow_judge_llm_id:
         return LLM.objects.filter(id=tenant.shadow_judge_llm_id, is_active=True).exclude(api_base="").first()
@@ -91,16 +158,15 @@ def judge_for(tenant: Tenant) -> LLM | None:
     return LLM.objects.filter(name=name, is_active=True).exclude(api_base="").first() if name else None
 
 
-def comparison_for(decision: Decision) -> LLM | None:
+def comparison_for(*, tenant: Tenant, prompt: str) -> LLM | None:
     """The tenant's comparison LLM, or else the allowed candidate of best predicted quality for the
-    call's prompt: what routing chooses for it at λ = 0 (scored as *Try it* scores, nothing written; the
-    prompt's embedding is in this process's cache). Only an LLM routerhub can call."""
-    tenant = decision.tenant
+    call's prompt (``prompt``: the text it was routed on): what routing chooses for it at λ = 0 (scored
+    as *Try it* scores, nothing written). Only an LLM routerhub can call."""
     if tenant.shadow_comparison_llm_id:
         chosen = LLM.objects.filter(id=tenant.shadow_comparison_llm_id)
     else:
         try:
-            best = route_preview(tenant=tenant, prompt=decision.routed_text, lam=0.0).chosen
+            best = route_preview(tenant=tenant, prompt=prompt, lam=0.0).chosen
         except (RoutingError, NoActiveRoutingState, InvalidRouteRequest):
             return None
         chosen = LLM.objects.filter(name=best)
@@ -108,55 +174,13 @@ def comparison_for(decision: Decision) -> LLM | None:
 
 
 def comparison_request(upstream_body: dict) -> dict:
-    """What the comparison LLM is sent: the conversation, the request's sampling options, its max_tokens."""
-    kept = {key: upstream_body[key] for key in COMPARISON_OPTIONS if key in upstream_body}
+    """What the comparison LLM is sent: the conversation, the request's sampling options, tools and
+    response format, and its max_tokens (at most ``COMPARISON_MAX_TOKENS``)."""
+    kept = {key: upstream_body[key] for key in COMPARISON_OPTIONS if upstream_body.get(key) is not None}
     asked = upstream_body.get("max_completion_tokens") or upstream_body.get("max_tokens")
     limit = COMPARISON_MAX_TOKENS
     kept["max_tokens"] = min(asked, limit) if isinstance(asked, int) and asked > 0 else limit
     return {"messages": upstream_body.get("messages") or [], **kept}
-
-
-def shadow_offer(*, decision_id: UUID, upstream_body: dict, routed_text: str) -> ShadowEvaluation | None:
-    """Record a picked call for evaluation and send its task once committed; None when it is not
-    shadowed (no money left in the shadow budget, no judge, no comparison LLM, not answered)."""
-    decision = Decision.objects.select_related("tenant").filter(id=decision_id).first()
-    if decision is None or decision.call_status != Decision.CallStatus.OK:
-        return None
-    budget = budget_for(tenant_id=decision.tenant_id)
-    if budget is None or budget.spent_usd >= budget.limit_usd:
-        return None
-    judge, comparison = judge_for(decision.tenant), comparison_for(decision)
-    if judge is None or comparison is None:
-        return None
-    fields = {
-        "tenant_id": decision.tenant_id,
-        "routed_llm_id": decision.llm_id,
-        "comparison_llm_id": comparison.id,
-        "judge_llm_id": judge.id,
-        "budget": budget,
-        "routed_cost_usd": decision.actual_cost_usd or Decimal(0),
-    }
-    if comparison.id == decision.llm_id:
-        # Routing chose the comparison LLM itself: the same answer, judged as good at no cost.
-        fields.update(
-            status=Status.JUDGED,
-            verdict=Verdict.TIE,
-            score=0.5,
-            comparison_cost_usd=fields["routed_cost_usd"],
-            judge_cost_usd=Decimal(0),
-            judge_detail={"same_llm": True},
-            finished_at=timezone.now(),
-        )
-        evaluation, _ = ShadowEvaluation.objects.get_or_create(decision_id=decision_id, defaults=fields)
-        return evaluation
-    with transaction.atomic():
-        evaluation, created = ShadowEvaluation.objects.get_or_create(
-            decision_id=decision_id,
-            defaults={**fields, "request": comparison_request(upstream_body), "routed_text": routed_text},
-        )
-        if created:
-            transaction.on_commit(partial(send, evaluation.decision_id))
-    return evaluation
 
 
 DEMO_SHARE = 0.2
@@ -199,6 +223,24 @@ def send(evaluation_id: UUID) -> bool:
     return True
 
 
+def shadow_resend(*, sent_before=None, limit: int = 1000) -> dict[str, list[UUID]]:
+    """Send again the task of each evaluation still running (pending, or compared and not yet judged)
+    whose task was last sent before ``sent_before`` (default: ``RESEND_AFTER_SECONDS`` ago): its send
+    failed, or its message was lost. Each is marked sent first, by a conditional ``UPDATE``, so two sweeps
+    never send one twice; a delivery that finds it taken by another leaves it alone (:func:`shadow_claim`).
+    Run by the periodic ``routing.resend_shadow_evaluations`` task; safe to run at any time."""
+    now = timezone.now()
+    if sent_before is None:
+        sent_before = now - timedelta(seconds=RESEND_AFTER_SECONDS)
+    due = ShadowEvaluation.objects.filter(status__in=(Status.PENDING, Status.COMPARED), sent_at__lt=sent_before)
+    sent, failed = [], []
+    for evaluation_id, last_sent in due.order_by("sent_at").values_list("decision_id", "sent_at")[:limit]:
+        if not ShadowEvaluation.objects.filter(decision_id=evaluation_id, sent_at=last_sent).update(sent_at=now):
+            continue  # another sweep took it
+        (sent if send(evaluation_id) else failed).append(evaluation_id)
+    return {"sent": sent, "not_sent": failed}
+
+
 # --- running an evaluation (worker) ---------------------------------------------------------------
 
 
@@ -236,36 +278,74 @@ def _text_of(message) -> str:
 
 
 def shadow_claim(*, evaluation_id: UUID) -> Claimed | None:
-    """Take an evaluation for this delivery; None when there is nothing (more) to do.
+    """Take an evaluation for this delivery; None when there is nothing (more) to do, or another
+    delivery holds it (claimed less than ``CLAIM_SECONDS`` ago).
 
-    A first delivery reserves its estimate in the shadow budget and marks the comparison started,
-    committed before the call. Without room in the budget it ends as ``no_budget``."""
+    A first delivery chooses what the evaluation needs (:func:`_choose`), reserves its estimate in the
+    shadow budget and marks the comparison started, committed before the call. Without room in the
+    budget it ends as ``no_budget``."""
+    now = timezone.now()
     with transaction.atomic():
         evaluation = (
             ShadowEvaluation.objects.select_for_update(of=("self",))
-            .select_related("comparison_llm", "judge_llm", "tenant")
+            .select_related("comparison_llm", "judge_llm", "tenant", "decision")
             .filter(decision_id=evaluation_id)
             .first()
         )
         if evaluation is None or evaluation.status not in (Status.PENDING, Status.COMPARED):
             return None
+        if evaluation.claimed_at is not None and now - evaluation.claimed_at < timedelta(seconds=CLAIM_SECONDS):
+            return None  # another delivery may be calling right now (a resent or redelivered task)
+        evaluation.claimed_at = now
         if evaluation.status == Status.COMPARED:
+            evaluation.save(update_fields=["claimed_at"])
             return Claimed(evaluation, call_comparison=False)
         if evaluation.comparison_started_at is not None:
             # An earlier delivery called the comparison LLM and never recorded its answer: never again.
             _end(evaluation, Status.FAILED, error="the worker stopped during the comparison call; not asked twice")
             return None
+        if evaluation.comparison_llm_id is None and not _choose(evaluation):
+            return None
         estimate = estimate_usd(evaluation)
         reserved = ShadowBudget.objects.filter(
             id=evaluation.budget_id, spent_usd__lte=F("limit_usd") - estimate
-        ).update(spent_usd=F("spent_usd") + estimate, updated_at=timezone.now())
+        ).update(spent_usd=F("spent_usd") + estimate, updated_at=now)
         if not reserved:
             _end(evaluation, Status.NO_BUDGET, error=f"the shadow budget has less than the {estimate} USD it needs")
             return None
         evaluation.reserved_usd = estimate
-        evaluation.comparison_started_at = timezone.now()
-        evaluation.save(update_fields=["reserved_usd", "comparison_started_at"])
+        evaluation.comparison_started_at = now
+        evaluation.save(update_fields=["claimed_at", "reserved_usd", "comparison_started_at"])
     return Claimed(evaluation, call_comparison=True)
+
+
+def _choose(evaluation: ShadowEvaluation) -> bool:
+    """Give a new evaluation (locked by the caller) its shadow budget, judge and comparison LLM; False
+    when it ended instead: no budget with money left, no judge or comparison LLM routerhub can call, or
+    the comparison LLM is the routed one — the same answer, a tie at no cost."""
+    tenant = evaluation.tenant
+    budget = budget_for(tenant_id=tenant.id)
+    if budget is None or budget.spent_usd >= budget.limit_usd:
+        _end(evaluation, Status.NO_BUDGET, error="no shadow budget with money left pays for this tenant")
+        return False
+    evaluation.budget = budget
+    judge = judge_for(tenant)
+    if judge is None:
+        _end(evaluation, Status.FAILED, error="no judge LLM routerhub can call (the tenant's, or ROUTERHUB_JUDGE_LLM)")
+        return False
+    evaluation.judge_llm = judge
+    comparison = comparison_for(tenant=tenant, prompt=evaluation.decision.routed_text)
+    if comparison is None:
+        _end(evaluation, Status.FAILED, error="no comparison LLM routerhub can call for this prompt")
+        return False
+    evaluation.comparison_llm = comparison
+    if comparison.id == evaluation.routed_llm_id:
+        evaluation.verdict, evaluation.score, evaluation.judge_detail = Verdict.TIE, 0.5, {"same_llm": True}
+        evaluation.comparison_cost_usd, evaluation.judge_cost_usd = evaluation.routed_cost_usd, Decimal(0)
+        _end(evaluation, Status.JUDGED)
+        return False
+    evaluation.save(update_fields=["budget", "judge_llm", "comparison_llm"])
+    return True
 
 
 def shadow_compared(*, evaluation: ShadowEvaluation, text: str, cost_usd: Decimal) -> None:
@@ -301,8 +381,8 @@ def shadow_failed(*, evaluation_id: UUID, error: str, spent: Decimal | None = No
 
 
 def _end(evaluation: ShadowEvaluation, status: str, *, error: str = "", spent: Decimal | None = None) -> None:
-    """Finish the row (inside the caller's transaction): the reservation replaced by ``spent`` (None:
-    kept as spent), the texts emptied unless the tenant logs its gateway text."""
+    """Finish the row (inside the caller's transaction) with what was chosen for it: the reservation
+    replaced by ``spent`` (None: kept as spent), the texts emptied unless the tenant logs its gateway text."""
     if spent is not None and evaluation.reserved_usd:
         ShadowBudget.objects.filter(id=evaluation.budget_id).update(
             spent_usd=F("spent_usd") - evaluation.reserved_usd + spent, updated_at=timezone.now()
@@ -310,6 +390,7 @@ def _end(evaluation: ShadowEvaluation, status: str, *, error: str = "", spent: D
         evaluation.reserved_usd = Decimal(0)
     evaluation.status, evaluation.error, evaluation.finished_at = status, error, timezone.now()
     fields = ["status", "error", "finished_at", "reserved_usd", "verdict", "score", "judge_cost_usd", "judge_detail"]
+    fields += ["claimed_at", "budget", "judge_llm", "comparison_llm", "comparison_cost_usd"]
     if not Tenant.objects.filter(id=evaluation.tenant_id, log_gateway_text=True).exists():
         evaluation.request, evaluation.routed_text, evaluation.comparison_text = {}, "", ""
         fields += ["request", "routed_text", "comparison_text"]

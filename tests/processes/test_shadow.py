@@ -5,16 +5,19 @@ the demo data's correctness — and the shadow budget, never the tenant's, pays 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from registry.models import LLM, Outcome, Prompt
 from routerhub.demo_upstream import FakeUpstream, demo_answers
 from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
+from routing.services import shadow
 from tests.fixtures.api import sample_prompts
-from tests.fixtures.gateway import settled
+from tests.fixtures.gateway import ranking, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 JUDGE = "DeepSeek-Coder-V2"
@@ -39,13 +42,13 @@ def shadowed(worker, gateway_llms, tenant_and_key):
     return tenant
 
 
-def ask(openai_client, prompts):
+def ask(openai_client, prompts, **routerhub):
     answers = [
         openai_client.chat.completions.with_raw_response.create(
             model="routerhub-auto",
             messages=[{"role": "user", "content": text}],
             max_tokens=64,
-            extra_body={"routerhub": {"lambda": 5000.0}},
+            extra_body={"routerhub": {"lambda": 5000.0, **routerhub}},
         )
         for text in prompts
     ]
@@ -106,3 +109,54 @@ def test_a_spent_shadow_budget_makes_no_shadow_call(shadowed, worker, upstream, 
     assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == sum(
         Decision.objects.get(id=d).actual_cost_usd for d in decisions
     )
+
+
+def test_the_worker_compares_with_routings_best_quality_choice_when_the_tenant_names_none(
+    shadowed, worker, upstream, openai_client, tenant_and_key
+):
+    shadowed.shadow_comparison_llm = None
+    shadowed.save(update_fields=["shadow_comparison_llm"])
+    reset_all()
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    text = sample_prompts(1)[0]
+    best = ranking(tenant_and_key[1], messages=[{"role": "user", "content": text}], **{"lambda": 0})[0]
+    others = list(LLM.objects.exclude(name=best).values_list("name", flat=True))
+    decisions = ask(openai_client, [text], models=others)  # routed away from the best
+    [row] = ended(decisions, worker)
+    assert (row.status, row.comparison_llm.name) == ("judged", best), row.error
+    assert row.routed_llm.name != best
+    asked = [(call.model, call.body["messages"][-1]["content"]) for call in upstream.calls]
+    assert asked.count((best, text)) == 1  # the worker's choice, asked once
+    budget.refresh_from_db()
+    assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
+
+
+def test_an_offer_whose_message_was_lost_is_resent_by_the_sweep_and_judged_once(
+    shadowed, worker, upstream, openai_client, monkeypatch
+):
+    from routing import tasks
+
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    real_send = shadow.send
+    monkeypatch.setattr(shadow, "send", lambda evaluation_id: True)  # a message the broker lost
+    [decision] = ask(openai_client, sample_prompts(1))
+    wait_for(lambda: ShadowEvaluation.objects.filter(decision_id=decision).exists())
+    time.sleep(1.0)
+    assert ShadowEvaluation.objects.get(decision_id=decision).status == "pending"  # nobody runs it
+    monkeypatch.setattr(shadow, "send", real_send)
+    long_ago = timezone.now() - timedelta(seconds=shadow.RESEND_AFTER_SECONDS + 1)
+    ShadowEvaluation.objects.filter(decision_id=decision).update(sent_at=long_ago)
+
+    assert tasks.resend_shadow_evaluations() == {"sent": [decision], "not_sent": []}
+    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}
+    [row] = ended([decision], worker)
+    assert (row.status, row.comparison_llm.name) == ("judged", COMPARISON), row.error
+    # A second message for it (the sweep again, once a minute has passed): nothing is asked twice.
+    ShadowEvaluation.objects.filter(decision_id=decision).update(sent_at=long_ago)
+    shadow.send(row.decision_id)
+    time.sleep(1.5)
+    asked = [call.model for call in upstream.calls]
+    assert asked.count(COMPARISON) == 1
+    budget.refresh_from_db()
+    assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
+    assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == Decision.objects.get(id=decision).actual_cost_usd

@@ -2,6 +2,8 @@
 share picks, and the evaluation runs here as the task would — against the demo upstream, whose demo
 judge compares answers by the demo data's correctness. The worker's run: tests/processes/test_shadow.py."""
 
+import time
+from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -88,6 +90,8 @@ def test_an_offered_call_is_judged_once_paid_by_the_shadow_budget_and_its_text_d
     assert (
         waiting.status == "pending" and waiting.routed_text and waiting.request["messages"][0]["content"] == prompts[0]
     )
+    # The gateway wrote what cannot be had later; the choices are the worker's.
+    assert (waiting.comparison_llm_id, waiting.judge_llm_id, waiting.budget_id) == (None, None, None)
     calls_before = len(upstream.calls)
     assert [shadow.shadow_evaluation_run(evaluation_id=d) for d in decisions] == ["judged"] * 4
 
@@ -166,15 +170,20 @@ def test_the_default_comparison_is_the_best_predicted_quality_and_routings_own_c
     others = list(LLM.objects.exclude(name=best).values_list("name", flat=True))
     [elsewhere] = ask(openai_client, [text], models=others)  # routed away from the best
     [same] = ask(openai_client, [text], **{"lambda": 0})  # routed to it
-    wait_for(lambda: len(sent) == 1 and ShadowEvaluation.objects.count() == 2)
+    wait_for(lambda: len(sent) == 2)
+    assert set(ShadowEvaluation.objects.values_list("comparison_llm", flat=True)) == {None}  # chosen by the task
     calls = len(upstream.calls)
-    assert sent == [elsewhere]
-    assert ShadowEvaluation.objects.get(decision_id=elsewhere).comparison_llm.name == best
+    assert shadow.shadow_evaluation_run(evaluation_id=same) is None  # nothing to call
     free = ShadowEvaluation.objects.get(decision_id=same)
     assert (free.comparison_llm.name, free.routed_llm.name, free.status, free.verdict) == (best, best, "judged", "tie")
     assert (
         free.comparison_cost_usd == free.routed_cost_usd and free.judge_cost_usd == 0 and len(upstream.calls) == calls
     )
+    assert shadow.shadow_evaluation_run(evaluation_id=elsewhere) == "judged"
+    judged = ShadowEvaluation.objects.get(decision_id=elsewhere)
+    assert judged.comparison_llm.name == best != judged.routed_llm.name
+    wait_for(lambda: len(upstream.calls) > calls)
+    assert [call.model for call in upstream.calls[calls:]][0] == best  # the comparison asked of the λ = 0 choice
 
 
 def test_a_worker_that_died_during_the_comparison_call_is_not_followed_by_a_second_call(
@@ -186,6 +195,11 @@ def test_a_worker_that_died_during_the_comparison_call_is_not_followed_by_a_seco
     claimed = shadow.shadow_claim(evaluation_id=decision_id)  # reserved and started … then the worker died
     reserved = claimed.evaluation.reserved_usd
     calls = len(upstream.calls)
+    # Within the claim, another delivery (a resent task) may still be in the call: it is left alone.
+    assert shadow.shadow_evaluation_run(evaluation_id=decision_id) is None
+    assert ShadowEvaluation.objects.get(decision_id=decision_id).status == "pending"
+    past = timezone.now() - timedelta(seconds=shadow.CLAIM_SECONDS + 1)
+    ShadowEvaluation.objects.filter(decision_id=decision_id).update(claimed_at=past)
     assert shadow.shadow_evaluation_run(evaluation_id=decision_id) is None
     row = ShadowEvaluation.objects.get(decision_id=decision_id)
     assert row.status == "failed" and "not asked twice" in row.error and len(upstream.calls) == calls
@@ -193,7 +207,9 @@ def test_a_worker_that_died_during_the_comparison_call_is_not_followed_by_a_seco
     assert budget.spent_usd == reserved > 0  # what the lost call may have cost stays spent
 
 
-def test_a_spent_shadow_budget_stops_shadowing_without_a_call(gateway, shadowed, upstream, openai_client, sent):
+def test_a_spent_shadow_budget_stops_shadowing_without_a_call(
+    gateway, shadowed, upstream, openai_client, sent, monkeypatch
+):
     budget = ShadowBudget.objects.create(limit_usd=Decimal("0.000001"))  # less than any evaluation's estimate
     decisions = ask(openai_client, sample_prompts(2))
     wait_for(lambda: len(sent) == 2)
@@ -202,8 +218,121 @@ def test_a_spent_shadow_budget_stops_shadowing_without_a_call(gateway, shadowed,
     assert len(upstream.calls) == calls
     assert set(ShadowEvaluation.objects.values_list("status", "routed_text")) == {("no_budget", "")}
     ShadowBudget.objects.filter(id=budget.id).update(spent_usd=F("limit_usd"), updated_at=timezone.now())
-    more = ask(openai_client, sample_prompts(3)[2:])
+    # The web process read the budget as open less than OPEN_RECHECK_SECONDS ago: its next offer is
+    # written, and the worker ends it without a call.
+    [stale] = ask(openai_client, sample_prompts(3)[2:])
+    wait_for(lambda: len(sent) == 3)
+    calls = len(upstream.calls)
+    assert shadow.shadow_evaluation_run(evaluation_id=stale) is None and len(upstream.calls) == calls
+    assert ShadowEvaluation.objects.get(decision_id=stale).status == "no_budget"
+    monkeypatch.setattr(shadow, "OPEN_RECHECK_SECONDS", 0.0)  # read again: spent
+    more = ask(openai_client, sample_prompts(4)[3:])
     assert Decision.objects.get(id=more[0]).call_status == "ok"  # the tenant's call answered as ever
-    assert not ShadowEvaluation.objects.filter(decision_id=more[0]).exists() and len(sent) == 2
+    time.sleep(0.5)  # the shadow thread's turn
+    assert not ShadowEvaluation.objects.filter(decision_id=more[0]).exists() and len(sent) == 3
     budget.refresh_from_db()
     assert budget.spent_usd == budget.limit_usd
+
+
+def test_the_comparison_call_repeats_the_requests_tools_and_response_format(
+    gateway, shadowed, upstream, openai_client, sent
+):
+    ShadowBudget.objects.create(limit_usd=Decimal(1))
+    text = sample_prompts(1)[0]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Look a term up.",
+                "parameters": {"type": "object", "properties": {"term": {"type": "string"}}, "required": ["term"]},
+            },
+        }
+    ]
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="routerhub-auto",
+        messages=[{"role": "user", "content": text}],
+        max_tokens=5000,  # more than a comparison call is allowed
+        temperature=0.3,
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        extra_body={"routerhub": {"lambda": 5000.0}},
+    )
+    settled()
+    decision_id = UUID(raw.headers["x-routerhub-decision-id"])
+    wait_for(lambda: sent == [decision_id])
+    calls = len(upstream.calls)
+    assert shadow.shadow_evaluation_run(evaluation_id=decision_id) == "judged"
+    wait_for(lambda: len(upstream.calls) > calls)
+    [comparison] = [call.body for call in upstream.calls[calls:] if call.model == COMPARISON]
+    assert comparison["messages"] == [{"role": "user", "content": text}]
+    assert (comparison["tools"], comparison["tool_choice"], comparison["response_format"]) == (
+        tools,
+        "auto",
+        {"type": "json_object"},
+    )
+    assert (comparison["temperature"], comparison["max_tokens"]) == (0.3, shadow.COMPARISON_MAX_TOKENS)
+    assert ShadowEvaluation.objects.get(decision_id=decision_id).verdict in ("win", "tie", "loss")
+
+
+def test_the_sweep_sends_a_lost_evaluation_again_once_and_it_is_evaluated_once(
+    gateway, shadowed, upstream, openai_client, sent, monkeypatch
+):
+    from routing import tasks
+
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    [lost] = ask(openai_client, sample_prompts(1))
+    wait_for(lambda: sent == [lost])  # the offer's send (its message lost, say)
+    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # too recent to be called lost
+    resent: list[UUID] = []
+    monkeypatch.setattr(shadow, "send", lambda evaluation_id: resent.append(evaluation_id) or True)
+    long_ago = timezone.now() - timedelta(seconds=shadow.RESEND_AFTER_SECONDS + 1)
+    ShadowEvaluation.objects.filter(decision_id=lost).update(sent_at=long_ago)
+
+    assert tasks.resend_shadow_evaluations() == {"sent": [str(lost)], "not_sent": []}
+    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # sent once, not again
+    calls = len(upstream.calls)
+    # Both messages delivered (the lost one turned up after all): one evaluation, one comparison call.
+    assert [shadow.shadow_evaluation_run(evaluation_id=lost) for _ in resent + [lost]] == ["judged", None]
+    wait_for(lambda: len(upstream.calls) > calls)
+    row = ShadowEvaluation.objects.get(decision_id=lost)
+    assert row.status == "judged" and resent == [lost]
+    assert [call.model for call in upstream.calls[calls:]].count(COMPARISON) == 1
+    budget.refresh_from_db()
+    assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
+    ShadowEvaluation.objects.filter(decision_id=lost).update(sent_at=long_ago)
+    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # judged: nothing to send
+
+
+def test_the_sweep_is_a_default_beat_schedule():
+    import importlib
+
+    from django.apps import apps
+    from django_celery_beat.models import PeriodicTask
+
+    migration = importlib.import_module("routing.migrations.0022_shadow_choice_in_worker")
+    PeriodicTask.objects.filter(task="routing.resend_shadow_evaluations").delete()
+    run_python = migration.Migration.operations[-1]
+    run_python.code(apps, None)
+    task = PeriodicTask.objects.get(task="routing.resend_shadow_evaluations")
+    assert task.enabled and task.crontab.minute == "*"
+
+
+def test_the_comparison_request_keeps_the_conversation_options_and_a_bounded_max_tokens():
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 20,
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": None,
+        "stream": True,
+        "n": 3,
+        "logit_bias": {"1": 5},
+    }
+    assert shadow.comparison_request(body) == {
+        "messages": body["messages"],
+        "tools": body["tools"],
+        "max_tokens": 20,
+    }
+    assert shadow.comparison_request({"messages": []})["max_tokens"] == shadow.COMPARISON_MAX_TOKENS
