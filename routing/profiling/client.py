@@ -47,6 +47,7 @@ from routing.upstream.http import (
     sync_client,
     transient,
 )
+from routing.upstream.streams import answer_text
 
 
 class ProviderError(Exception):
@@ -189,7 +190,12 @@ def _parse_completion(raw: str, latency_ms: float) -> Completion:
         payload = json.loads(raw)
         message = payload["choices"][0]["message"]
         content = message.get("content")
-        text = content if isinstance(content, str) else json.dumps(content)
+        if isinstance(content, str):
+            text = content
+        elif message.get("tool_calls"):  # the tool calls as the gateway reads a routed answer's text
+            text = answer_text(message)
+        else:
+            text = json.dumps(content)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return Completion(text=raw[:2000], input_tokens=None, output_tokens=None, latency_ms=latency_ms)
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}

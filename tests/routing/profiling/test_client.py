@@ -1,5 +1,7 @@
 """The profiling client against the fake OpenAI-compatible server (no database)."""
 
+import json
+
 import pytest
 
 from routing.profiling.client import (
@@ -66,6 +68,18 @@ def test_a_body_that_is_not_json_becomes_the_answer_text():
     with FakeOpenAI(policy=lambda text: RawReply(200, "<html>oops</html>")) as server:
         completion = client_for(server).complete("q")
     assert completion.text == "<html>oops</html>" and completion.input_tokens is None
+
+
+def test_an_answer_of_tool_calls_is_read_as_the_gateway_reads_one():
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"term": "x"}'}}],
+    }
+    body = json.dumps({"choices": [{"message": message}], "usage": {"prompt_tokens": 9, "completion_tokens": 7}})
+    with FakeOpenAI(policy=lambda text: RawReply(200, body)) as server:
+        completion = client_for(server).complete("q")
+    assert (completion.text, completion.output_tokens) == ('lookup{"term": "x"}', 7)
 
 
 def test_complete_all_bounds_calls_in_flight_and_yields_every_prompt():
