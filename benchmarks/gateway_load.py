@@ -166,6 +166,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "the same target unshadowed, named '<target> [shadow on]' (the offers go to CELERY_BROKER_URL, else to an "
         "embedded Redis started here; no worker runs: the evaluations wait in the queue)",
     )
+    parser.add_argument(
+        "--shadow-comparison",
+        choices=("fixed", "best"),
+        default="fixed",
+        help="the shadowed tenant's comparison LLM: one of the benchmark's own (fixed, the default), or none named, "
+        "so that routing's choice at λ = 0 is the comparison (best)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-collector", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -686,10 +693,13 @@ def bench_data(upstream_url: str, *, routed: bool) -> BenchData:
 SHADOW_ON = " [shadow on]"
 
 
-def shadow_tenant(data: BenchData, upstream_url: str, share: float) -> tuple[object, str, object]:
+def shadow_tenant(
+    data: BenchData, upstream_url: str, share: float, *, fixed_comparison: bool = True
+) -> tuple[object, str, object]:
     """A second tenant like the first, with a ``share`` of its gateway calls shadowed: compared with an LLM of
-    the benchmark's own at the fake upstream and judged by the benchmark's LLM, paid from a shadow budget of
-    its own that no run can spend. Returns (tenant, key, comparison LLM)."""
+    the benchmark's own at the fake upstream (or, without ``fixed_comparison``, with routing's choice at λ = 0)
+    and judged by the benchmark's LLM, paid from a shadow budget of its own that no run can spend. Returns
+    (tenant, key, comparison LLM)."""
     from decimal import Decimal
 
     from registry.services import llm_register
@@ -705,7 +715,8 @@ def shadow_tenant(data: BenchData, upstream_url: str, share: float) -> tuple[obj
         usd_per_mtok_out=30.0,
     )
     tenant = tenant_create(name=f"{data.tenant.name}-shadow", budget_usd="10000000")
-    tenant.shadow_share, tenant.shadow_comparison_llm, tenant.shadow_judge_llm = share, comparison, data.llm
+    tenant.shadow_share, tenant.shadow_judge_llm = share, data.llm
+    tenant.shadow_comparison_llm = comparison if fixed_comparison else None
     tenant.save()
     ShadowBudget.objects.create(tenant=tenant, limit_usd=Decimal(1_000_000))
     return tenant, api_key_create(tenant=tenant, name="gateway benchmark").secret, comparison
@@ -829,6 +840,56 @@ class Variant:
     path: Path
     env: dict[str, str]
     on: str  # "variant": its runs are "on" (tracing, another checkout); "base": this checkout's are (metrics)
+
+
+def shadow_table(runs: list[Run], concurrency: list[int], share: float) -> list[str]:
+    """Per round, each server's target as the shadowed tenant against the same target unshadowed: the
+    answered call's p50 and p95 on − off, and the gateway's CPU per request on − off (what an offer costs
+    the web processes, with every call shadowed); medians of the rounds, with their minimum–maximum."""
+    import statistics
+
+    def spread(values: list[float], digits: int) -> str:
+        values = [v for v in values if v == v]
+        if not values:
+            return "—"
+        return f"{statistics.median(values):+.{digits}f} ({min(values):+.{digits}f} to {max(values):+.{digits}f})"
+
+    def shadowed_name(target: str) -> str:
+        if target.endswith("]"):
+            head, tail = target.rsplit(" [", 1)
+            return f"{head}{SHADOW_ON} [{tail}"
+        return target + SHADOW_ON
+
+    def cpu_per_request(run: Run) -> float:
+        return run.cpu.get(_gateway_of(run), 0.0) * 1e3 / run.answered if run.answered else float("nan")
+
+    lines = [
+        "| clients | target | rounds | p50 on − off ms | p95 on − off ms | gateway CPU ms/req off → on (medians) "
+        "| **CPU per shadowed call ms** |",
+        "| ---: | --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for clients in concurrency:
+        level = [r for r in runs if r.clients == clients]
+        names = sorted({r.target for r in level if r.target.startswith("routerhub") and SHADOW_ON not in r.target})
+        for name in names:
+            pairs = [
+                (on, off)
+                for off in level
+                if off.target == name and off.answered
+                for on in level
+                if on.target == shadowed_name(name) and on.round == off.round and on.answered
+            ]
+            if not pairs:
+                continue
+            lines.append(
+                f"| {clients} | {name} | {len(pairs)} | "
+                f"{spread([pct(on.latencies_ms, 50) - pct(off.latencies_ms, 50) for on, off in pairs], 1)} | "
+                f"{spread([pct(on.latencies_ms, 95) - pct(off.latencies_ms, 95) for on, off in pairs], 1)} | "
+                f"{statistics.median(cpu_per_request(off) for _, off in pairs):.2f} → "
+                f"{statistics.median(cpu_per_request(on) for on, _ in pairs):.2f} | "
+                f"**{spread([(cpu_per_request(on) - cpu_per_request(off)) / share for on, off in pairs], 2)}** |"
+            )
+    return lines
 
 
 def variant_table(runs: list[Run], variants: list[Variant], concurrency: list[int]) -> list[str]:
@@ -1008,7 +1069,9 @@ def main(argv=None) -> None:
         )  # fmt: skip
         data = bench_data(upstream_url, routed=texts is not None)
         if args.shadow_share is not None:
-            shadowed = shadow_tenant(data, upstream_url, args.shadow_share)
+            shadowed = shadow_tenant(
+                data, upstream_url, args.shadow_share, fixed_comparison=args.shadow_comparison == "fixed"
+            )
             if not (os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")):
                 processes["redis"], base_env["CELERY_BROKER_URL"] = start_broker(logs)
         routerhub_env = {
@@ -1187,7 +1250,8 @@ def main(argv=None) -> None:
             *summary([r for r in runs if r.round == 0], streams, concurrency, args.stream_seconds),
             *(
                 [
-                    f"- shadow evaluation: the shadowed tenant's calls were offered at a share of {args.shadow_share:g}; "
+                    f"- shadow evaluation: the shadowed tenant's calls were offered at a share of {args.shadow_share:g} "
+                    f"(comparison LLM: {'one named' if args.shadow_comparison == 'fixed' else 'routing at λ = 0'}); "
                     "evaluations left, by status (no worker ran): "
                     + (", ".join(f"{status} {n}" for status, n in sorted(shadow_counts.items())) or "none")
                     + "."
@@ -1196,6 +1260,21 @@ def main(argv=None) -> None:
                 else []
             ),
             "",
+            *(
+                [
+                    "## Shadow evaluation on − off",
+                    "",
+                    f"Each round's run of a target as the shadowed tenant (share {args.shadow_share:g}) against the "
+                    "same target and server unshadowed in the same round: the medians of the rounds' differences, "
+                    "with their minimum and maximum. CPU per shadowed call = the difference in the gateway's CPU per "
+                    "request (the web processes' user + system time over the run ÷ answers) ÷ the share.",
+                    "",
+                    *shadow_table(runs, concurrency, args.shadow_share),
+                    "",
+                ]
+                if args.shadow_share
+                else []
+            ),
             *(
                 [
                     "## Switched on against off" if args.metrics_off or args.tracing else "## Other checkouts",

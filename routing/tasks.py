@@ -260,14 +260,15 @@ def shadow_evaluate(self, evaluation_id: str) -> dict | None:
     return {"evaluation": evaluation_id, "ended": ended}
 
 
-@shared_task(name="routing.resend_shadow_evaluations", acks_late=True, soft_time_limit=60, time_limit=90)
-def resend_shadow_evaluations() -> dict:
-    """Periodic sweep (every minute, a default beat schedule): send again the task of each shadow
-    evaluation still running a minute after its task was sent — its send failed, or its message was lost
-    (``shadow.shadow_resend``). Idempotent: an evaluation is never evaluated twice."""
-    result = shadow.shadow_resend()
-    if result["sent"] or result["not_sent"]:
-        logger.info("resent %d shadow evaluation(s); %d not sent", len(result["sent"]), len(result["not_sent"]))
+@shared_task(name="routing.send_shadow_evaluations", acks_late=True, soft_time_limit=60, time_limit=90)
+def send_shadow_evaluations() -> dict:
+    """Periodic sweep (every 10 s, a default beat schedule): send the task of each shadow evaluation the
+    gateway wrote since, and again of each still running a minute after its task was sent — the broker
+    was unreachable, or lost the message (``shadow.shadow_send_due``). Idempotent: an evaluation is
+    never evaluated twice. Housekeeping, no Job row."""
+    result = shadow.shadow_send_due()
+    if result["not_sent"]:
+        logger.warning("could not send %d shadow evaluation(s); the next sweep tries again", len(result["not_sent"]))
     return {key: [str(evaluation_id) for evaluation_id in ids] for key, ids in result.items()}
 
 

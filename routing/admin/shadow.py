@@ -61,6 +61,8 @@ class ShadowEvaluationAdmin(ReadOnlyAdmin):
         "request",
         "routed_text",
         "comparison_text",
+        "sent_at",
+        "claimed_at",
         "comparison_started_at",
         "finished_at",
     )

@@ -294,7 +294,7 @@ def _submit_finish(prepared: Prepared, record: CallRecord, metered: MeteredCall 
 def _offer_shadow(offer, record: CallRecord, finished: Future) -> None:
     """Once the call is metered, its shadow evaluation is offered on the shadow thread: nothing of it
     runs on the event loop or delays the writer thread. When that thread is behind by
-    ``SHADOW_OFFERS_WAITING`` offers (a broker that does not answer), the call is not shadowed."""
+    ``SHADOW_OFFERS_WAITING`` offers (a database that does not answer), the call is not shadowed."""
     if finished.cancelled() or finished.exception() is not None:
         return
     if not _shadow_slots.acquire(blocking=False):

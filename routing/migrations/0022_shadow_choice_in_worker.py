@@ -1,8 +1,8 @@
 """Shadow evaluation: the worker chooses the comparison LLM, judge and budget (empty until then); when a
-task was last sent and which delivery holds it; the default schedule of the resend sweep."""
+task was last sent (empty: not yet) and which delivery holds it; the default schedule of the sweep that
+sends the tasks."""
 
 import django.db.models.deletion
-import django.db.models.functions.datetime
 from django.db import migrations, models
 
 from routing.services.schedules import schedules_ensure_in_migration
@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='shadowevaluation',
             name='sent_at',
-            field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+            field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name='shadowevaluation',

@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Now
 
 from registry.constraints import valid_choice
 from registry.models import LLM
@@ -83,7 +82,7 @@ class ShadowEvaluation(models.Model):
     """One shadowed gateway call: the routed answer against the comparison LLM's, as the judge saw them.
 
     The gateway writes it pending with what cannot be had later (the conversation, the routed answer);
-    the worker chooses its comparison LLM, judge and shadow budget, so those are empty until then. The
+    a periodic sweep sends its task, and the worker chooses its comparison LLM, judge and shadow budget, so those are empty until then. The
     texts (``request``, ``routed_text``, ``comparison_text``) are kept while the evaluation runs; once it
     ends they are emptied unless the tenant logs its gateway text."""
 
@@ -102,8 +101,9 @@ class ShadowEvaluation(models.Model):
     request = models.JSONField(default=dict, blank=True, help_text="The messages and options sent upstream.")
     routed_text = models.TextField(blank=True)
     comparison_text = models.TextField(blank=True)
-    # When its task was last sent: the resend sweep sends again what is still running long after it.
-    sent_at = models.DateTimeField(db_default=Now())
+    # When its task was last sent (empty: not yet): the sweep sends the new ones, and again those still
+    # running long after it.
+    sent_at = models.DateTimeField(null=True, blank=True)
     # Set by each delivery that takes it: for the task's time limit no other delivery touches it.
     claimed_at = models.DateTimeField(null=True, blank=True)
     # Set, and committed, before the comparison LLM is called: a retry that finds it set never calls again.
@@ -126,7 +126,7 @@ class ShadowEvaluation(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["tenant", "created_at"], name="routing_shadow_tenant_time"),
-            # The resend sweep's scan: the few evaluations still running.
+            # The sweep's scan: the few evaluations still running.
             models.Index(
                 fields=["sent_at"], name="routing_shadow_running_sent", condition=Q(status__in=["pending", "compared"])
             ),

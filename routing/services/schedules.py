@@ -73,13 +73,14 @@ DEFAULT_SCHEDULES = (
         ),
     ),
     DefaultSchedule(
-        name="routerhub: resend shadow evaluations",
-        task="routing.resend_shadow_evaluations",
-        crontab={"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        name="routerhub: send shadow evaluations",
+        task="routing.send_shadow_evaluations",
+        every_seconds=10,
         description=(
-            "Every minute. Sends again the task of each shadow evaluation still pending (or compared and not "
-            "judged) a minute after its task was sent: the broker was unreachable when the gateway offered it, "
-            "or its message was lost. An evaluation is never run twice."
+            "Every 10 seconds. Sends the task of each shadow evaluation the gateway recorded since (the gateway "
+            "writes the row and nothing else), and again of each still pending (or compared and not judged) a "
+            "minute after its task was sent: the broker was unreachable, or lost the message. An evaluation is "
+            "never run twice."
         ),
     ),
     DefaultSchedule(

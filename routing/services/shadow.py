@@ -9,17 +9,17 @@ process does as little of it as it can — what is chosen and called is the work
    id alone (a stable hash against the share: no query, no randomness to replay).
 2. :func:`shadow_offer` — on the gateway's shadow thread, once the call is metered: one ``INSERT`` of
    a pending :class:`~routing.models.ShadowEvaluation` holding what cannot be had later (the
-   conversation with the options the comparison call repeats, the routed answer and its cost), then
-   the task ``routing.shadow_evaluate`` sent. Nothing is written while the tenant's shadow budget is
+   conversation with the options the comparison call repeats, the routed answer and its cost) — no
+   other query, and no message to the broker. Nothing is written while the tenant's shadow budget is
    spent or no judge is named for it (:func:`shadow_open`, read once per ``OPEN_RECHECK_SECONDS``).
-3. :func:`shadow_evaluation_run` — in the worker (the task takes the row's id): choose the shadow
+3. :func:`shadow_send_due` — the periodic sweep ``routing.send_shadow_evaluations`` (every 10 s): sends
+   the task ``routing.shadow_evaluate`` of each new evaluation, and again of each still running
+   ``RESEND_AFTER_SECONDS`` after it was sent (a broker that was unreachable, a lost message).
+4. :func:`shadow_evaluation_run` — in the worker (the task takes the row's id): choose the shadow
    budget, the judge and the comparison LLM (the tenant's, else routing's choice at λ = 0 — when that
    is the routed LLM, a tie at no cost), reserve the most the comparison and the judge can cost in the
    shadow budget, call the comparison LLM once, judge, and settle the budget to what was spent. Then
    the texts are emptied unless the tenant logs its gateway text.
-4. :func:`shadow_resend` — the periodic sweep ``routing.resend_shadow_evaluations``: the task of an
-   evaluation still running ``RESEND_AFTER_SECONDS`` after it was sent (a broker that was unreachable,
-   a lost message) is sent again.
 
 Shadow spend comes from a :class:`~routing.models.ShadowBudget` set by staff — the tenant's own, else
 the global one — never from the tenant's budget. Its reservation is a conditional ``UPDATE`` (spent +
@@ -81,8 +81,10 @@ OPEN_RECHECK_SECONDS = 10.0
 # A delivery holds the evaluation it claimed this long — the task's hard time limit, after which no
 # delivery of it can still be running; another delivery meanwhile leaves it alone.
 CLAIM_SECONDS = 6 * 60
-# The resend sweep sends again an evaluation still running this long after its task was last sent.
+# The sweep sends again an evaluation still running this long after its task was last sent, and sends
+# at most SEND_BATCH tasks a run (it runs every 10 s: the rest go at the next).
 RESEND_AFTER_SECONDS = 60
+SEND_BATCH = 5000
 
 
 def picked(*, decision_id: UUID, share: float) -> bool:
@@ -133,10 +135,10 @@ def shadow_offer(
     upstream_body: dict,
     routed_text: str,
 ) -> bool:
-    """Record an answered, picked call for evaluation — one ``INSERT`` of a pending row holding what
-    cannot be had later (the conversation, the routed answer) — and send its task. Everything else (the
-    comparison LLM, the judge, the budget) is the worker's. False when the tenant's shadowing is not open.
-    The send may fail (logged): the resend sweep sends it later."""
+    """Record an answered, picked call for evaluation: one ``INSERT`` of a pending row holding what
+    cannot be had later (the conversation, the routed answer). Its task is sent by the sweep
+    (:func:`shadow_send_due`), and everything else (the comparison LLM, the judge, the budget) is the
+    worker's. False when the tenant's shadowing is not open."""
     if not shadow_open(tenant_id=tenant_id):
         return False
     ShadowEvaluation.objects.create(
@@ -147,7 +149,6 @@ def shadow_offer(
         request=comparison_request(upstream_body),
         routed_text=routed_text,
     )
-    send(decision_id)
     return True
 
 
@@ -210,7 +211,8 @@ def demo_shadowing(*, tenant: Tenant) -> LLM | None:
 
 
 def send(evaluation_id: UUID) -> bool:
-    """Send the evaluation's task; a broker that cannot be reached leaves it pending (logged)."""
+    """Send the evaluation's task; a broker that cannot be reached leaves it pending (logged), for a
+    later sweep."""
     try:
         current_app.send_task(
             TASK_NAME,
@@ -223,20 +225,25 @@ def send(evaluation_id: UUID) -> bool:
     return True
 
 
-def shadow_resend(*, sent_before=None, limit: int = 1000) -> dict[str, list[UUID]]:
-    """Send again the task of each evaluation still running (pending, or compared and not yet judged)
-    whose task was last sent before ``sent_before`` (default: ``RESEND_AFTER_SECONDS`` ago): its send
-    failed, or its message was lost. Each is marked sent first, by a conditional ``UPDATE``, so two sweeps
-    never send one twice; a delivery that finds it taken by another leaves it alone (:func:`shadow_claim`).
-    Run by the periodic ``routing.resend_shadow_evaluations`` task; safe to run at any time."""
+def shadow_send_due(*, limit: int = SEND_BATCH) -> dict[str, list[UUID]]:
+    """Send the task of each evaluation not sent yet, and again of each still running (pending, or
+    compared and not yet judged) ``RESEND_AFTER_SECONDS`` after its task was sent — its send failed, or
+    its message was lost. The rows are locked (skipping rows another sweep holds) and marked sent in
+    one transaction before their tasks are sent, so two sweeps never send one twice; a delivery that
+    finds an evaluation held by another leaves it alone (:func:`shadow_claim`). Run by the periodic
+    ``routing.send_shadow_evaluations`` task; safe to run at any time."""
     now = timezone.now()
-    if sent_before is None:
-        sent_before = now - timedelta(seconds=RESEND_AFTER_SECONDS)
-    due = ShadowEvaluation.objects.filter(status__in=(Status.PENDING, Status.COMPARED), sent_at__lt=sent_before)
+    due = Q(sent_at__isnull=True) | Q(sent_at__lt=now - timedelta(seconds=RESEND_AFTER_SECONDS))
+    running = ShadowEvaluation.objects.filter(due, status__in=(Status.PENDING, Status.COMPARED))
+    with transaction.atomic():
+        ids = list(
+            running.select_for_update(skip_locked=True)
+            .order_by("created_at")
+            .values_list("decision_id", flat=True)[:limit]
+        )
+        ShadowEvaluation.objects.filter(decision_id__in=ids).update(sent_at=now)
     sent, failed = [], []
-    for evaluation_id, last_sent in due.order_by("sent_at").values_list("decision_id", "sent_at")[:limit]:
-        if not ShadowEvaluation.objects.filter(decision_id=evaluation_id, sent_at=last_sent).update(sent_at=now):
-            continue  # another sweep took it
+    for evaluation_id in ids:
         (sent if send(evaluation_id) else failed).append(evaluation_id)
     return {"sent": sent, "not_sent": failed}
 

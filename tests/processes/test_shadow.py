@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from registry.models import LLM, Outcome, Prompt
 from routerhub.demo_upstream import FakeUpstream, demo_answers
+from routing import tasks
 from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
 from routing.services import shadow
@@ -59,6 +60,7 @@ def ask(openai_client, prompts, **routerhub):
 def ended(decisions, worker, timeout: float = 30.0) -> list[ShadowEvaluation]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        tasks.send_shadow_evaluations()  # what beat runs every 10 s
         rows = list(ShadowEvaluation.objects.filter(decision_id__in=decisions).select_related("routed_llm"))
         if len(rows) == len(decisions) and all(r.status not in ("pending", "compared") for r in rows):
             return sorted(rows, key=lambda r: decisions.index(str(r.decision_id)))
@@ -131,32 +133,30 @@ def test_the_worker_compares_with_routings_best_quality_choice_when_the_tenant_n
     assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
 
 
-def test_an_offer_whose_message_was_lost_is_resent_by_the_sweep_and_judged_once(
+def test_an_evaluation_whose_message_was_lost_is_sent_again_by_the_sweep_and_judged_once(
     shadowed, worker, upstream, openai_client, monkeypatch
 ):
-    from routing import tasks
-
     budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
-    real_send = shadow.send
-    monkeypatch.setattr(shadow, "send", lambda evaluation_id: True)  # a message the broker lost
     [decision] = ask(openai_client, sample_prompts(1))
     wait_for(lambda: ShadowEvaluation.objects.filter(decision_id=decision).exists())
-    time.sleep(1.0)
-    assert ShadowEvaluation.objects.get(decision_id=decision).status == "pending"  # nobody runs it
-    monkeypatch.setattr(shadow, "send", real_send)
-    long_ago = timezone.now() - timedelta(seconds=shadow.RESEND_AFTER_SECONDS + 1)
-    ShadowEvaluation.objects.filter(decision_id=decision).update(sent_at=long_ago)
+    row = ShadowEvaluation.objects.get(decision_id=decision)
+    assert (row.status, row.sent_at, row.comparison_llm_id) == ("pending", None, None)  # the gateway sent nothing
 
-    assert tasks.resend_shadow_evaluations() == {"sent": [decision], "not_sent": []}
-    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}
+    real_send = shadow.send
+    monkeypatch.setattr(shadow, "send", lambda evaluation_id: True)  # a message the broker then lost
+    assert tasks.send_shadow_evaluations() == {"sent": [decision], "not_sent": []}
+    monkeypatch.setattr(shadow, "send", real_send)
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": []}  # sent a moment ago
+    time.sleep(1.0)
+    assert ShadowEvaluation.objects.get(decision_id=decision).status == "pending"  # nobody has it
+    long_ago = timezone.now() - timedelta(seconds=shadow.RESEND_AFTER_SECONDS + 1)
+    ShadowEvaluation.objects.filter(decision_id=decision).update(sent_at=long_ago)  # a minute on
+
+    assert tasks.send_shadow_evaluations() == {"sent": [decision], "not_sent": []}
     [row] = ended([decision], worker)
     assert (row.status, row.comparison_llm.name) == ("judged", COMPARISON), row.error
-    # A second message for it (the sweep again, once a minute has passed): nothing is asked twice.
-    ShadowEvaluation.objects.filter(decision_id=decision).update(sent_at=long_ago)
-    shadow.send(row.decision_id)
-    time.sleep(1.5)
-    asked = [call.model for call in upstream.calls]
-    assert asked.count(COMPARISON) == 1
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": []}
+    assert [call.model for call in upstream.calls].count(COMPARISON) == 1
     budget.refresh_from_db()
     assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
     assert BudgetPeriod.objects.get(tenant=shadowed).spent_usd == Decision.objects.get(id=decision).actual_cost_usd

@@ -35,8 +35,13 @@ def upstream(api_slice):
 def sent(monkeypatch):
     """The evaluations whose task was sent (no broker here: the test runs them itself)."""
     ids: list[UUID] = []
-    monkeypatch.setattr(shadow, "send", ids.append)
+    monkeypatch.setattr(shadow, "send", lambda evaluation_id: ids.append(evaluation_id) or True)
     return ids
+
+
+def offered() -> list[UUID]:
+    """The calls the gateway offered for evaluation (its rows, oldest first)."""
+    return list(ShadowEvaluation.objects.order_by("created_at").values_list("decision_id", flat=True))
 
 
 @pytest.fixture
@@ -84,8 +89,8 @@ def test_an_offered_call_is_judged_once_paid_by_the_shadow_budget_and_its_text_d
     budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
     prompts = sample_prompts(4)
     decisions = ask(openai_client, prompts)
-    wait_for(lambda: len(sent) == len(decisions))
-    assert sorted(sent) == sorted(decisions)
+    wait_for(lambda: len(offered()) == len(decisions))
+    assert sorted(offered()) == sorted(decisions) and sent == []  # the gateway sends no message
     waiting = ShadowEvaluation.objects.get(decision_id=decisions[0])
     assert (
         waiting.status == "pending" and waiting.routed_text and waiting.request["messages"][0]["content"] == prompts[0]
@@ -142,7 +147,7 @@ def test_a_trusted_tenants_verdicts_become_evidence_for_the_routed_llm(
     ShadowBudget.objects.create(limit_usd=Decimal(1))
     prompts = sample_prompts(3)
     decisions = ask(openai_client, prompts)
-    wait_for(lambda: len(sent) == len(decisions))
+    wait_for(lambda: len(offered()) == len(decisions))
     for decision_id in decisions:
         shadow.shadow_evaluation_run(evaluation_id=decision_id)
         shadow.shadow_evaluation_run(evaluation_id=decision_id)  # a retried delivery records nothing twice
@@ -170,7 +175,7 @@ def test_the_default_comparison_is_the_best_predicted_quality_and_routings_own_c
     others = list(LLM.objects.exclude(name=best).values_list("name", flat=True))
     [elsewhere] = ask(openai_client, [text], models=others)  # routed away from the best
     [same] = ask(openai_client, [text], **{"lambda": 0})  # routed to it
-    wait_for(lambda: len(sent) == 2)
+    wait_for(lambda: len(offered()) == 2)
     assert set(ShadowEvaluation.objects.values_list("comparison_llm", flat=True)) == {None}  # chosen by the task
     calls = len(upstream.calls)
     assert shadow.shadow_evaluation_run(evaluation_id=same) is None  # nothing to call
@@ -191,7 +196,7 @@ def test_a_worker_that_died_during_the_comparison_call_is_not_followed_by_a_seco
 ):
     budget = ShadowBudget.objects.create(tenant=shadowed, limit_usd=Decimal(1))
     [decision_id] = ask(openai_client, sample_prompts(1))
-    wait_for(lambda: sent)
+    wait_for(offered)
     claimed = shadow.shadow_claim(evaluation_id=decision_id)  # reserved and started … then the worker died
     reserved = claimed.evaluation.reserved_usd
     calls = len(upstream.calls)
@@ -212,7 +217,7 @@ def test_a_spent_shadow_budget_stops_shadowing_without_a_call(
 ):
     budget = ShadowBudget.objects.create(limit_usd=Decimal("0.000001"))  # less than any evaluation's estimate
     decisions = ask(openai_client, sample_prompts(2))
-    wait_for(lambda: len(sent) == 2)
+    wait_for(lambda: len(offered()) == 2)
     calls = len(upstream.calls)
     assert [shadow.shadow_evaluation_run(evaluation_id=d) for d in decisions] == [None, None]
     assert len(upstream.calls) == calls
@@ -221,7 +226,7 @@ def test_a_spent_shadow_budget_stops_shadowing_without_a_call(
     # The web process read the budget as open less than OPEN_RECHECK_SECONDS ago: its next offer is
     # written, and the worker ends it without a call.
     [stale] = ask(openai_client, sample_prompts(3)[2:])
-    wait_for(lambda: len(sent) == 3)
+    wait_for(lambda: len(offered()) == 3)
     calls = len(upstream.calls)
     assert shadow.shadow_evaluation_run(evaluation_id=stale) is None and len(upstream.calls) == calls
     assert ShadowEvaluation.objects.get(decision_id=stale).status == "no_budget"
@@ -229,7 +234,7 @@ def test_a_spent_shadow_budget_stops_shadowing_without_a_call(
     more = ask(openai_client, sample_prompts(4)[3:])
     assert Decision.objects.get(id=more[0]).call_status == "ok"  # the tenant's call answered as ever
     time.sleep(0.5)  # the shadow thread's turn
-    assert not ShadowEvaluation.objects.filter(decision_id=more[0]).exists() and len(sent) == 3
+    assert not ShadowEvaluation.objects.filter(decision_id=more[0]).exists() and len(offered()) == 3
     budget.refresh_from_db()
     assert budget.spent_usd == budget.limit_usd
 
@@ -261,7 +266,7 @@ def test_the_comparison_call_repeats_the_requests_tools_and_response_format(
     )
     settled()
     decision_id = UUID(raw.headers["x-routerhub-decision-id"])
-    wait_for(lambda: sent == [decision_id])
+    wait_for(lambda: offered() == [decision_id])
     calls = len(upstream.calls)
     assert shadow.shadow_evaluation_run(evaluation_id=decision_id) == "judged"
     wait_for(lambda: len(upstream.calls) > calls)
@@ -276,33 +281,53 @@ def test_the_comparison_call_repeats_the_requests_tools_and_response_format(
     assert ShadowEvaluation.objects.get(decision_id=decision_id).verdict in ("win", "tie", "loss")
 
 
-def test_the_sweep_sends_a_lost_evaluation_again_once_and_it_is_evaluated_once(
-    gateway, shadowed, upstream, openai_client, sent, monkeypatch
+def test_the_sweep_sends_each_offer_once_and_again_once_when_its_message_was_lost(
+    gateway, shadowed, upstream, openai_client, sent
 ):
     from routing import tasks
 
     budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
-    [lost] = ask(openai_client, sample_prompts(1))
-    wait_for(lambda: sent == [lost])  # the offer's send (its message lost, say)
-    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # too recent to be called lost
-    resent: list[UUID] = []
-    monkeypatch.setattr(shadow, "send", lambda evaluation_id: resent.append(evaluation_id) or True)
+    [offer] = ask(openai_client, sample_prompts(1))
+    wait_for(lambda: offered() == [offer])
+    assert sent == []  # the gateway wrote the row and sent nothing
+    assert tasks.send_shadow_evaluations() == {"sent": [str(offer)], "not_sent": []}
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": []}  # sent once
+    # Its message lost (a broker restarted without persistence): a minute on, the sweep sends it again, once.
     long_ago = timezone.now() - timedelta(seconds=shadow.RESEND_AFTER_SECONDS + 1)
-    ShadowEvaluation.objects.filter(decision_id=lost).update(sent_at=long_ago)
+    ShadowEvaluation.objects.filter(decision_id=offer).update(sent_at=long_ago)
+    assert tasks.send_shadow_evaluations() == {"sent": [str(offer)], "not_sent": []}
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": []}
+    assert sent == [offer, offer]
 
-    assert tasks.resend_shadow_evaluations() == {"sent": [str(lost)], "not_sent": []}
-    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # sent once, not again
     calls = len(upstream.calls)
     # Both messages delivered (the lost one turned up after all): one evaluation, one comparison call.
-    assert [shadow.shadow_evaluation_run(evaluation_id=lost) for _ in resent + [lost]] == ["judged", None]
+    assert [shadow.shadow_evaluation_run(evaluation_id=evaluation_id) for evaluation_id in sent] == ["judged", None]
     wait_for(lambda: len(upstream.calls) > calls)
-    row = ShadowEvaluation.objects.get(decision_id=lost)
-    assert row.status == "judged" and resent == [lost]
+    row = ShadowEvaluation.objects.get(decision_id=offer)
+    assert row.status == "judged"
     assert [call.model for call in upstream.calls[calls:]].count(COMPARISON) == 1
     budget.refresh_from_db()
     assert budget.spent_usd == row.comparison_cost_usd + row.judge_cost_usd > 0
-    ShadowEvaluation.objects.filter(decision_id=lost).update(sent_at=long_ago)
-    assert tasks.resend_shadow_evaluations() == {"sent": [], "not_sent": []}  # judged: nothing to send
+    ShadowEvaluation.objects.filter(decision_id=offer).update(sent_at=long_ago)
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": []}  # judged: nothing to send
+
+
+def test_the_sweep_leaves_an_evaluation_unsent_while_the_broker_is_down(
+    gateway, shadowed, upstream, openai_client, monkeypatch
+):
+    from routing import tasks
+
+    ShadowBudget.objects.create(limit_usd=Decimal(1))
+    [offer] = ask(openai_client, sample_prompts(1))
+    wait_for(lambda: offered() == [offer])
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(shadow.current_app, "send_task", unreachable)
+    assert tasks.send_shadow_evaluations() == {"sent": [], "not_sent": [str(offer)]}
+    row = ShadowEvaluation.objects.get(decision_id=offer)
+    assert row.status == "pending" and row.sent_at is not None  # tried again once RESEND_AFTER_SECONDS have passed
 
 
 def test_the_sweep_is_a_default_beat_schedule():
@@ -312,11 +337,11 @@ def test_the_sweep_is_a_default_beat_schedule():
     from django_celery_beat.models import PeriodicTask
 
     migration = importlib.import_module("routing.migrations.0022_shadow_choice_in_worker")
-    PeriodicTask.objects.filter(task="routing.resend_shadow_evaluations").delete()
+    PeriodicTask.objects.filter(task="routing.send_shadow_evaluations").delete()
     run_python = migration.Migration.operations[-1]
     run_python.code(apps, None)
-    task = PeriodicTask.objects.get(task="routing.resend_shadow_evaluations")
-    assert task.enabled and task.crontab.minute == "*"
+    task = PeriodicTask.objects.get(task="routing.send_shadow_evaluations")
+    assert (task.enabled, task.interval.every, task.interval.period) == (True, 10, "seconds")
 
 
 def test_the_comparison_request_keeps_the_conversation_options_and_a_bounded_max_tokens():
@@ -336,3 +361,28 @@ def test_the_comparison_request_keeps_the_conversation_options_and_a_bounded_max
         "max_tokens": 20,
     }
     assert shadow.comparison_request({"messages": []})["max_tokens"] == shadow.COMPARISON_MAX_TOKENS
+
+
+def test_a_tenant_without_a_judge_is_not_offered_and_a_judge_that_cannot_be_called_makes_no_call(
+    gateway, shadowed, upstream, openai_client, sent, settings
+):
+    shadowed.shadow_judge_llm = None
+    shadowed.save(update_fields=["shadow_judge_llm"])
+    settings.ROUTERHUB_JUDGE_LLM = ""
+    reset_all()
+    budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
+    [unjudged] = ask(openai_client, sample_prompts(1))
+    time.sleep(0.5)  # the shadow thread's turn
+    assert offered() == []
+
+    settings.ROUTERHUB_JUDGE_LLM = "no-such-llm"  # named, but routerhub cannot call it
+    reset_all()
+    [named] = ask(openai_client, sample_prompts(2)[1:])
+    wait_for(lambda: offered() == [named])
+    calls = len(upstream.calls)
+    assert shadow.shadow_evaluation_run(evaluation_id=named) is None
+    row = ShadowEvaluation.objects.get(decision_id=named)
+    assert (row.status, row.comparison_llm_id, row.reserved_usd) == ("failed", None, 0) and "judge" in row.error
+    assert len(upstream.calls) == calls
+    budget.refresh_from_db()
+    assert budget.spent_usd == 0
