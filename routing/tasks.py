@@ -268,7 +268,7 @@ def send_shadow_evaluations() -> dict:
     never evaluated twice. Housekeeping, no Job row."""
     result = shadow.shadow_send_due()
     if result["not_sent"]:
-        logger.warning("could not send %d shadow evaluation(s); the next sweep tries again", len(result["not_sent"]))
+        logger.warning("could not send %d shadow evaluation(s); sent again in a minute", len(result["not_sent"]))
     return {key: [str(evaluation_id) for evaluation_id in ids] for key, ids in result.items()}
 
 

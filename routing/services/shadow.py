@@ -242,10 +242,12 @@ def shadow_send_due(*, limit: int = SEND_BATCH) -> dict[str, list[UUID]]:
             .values_list("decision_id", flat=True)[:limit]
         )
         ShadowEvaluation.objects.filter(decision_id__in=ids).update(sent_at=now)
-    sent, failed = [], []
+    sent = []
     for evaluation_id in ids:
-        (sent if send(evaluation_id) else failed).append(evaluation_id)
-    return {"sent": sent, "not_sent": failed}
+        if not send(evaluation_id):
+            break  # the broker is unreachable: the rest are tried again with it, RESEND_AFTER_SECONDS on
+        sent.append(evaluation_id)
+    return {"sent": sent, "not_sent": ids[len(sent) :]}
 
 
 # --- running an evaluation (worker) ---------------------------------------------------------------
