@@ -7,8 +7,10 @@ what it finished.
 
 ``run`` computes the listed splits of ``evaluate --dataset NAME --trials 20 --seed 0`` with
 ``evaluation.engine.run_protocol`` — the split and the tuning seed (seed·1000 + split) the 20-split run
-gives each — and writes one pickle per split (``OUT/split_NN.pkl``); a split already written is
-skipped. ``report`` combines the splits found as ``evaluate`` combines them (areas, paired
+gives each — and writes one pickle per split (``OUT/split_NN.pkl``: the split's result, its specialist
+rows and each strategy's whole tuning report, every candidate's fold scores and the chosen one's
+comparison scores, so that rules choosing among strategies can be compared offline); a split already
+written is skipped. ``report`` combines the splits found as ``evaluate`` combines them (areas, paired
 differences, specialist recall via ``_summarise_specialists``, ``auto``'s choices).
 """
 
@@ -49,14 +51,18 @@ def run(dataset: str, out: Path, splits: list[int], strategies: list[str], varia
         if target.exists():
             continue
         raw: dict = {}
+        tunings: dict = {}
 
         def one_split(*args, index=index):
             return [every[index]]
 
-        def with_the_runs_seed(*args, index=index, **kwargs):
+        def with_the_runs_seed(*args, index=index, tunings=tunings, **kwargs):
             args = list(args)
             args[8] = SEED * 1000 + index  # the tuning seed of split `index` in the 20-split run
-            return fitted(*args, **kwargs)
+            strategy = fitted(*args, **kwargs)
+            if args[10]:  # the tuner's whole report (every candidate's fold scores), for offline rules
+                tunings[args[0]] = args[10][-1]
+            return strategy
 
         def keeping_rows(rows, trials, index=index, raw=raw):
             raw.update({name: [(index, c, f) for _, c, f in entries] for name, entries in rows.items()})
@@ -77,7 +83,7 @@ def run(dataset: str, out: Path, splits: list[int], strategies: list[str], varia
         )
         result.pop("curves", None)
         with open(target, "wb") as handle:
-            pickle.dump({"split": index, "result": result, "specialist_rows": raw}, handle)
+            pickle.dump({"split": index, "result": result, "specialist_rows": raw, "tunings": tunings}, handle)
         print(f"split {index} done in {time.time() - started:.0f} s", flush=True)
 
 

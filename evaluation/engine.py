@@ -397,6 +397,7 @@ def _summarise_tuning(rows: list[dict]) -> dict:
                 "chosen": r["chosen"],
                 "score": r["score"],
                 "selection_score": r.get("selection_score"),
+                "comparison_scores": r.get("comparison_scores", []),
                 "seconds": r["seconds"],
                 "note": r["note"],
             }

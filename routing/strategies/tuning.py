@@ -125,6 +125,9 @@ class Tuning:
     # ``comparison_folds`` fresh folds (module docstring).
     selection_score: float | None = None
     comparison_folds: int = 0
+    # The chosen candidate's score on each of those folds, in the order of the deals (the same folds for
+    # every strategy tuned with the same seed and training LLMs): what paired comparisons read.
+    comparison_scores: list[float] = field(default_factory=list)
 
     @property
     def chosen(self) -> dict:
@@ -376,13 +379,15 @@ def tune(
             fresh_rows = _prompt_parts(len(train_embeddings), fresh, max_fit_prompts, max_score_prompts)
             fresh_scores, _ = _fold_scores(name, fixed, chosen, _llm_folds(n_llms, fresh), *fresh_rows, *data)
             comparison += fresh_scores[_key(best.params)]
+    compared = _candidate(best.params, comparison, rule) if comparison else None
     return Tuning(
         strategy=name,
         params={**fixed, **best.params},
         fixed=fixed,
-        score=_candidate(best.params, comparison, rule).score if comparison else best.score,
+        score=compared.score if compared else best.score,
         selection_score=best.score,
         comparison_folds=len(comparison or []),
+        comparison_scores=compared.fold_scores if compared else [],
         criterion=criterion,
         folds=len(folds),
         fit_prompts=len(fit_rows),

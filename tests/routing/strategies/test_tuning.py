@@ -196,6 +196,9 @@ def test_a_score_to_compare_strategies_comes_from_fresh_folds_not_the_ones_the_c
     assert alone.score == alone.selection_score == best and alone.comparison_folds == 0
     assert compared.selection_score == best and compared.comparison_folds == 9  # three fresh deals of 3 folds
     assert compared.score != best and abs(compared.score - best) < 0.05
+    # each fresh fold's score is kept, for paired comparisons between strategies
+    assert len(compared.comparison_scores) == 9 and compared.score == pytest.approx(np.mean(compared.comparison_scores))
+    assert alone.comparison_scores == []
     # the same folds for every strategy (and every run) with the same seed: scores compare
     assert (again.score, again.comparison_folds) == (compared.score, compared.comparison_folds)
     fresh_only = tune(
@@ -210,3 +213,4 @@ def test_a_score_to_compare_strategies_comes_from_fresh_folds_not_the_ones_the_c
         score_single=True,
     )
     assert fresh_only.score == compared.score  # the fresh folds do not depend on the grid searched
+    assert fresh_only.comparison_scores == compared.comparison_scores
