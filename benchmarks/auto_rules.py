@@ -142,12 +142,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--default", default="uniroute_kmeans")
+    parser.add_argument("--against", help="compare with this strategy instead of the best on the splits found")
     options = parser.parse_args()
     splits = load(options.out)
     print(f"{len(splits)} splits: {[s['split'] for s in splits]}")
     pool = splits[0]["pool"]
-    best = max(pool, key=lambda n: np.mean([s["area"][n] for s in splits]))
-    print(f"best universal strategy by test area: {best}")
+    best = options.against or max(pool, key=lambda n: np.mean([s["area"][n] for s in splits]))
+    print(f"compared with: {best}" + ("" if options.against else " (the best universal strategy by test area)"))
     for split in splits:
         assert split["auto"] is None or split["auto"] == best_mean(split["folds"], split, options.default)
     base = np.array([held_out(s, best_mean, options.default) for s in splits])
