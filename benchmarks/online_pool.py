@@ -34,15 +34,18 @@ def pooled(runs: list[dict]) -> str:
         f"{len(runs)} splits (seeds {', '.join(str(run['seed']) for run in runs)}), {runs[0]['dataset']}, "
         f"{runs[0]['strategy']}, exploration {settings['exploration']}, feedback every {settings['reprofile_every']} events",
         "",
-        "| events | static accuracy | learning accuracy | static cost | learning cost | explored | static area | learning area | learning − static area |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| events | static accuracy | learning accuracy | static cost | learning cost | drawn | explored "
+        "| static area | learning area | learning − static area |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, row in enumerate(runs[0]["checkpoints"]):
         rows = [run["checkpoints"][c] for run in runs]
         cells = [str(row["events"])]
         for key in ("static_window_accuracy", "learning_window_accuracy", "static_window_cost", "learning_window_cost"):
             cells.append(f"{np.mean([r[key] for r in rows]):.4f}" if key in row else "—")
-        cells.append(f"{np.mean([r['learning_window_explored'] for r in rows]):.3f}" if c else "—")
+        # drawn: the share of events routed on a draw; explored: of events whose choice the draw changed.
+        for key in ("learning_window_drawn", "learning_window_explored"):
+            cells.append(f"{np.mean([r[key] for r in rows]):.3f}" if c and all(key in r for r in rows) else "—")
         cells.append(f"{np.mean([r['static_area'] for r in rows]):.4f}")
         cells.append(f"{np.mean([r['learning_area'] for r in rows]):.4f}")
         mean, se = _mean_se([r["learning_area"] - r["static_area"] for r in rows])

@@ -47,7 +47,7 @@ from routing.selection import select
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, deferral_curve, normalised_costs
 from routing.strategies.evidence import evidence_rows, with_evidence
-from routing.strategies.exploration import select_exploring
+from routing.strategies.exploration import OwnCounts, own_prior_weight, select_exploring
 from routing.strategies.tuning import tuned_fit
 
 # The share of a split's test prompts held out to score the router at each checkpoint; the rest is
@@ -173,49 +173,70 @@ def replay(
     rng: np.random.Generator | None = None,
 ) -> list[dict]:
     """Route the stream event by event; at event 0 and every checkpoint, ``measure(scoring losses, profiles)``
-    plus the window's accuracy and cost (the stream holds whole windows) and the share of its events that
-    explored. With ``learn``, each routed event's feedback is added to the chosen LLM's evidence, the
-    profiles are rebuilt every ``reprofile_every`` events, and a share ``exploration`` of the events routes
-    on a Thompson draw (``routing.strategies.exploration``, with ``rng``)."""
+    plus the window's accuracy and cost (the stream holds whole windows), the share of its events routed
+    on a draw (``window_drawn``, about ``exploration``) and of those whose choice the draw changed
+    (``window_explored``). With ``learn``, each routed event's feedback is added to the chosen LLM's
+    evidence, the profiles are rebuilt every ``reprofile_every`` events, and a share ``exploration`` of
+    the events routes on a Thompson draw from each LLM's own posterior near the prompt
+    (``routing.strategies.exploration``, with ``rng``)."""
     exploring = learn and settings.exploration > 0
     if exploring and rng is None:
         raise ValueError("exploration needs a random generator")
     keys = [f"llm-{j}" for j in range(len(evidence))]
 
-    def profile(j: int, now: int) -> tuple[np.ndarray, np.ndarray]:
+    def profile(j: int, now: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(Ψ, n cells, s cells, own prior strength) of LLM j from its evidence up to event ``now``."""
         embeddings, correctness, weight = evidence[j].rows(stream, settings, now)
         psi = strategy.profile(embeddings, correctness, llm_key=keys[j], sample_weight=weight)
-        return psi, (strategy.evidence(embeddings, correctness, sample_weight=weight) if exploring else np.zeros(1))
+        if not exploring:
+            return psi, np.zeros(1), np.zeros(1), 0.0
+        n_cells = strategy.evidence(embeddings, correctness, sample_weight=weight)
+        s_cells = strategy.error_evidence(embeddings, correctness, sample_weight=weight)
+        return psi, n_cells, s_cells, own_prior_weight(strategy.fine_cells(n_cells), strategy.fine_cells(s_cells))
 
     built = [profile(j, 0) for j in range(len(evidence))]
     profiles, counts = np.stack([b[0] for b in built]), np.stack([b[1] for b in built])
+    error_counts, strengths = np.stack([b[2] for b in built]), np.array([b[3] for b in built])
     rows = [{"events": 0, **measure(strategy.predict_loss(stream.scoring_embeddings, profiles), profiles)}]
-    correct, spent, explored, changed = [], [], [], set()
+    correct, spent, explored, drawn, changed = [], [], [], [], set()
     n_events = len(stream.embeddings)
     for start in range(0, n_events, settings.reprofile_every):
         stop = min(start + settings.reprofile_every, n_events)
         batch = stream.embeddings[start:stop]
         losses = strategy.predict_loss(batch, profiles)
-        near = strategy.evidence_at(batch, counts) if exploring else None
+        if exploring:
+            near = strategy.evidence_at(batch, counts)
+            own = OwnCounts(
+                answers=strategy.fine_evidence_at(batch, counts),
+                errors=strategy.fine_evidence_at(batch, error_counts),
+                strength=np.broadcast_to(strengths, near.shape),
+            )
         for i, event in enumerate(range(start, stop)):
             lam = float(stream.lambdas[event])
             if exploring:
                 routed = select_exploring(
-                    losses[i : i + 1], near[i : i + 1], stream.costs, share=settings.exploration, rng=rng, lam=lam
+                    losses[i : i + 1],
+                    near[i : i + 1],
+                    stream.costs,
+                    share=settings.exploration,
+                    rng=rng,
+                    own=OwnCounts(*(a[i : i + 1] for a in own)),
+                    lam=lam,
                 )
-                choice, changed_choice = int(routed.choice[0]), bool(routed.explored[0])
+                choice, changed_choice, draw = int(routed.choice[0]), bool(routed.explored[0]), bool(routed.drawn[0])
             else:
-                choice, changed_choice = int(select(losses[i : i + 1], stream.costs, lam=lam)[0]), False
+                choice, changed_choice, draw = int(select(losses[i : i + 1], stream.costs, lam=lam)[0]), False, False
             outcome = float(stream.truth[event, choice])
             correct.append(outcome)
             spent.append(stream.costs[choice])
             explored.append(changed_choice)
+            drawn.append(draw)
             if learn:
                 evidence[choice].events.append(event)
                 evidence[choice].outcomes.append(outcome)
                 changed.add(choice)
         for j in sorted(changed):  # only the LLMs that received feedback have new evidence
-            profiles[j], counts[j] = profile(j, stop)
+            profiles[j], counts[j], error_counts[j], strengths[j] = profile(j, stop)
         changed.clear()
         if stop % settings.checkpoint_every == 0:
             window = slice(rows[-1]["events"], stop)
@@ -225,6 +246,7 @@ def replay(
                     "window_accuracy": float(np.mean(correct[window])),
                     "window_cost": float(np.mean(spent[window])),
                     "window_explored": float(np.mean(explored[window])),
+                    "window_drawn": float(np.mean(drawn[window])),
                     **measure(strategy.predict_loss(stream.scoring_embeddings, profiles), profiles),
                 }
             )
@@ -487,7 +509,7 @@ def _summarise_arms(per_split: list[dict]) -> list[dict]:
         if len(static[events]) != len(per_split):
             continue
         row = {"events": events}
-        for key in ("area", "window_accuracy", "window_cost", "window_explored"):
+        for key in ("area", "window_accuracy", "window_cost", "window_explored", "window_drawn"):
             if key not in static[events][0]:
                 continue
             a = np.array([r[key] for r in static[events]])

@@ -96,6 +96,14 @@ class LLMProfile(models.Model):
         "(RoutingStrategy.evidence): how sure its estimates are, which exploration reads. Empty: not "
         "recorded, and the LLM is never explored.",
     )
+    error_evidence = ArrayField(
+        models.FloatField(),
+        default=list,
+        blank=True,
+        help_text="The weighted error count behind each entry of evidence (RoutingStrategy.error_evidence): "
+        "exploration draws from the LLM's own error rate near a prompt. Empty: not recorded, and its draws "
+        "are centred on the profile's estimate.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

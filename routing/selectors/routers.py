@@ -28,6 +28,7 @@ from routing.exceptions import NoActiveRoutingState, UnknownStrategy
 from routing.models import LLMProfile, RoutingState
 from routing.selectors.state import strategy_of
 from routing.strategies.base import RoutingStrategy
+from routing.strategies.exploration import OwnCounts, own_prior_weight
 
 RECHECK_SECONDS = 1.0
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the path for
@@ -125,6 +126,10 @@ class LoadedRouter:
     params: dict = field(default_factory=dict)  # the hyper-parameters the state was fitted with (tuned or given)
     # [len(llms), C] each profile's evidence (RoutingStrategy.evidence); a row of NaN where none is stored.
     evidence: np.ndarray | None = None
+    # [len(llms), C] the error count behind it (RoutingStrategy.error_evidence); NaN where none is stored.
+    error_evidence: np.ndarray | None = None
+    # [len(llms)] each LLM's empirical-Bayes strength on its own counts (exploration.own_prior_weight).
+    own_strengths: np.ndarray | None = None
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
         """Predicted loss [prompts × llms] for embeddings [prompts × D] (or one [D] vector → [1 × llms]).
@@ -155,6 +160,19 @@ class LoadedRouter:
             return np.full(len(self.llms), np.nan)
         return self.strategy.evidence_at(np.atleast_2d(embedding), self.evidence)[0]
 
+    def own_counts_near(self, embedding: np.ndarray) -> OwnCounts | None:
+        """Each LLM's own answers and errors in the finest cell near one prompt, and its empirical-Bayes
+        strength (``routing/strategies/exploration.py``); NaN for an LLM whose profile stores no error
+        evidence (exploration then draws around its estimate), None when no profile does."""
+        if self.error_evidence is None or not self.error_evidence.size:
+            return None
+        x = np.atleast_2d(embedding)
+        return OwnCounts(
+            answers=self.strategy.fine_evidence_at(x, self.evidence)[0],
+            errors=self.strategy.fine_evidence_at(x, self.error_evidence)[0],
+            strength=self.own_strengths,
+        )
+
     def cluster_of(self, embedding: np.ndarray) -> int | None:
         clusters = self.strategy.cluster_of(np.atleast_2d(embedding))
         return None if clusters is None else int(clusters[0])
@@ -181,7 +199,7 @@ def load_router(state_id: int) -> LoadedRouter:
     state = RoutingState.objects.get(id=state_id)
     strategy = strategy_of(state)
     rows = list(LLMProfile.objects.filter(state=state, llm__is_active=True).select_related("llm").order_by("llm__name"))
-    llms, vectors, evidence = [], [], []
+    llms, vectors, evidence, error_evidence = [], [], [], []
     for row in rows:
         vector = np.asarray(row.vector, dtype=np.float32)
         llm = row.llm
@@ -195,14 +213,18 @@ def load_router(state_id: int) -> LoadedRouter:
         )
         vectors.append(vector)
         evidence.append(np.asarray(row.evidence, dtype=np.float64))
+        error_evidence.append(np.asarray(row.error_evidence, dtype=np.float64))
     width = max((len(v) for v in vectors), default=0)
     profiles = np.zeros((len(vectors), width), dtype=np.float32)
     for i, vector in enumerate(vectors):
         profiles[i, : len(vector)] = vector
     evidence_width = max((len(e) for e in evidence), default=0)
     evidence_rows = np.zeros((len(evidence), evidence_width))
-    for i, counts in enumerate(evidence):
+    error_rows = np.full((len(evidence), evidence_width), np.nan)
+    for i, (counts, errors) in enumerate(zip(evidence, error_evidence)):
         evidence_rows[i, : len(counts)] = counts if len(counts) == evidence_width else np.nan
+        if len(counts) == evidence_width and len(errors) == evidence_width:
+            error_rows[i] = errors
     return LoadedRouter(
         state_id=state.id,
         version=state.version,
@@ -215,6 +237,13 @@ def load_router(state_id: int) -> LoadedRouter:
         validation_row_of={int(pid): row for row, pid in enumerate(state.validation_prompt_ids)},
         params=dict(state.params),
         evidence=evidence_rows,
+        error_evidence=error_rows,
+        own_strengths=np.array(
+            [
+                own_prior_weight(strategy.fine_cells(n), strategy.fine_cells(e)) if np.isfinite(e).all() else np.nan
+                for n, e in zip(evidence_rows, error_rows)
+            ]
+        ),
     )
 
 

@@ -215,8 +215,13 @@ def exploring(scoring: Scoring, *, tenant: Tenant, embedding: np.ndarray) -> Sco
     if share <= 0.0 or isinstance(scoring.router, DirectCall):
         return scoring
     rng = exploration_rng()
-    evidence = scoring.router.evidence_near(embedding)
-    drawn, explores = explored_losses(scoring.losses[None, :], evidence[None, :], share=share, rng=rng)
+    drawn, explores = explored_losses(
+        scoring.losses[None, :],
+        scoring.router.evidence_near(embedding)[None, :],
+        share=share,
+        rng=rng,
+        own=scoring.router.own_counts_near(embedding),
+    )
     return replace(scoring, drawn=drawn[0]) if explores[0] else scoring
 
 

@@ -254,6 +254,7 @@ def _store_profile(
             "validation_error": float(1.0 - np.nanmean(correctness)),
             "smoothing": strategy.profile_choice(rows[0], rows[1], sample_weight=rows[2]) or {},
             "evidence": [float(x) for x in strategy.evidence(rows[0], rows[1], sample_weight=rows[2])],
+            "error_evidence": [float(x) for x in strategy.error_evidence(rows[0], rows[1], sample_weight=rows[2])],
         },
     )
     if evidence is not None and (

@@ -162,16 +162,39 @@ class RoutingStrategy(ABC):
         Each entry is an answered weight — the validation answers in one of the strategy's cells
         (clusters, validation prompts) — so it is what the profile's estimate there was computed from.
         """
+        embeddings, answered, _ = self._evidence_inputs(
+            validation_embeddings, validation_correctness_of_one_llm, sample_weight
+        )
+        return np.asarray(self._evidence(embeddings, answered), dtype=np.float64)
+
+    def error_evidence(
+        self,
+        validation_embeddings: np.ndarray,
+        validation_correctness_of_one_llm: np.ndarray,
+        *,
+        sample_weight: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """s(h): the weighted error behind each entry of :meth:`evidence` (same cells, same inputs), so
+        that :meth:`evidence_at` reads the LLM's own error count s(x, h) near a prompt from it, and
+        s / n is its own unsmoothed error there. A cell's reading is linear in the weights it sums,
+        so the same reading serves both."""
+        embeddings, answered, errors = self._evidence_inputs(
+            validation_embeddings, validation_correctness_of_one_llm, sample_weight
+        )
+        return np.asarray(self._evidence(embeddings, answered * errors), dtype=np.float64)
+
+    def _evidence_inputs(self, embeddings, correctness, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(embeddings, answered weight [n_val], error [n_val] with 0 where unanswered), checked."""
         self._check_fitted()
-        embeddings = np.asarray(validation_embeddings, dtype=np.float32)
-        correctness = np.asarray(validation_correctness_of_one_llm, dtype=np.float64)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        correctness = np.asarray(correctness, dtype=np.float64)
         if embeddings.ndim != 2 or correctness.ndim != 1 or len(correctness) != len(embeddings):
             raise ValueError("evidence needs embeddings [n_val, D] and one LLM's correctness [n_val]")
         weights = np.ones(len(correctness)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if weights.shape != correctness.shape or np.any(~np.isfinite(weights) | (weights < 0)):
             raise ValueError("sample_weight must hold one finite non-negative weight per validation prompt")
         answered = np.where(np.isnan(correctness), 0.0, weights)
-        return np.asarray(self._evidence(embeddings, answered), dtype=np.float64)
+        return embeddings, answered, np.where(np.isnan(correctness), 0.0, 1.0 - correctness)
 
     def evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         """n(x, h) [n_prompts, n_llms]: the evidence near each prompt, from stacked :meth:`evidence`
@@ -182,6 +205,23 @@ class RoutingStrategy(ABC):
         if embeddings.ndim != 2 or evidence.ndim != 2:
             raise ValueError("evidence_at needs embeddings [n_prompts, D] and evidence [n_llms, C]")
         return np.maximum(self._evidence_at(embeddings, evidence), 0.0)
+
+    def fine_evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """[n_prompts, n_llms]: the same reading of stacked :meth:`evidence` (or :meth:`error_evidence`)
+        vectors in the finest cell near each prompt that the strategy keeps (a fine cluster of per-LLM
+        profiles); :meth:`evidence_at` where it keeps none finer than its own."""
+        self._check_fitted()
+        embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
+        evidence = np.asarray(evidence, dtype=np.float64)
+        if embeddings.ndim != 2 or evidence.ndim != 2:
+            raise ValueError("fine_evidence_at needs embeddings [n_prompts, D] and evidence [n_llms, C]")
+        return np.maximum(self._fine_evidence_at(embeddings, evidence), 0.0)
+
+    def fine_cells(self, evidence: np.ndarray) -> np.ndarray:
+        """The entries of one :meth:`evidence` (or :meth:`error_evidence`) vector that
+        :meth:`fine_evidence_at` reads: one per finest cell, each answer counted once."""
+        self._check_fitted()
+        return self._fine_cells(np.asarray(evidence, dtype=np.float64))
 
     def with_params(self, **params) -> Self:
         """A copy of this fitted strategy with other values of its post-fit hyper-parameters (no refit)."""
@@ -288,6 +328,12 @@ class RoutingStrategy(ABC):
 
     def _evidence_at(self, prompt_embeddings, evidence) -> np.ndarray:
         return np.broadcast_to(evidence[:, 0], (len(prompt_embeddings), len(evidence)))
+
+    def _fine_evidence_at(self, prompt_embeddings, evidence) -> np.ndarray:
+        return self._evidence_at(prompt_embeddings, evidence)
+
+    def _fine_cells(self, evidence) -> np.ndarray:
+        return evidence
 
     def _check_fitted(self) -> None:
         required = [a for a in self.learned_attributes if a not in self.optional_attributes]

@@ -25,7 +25,11 @@ training LLMs' (the predictive, Lomax, quantile m·μ̂·(p^(−1/m) − 1), whi
 least the largest of them (computed from their counts, stored at fit time, for whatever ``a_tuned``
 the profile uses), and at least what an LLM whose clusters follow the tuned prior exactly reaches
 with that probability (the one-sided likelihood ratio's χ̄² law: ½·χ²₁ quantile at 1 − 2p). A new LLM like the
-training ones thus rarely departs by chance. An LLM that departs is profiled with its own â.
+training ones thus rarely departs by chance. A departure grows with the answers it is read from, so
+an LLM with fewer answers than a training LLM (50 validation prompts, say) is compared with that
+LLM's counts thinned to its own answered weight (a uniform subsample, drawn from the counts with a
+fixed seed): like with like, at the same false-departure rate. An LLM that departs is profiled with
+its own â.
 
 Rows may be weighted (``weights`` [n], e.g. feedback evidence appended to the validation rows,
 ``evidence.py``): a row of weight ω counts ω times in n_k and s_k, and in the leave-one-out likelihood
@@ -51,6 +55,11 @@ PRIOR_STRENGTH_GRID = np.geomspace(0.25, 4096.0, 29)
 # The share of LLMs like the training ones that may depart by chance. Departures of the training LLMs
 # have a long right tail (more clusters, more of it); an exponential tail is the simplest fit to it.
 FALSE_DEPARTURE_RATE = 0.01
+# An LLM with fewer answers than the training LLMs is tested against their counts thinned to its size:
+# draws per training LLM (the threshold is the largest of m × draws departures, so more draws only
+# raise it a little), from a fixed seed so that a profile does not change between two computations.
+THINNING_DRAWS = 3
+THINNING_SEED = 0
 # The Beta prior needs a mean strictly inside (0, 1); an all-right or all-wrong LLM sits at an edge.
 CENTRE_BOUND = 1e-3
 
@@ -118,20 +127,48 @@ def own_prior_strength(counts: np.ndarray, centre, tuned_prior_strength: float) 
 
 
 def departure_threshold(
-    training_counts: np.ndarray, training_centres: np.ndarray, tuned_prior_strength: float
+    training_counts: np.ndarray,
+    training_centres: np.ndarray,
+    tuned_prior_strength: float,
+    answers: float | None = None,
 ) -> float:
     """The departure a new LLM must exceed (module docstring), from the training LLMs' counts [2, K, m]
-    and centres [m]; infinite without training LLMs (nothing departs)."""
-    departures = [
-        own_prior_strength(training_counts[:, :, j], training_centres[j], tuned_prior_strength)[1]
-        for j in range(training_counts.shape[2])
-    ]
-    if not departures:
+    and centres [m]; infinite without training LLMs (nothing departs).
+
+    A departure grows with the answers it is computed from, so an LLM with ``answers`` (its answered
+    weight) fewer than a training LLM's is compared with that LLM's counts thinned to its size
+    (``thinned_counts``, ``THINNING_DRAWS`` seeded draws): the level a new LLM like the training ones,
+    with as many answers, exceeds by chance. None (or at least as many answers) compares the counts
+    as they are."""
+    m = training_counts.shape[2]
+    if not m:
         return float("inf")
-    m = len(departures)
-    predictive_quantile = m * float(np.mean(departures)) * (FALSE_DEPARTURE_RATE ** (-1 / m) - 1)
+    rng = np.random.default_rng(THINNING_SEED)
+    departures = []
+    for j in range(m):
+        counts = training_counts[:, :, j]
+        total = float(counts[0].sum())
+        if answers is None or answers >= total or total <= 0:
+            departures.append(own_prior_strength(counts, training_centres[j], tuned_prior_strength)[1])
+            continue
+        for _ in range(THINNING_DRAWS):
+            thinned = thinned_counts(counts, answers / total, rng)
+            centre = thinned[1].sum() / max(thinned[0].sum(), 1.0)
+            departures.append(own_prior_strength(thinned, centre, tuned_prior_strength)[1])
+    n = len(departures)
+    predictive_quantile = n * float(np.mean(departures)) * (FALSE_DEPARTURE_RATE ** (-1 / n) - 1)
     by_chance = float(chi2.ppf(1 - 2 * FALSE_DEPARTURE_RATE, df=1)) / 2
     return float(max(max(departures), predictive_quantile, by_chance))
+
+
+def thinned_counts(counts: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarray:
+    """Counts [2, K] of a uniform sample of about ``keep`` of the answers behind ``counts`` (n_k, s_k):
+    n_k' ~ Binomial(n_k, keep), s_k' ~ Hypergeometric(s_k wrong, n_k − s_k right, n_k')."""
+    answered = np.rint(counts[0]).astype(np.int64)
+    wrong = np.clip(np.rint(counts[1]).astype(np.int64), 0, answered)
+    kept = rng.binomial(answered, min(max(keep, 0.0), 1.0))
+    kept_wrong = rng.hypergeometric(wrong, answered - wrong, kept)
+    return np.stack([kept, kept_wrong]).astype(np.float64)
 
 
 def check_mode(mode: str) -> None:
@@ -162,7 +199,7 @@ def smoothing_of(
     own, departure = own_prior_strength(counts, centre, tuned_prior_strength)
     threshold = float("inf")
     if mode == "per_llm" and training_counts is not None:
-        threshold = departure_threshold(training_counts, training_centres, tuned_prior_strength)
+        threshold = departure_threshold(training_counts, training_centres, tuned_prior_strength, float(counts[0].sum()))
     departs = departure > threshold
     return Smoothing(
         prior_strength=own if departs else float(tuned_prior_strength),
@@ -391,10 +428,29 @@ class PerLLMProfiles:
         # In the layout of the strategy's own Ψ, read as it is: the answered weight of each cluster
         # is what its estimate's sums run over (profiles.py). An LLM profiled on a finer map is
         # counted on the strategy's own clusters, which hold at least as much of its evidence.
-        return self._own_memberships(validation_embeddings).T @ answered_weights
+        # The finest map's cells follow (exploration reads them: ``fine_evidence_at``).
+        own = self._own_memberships(validation_embeddings).T @ answered_weights
+        fine = self._fine_maps()
+        if fine is None:
+            return own
+        finest = fine_memberships(validation_embeddings, fine.centroids, fine.sizes)[-1]
+        return np.concatenate([own, finest.T @ answered_weights])
 
     def _evidence_at(self, prompt_embeddings, evidence):
-        return self._own_losses(prompt_embeddings, evidence)
+        return self._own_losses(prompt_embeddings, evidence[:, : self._own_width()])
+
+    def _fine_evidence_at(self, prompt_embeddings, evidence):
+        fine = self._fine_maps()
+        if fine is None or evidence.shape[1] != self._own_width() + fine.sizes[-1]:
+            return self._evidence_at(prompt_embeddings, evidence)
+        finest = fine_memberships(prompt_embeddings, fine.centroids, fine.sizes)[-1]
+        return finest @ evidence[:, self._own_width() :].T
+
+    def _fine_cells(self, evidence):
+        fine = self._fine_maps()
+        if fine is None or evidence.shape[-1] != self._own_width() + fine.sizes[-1]:
+            return evidence[..., : self._own_width()]
+        return evidence[..., self._own_width() :]
 
     def _personal_profile(self, validation_embeddings, validation_errors, weights=None):
         """(profile, Smoothing) for one LLM: the strategy's own Ψ followed by ``personal_tail``'s."""

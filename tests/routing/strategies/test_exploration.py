@@ -7,8 +7,10 @@ from hypothesis import strategies as st
 
 from routing.selection import NoCandidateError, select
 from routing.strategies.exploration import (
+    OwnCounts,
     explored_losses,
     exploring_rows,
+    own_prior_weight,
     posterior_draw,
     select_exploring,
 )
@@ -87,9 +89,120 @@ def test_an_llm_without_known_evidence_keeps_its_estimate_and_nan_stays_nan():
     assert 0.0 < drawn[3] < 1.0  # an estimate of 0 on no evidence is still drawn
 
 
+# -- the LLM's own posterior (error evidence) ----------------------------------------------------------
+
+
+def own_shares(losses, evidence, own, *, n=20000, seed=0):
+    result = select_exploring(
+        np.tile(losses, (n, 1)), evidence, COSTS, share=1.0, rng=np.random.default_rng(seed), own=own
+    )
+    return np.bincount(result.choice, minlength=len(COSTS)) / n
+
+
+def test_a_specialist_right_on_its_few_answers_near_a_prompt_is_explored_there():
+    # LLM 1 answered 4 prompts in x's fine cell, all right, and is wrong on most others: the tuned
+    # prior puts its estimate at 0.83, far behind LLM 0's 0.3 on 300 answers. Its own answers vary far
+    # more than a generalist's (a small empirical-Bayes strength), so it is tried on a substantial
+    # share of the draws; LLM 2, as well known as LLM 0 and clearly worse, essentially never.
+    shares = own_shares(
+        np.array([0.3, 0.83, 0.5]),
+        evidence=np.array([300.0, 4.0, 300.0]),
+        own=OwnCounts(
+            answers=np.array([30.0, 4.0, 30.0]), errors=np.array([9.0, 0.0, 15.0]), strength=np.array([64, 0.5, 64])
+        ),
+    )
+    assert shares[1] > 0.3
+    assert shares[2] < 1e-3
+
+
+def test_a_well_known_llm_clearly_worse_near_the_prompt_is_essentially_never_explored():
+    # LLM 1 has 300 answers behind its estimate of 0.6 and a generalist's strength: its draw hardly moves,
+    # even where its own few answers in the fine cell happen to be right.
+    shares = own_shares(
+        np.array([0.3, 0.6, 0.6]),
+        evidence=np.array([300.0, 300.0, 300.0]),
+        own=OwnCounts(
+            answers=np.array([5.0, 5.0, 5.0]),
+            errors=np.array([2.0, 0.0, 2.0]),
+            strength=np.array([128.0, 128.0, 128.0]),
+        ),
+    )
+    assert shares[1] + shares[2] < 1e-3
+
+
+def test_the_prior_weighs_no_more_than_the_evidence_behind_the_estimate():
+    # Few answers that look alike give a large empirical-Bayes strength; the draw is still as wide as
+    # the 3 answers behind the estimate allow, not pinned to it.
+    rng = np.random.default_rng(6)
+    n = 20000
+    drawn = posterior_draw(
+        np.full(n, 0.5), np.full(n, 3.0), rng, own=OwnCounts(answers=0.0, errors=0.0, strength=4096.0)
+    )
+    assert drawn.mean() == pytest.approx(0.5, abs=0.01)
+    assert drawn.std() > 0.15
+
+
+def test_the_own_posterior_follows_the_own_answers_under_a_weak_prior_and_the_estimate_under_a_strong_one():
+    rng = np.random.default_rng(6)
+    n = 20000
+    weak = posterior_draw(np.full(n, 0.8), np.full(n, 400.0), rng, own=OwnCounts(40.0, 4.0, 0.25))
+    strong = posterior_draw(np.full(n, 0.8), np.full(n, 400.0), rng, own=OwnCounts(40.0, 4.0, 4096.0))
+    assert weak.mean() == pytest.approx((4 + 0.25 * 0.8) / 40.25, abs=0.005)  # its own 0.1, not 0.8
+    assert strong.mean() == pytest.approx((4 + 402 * 0.8) / 442, abs=0.005)  # weight capped at 400 + 2
+
+
+def test_own_posterior_keeps_unknown_evidence_and_nan_losses():
+    drawn = posterior_draw(
+        np.array([0.3, 0.4, np.nan]),
+        np.array([np.inf, np.nan, 1.0]),
+        np.random.default_rng(0),
+        own=OwnCounts(answers=np.ones(3), errors=np.zeros(3), strength=np.ones(3)),
+    )
+    assert drawn[0] == 0.3 and drawn[1] == 0.4 and np.isnan(drawn[2])
+
+
+def test_an_llm_without_own_counts_is_drawn_around_its_estimate_beside_one_with_them():
+    rng = np.random.default_rng(7)
+    n = 20000
+    drawn = posterior_draw(
+        np.tile([0.8, 0.8], (n, 1)),
+        np.array([400.0, 400.0]),
+        rng,
+        own=OwnCounts(
+            answers=np.array([40.0, np.nan]),  # LLM 1's profile was stored without error evidence
+            errors=np.array([4.0, np.nan]),
+            strength=np.array([0.25, 0.25]),
+        ),
+    )
+    assert drawn[:, 0].mean() == pytest.approx(0.1, abs=0.01)
+    assert drawn[:, 1].mean() == pytest.approx(0.8, abs=0.01)
+
+
+def test_the_empirical_bayes_strength_is_small_for_a_specialist_and_large_for_a_generalist():
+    answers = np.full(20, 10.0)
+    specialist = np.where(np.arange(20) < 2, 0.0, 10.0)  # right on two cells, wrong on the rest
+    generalist = np.full(20, 4.0)
+    assert own_prior_weight(answers, specialist) <= 1.0
+    assert own_prior_weight(answers, generalist) >= 100.0
+    assert np.isnan(own_prior_weight(np.zeros(3), np.zeros(3)))
+
+
+def test_drawn_marks_the_share_routed_on_a_draw_whether_or_not_the_choice_changed():
+    losses = np.tile([0.2, 0.6, 0.6], (20000, 1))
+    result = select_exploring(losses, np.array([200.0, 200.0, 200.0]), COSTS, share=0.1, rng=np.random.default_rng(9))
+    assert result.drawn.mean() == pytest.approx(0.1, abs=0.01)
+    assert not (result.explored & ~result.drawn).any()
+    assert result.explored.mean() < 0.001
+
+
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n_llms=st.integers(1, 6), quality_target=st.sampled_from([None, 0.6]))
-def test_every_choice_is_an_allowed_candidate_within_the_cap(seed, n_llms, quality_target):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_llms=st.integers(1, 6),
+    quality_target=st.sampled_from([None, 0.6]),
+    own_posterior=st.booleans(),
+)
+def test_every_choice_is_an_allowed_candidate_within_the_cap(seed, n_llms, quality_target, own_posterior):
     rng = np.random.default_rng(seed)
     n = 200
     losses = rng.random((n, n_llms))
@@ -100,9 +213,13 @@ def test_every_choice_is_an_allowed_candidate_within_the_cap(seed, n_llms, quali
     allowed[np.arange(n), rng.integers(0, n_llms, n)] = True
     cap = np.where(rng.random(n) < 0.5, np.inf, rng.choice(costs, size=n))
     fits = allowed & (costs[None, :] <= cap[:, None])
+    own = {}
+    if own_posterior:
+        answers = rng.choice([0.0, 1.0, 5.0, np.nan], size=(n, n_llms))
+        own = {"own": OwnCounts(answers, rng.random((n, n_llms)) * answers, rng.choice([0.25, 4.0, 4096.0], n_llms))}
     if not fits.any(axis=1).all():
         with pytest.raises(NoCandidateError):
-            select_exploring(losses, evidence, costs, share=1.0, rng=rng, allowed_mask=allowed, max_cost=cap)
+            select_exploring(losses, evidence, costs, share=1.0, rng=rng, allowed_mask=allowed, max_cost=cap, **own)
         return
     result = select_exploring(
         losses,
@@ -110,6 +227,7 @@ def test_every_choice_is_an_allowed_candidate_within_the_cap(seed, n_llms, quali
         costs,
         share=1.0,
         rng=rng,
+        **own,
         lam=float(rng.choice([0.0, 1.0, 1e6])),
         allowed_mask=allowed,
         max_cost=cap,
@@ -156,11 +274,34 @@ def test_kmeans_evidence_is_the_answered_count_of_the_prompt_s_cluster(fitted):
     correctness = validation.correctness[:, 1]
     evidence = kmeans.evidence(validation.embeddings, correctness)
     expected = [np.sum((cluster == k) & ~np.isnan(correctness)) for k in range(kmeans.n_clusters)]
-    np.testing.assert_allclose(evidence, expected)
+    np.testing.assert_allclose(evidence[: kmeans.n_clusters], expected)
     near = kmeans.evidence_at(validation.embeddings[:5], evidence[None, :])[:, 0]
     np.testing.assert_allclose(near, np.asarray(expected, dtype=float)[cluster[:5]])
     weighted = kmeans.evidence(validation.embeddings, correctness, sample_weight=np.full(len(correctness), 0.5))
-    np.testing.assert_allclose(weighted, 0.5 * np.asarray(expected, dtype=float))
+    np.testing.assert_allclose(weighted, 0.5 * evidence)
+
+
+def test_kmeans_fine_evidence_is_the_answered_count_of_the_prompt_s_finest_cluster(fitted):
+    from routing.strategies.smoothing import fine_memberships
+
+    strategies, validation = fitted
+    kmeans = strategies["uniroute_kmeans"]
+    fine = kmeans._fine_maps()
+    assert fine is not None  # 80 validation prompts: finer maps than the strategy's own 10 clusters
+    finest = np.argmax(fine_memberships(validation.embeddings, fine.centroids, fine.sizes)[-1], axis=1)
+    correctness = validation.correctness[:, 1]
+    evidence = kmeans.evidence(validation.embeddings, correctness)
+    expected = np.array([np.sum((finest == k) & ~np.isnan(correctness)) for k in range(fine.sizes[-1])], float)
+    np.testing.assert_allclose(kmeans.fine_cells(evidence), expected)
+    near = kmeans.fine_evidence_at(validation.embeddings[:5], evidence[None, :])[:, 0]
+    np.testing.assert_allclose(near, expected[finest[:5]])
+    # Each answer counted once among the fine cells; a vector stored without them reads the own clusters.
+    assert kmeans.fine_cells(evidence).sum() == pytest.approx((~np.isnan(correctness)).sum())
+    own_only = evidence[None, : kmeans.n_clusters]
+    np.testing.assert_allclose(
+        kmeans.fine_evidence_at(validation.embeddings[:5], own_only),
+        kmeans.evidence_at(validation.embeddings[:5], own_only),
+    )
 
 
 def test_knn_evidence_counts_the_answered_neighbours(fitted):
@@ -172,6 +313,36 @@ def test_knn_evidence_counts_the_answered_neighbours(fitted):
     near = knn.evidence_at(validation.embeddings[:3], evidence[None, :])[:, 0]
     neighbours = knn.neighbours(validation.embeddings[:3])
     np.testing.assert_allclose(near, (~np.isnan(correctness[neighbours])).sum(axis=1))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_error_evidence_is_read_like_evidence_and_gives_the_own_error_near_a_prompt(name, fitted):
+    strategies, validation = fitted
+    strategy = strategies[name]
+    correctness = validation.correctness[:, 0].copy()
+    weight = np.linspace(0.5, 1.5, len(correctness))
+    answers = strategy.evidence(validation.embeddings, correctness, sample_weight=weight)
+    errors = strategy.error_evidence(validation.embeddings, correctness, sample_weight=weight)
+    assert errors.shape == answers.shape
+    assert (errors >= -1e-12).all() and (errors <= answers + 1e-9).all()
+    # All wrong: the error evidence is the answered weight itself; all right: none.
+    all_wrong = np.where(np.isnan(correctness), np.nan, 0.0)
+    np.testing.assert_allclose(strategy.error_evidence(validation.embeddings, all_wrong, sample_weight=weight), answers)
+    all_right = np.where(np.isnan(correctness), np.nan, 1.0)
+    assert not strategy.error_evidence(validation.embeddings, all_right, sample_weight=weight).any()
+
+
+def test_kmeans_error_evidence_is_the_error_count_of_the_prompt_s_cluster(fitted):
+    strategies, validation = fitted
+    kmeans = strategies["uniroute_kmeans"]
+    cluster = kmeans.cluster_of(validation.embeddings)
+    correctness = validation.correctness[:, 1]
+    errors = kmeans.error_evidence(validation.embeddings, correctness)
+    wrong = np.nan_to_num(1.0 - correctness, nan=0.0)
+    expected = np.array([wrong[cluster == k].sum() for k in range(kmeans.n_clusters)])
+    np.testing.assert_allclose(errors[: kmeans.n_clusters], expected)
+    near = kmeans.evidence_at(validation.embeddings[:5], errors[None, :])[:, 0]
+    np.testing.assert_allclose(near, expected[cluster[:5]])
 
 
 def test_a_bad_sample_weight_is_refused(fitted):

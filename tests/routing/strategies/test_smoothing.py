@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from routing.strategies import get_strategy
-from routing.strategies.smoothing import PRIOR_STRENGTH_GRID, cluster_counts, fine_sizes, own_prior_strength
+from routing.strategies.smoothing import (
+    PRIOR_STRENGTH_GRID,
+    cluster_counts,
+    fine_sizes,
+    own_prior_strength,
+    thinned_counts,
+)
 
 N_TOPICS = 8
 # Two clusters of their own: each mixes four topics, as a tuned coarse map mixes subjects.
@@ -161,3 +167,31 @@ def test_the_finer_resolutions_are_the_finest_the_validation_set_can_profile_and
     assert fine_sizes(1199, base_clusters=80) == [119, 239]  # only maps finer than the strategy's own
     assert fine_sizes(406, base_clusters=10) == [20, 40, 81]
     assert fine_sizes(50, base_clusters=10) == []  # too few answers for anything finer: no fine maps
+
+
+def test_an_llm_with_few_answers_is_tested_against_the_training_llms_thinned_to_its_size(data):
+    # 80 validation answers of 400: a specialist's departure is far smaller than with all of them, and
+    # the training LLMs' departures, read on as few answers, are smaller too; a generalist with as few
+    # answers stays below its threshold on every sample.
+    strategy = fitted("uniroute_kmeans", data)
+    validation_embeddings, validation_topic, _ = data["validation"]
+    rng = np.random.default_rng(1)
+    departed = []
+    for _ in range(10):
+        few = np.sort(rng.permutation(len(validation_embeddings))[:80])
+        specialist = strategy.profile_choice(validation_embeddings[few], (validation_topic[few] == 0).astype(float))
+        generalist = strategy.profile_choice(validation_embeddings[few], data["unseen_generalist"][few])
+        all_answers = strategy.profile_choice(validation_embeddings, (validation_topic == 0).astype(float))
+        assert specialist["departs"] is True
+        assert specialist["threshold"] <= all_answers["threshold"]
+        departed.append(generalist["departs"])
+    assert not any(departed)
+
+
+def test_thinned_counts_keep_a_share_of_each_cluster_s_answers_and_errors():
+    counts = np.array([[400.0, 40.0, 0.0], [100.0, 40.0, 0.0]])
+    thinned = np.mean([thinned_counts(counts, 0.25, np.random.default_rng(seed)) for seed in range(400)], axis=0)
+    np.testing.assert_allclose(thinned, 0.25 * counts, rtol=0.05, atol=0.05)
+    one = thinned_counts(counts, 0.25, np.random.default_rng(0))
+    assert (one[1] <= one[0]).all() and (one >= 0).all()
+    np.testing.assert_array_equal(thinned_counts(counts, 1.0, np.random.default_rng(0)), counts)
