@@ -12,7 +12,7 @@ answers there — n_f answered, s_f of them wrong (``evidence`` and ``error_evid
 under a Beta prior centred on its estimate γ(x, h) with the LLM's *own* empirical-Bayes strength â(h)
 (``own_prior_weight``: the strength under which its own per-cell counts are most likely):
 
-    ℓ̃(x, h) ~ Beta(s_f + w · γ,  n_f − s_f + w · (1 − γ)),   w = min(â(h), n(x, h) + PRIOR_COUNT)
+    ℓ̃(x, h) ~ Beta(s_f + w · γ,  n_f − s_f + w · (1 − γ)),   w = min(â(h), n(x, h) − n_f + PRIOR_COUNT)
 
 where n(x, h) is the evidence behind γ itself (``evidence_at``). The estimate γ is shrunk by a prior
 tuned on LLMs like the training ones (``profiles.py``), which is right for routing on it and wrong
@@ -22,8 +22,10 @@ below the best candidate, so it is never tried and never shows what it can do. I
 reject that prior (its cells differ far more than a generalist's), so â is small and its draw
 follows its own answers in the fine cell. A generalist's â is large, and so is its evidence: its draw
 stays close to its estimate. ``w`` is capped by the evidence behind γ because a prior centred on an
-estimate cannot be surer than that estimate: an LLM with 50 answers is drawn widely around it even
-when its few answers happen to look alike (a large â).
+estimate cannot be surer than that estimate, and the fine cell's own answers, which γ also rests on,
+are counted once: an LLM with 50 answers is drawn widely even when its few answers happen to look
+alike (a large â), and where the strategy keeps no cell finer than its own (n_f = n) the draw is the
+LLM's own answers there under a prior of PRIOR_COUNT answers centred on γ.
 
 Without own counts for an LLM (``own`` None, or NaN entries: a profile stored with n alone) its draw
 is centred on the estimate with the evidence behind it: Beta(γ · c, (1 − γ) · c), c = n(x, h) +
@@ -103,7 +105,9 @@ def posterior_draw(
         counted = np.isfinite(answers) & np.isfinite(errors) & np.isfinite(strength)
         answers = np.where(counted, np.maximum(answers, 0.0), 0.0)
         errors = np.clip(np.where(counted, errors, 0.0), 0.0, answers)
-        weight = np.minimum(np.where(counted, np.maximum(strength, 0.0), 0.0), behind)
+        weight = np.minimum(
+            np.where(counted, np.maximum(strength, 0.0), 0.0), np.maximum(behind - answers, PRIOR_COUNT)
+        )
         # A cell without answers under a prior of (near) zero weight would be a degenerate Beta.
         weight = np.maximum(weight, MEAN_BOUND)
         wrong = np.where(counted, errors + weight * mean, wrong)

@@ -142,13 +142,24 @@ def test_the_prior_weighs_no_more_than_the_evidence_behind_the_estimate():
     assert drawn.std() > 0.15
 
 
+def test_without_a_finer_cell_the_answers_behind_the_estimate_are_counted_once():
+    # The fine cell is the estimate's own cluster (n_f = n = 6): the draw is those 6 answers under a
+    # prior of PRIOR_COUNT answers centred on the estimate, however large the strength.
+    rng = np.random.default_rng(8)
+    n = 40000
+    drawn = posterior_draw(np.full(n, 0.5), np.full(n, 6.0), rng, own=OwnCounts(6.0, 3.0, 4096.0))
+    assert drawn.mean() == pytest.approx(0.5, abs=0.01)
+    assert drawn.var() == pytest.approx(0.25 / 9, rel=0.05)  # Beta(4, 4): concentration 6 + 2
+
+
 def test_the_own_posterior_follows_the_own_answers_under_a_weak_prior_and_the_estimate_under_a_strong_one():
     rng = np.random.default_rng(6)
     n = 20000
     weak = posterior_draw(np.full(n, 0.8), np.full(n, 400.0), rng, own=OwnCounts(40.0, 4.0, 0.25))
     strong = posterior_draw(np.full(n, 0.8), np.full(n, 400.0), rng, own=OwnCounts(40.0, 4.0, 4096.0))
     assert weak.mean() == pytest.approx((4 + 0.25 * 0.8) / 40.25, abs=0.005)  # its own 0.1, not 0.8
-    assert strong.mean() == pytest.approx((4 + 402 * 0.8) / 442, abs=0.005)  # weight capped at 400 + 2
+    # The weight is capped at the evidence behind the estimate beyond the cell's own 40 answers: 400 − 40 + 2.
+    assert strong.mean() == pytest.approx((4 + 362 * 0.8) / 402, abs=0.005)
 
 
 def test_own_posterior_keeps_unknown_evidence_and_nan_losses():
