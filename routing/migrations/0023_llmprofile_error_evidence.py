@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0021_shadow_evaluation'),
+        ('routing', '0022_shadow_choice_in_worker'),
     ]
 
     operations = [
