@@ -788,6 +788,11 @@ def f1(value: float) -> str:
     return "—" if value != value else f"{value:.1f}"
 
 
+def _cpu_ms_per_request(run: Run) -> float:
+    """The gateway's CPU milliseconds per answered request of a run (NaN when nothing was answered)."""
+    return run.cpu.get(_gateway_of(run), 0.0) * 1e3 / run.answered if run.answered else float("nan")
+
+
 def _gateway_of(run: Run) -> str:
     """Whose processes' CPU is the gateway's in this run ("direct": none)."""
     target = run.target.removesuffix(SHADOW_ON)  # the same server as the target unshadowed
@@ -860,9 +865,6 @@ def shadow_table(runs: list[Run], concurrency: list[int], share: float) -> list[
             return f"{head}{SHADOW_ON} [{tail}"
         return target + SHADOW_ON
 
-    def cpu_per_request(run: Run) -> float:
-        return run.cpu.get(_gateway_of(run), 0.0) * 1e3 / run.answered if run.answered else float("nan")
-
     lines = [
         "| clients | target | rounds | p50 on − off ms | p95 on − off ms | gateway CPU ms/req off → on (medians) "
         "| **CPU per shadowed call ms** |",
@@ -885,9 +887,9 @@ def shadow_table(runs: list[Run], concurrency: list[int], share: float) -> list[
                 f"| {clients} | {name} | {len(pairs)} | "
                 f"{spread([pct(on.latencies_ms, 50) - pct(off.latencies_ms, 50) for on, off in pairs], 1)} | "
                 f"{spread([pct(on.latencies_ms, 95) - pct(off.latencies_ms, 95) for on, off in pairs], 1)} | "
-                f"{statistics.median(cpu_per_request(off) for _, off in pairs):.2f} → "
-                f"{statistics.median(cpu_per_request(on) for on, _ in pairs):.2f} | "
-                f"**{spread([(cpu_per_request(on) - cpu_per_request(off)) / share for on, off in pairs], 2)}** |"
+                f"{statistics.median(_cpu_ms_per_request(off) for _, off in pairs):.2f} → "
+                f"{statistics.median(_cpu_ms_per_request(on) for on, _ in pairs):.2f} | "
+                f"**{spread([(_cpu_ms_per_request(on) - _cpu_ms_per_request(off)) / share for on, off in pairs], 2)}** |"
             )
     return lines
 
@@ -901,9 +903,6 @@ def variant_table(runs: list[Run], variants: list[Variant], concurrency: list[in
         if not values:
             return "—"
         return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
-
-    def cpu_per_request(run: Run) -> float:
-        return run.cpu.get(_gateway_of(run), 0.0) * 1e3 / run.answered if run.answered else float("nan")
 
     lines = [
         "| clients | target | on ÷ off | rounds | gateway CPU ms/req off → on (medians) | **CPU per request on ÷ off** "
@@ -936,13 +935,13 @@ def variant_table(runs: list[Run], variants: list[Variant], concurrency: list[in
                 def overhead(run: Run, direct: Run | None) -> float:
                     return pct(run.latencies_ms, 50) - pct(direct.latencies_ms, 50) if direct else float("nan")
 
-                cpu_off = statistics.median(cpu_per_request(off) for _, off, _ in pairs)
-                cpu_on = statistics.median(cpu_per_request(on) for on, _, _ in pairs)
+                cpu_off = statistics.median(_cpu_ms_per_request(off) for _, off, _ in pairs)
+                cpu_on = statistics.median(_cpu_ms_per_request(on) for on, _, _ in pairs)
                 over_off = statistics.median(overhead(off, d) for _, off, d in pairs)
                 over_on = statistics.median(overhead(on, d) for on, _, d in pairs)
                 lines.append(
                     f"| {clients} | {base} | {label} | {len(pairs)} | {cpu_off:.2f} → {cpu_on:.2f} | "
-                    f"**{spread([cpu_per_request(on) / cpu_per_request(off) for on, off, _ in pairs])}** | "
+                    f"**{spread([_cpu_ms_per_request(on) / _cpu_ms_per_request(off) for on, off, _ in pairs])}** | "
                     f"{spread([pct(on.latencies_ms, 50) / pct(off.latencies_ms, 50) for on, off, _ in pairs])} | "
                     f"{over_off:+.1f} → {over_on:+.1f} | "
                     f"{spread([(on.answered / on.seconds) / (off.answered / off.seconds) for on, off, _ in pairs])} |"

@@ -199,23 +199,21 @@ class RoutingStrategy(ABC):
     def evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         """n(x, h) [n_prompts, n_llms]: the evidence near each prompt, from stacked :meth:`evidence`
         vectors [n_llms, C] — the answered weight the strategy's estimate γ(x, h) rests on."""
-        self._check_fitted()
-        embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
-        evidence = np.asarray(evidence, dtype=np.float64)
-        if embeddings.ndim != 2 or evidence.ndim != 2:
-            raise ValueError("evidence_at needs embeddings [n_prompts, D] and evidence [n_llms, C]")
-        return np.maximum(self._evidence_at(embeddings, evidence), 0.0)
+        return self._read_evidence("evidence_at", self._evidence_at, prompt_embeddings, evidence)
 
     def fine_evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         """[n_prompts, n_llms]: the same reading of stacked :meth:`evidence` (or :meth:`error_evidence`)
         vectors in the finest cell near each prompt that the strategy keeps (a fine cluster of per-LLM
         profiles); :meth:`evidence_at` where it keeps none finer than its own."""
+        return self._read_evidence("fine_evidence_at", self._fine_evidence_at, prompt_embeddings, evidence)
+
+    def _read_evidence(self, name: str, read, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         self._check_fitted()
         embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
         evidence = np.asarray(evidence, dtype=np.float64)
         if embeddings.ndim != 2 or evidence.ndim != 2:
-            raise ValueError("fine_evidence_at needs embeddings [n_prompts, D] and evidence [n_llms, C]")
-        return np.maximum(self._fine_evidence_at(embeddings, evidence), 0.0)
+            raise ValueError(f"{name} needs embeddings [n_prompts, D] and evidence [n_llms, C]")
+        return np.maximum(read(embeddings, evidence), 0.0)
 
     def fine_cells(self, evidence: np.ndarray) -> np.ndarray:
         """The entries of one :meth:`evidence` (or :meth:`error_evidence`) vector that
