@@ -18,7 +18,7 @@ from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, ShadowBudget, ShadowEvaluation
 from routing.services import shadow
 from tests.fixtures.api import sample_prompts
-from tests.fixtures.gateway import ranking, settled, wait_for
+from tests.fixtures.gateway import ranking, routed_decision_ids, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 JUDGE = "DeepSeek-Coder-V2"
@@ -43,20 +43,6 @@ def shadowed(worker, gateway_llms, tenant_and_key):
     return tenant
 
 
-def ask(openai_client, prompts, **routerhub):
-    answers = [
-        openai_client.chat.completions.with_raw_response.create(
-            model="routerhub-auto",
-            messages=[{"role": "user", "content": text}],
-            max_tokens=64,
-            extra_body={"routerhub": {"lambda": 5000.0, **routerhub}},
-        )
-        for text in prompts
-    ]
-    settled()
-    return [raw.headers["x-routerhub-decision-id"] for raw in answers]
-
-
 def ended(decisions, worker, timeout: float = 30.0) -> list[ShadowEvaluation]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,7 +63,7 @@ def test_the_worker_judges_shadowed_exchanges_paid_by_the_shadow_budget_alone(
 ):
     budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
     prompts = sample_prompts(3)
-    decisions = ask(openai_client, prompts)
+    decisions = routed_decision_ids(openai_client, prompts)
     rows = ended(decisions, worker)
     comparison = LLM.objects.get(name=COMPARISON)
     for row, text in zip(rows, prompts):
@@ -99,7 +85,7 @@ def test_the_worker_judges_shadowed_exchanges_paid_by_the_shadow_budget_alone(
 
 def test_a_spent_shadow_budget_makes_no_shadow_call(shadowed, worker, upstream, openai_client):
     budget = ShadowBudget.objects.create(tenant=shadowed, limit_usd=Decimal("0.000001"))  # below any estimate
-    decisions = ask(openai_client, sample_prompts(2))
+    decisions = routed_decision_ids(openai_client, sample_prompts(2))
     rows = ended(decisions, worker)
     assert [(r.status, r.comparison_text, r.comparison_cost_usd, r.reserved_usd) for r in rows] == [
         ("no_budget", "", None, 0)
@@ -123,7 +109,7 @@ def test_the_worker_compares_with_routings_best_quality_choice_when_the_tenant_n
     text = sample_prompts(1)[0]
     best = ranking(tenant_and_key[1], messages=[{"role": "user", "content": text}], **{"lambda": 0})[0]
     others = list(LLM.objects.exclude(name=best).values_list("name", flat=True))
-    decisions = ask(openai_client, [text], models=others)  # routed away from the best
+    decisions = routed_decision_ids(openai_client, [text], models=others)  # routed away from the best
     [row] = ended(decisions, worker)
     assert (row.status, row.comparison_llm.name) == ("judged", best), row.error
     assert row.routed_llm.name != best
@@ -137,7 +123,7 @@ def test_an_evaluation_whose_message_was_lost_is_sent_again_by_the_sweep_and_jud
     shadowed, worker, upstream, openai_client, monkeypatch
 ):
     budget = ShadowBudget.objects.create(limit_usd=Decimal(1))
-    [decision] = ask(openai_client, sample_prompts(1))
+    [decision] = routed_decision_ids(openai_client, sample_prompts(1))
     wait_for(lambda: ShadowEvaluation.objects.filter(decision_id=decision).exists())
     row = ShadowEvaluation.objects.get(decision_id=decision)
     assert (row.status, row.sent_at, row.comparison_llm_id) == ("pending", None, None)  # the gateway sent nothing

@@ -17,7 +17,7 @@ from routing.caches import reset_all
 from routing.models import BudgetPeriod, Decision, Evidence, ShadowBudget, ShadowEvaluation
 from routing.services import shadow
 from tests.fixtures.api import sample_prompts
-from tests.fixtures.gateway import ranking, settled, wait_for
+from tests.fixtures.gateway import ranking, routed_decision_ids, settled, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 JUDGE = "DeepSeek-Coder-V2"
@@ -55,18 +55,8 @@ def shadowed(gateway_llms, tenant_and_key):
     return tenant
 
 
-def ask(openai_client, prompts, **routerhub):
-    answers = [
-        openai_client.chat.completions.with_raw_response.create(
-            model="routerhub-auto",
-            messages=[{"role": "user", "content": text}],
-            max_tokens=64,
-            extra_body={"routerhub": {"lambda": 5000.0, **routerhub}},
-        )
-        for text in prompts
-    ]
-    settled()
-    return [UUID(raw.headers["x-routerhub-decision-id"]) for raw in answers]
+def ask(openai_client, prompts, **routerhub) -> list[UUID]:
+    return [UUID(d) for d in routed_decision_ids(openai_client, prompts, **routerhub)]
 
 
 def correct(llm_id: int, text: str) -> bool:
