@@ -1,6 +1,8 @@
-"""Pool `evaluate --protocol online` runs of one split each (different --seed) into one table.
+"""Pool `evaluate --protocol online` runs of one split each (different --seed) into one table, or
+print one run of several splits (--trials N) as the same table.
 
     python benchmarks/online_pool.py benchmarks/results/online_mmlu-pro_s*_x0.json
+    python benchmarks/online_pool.py benchmarks/results/online_llmrouter-9.json
 
 Per checkpoint: the mean over the runs' splits of each router's window accuracy, window cost and
 area, the paired learning − static area difference (mean ± se over splits); the new LLM's gap
@@ -28,10 +30,17 @@ def pooled(runs: list[dict]) -> str:
     settings = runs[0]["settings"]
     if any(run["settings"] != settings for run in runs):
         raise SystemExit("the runs' settings differ: pool runs of one command with different --seed only")
-    if any(run["trials"] != 1 for run in runs):
-        raise SystemExit("pool runs of one split each (--trials 1)")
+    # One run of several splits already holds its means and se over them; runs of one split each are pooled.
+    whole = len(runs) == 1 and runs[0]["trials"] > 1
+    if not whole and any(run["trials"] != 1 for run in runs):
+        raise SystemExit("pool runs of one split each (--trials 1), or give one run of several splits")
+    splits = (
+        f"{runs[0]['trials']} splits (seed {runs[0]['seed']})"
+        if whole
+        else (f"{len(runs)} splits (seeds {', '.join(str(run['seed']) for run in runs)})")
+    )
     lines = [
-        f"{len(runs)} splits (seeds {', '.join(str(run['seed']) for run in runs)}), {runs[0]['dataset']}, "
+        f"{splits}, {runs[0]['dataset']}, "
         f"{runs[0]['strategy']}, exploration {settings['exploration']}, feedback every {settings['reprofile_every']} events",
         "",
         "| events | static accuracy | learning accuracy | static cost | learning cost | drawn | explored "
@@ -48,7 +57,10 @@ def pooled(runs: list[dict]) -> str:
             cells.append(f"{np.mean([r[key] for r in rows]):.3f}" if c and all(key in r for r in rows) else "—")
         cells.append(f"{np.mean([r['static_area'] for r in rows]):.4f}")
         cells.append(f"{np.mean([r['learning_area'] for r in rows]):.4f}")
-        mean, se = _mean_se([r["learning_area"] - r["static_area"] for r in rows])
+        if whole:
+            mean, se = row["gain_area"], row["gain_area_se"]
+        else:
+            mean, se = _mean_se([r["learning_area"] - r["static_area"] for r in rows])
         cells.append(f"{mean:+.4f} ± {se:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     if all(run["new_llm"] for run in runs):
@@ -85,7 +97,10 @@ def pooled(runs: list[dict]) -> str:
         ]
         for c, row in enumerate(runs[0]["specialists"]):
             # One specialist per run when --online-specialists 1; otherwise each run's mean counts once.
-            mean, se = _mean_se([run["specialists"][c]["recall"] for run in runs])
+            if whole:
+                mean, se = row["recall"], row["recall_se"]
+            else:
+                mean, se = _mean_se([run["specialists"][c]["recall"] for run in runs])
             false_share = np.mean([run["specialists"][c]["false_share"] for run in runs])
             lines.append(f"| {row['events']} | {mean:.3f} | {se:.3f} | {false_share:.4f} |")
     return "\n".join(lines)
