@@ -47,7 +47,7 @@ from routing.selection import select
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, deferral_curve, normalised_costs
 from routing.strategies.evidence import evidence_rows, with_evidence
-from routing.strategies.exploration import OwnCounts, own_prior_weight, select_exploring
+from routing.strategies.exploration import OwnCounts, own_counts_at, own_strength, select_exploring
 from routing.strategies.tuning import tuned_fit
 
 # The share of a split's test prompts held out to score the router at each checkpoint; the rest is
@@ -192,7 +192,7 @@ def replay(
             return psi, np.zeros(1), np.zeros(1), 0.0
         n_cells = strategy.evidence(embeddings, correctness, sample_weight=weight)
         s_cells = strategy.error_evidence(embeddings, correctness, sample_weight=weight)
-        return psi, n_cells, s_cells, own_prior_weight(strategy.fine_cells(n_cells), strategy.fine_cells(s_cells))
+        return psi, n_cells, s_cells, own_strength(strategy, n_cells, s_cells)
 
     built = [profile(j, 0) for j in range(len(evidence))]
     profiles, counts = np.stack([b[0] for b in built]), np.stack([b[1] for b in built])
@@ -206,11 +206,7 @@ def replay(
         losses = strategy.predict_loss(batch, profiles)
         if exploring:
             near = strategy.evidence_at(batch, counts)
-            own = OwnCounts(
-                answers=strategy.fine_evidence_at(batch, counts),
-                errors=strategy.fine_evidence_at(batch, error_counts),
-                strength=np.broadcast_to(strengths, near.shape),
-            )
+            own = own_counts_at(strategy, batch, counts, error_counts, strengths)
         for i, event in enumerate(range(start, stop)):
             lam = float(stream.lambdas[event])
             if exploring:

@@ -28,7 +28,7 @@ from routing.exceptions import NoActiveRoutingState, UnknownStrategy
 from routing.models import LLMProfile, RoutingState
 from routing.selectors.state import strategy_of
 from routing.strategies.base import RoutingStrategy
-from routing.strategies.exploration import OwnCounts, own_prior_weight
+from routing.strategies.exploration import OwnCounts, own_counts_at, own_strength
 
 RECHECK_SECONDS = 1.0
 # K-NN routing of one live prompt looks its neighbours up through pgvector's HNSW index (the path for
@@ -128,7 +128,7 @@ class LoadedRouter:
     evidence: np.ndarray | None = None
     # [len(llms), C] the error count behind it (RoutingStrategy.error_evidence); NaN where none is stored.
     error_evidence: np.ndarray | None = None
-    # [len(llms)] each LLM's empirical-Bayes strength on its own counts (exploration.own_prior_weight).
+    # [len(llms)] each LLM's empirical-Bayes strength on its own counts (exploration.own_strength).
     own_strengths: np.ndarray | None = None
 
     def predict_loss(self, embeddings: np.ndarray) -> np.ndarray:
@@ -166,12 +166,10 @@ class LoadedRouter:
         evidence (exploration then draws around its estimate), None when no profile does."""
         if self.error_evidence is None or not self.error_evidence.size:
             return None
-        x = np.atleast_2d(embedding)
-        return OwnCounts(
-            answers=self.strategy.fine_evidence_at(x, self.evidence)[0],
-            errors=self.strategy.fine_evidence_at(x, self.error_evidence)[0],
-            strength=self.own_strengths,
+        near = own_counts_at(
+            self.strategy, np.atleast_2d(embedding), self.evidence, self.error_evidence, self.own_strengths
         )
+        return OwnCounts(*(a[0] for a in near))
 
     def cluster_of(self, embedding: np.ndarray) -> int | None:
         clusters = self.strategy.cluster_of(np.atleast_2d(embedding))
@@ -238,12 +236,7 @@ def load_router(state_id: int) -> LoadedRouter:
         params=dict(state.params),
         evidence=evidence_rows,
         error_evidence=error_rows,
-        own_strengths=np.array(
-            [
-                own_prior_weight(strategy.fine_cells(n), strategy.fine_cells(e)) if np.isfinite(e).all() else np.nan
-                for n, e in zip(evidence_rows, error_rows)
-            ]
-        ),
+        own_strengths=np.array([own_strength(strategy, n, e) for n, e in zip(evidence_rows, error_rows)]),
     )
 
 

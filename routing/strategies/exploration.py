@@ -85,6 +85,25 @@ def own_prior_weight(answers: np.ndarray, errors: np.ndarray) -> float:
     return float(PRIOR_STRENGTH_GRID[int(np.argmax(likelihood))])
 
 
+def own_strength(strategy, evidence: np.ndarray, error_evidence: np.ndarray) -> float:
+    """â(h) of one LLM from its ``RoutingStrategy.evidence`` and ``error_evidence`` vectors, read on the
+    strategy's finest cells (``fine_cells``); NaN when its error evidence is not stored (NaN entries)."""
+    if not np.isfinite(error_evidence).all():
+        return float("nan")
+    return own_prior_weight(strategy.fine_cells(evidence), strategy.fine_cells(error_evidence))
+
+
+def own_counts_at(
+    strategy, prompt_embeddings: np.ndarray, evidence: np.ndarray, error_evidence: np.ndarray, strengths: np.ndarray
+) -> OwnCounts:
+    """Per prompt [n_prompts, n_llms]: each LLM's own answers and errors in the finest cell near it that
+    ``strategy`` keeps (``fine_evidence_at`` of the stacked evidence vectors [n_llms, C]), and its
+    strength ``strengths`` [n_llms] (``own_strength``)."""
+    answers = strategy.fine_evidence_at(prompt_embeddings, evidence)
+    errors = strategy.fine_evidence_at(prompt_embeddings, error_evidence)
+    return OwnCounts(answers=answers, errors=errors, strength=np.broadcast_to(strengths, answers.shape))
+
+
 def posterior_draw(
     losses: np.ndarray, evidence: np.ndarray, rng: np.random.Generator, *, own: OwnCounts | None = None
 ) -> np.ndarray:
