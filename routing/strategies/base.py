@@ -18,6 +18,7 @@ extra or weighted rows says so with ``takes_sample_weight = False`` and refuses 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from typing import ClassVar, Self
@@ -201,11 +202,26 @@ class RoutingStrategy(ABC):
         vectors [n_llms, C] — the answered weight the strategy's estimate γ(x, h) rests on."""
         return self._read_evidence("evidence_at", self._evidence_at, prompt_embeddings, evidence)
 
-    def fine_evidence_at(self, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    def fine_evidence_at(
+        self, prompt_embeddings: np.ndarray, evidence: np.ndarray, levels: np.ndarray | None = None
+    ) -> np.ndarray:
         """[n_prompts, n_llms]: the same reading of stacked :meth:`evidence` (or :meth:`error_evidence`)
-        vectors in the finest cell near each prompt that the strategy keeps (a fine cluster of per-LLM
-        profiles); :meth:`evidence_at` where it keeps none finer than its own."""
-        return self._read_evidence("fine_evidence_at", self._fine_evidence_at, prompt_embeddings, evidence)
+        vectors in the finest cell near each prompt that each LLM's own answers can speak for (a fine
+        cluster of per-LLM profiles, at the LLM's :meth:`evidence_level`); :meth:`evidence_at` where the
+        strategy keeps no cell finer than its own. ``levels`` [n_llms] gives each LLM's level (needed
+        to read error vectors, whose sums are not answers); None reads each row at its own."""
+        evidence = np.asarray(evidence, dtype=np.float64)
+        if levels is None and evidence.ndim == 2:
+            levels = np.array([self.evidence_level(row) for row in evidence], dtype=int)
+        read = functools.partial(self._fine_evidence_at, levels=np.asarray(levels, dtype=int))
+        return self._read_evidence("fine_evidence_at", read, prompt_embeddings, evidence)
+
+    def evidence_level(self, evidence: np.ndarray) -> int:
+        """Which of the fine maps one :meth:`evidence` vector (answers, not errors) is read on: the finest
+        on which the LLM holds enough answers per cell (``smoothing.FineMaps.test_level``); 0 for a
+        strategy with a single reading."""
+        self._check_fitted()
+        return int(self._evidence_level(np.asarray(evidence, dtype=np.float64)))
 
     def _read_evidence(self, name: str, read, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         self._check_fitted()
@@ -215,11 +231,13 @@ class RoutingStrategy(ABC):
             raise ValueError(f"{name} needs embeddings [n_prompts, D] and evidence [n_llms, C]")
         return np.maximum(read(embeddings, evidence), 0.0)
 
-    def fine_cells(self, evidence: np.ndarray) -> np.ndarray:
+    def fine_cells(self, evidence: np.ndarray, level: int | None = None) -> np.ndarray:
         """The entries of one :meth:`evidence` (or :meth:`error_evidence`) vector that
-        :meth:`fine_evidence_at` reads: one per finest cell, each answer counted once."""
+        :meth:`fine_evidence_at` reads at ``level`` (None: the vector's own :meth:`evidence_level`):
+        one per cell of that map, each answer counted once."""
         self._check_fitted()
-        return self._fine_cells(np.asarray(evidence, dtype=np.float64))
+        evidence = np.asarray(evidence, dtype=np.float64)
+        return self._fine_cells(evidence, self.evidence_level(evidence) if level is None else int(level))
 
     def with_params(self, **params) -> Self:
         """A copy of this fitted strategy with other values of its post-fit hyper-parameters (no refit)."""
@@ -327,10 +345,13 @@ class RoutingStrategy(ABC):
     def _evidence_at(self, prompt_embeddings, evidence) -> np.ndarray:
         return np.broadcast_to(evidence[:, 0], (len(prompt_embeddings), len(evidence)))
 
-    def _fine_evidence_at(self, prompt_embeddings, evidence) -> np.ndarray:
+    def _fine_evidence_at(self, prompt_embeddings, evidence, levels) -> np.ndarray:
         return self._evidence_at(prompt_embeddings, evidence)
 
-    def _fine_cells(self, evidence) -> np.ndarray:
+    def _evidence_level(self, evidence) -> int:
+        return 0
+
+    def _fine_cells(self, evidence, level) -> np.ndarray:
         return evidence
 
     def _check_fitted(self) -> None:

@@ -6,8 +6,9 @@ by LLM. An LLM profiled on 50 validation prompts, or on none near this prompt, m
 Thompson sampling draws each candidate's loss from a posterior and routes on the draw, so an LLM is
 tried in proportion to the probability that it is the best choice.
 
-The posterior is that of the LLM's error in the finest cell near x the strategy keeps
-(``RoutingStrategy.fine_evidence_at``: a fine cluster, a validation prompt's neighbours), from its own
+The posterior is that of the LLM's error in the finest cell near x that its own answers can speak
+for (``RoutingStrategy.fine_evidence_at``: a cluster of the fine map the LLM's answers fill, the one
+its departure is tested on, or a validation prompt's neighbours), from its own
 answers there — n_f answered, s_f of them wrong (``evidence`` and ``error_evidence`` read there) —
 under a Beta prior centred on its estimate γ(x, h) with the LLM's *own* empirical-Bayes strength â(h)
 (``own_prior_weight``: the strength under which its own per-cell counts are most likely):
@@ -87,20 +88,24 @@ def own_prior_weight(answers: np.ndarray, errors: np.ndarray) -> float:
 
 def own_strength(strategy, evidence: np.ndarray, error_evidence: np.ndarray) -> float:
     """â(h) of one LLM from its ``RoutingStrategy.evidence`` and ``error_evidence`` vectors, read on the
-    strategy's finest cells (``fine_cells``); NaN when its error evidence is not stored (NaN entries)."""
+    cells of its ``evidence_level`` (``fine_cells``); NaN when its error evidence is not stored (NaN
+    entries)."""
     if not np.isfinite(error_evidence).all():
         return float("nan")
-    return own_prior_weight(strategy.fine_cells(evidence), strategy.fine_cells(error_evidence))
+    level = strategy.evidence_level(evidence)
+    return own_prior_weight(strategy.fine_cells(evidence, level), strategy.fine_cells(error_evidence, level))
 
 
 def own_counts_at(
     strategy, prompt_embeddings: np.ndarray, evidence: np.ndarray, error_evidence: np.ndarray, strengths: np.ndarray
 ) -> OwnCounts:
     """Per prompt [n_prompts, n_llms]: each LLM's own answers and errors in the finest cell near it that
-    ``strategy`` keeps (``fine_evidence_at`` of the stacked evidence vectors [n_llms, C]), and its
-    strength ``strengths`` [n_llms] (``own_strength``)."""
-    answers = strategy.fine_evidence_at(prompt_embeddings, evidence)
-    errors = strategy.fine_evidence_at(prompt_embeddings, error_evidence)
+    its answers can speak for (``fine_evidence_at`` of the stacked evidence vectors [n_llms, C], each
+    LLM's errors read at the level of its answers), and its strength ``strengths`` [n_llms]
+    (``own_strength``)."""
+    levels = np.array([strategy.evidence_level(row) for row in np.atleast_2d(evidence)], dtype=int)
+    answers = strategy.fine_evidence_at(prompt_embeddings, evidence, levels)
+    errors = strategy.fine_evidence_at(prompt_embeddings, error_evidence, levels)
     return OwnCounts(answers=answers, errors=errors, strength=np.broadcast_to(strengths, answers.shape))
 
 

@@ -28,7 +28,10 @@ with that probability (the one-sided likelihood ratio's χ̄² law: ½·χ²₁ 
 training ones thus rarely departs by chance. A departure grows with the answers it is read from, so
 an LLM with fewer answers than a training LLM (50 validation prompts, say) is compared with that
 LLM's counts thinned to its own answered weight (a uniform subsample, drawn from the counts with a
-fixed seed): like with like, at the same false-departure rate. An LLM that departs is profiled with
+fixed seed): like with like, at the same false-departure rate. The counts are read on the finest
+fine map (below) on which the LLM holds ``MIN_ANSWERS_PER_FINE_CLUSTER`` answers per cluster
+(``FineMaps.test_level``): where clusters hold one answer or none, every strength explains them
+equally well, and a departure read there says nothing. An LLM that departs is profiled with
 its own â.
 
 Rows may be weighted (``weights`` [n], e.g. feedback evidence appended to the validation rows,
@@ -234,12 +237,30 @@ MIN_ANSWERS_PER_FINE_CLUSTER = 5
 @dataclass(frozen=True)
 class FineMaps:
     """K-means maps at finer resolutions (centroids stacked [ΣK, D]) and the training LLMs' counts on
-    the finest one (the departure test's threshold)."""
+    each (the departure test's threshold)."""
 
     centroids: np.ndarray
     sizes: list[int]
-    training_counts: np.ndarray  # [2, K_finest, m]
+    training_counts: np.ndarray  # [2, ΣK, m] on every map, coarse to fine (or [2, K_finest, m]: the finest alone)
     training_centres: np.ndarray  # [m]
+
+    def test_level(self, answers: float) -> int:
+        """The map an LLM with ``answers`` (answered weight) is tested on for departure: the finest on which
+        it holds ``MIN_ANSWERS_PER_FINE_CLUSTER`` answers per cluster on average, else the coarsest. A
+        departure read on clusters that mostly hold one answer or none says nothing about how an LLM's
+        clusters spread (a lone answer is as likely under any prior strength), so an LLM registered on
+        50 prompts is tested on coarse clusters, one profiled on the whole validation set on the finest."""
+        if self.training_counts.shape[1] != sum(self.sizes):
+            return len(self.sizes) - 1
+        fits = [r for r, k in enumerate(self.sizes) if answers >= MIN_ANSWERS_PER_FINE_CLUSTER * k]
+        return fits[-1] if fits else 0
+
+    def training_counts_at(self, level: int) -> np.ndarray:
+        """[2, K_level, m]: the training LLMs' counts on map ``level``."""
+        if self.training_counts.shape[1] != sum(self.sizes):
+            return self.training_counts
+        bounds = np.cumsum([0, *self.sizes])
+        return self.training_counts[:, bounds[level] : bounds[level + 1]]
 
 
 def fine_sizes(n_validation: int, base_clusters: int) -> list[int]:
@@ -262,8 +283,8 @@ def fit_fine_maps(
         return None
     centroids = [spherical_centroids(train_embeddings, k, n_init=n_init, random_state=random_state) for k in sizes]
     sizes = [len(c) for c in centroids]
-    finest = fine_memberships(validation_embeddings, np.vstack(centroids), sizes)[-1]
-    counts, centres = training_evidence(finest, validation_errors)
+    members = np.hstack(fine_memberships(validation_embeddings, np.vstack(centroids), sizes))
+    counts, centres = training_evidence(members, validation_errors)
     return FineMaps(np.vstack(centroids), sizes, counts, centres)
 
 
@@ -330,16 +351,17 @@ def personal_tail(
             base_clusters,
         )
     members = fine_memberships(validation_embeddings, fine.centroids, fine.sizes)
+    answered = answered_weights(errors, weights)
+    level = fine.test_level(float(answered.sum()))
     choice = smoothing_of(
-        members[-1],
+        members[level],
         errors,
         mode=mode,
         tuned_prior_strength=tuned_prior_strength,
-        training_counts=fine.training_counts,
+        training_counts=fine.training_counts_at(level),
         training_centres=fine.training_centres,
         weights=weights,
     )
-    answered = answered_weights(errors, weights)
     psi, scores, strengths = [], [], []
     for memberships in members:
         cluster_weights = memberships.T @ answered
@@ -433,29 +455,59 @@ class PerLLMProfiles:
         # In the layout of the strategy's own Ψ, read as it is: the answered weight of each cluster
         # is what its estimate's sums run over (profiles.py). An LLM profiled on a finer map is
         # counted on the strategy's own clusters, which hold at least as much of its evidence.
-        # The finest map's cells follow (exploration reads them: ``fine_evidence_at``).
+        # Every fine map's cells follow, coarse to fine (exploration reads one of them:
+        # ``fine_evidence_at``).
         own = self._own_memberships(validation_embeddings).T @ answered_weights
         fine = self._fine_maps()
         if fine is None:
             return own
-        finest = fine_memberships(validation_embeddings, fine.centroids, fine.sizes)[-1]
-        return np.concatenate([own, finest.T @ answered_weights])
+        members = fine_memberships(validation_embeddings, fine.centroids, fine.sizes)
+        return np.concatenate([own, *(m.T @ answered_weights for m in members)])
 
     def _evidence_at(self, prompt_embeddings, evidence):
         return self._own_losses(prompt_embeddings, evidence[:, : self._own_width()])
 
-    def _fine_evidence_at(self, prompt_embeddings, evidence):
-        fine = self._fine_maps()
-        if fine is None or evidence.shape[1] != self._own_width() + fine.sizes[-1]:
-            return self._evidence_at(prompt_embeddings, evidence)
-        finest = fine_memberships(prompt_embeddings, fine.centroids, fine.sizes)[-1]
-        return finest @ evidence[:, self._own_width() :].T
+    def _fine_blocks(self, width: int) -> list[tuple[int, slice]]:
+        """(fine map index, its entries) of each fine map an evidence vector of ``width`` entries holds,
+        coarse to fine: every map, or the finest alone (evidence that holds only that map's cells), or
+        none."""
+        fine, own = self._fine_maps(), self._own_width()
+        if fine is None:
+            return []
+        if width == own + sum(fine.sizes):
+            bounds = own + np.cumsum([0, *fine.sizes])
+            return [(r, slice(int(a), int(b))) for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+        if width == own + fine.sizes[-1]:
+            return [(len(fine.sizes) - 1, slice(own, width))]
+        return []
 
-    def _fine_cells(self, evidence):
+    def _evidence_level(self, evidence):
+        blocks = self._fine_blocks(evidence.shape[-1])
+        if not blocks:
+            return 0
+        answers = float(evidence[blocks[-1][1]].sum())
+        level = self._fine_maps().test_level(answers) if np.isfinite(answers) else len(blocks) - 1
+        stored = [r for r, _ in blocks]
+        return stored.index(level) if level in stored else len(blocks) - 1
+
+    def _fine_evidence_at(self, prompt_embeddings, evidence, levels):
+        blocks = self._fine_blocks(evidence.shape[1])
+        if not blocks:
+            return self._evidence_at(prompt_embeddings, evidence)
         fine = self._fine_maps()
-        if fine is None or evidence.shape[-1] != self._own_width() + fine.sizes[-1]:
+        members = fine_memberships(prompt_embeddings, fine.centroids, fine.sizes)
+        out = np.zeros((len(prompt_embeddings), len(evidence)))
+        for level in np.unique(levels):
+            llms = np.flatnonzero(levels == level)
+            r, cells = blocks[level]
+            out[:, llms] = members[r] @ evidence[llms, cells].T
+        return out
+
+    def _fine_cells(self, evidence, level):
+        blocks = self._fine_blocks(evidence.shape[-1])
+        if not blocks:
             return evidence[..., : self._own_width()]
-        return evidence[..., self._own_width() :]
+        return evidence[..., blocks[level][1]]
 
     def _personal_profile(self, validation_embeddings, validation_errors, weights=None):
         """(profile, Smoothing) for one LLM: the strategy's own Ψ followed by ``personal_tail``'s."""

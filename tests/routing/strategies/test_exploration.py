@@ -10,6 +10,7 @@ from routing.strategies.exploration import (
     OwnCounts,
     explored_losses,
     exploring_rows,
+    own_counts_at,
     own_prior_weight,
     posterior_draw,
     select_exploring,
@@ -362,3 +363,37 @@ def test_a_bad_sample_weight_is_refused(fitted):
         strategies["uniroute_kmeans"].evidence(
             validation.embeddings, validation.correctness[:, 0], sample_weight=-np.ones(len(validation.embeddings))
         )
+
+
+def test_an_llm_with_few_answers_is_read_on_the_coarse_map_its_answers_fill_and_one_with_many_on_the_finest():
+    from routing.strategies.smoothing import fine_memberships
+    from tests.routing.strategies.test_smoothing import eight_topics, fitted
+
+    data = eight_topics()
+    kmeans = fitted("uniroute_kmeans", data)
+    fine = kmeans._fine_maps()
+    assert fine.sizes == [10, 20, 40, 80]
+    embeddings, topic, _ = data["validation"]
+    members = fine_memberships(embeddings, fine.centroids, fine.sizes)
+    few = np.arange(30)
+    specialist = (topic == 0).astype(float)
+    many = kmeans.evidence(embeddings, specialist)
+    some = kmeans.evidence(embeddings[few], specialist[few])
+    some_errors = kmeans.error_evidence(embeddings[few], specialist[few])
+    assert kmeans.evidence_level(many) == 3 and kmeans.evidence_level(some) == 0
+    coarse = np.argmax(members[0], axis=1)
+    expected = np.array([np.sum(coarse[few] == k) for k in range(10)], float)
+    np.testing.assert_allclose(kmeans.fine_cells(some), expected)
+    # The error vector is read on the map the answers chose, whatever its own sum.
+    np.testing.assert_allclose(
+        kmeans.fine_cells(some_errors, kmeans.evidence_level(some)),
+        [np.sum((coarse[few] == k) & (topic[few] != 0)) for k in range(10)],
+    )
+    stacked = np.stack([many, some])
+    near = kmeans.fine_evidence_at(embeddings[:5], stacked)
+    finest = np.argmax(members[3], axis=1)
+    np.testing.assert_allclose(near[:, 0], kmeans.fine_cells(many)[finest[:5]])
+    np.testing.assert_allclose(near[:, 1], expected[coarse[:5]])
+    own = own_counts_at(kmeans, embeddings[:5], stacked, np.stack([many * 0, some_errors]), np.ones(2))
+    np.testing.assert_allclose(own.answers[:, 1], expected[coarse[:5]])
+    assert (own.errors[:, 1] <= own.answers[:, 1]).all()

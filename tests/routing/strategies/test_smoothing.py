@@ -195,3 +195,44 @@ def test_thinned_counts_keep_a_share_of_each_cluster_s_answers_and_errors():
     one = thinned_counts(counts, 0.25, np.random.default_rng(0))
     assert (one[1] <= one[0]).all() and (one >= 0).all()
     np.testing.assert_array_equal(thinned_counts(counts, 1.0, np.random.default_rng(0)), counts)
+
+
+def test_an_llm_is_tested_on_the_finest_map_its_answers_fill():
+    from routing.strategies.smoothing import FineMaps
+
+    every_map = FineMaps(np.zeros((0, 4)), [20, 40, 81], np.zeros((2, 141, 3)), np.zeros(3))
+    assert every_map.test_level(406) == 2  # 5 answers per cluster of the finest map
+    assert every_map.test_level(400) == 1  # a few short of it: the next coarser
+    assert every_map.test_level(100) == 0
+    assert every_map.test_level(50) == 0  # fewer than any map is filled by: the coarsest
+    np.testing.assert_array_equal(every_map.training_counts_at(1), np.zeros((2, 40, 3)))
+    # A state stored with the training counts of the finest map alone tests every LLM there.
+    finest_alone = FineMaps(np.zeros((0, 4)), [20, 40, 81], np.zeros((2, 81, 3)), np.zeros(3))
+    assert finest_alone.test_level(50) == 2
+    assert finest_alone.training_counts_at(2).shape == (2, 81, 3)
+
+
+def test_a_specialist_with_few_answers_departs_on_a_map_coarse_enough_to_hear_it(data):
+    # 24 answers spread over 80 fine clusters leave most clusters with one answer or none, which is as
+    # likely under any prior strength: tested there, a specialist hardly ever departs. On the map its
+    # answers fill (10 clusters) it departs nearly always, and a generalist still hardly ever does.
+    strategy = fitted("uniroute_kmeans", data)
+    assert strategy.fine_sizes_ == [10, 20, 40, 80]
+    finest_alone = fitted("uniroute_kmeans", data)
+    finest_alone.smoothing_counts_ = strategy.smoothing_counts_[:, -80:]  # a state holding the finest map's alone
+    validation_embeddings, validation_topic, _ = data["validation"]
+    rng = np.random.default_rng(1)
+    departs = {"specialist": 0, "specialist, finest map": 0, "generalist": 0, "generalist, finest map": 0}
+    for _ in range(20):
+        few = np.sort(rng.permutation(len(validation_embeddings))[:24])
+        for who, correctness in (
+            ("specialist", (validation_topic[few] == 0).astype(float)),
+            ("generalist", data["unseen_generalist"][few]),
+        ):
+            choice = strategy.profile_choice(validation_embeddings[few], correctness)
+            departs[who] += choice["departs"]
+            departs[f"{who}, finest map"] += finest_alone.profile_choice(validation_embeddings[few], correctness)[
+                "departs"
+            ]
+    assert departs["specialist"] >= 15 and departs["specialist, finest map"] <= 3
+    assert departs["generalist"] <= 1 and departs["generalist, finest map"] <= 1
