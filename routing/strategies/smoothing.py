@@ -244,20 +244,25 @@ class FineMaps:
     training_counts: np.ndarray  # [2, ΣK, m] on every map, coarse to fine (or [2, K_finest, m]: the finest alone)
     training_centres: np.ndarray  # [m]
 
+    @property
+    def counts_every_map(self) -> bool:
+        """Whether the training counts cover every map (else the finest alone)."""
+        return self.training_counts.shape[1] == sum(self.sizes)
+
     def test_level(self, answers: float) -> int:
         """The map an LLM with ``answers`` (answered weight) is tested on for departure: the finest on which
         it holds ``MIN_ANSWERS_PER_FINE_CLUSTER`` answers per cluster on average, else the coarsest. A
         departure read on clusters that mostly hold one answer or none says nothing about how an LLM's
         clusters spread (a lone answer is as likely under any prior strength), so an LLM registered on
         50 prompts is tested on coarse clusters, one profiled on the whole validation set on the finest."""
-        if self.training_counts.shape[1] != sum(self.sizes):
+        if not self.counts_every_map:
             return len(self.sizes) - 1
         fits = [r for r, k in enumerate(self.sizes) if answers >= MIN_ANSWERS_PER_FINE_CLUSTER * k]
         return fits[-1] if fits else 0
 
     def training_counts_at(self, level: int) -> np.ndarray:
         """[2, K_level, m]: the training LLMs' counts on map ``level``."""
-        if self.training_counts.shape[1] != sum(self.sizes):
+        if not self.counts_every_map:
             return self.training_counts
         bounds = np.cumsum([0, *self.sizes])
         return self.training_counts[:, bounds[level] : bounds[level + 1]]
