@@ -212,7 +212,7 @@ class RoutingStrategy(ABC):
         to read error vectors, whose sums are not answers); None reads each row at its own."""
         evidence = np.asarray(evidence, dtype=np.float64)
         if levels is None and evidence.ndim == 2:
-            levels = np.array([self.evidence_level(row) for row in evidence], dtype=int)
+            levels = self.evidence_levels(evidence)
         read = functools.partial(self._fine_evidence_at, levels=np.asarray(levels, dtype=int))
         return self._read_evidence("fine_evidence_at", read, prompt_embeddings, evidence)
 
@@ -222,6 +222,10 @@ class RoutingStrategy(ABC):
         strategy with a single reading."""
         self._check_fitted()
         return int(self._evidence_level(np.asarray(evidence, dtype=np.float64)))
+
+    def evidence_levels(self, evidence: np.ndarray) -> np.ndarray:
+        """[n_llms]: :meth:`evidence_level` of each row of stacked :meth:`evidence` vectors [n_llms, C]."""
+        return np.array([self.evidence_level(row) for row in np.atleast_2d(evidence)], dtype=int)
 
     def _read_evidence(self, name: str, read, prompt_embeddings: np.ndarray, evidence: np.ndarray) -> np.ndarray:
         self._check_fitted()

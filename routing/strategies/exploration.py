@@ -103,7 +103,7 @@ def own_counts_at(
     its answers can speak for (``fine_evidence_at`` of the stacked evidence vectors [n_llms, C], each
     LLM's errors read at the level of its answers), and its strength ``strengths`` [n_llms]
     (``own_strength``)."""
-    levels = np.array([strategy.evidence_level(row) for row in np.atleast_2d(evidence)], dtype=int)
+    levels = strategy.evidence_levels(evidence)
     answers = strategy.fine_evidence_at(prompt_embeddings, evidence, levels)
     errors = strategy.fine_evidence_at(prompt_embeddings, error_evidence, levels)
     return OwnCounts(answers=answers, errors=errors, strength=np.broadcast_to(strengths, answers.shape))
