@@ -1,7 +1,7 @@
 """Does a specialist registered with few validation prompts leave the tuned prior once it has shown
 some right answers on its subject, and does a real LLM registered with as few stay on it? The
 departure test read on the map the LLM's answers fill (``smoothing.FineMaps.test_level``) against the
-same test read on the finest map alone.
+same test read on the finest map alone, and how often exploration's draw would try it on its subject.
 
     .venv/bin/python benchmarks/specialist_departure.py --dataset mmlu-pro --seeds 0,1,2 [--out FILE]
 
@@ -14,6 +14,10 @@ splits and categories: how many specialists depart under each reading, and their
 the category's prompts of the other half against the split's test LLMs profiled
 on every validation prompt (``specialist_figures``). "finest map" is the same fitted strategy with the
 training counts of its finest map alone, which is how a routing state stored with only those reads.
+"drawn" is, on the same prompts, the share of Thompson draws (``exploration.posterior_draw`` with every
+LLM's own counts, as an exploring request draws; ``--draws`` per prompt) whose choice at λ = 0 is the
+specialist: the chance that an exploring request of its subject tries it, over every specialist and
+over those that keep the tuned prior (do not depart).
 
 Second table: each of the split's test LLMs (real LLMs) registered with ``--prompts`` sampled
 validation prompts (``--samples`` samples each) beside the others profiled on every validation
@@ -46,6 +50,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=50, help="validation prompts the specialist is registered with")
     parser.add_argument("--extra", default="0,5,10,20,40", help="right answers on its subject added, comma-separated")
     parser.add_argument("--samples", type=int, default=3, help="samples of --prompts per real test LLM")
+    parser.add_argument("--draws", type=int, default=20, help="Thompson draws per subject prompt")
     parser.add_argument("--out", type=Path, help="also write the tables here (markdown)")
     args = parser.parse_args()
 
@@ -57,7 +62,9 @@ def main() -> None:
     from evaluation.selectors import dataset_arrays
     from evaluation.specialists import Specialist, specialist_figures, specialists_of
     from registry.selectors import prompt_set_get
+    from routing.selection import select
     from routing.strategies.curves import area, deferral_curve, normalised_costs
+    from routing.strategies.exploration import own_counts_at, own_strength, posterior_draw
 
     arrays = dataset_arrays(prompt_set=prompt_set_get(name=args.dataset), cost="price", category_field=args.categories)
     if arrays.categories is None:
@@ -65,7 +72,7 @@ def main() -> None:
     embeddings, correctness, costs = arrays.embeddings.astype(np.float32), arrays.correctness, arrays.costs
     extras = [int(k) for k in args.extra.split(",")]
     readings = ("answers' map", "finest map")
-    rows = {(k, r): {"departs": 0, "recall": []} for k in extras for r in readings}
+    rows = {(k, r): {"departs": 0, "recall": [], "drawn": [], "drawn_kept": []} for k in extras for r in readings}
     specialists = 0
     real = {"departs": {r: 0 for r in readings}, "area_difference": [], "registered": 0}
     started = time.monotonic()
@@ -82,6 +89,11 @@ def main() -> None:
         pool_profiles = np.stack([strategy.profile(embeddings[validation], correctness[validation, j]) for j in pool])
         pool_losses = strategy.predict_loss(embeddings[scoring], pool_profiles)
         pool_costs = normalised_costs(costs[pool])
+        pool_counts = [
+            (strategy.evidence(embeddings[validation], c), strategy.error_evidence(embeddings[validation], c))
+            for c in (correctness[validation, j] for j in pool)
+        ]
+        with_specialist_costs = np.append(pool_costs, np.median(pool_costs))
         for candidate in specialists_of(arrays.categories, validation, scoring):
             specialists += 1
             sample = np.sort(rng.permutation(len(validation))[: args.prompts])
@@ -106,6 +118,29 @@ def main() -> None:
                     )
                     rows[k, reading]["departs"] += bool(choice["departs"])
                     rows[k, reading]["recall"].append(figures["recall"])
+                    if reading == readings[0]:
+                        subject = scored.test_in_category
+                        counts = [
+                            *pool_counts,
+                            (
+                                fitted.evidence(rows_embeddings, rows_correctness),
+                                fitted.error_evidence(rows_embeddings, rows_correctness),
+                            ),
+                        ]
+                        answers, errors = (np.stack(c) for c in zip(*counts))
+                        strengths = np.array([own_strength(fitted, n, e) for n, e in counts])
+                        losses = np.column_stack([pool_losses[subject], own[subject]])
+                        near = fitted.evidence_at(embeddings[scoring[subject]], answers)
+                        own_counts = own_counts_at(fitted, embeddings[scoring[subject]], answers, errors, strengths)
+                        draw_rng = np.random.default_rng([seed, specialists, k])
+                        chosen = [
+                            select(posterior_draw(losses, near, draw_rng, own=own_counts), with_specialist_costs)
+                            for _ in range(args.draws)
+                        ]
+                        drawn = float(np.mean(np.stack(chosen) == len(pool)))
+                        rows[k, reading]["drawn"].append(drawn)
+                        if not choice["departs"]:
+                            rows[k, reading]["drawn_kept"].append(drawn)
         test_rows = split.test_prompts[~np.isnan(correctness[np.ix_(split.test_prompts, pool)]).any(axis=1)]
         truth = correctness[np.ix_(test_rows, pool)]
         for position, llm in enumerate(pool):
@@ -131,14 +166,16 @@ def main() -> None:
         f"{args.dataset}, seeds {args.seeds}: {specialists} specialists registered with {args.prompts} validation "
         f"prompts, plus k right answers on their subject",
         "",
-        "| k | departs (answers' map) | departs (finest map) | recall (answers' map) | recall (finest map) |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| k | departs (answers' map) | departs (finest map) | recall (answers' map) | recall (finest map) | "
+        "drawn (answers' map) | drawn, kept the prior |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for k in extras:
         a, f = rows[k, readings[0]], rows[k, readings[1]]
         lines.append(
             f"| {k} | {a['departs']} of {specialists} | {f['departs']} of {specialists} | "
-            f"{_mean_se(a['recall'])} | {_mean_se(f['recall'])} |"
+            f"{_mean_se(a['recall'])} | {_mean_se(f['recall'])} | {_mean_se(a['drawn'])} | "
+            f"{_mean_se(a['drawn_kept']) if len(a['drawn_kept']) > 1 else '—'} ({len(a['drawn_kept'])}) |"
         )
     differences = np.asarray(real["area_difference"])
     lines += [
