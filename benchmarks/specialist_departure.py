@@ -60,7 +60,7 @@ def main() -> None:
     from evaluation.online import _fit
     from evaluation.protocol import make_splits
     from evaluation.selectors import dataset_arrays
-    from evaluation.specialists import Specialist, specialist_figures, specialists_of
+    from evaluation.specialists import Specialist, specialist_figures, specialists_of, with_specialist_cost
     from registry.selectors import prompt_set_get
     from routing.selection import select
     from routing.strategies.curves import area, deferral_curve, normalised_costs
@@ -93,7 +93,8 @@ def main() -> None:
             (strategy.evidence(embeddings[validation], c), strategy.error_evidence(embeddings[validation], c))
             for c in (correctness[validation, j] for j in pool)
         ]
-        with_specialist_costs = np.append(pool_costs, np.median(pool_costs))
+        pool_strengths = [own_strength(strategy, n, e) for n, e in pool_counts]
+        with_specialist_costs = with_specialist_cost(pool_costs)
         for candidate in specialists_of(arrays.categories, validation, scoring):
             specialists += 1
             sample = np.sort(rng.permutation(len(validation))[: args.prompts])
@@ -120,15 +121,12 @@ def main() -> None:
                     rows[k, reading]["recall"].append(figures["recall"])
                     if reading == readings[0]:
                         subject = scored.test_in_category
-                        counts = [
-                            *pool_counts,
-                            (
-                                fitted.evidence(rows_embeddings, rows_correctness),
-                                fitted.error_evidence(rows_embeddings, rows_correctness),
-                            ),
-                        ]
-                        answers, errors = (np.stack(c) for c in zip(*counts))
-                        strengths = np.array([own_strength(fitted, n, e) for n, e in counts])
+                        specialist_counts = (
+                            fitted.evidence(rows_embeddings, rows_correctness),
+                            fitted.error_evidence(rows_embeddings, rows_correctness),
+                        )
+                        answers, errors = (np.stack(c) for c in zip(*pool_counts, specialist_counts))
+                        strengths = np.array([*pool_strengths, own_strength(fitted, *specialist_counts)])
                         losses = np.column_stack([pool_losses[subject], own[subject]])
                         near = fitted.evidence_at(embeddings[scoring[subject]], answers)
                         own_counts = own_counts_at(fitted, embeddings[scoring[subject]], answers, errors, strengths)

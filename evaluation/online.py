@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from evaluation.protocol import Split, make_splits
-from evaluation.specialists import Specialist, specialist_figures, specialists_of
+from evaluation.specialists import Specialist, specialist_figures, specialists_of, with_specialist_cost
 from routing.selection import select
 from routing.strategies import STRATEGIES, get_strategy
 from routing.strategies.curves import area, deferral_curve, normalised_costs
@@ -450,7 +450,6 @@ def _specialist_replay(
 ) -> dict:
     sample = _sample(rng, len(validation), settings.new_llm_prompts)
     evidence.append(Evidence(validation_embeddings[sample], candidate.validation_correctness[sample]))
-    mid_cost = float(np.median(stream.costs))
     with_specialist = Stream(
         embeddings=stream.embeddings,
         prompt_ids=stream.prompt_ids,
@@ -458,7 +457,7 @@ def _specialist_replay(
         lambdas=stream.lambdas,
         scoring_embeddings=stream.scoring_embeddings,
         scoring_truth=np.column_stack([stream.scoring_truth, candidate.correctness(scoring)]),
-        costs=np.append(stream.costs, mid_cost),
+        costs=with_specialist_cost(stream.costs),
     )
 
     def recall(losses, profiles):

@@ -50,6 +50,11 @@ def specialists_of(categories: np.ndarray, validation_rows: np.ndarray, test_row
     return out
 
 
+def with_specialist_cost(costs: np.ndarray) -> np.ndarray:
+    """The pool's ``costs`` [m] with the specialist's appended [m + 1]: the pool's median."""
+    return np.append(costs, float(np.median(costs)))
+
+
 def specialist_figures(
     losses: np.ndarray, specialist_losses: np.ndarray, truth: np.ndarray, costs: np.ndarray, specialist: Specialist
 ) -> dict:
@@ -58,9 +63,8 @@ def specialist_figures(
     ``losses`` [n_test, m] and ``truth`` [n_test, m] are the pool's predicted losses and correctness;
     ``specialist_losses`` [n_test] the specialist's predicted losses.
     """
-    mid_cost = float(np.median(costs))
     without = select(losses, costs, lam=0.0)
-    with_it = select(np.column_stack([losses, specialist_losses]), np.append(costs, mid_cost), lam=0.0)
+    with_it = select(np.column_stack([losses, specialist_losses]), with_specialist_cost(costs), lam=0.0)
     rows = np.arange(len(truth))
     quality_without = truth[rows, without]
     to_specialist = with_it == truth.shape[1]
